@@ -1,0 +1,219 @@
+// Package agent wires a Shoal node: the content store, the fetch pipeline (store, then peers,
+// then origin) behind the /v2 API, metrics and health endpoints.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
+
+// Config is an agent's configuration, filled from flags by cmd/shoal.
+type Config struct {
+	// Listen is the address of the /v2, metrics and health endpoints.
+	Listen string
+	// DataDir holds the content store.
+	DataDir string
+	// Registries are the upstream registry URLs; the first serves requests without ns.
+	Registries []string
+	// DockerConfig is a docker config.json with credentials for the upstreams ("" = anonymous).
+	DockerConfig string
+	// TagTTL is how long a tag resolution is used without asking the origin again.
+	TagTTL time.Duration
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// OriginOptions are extra options for the origin client (tests shorten its timeouts).
+	OriginOptions []origin.Option
+}
+
+// DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs
+// the origin one request, while a pushed tag is seen within seconds.
+const DefaultTagTTL = 30 * time.Second
+
+// Agent is a running node. It implements registryapi.Backend.
+type Agent struct {
+	cfg       Config
+	log       *slog.Logger
+	store     *store.Store
+	upstreams *origin.Set
+	origin    *origin.Client
+	sources   []Source
+	server    *registryapi.Server
+	registry  *prometheus.Registry
+	metrics   *metrics
+	group     singleflight.Group
+
+	// lifetime bounds work done for several clients at once (a shared fetch must outlive the
+	// request that started it); Close cancels it.
+	lifetime context.Context
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[digest.Digest]*fetch
+	closing  bool
+	ready    bool
+}
+
+var _ registryapi.Backend = (*Agent)(nil)
+
+// New opens the store and builds the agent. Close releases it.
+func New(cfg Config) (*Agent, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: a data directory is required")
+	}
+	if cfg.TagTTL <= 0 {
+		cfg.TagTTL = DefaultTagTTL
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ups, err := origin.NewSet(cfg.Registries)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newMetrics(reg)
+	opts := []origin.Option{origin.WithObserver(m), origin.WithUserAgent("shoal")}
+	if cfg.DockerConfig != "" {
+		opts = append(opts, origin.WithDockerConfig(cfg.DockerConfig))
+	}
+	oc, err := origin.NewClient(append(opts, cfg.OriginOptions...)...)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	st, err := store.Open(cfg.DataDir, store.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{
+		cfg:       cfg,
+		log:       log,
+		store:     st,
+		upstreams: ups,
+		origin:    oc,
+		registry:  reg,
+		metrics:   m,
+		inflight:  map[digest.Digest]*fetch{},
+	}
+	a.lifetime, a.stop = context.WithCancel(context.Background())
+	a.sources = []Source{originSource{oc}}
+	m.registerStore(reg, st)
+	a.server = registryapi.New(a, ups, registryapi.WithLogger(log), registryapi.WithRegisterer(reg))
+	a.ready = true
+	return a, nil
+}
+
+// Handler serves /v2 (the pull API), /metrics, /healthz and /readyz.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		a.mu.Lock()
+		ok := a.ready && !a.closing
+		a.mu.Unlock()
+		if !ok {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// /v2 goes straight to the registry handler: ServeMux would clean or redirect paths
+		// such as /v2/a/../b, and every /v2 answer must be an OCI one.
+		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			a.server.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// Run serves on cfg.Listen until ctx ends, then shuts down gracefully and closes the agent.
+func (a *Agent) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		a.Close()
+		return fmt.Errorf("agent: %w", err)
+	}
+	return a.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened.
+func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	defer a.Close()
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("agent: %w", err)
+	case <-ctx.Done():
+	}
+	a.mu.Lock()
+	a.closing = true
+	a.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// Close stops fetches in flight, waits for them and closes the store. It is safe to call twice.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	if a.store == nil {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closing = true
+	a.mu.Unlock()
+	a.stop()
+	a.wg.Wait()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	err := a.store.Close()
+	a.store = nil
+	return err
+}
+
+// originSource fetches whole blobs from the request's upstream registry.
+type originSource struct{ c *origin.Client }
+
+func (originSource) Name() string { return "origin" }
+
+func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest) (io.ReadCloser, int64, error) {
+	return s.c.GetBlob(ctx, t.Registry, t.Repo, d)
+}
+
+// Gatherer exposes the agent's metrics registry (for the demo and tests).
+func (a *Agent) Gatherer() prometheus.Gatherer { return a.registry }

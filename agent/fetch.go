@@ -1,0 +1,345 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/registryapi"
+)
+
+// Source is one place the fetch pipeline can get a whole blob from, tried in order after the
+// local store: peers (in a later stage of the pipeline), then the origin. A Source returns the
+// unverified stream and its size (-1 if unknown); the pipeline verifies every byte.
+// ErrNotFound or ErrUnavailable before any byte arrives sends the pipeline to the next source.
+type Source interface {
+	Name() string
+	FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest) (io.ReadCloser, int64, error)
+}
+
+// copyBufSize is the unit of reading from a source and of serving a client from a fetch in
+// flight. Memory per transfer is one buffer, whatever the blob's size.
+const copyBufSize = 256 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// fetch is one blob being fetched, shared by every local client that asks for it meanwhile.
+// Bytes go to a temporary file in the store; clients read them back from that file as they
+// arrive. The last byte is held back until the whole blob has verified against its digest, so a
+// client never receives a complete response with wrong content: on a mismatch its response is
+// aborted short.
+type fetch struct {
+	d     digest.Digest
+	ready chan struct{} // closed once size and source are known, or the fetch failed first
+
+	// Set before ready is closed, then read-only.
+	size   int64
+	source string
+	w      *store.Writer
+
+	mu      sync.Mutex
+	visible int64 // bytes clients may read
+	done    bool  // no more bytes will come; with err == nil the blob is whole and verified
+	err     error
+	wake    chan struct{} // closed and replaced whenever visible or done changes
+	refs    int           // open client handles plus the fetching goroutine
+}
+
+func newFetch(d digest.Digest) *fetch {
+	return &fetch{d: d, ready: make(chan struct{}), wake: make(chan struct{}), refs: 1}
+}
+
+func (f *fetch) acquire() {
+	f.mu.Lock()
+	f.refs++
+	f.mu.Unlock()
+}
+
+// release drops a reference; the last one closes the temporary file (which by then is either
+// committed under its final name or removed).
+func (f *fetch) release() {
+	f.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	f.mu.Unlock()
+	if last && f.w != nil {
+		_ = f.w.Close()
+	}
+}
+
+func (f *fetch) state() (visible int64, done bool, err error, wake <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.visible, f.done, f.err, f.wake
+}
+
+func (f *fetch) update(fn func()) {
+	f.mu.Lock()
+	fn()
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// fetchBlob is a client's handle on a fetch in flight.
+type fetchBlob struct {
+	f    *fetch
+	once sync.Once
+}
+
+var _ registryapi.Blob = (*fetchBlob)(nil)
+
+func (b *fetchBlob) Size() int64    { return b.f.size }
+func (b *fetchBlob) Source() string { return b.f.source }
+func (b *fetchBlob) Close() error   { b.once.Do(b.f.release); return nil }
+
+// CopyRange streams bytes of the fetch to w as they become visible.
+func (b *fetchBlob) CopyRange(ctx context.Context, w io.Writer, off, n int64) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var written int64
+	for n != 0 {
+		visible, done, err, wake := b.f.state()
+		if off < visible {
+			chunk := min(visible-off, int64(len(buf)))
+			if n > 0 {
+				chunk = min(chunk, n)
+			}
+			m, rerr := b.f.w.File().ReadAt(buf[:chunk], off)
+			if m > 0 {
+				wn, werr := w.Write(buf[:m])
+				written += int64(wn)
+				off += int64(wn)
+				if n > 0 {
+					n -= int64(wn)
+				}
+				if werr != nil {
+					return written, werr
+				}
+			}
+			if rerr != nil && !errors.Is(rerr, io.EOF) {
+				return written, fmt.Errorf("reading fetch of %s: %w", b.f.d, rerr)
+			}
+			continue
+		}
+		if done {
+			if err != nil {
+				return written, err
+			}
+			if n < 0 {
+				return written, nil
+			}
+			return written, fmt.Errorf("%s: range beyond the blob: %w", b.f.d, io.ErrUnexpectedEOF)
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return written, ctx.Err()
+		}
+	}
+	return written, nil
+}
+
+// fileBlob is committed content served from the store.
+type fileBlob struct {
+	f    *os.File
+	size int64
+}
+
+var _ registryapi.Blob = (*fileBlob)(nil)
+
+func (b *fileBlob) Size() int64    { return b.size }
+func (b *fileBlob) Source() string { return "cache" }
+func (b *fileBlob) Close() error   { return b.f.Close() }
+
+// CopyRange hands the file section to w; net/http then sends it with sendfile.
+func (b *fileBlob) CopyRange(_ context.Context, w io.Writer, off, n int64) (int64, error) {
+	if n < 0 {
+		n = b.size - off
+	}
+	written, err := io.Copy(w, io.NewSectionReader(b.f, off, n))
+	if err == nil && written != n {
+		err = io.ErrUnexpectedEOF
+	}
+	return written, err
+}
+
+// OpenBlob serves a blob from the store, or joins or starts the one fetch of it.
+func (a *Agent) OpenBlob(ctx context.Context, t registryapi.Target, d digest.Digest) (registryapi.Blob, error) {
+	if f, info, err := a.store.Open(d); err == nil {
+		return &fileBlob{f: f, size: info.Size}, nil
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, err
+	}
+	f, hit, err := a.joinFetch(t, d)
+	if err != nil {
+		return nil, err
+	}
+	if hit != nil {
+		return hit, nil
+	}
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		f.release()
+		return nil, ctx.Err()
+	}
+	if f.w == nil { // failed before the first byte
+		_, _, err, _ := f.state()
+		f.release()
+		return nil, err
+	}
+	return &fetchBlob{f: f}, nil
+}
+
+// joinFetch returns the fetch in flight for d with a reference taken, starting one if there is
+// none. If the content was committed meanwhile it returns the committed blob instead.
+func (a *Agent) joinFetch(t registryapi.Target, d digest.Digest) (*fetch, registryapi.Blob, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if f, ok := a.inflight[d]; ok {
+		f.acquire()
+		return f, nil, nil
+	}
+	// The fetching goroutine removes its entry only after commit, so under a.mu the store and
+	// the map together never miss content.
+	if file, info, err := a.store.Open(d); err == nil {
+		return nil, &fileBlob{f: file, size: info.Size}, nil
+	}
+	if a.closing {
+		return nil, nil, fmt.Errorf("agent is shutting down: %w", errdefs.ErrUnavailable)
+	}
+	f := newFetch(d)
+	f.acquire() // the caller's reference; the goroutine owns the first
+	a.inflight[d] = f
+	a.metrics.inflight.Inc()
+	a.wg.Add(1)
+	go a.runFetch(f, t)
+	return f, nil, nil
+}
+
+// runFetch moves a blob from the first source that has it into the store.
+func (a *Agent) runFetch(f *fetch, t registryapi.Target) {
+	defer a.wg.Done()
+	start := time.Now()
+	log := a.log.With("digest", f.d, "repo", t.Repo)
+	err := a.fetchFromSources(f, t, log)
+	if err != nil && f.w != nil {
+		f.update(func() { f.done, f.err = true, err })
+	}
+	a.mu.Lock()
+	delete(a.inflight, f.d)
+	a.mu.Unlock()
+	a.metrics.inflight.Dec()
+	if err != nil {
+		if f.w == nil {
+			f.mu.Lock()
+			f.err = err
+			f.mu.Unlock()
+			close(f.ready)
+		}
+		log.Warn("blob fetch failed", "source", f.source, "err", err, "duration", time.Since(start))
+	} else {
+		a.metrics.fetchDuration.WithLabelValues(f.source).Observe(time.Since(start).Seconds())
+		log.Info("blob fetched", "source", f.source, "bytes", f.size, "duration", time.Since(start))
+	}
+	f.release()
+}
+
+func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, log *slog.Logger) error {
+	ctx := a.lifetime
+	var lastErr error = fmt.Errorf("%s: no source: %w", f.d, errdefs.ErrNotFound)
+	for _, src := range a.sources {
+		body, size, err := src.FetchBlob(ctx, t, f.d)
+		if err != nil {
+			log.Debug("source cannot supply blob", "source", src.Name(), "err", err)
+			lastErr = err
+			continue
+		}
+		return a.fill(ctx, f, src.Name(), body, size)
+	}
+	return lastErr
+}
+
+// fill copies a source's stream into the store, making bytes visible to clients as they land.
+func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.ReadCloser, size int64) error {
+	defer body.Close()
+	w, err := a.store.NewWriter(f.d, size)
+	if err != nil {
+		return err
+	}
+	f.size, f.source, f.w = size, source, w
+	close(f.ready)
+
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := io.ReadFull(body, buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				if errors.Is(err, errdefs.ErrDigestMismatch) {
+					a.verificationFailed(f, source, err)
+				}
+				return err
+			}
+			// Hold back the last byte written until the digest verifies.
+			f.update(func() { f.visible = w.Written() - 1 })
+			a.metrics.fetchedBytes.WithLabelValues(source).Add(float64(n))
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: %w", f.d, ctx.Err())
+			}
+			return fmt.Errorf("%s: reading from %s: %w", f.d, source, rerr)
+		}
+	}
+	if err := w.Verify(); err != nil {
+		a.verificationFailed(f, source, err)
+		return err
+	}
+	f.update(func() { f.visible, f.done = w.Written(), true })
+	if err := w.Commit(""); err != nil {
+		// The clients got verified bytes; only the copy on disk is lost.
+		a.log.Error("committing blob failed", "digest", f.d, "err", err)
+	}
+	return nil
+}
+
+func (a *Agent) verificationFailed(f *fetch, source string, err error) {
+	a.metrics.verifyFailures.WithLabelValues(source).Inc()
+	a.log.Error("content failed verification; discarded", "digest", f.d, "source", source, "err", err)
+}
+
+// StatBlob answers HEAD: from the store, a fetch in flight, or the origin.
+func (a *Agent) StatBlob(ctx context.Context, t registryapi.Target, d digest.Digest) (int64, error) {
+	if info, err := a.store.Stat(d); err == nil {
+		return info.Size, nil
+	}
+	a.mu.Lock()
+	f, ok := a.inflight[d]
+	a.mu.Unlock()
+	if ok {
+		select {
+		case <-f.ready:
+			if f.w != nil && f.size >= 0 {
+				return f.size, nil
+			}
+		default:
+		}
+	}
+	return a.origin.HeadBlob(ctx, t.Registry, t.Repo, d)
+}

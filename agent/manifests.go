@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
+
+// manifestTypes are asked for when fetching a manifest by digest, on top of the client's own
+// Accept list: a digest names one manifest, whatever its type, and some registries refuse to
+// return a type the request did not accept.
+var manifestTypes = []string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}
+
+// originTimeout bounds origin work done on behalf of several waiting clients, which must not
+// die with the first client's request.
+const originTimeout = 2 * time.Minute
+
+// GetManifest returns a manifest by digest (from the store, else the origin) or by tag.
+func (a *Agent) GetManifest(ctx context.Context, t registryapi.Target, ref string, accept []string) (*registryapi.Manifest, error) {
+	if strings.Contains(ref, ":") {
+		d, err := digest.Parse(ref)
+		if err != nil {
+			return nil, fmt.Errorf("reference %q: %w", ref, errdefs.ErrInvalid)
+		}
+		return a.manifestByDigest(ctx, t, d, accept)
+	}
+	return a.manifestByTag(ctx, t, ref, accept)
+}
+
+func (a *Agent) manifestByDigest(ctx context.Context, t registryapi.Target, d digest.Digest, accept []string) (*registryapi.Manifest, error) {
+	if m, err := a.storedManifest(d); err == nil {
+		return m, nil
+	}
+	v, err, _ := a.group.Do("manifest\x00"+d.String(), func() (any, error) {
+		if m, err := a.storedManifest(d); err == nil {
+			return m, nil
+		}
+		octx, cancel := context.WithTimeout(a.lifetime, originTimeout)
+		defer cancel()
+		om, err := a.origin.GetManifest(octx, t.Registry, t.Repo, d.String(), union(accept, manifestTypes))
+		if err != nil {
+			if errors.Is(err, errdefs.ErrDigestMismatch) {
+				a.metrics.verifyFailures.WithLabelValues("origin").Inc()
+				a.log.Error("origin manifest failed verification; discarded", "digest", d, "repo", t.Repo)
+			}
+			return nil, err
+		}
+		if err := a.store.PutManifest(om.Digest, om.MediaType, om.Body); err != nil {
+			a.log.Error("storing manifest failed", "digest", d, "err", err)
+		}
+		return &registryapi.Manifest{MediaType: om.MediaType, Digest: om.Digest, Body: om.Body, Source: "origin"}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*registryapi.Manifest), nil
+}
+
+func (a *Agent) storedManifest(d digest.Digest) (*registryapi.Manifest, error) {
+	body, mt, err := a.store.ReadManifest(d, origin.MaxManifestSize)
+	if err != nil {
+		return nil, err
+	}
+	return &registryapi.Manifest{MediaType: mt, Digest: d, Body: body, Source: "cache"}, nil
+}
+
+// tagPrefix groups the resolutions of one tag; tagKey adds the normalised Accept set, since the
+// origin may answer one tag with different manifests for different Accept lists.
+func tagPrefix(t registryapi.Target, tag string) string {
+	return t.Registry.Host() + "/" + t.Repo + ":" + tag + "\x00"
+}
+
+func tagKey(t registryapi.Target, tag string, accept []string) string {
+	set := slices.Clone(accept)
+	sort.Strings(set)
+	return tagPrefix(t, tag) + strings.Join(slices.Compact(set), ",")
+}
+
+// manifestByTag resolves a tag: from a resolution younger than the tag TTL, else at the origin
+// (one request per tag and Accept set at a time, however many clients ask), else — when the
+// origin cannot be reached — from the last resolution known, marked stale.
+func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, error) {
+	key := tagKey(t, tag, accept)
+	if recs, err := a.store.Tags(key); err == nil {
+		if rec, ok := recs[key]; ok && time.Since(rec.Resolved) < a.cfg.TagTTL {
+			if m, err := a.storedManifest(rec.Digest); err == nil {
+				return m, nil
+			}
+		}
+	}
+	v, err, _ := a.group.Do("tag\x00"+key, func() (any, error) {
+		octx, cancel := context.WithTimeout(a.lifetime, originTimeout)
+		defer cancel()
+		m, err := a.resolveAtOrigin(octx, t, tag, accept)
+		if err == nil {
+			rec := store.TagRecord{Digest: m.Digest, MediaType: m.MediaType, Resolved: time.Now()}
+			if perr := a.store.PutTag(key, rec); perr != nil {
+				a.log.Error("recording tag failed", "repo", t.Repo, "tag", tag, "err", perr)
+			}
+			return m, nil
+		}
+		switch {
+		case errors.Is(err, errdefs.ErrNotFound):
+			// The origin says the tag is gone: forget it rather than serve it later as stale.
+			_ = a.store.DeleteTags(tagPrefix(t, tag))
+			return nil, err
+		case errors.Is(err, errdefs.ErrDenied), errors.Is(err, errdefs.ErrTooLarge), errors.Is(err, errdefs.ErrDigestMismatch):
+			return nil, err
+		}
+		if m, rec, ok := a.staleResolution(t, tag, accept); ok {
+			a.metrics.staleTags.Inc()
+			a.log.Warn("origin unreachable; serving last known tag resolution (stale)",
+				"repo", t.Repo, "tag", tag, "digest", m.Digest, "resolved", rec.Resolved, "err", err)
+			return m, nil
+		}
+		return nil, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*registryapi.Manifest), nil
+}
+
+// resolveAtOrigin asks the origin which manifest a tag names: a HEAD first, which is cheaper and
+// not rate limited by Docker Hub, then a GET only if the manifest isn't stored yet.
+func (a *Agent) resolveAtOrigin(ctx context.Context, t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, error) {
+	desc, err := a.origin.HeadManifest(ctx, t.Registry, t.Repo, tag, accept)
+	switch {
+	case err == nil:
+		if m, serr := a.storedManifest(desc.Digest); serr == nil {
+			return m, nil
+		}
+	case errors.Is(err, errdefs.ErrUnsupported):
+		// No digest in the HEAD answer: fall through to GET.
+	default:
+		return nil, err
+	}
+	om, err := a.origin.GetManifest(ctx, t.Registry, t.Repo, tag, accept)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.store.PutManifest(om.Digest, om.MediaType, om.Body); err != nil {
+		a.log.Error("storing manifest failed", "digest", om.Digest, "err", err)
+	}
+	return &registryapi.Manifest{MediaType: om.MediaType, Digest: om.Digest, Body: om.Body, Source: "origin"}, nil
+}
+
+// staleResolution finds the newest stored resolution of the tag whose manifest the client
+// accepts and the store still holds.
+func (a *Agent) staleResolution(t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, store.TagRecord, bool) {
+	recs, err := a.store.Tags(tagPrefix(t, tag))
+	if err != nil {
+		return nil, store.TagRecord{}, false
+	}
+	var best *registryapi.Manifest
+	var bestRec store.TagRecord
+	for _, rec := range recs {
+		if !accepts(accept, rec.MediaType) || (best != nil && !rec.Resolved.After(bestRec.Resolved)) {
+			continue
+		}
+		if m, err := a.storedManifest(rec.Digest); err == nil {
+			best, bestRec = m, rec
+		}
+	}
+	return best, bestRec, best != nil
+}
+
+func accepts(accept []string, mt string) bool {
+	if len(accept) == 0 {
+		return true
+	}
+	for _, a := range accept {
+		if a == mt || a == "*/*" {
+			return true
+		}
+	}
+	return false
+}
+
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Tags passes tag listing through to the origin.
+func (a *Agent) Tags(ctx context.Context, t registryapi.Target, n int, last string) (*origin.Passthrough, error) {
+	return a.origin.Tags(ctx, t.Registry, t.Repo, n, last)
+}
+
+// Referrers passes the referrers API through to the origin.
+func (a *Agent) Referrers(ctx context.Context, t registryapi.Target, d digest.Digest, artifactType string) (*origin.Passthrough, error) {
+	return a.origin.Referrers(ctx, t.Registry, t.Repo, d, artifactType)
+}

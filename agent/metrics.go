@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
+
+type metrics struct {
+	originRequests *prometheus.CounterVec
+	originErrors   *prometheus.CounterVec
+	originDuration *prometheus.HistogramVec
+	fetchDuration  *prometheus.HistogramVec
+	fetchedBytes   *prometheus.CounterVec
+	verifyFailures *prometheus.CounterVec
+	staleTags      prometheus.Counter
+	inflight       prometheus.Gauge
+}
+
+var _ origin.Observer = (*metrics)(nil)
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		originRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_requests_total",
+			Help: "Requests to upstream registries by registry, operation and status code (\"error\" when there was no answer).",
+		}, []string{"registry", "op", "code"}),
+		originErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_errors_total",
+			Help: "Upstream requests that failed: no answer, or a 5xx or 429 status.",
+		}, []string{"registry", "op"}),
+		originDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoal_origin_request_duration_seconds",
+			Help:    "Time to the upstream's answer (headers), by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}, []string{"op"}),
+		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoal_fetch_duration_seconds",
+			Help:    "Time to fetch, verify and store a whole blob, by source.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
+		}, []string{"source"}),
+		fetchedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_fetched_bytes_total",
+			Help: "Blob bytes received from sources other than the local store.",
+		}, []string{"source"}),
+		verifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_verification_failures_total",
+			Help: "Content discarded because it did not match its digest, by source.",
+		}, []string{"source"}),
+		staleTags: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_stale_tag_resolutions_total",
+			Help: "Tags answered from the last known resolution because the origin was unreachable.",
+		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_fetches_in_flight",
+			Help: "Blob fetches in progress.",
+		}),
+	}
+	reg.MustRegister(m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
+		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight)
+	return m
+}
+
+func (m *metrics) registerStore(reg prometheus.Registerer, st *store.Store) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shoal_store_bytes",
+			Help: "Bytes of committed content in the store.",
+		}, func() float64 { b, _ := st.Usage(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shoal_store_objects",
+			Help: "Committed blobs and manifests in the store.",
+		}, func() float64 { _, n := st.Usage(); return float64(n) }),
+	)
+}
+
+// OriginRequest implements origin.Observer.
+func (m *metrics) OriginRequest(registry, op string, status int, _ error, d time.Duration) {
+	code := "error"
+	if status > 0 {
+		code = strconv.Itoa(status)
+	}
+	m.originRequests.WithLabelValues(registry, op, code).Inc()
+	m.originDuration.WithLabelValues(op).Observe(d.Seconds())
+	if status == 0 || status >= 500 || status == http.StatusTooManyRequests {
+		m.originErrors.WithLabelValues(registry, op).Inc()
+	}
+}

@@ -1,0 +1,257 @@
+// Package store is a node's content store: committed blobs and manifests, one file per digest,
+// and the small metadata beside them (media types, tag resolutions) in a bbolt database.
+//
+// Layout under the data directory:
+//
+//	blobs/<algorithm>/<encoded>   committed content, never modified after the rename
+//	tmp/                          content being written; cleared at start
+//	meta.db                       bbolt: media types and tag resolutions
+//
+// Content becomes visible only through Writer.Commit, which verifies the digest, fsyncs the file,
+// records metadata, renames the file into place and fsyncs the directory. A crash at any moment
+// leaves either no file or a whole, verified one.
+package store
+
+import (
+	_ "crypto/sha512" // registers sha384/sha512 for go-digest
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+var (
+	bucketMedia = []byte("media")
+	bucketTags  = []byte("tags")
+)
+
+// Store is the on-disk content store. It is safe for concurrent use. One process owns a data
+// directory at a time: Open fails while another holds it.
+type Store struct {
+	root  string
+	db    *bolt.DB
+	log   *slog.Logger
+	bytes atomic.Int64
+	count atomic.Int64
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger sets the store's logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// Open opens (creating if needed) the store under dir.
+func Open(dir string, opts ...Option) (*Store, error) {
+	s := &Store{root: dir, log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(s)
+	}
+	for _, d := range []string{dir, s.blobDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	// Partial files from a previous run are not resumable yet: drop them.
+	if entries, err := os.ReadDir(s.tmpDir()); err == nil {
+		for _, e := range entries {
+			_ = os.RemoveAll(filepath.Join(s.tmpDir(), e.Name()))
+		}
+	}
+	db, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("store: data directory %s is in use by another process", dir)
+		}
+		return nil, fmt.Errorf("store: opening metadata: %w", err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMedia, bucketTags} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	s.db = db
+	if err := s.scan(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the metadata database. Open files handed out stay valid.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) blobDir() string { return filepath.Join(s.root, "blobs") }
+func (s *Store) tmpDir() string  { return filepath.Join(s.root, "tmp") }
+
+// path maps a digest to its file. The digest is validated first, so the result always lies
+// inside the data directory.
+func (s *Store) path(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("digest %q: %w", d, errdefs.ErrInvalid)
+	}
+	return filepath.Join(s.blobDir(), string(d.Algorithm()), d.Encoded()), nil
+}
+
+// scan totals the committed content for the usage gauges.
+func (s *Store) scan() error {
+	var n, c int64
+	err := filepath.WalkDir(s.blobDir(), func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		info, err := de.Info()
+		if err != nil {
+			return nil
+		}
+		n += info.Size()
+		c++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: scanning %s: %w", s.blobDir(), err)
+	}
+	s.bytes.Store(n)
+	s.count.Store(c)
+	return nil
+}
+
+// Usage returns the bytes and number of committed objects.
+func (s *Store) Usage() (bytes, objects int64) { return s.bytes.Load(), s.count.Load() }
+
+// Info describes committed content.
+type Info struct {
+	Digest digest.Digest
+	Size   int64
+	// MediaType is set for manifests stored with PutManifest or Commit(mediaType).
+	MediaType string
+}
+
+// Stat returns the committed content's info, or an error wrapping errdefs.ErrNotFound.
+func (s *Store) Stat(d digest.Digest) (Info, error) {
+	p, err := s.path(d)
+	if err != nil {
+		return Info{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Info{}, fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)
+		}
+		return Info{}, fmt.Errorf("store: %w", err)
+	}
+	return Info{Digest: d, Size: fi.Size(), MediaType: s.mediaType(d)}, nil
+}
+
+// Open opens committed content for reading. The caller closes the file. A file stays readable
+// while open even if the content is deleted meanwhile.
+func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
+	p, err := s.path(d)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, Info{}, fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)
+		}
+		return nil, Info{}, fmt.Errorf("store: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, Info{}, fmt.Errorf("store: %w", err)
+	}
+	return f, Info{Digest: d, Size: fi.Size(), MediaType: s.mediaType(d)}, nil
+}
+
+// ReadManifest returns committed content of at most limit bytes with its media type.
+func (s *Store) ReadManifest(d digest.Digest, limit int64) ([]byte, string, error) {
+	f, info, err := s.Open(d)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	if info.Size > limit {
+		return nil, "", fmt.Errorf("%s is %d bytes: %w", d, info.Size, errdefs.ErrTooLarge)
+	}
+	if info.MediaType == "" {
+		return nil, "", fmt.Errorf("%s has no media type: %w", d, errdefs.ErrNotFound)
+	}
+	body, err := io.ReadAll(io.LimitReader(f, limit))
+	if err != nil {
+		return nil, "", fmt.Errorf("store: %w", err)
+	}
+	return body, info.MediaType, nil
+}
+
+func (s *Store) mediaType(d digest.Digest) string {
+	var mt string
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		mt = string(tx.Bucket(bucketMedia).Get([]byte(d)))
+		return nil
+	})
+	return mt
+}
+
+// Delete removes committed content. Readers holding it open keep their copy.
+func (s *Store) Delete(d digest.Digest) error {
+	p, err := s.path(d)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)
+		}
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := os.Remove(p); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	s.bytes.Add(-fi.Size())
+	s.count.Add(-1)
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMedia).Delete([]byte(d)) })
+}
+
+// PutManifest verifies and commits a small piece of content held in memory.
+func (s *Store) PutManifest(d digest.Digest, mediaType string, body []byte) error {
+	if mediaType == "" {
+		return fmt.Errorf("manifest %s without media type: %w", d, errdefs.ErrInvalid)
+	}
+	w, err := s.NewWriter(d, int64(len(body)))
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if _, err := w.Write(body); err != nil {
+		return err
+	}
+	return w.Commit(mediaType)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

@@ -1,0 +1,147 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"hash"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// Writer writes one piece of content to a temporary file, hashing as it goes. Bytes written are
+// readable through File().ReadAt while the write goes on, so a fetch can stream to its clients
+// before the content is complete; they are not part of the store until Commit. Close always
+// follows: it releases the file and removes it unless committed.
+type Writer struct {
+	s        *Store
+	d        digest.Digest
+	expected int64
+	f        *os.File
+	h        hash.Hash
+	n        int64
+
+	mu        sync.Mutex
+	verified  bool
+	committed bool
+	closed    bool
+}
+
+// NewWriter starts writing content d of the given size (-1 if unknown).
+func (s *Store) NewWriter(d digest.Digest, size int64) (*Writer, error) {
+	if _, err := s.path(d); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(s.tmpDir(), d.Algorithm().String()+"-"+d.Encoded()[:12]+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return &Writer{s: s, d: d, expected: size, f: f, h: d.Algorithm().Hash()}, nil
+}
+
+// File returns the temporary file, for concurrent ReadAt of bytes already written.
+func (w *Writer) File() *os.File { return w.f }
+
+// Written returns the number of bytes written so far.
+func (w *Writer) Written() int64 { return w.n }
+
+// Write appends p. Writing past the expected size fails with errdefs.ErrDigestMismatch: the
+// source is sending more than the content it claims to be.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.expected >= 0 && w.n+int64(len(p)) > w.expected {
+		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
+	}
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("store: %w", err)
+	}
+	return n, nil
+}
+
+// Verify checks the size and digest of what was written. After a nil result the bytes are
+// known good, though not yet durable; Commit makes them so.
+func (w *Writer) Verify() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.verified {
+		return nil
+	}
+	if w.expected >= 0 && w.n != w.expected {
+		return fmt.Errorf("%s: got %d bytes, expected %d: %w", w.d, w.n, w.expected, errdefs.ErrDigestMismatch)
+	}
+	if got := digest.NewDigest(w.d.Algorithm(), w.h); got != w.d {
+		return fmt.Errorf("%s: content hashes to %s: %w", w.d, got, errdefs.ErrDigestMismatch)
+	}
+	w.verified = true
+	return nil
+}
+
+// Commit verifies the content, makes it durable and visible. A mediaType is recorded for
+// manifests. Committing content that is already present succeeds.
+func (w *Writer) Commit(mediaType string) error {
+	if err := w.Verify(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.committed {
+		return nil
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	final, _ := w.s.path(w.d)
+	// Metadata first: a crash after it and before the rename leaves a harmless record,
+	// never a committed manifest without its media type.
+	if mediaType != "" {
+		if err := w.s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMedia).Put([]byte(w.d), []byte(mediaType))
+		}); err != nil {
+			return fmt.Errorf("store: recording media type: %w", err)
+		}
+	}
+	dir := filepath.Dir(final)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	_, statErr := os.Stat(final)
+	existed := statErr == nil
+	if !existed && !errors.Is(statErr, fs.ErrNotExist) {
+		return fmt.Errorf("store: %w", statErr)
+	}
+	if err := os.Rename(w.f.Name(), final); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	w.committed = true
+	if !existed {
+		w.s.bytes.Add(w.n)
+		w.s.count.Add(1)
+	}
+	return nil
+}
+
+// Close releases the file, removing it unless committed. It is safe to call more than once.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	err := w.f.Close()
+	if !w.committed {
+		_ = os.Remove(w.f.Name())
+	}
+	return err
+}

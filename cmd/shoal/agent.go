@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoal-oci/shoal/agent"
+)
+
+func env(name string) []string { return []string{"SHOAL_" + name} }
+
+func agentFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5000", EnvVars: env("LISTEN"),
+			Usage: "address of the /v2 registry endpoint, /metrics, /healthz and /readyz"},
+		&cli.StringFlag{Name: "data-dir", Value: "/var/lib/shoal", EnvVars: env("DATA_DIR"),
+			Usage: "directory of the content store"},
+		&cli.StringSliceFlag{Name: "registry", EnvVars: env("REGISTRY"),
+			Usage: "upstream registry URL (repeatable); the first serves requests without ?ns= (default: https://registry-1.docker.io)"},
+		&cli.StringFlag{Name: "docker-config", EnvVars: env("DOCKER_CONFIG"),
+			Usage: "docker config.json with credentials for the upstreams (default: anonymous)"},
+		&cli.DurationFlag{Name: "tag-ttl", Value: agent.DefaultTagTTL, EnvVars: env("TAG_TTL"),
+			Usage: "how long a tag resolution is reused before asking the origin again"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"),
+			Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),
+			Usage: "text or json"},
+	}
+}
+
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run the node agent: a pull-through registry mirror for the local container runtime",
+		Flags: agentFlags(),
+		Action: func(c *cli.Context) error {
+			cfg, err := agentConfig(c, c.App.ErrWriter)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(c.Context)
+		},
+	}
+}
+
+func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
+	log, err := newLogger(logOut, c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return agent.Config{}, err
+	}
+	regs := c.StringSlice("registry")
+	if len(regs) == 0 {
+		regs = []string{"https://registry-1.docker.io"}
+	}
+	return agent.Config{
+		Listen:       c.String("listen"),
+		DataDir:      c.String("data-dir"),
+		Registries:   regs,
+		DockerConfig: c.String("docker-config"),
+		TagTTL:       c.Duration("tag-ttl"),
+		Logger:       log,
+	}, nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	if w == nil {
+		w = os.Stderr
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+}

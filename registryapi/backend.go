@@ -1,0 +1,68 @@
+package registryapi
+
+import (
+	"context"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
+
+// Target names where a request's content lives upstream: the registry selected by the
+// request's ns parameter and the repository in its path. Content is addressed by digest,
+// so Target matters only when the content must come from the origin.
+type Target struct {
+	Registry *origin.Registry
+	Repo     string
+}
+
+// Blob is an open blob, possibly still arriving. The server calls Close exactly once.
+type Blob interface {
+	// Size is the blob's length in bytes, or -1 while it is unknown (an origin that sent no
+	// Content-Length).
+	Size() int64
+	// Source says where the bytes come from: "cache", "origin", later "peer".
+	Source() string
+	// CopyRange writes bytes [off, off+n) to w in order, waiting for bytes still being fetched;
+	// n < 0 means to the end. It returns the number of bytes written. An error after bytes were
+	// written means the response must be aborted: the blob failed verification or its fetch failed.
+	CopyRange(ctx context.Context, w io.Writer, off, n int64) (int64, error)
+	Close() error
+}
+
+// BlobProvider opens blobs. Errors wrap errdefs classes: ErrNotFound when neither the store nor
+// the origin has the blob.
+type BlobProvider interface {
+	OpenBlob(ctx context.Context, t Target, dgst digest.Digest) (Blob, error)
+	// StatBlob returns the blob's size without fetching it.
+	StatBlob(ctx context.Context, t Target, dgst digest.Digest) (int64, error)
+}
+
+// Manifest is a manifest or index with the media type it was served with.
+type Manifest struct {
+	MediaType string
+	Digest    digest.Digest
+	Body      []byte
+	// Source says where the manifest came from: "cache" or "origin".
+	Source string
+}
+
+// ManifestProvider resolves tags and returns manifests. ref is a tag or a digest; accept is the
+// client's list of acceptable media types (empty means anything).
+type ManifestProvider interface {
+	GetManifest(ctx context.Context, t Target, ref string, accept []string) (*Manifest, error)
+}
+
+// Lister answers the listing endpoints, which a mirror passes through to the origin.
+type Lister interface {
+	Tags(ctx context.Context, t Target, n int, last string) (*origin.Passthrough, error)
+	Referrers(ctx context.Context, t Target, dgst digest.Digest, artifactType string) (*origin.Passthrough, error)
+}
+
+// Backend is everything the pull API needs. The agent implements it.
+type Backend interface {
+	BlobProvider
+	ManifestProvider
+	Lister
+}

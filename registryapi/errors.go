@@ -1,0 +1,102 @@
+package registryapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// Error is one OCI distribution error, as sent in the {"errors":[...]} body.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Detail  any    `json:"detail,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// OCI error codes (distribution-spec, "Error Codes"), plus the two that distribution adds
+// for transient conditions.
+const (
+	CodeBlobUnknown       = "BLOB_UNKNOWN"
+	CodeDigestInvalid     = "DIGEST_INVALID"
+	CodeManifestUnknown   = "MANIFEST_UNKNOWN"
+	CodeManifestInvalid   = "MANIFEST_INVALID"
+	CodeNameInvalid       = "NAME_INVALID"
+	CodeNameUnknown       = "NAME_UNKNOWN"
+	CodeSizeInvalid       = "SIZE_INVALID"
+	CodeUnauthorized      = "UNAUTHORIZED"
+	CodeDenied            = "DENIED"
+	CodeUnsupported       = "UNSUPPORTED"
+	CodeTooManyRequests   = "TOOMANYREQUESTS"
+	CodeRangeInvalid      = "RANGE_INVALID"
+	CodeUnavailable       = "UNAVAILABLE"
+	CodeUnknown           = "UNKNOWN"
+	CodeManifestBlobUnkwn = "MANIFEST_BLOB_UNKNOWN"
+)
+
+func newError(status int, code, msg string) *Error {
+	return &Error{Status: status, Code: code, Message: msg}
+}
+
+// toError maps an error class to the OCI error the client sees. notFoundCode is the code for
+// ErrNotFound, which depends on what was asked for. Messages come from our own wording, never
+// from an error string that could carry a path or an upstream's body.
+func toError(err error, notFoundCode string) *Error {
+	var oe *Error
+	switch {
+	case errors.As(err, &oe):
+		return oe
+	case errors.Is(err, errdefs.ErrNotFound):
+		msg := "content not found"
+		switch notFoundCode {
+		case CodeBlobUnknown:
+			msg = "blob unknown to registry"
+		case CodeManifestUnknown:
+			msg = "manifest unknown to registry"
+		}
+		return newError(http.StatusNotFound, notFoundCode, msg)
+	case errors.Is(err, errdefs.ErrNotConfigured):
+		// 404 makes containerd and other mirror clients try their next host.
+		return newError(http.StatusNotFound, CodeNameUnknown, "the requested registry is not an upstream of this mirror")
+	case errors.Is(err, errdefs.ErrInvalid):
+		return newError(http.StatusBadRequest, CodeNameInvalid, "invalid request")
+	case errors.Is(err, errdefs.ErrTooLarge):
+		return newError(http.StatusBadGateway, CodeManifestInvalid, "upstream manifest exceeds the 4 MiB limit")
+	case errors.Is(err, errdefs.ErrDigestMismatch):
+		return newError(http.StatusBadGateway, CodeDigestInvalid, "upstream content does not match its digest")
+	case errors.Is(err, errdefs.ErrDenied):
+		return newError(http.StatusForbidden, CodeDenied, "the upstream registry denied access")
+	case errors.Is(err, errdefs.ErrTooManyRequests):
+		return newError(http.StatusTooManyRequests, CodeTooManyRequests, "the upstream registry is rate limiting this mirror")
+	case errors.Is(err, errdefs.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return newError(http.StatusServiceUnavailable, CodeUnavailable, "the upstream registry is unavailable")
+	case errors.Is(err, errdefs.ErrUnsupported):
+		return newError(http.StatusMethodNotAllowed, CodeUnsupported, "the operation is unsupported")
+	default:
+		return newError(http.StatusInternalServerError, CodeUnknown, "internal error")
+	}
+}
+
+// writeError sends e as an OCI error body. HEAD responses carry the status and headers only.
+func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
+	h := w.Header()
+	for _, k := range []string{"Content-Range", "Docker-Content-Digest", "Accept-Ranges", "Content-Length"} {
+		h.Del(k)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	body, _ := json.Marshal(struct {
+		Errors []*Error `json:"errors"`
+	}{[]*Error{e}})
+	if r.Method == http.MethodHead {
+		w.WriteHeader(e.Status)
+		return
+	}
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(append(body, '\n'))
+}

@@ -1,0 +1,49 @@
+package registryapi
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+func (s *Server) serveManifest(w *statusWriter, r *http.Request, t Target, refStr string) {
+	ref, err := parseReference(refStr)
+	if err != nil {
+		writeError(w, r, toError(err, CodeManifestUnknown))
+		return
+	}
+	log := s.log.With("repo", t.Repo, "ref", ref.String(), "registry", t.Registry.Host())
+	m, err := s.backend.GetManifest(r.Context(), t, ref.String(), acceptList(r.Header))
+	if err != nil {
+		log.Info("manifest unavailable", "err", err)
+		writeError(w, r, toError(err, CodeManifestUnknown))
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", m.MediaType)
+	h.Set("Docker-Content-Digest", m.Digest.String())
+	h.Set("Content-Length", strconv.Itoa(len(m.Body)))
+	h.Set("ETag", `"`+m.Digest.String()+`"`)
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		n, _ := bytes.NewReader(m.Body).WriteTo(w)
+		s.metrics.servedBytes.WithLabelValues(m.Source).Add(float64(n))
+	}
+	log.Debug("manifest served", "digest", m.Digest, "source", m.Source, "media_type", m.MediaType)
+}
+
+// acceptList flattens the client's Accept headers into media types, dropping parameters such
+// as q-values: registries treat Accept as a set.
+func acceptList(h http.Header) []string {
+	var out []string
+	for _, v := range h.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			if mt = strings.TrimSpace(mt); mt != "" {
+				out = append(out, mt)
+			}
+		}
+	}
+	return out
+}
