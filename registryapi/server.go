@@ -4,10 +4,10 @@
 package registryapi
 
 import (
-	"strconv"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
