@@ -293,8 +293,13 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.ReadC
 				}
 				return err
 			}
-			// Hold back the last byte written until the digest verifies.
-			f.update(func() { f.visible = w.Written() - 1 })
+			// Hold back the blob's last byte (or, with no known size, the last byte so far)
+			// until the digest verifies.
+			visible := w.Written() - 1
+			if size >= 0 {
+				visible = min(w.Written(), size-1)
+			}
+			f.update(func() { f.visible = visible })
 			a.metrics.fetchedBytes.WithLabelValues(source).Add(float64(n))
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
