@@ -37,6 +37,9 @@ type Config struct {
 	DockerConfig string
 	// TagTTL is how long a tag resolution is used without asking the origin again.
 	TagTTL time.Duration
+	// StoreMaxBytes is the store's high watermark: past it, least recently used content is
+	// evicted down to 90% of it. Zero means no limit.
+	StoreMaxBytes int64
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// OriginOptions are extra options for the origin client (tests shorten its timeouts).
@@ -65,6 +68,8 @@ type Agent struct {
 	lifetime context.Context
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
+
+	gcKick chan struct{} // a commit asks for a GC pass without waiting for the tick
 
 	mu       sync.Mutex
 	inflight map[digest.Digest]*fetch
@@ -114,6 +119,7 @@ func New(cfg Config) (*Agent, error) {
 		registry:  reg,
 		metrics:   m,
 		inflight:  map[digest.Digest]*fetch{},
+		gcKick:    make(chan struct{}, 1),
 	}
 	a.lifetime, a.stop = context.WithCancel(context.Background())
 	a.sources = []Source{originSource{oc}}
@@ -171,6 +177,10 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	gcDone := make(chan struct{})
+	gcCtx, stopGC := context.WithCancel(ctx)
+	defer func() { stopGC(); <-gcDone }()
+	go func() { defer close(gcDone); a.runGC(gcCtx) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("agent: %w", err)
@@ -217,3 +227,42 @@ func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d dig
 
 // Gatherer exposes the agent's metrics registry (for the demo and tests).
 func (a *Agent) Gatherer() prometheus.Gatherer { return a.registry }
+
+// gcInterval is how often the store's usage is checked against its limit when nothing is
+// committed.
+const gcInterval = time.Minute
+
+// runGC keeps the store under its limit until ctx ends.
+func (a *Agent) runGC(ctx context.Context) {
+	if a.cfg.StoreMaxBytes <= 0 {
+		return
+	}
+	high, low := a.cfg.StoreMaxBytes, a.cfg.StoreMaxBytes/10*9
+	t := time.NewTicker(gcInterval)
+	defer t.Stop()
+	for {
+		freed, err := a.store.GC(ctx, high, low, nil)
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("store GC failed", "err", err)
+		}
+		if freed > 0 {
+			a.metrics.evictedBytes.Add(float64(freed))
+			used, _ := a.store.Usage()
+			a.log.Info("store GC evicted least recently used content", "bytes", freed, "store_bytes", used)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.gcKick:
+		}
+	}
+}
+
+// kickGC asks for a GC pass soon, without blocking.
+func (a *Agent) kickGC() {
+	select {
+	case a.gcKick <- struct{}{}:
+	default:
+	}
+}

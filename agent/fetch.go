@@ -177,6 +177,7 @@ func (b *fileBlob) CopyRange(_ context.Context, w io.Writer, off, n int64) (int6
 // OpenBlob serves a blob from the store, or joins or starts the one fetch of it.
 func (a *Agent) OpenBlob(ctx context.Context, t registryapi.Target, d digest.Digest) (registryapi.Blob, error) {
 	if f, info, err := a.store.Open(d); err == nil {
+		a.store.Touch(d)
 		return &fileBlob{f: f, size: info.Size}, nil
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, err
@@ -321,6 +322,7 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.ReadC
 		// The clients got verified bytes; only the copy on disk is lost.
 		a.log.Error("committing blob failed", "digest", f.d, "err", err)
 	}
+	a.kickGC()
 	return nil
 }
 

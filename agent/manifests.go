@@ -77,6 +77,7 @@ func (a *Agent) storedManifest(d digest.Digest) (*registryapi.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.store.Touch(d)
 	return &registryapi.Manifest{MediaType: mt, Digest: d, Body: body, Source: "cache"}, nil
 }
 

@@ -20,6 +20,7 @@ type metrics struct {
 	verifyFailures *prometheus.CounterVec
 	staleTags      prometheus.Counter
 	inflight       prometheus.Gauge
+	evictedBytes   prometheus.Counter
 }
 
 var _ origin.Observer = (*metrics)(nil)
@@ -60,9 +61,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_fetches_in_flight",
 			Help: "Blob fetches in progress.",
 		}),
+		evictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_store_evicted_bytes_total",
+			Help: "Bytes of least recently used content removed to keep the store under --max-store-size.",
+		}),
 	}
 	reg.MustRegister(m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
-		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight)
+		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight, m.evictedBytes)
 	return m
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoal-oci/shoal/agent"
@@ -26,6 +27,8 @@ func agentFlags() []cli.Flag {
 			Usage: "docker config.json with credentials for the upstreams (default: anonymous)"},
 		&cli.DurationFlag{Name: "tag-ttl", Value: agent.DefaultTagTTL, EnvVars: env("TAG_TTL"),
 			Usage: "how long a tag resolution is reused before asking the origin again"},
+		&cli.StringFlag{Name: "max-store-size", Value: "0", EnvVars: env("MAX_STORE_SIZE"),
+			Usage: "evict least recently used content past this size (e.g. 50GiB, 200GB); 0 = no limit"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),
@@ -57,17 +60,22 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	if err != nil {
 		return agent.Config{}, err
 	}
+	maxStore, err := humanize.ParseBytes(c.String("max-store-size"))
+	if err != nil {
+		return agent.Config{}, fmt.Errorf("--max-store-size %q: %w", c.String("max-store-size"), err)
+	}
 	regs := c.StringSlice("registry")
 	if len(regs) == 0 {
 		regs = []string{"https://registry-1.docker.io"}
 	}
 	return agent.Config{
-		Listen:       c.String("listen"),
-		DataDir:      c.String("data-dir"),
-		Registries:   regs,
-		DockerConfig: c.String("docker-config"),
-		TagTTL:       c.Duration("tag-ttl"),
-		Logger:       log,
+		Listen:        c.String("listen"),
+		DataDir:       c.String("data-dir"),
+		Registries:    regs,
+		DockerConfig:  c.String("docker-config"),
+		TagTTL:        c.Duration("tag-ttl"),
+		StoreMaxBytes: int64(maxStore),
+		Logger:        log,
 	}, nil
 }
 

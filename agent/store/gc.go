@@ -1,0 +1,92 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// touchInterval limits how often a read updates a file's access mark: an LRU needs minutes,
+// not every request.
+const touchInterval = time.Minute
+
+// Touch marks committed content as recently used, for the LRU. The file's modification time is
+// the mark: content is never modified, so the time is free for this, and it survives restarts
+// without a metadata write per read.
+func (s *Store) Touch(d digest.Digest) {
+	p, err := s.path(d)
+	if err != nil {
+		return
+	}
+	fi, err := os.Stat(p)
+	if err != nil || time.Since(fi.ModTime()) < touchInterval {
+		return
+	}
+	now := time.Now()
+	_ = os.Chtimes(p, now, now)
+}
+
+// GC removes the least recently used content while usage exceeds high, until it is at most low.
+// keep reports content that must stay (pinned); nil keeps nothing. Readers holding removed
+// content open keep reading it. It returns the bytes freed.
+func (s *Store) GC(ctx context.Context, high, low int64, keep func(digest.Digest) bool) (int64, error) {
+	if used, _ := s.Usage(); high <= 0 || used <= high {
+		return 0, nil
+	}
+	type entry struct {
+		d    digest.Digest
+		size int64
+		used time.Time
+	}
+	var entries []entry
+	err := filepath.WalkDir(s.blobDir(), func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if de.IsDir() {
+			return ctx.Err()
+		}
+		alg := filepath.Base(filepath.Dir(p))
+		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), de.Name())
+		if d.Validate() != nil {
+			return nil
+		}
+		info, err := de.Info()
+		if err != nil {
+			return nil
+		}
+		entries = append(entries, entry{d: d, size: info.Size(), used: info.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].used.Before(entries[j].used) })
+	var freed int64
+	for _, e := range entries {
+		if used, _ := s.Usage(); used <= low {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return freed, err
+		}
+		if keep != nil && keep(e.d) {
+			continue
+		}
+		if err := s.Delete(e.d); err != nil {
+			continue
+		}
+		freed += e.size
+		s.log.Debug("evicted", "digest", e.d, "bytes", e.size, "last_used", e.used)
+	}
+	return freed, nil
+}
