@@ -1,0 +1,131 @@
+package origin
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// dockerHubHosts are the names under which Docker Hub is known. Clients say "docker.io", config files
+// say "index.docker.io", and the API lives at "registry-1.docker.io".
+var dockerHubHosts = map[string]bool{"docker.io": true, "index.docker.io": true, "registry-1.docker.io": true}
+
+// Registry is one configured upstream. It is immutable and safe to share.
+type Registry struct {
+	url  url.URL       // scheme://host, both lower case, nothing else
+	name name.Registry // the same registry for ggcr's transport
+}
+
+// ParseRegistry parses an upstream URL such as "https://registry-1.docker.io" or "http://127.0.0.1:5001".
+// The scheme (http or https) is required; a path, query, fragment or userinfo is refused, since
+// credentials belong in a docker config and registries are served at the root. Errors wrap
+// errdefs.ErrInvalid. "docker.io" is rewritten to "index.docker.io", as ggcr does, so that the
+// host we send requests to is the host ggcr attaches credentials for.
+func ParseRegistry(rawURL string) (*Registry, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("registry %q: %w: %w", rawURL, err, errdefs.ErrInvalid)
+	}
+	invalid := func(why string) error {
+		return fmt.Errorf("registry %q: %s: %w", rawURL, why, errdefs.ErrInvalid)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, invalid("scheme must be http or https")
+	case u.Host == "":
+		return nil, invalid("no host")
+	case u.User != nil:
+		return nil, invalid("credentials in the URL are not accepted; use a docker config")
+	case u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, invalid("only scheme://host[:port] is accepted")
+	}
+	var opts []name.Option
+	if u.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	n, err := name.NewRegistry(strings.ToLower(u.Host), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("registry %q: %w: %w", rawURL, err, errdefs.ErrInvalid)
+	}
+	return &Registry{url: url.URL{Scheme: u.Scheme, Host: n.RegistryStr()}, name: n}, nil
+}
+
+// Host returns host[:port] in lower case, e.g. "registry-1.docker.io" or "127.0.0.1:5001".
+func (r *Registry) Host() string { return r.url.Host }
+
+// String returns the registry's URL, e.g. "https://registry-1.docker.io".
+func (r *Registry) String() string { return r.url.String() }
+
+// endpoint returns the URL of an API path on r. The path is escaped by url.URL, never concatenated
+// into the host.
+func (r *Registry) endpoint(path string, query url.Values) *url.URL {
+	u := r.url
+	u.Path = path
+	u.RawQuery = query.Encode()
+	return &u
+}
+
+// hostKey is the identity used to match a namespace against configured registries: the lower-case
+// host[:port], with every Docker Hub alias folded into one.
+func hostKey(host string) string {
+	host = strings.ToLower(host)
+	if dockerHubHosts[host] {
+		return "docker.io"
+	}
+	return host
+}
+
+// Set is the ordered list of configured upstreams. It is immutable and safe to share.
+type Set struct {
+	regs []*Registry
+}
+
+// NewSet parses urls in order. It needs at least one, and refuses two that name the same registry
+// (the same host, or two Docker Hub aliases), since Select could not tell them apart. Errors wrap
+// errdefs.ErrInvalid.
+func NewSet(urls []string) (*Set, error) {
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("no upstream registry configured: %w", errdefs.ErrInvalid)
+	}
+	s := &Set{}
+	seen := make(map[string]string, len(urls))
+	for _, raw := range urls {
+		r, err := ParseRegistry(raw)
+		if err != nil {
+			return nil, err
+		}
+		k := hostKey(r.Host())
+		if prev, ok := seen[k]; ok {
+			return nil, fmt.Errorf("registry %q duplicates %q: %w", raw, prev, errdefs.ErrInvalid)
+		}
+		seen[k] = raw
+		s.regs = append(s.regs, r)
+	}
+	return s, nil
+}
+
+// Select returns the upstream for a request's ns parameter: the first registry when ns is empty,
+// else the one whose host[:port] matches ns case-insensitively, where "docker.io",
+// "index.docker.io" and "registry-1.docker.io" all mean Docker Hub. Any other ns yields an error
+// wrapping errdefs.ErrNotConfigured. Select never does I/O, so a request for an unknown registry
+// causes no outbound connection.
+func (s *Set) Select(ns string) (*Registry, error) {
+	if ns == "" {
+		return s.regs[0], nil
+	}
+	k := hostKey(ns)
+	for _, r := range s.regs {
+		if hostKey(r.Host()) == k {
+			return r, nil
+		}
+	}
+	return nil, fmt.Errorf("registry %q: %w", ns, errdefs.ErrNotConfigured)
+}
+
+// Registries returns the configured upstreams in order, in a new slice.
+func (s *Set) Registries() []*Registry { return slices.Clone(s.regs) }
