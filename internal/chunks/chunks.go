@@ -1,0 +1,296 @@
+// Package chunks verifies pieces of a blob against a chunk map: the chain of SHA-2 states at
+// fixed chunk boundaries (DESIGN.md, "Chunks and their verification").
+//
+// SHA-256 and SHA-512 process fixed blocks, so their internal state after a whole number of
+// blocks is well defined. The map of a blob holds that state (the "chain value") before each
+// chunk. Chunk i verifies when hashing it from state i yields state i+1; the last chunk verifies
+// when hashing it from the last state and finishing yields the blob's digest. Forging a chunk
+// that joins two honest states needs a second preimage of the compression function; a forged map
+// can only make forged chunks pass inside a forged run of states, and that run must rejoin the
+// honest chain or end at the digest, so a forged map is caught at the latest at the last chunk.
+package chunks
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding"
+	"encoding/binary"
+	"fmt"
+	"hash"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// DefaultSize is the default chunk size, 4 MiB.
+const DefaultSize = 4 << 20
+
+// MaxChunks bounds a map so that a peer cannot make us allocate without limit: with 4 MiB chunks
+// it covers blobs of 256 GiB.
+const MaxChunks = 1 << 16
+
+// algo describes one supported hash's state layout (crypto/sha256 and crypto/sha512
+// MarshalBinary: magic, chain value, one block of buffer, length).
+type algo struct {
+	magic     string
+	chainLen  int
+	blockSize int
+	newHash   func() hash.Hash
+}
+
+var algos = map[digest.Algorithm]algo{
+	digest.SHA256: {magic: "sha\x03", chainLen: 32, blockSize: 64, newHash: sha256.New},
+	digest.SHA512: {magic: "sha\x07", chainLen: 64, blockSize: 128, newHash: sha512.New},
+}
+
+// ErrMismatch is wrapped by verification failures; it also wraps errdefs.ErrDigestMismatch.
+var ErrMismatch = fmt.Errorf("chunk does not verify: %w", errdefs.ErrDigestMismatch)
+
+// Map is the chunk map of one blob.
+type Map struct {
+	Digest    digest.Digest
+	Size      int64
+	ChunkSize int64
+	// States[i] is the chain value before chunk i; States[0] is the hash's initial value.
+	States [][]byte
+}
+
+// Count returns the number of chunks of a blob of size bytes. An empty blob has one, empty, chunk.
+func Count(size, chunkSize int64) int {
+	if size <= 0 {
+		return 1
+	}
+	return int((size + chunkSize - 1) / chunkSize)
+}
+
+// Range returns the offset and length of chunk i.
+func (m *Map) Range(i int) (off, n int64) {
+	off = int64(i) * m.ChunkSize
+	return off, min(m.ChunkSize, m.Size-off)
+}
+
+// Len is the number of chunks.
+func (m *Map) Len() int { return len(m.States) }
+
+// ValidChunkSize reports whether size works as a chunk size for the digest's algorithm: a
+// positive multiple of the hash's block size.
+func ValidChunkSize(alg digest.Algorithm, size int64) error {
+	a, ok := algos[alg]
+	if !ok {
+		return fmt.Errorf("chunk maps support sha256 and sha512, not %s: %w", alg, errdefs.ErrUnsupported)
+	}
+	if size <= 0 || size%int64(a.blockSize) != 0 {
+		return fmt.Errorf("chunk size %d is not a positive multiple of %d: %w", size, a.blockSize, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Validate checks a map's shape (not its truth, which only the chunks can show): algorithm,
+// chunk size, number of states, state lengths, and that the first state is the initial value.
+func (m *Map) Validate() error {
+	if err := m.Digest.Validate(); err != nil {
+		return fmt.Errorf("chunk map digest: %w", errdefs.ErrInvalid)
+	}
+	if err := ValidChunkSize(m.Digest.Algorithm(), m.ChunkSize); err != nil {
+		return err
+	}
+	a := algos[m.Digest.Algorithm()]
+	if m.Size < 0 || Count(m.Size, m.ChunkSize) > MaxChunks {
+		return fmt.Errorf("chunk map of %d bytes in chunks of %d: %w", m.Size, m.ChunkSize, errdefs.ErrInvalid)
+	}
+	if len(m.States) != Count(m.Size, m.ChunkSize) {
+		return fmt.Errorf("chunk map has %d states for %d chunks: %w", len(m.States), Count(m.Size, m.ChunkSize), errdefs.ErrInvalid)
+	}
+	for _, s := range m.States {
+		if len(s) != a.chainLen {
+			return fmt.Errorf("chunk map state of %d bytes: %w", len(s), errdefs.ErrInvalid)
+		}
+	}
+	if !bytes.Equal(m.States[0], chainValue(a, a.newHash())) {
+		return fmt.Errorf("chunk map does not start at the initial state: %w", ErrMismatch)
+	}
+	return nil
+}
+
+// Verify checks chunk i's bytes against the map. A nil result for every chunk proves the blob
+// hashes to the map's digest.
+func (m *Map) Verify(i int, data []byte) error {
+	if i < 0 || i >= len(m.States) {
+		return fmt.Errorf("chunk %d of %d: %w", i, len(m.States), errdefs.ErrInvalid)
+	}
+	if _, n := m.Range(i); int64(len(data)) != n {
+		return fmt.Errorf("chunk %d is %d bytes, want %d: %w", i, len(data), n, ErrMismatch)
+	}
+	a := algos[m.Digest.Algorithm()]
+	h, err := resume(a, m.States[i], int64(i)*m.ChunkSize)
+	if err != nil {
+		return err
+	}
+	h.Write(data)
+	if i == len(m.States)-1 {
+		if got := digest.NewDigest(m.Digest.Algorithm(), h); got != m.Digest {
+			return fmt.Errorf("last chunk %d finishes to %s, not %s: %w", i, got, m.Digest, ErrMismatch)
+		}
+		return nil
+	}
+	if !bytes.Equal(chainValue(a, h), m.States[i+1]) {
+		return fmt.Errorf("chunk %d of %s: %w", i, m.Digest, ErrMismatch)
+	}
+	return nil
+}
+
+// Equal reports whether two maps describe the same chain.
+func (m *Map) Equal(o *Map) bool {
+	if m.Digest != o.Digest || m.Size != o.Size || m.ChunkSize != o.ChunkSize || len(m.States) != len(o.States) {
+		return false
+	}
+	for i := range m.States {
+		if !bytes.Equal(m.States[i], o.States[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// chainValue extracts the chain value from a hash positioned on a block boundary.
+func chainValue(a algo, h hash.Hash) []byte {
+	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		panic(err) // crypto/sha256 and sha512 always marshal
+	}
+	return b[len(a.magic) : len(a.magic)+a.chainLen]
+}
+
+// resume builds a hash in the state given by chain value cv after length bytes.
+func resume(a algo, cv []byte, length int64) (hash.Hash, error) {
+	b := make([]byte, 0, len(a.magic)+a.chainLen+a.blockSize+8)
+	b = append(b, a.magic...)
+	b = append(b, cv...)
+	b = append(b, make([]byte, a.blockSize)...)
+	b = binary.BigEndian.AppendUint64(b, uint64(length))
+	h := a.newHash()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(b); err != nil {
+		return nil, fmt.Errorf("chunk map state: %v: %w", err, errdefs.ErrInvalid)
+	}
+	return h, nil
+}
+
+// Builder computes a blob's digest and chunk map in one pass over its bytes, in order.
+type Builder struct {
+	a         algo
+	alg       digest.Algorithm
+	chunkSize int64
+	h         hash.Hash
+	n         int64
+	states    [][]byte
+}
+
+// NewBuilder starts a map for content of the given digest algorithm.
+func NewBuilder(alg digest.Algorithm, chunkSize int64) (*Builder, error) {
+	if err := ValidChunkSize(alg, chunkSize); err != nil {
+		return nil, err
+	}
+	a := algos[alg]
+	h := a.newHash()
+	return &Builder{a: a, alg: alg, chunkSize: chunkSize, h: h, states: [][]byte{chainValue(a, h)}}, nil
+}
+
+// Write hashes p, recording the state at every chunk boundary it crosses.
+func (b *Builder) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		room := b.chunkSize - b.n%b.chunkSize
+		if b.n > 0 && b.n%b.chunkSize == 0 {
+			// A boundary was reached by the previous write and more bytes follow: record it.
+			b.states = append(b.states, chainValue(b.a, b.h))
+			if len(b.states) > MaxChunks {
+				return 0, fmt.Errorf("blob exceeds %d chunks: %w", MaxChunks, errdefs.ErrTooLarge)
+			}
+		}
+		k := min(int64(len(p)), room)
+		b.h.Write(p[:k])
+		b.n += k
+		p = p[k:]
+	}
+	return total, nil
+}
+
+// Size is the number of bytes written.
+func (b *Builder) Size() int64 { return b.n }
+
+// Digest is the digest of the bytes written so far.
+func (b *Builder) Digest() digest.Digest { return digest.NewDigest(b.alg, b.h) }
+
+// Map returns the map of the bytes written, naming them with their digest.
+func (b *Builder) Map() *Map {
+	return &Map{Digest: b.Digest(), Size: b.n, ChunkSize: b.chunkSize, States: append([][]byte(nil), b.states...)}
+}
+
+// Binary encoding: "SHCM", version 1, algorithm name length + name, digest hex length + hex
+// (implied by the algorithm), size, chunk size, count, states.
+const magic = "SHCM\x01"
+
+// MarshalBinary encodes the map for storage and for peers.
+func (m *Map) MarshalBinary() ([]byte, error) {
+	var b []byte
+	b = append(b, magic...)
+	b = binary.AppendUvarint(b, uint64(len(m.Digest)))
+	b = append(b, m.Digest...)
+	b = binary.AppendUvarint(b, uint64(m.Size))
+	b = binary.AppendUvarint(b, uint64(m.ChunkSize))
+	b = binary.AppendUvarint(b, uint64(len(m.States)))
+	for _, s := range m.States {
+		b = append(b, s...)
+	}
+	return b, nil
+}
+
+// UnmarshalBinary decodes and validates a map. It never trusts the input's lengths beyond the
+// bounds of the buffer and MaxChunks.
+func (m *Map) UnmarshalBinary(b []byte) error {
+	bad := func(what string) error { return fmt.Errorf("chunk map: %s: %w", what, errdefs.ErrInvalid) }
+	if !bytes.HasPrefix(b, []byte(magic)) {
+		return bad("not a chunk map")
+	}
+	b = b[len(magic):]
+	next := func() (uint64, bool) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return v, true
+	}
+	dl, ok := next()
+	if !ok || dl > 256 || uint64(len(b)) < dl {
+		return bad("digest")
+	}
+	d := digest.Digest(b[:dl])
+	b = b[dl:]
+	size, ok1 := next()
+	cs, ok2 := next()
+	count, ok3 := next()
+	if !ok1 || !ok2 || !ok3 || size > 1<<50 || cs > 1<<40 || count > MaxChunks {
+		return bad("header")
+	}
+	a, known := algos[d.Algorithm()]
+	if !known {
+		return bad("algorithm")
+	}
+	if uint64(len(b)) != count*uint64(a.chainLen) {
+		return bad("states")
+	}
+	states := make([][]byte, count)
+	for i := range states {
+		states[i] = bytes.Clone(b[:a.chainLen])
+		b = b[a.chainLen:]
+	}
+	out := Map{Digest: d, Size: int64(size), ChunkSize: int64(cs), States: states}
+	if err := out.Validate(); err != nil {
+		return err
+	}
+	*m = out
+	return nil
+}

@@ -1,0 +1,192 @@
+package chunks
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+func blob(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func build(t *testing.T, alg digest.Algorithm, data []byte, chunkSize int64, writeSize int) *Map {
+	t.Helper()
+	b, err := NewBuilder(alg, chunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := data; len(p) > 0; {
+		k := min(writeSize, len(p))
+		b.Write(p[:k])
+		p = p[k:]
+	}
+	return b.Map()
+}
+
+func verifyAll(m *Map, data []byte) (int, error) {
+	for i := 0; i < m.Len(); i++ {
+		off, n := m.Range(i)
+		if off+n > int64(len(data)) {
+			return i, ErrMismatch
+		}
+		if err := m.Verify(i, data[off:off+n]); err != nil {
+			return i, err
+		}
+	}
+	return -1, nil
+}
+
+func TestHonestMapVerifies(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		alg       digest.Algorithm
+		size      int
+		chunk     int64
+		writeSize int
+	}{
+		{"sha256 several chunks, odd writes", digest.SHA256, 12<<20 + 12345, 4 << 20, 100003},
+		{"sha256 exact multiple", digest.SHA256, 3 * 65536, 65536, 65536},
+		{"sha256 one partial chunk", digest.SHA256, 1000, 65536, 7},
+		{"sha256 empty", digest.SHA256, 0, 64, 1},
+		{"sha512", digest.SHA512, 1<<20 + 1, 128 << 10, 4096},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := blob(t, tc.size)
+			m := build(t, tc.alg, data, tc.chunk, tc.writeSize)
+			if want := tc.alg.FromBytes(data); m.Digest != want {
+				t.Fatalf("digest %s, want %s", m.Digest, want)
+			}
+			if m.Len() != Count(int64(tc.size), tc.chunk) {
+				t.Fatalf("%d states, want %d", m.Len(), Count(int64(tc.size), tc.chunk))
+			}
+			if err := m.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if i, err := verifyAll(m, data); err != nil {
+				t.Fatalf("chunk %d: %v", i, err)
+			}
+			enc, _ := m.MarshalBinary()
+			var back Map
+			if err := back.UnmarshalBinary(enc); err != nil {
+				t.Fatal(err)
+			}
+			if !back.Equal(m) {
+				t.Fatal("round trip changed the map")
+			}
+		})
+	}
+}
+
+// A wrong chunk fails exactly at that chunk, whoever's map is used.
+func TestWrongChunkDetected(t *testing.T) {
+	data := blob(t, 5*65536+100)
+	m := build(t, digest.SHA256, data, 65536, 65536)
+	for _, i := range []int{0, 2, 5} {
+		bad := bytes.Clone(data)
+		off, _ := m.Range(i)
+		bad[off+10] ^= 1
+		got, err := verifyAll(m, bad)
+		if !errors.Is(err, ErrMismatch) || !errors.Is(err, errdefs.ErrDigestMismatch) || got != i {
+			t.Fatalf("flip in chunk %d: failed at %d with %v", i, got, err)
+		}
+	}
+}
+
+// A forged map built for forged content verifies the forged chunks one by one, but can never
+// finish at the honest digest: it is caught at the last chunk at the latest.
+func TestForgedMapCaughtAtTheEnd(t *testing.T) {
+	data := blob(t, 4*65536)
+	honest := build(t, digest.SHA256, data, 65536, 65536)
+	forgedData := bytes.Clone(data)
+	forgedData[70000] ^= 0xff // in chunk 1
+	forged := build(t, digest.SHA256, forgedData, 65536, 65536)
+	forged.Digest = honest.Digest // the liar claims the honest blob
+	if err := forged.Validate(); err != nil {
+		t.Fatal(err) // shape is fine: only content can expose it
+	}
+	got, err := verifyAll(forged, forgedData)
+	if !errors.Is(err, ErrMismatch) || got != forged.Len()-1 {
+		t.Fatalf("forged map: failed at %d (%v), want the last chunk", got, err)
+	}
+	// Honest bytes under the forged map fail where the forged run starts.
+	if got, err := verifyAll(forged, data); err == nil || got != 1 {
+		t.Fatalf("honest data under forged map: failed at %d (%v), want 1", got, err)
+	}
+	// A forged map that keeps honest states but lies in the last one also fails at the end.
+	lastLie := *honest
+	lastLie.States = append([][]byte(nil), honest.States...)
+	lastLie.States[3] = bytes.Repeat([]byte{1}, 32)
+	if got, err := verifyAll(&lastLie, data); err == nil || got != 2 {
+		t.Fatalf("lying last state: failed at %d (%v), want 2", got, err)
+	}
+}
+
+func TestTruncatedBlobDetected(t *testing.T) {
+	data := blob(t, 3*65536+500)
+	m := build(t, digest.SHA256, data, 65536, 65536)
+	short := data[:len(data)-1]
+	if _, err := verifyAll(m, short); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("truncated: %v", err)
+	}
+	// A map claiming a shorter size, with the honest digest, cannot finish at it.
+	tm := build(t, digest.SHA256, data[:3*65536], 65536, 65536)
+	tm.Digest = m.Digest
+	if _, err := verifyAll(tm, data[:3*65536]); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("truncated map: %v", err)
+	}
+}
+
+func TestMapShapeRejected(t *testing.T) {
+	data := blob(t, 3*65536)
+	m := build(t, digest.SHA256, data, 65536, 65536)
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Map)
+	}{
+		{"chunk size not a block multiple", func(m *Map) { m.ChunkSize = 1000 }},
+		{"too few states", func(m *Map) { m.States = m.States[:2] }},
+		{"short state", func(m *Map) { m.States[1] = m.States[1][:31] }},
+		{"wrong initial state", func(m *Map) { m.States[0] = bytes.Repeat([]byte{0}, 32) }},
+		{"unsupported algorithm", func(m *Map) { m.Digest = digest.Digest("sha384:" + string(bytes.Repeat([]byte("a"), 96))) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := *m
+			c.States = append([][]byte(nil), m.States...)
+			tc.mutate(&c)
+			if err := c.Validate(); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func FuzzUnmarshal(f *testing.F) {
+	data := make([]byte, 3*65536)
+	b, _ := NewBuilder(digest.SHA256, 65536)
+	b.Write(data)
+	enc, _ := b.Map().MarshalBinary()
+	f.Add(enc)
+	f.Add([]byte(magic))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var m Map
+		if err := m.UnmarshalBinary(in); err != nil {
+			return
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("decoded map does not validate: %v", err)
+		}
+		_ = m.Verify(0, make([]byte, 10))
+	})
+}
