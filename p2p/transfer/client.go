@@ -1,0 +1,197 @@
+package transfer
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// Client asks peers for content.
+type Client struct {
+	h host.Host
+}
+
+// NewClient returns a client that opens streams from h.
+func NewClient(h host.Host) *Client { return &Client{h: h} }
+
+// Range is an open byte range from a peer. Its bytes are unverified: the caller checks them.
+type Range struct {
+	io.ReadCloser
+	// Size is the whole blob's size as the peer reports it.
+	Size int64
+	// MediaType is the peer's media type for a manifest.
+	MediaType string
+	// Length is the number of bytes the body will carry.
+	Length int64
+}
+
+func (c *Client) roundTrip(ctx context.Context, p peer.ID, req request) (network.Stream, *bufio.Reader, *response, error) {
+	st, err := c.h.NewStream(ctx, p, ProtocolID)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("stream to %s: %v: %w", p, err, errdefs.ErrUnavailable)
+	}
+	deadline := time.Now().Add(requestTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = st.SetDeadline(deadline)
+	if err := writeFrame(st, req); err != nil {
+		_ = st.Reset()
+		return nil, nil, nil, fmt.Errorf("request to %s: %v: %w", p, err, errdefs.ErrUnavailable)
+	}
+	_ = st.CloseWrite()
+	br := bufio.NewReaderSize(st, 64<<10)
+	var resp response
+	if err := readFrame(br, maxResponseFrame, &resp); err != nil {
+		_ = st.Reset()
+		return nil, nil, nil, fmt.Errorf("response from %s: %v: %w", p, err, errdefs.ErrUnavailable)
+	}
+	if resp.Status != statusOK {
+		_ = st.Close()
+		return nil, nil, &resp, statusError(&resp)
+	}
+	if resp.Length < 0 {
+		_ = st.Reset()
+		return nil, nil, nil, fmt.Errorf("response from %s: negative length: %w", p, errdefs.ErrInvalid)
+	}
+	return st, br, &resp, nil
+}
+
+// Get opens bytes [off, off+n) of d at peer p (n < 0: to the end). ctx bounds the request and
+// the whole transfer; a body that stalls fails after the stall timeout.
+func (c *Client) Get(ctx context.Context, p peer.ID, d digest.Digest, off, n int64) (*Range, error) {
+	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n})
+	if err != nil {
+		return nil, err
+	}
+	if n >= 0 && resp.Length != n || off+resp.Length > resp.Size {
+		_ = st.Reset()
+		return nil, fmt.Errorf("peer %s sent length %d for a range of %d: %w", p, resp.Length, n, errdefs.ErrInvalid)
+	}
+	body := &streamBody{st: st, r: br, left: resp.Length, ctx: ctx}
+	return &Range{ReadCloser: body, Size: resp.Size, MediaType: resp.MediaType, Length: resp.Length}, nil
+}
+
+// Map fetches the chunk map of d at peer p. The map is checked for shape only; chunks prove it.
+func (c *Client) Map(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
+	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	limit := int64(chunks.MaxChunks*64 + 1024)
+	if resp.Length > limit {
+		_ = st.Reset()
+		return nil, fmt.Errorf("chunk map of %d bytes from %s: %w", resp.Length, p, errdefs.ErrInvalid)
+	}
+	b := make([]byte, resp.Length)
+	if _, err := io.ReadFull(br, b); err != nil {
+		return nil, fmt.Errorf("chunk map from %s: %v: %w", p, err, errdefs.ErrUnavailable)
+	}
+	var m chunks.Map
+	if err := m.UnmarshalBinary(b); err != nil {
+		return nil, err
+	}
+	if m.Digest != d || m.ChunkSize != chunkSize {
+		return nil, fmt.Errorf("peer %s sent a map for %s/%d: %w", p, m.Digest, m.ChunkSize, errdefs.ErrInvalid)
+	}
+	return &m, nil
+}
+
+// Tags asks peer p which manifests it has seen a tag resolve to.
+func (c *Client) Tags(ctx context.Context, p peer.ID, registry, repo, tag string) ([]TagRecord, error) {
+	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opTag, Registry: registry, Repo: repo, Tag: tag})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if resp.Length > maxTagBody {
+		_ = st.Reset()
+		return nil, fmt.Errorf("tag answer of %d bytes: %w", resp.Length, errdefs.ErrInvalid)
+	}
+	b := make([]byte, resp.Length)
+	if _, err := io.ReadFull(br, b); err != nil {
+		return nil, fmt.Errorf("tag answer from %s: %v: %w", p, err, errdefs.ErrUnavailable)
+	}
+	var recs []TagRecord
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("tag answer from %s: %w", p, errdefs.ErrInvalid)
+	}
+	return recs, nil
+}
+
+// streamBody reads exactly left bytes from a stream, with a deadline pushed forward as bytes
+// arrive. Close before the end resets the stream.
+type streamBody struct {
+	st   network.Stream
+	r    *bufio.Reader
+	left int64
+	ctx  context.Context
+	last time.Time
+	done bool
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if now := time.Now(); now.Sub(b.last) > time.Second {
+		deadline := now.Add(stallTimeout)
+		if d, ok := b.ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		_ = b.st.SetReadDeadline(deadline)
+		b.last = now
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF && b.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("peer %s: %v: %w", b.st.Conn().RemotePeer(), err, errdefs.ErrUnavailable)
+	}
+	return n, err
+}
+
+func (b *streamBody) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	if b.left > 0 {
+		return b.st.Reset()
+	}
+	return b.st.Close()
+}
+
+func jsonBody(v any, limit int) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > limit {
+		return nil, fmt.Errorf("answer of %d bytes: %w", len(b), errdefs.ErrTooLarge)
+	}
+	return b, nil
+}

@@ -1,0 +1,147 @@
+// Package transfer is Shoal's peer protocol for content: byte ranges of committed blobs and
+// manifests, their chunk maps, and the tag resolutions a peer has seen. It runs over libp2p
+// streams (TLS over TCP between cluster members) and knows nothing of HTTP or the store:
+// a Content implementation answers for the local node.
+//
+// Wire format, one request per stream: the requester writes a frame, the server answers with a
+// frame and, for "get" and "map", a body of exactly the announced length, then closes.
+// A frame is a uvarint length followed by that many bytes of JSON. Requests are at most 4 KiB
+// and response headers at most 64 KiB; every read and write has a deadline.
+package transfer
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// ProtocolID is the versioned protocol; an incompatible change gets a new version.
+const ProtocolID protocol.ID = "/shoal/content/1"
+
+const (
+	maxRequestFrame  = 4 << 10
+	maxResponseFrame = 64 << 10
+	// maxTagBody bounds a tag answer.
+	maxTagBody = 64 << 10
+	// requestTimeout bounds reading a request and writing a response header.
+	requestTimeout = 10 * time.Second
+	// stallTimeout fails a body transfer that moves no byte for this long.
+	stallTimeout = 15 * time.Second
+)
+
+const (
+	opGet = "get"
+	opMap = "map"
+	opTag = "tag"
+)
+
+// request is what a peer asks.
+type request struct {
+	Op     string        `json:"op"`
+	Digest digest.Digest `json:"digest,omitempty"`
+	// Offset and Length select a byte range for get; Length < 0 means to the end.
+	Offset    int64 `json:"offset,omitempty"`
+	Length    int64 `json:"length,omitempty"`
+	ChunkSize int64 `json:"chunkSize,omitempty"`
+	// Registry, Repo and Tag name a tag for the tag op.
+	Registry string `json:"registry,omitempty"`
+	Repo     string `json:"repo,omitempty"`
+	Tag      string `json:"tag,omitempty"`
+}
+
+// response is the header of an answer.
+type response struct {
+	Status    int    `json:"status"`
+	Error     string `json:"error,omitempty"`
+	Size      int64  `json:"size,omitempty"`
+	MediaType string `json:"mediaType,omitempty"`
+	// Length is the number of body bytes that follow.
+	Length int64 `json:"length,omitempty"`
+}
+
+// Status codes, HTTP-like for familiarity.
+const (
+	statusOK          = 200
+	statusBadRequest  = 400
+	statusNotFound    = 404
+	statusRangeError  = 416
+	statusUnavailable = 503
+	statusInternal    = 500
+)
+
+// TagRecord is a tag resolution a peer has seen at the origin.
+type TagRecord struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Resolved  time.Time     `json:"resolved"`
+}
+
+func writeFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
+	_, err = w.Write(append(buf, b...))
+	return err
+}
+
+func readFrame(r *bufio.Reader, limit int, v any) error {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return err
+	}
+	if n > uint64(limit) {
+		return fmt.Errorf("frame of %d bytes exceeds %d: %w", n, limit, errdefs.ErrInvalid)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("malformed frame: %w", errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// statusError turns a response status into an error class.
+func statusError(resp *response) error {
+	cls := errdefs.ErrUnavailable
+	switch resp.Status {
+	case statusNotFound:
+		cls = errdefs.ErrNotFound
+	case statusBadRequest, statusRangeError:
+		cls = errdefs.ErrInvalid
+	}
+	msg := resp.Error
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return fmt.Errorf("peer answered %d %q: %w", resp.Status, msg, cls)
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return statusNotFound
+	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, errdefs.ErrUnsupported):
+		return statusBadRequest
+	case errors.Is(err, errdefs.ErrUnavailable):
+		return statusUnavailable
+	default:
+		return statusInternal
+	}
+}
+
+// Validate chunk sizes asked by peers with the same rule as local maps.
+var validChunkSize = chunks.ValidChunkSize

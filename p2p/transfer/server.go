@@ -1,0 +1,180 @@
+package transfer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// Blob is committed content opened for a peer. The server closes it.
+type Blob interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64
+	// MediaType is set for manifests.
+	MediaType() string
+}
+
+// Content is what a node offers its peers. Implementations return errors wrapping
+// errdefs.ErrNotFound for content they do not hold committed: peers never cause a fetch.
+type Content interface {
+	OpenContent(d digest.Digest) (Blob, error)
+	ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error)
+	TagRecords(registry, repo, tag string) ([]TagRecord, error)
+}
+
+// Observer is told what the server sent, for metrics.
+type Observer interface {
+	Served(op string, status int, bytes int64)
+}
+
+// Server answers peers' requests from Content.
+type Server struct {
+	content  Content
+	log      *slog.Logger
+	observer Observer
+}
+
+// NewServer registers the protocol handler on h. obs may be nil.
+func NewServer(h host.Host, content Content, log *slog.Logger, obs Observer) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{content: content, log: log, observer: obs}
+	h.SetStreamHandler(ProtocolID, s.handle)
+	return s
+}
+
+func (s *Server) handle(st network.Stream) {
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(requestTimeout))
+	var req request
+	if err := readFrame(bufio.NewReaderSize(st, 512), maxRequestFrame, &req); err != nil {
+		_ = st.Reset()
+		return
+	}
+	log := s.log.With("peer", st.Conn().RemotePeer().String(), "op", req.Op, "digest", req.Digest)
+	status, n, err := s.serve(st, &req)
+	if s.observer != nil {
+		s.observer.Served(req.Op, status, n)
+	}
+	if err != nil {
+		log.Debug("peer request failed", "status", status, "bytes", n, "err", err)
+		if n > 0 {
+			_ = st.Reset() // the body is incomplete: the peer must see a failure, not EOF
+		}
+		return
+	}
+	log.Debug("peer request served", "bytes", n)
+}
+
+// serve answers one request and returns its status and the body bytes written.
+func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
+	fail := func(err error) (int, int64, error) {
+		status := statusOf(err)
+		_ = writeFrame(st, response{Status: status, Error: publicMessage(err)})
+		return status, 0, err
+	}
+	switch req.Op {
+	case opGet, opMap:
+		if err := req.Digest.Validate(); err != nil {
+			return fail(fmt.Errorf("digest: %w", errdefs.ErrInvalid))
+		}
+	}
+	switch req.Op {
+	case opGet:
+		b, err := s.content.OpenContent(req.Digest)
+		if err != nil {
+			return fail(err)
+		}
+		defer b.Close()
+		size := b.Size()
+		off, n := req.Offset, req.Length
+		if n < 0 {
+			n = size - off
+		}
+		if off < 0 || off > size || n < 0 || off+n > size {
+			status := statusRangeError
+			_ = writeFrame(st, response{Status: status, Size: size, Error: "range not satisfiable"})
+			return status, 0, fmt.Errorf("range %d+%d of %d: %w", off, n, size, errdefs.ErrInvalid)
+		}
+		if err := writeFrame(st, response{Status: statusOK, Size: size, MediaType: b.MediaType(), Length: n}); err != nil {
+			return statusOK, 0, err
+		}
+		w := &deadlineWriter{st: st}
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		written, err := io.CopyBuffer(w, io.NewSectionReader(b, off, n), *bp)
+		if err == nil && written != n {
+			err = io.ErrUnexpectedEOF
+		}
+		return statusOK, written, err
+	case opMap:
+		if err := validChunkSize(req.Digest.Algorithm(), req.ChunkSize); err != nil {
+			return fail(err)
+		}
+		m, err := s.content.ChunkMap(context.Background(), req.Digest, req.ChunkSize)
+		if err != nil {
+			return fail(err)
+		}
+		body, _ := m.MarshalBinary()
+		if err := writeFrame(st, response{Status: statusOK, Size: m.Size, Length: int64(len(body))}); err != nil {
+			return statusOK, 0, err
+		}
+		_ = st.SetWriteDeadline(time.Now().Add(stallTimeout))
+		n, err := st.Write(body)
+		return statusOK, int64(n), err
+	case opTag:
+		recs, err := s.content.TagRecords(req.Registry, req.Repo, req.Tag)
+		if err != nil {
+			return fail(err)
+		}
+		body, err := jsonBody(recs, maxTagBody)
+		if err != nil {
+			return fail(err)
+		}
+		if err := writeFrame(st, response{Status: statusOK, Length: int64(len(body))}); err != nil {
+			return statusOK, 0, err
+		}
+		n, err := st.Write(body)
+		return statusOK, int64(n), err
+	default:
+		return fail(fmt.Errorf("unknown op %q: %w", req.Op, errdefs.ErrInvalid))
+	}
+}
+
+// publicMessage is what a peer may learn about a failure: the class, not local details.
+func publicMessage(err error) string {
+	for _, cls := range []error{errdefs.ErrNotFound, errdefs.ErrInvalid, errdefs.ErrUnsupported, errdefs.ErrUnavailable} {
+		if errors.Is(err, cls) {
+			return cls.Error()
+		}
+	}
+	return "internal error"
+}
+
+// deadlineWriter pushes the write deadline forward as bytes go out, so a stalled reader is cut
+// off while a slow but moving one is not.
+type deadlineWriter struct {
+	st   network.Stream
+	last time.Time
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	if now := time.Now(); now.Sub(w.last) > time.Second {
+		_ = w.st.SetWriteDeadline(now.Add(stallTimeout))
+		w.last = now
+	}
+	return w.st.Write(p)
+}
