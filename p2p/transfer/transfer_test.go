@@ -209,4 +209,3 @@ func TestMalformedRequests(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
-
