@@ -2,11 +2,14 @@ package origin
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
 // GetBlob streams blob dgst of repo from reg, following redirects (to object storage, typically;
@@ -32,6 +35,57 @@ func (c *Client) GetBlob(ctx context.Context, reg *Registry, repo string, dgst d
 		return nil, 0, err
 	}
 	return resp.Body, resp.ContentLength, nil
+}
+
+// GetBlobAt is GetBlob from byte off on, for resuming a fetch that another source began; size is
+// the blob's size if known (-1 otherwise), returned size the whole blob's. Origins that ignore or
+// refuse the Range are handled by skipping the first off bytes of a full answer.
+func (c *Client) GetBlobAt(ctx context.Context, reg *Registry, repo string, dgst digest.Digest, off, size int64) (io.ReadCloser, int64, error) {
+	if off <= 0 {
+		return c.GetBlob(ctx, reg, repo, dgst)
+	}
+	if body, total, err := c.getRange(ctx, reg, repo, dgst, off, size); err == nil {
+		return body, total, nil
+	}
+	body, total, err := c.GetBlob(ctx, reg, repo, dgst)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, err := io.CopyN(io.Discard, body, off); err != nil {
+		body.Close()
+		return nil, 0, fmt.Errorf("skipping to %d: %v: %w", off, err, errdefs.ErrUnavailable)
+	}
+	return body, total, nil
+}
+
+// getRange asks for bytes off..size-1 (or off.. when size is unknown; some registries accept
+// only closed ranges) and accepts only a matching 206.
+func (c *Client) getRange(ctx context.Context, reg *Registry, repo string, dgst digest.Digest, off, size int64) (body io.ReadCloser, total int64, err error) {
+	if err := checkRepo(repo); err != nil {
+		return nil, 0, err
+	}
+	if err := checkDigest(dgst); err != nil {
+		return nil, 0, err
+	}
+	status := 0
+	defer c.observe(reg, opBlob, time.Now(), &status, &err)
+	rng := fmt.Sprintf("bytes=%d-", off)
+	if size > off {
+		rng += fmt.Sprint(size - 1)
+	}
+	resp, err := c.sendWith(ctx, reg, repo, http.MethodGet, blobURL(reg, repo, dgst), nil, http.Header{"Range": {rng}})
+	if err != nil {
+		return nil, 0, err
+	}
+	status = resp.StatusCode
+	var first, last int64
+	if resp.StatusCode == http.StatusPartialContent {
+		if _, perr := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &total); perr == nil && first == off {
+			return resp.Body, total, nil
+		}
+	}
+	resp.Body.Close()
+	return nil, 0, fmt.Errorf("origin answered range %s with %d %q: %w", rng, resp.StatusCode, resp.Header.Get("Content-Range"), errdefs.ErrUnsupported)
 }
 
 // HeadBlob returns the size of blob dgst of repo on reg, or -1 when the origin did not say.

@@ -251,6 +251,11 @@ func (t noDowngrade) RoundTrip(req *http.Request) (*http.Response, error) {
 // send makes one request for repo on reg, following redirects. On success the response body is
 // guarded by the stall timeout and the caller must close it; the request's context lives until then.
 func (c *Client) send(ctx context.Context, reg *Registry, repo, method, u string, accept []string) (*http.Response, error) {
+	return c.sendWith(ctx, reg, repo, method, u, accept, nil)
+}
+
+// sendWith is send with extra request headers.
+func (c *Client) sendWith(ctx context.Context, reg *Registry, repo, method, u string, accept []string, extra http.Header) (*http.Response, error) {
 	rt, err := c.transport(ctx, reg, repo)
 	if err != nil {
 		return nil, classify(err)
@@ -263,6 +268,9 @@ func (c *Client) send(ctx context.Context, reg *Registry, repo, method, u string
 	}
 	if len(accept) > 0 {
 		req.Header.Set("Accept", strings.Join(accept, ", "))
+	}
+	for k, v := range extra {
+		req.Header[k] = v
 	}
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
