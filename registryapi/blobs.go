@@ -26,7 +26,9 @@ func (s *Server) serveBlob(w *statusWriter, r *http.Request, t Target, ref strin
 			writeError(w, r, toError(err, CodeBlobUnknown))
 			return
 		}
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		if size >= 0 { // an origin may answer HEAD without a length
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+		}
 		w.WriteHeader(http.StatusOK)
 		return
 	}

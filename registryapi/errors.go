@@ -86,6 +86,9 @@ func toError(err error, notFoundCode string) *Error {
 func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
 	for _, k := range []string{"Content-Range", "Docker-Content-Digest", "Accept-Ranges", "Content-Length"} {
+		if k == "Content-Range" && e.Status == http.StatusRequestedRangeNotSatisfiable {
+			continue // "bytes */size" tells the client the blob's length (RFC 9110, 15.5.17)
+		}
 		h.Del(k)
 	}
 	h.Set("Content-Type", "application/json")

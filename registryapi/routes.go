@@ -48,10 +48,12 @@ func parseRoute(r *http.Request) (route, *Error) {
 	for _, m := range markers {
 		if i := strings.LastIndex(rest, m.sep); i >= 0 {
 			rt := route{kind: m.kind, name: rest[:i], ref: rest[i+len(m.sep):]}
-			if m.kind == epUpload {
-				return checkName(rt)
+			if strings.Contains(rt.ref, "/") {
+				// References never contain a slash: this marker is part of the name (as in
+				// "org/manifests/app/blobs/<digest>"), so try the others.
+				continue
 			}
-			if rt.ref == "" || strings.Contains(rt.ref, "/") {
+			if rt.ref == "" && m.kind != epUpload {
 				return route{kind: m.kind}, newError(http.StatusNotFound, CodeNameUnknown, "not an OCI distribution endpoint")
 			}
 			return checkName(rt)

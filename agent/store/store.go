@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,9 @@ type Store struct {
 	log   *slog.Logger
 	bytes atomic.Int64
 	count atomic.Int64
+	// placeMu orders the check-then-act of Commit and Delete (does the file exist, rename or
+	// remove it, count it), so that racing writers of one digest count it once.
+	placeMu sync.Mutex
 }
 
 // Option configures a Store.
@@ -62,18 +66,20 @@ func Open(dir string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
-	// Partial files from a previous run are not resumable yet: drop them.
-	if entries, err := os.ReadDir(s.tmpDir()); err == nil {
-		for _, e := range entries {
-			_ = os.RemoveAll(filepath.Join(s.tmpDir(), e.Name()))
-		}
-	}
+	// bbolt's file lock makes this process the directory's only owner; everything that touches
+	// files comes after it.
 	db, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("store: data directory %s is in use by another process", dir)
 		}
 		return nil, fmt.Errorf("store: opening metadata: %w", err)
+	}
+	// Partial files from a previous run are not resumable yet: drop them.
+	if entries, err := os.ReadDir(s.tmpDir()); err == nil {
+		for _, e := range entries {
+			_ = os.RemoveAll(filepath.Join(s.tmpDir(), e.Name()))
+		}
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMedia, bucketTags} {
@@ -216,6 +222,8 @@ func (s *Store) Delete(d digest.Digest) error {
 	if err != nil {
 		return err
 	}
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
 	fi, err := os.Stat(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

@@ -99,6 +99,8 @@ func (w *Writer) Commit(mediaType string) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	final, _ := w.s.path(w.d)
+	w.s.placeMu.Lock()
+	defer w.s.placeMu.Unlock()
 	// Metadata first: a crash after it and before the rename leaves a harmless record,
 	// never a committed manifest without its media type.
 	if mediaType != "" {

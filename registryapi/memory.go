@@ -1,0 +1,161 @@
+package registryapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
+
+// MemoryBackend is a Backend holding blobs and manifests in maps, for tests of the handlers and
+// of clients against them. Content is shared by all repositories and registries, since it is
+// addressed by digest; tags belong to a repository. It is safe for concurrent use.
+type MemoryBackend struct {
+	mu        sync.RWMutex
+	blobs     map[digest.Digest][]byte
+	manifests map[digest.Digest]Manifest
+	tags      map[string]map[string]digest.Digest // repo → tag → digest
+}
+
+var _ Backend = (*MemoryBackend)(nil)
+
+// NewMemoryBackend returns an empty MemoryBackend.
+func NewMemoryBackend() *MemoryBackend {
+	return &MemoryBackend{
+		blobs:     map[digest.Digest][]byte{},
+		manifests: map[digest.Digest]Manifest{},
+		tags:      map[string]map[string]digest.Digest{},
+	}
+}
+
+// PutBlob stores b under its sha256 digest and returns the digest.
+func (m *MemoryBackend) PutBlob(b []byte) digest.Digest {
+	d := digest.FromBytes(b)
+	m.PutBlobAs(d, b)
+	return d
+}
+
+// PutBlobAs stores b under d without checking that b hashes to d, so that tests can use other
+// algorithms or content that does not match its digest.
+func (m *MemoryBackend) PutBlobAs(d digest.Digest, b []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.blobs[d] = slices.Clone(b)
+}
+
+// PutManifest stores a manifest with its media type and, when tag is not empty, tags it in repo.
+// It returns the manifest's sha256 digest.
+func (m *MemoryBackend) PutManifest(repo, tag, mediaType string, body []byte) digest.Digest {
+	d := digest.FromBytes(body)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.manifests[d] = Manifest{MediaType: mediaType, Digest: d, Body: slices.Clone(body), Source: "memory"}
+	if tag != "" {
+		if m.tags[repo] == nil {
+			m.tags[repo] = map[string]digest.Digest{}
+		}
+		m.tags[repo][tag] = d
+	}
+	return d
+}
+
+// OpenBlob returns the blob or an error wrapping errdefs.ErrNotFound.
+func (m *MemoryBackend) OpenBlob(_ context.Context, _ Target, d digest.Digest) (Blob, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	b, ok := m.blobs[d]
+	if !ok {
+		return nil, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
+	}
+	return memoryBlob(b), nil
+}
+
+// StatBlob returns the blob's size or an error wrapping errdefs.ErrNotFound.
+func (m *MemoryBackend) StatBlob(_ context.Context, _ Target, d digest.Digest) (int64, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	b, ok := m.blobs[d]
+	if !ok {
+		return 0, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
+	}
+	return int64(len(b)), nil
+}
+
+// GetManifest resolves ref, a tag of t.Repo or a digest; accept is ignored.
+func (m *MemoryBackend) GetManifest(_ context.Context, t Target, ref string, _ []string) (*Manifest, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	d := digest.Digest(ref)
+	if tagged, ok := m.tags[t.Repo][ref]; ok {
+		d = tagged
+	}
+	mf, ok := m.manifests[d]
+	if !ok {
+		return nil, fmt.Errorf("manifest %s:%s: %w", t.Repo, ref, errdefs.ErrNotFound)
+	}
+	mf.Body = slices.Clone(mf.Body)
+	return &mf, nil
+}
+
+// Tags lists t.Repo's tags in order, after last and at most n of them when n > 0, as a
+// registry would. A repository without tags is not found.
+func (m *MemoryBackend) Tags(_ context.Context, t Target, n int, last string) (*origin.Passthrough, error) {
+	m.mu.RLock()
+	var tags []string
+	for tag := range m.tags[t.Repo] {
+		if tag > last {
+			tags = append(tags, tag)
+		}
+	}
+	m.mu.RUnlock()
+	if len(tags) == 0 && last == "" {
+		return nil, fmt.Errorf("repository %s: %w", t.Repo, errdefs.ErrNotFound)
+	}
+	slices.Sort(tags)
+	var link string
+	if n > 0 && len(tags) > n {
+		tags = tags[:n]
+		link = fmt.Sprintf(`</v2/%s/tags/list?last=%s&n=%d>; rel="next"`, t.Repo, tags[n-1], n)
+	}
+	body, err := json.Marshal(struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{t.Repo, tags})
+	if err != nil {
+		return nil, err
+	}
+	return &origin.Passthrough{Status: http.StatusOK, ContentType: "application/json", Link: link, Body: body}, nil
+}
+
+// Referrers answers with an empty image index: the backend keeps no referrers.
+func (m *MemoryBackend) Referrers(context.Context, Target, digest.Digest, string) (*origin.Passthrough, error) {
+	const index = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`
+	return &origin.Passthrough{Status: http.StatusOK, ContentType: "application/vnd.oci.image.index.v1+json", Body: []byte(index)}, nil
+}
+
+// memoryBlob is a whole blob in memory.
+type memoryBlob []byte
+
+func (b memoryBlob) Size() int64    { return int64(len(b)) }
+func (b memoryBlob) Source() string { return "memory" }
+func (b memoryBlob) Close() error   { return nil }
+
+func (b memoryBlob) CopyRange(_ context.Context, w io.Writer, off, n int64) (int64, error) {
+	if off < 0 || off > int64(len(b)) {
+		return 0, fmt.Errorf("offset %d of %d bytes: %w", off, len(b), errdefs.ErrInvalid)
+	}
+	end := int64(len(b))
+	if n >= 0 && off+n < end {
+		end = off + n
+	}
+	written, err := w.Write(b[off:end])
+	return int64(written), err
+}
