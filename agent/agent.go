@@ -21,6 +21,9 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
@@ -44,6 +47,10 @@ type Config struct {
 	Logger *slog.Logger
 	// OriginOptions are extra options for the origin client (tests shorten its timeouts).
 	OriginOptions []origin.Option
+	// P2P configures the peer-to-peer node; nil runs a plain mirror.
+	P2P *p2p.Config
+	// ChunkSize is the unit of verified peer transfer (default chunks.DefaultSize).
+	ChunkSize int64
 }
 
 // DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs
@@ -62,6 +69,12 @@ type Agent struct {
 	registry  *prometheus.Registry
 	metrics   *metrics
 	group     singleflight.Group
+
+	// Peer-to-peer parts; all nil when P2P is off.
+	node      *p2p.Node
+	router    Router
+	peers     *transfer.Client
+	penalties peerSet
 
 	// lifetime bounds work done for several clients at once (a shared fetch must outlive the
 	// request that started it); Close cancels it.
@@ -87,6 +100,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.TagTTL <= 0 {
 		cfg.TagTTL = DefaultTagTTL
 	}
+	if cfg.ChunkSize <= 0 {
+		cfg.ChunkSize = chunks.DefaultSize
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -106,11 +122,17 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	st, err := store.Open(cfg.DataDir, store.WithLogger(log))
+	var a *Agent
+	st, err := store.Open(cfg.DataDir, store.WithLogger(log), store.WithChunkSize(cfg.ChunkSize),
+		store.WithDeleteHook(func(d digest.Digest) {
+			if a != nil && a.router != nil {
+				a.router.StopProviding(d)
+			}
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a := &Agent{
+	a = &Agent{
 		cfg:       cfg,
 		log:       log,
 		store:     st,
@@ -123,6 +145,21 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.lifetime, a.stop = context.WithCancel(context.Background())
 	a.sources = []Source{originSource{oc}}
+	if cfg.P2P != nil {
+		pc := *cfg.P2P
+		pc.DataDir = cfg.DataDir
+		pc.Logger = log.With("component", "p2p")
+		pc.Registerer = reg
+		node, err := p2p.New(pc)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		a.node, a.router = node, node
+		a.peers = transfer.NewClient(node.Host())
+		transfer.NewServer(node.Host(), content{a}, log.With("component", "transfer"), m)
+		a.sources = []Source{peerSource{a}, originSource{oc}}
+	}
 	m.registerStore(reg, st)
 	a.server = registryapi.New(a, ups, registryapi.WithLogger(log), registryapi.WithRegisterer(reg))
 	a.ready = true
@@ -133,6 +170,7 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+	mux.HandleFunc("GET /shoal/v1/status", a.serveStatus)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		a.mu.Lock()
@@ -177,6 +215,17 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if a.node != nil {
+		a.wg.Add(2)
+		go func() {
+			defer a.wg.Done()
+			if err := a.node.Run(a.lifetime); err != nil && a.lifetime.Err() == nil {
+				a.log.Error("p2p node stopped", "err", err)
+			}
+		}()
+		go func() { defer a.wg.Done(); a.provideAll() }()
+		a.log.Info("p2p node started", "peer_id", a.node.ID(), "addrs", a.node.Addrs())
+	}
 	gcDone := make(chan struct{})
 	gcCtx, stopGC := context.WithCancel(ctx)
 	defer func() { stopGC(); <-gcDone }()
@@ -209,6 +258,11 @@ func (a *Agent) Close() error {
 	a.mu.Unlock()
 	a.stop()
 	a.wg.Wait()
+	if a.node != nil {
+		if err := a.node.Close(); err != nil {
+			a.log.Warn("closing p2p node", "err", err)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	err := a.store.Close()
@@ -221,9 +275,28 @@ type originSource struct{ c *origin.Client }
 
 func (originSource) Name() string { return "origin" }
 
-func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest) (io.ReadCloser, int64, error) {
-	return s.c.GetBlob(ctx, t.Registry, t.Repo, d)
+func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.ReadCloser, int64, error) {
+	return s.c.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
 }
+
+// provideAll advertises everything committed, at start. The p2p node spreads the work out.
+func (a *Agent) provideAll() {
+	n := 0
+	_ = a.store.Walk(func(d digest.Digest) bool {
+		if a.lifetime.Err() != nil {
+			return false
+		}
+		if err := a.router.Provide(a.lifetime, d); err != nil && a.lifetime.Err() == nil {
+			a.log.Debug("providing failed", "digest", d, "err", err)
+		}
+		n++
+		return true
+	})
+	a.log.Info("advertised stored content", "objects", n)
+}
+
+// Node returns the p2p node, or nil when peer-to-peer is off.
+func (a *Agent) Node() *p2p.Node { return a.node }
 
 // Gatherer exposes the agent's metrics registry (for the demo and tests).
 func (a *Agent) Gatherer() prometheus.Gatherer { return a.registry }

@@ -23,7 +23,9 @@ import (
 // ErrNotFound or ErrUnavailable before any byte arrives sends the pipeline to the next source.
 type Source interface {
 	Name() string
-	FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest) (io.ReadCloser, int64, error)
+	// FetchBlob opens the blob from byte off on (a resume after another source failed); size is
+	// the blob's size if already known, else -1. It returns the stream and the whole blob's size.
+	FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.ReadCloser, int64, error)
 }
 
 // copyBufSize is the unit of reading from a source and of serving a client from a fetch in
@@ -238,6 +240,9 @@ func (a *Agent) runFetch(f *fetch, t registryapi.Target) {
 	if err != nil && f.w != nil {
 		f.update(func() { f.done, f.err = true, err })
 	}
+	if err == nil && f.w == nil {
+		err = fmt.Errorf("%s: %w", f.d, errdefs.ErrNotFound)
+	}
 	a.mu.Lock()
 	delete(a.inflight, f.d)
 	a.mu.Unlock()
@@ -260,28 +265,53 @@ func (a *Agent) runFetch(f *fetch, t registryapi.Target) {
 func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, log *slog.Logger) error {
 	ctx := a.lifetime
 	var lastErr error = fmt.Errorf("%s: no source: %w", f.d, errdefs.ErrNotFound)
+	var w *store.Writer
 	for _, src := range a.sources {
-		body, size, err := src.FetchBlob(ctx, t, f.d)
+		off, size := int64(0), int64(-1)
+		if w != nil {
+			off, size = w.Written(), f.size
+		}
+		body, got, err := src.FetchBlob(ctx, t, f.d, off, size)
 		if err != nil {
-			log.Debug("source cannot supply blob", "source", src.Name(), "err", err)
+			log.Debug("source cannot supply blob", "source", src.Name(), "offset", off, "err", err)
 			lastErr = err
 			continue
 		}
-		return a.fill(ctx, f, src.Name(), body, size)
+		if w == nil {
+			if w, err = a.store.NewWriter(f.d, got); err != nil {
+				body.Close()
+				return err
+			}
+			f.size, f.source, f.w = got, src.Name(), w
+			close(f.ready)
+		} else if got >= 0 && f.size >= 0 && got != f.size {
+			body.Close()
+			lastErr = fmt.Errorf("%s: %s says %d bytes, the first source said %d: %w", f.d, src.Name(), got, f.size, errdefs.ErrDigestMismatch)
+			continue
+		} else {
+			log.Info("resuming blob from the next source", "source", src.Name(), "offset", off)
+		}
+		err = a.fill(ctx, f, src.Name(), body)
+		body.Close()
+		if err == nil {
+			return a.finish(f, src.Name())
+		}
+		if errors.Is(err, errdefs.ErrDigestMismatch) || ctx.Err() != nil {
+			if errors.Is(err, errdefs.ErrDigestMismatch) {
+				a.verificationFailed(f, src.Name(), err)
+			}
+			return err
+		}
+		log.Warn("source failed mid-blob", "source", src.Name(), "offset", w.Written(), "err", err)
+		lastErr = err
 	}
 	return lastErr
 }
 
-// fill copies a source's stream into the store, making bytes visible to clients as they land.
-func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.ReadCloser, size int64) error {
-	defer body.Close()
-	w, err := a.store.NewWriter(f.d, size)
-	if err != nil {
-		return err
-	}
-	f.size, f.source, f.w = size, source, w
-	close(f.ready)
-
+// fill copies a source's stream into the fetch's file from the current offset, making bytes
+// visible to clients as they land. It returns nil at the stream's end.
+func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reader) error {
+	w := f.w
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -289,22 +319,24 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.ReadC
 		n, rerr := io.ReadFull(body, buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
-				if errors.Is(err, errdefs.ErrDigestMismatch) {
-					a.verificationFailed(f, source, err)
-				}
 				return err
 			}
 			// Hold back the blob's last byte (or, with no known size, the last byte so far)
 			// until the digest verifies.
 			visible := w.Written() - 1
-			if size >= 0 {
-				visible = min(w.Written(), size-1)
+			if f.size >= 0 {
+				visible = min(w.Written(), f.size-1)
 			}
 			f.update(func() { f.visible = visible })
-			a.metrics.fetchedBytes.WithLabelValues(source).Add(float64(n))
+			if source != "peer" { // the peer source counts its verified chunks itself
+				a.metrics.fetchedBytes.WithLabelValues(source).Add(float64(n))
+			}
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
+			if f.size >= 0 && w.Written() < f.size {
+				return fmt.Errorf("%s: %s ended at %d of %d bytes: %w", f.d, source, w.Written(), f.size, errdefs.ErrUnavailable)
+			}
+			return nil
 		}
 		if rerr != nil {
 			if ctx.Err() != nil {
@@ -313,6 +345,11 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.ReadC
 			return fmt.Errorf("%s: reading from %s: %w", f.d, source, rerr)
 		}
 	}
+}
+
+// finish verifies the whole blob, releases its last byte to clients, then commits and announces it.
+func (a *Agent) finish(f *fetch, source string) error {
+	w := f.w
 	if err := w.Verify(); err != nil {
 		a.verificationFailed(f, source, err)
 		return err
@@ -321,7 +358,9 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.ReadC
 	if err := w.Commit(""); err != nil {
 		// The clients got verified bytes; only the copy on disk is lost.
 		a.log.Error("committing blob failed", "digest", f.d, "err", err)
+		return nil
 	}
+	a.announce(f.d)
 	a.kickGC()
 	return nil
 }

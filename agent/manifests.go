@@ -53,6 +53,9 @@ func (a *Agent) manifestByDigest(ctx context.Context, t registryapi.Target, d di
 		}
 		octx, cancel := context.WithTimeout(a.lifetime, originTimeout)
 		defer cancel()
+		if m, err := a.peerManifest(octx, d); err == nil {
+			return m, nil
+		}
 		om, err := a.origin.GetManifest(octx, t.Registry, t.Repo, d.String(), union(accept, manifestTypes))
 		if err != nil {
 			if errors.Is(err, errdefs.ErrDigestMismatch) {
@@ -63,6 +66,8 @@ func (a *Agent) manifestByDigest(ctx context.Context, t registryapi.Target, d di
 		}
 		if err := a.store.PutManifest(om.Digest, om.MediaType, om.Body); err != nil {
 			a.log.Error("storing manifest failed", "digest", d, "err", err)
+		} else {
+			a.announce(om.Digest)
 		}
 		return &registryapi.Manifest{MediaType: om.MediaType, Digest: om.Digest, Body: om.Body, Source: "origin"}, nil
 	})
@@ -124,10 +129,10 @@ func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag str
 		case errors.Is(err, errdefs.ErrDenied), errors.Is(err, errdefs.ErrTooLarge), errors.Is(err, errdefs.ErrDigestMismatch):
 			return nil, err
 		}
-		if m, rec, ok := a.staleResolution(t, tag, accept); ok {
+		if m, rec, ok := a.staleResolution(octx, t, tag, accept); ok {
 			a.metrics.staleTags.Inc()
-			a.log.Warn("origin unreachable; serving last known tag resolution (stale)",
-				"repo", t.Repo, "tag", tag, "digest", m.Digest, "resolved", rec.Resolved, "err", err)
+			a.log.Warn("origin unreachable; serving the cluster's last known tag resolution (stale)",
+				"repo", t.Repo, "tag", tag, "digest", m.Digest, "resolved", rec.Resolved, "source", m.Source, "err", err)
 			return m, nil
 		}
 		return nil, err
@@ -158,28 +163,36 @@ func (a *Agent) resolveAtOrigin(ctx context.Context, t registryapi.Target, tag s
 	}
 	if err := a.store.PutManifest(om.Digest, om.MediaType, om.Body); err != nil {
 		a.log.Error("storing manifest failed", "digest", om.Digest, "err", err)
+	} else {
+		a.announce(om.Digest)
 	}
 	return &registryapi.Manifest{MediaType: om.MediaType, Digest: om.Digest, Body: om.Body, Source: "origin"}, nil
 }
 
-// staleResolution finds the newest stored resolution of the tag whose manifest the client
-// accepts and the store still holds.
-func (a *Agent) staleResolution(t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, store.TagRecord, bool) {
-	recs, err := a.store.Tags(tagPrefix(t, tag))
-	if err != nil {
-		return nil, store.TagRecord{}, false
+// staleResolution finds the newest resolution of the tag that this node or its peers saw, whose
+// manifest the client accepts and can be had (from the store, else from peers, verified by digest).
+// Tags from peers are trusted only here, while the origin cannot answer.
+func (a *Agent) staleResolution(ctx context.Context, t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, store.TagRecord, bool) {
+	var candidates []store.TagRecord
+	if recs, err := a.store.Tags(tagPrefix(t, tag)); err == nil {
+		for _, rec := range recs {
+			candidates = append(candidates, rec)
+		}
 	}
-	var best *registryapi.Manifest
-	var bestRec store.TagRecord
-	for _, rec := range recs {
-		if !accepts(accept, rec.MediaType) || (best != nil && !rec.Resolved.After(bestRec.Resolved)) {
+	candidates = append(candidates, a.peerTagRecords(ctx, t, tag)...)
+	sort.Slice(candidates, func(i, j int) bool { return candidates[i].Resolved.After(candidates[j].Resolved) })
+	for _, rec := range candidates {
+		if !accepts(accept, rec.MediaType) {
 			continue
 		}
 		if m, err := a.storedManifest(rec.Digest); err == nil {
-			best, bestRec = m, rec
+			return m, rec, true
+		}
+		if m, err := a.peerManifest(ctx, rec.Digest); err == nil {
+			return m, rec, true
 		}
 	}
-	return best, bestRec, best != nil
+	return nil, store.TagRecord{}, false
 }
 
 func accepts(accept []string, mt string) bool {

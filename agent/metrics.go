@@ -21,6 +21,10 @@ type metrics struct {
 	staleTags      prometheus.Counter
 	inflight       prometheus.Gauge
 	evictedBytes   prometheus.Counter
+
+	peerVerifyFailures *prometheus.CounterVec
+	peerServed         *prometheus.CounterVec
+	peerServedBytes    prometheus.Counter
 }
 
 var _ origin.Observer = (*metrics)(nil)
@@ -61,13 +65,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_fetches_in_flight",
 			Help: "Blob fetches in progress.",
 		}),
+		peerVerifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_peer_verification_failures_total",
+			Help: "Content from a peer that failed verification, by peer ID.",
+		}, []string{"peer"}),
+		peerServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_peer_requests_served_total",
+			Help: "Requests from peers answered, by operation and status.",
+		}, []string{"op", "code"}),
+		peerServedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_peer_served_bytes_total",
+			Help: "Content bytes sent to peers.",
+		}),
 		evictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_store_evicted_bytes_total",
 			Help: "Bytes of least recently used content removed to keep the store under --max-store-size.",
 		}),
 	}
 	reg.MustRegister(m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
-		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight, m.evictedBytes)
+		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight, m.evictedBytes,
+		m.peerVerifyFailures, m.peerServed, m.peerServedBytes)
 	return m
 }
 
@@ -95,4 +112,10 @@ func (m *metrics) OriginRequest(registry, op string, status int, _ error, d time
 	if status == 0 || status >= 500 || status == http.StatusTooManyRequests {
 		m.originErrors.WithLabelValues(registry, op).Inc()
 	}
+}
+
+// Served implements transfer.Observer.
+func (m *metrics) Served(op string, status int, bytes int64) {
+	m.peerServed.WithLabelValues(op, strconv.Itoa(status)).Inc()
+	m.peerServedBytes.Add(float64(bytes))
 }

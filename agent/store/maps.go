@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
@@ -91,4 +93,28 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// Walk calls fn with the digest of every committed piece of content, until fn returns false.
+func (s *Store) Walk(fn func(digest.Digest) bool) error {
+	algs, err := os.ReadDir(s.blobDir())
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, alg := range algs {
+		entries, err := os.ReadDir(filepath.Join(s.blobDir(), alg.Name()))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			d := digest.NewDigestFromEncoded(digest.Algorithm(alg.Name()), e.Name())
+			if d.Validate() != nil {
+				continue
+			}
+			if !fn(d) {
+				return nil
+			}
+		}
+	}
+	return nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
@@ -47,19 +48,32 @@ type Store struct {
 	// placeMu orders the check-then-act of Commit and Delete (does the file exist, rename or
 	// remove it, count it), so that racing writers of one digest count it once.
 	placeMu sync.Mutex
+	// chunkSize is the chunk size of the maps built while writing.
+	chunkSize int64
+	// onDelete is told about content removed (GC), to stop advertising it.
+	onDelete func(digest.Digest)
 }
 
 // Option configures a Store.
 type Option func(*Store)
+
+// WithChunkSize sets the chunk size of the maps recorded with content (default chunks.DefaultSize).
+func WithChunkSize(n int64) Option { return func(s *Store) { s.chunkSize = n } }
+
+// WithDeleteHook calls fn with the digest of content after it is deleted.
+func WithDeleteHook(fn func(digest.Digest)) Option { return func(s *Store) { s.onDelete = fn } }
 
 // WithLogger sets the store's logger.
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
 // Open opens (creating if needed) the store under dir.
 func Open(dir string, opts ...Option) (*Store, error) {
-	s := &Store{root: dir, log: slog.New(slog.DiscardHandler)}
+	s := &Store{root: dir, log: slog.New(slog.DiscardHandler), chunkSize: chunks.DefaultSize}
 	for _, o := range opts {
 		o(s)
+	}
+	if err := chunks.ValidChunkSize(digest.SHA256, s.chunkSize); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	for _, d := range []string{dir, s.blobDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -236,6 +250,10 @@ func (s *Store) Delete(d digest.Digest) error {
 	}
 	s.bytes.Add(-fi.Size())
 	s.count.Add(-1)
+	s.deleteChunkMap(d)
+	if s.onDelete != nil {
+		s.onDelete(d)
+	}
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMedia).Delete([]byte(d)) })
 }
 

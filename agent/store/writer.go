@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
@@ -25,6 +26,8 @@ type Writer struct {
 	expected int64
 	f        *os.File
 	h        hash.Hash
+	// maps builds the chunk map while hashing, for algorithms that have maps; nil otherwise.
+	maps *chunks.Builder
 	n        int64
 
 	mu        sync.Mutex
@@ -42,7 +45,14 @@ func (s *Store) NewWriter(d digest.Digest, size int64) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	return &Writer{s: s, d: d, expected: size, f: f, h: d.Algorithm().Hash()}, nil
+	w := &Writer{s: s, d: d, expected: size, f: f}
+	if b, err := chunks.NewBuilder(d.Algorithm(), s.chunkSize); err == nil {
+		w.maps = b
+		w.h = builderHash{b}
+	} else {
+		w.h = d.Algorithm().Hash()
+	}
+	return w, nil
 }
 
 // File returns the temporary file, for concurrent ReadAt of bytes already written.
@@ -77,7 +87,13 @@ func (w *Writer) Verify() error {
 	if w.expected >= 0 && w.n != w.expected {
 		return fmt.Errorf("%s: got %d bytes, expected %d: %w", w.d, w.n, w.expected, errdefs.ErrDigestMismatch)
 	}
-	if got := digest.NewDigest(w.d.Algorithm(), w.h); got != w.d {
+	got := digest.Digest("")
+	if w.maps != nil {
+		got = w.maps.Digest()
+	} else {
+		got = digest.NewDigest(w.d.Algorithm(), w.h)
+	}
+	if got != w.d {
 		return fmt.Errorf("%s: content hashes to %s: %w", w.d, got, errdefs.ErrDigestMismatch)
 	}
 	w.verified = true
@@ -102,12 +118,29 @@ func (w *Writer) Commit(mediaType string) error {
 	w.s.placeMu.Lock()
 	defer w.s.placeMu.Unlock()
 	// Metadata first: a crash after it and before the rename leaves a harmless record,
-	// never a committed manifest without its media type.
-	if mediaType != "" {
+	// never a committed manifest without its media type. The chunk map was built while hashing
+	// in order, so it is as verified as the content.
+	var encodedMap []byte
+	if w.maps != nil && w.n > w.s.chunkSize {
+		encodedMap, _ = w.maps.Map().MarshalBinary()
+	}
+	if mediaType != "" || encodedMap != nil {
 		if err := w.s.db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketMedia).Put([]byte(w.d), []byte(mediaType))
+			if mediaType != "" {
+				if err := tx.Bucket(bucketMedia).Put([]byte(w.d), []byte(mediaType)); err != nil {
+					return err
+				}
+			}
+			if encodedMap != nil {
+				bk, err := tx.CreateBucketIfNotExists(bucketMaps)
+				if err != nil {
+					return err
+				}
+				return bk.Put([]byte(w.d), encodedMap)
+			}
+			return nil
 		}); err != nil {
-			return fmt.Errorf("store: recording media type: %w", err)
+			return fmt.Errorf("store: recording metadata: %w", err)
 		}
 	}
 	dir := filepath.Dir(final)
@@ -147,3 +180,13 @@ func (w *Writer) Close() error {
 	}
 	return err
 }
+
+// builderHash lets the writer feed a chunks.Builder through the hash.Hash it writes to. Only
+// Write is used.
+type builderHash struct{ b *chunks.Builder }
+
+func (h builderHash) Write(p []byte) (int, error) { return h.b.Write(p) }
+func (h builderHash) Sum(b []byte) []byte         { panic("store: builderHash.Sum is not used") }
+func (h builderHash) Reset()                      { panic("store: builderHash.Reset is not used") }
+func (h builderHash) Size() int                   { return 0 }
+func (h builderHash) BlockSize() int              { return 0 }

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/p2p"
 )
 
 func env(name string) []string { return []string{"SHOAL_" + name} }
@@ -29,6 +30,14 @@ func agentFlags() []cli.Flag {
 			Usage: "how long a tag resolution is reused before asking the origin again"},
 		&cli.StringFlag{Name: "max-store-size", Value: "0", EnvVars: env("MAX_STORE_SIZE"),
 			Usage: "evict least recently used content past this size (e.g. 50GiB, 200GB); 0 = no limit"},
+		&cli.BoolFlag{Name: "p2p", Value: true, EnvVars: env("P2P"),
+			Usage: "share content with peers; --p2p=false runs a plain mirror"},
+		&cli.StringSliceFlag{Name: "p2p-listen", Value: cli.NewStringSlice(p2p.DefaultListenAddr), EnvVars: env("P2P_LISTEN"),
+			Usage: "libp2p listen multiaddr (repeatable; TCP)"},
+		&cli.StringSliceFlag{Name: "bootstrap", EnvVars: env("BOOTSTRAP"),
+			Usage: "peer to join through (repeatable): a multiaddr with or without /p2p/<id>, or dns:<name>:<port>"},
+		&cli.StringFlag{Name: "swarm-key", EnvVars: env("SWARM_KEY"),
+			Usage: "libp2p private-network key file (from `shoal swarm-key`); peers without the same key cannot connect"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),

@@ -27,6 +27,6 @@ func newApp() *cli.App {
 		Usage:                "peer-to-peer distribution of OCI container images",
 		Version:              version(),
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{agentCommand(), demoCommand(), versionCommand()},
+		Commands:             []*cli.Command{agentCommand(), demoCommand(), idCommand(), swarmKeyCommand(), versionCommand()},
 	}
 }

@@ -1,0 +1,415 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/devregistry"
+	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/transfer"
+)
+
+const loopback = "/ip4/127.0.0.1/tcp/0"
+
+// startPeer starts an agent with peer-to-peer on, joining through bootstrap.
+func startPeer(t *testing.T, dir string, swarmKey []byte, registry string, bootstrap ...string) *node {
+	t.Helper()
+	return startAgentConfig(t, agent.Config{
+		DataDir:    dir,
+		Registries: []string{registry},
+		P2P:        &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: bootstrap, SwarmKey: swarmKey},
+		ChunkSize:  1 << 20,
+	})
+}
+
+// cluster starts n agents; every one bootstraps from the first.
+func cluster(t *testing.T, n int, registry string) []*node {
+	t.Helper()
+	nodes := []*node{startPeer(t, t.TempDir(), nil, registry)}
+	for i := 1; i < n; i++ {
+		nodes = append(nodes, startPeer(t, t.TempDir(), nil, registry, nodes[0].Node().Addrs()...))
+	}
+	for _, nd := range nodes {
+		waitFor(t, func() bool { return nd.Node().RoutingTableSize() > 0 }, "the routing table to fill")
+	}
+	return nodes
+}
+
+// waitProvided waits until node nd finds a provider for every digest.
+func waitProvided(t *testing.T, nd *node, ds ...string) {
+	t.Helper()
+	for _, d := range ds {
+		waitFor(t, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			ps, _ := nd.Node().FindProviders(ctx, digest.Digest(d))
+			return len(ps) > 0
+		}, "a provider of "+d)
+	}
+}
+
+func blobDigests(t *testing.T, img interface {
+	RawManifest() ([]byte, error)
+}) []string {
+	t.Helper()
+	raw, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Config struct{ Digest string } `json:"config"`
+		Layers []struct{ Digest string } `json:"layers"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	out := []string{m.Config.Digest}
+	for _, l := range m.Layers {
+		out = append(out, l.Digest)
+	}
+	return out
+}
+
+func TestClusterServesItself(t *testing.T) {
+	o := startOrigin(t)
+	img, err := devregistry.Image([]int64{3<<20 + 12345, 512 << 10}, false, "linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, o, "test/app:v1", img)
+	nodes := cluster(t, 5, o.URL())
+	o.ResetCounts()
+
+	got, err := remote.Image(ref(t, nodes[0].host+"/test/app:v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameImage(t, got, img)
+	blobs := blobDigests(t, img)
+	md, _ := img.Digest()
+	for _, nd := range nodes[1:] {
+		waitProvided(t, nd, append(blobs, md.String())...)
+	}
+	for i, nd := range nodes[1:] {
+		got, err := remote.Image(ref(t, nd.host+"/test/app:v1"))
+		if err != nil {
+			t.Fatalf("node %d: %v", i+2, err)
+		}
+		sameImage(t, got, img)
+		if v := counter(t, nd.Gatherer(), "shoal_fetched_bytes_total", "peer"); v < 3<<20 {
+			t.Errorf("node %d fetched %v bytes from peers", i+2, v)
+		}
+		if v := counter(t, nd.Gatherer(), "shoal_fetched_bytes_total", "origin"); v != 0 {
+			t.Errorf("node %d fetched %v bytes from the origin", i+2, v)
+		}
+	}
+	for _, b := range blobs {
+		if n := o.BlobGets(b); n != 1 {
+			t.Errorf("origin saw %d GETs of %s, want 1", n, b)
+		}
+	}
+	if n := o.Count(http.MethodGet, "/v2/test/app/manifests/"+md.String()); n > 1 {
+		t.Errorf("origin saw %d GETs of the manifest by digest", n)
+	}
+}
+
+// startTestPeer starts a cluster member speaking the real protocol from content the test controls.
+func startTestPeer(t *testing.T, content transfer.Content, bootstrap ...string) *p2p.Node {
+	t.Helper()
+	n, err := p2p.New(p2p.Config{DataDir: t.TempDir(), ListenAddrs: []string{loopback}, Bootstrap: bootstrap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transfer.NewServer(n.Host(), content, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; n.Close() })
+	waitFor(t, func() bool { return n.RoutingTableSize() > 0 }, "the test peer to join")
+	return n
+}
+
+func randomBlob(t *testing.T, n int) ([]byte, digest.Digest) {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	return b, digest.FromBytes(b)
+}
+
+// pushBlob puts a blob straight into the origin's repository (a monolithic upload).
+func pushBlob(t *testing.T, o *devregistry.Registry, repo string, data []byte, d digest.Digest) {
+	t.Helper()
+	u := fmt.Sprintf("%s/v2/%s/blobs/uploads/?digest=%s", o.URL(), repo, d)
+	resp, err := http.Post(u, "application/octet-stream", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload: %d", resp.StatusCode)
+	}
+}
+
+func getBlob(t *testing.T, host, repo string, d digest.Digest) ([]byte, error) {
+	t.Helper()
+	resp, err := http.Get("http://" + host + "/v2/" + repo + "/blobs/" + d.String())
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return io.ReadAll(resp.Body)
+}
+
+// stallingContent serves a blob honestly but stalls after `after` bytes of any range, until the
+// test kills the peer: a peer dying in the middle of a transfer.
+type stallingContent struct {
+	*transfer.MemoryContent
+	after   int64
+	release chan struct{}
+}
+
+func (s stallingContent) OpenContent(d digest.Digest) (transfer.Blob, error) {
+	b, err := s.MemoryContent.OpenContent(d)
+	if err != nil {
+		return nil, err
+	}
+	return &stallingBlob{Blob: b, after: s.after, release: s.release}, nil
+}
+
+type stallingBlob struct {
+	transfer.Blob
+	after   int64
+	release chan struct{}
+}
+
+func (b *stallingBlob) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > b.after {
+		<-b.release
+		return 0, errors.New("peer killed")
+	}
+	return b.Blob.ReadAt(p, off)
+}
+
+func TestPeerDiesMidTransferResumesAtOffset(t *testing.T) {
+	o := startOrigin(t)
+	data, d := randomBlob(t, 24<<20)
+	pushBlob(t, o, "test/big", data, d)
+	mc := transfer.NewMemoryContent()
+	mc.Put(d, "", data)
+	release := make(chan struct{})
+	var once sync.Once
+	kill := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(kill)
+	seed := startPeer(t, t.TempDir(), nil, o.URL())
+	dying := startTestPeer(t, stallingContent{MemoryContent: mc, after: 10 << 20, release: release}, seed.Node().Addrs()...)
+	if err := dying.Provide(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	b := startPeer(t, t.TempDir(), nil, o.URL(), seed.Node().Addrs()...)
+	waitProvided(t, b, d.String())
+	o.ResetCounts()
+
+	type result struct {
+		body []byte
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() { body, err := getBlob(t, b.host, "test/big", d); res <- result{body, err} }()
+	// Wait until the first chunks arrived from the peer, then kill it.
+	waitFor(t, func() bool { return counter(t, b.Gatherer(), "shoal_fetched_bytes_total", "peer") >= 8<<20 }, "chunks from the peer")
+	kill()
+	dying.Close()
+	r := <-res
+	if r.err != nil || !bytes.Equal(r.body, data) {
+		t.Fatalf("pull after the peer died: %v (%d bytes)", r.err, len(r.body))
+	}
+	fromPeer := counter(t, b.Gatherer(), "shoal_fetched_bytes_total", "peer")
+	fromOrigin := counter(t, b.Gatherer(), "shoal_fetched_bytes_total", "origin")
+	if fromPeer+fromOrigin != float64(len(data)) || fromOrigin >= float64(len(data)) {
+		t.Fatalf("peer %v + origin %v bytes, want a resume totalling %d", fromPeer, fromOrigin, len(data))
+	}
+	if served := o.BytesServed(); served > int64(len(data))-8<<20 {
+		t.Fatalf("origin sent %d bytes: the fetch restarted instead of resuming", served)
+	}
+	path := filepath.Join(b.dir, "blobs", "sha256", d.Encoded())
+	waitFor(t, func() bool { _, err := os.Stat(path); return err == nil }, "the resumed blob to be committed")
+}
+
+func TestLyingPeerIsDroppedAndNothingCorruptStored(t *testing.T) {
+	o := startOrigin(t)
+	data, d := randomBlob(t, 6<<20)
+	pushBlob(t, o, "test/big", data, d)
+	// The liar holds the honest chunk map but corrupts chunk 3 of the bytes.
+	bld, _ := chunks.NewBuilder(digest.SHA256, 1<<20)
+	bld.Write(data)
+	bad := bytes.Clone(data)
+	bad[3<<20+100] ^= 0x55
+	mc := transfer.NewMemoryContent()
+	mc.Put(d, "", bad)
+	mc.PutMap(bld.Map())
+
+	seed := startPeer(t, t.TempDir(), nil, o.URL())
+	liar := startTestPeer(t, mc, seed.Node().Addrs()...)
+	if err := liar.Provide(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	b := startPeer(t, t.TempDir(), nil, o.URL(), seed.Node().Addrs()...)
+	waitProvided(t, b, d.String())
+
+	body, err := getBlob(t, b.host, "test/big", d)
+	if err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("pull with a lying peer: %v", err)
+	}
+	if v := counter(t, b.Gatherer(), "shoal_verification_failures_total", "peer"); v != 1 {
+		t.Fatalf("peer verification failures = %v, want 1", v)
+	}
+	if v := counter(t, b.Gatherer(), "shoal_fetched_bytes_total", "peer"); v != 3<<20 {
+		t.Fatalf("%v verified bytes from the liar, want the 3 chunks before its lie", v)
+	}
+	path := filepath.Join(b.dir, "blobs", "sha256", d.Encoded())
+	waitFor(t, func() bool { _, err := os.Stat(path); return err == nil }, "the blob to be committed")
+	stored, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(stored, data) {
+		t.Fatalf("stored content wrong: %v", err)
+	}
+	// The liar is in the penalty box: the next fetch of something it provides skips it.
+	data2, d2 := randomBlob(t, 2<<20)
+	pushBlob(t, o, "test/big", data2, d2)
+	mc.Put(d2, "", data2)
+	liar.Provide(context.Background(), d2)
+	waitProvided(t, seed, d2.String())
+	if body, err := getBlob(t, b.host, "test/big", d2); err != nil || !bytes.Equal(body, data2) {
+		t.Fatal(err)
+	}
+	if v := counter(t, b.Gatherer(), "shoal_fetched_bytes_total", "peer"); v != 3<<20 {
+		t.Fatalf("fetched from the penalized peer again (%v bytes from peers)", v)
+	}
+}
+
+func TestWrongSwarmKeyCannotJoinOrFetch(t *testing.T) {
+	o := startOrigin(t)
+	img, _ := devregistry.Image([]int64{1 << 20}, false, "linux/amd64")
+	push(t, o, "test/app:v1", img)
+	key, _ := p2p.NewSwarmKey()
+	other, _ := p2p.NewSwarmKey()
+	a := startPeer(t, t.TempDir(), key, o.URL())
+	b := startPeer(t, t.TempDir(), key, o.URL(), a.Node().Addrs()...)
+	waitFor(t, func() bool { return b.Node().RoutingTableSize() > 0 }, "b to join")
+	if _, err := remote.Image(ref(t, a.host+"/test/app:v1")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := remote.Image(ref(t, a.host+"/test/app:v1"))
+	sameImage(t, got, img)
+	md, _ := img.Digest()
+	waitProvided(t, b, md.String())
+	o.Close()
+
+	for name, k := range map[string][]byte{"other key": other, "no key": nil} {
+		t.Run(name, func(t *testing.T) {
+			c := startPeer(t, t.TempDir(), k, o.URL(), a.Node().Addrs()...)
+			time.Sleep(500 * time.Millisecond) // bootstrap attempts come and fail
+			if n := len(c.Node().Peers()); n != 0 {
+				t.Fatalf("connected to %d peers", n)
+			}
+			if _, err := remote.Image(ref(t, c.host+"/test/app@"+md.String())); err == nil {
+				t.Fatal("fetched without the swarm key")
+			}
+		})
+	}
+	// A member with the key pulls it with the origin gone.
+	got, err := remote.Image(ref(t, b.host+"/test/app@"+md.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameImage(t, got, img)
+}
+
+func TestRestartedNodeReadvertisesAndServes(t *testing.T) {
+	o := startOrigin(t)
+	img, _ := devregistry.Image([]int64{2<<20 + 7, 300 << 10}, true, "linux/amd64")
+	push(t, o, "test/app:v1", img)
+	dirA := t.TempDir()
+	a := startPeer(t, dirA, nil, o.URL())
+	if _, err := remote.Image(ref(t, a.host+"/test/app:v1")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := remote.Image(ref(t, a.host+"/test/app:v1"))
+	sameImage(t, got, img)
+	a.stop()
+	o.Close()
+
+	a2 := startPeer(t, dirA, nil, o.URL())
+	c := startPeer(t, t.TempDir(), nil, o.URL(), a2.Node().Addrs()...)
+	if a2.Node().ID() != a.Node().ID() {
+		t.Fatal("identity changed across restart")
+	}
+	md, _ := img.Digest()
+	waitProvided(t, c, append(blobDigests(t, img), md.String())...)
+	// By digest and, with the origin down, by tag: the tag comes from the peer's last resolution.
+	for _, r := range []string{c.host + "/test/app@" + md.String(), c.host + "/test/app:v1"} {
+		got, err := remote.Image(ref(t, r))
+		if err != nil {
+			t.Fatalf("pull %s: %v", r, err)
+		}
+		sameImage(t, got, img)
+	}
+}
+
+func TestOriginDownClusterServesTagsAndDigests(t *testing.T) {
+	o := startOrigin(t)
+	idx, _ := devregistry.Index([]int64{1<<20 + 3}, "linux/amd64", "linux/arm64")
+	push(t, o, "test/multi:v1", idx)
+	nodes := cluster(t, 3, o.URL())
+	// Node 0 pulls the whole index (both platforms).
+	gi, err := remote.Index(ref(t, nodes[0].host+"/test/multi:v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	var all []string
+	for _, desc := range im.Manifests {
+		child, err := gi.Image(desc.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := idx.Image(desc.Digest)
+		sameImage(t, child, want)
+		all = append(all, desc.Digest.String())
+		all = append(all, blobDigests(t, want)...)
+	}
+	o.Close()
+	for _, nd := range nodes[1:] {
+		waitProvided(t, nd, all...)
+		gi, err := remote.Index(ref(t, nd.host+"/test/multi:v1"))
+		if err != nil {
+			t.Fatalf("index by tag with the origin down: %v", err)
+		}
+		for _, desc := range im.Manifests {
+			child, err := gi.Image(desc.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := idx.Image(desc.Digest)
+			sameImage(t, child, want)
+		}
+	}
+}

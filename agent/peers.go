@@ -1,0 +1,490 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/transfer"
+	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
+
+// Router is what the fetch pipeline needs of the peer network: content routing and connection
+// protection. *p2p.Node implements it.
+type Router interface {
+	FindProviders(ctx context.Context, d digest.Digest) ([]peer.AddrInfo, error)
+	Provide(ctx context.Context, d digest.Digest) error
+	StopProviding(d digest.Digest)
+	Peers() []peer.ID
+	Protect(p peer.ID, tag string)
+	Unprotect(p peer.ID, tag string)
+}
+
+const (
+	// lookupTimeout bounds a provider lookup: past it the pipeline goes on to the origin.
+	lookupTimeout = 2 * time.Second
+	// penaltyDuration is how long a peer that sent bytes failing verification is ignored.
+	penaltyDuration = 10 * time.Minute
+	// peerTagTimeout bounds asking peers for a tag while the origin is down.
+	peerTagTimeout = 3 * time.Second
+	// maxTagPeers is how many connected peers are asked for a tag.
+	maxTagPeers = 16
+)
+
+// peerSet tracks peers that sent bad bytes.
+type peerSet struct {
+	mu    sync.Mutex
+	until map[peer.ID]time.Time
+}
+
+func (s *peerSet) penalize(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.until == nil {
+		s.until = map[peer.ID]time.Time{}
+	}
+	s.until[p] = time.Now().Add(penaltyDuration)
+}
+
+func (s *peerSet) penalized(p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.until[p]
+	if ok && time.Now().After(t) {
+		delete(s.until, p)
+		return false
+	}
+	return ok
+}
+
+func (a *Agent) blamePeer(p peer.ID, d digest.Digest, err error) {
+	a.penalties.penalize(p)
+	a.metrics.verifyFailures.WithLabelValues("peer").Inc()
+	a.metrics.peerVerifyFailures.WithLabelValues(p.String()).Inc()
+	a.log.Error("peer sent content failing verification; ignoring it for a while",
+		"peer", p, "digest", d, "err", err, "penalty", penaltyDuration)
+}
+
+// providers looks up peers holding d, without ones in the penalty box.
+func (a *Agent) providers(ctx context.Context, d digest.Digest) ([]peer.AddrInfo, error) {
+	if a.router == nil {
+		return nil, fmt.Errorf("%s: peer-to-peer disabled: %w", d, errdefs.ErrNotFound)
+	}
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	found, err := a.router.FindProviders(lctx, d)
+	var out []peer.AddrInfo
+	for _, p := range found {
+		if !a.penalties.penalized(p.ID) {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		if err == nil {
+			err = fmt.Errorf("%s: no peer provides it: %w", d, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// peerSource fetches blobs from peers, chunk by chunk, verifying every chunk against the blob's
+// chunk map before passing it on.
+type peerSource struct{ a *Agent }
+
+func (peerSource) Name() string { return "peer" }
+
+func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, _ int64) (io.ReadCloser, int64, error) {
+	a := s.a
+	provs, err := a.providers(ctx, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	r := &peerReader{a: a, ctx: ctx, d: d, provs: provs, off: off, failed: map[peer.ID]bool{}}
+	if err := r.loadMap(); err != nil {
+		return nil, 0, err
+	}
+	if off > r.m.Size {
+		return nil, 0, fmt.Errorf("%s: resume offset %d past its %d bytes: %w", d, off, r.m.Size, errdefs.ErrInvalid)
+	}
+	return r, r.m.Size, nil
+}
+
+// peerReader yields a blob's bytes from its providers, one verified chunk at a time. A provider
+// that fails is skipped; one that sends a chunk failing verification is also penalized. When
+// every provider fails the same chunk, the map itself is the lie: its provider is penalized and
+// the read fails with a digest mismatch (everything verified against that map is suspect).
+type peerReader struct {
+	a      *Agent
+	ctx    context.Context
+	d      digest.Digest
+	provs  []peer.AddrInfo
+	failed map[peer.ID]bool
+
+	m       *chunks.Map
+	mapFrom peer.ID
+	// mapConfirmed: a second provider sent the same map, so a chunk failing it is its sender's fault.
+	mapConfirmed bool
+
+	off     int64 // next byte to hand out
+	pending []byte
+	buf     []byte
+
+	cur     *transfer.Range // open range from provider curPeer, positioned at curOff
+	curPeer peer.ID
+	curOff  int64
+}
+
+// loadMap takes the chunk map from the first provider that answers, cross-checked against a
+// second one when there is one: two providers disagreeing means one lies, and neither is used.
+func (r *peerReader) loadMap() error {
+	type result struct {
+		p   peer.ID
+		m   *chunks.Map
+		err error
+	}
+	var got []result
+	for _, p := range r.provs {
+		if len(got) == 2 {
+			break
+		}
+		mctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		m, err := r.a.peers.Map(mctx, p.ID, r.d, r.a.cfg.ChunkSize)
+		cancel()
+		if err != nil {
+			if errors.Is(err, chunks.ErrMismatch) {
+				r.a.blamePeer(p.ID, r.d, err)
+			}
+			r.failed[p.ID] = true
+			continue
+		}
+		got = append(got, result{p: p.ID, m: m})
+	}
+	switch {
+	case len(got) == 0:
+		return fmt.Errorf("%s: no provider answered with a chunk map: %w", r.d, errdefs.ErrUnavailable)
+	case len(got) == 2 && !got[0].m.Equal(got[1].m):
+		r.a.log.Warn("providers disagree on a chunk map; using neither", "digest", r.d, "peers", []peer.ID{got[0].p, got[1].p})
+		return fmt.Errorf("%s: providers disagree on its chunk map: %w", r.d, errdefs.ErrUnavailable)
+	}
+	r.m, r.mapFrom, r.mapConfirmed = got[0].m, got[0].p, len(got) == 2
+	return nil
+}
+
+func (r *peerReader) Read(p []byte) (int, error) {
+	for len(r.pending) == 0 {
+		if r.off >= r.m.Size {
+			return 0, io.EOF
+		}
+		if err := r.nextChunk(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, r.pending)
+	r.pending = r.pending[n:]
+	r.off += int64(n)
+	return n, nil
+}
+
+// nextChunk fills pending with the verified chunk holding r.off, from the first provider that
+// can supply it. Blame for a chunk that fails is exact: it falls on the provider that sent it
+// when the map is its own or was confirmed by a second provider; otherwise the map's provider is
+// asked for the same chunk, and whichever of the two fails its own test is blamed. When no
+// provider is left the read fails with ErrUnavailable and the pipeline resumes at the origin;
+// the whole-blob digest check at the end still guards every byte.
+func (r *peerReader) nextChunk() error {
+	i := int(r.off / r.m.ChunkSize)
+	start, n := r.m.Range(i)
+	if int64(cap(r.buf)) < n {
+		r.buf = make([]byte, r.m.ChunkSize)
+	}
+	buf := r.buf[:n]
+	var suspect peer.ID // sent a failing chunk under a map it did not provide
+	for {
+		p, ok := r.pick(suspect)
+		if !ok {
+			return fmt.Errorf("%s: no provider could supply chunk %d: %w", r.d, i, errdefs.ErrUnavailable)
+		}
+		if err := r.readChunk(p, start, buf); err != nil {
+			r.a.log.Debug("peer failed mid-transfer; trying the next", "peer", p, "digest", r.d, "offset", start, "err", err)
+			r.drop(p)
+			continue
+		}
+		err := r.m.Verify(i, buf)
+		switch {
+		case err == nil && suspect != "":
+			// The map's own provider sent a chunk that verifies: the suspect lied.
+			r.a.blamePeer(suspect, r.d, fmt.Errorf("chunk %d failed verification", i))
+			suspect = ""
+		case err == nil:
+		case p == r.mapFrom:
+			r.a.blamePeer(p, r.d, err)
+			r.drop(p)
+			if suspect != "" {
+				// Its own data fails its own map, which the suspect's data failed too: the map
+				// is what lied, and every chunk verified against it is suspect.
+				return fmt.Errorf("%s: chunk map from %s: %w", r.d, p, chunks.ErrMismatch)
+			}
+			continue
+		case r.mapConfirmed:
+			r.a.blamePeer(p, r.d, err)
+			r.drop(p)
+			continue
+		default:
+			suspect = p
+			r.drop(p)
+			continue
+		}
+		r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
+		r.pending = buf[r.off-start:]
+		return nil
+	}
+}
+
+// readChunk reads [start, start+len(buf)) from provider p, reusing its open range when it is
+// positioned there.
+func (r *peerReader) readChunk(p peer.ID, start int64, buf []byte) error {
+	if r.cur == nil || r.curPeer != p || r.curOff != start {
+		r.closeCur()
+		rng, err := r.a.peers.Get(r.ctx, p, r.d, start, -1)
+		if err != nil {
+			return err
+		}
+		if rng.Size != r.m.Size {
+			rng.Close()
+			r.a.blamePeer(p, r.d, fmt.Errorf("size %d, map says %d", rng.Size, r.m.Size))
+			return fmt.Errorf("size mismatch: %w", chunks.ErrMismatch)
+		}
+		r.a.router.Protect(p, "shoal-transfer")
+		r.cur, r.curPeer, r.curOff = rng, p, start
+	}
+	n, err := io.ReadFull(r.cur, buf)
+	r.curOff += int64(n)
+	if err != nil {
+		r.closeCur()
+		return err
+	}
+	return nil
+}
+
+// pick chooses the provider for the next chunk: the one streaming already, else the map's
+// provider when a suspect must be judged, else the first that has not failed.
+func (r *peerReader) pick(suspect peer.ID) (peer.ID, bool) {
+	if suspect != "" {
+		if !r.failed[r.mapFrom] && !r.a.penalties.penalized(r.mapFrom) {
+			return r.mapFrom, true
+		}
+	}
+	if r.cur != nil && !r.failed[r.curPeer] {
+		return r.curPeer, true
+	}
+	for _, p := range r.provs {
+		if !r.failed[p.ID] && !r.a.penalties.penalized(p.ID) {
+			return p.ID, true
+		}
+	}
+	return "", false
+}
+
+func (r *peerReader) drop(p peer.ID) {
+	r.failed[p] = true
+	if r.curPeer == p {
+		r.closeCur()
+	}
+}
+
+func (r *peerReader) closeCur() {
+	if r.cur != nil {
+		r.cur.Close()
+		r.a.router.Unprotect(r.curPeer, "shoal-transfer")
+		r.cur = nil
+	}
+}
+
+func (r *peerReader) Close() error {
+	r.closeCur()
+	return nil
+}
+
+// peerManifest fetches a manifest by digest from a peer: whole (manifests are small), verified
+// against its digest, with the media type taken from the manifest itself where it says.
+func (a *Agent) peerManifest(ctx context.Context, d digest.Digest) (*registryapi.Manifest, error) {
+	provs, err := a.providers(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for _, p := range provs {
+		body, mt, err := a.peerManifestFrom(ctx, p.ID, d)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := a.store.PutManifest(d, mt, body); err != nil {
+			a.log.Error("storing manifest failed", "digest", d, "err", err)
+		} else {
+			a.announce(d)
+		}
+		return &registryapi.Manifest{MediaType: mt, Digest: d, Body: body, Source: "peer"}, nil
+	}
+	return nil, lastErr
+}
+
+func (a *Agent) peerManifestFrom(ctx context.Context, p peer.ID, d digest.Digest) ([]byte, string, error) {
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rng, err := a.peers.Get(gctx, p, d, 0, -1)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rng.Close()
+	if rng.Size > origin.MaxManifestSize {
+		return nil, "", fmt.Errorf("%s from %s: %d bytes: %w", d, p, rng.Size, errdefs.ErrTooLarge)
+	}
+	body, err := io.ReadAll(io.LimitReader(rng, origin.MaxManifestSize+1))
+	if err != nil {
+		return nil, "", err
+	}
+	if d.Algorithm().FromBytes(body) != d {
+		a.blamePeer(p, d, errors.New("manifest bytes do not match the digest"))
+		return nil, "", fmt.Errorf("%s from %s: %w", d, p, errdefs.ErrDigestMismatch)
+	}
+	mt := manifestMediaType(body, rng.MediaType)
+	if mt == "" {
+		return nil, "", fmt.Errorf("%s from %s: no usable media type: %w", d, p, errdefs.ErrInvalid)
+	}
+	return body, mt, nil
+}
+
+// manifestMediaType decides a peer-supplied manifest's media type. The digest covers the body,
+// not the peer's claim, so the body's own mediaType field wins; a claim is accepted only when
+// the body has none and its shape (index or image manifest) fits the claim.
+func manifestMediaType(body []byte, claimed string) string {
+	var m struct {
+		MediaType string            `json:"mediaType"`
+		Manifests []json.RawMessage `json:"manifests"`
+		Layers    []json.RawMessage `json:"layers"`
+	}
+	if json.Unmarshal(body, &m) != nil {
+		return ""
+	}
+	if m.MediaType != "" {
+		return m.MediaType
+	}
+	isIndex := m.Manifests != nil
+	switch claimed {
+	case "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json":
+		if isIndex {
+			return claimed
+		}
+	case "":
+		return ""
+	default:
+		if !isIndex {
+			return claimed
+		}
+	}
+	return ""
+}
+
+// peerTagRecords asks connected peers what a tag resolved to, for when the origin is down.
+func (a *Agent) peerTagRecords(ctx context.Context, t registryapi.Target, tag string) []store.TagRecord {
+	if a.router == nil {
+		return nil
+	}
+	peers := a.router.Peers()
+	if len(peers) > maxTagPeers {
+		peers = peers[:maxTagPeers]
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerTagTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var out []store.TagRecord
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs, err := a.peers.Tags(ctx, p, t.Registry.Host(), t.Repo, tag)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range recs {
+				if r.Digest.Validate() == nil {
+					out = append(out, store.TagRecord{Digest: r.Digest, MediaType: r.MediaType, Resolved: r.Resolved})
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// announce advertises committed content to the cluster, in the background.
+func (a *Agent) announce(d digest.Digest) {
+	if a.router == nil {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		ctx, cancel := context.WithTimeout(a.lifetime, time.Minute)
+		defer cancel()
+		if err := a.router.Provide(ctx, d); err != nil && ctx.Err() == nil {
+			a.log.Debug("providing failed", "digest", d, "err", err)
+		}
+	}()
+}
+
+// content serves this node's committed content to peers (transfer.Content).
+type content struct{ a *Agent }
+
+var _ transfer.Content = content{}
+
+func (c content) OpenContent(d digest.Digest) (transfer.Blob, error) {
+	f, info, err := c.a.store.Open(d)
+	if err != nil {
+		return nil, err
+	}
+	return &fileContent{File: f, size: info.Size, mediaType: info.MediaType}, nil
+}
+
+func (c content) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
+	return c.a.store.ChunkMap(ctx, d, chunkSize)
+}
+
+func (c content) TagRecords(registry, repo, tag string) ([]transfer.TagRecord, error) {
+	recs, err := c.a.store.Tags(registry + "/" + repo + ":" + tag + "\x00")
+	if err != nil {
+		return nil, err
+	}
+	var out []transfer.TagRecord
+	for _, r := range recs {
+		out = append(out, transfer.TagRecord{Digest: r.Digest, MediaType: r.MediaType, Resolved: r.Resolved})
+	}
+	return out, nil
+}
+
+type fileContent struct {
+	*os.File
+	size      int64
+	mediaType string
+}
+
+func (f *fileContent) Size() int64       { return f.size }
+func (f *fileContent) MediaType() string { return f.mediaType }
+

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoal-oci/shoal/p2p"
+)
+
+func idCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "id",
+		Usage: "print the node's peer ID (creating its identity key in the data directory if needed)",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "data-dir", Value: "/var/lib/shoal", EnvVars: env("DATA_DIR")}},
+		Action: func(c *cli.Context) error {
+			dir := c.String("data-dir")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			id, err := p2p.PeerIDFromDataDir(dir)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(c.App.Writer, id)
+			return err
+		},
+	}
+}
+
+func swarmKeyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "swarm-key",
+		Usage: "print a new libp2p private-network key (save it to a file for --swarm-key)",
+		Action: func(c *cli.Context) error {
+			key, err := p2p.NewSwarmKey()
+			if err != nil {
+				return err
+			}
+			_, err = c.App.Writer.Write(key)
+			return err
+		},
+	}
+}

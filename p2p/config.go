@@ -1,0 +1,78 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// DefaultListenAddr is where a node listens when Config.ListenAddrs is empty.
+const DefaultListenAddr = "/ip4/0.0.0.0/tcp/4001"
+
+// Config configures a Node. The zero value of every field except DataDir is usable.
+type Config struct {
+	// ListenAddrs are TCP multiaddrs to listen on; default []string{DefaultListenAddr}. TCP only: QUIC is
+	// about 2.7 times slower here and refuses private networks.
+	ListenAddrs []string
+	// Bootstrap lists the peers to join through, in any of three forms (see ParseBootstrap): a multiaddr
+	// with /p2p/<id>, a multiaddr without it (the ID is learned with a handshake), or "dns:<name>:<port>"
+	// (every A/AAAA record is a peer, as with a Kubernetes headless service; resolved on every attempt).
+	// Empty means this node waits for others to join it.
+	Bootstrap []string
+	// SwarmKey is the content of a swarm.key file (see ParseSwarmKey); nil means a public network. Nodes
+	// with different keys, or with and without a key, cannot connect.
+	SwarmKey []byte
+	// DataDir holds the identity key (DataDir/identity.key), created on first start. Required.
+	DataDir string
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives Shoal's p2p metrics and libp2p's own; nil disables libp2p's metrics and leaves
+	// Shoal's unregistered. Never the default registerer unless the caller passes it.
+	Registerer prometheus.Registerer
+	// AllowPeers, when not empty, is the only set of peers this node talks to (a connection gater);
+	// empty admits any peer that holds the swarm key.
+	AllowPeers []peer.ID
+}
+
+// validate checks the config and fills defaults, returning the parsed forms New needs.
+func (c *Config) validate() (listen []ma.Multiaddr, boot []BootstrapEntry, err error) {
+	if c.DataDir == "" {
+		return nil, nil, fmt.Errorf("p2p config: DataDir is required: %w", errdefs.ErrInvalid)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = []string{DefaultListenAddr}
+	}
+	var errs []error
+	for _, s := range c.ListenAddrs {
+		a, err := ma.NewMultiaddr(s)
+		if err == nil {
+			err = checkTCPAddr(a)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen address %q: %v", s, err))
+			continue
+		}
+		listen = append(listen, a)
+	}
+	for _, s := range c.Bootstrap {
+		e, err := ParseBootstrap(s)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		boot = append(boot, e)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("p2p config: %w: %w", err, errdefs.ErrInvalid)
+	}
+	return listen, boot, nil
+}

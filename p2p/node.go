@@ -1,0 +1,228 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/provider/keystore"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// ProtocolPrefix is the DHT's protocol prefix: Shoal's DHT speaks /shoal/kad/1.0.0 and never mixes with
+// the public IPFS DHT.
+const ProtocolPrefix = "/shoal"
+
+// ErrClosed is returned by operations on a closed Node. It wraps errdefs.ErrUnavailable.
+var ErrClosed = fmt.Errorf("p2p node closed: %w", errdefs.ErrUnavailable)
+
+// Node is a Shoal agent's libp2p node: a host and its DHT. Create it with New, run it with Run, and
+// release it with Close. All methods are safe for concurrent use.
+type Node struct {
+	host      host.Host
+	dht       *dht.IpfsDHT
+	bootstrap []BootstrapEntry
+	psk       pnet.PSK
+	probeTLS  *libp2ptls.Transport
+	log       *slog.Logger
+	metrics   *metrics
+
+	// keys is the set of digests to advertise (multihashes), kept by Node so that it outlives provider
+	// restarts; the provider reads it on every (re)provide.
+	keys      keystore.Keystore
+	keysStore datastore.Batching
+
+	provMu sync.RWMutex
+	prov   *reprovider // nil until the node has joined a cluster; guarded by provMu
+
+	lookups singleflight.Group
+	cacheMu sync.Mutex
+	cache   map[string]cachedProviders
+
+	// Tunables, fixed by New; tests shorten some.
+	lookupTimeout       time.Duration
+	maxProviders        int
+	healthInterval      time.Duration
+	minProviderRestart  time.Duration
+	maxBootstrapBackoff time.Duration
+
+	running   atomic.Bool
+	closed    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds a node from cfg: the identity from cfg.DataDir, a libp2p host (TLS over TCP with yamux,
+// listening on cfg.ListenAddrs, inside the private network of cfg.SwarmKey if set, with Shoal's
+// resource and connection limits), and a single Kademlia DHT in server mode under the /shoal prefix with
+// no default bootstrap peers. The node listens when New returns but joins no cluster until Run.
+func New(cfg Config) (*Node, error) {
+	listen, boot, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	key, err := LoadIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		bootstrap:           boot,
+		log:                 cfg.Logger,
+		cache:               make(map[string]cachedProviders),
+		lookupTimeout:       defaultLookupTimeout,
+		maxProviders:        maxProviders,
+		healthInterval:      time.Second,
+		minProviderRestart:  time.Minute,
+		maxBootstrapBackoff: 10 * time.Second,
+		closed:              make(chan struct{}),
+	}
+	if cfg.SwarmKey != nil {
+		if n.psk, err = ParseSwarmKey(cfg.SwarmKey); err != nil {
+			return nil, err
+		}
+	}
+	if n.probeTLS, err = libp2ptls.New(libp2ptls.ID, key, nil); err != nil {
+		return nil, err
+	}
+
+	metricsOn := cfg.Registerer != nil
+	rm, err := resourceManager(metricsOn)
+	if err != nil {
+		return nil, fmt.Errorf("p2p resource manager: %w", err)
+	}
+	cm, err := connManager()
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("p2p connection manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrs(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.DisableRelay(),
+		libp2p.UserAgent("shoal"),
+	}
+	if n.psk != nil {
+		opts = append(opts, libp2p.PrivateNetwork(n.psk))
+	}
+	if len(cfg.AllowPeers) > 0 {
+		opts = append(opts, libp2p.ConnectionGater(newAllowGater(cfg.AllowPeers)))
+	}
+	if metricsOn {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	// libp2p.New closes the resource and connection managers itself when it fails.
+	n.host, err = libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("p2p host: %w", err)
+	}
+
+	n.dht, err = dht.New(n.host,
+		dht.Mode(dht.ModeServer),
+		dht.ProtocolPrefix(ProtocolPrefix),
+		dht.DisableValues(), // Shoal stores provider records only
+		dht.BootstrapPeers(),
+	)
+	if err != nil {
+		n.host.Close()
+		return nil, fmt.Errorf("p2p dht: %w", err)
+	}
+	n.keysStore = dssync.MutexWrap(datastore.NewMapDatastore())
+	if n.keys, err = keystore.NewKeystore(n.keysStore); err != nil {
+		n.dht.Close()
+		n.host.Close()
+		return nil, fmt.Errorf("p2p keystore: %w", err)
+	}
+	if n.metrics, err = newMetrics(n, cfg.Registerer); err != nil {
+		n.keys.Close()
+		n.dht.Close()
+		n.host.Close()
+		return nil, err
+	}
+	n.log.Info("p2p node listening", "peer", n.host.ID(), "addrs", n.Addrs(), "private_network", n.psk != nil)
+	return n, nil
+}
+
+// Close stops the reprovider, the DHT and the host, closing every connection. Records this node
+// published stay in the DHT until they expire. Close is idempotent; Run returns once Close is called.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		close(n.closed)
+		n.provMu.Lock()
+		p := n.prov
+		n.prov = nil
+		n.provMu.Unlock()
+		var errs []error
+		if p != nil {
+			errs = append(errs, p.close())
+		}
+		errs = append(errs, n.dht.Close(), n.host.Close(), n.keys.Close(), n.keysStore.Close())
+		n.metrics.unregister()
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// ID is the node's peer ID, derived from its identity key.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host is the libp2p host, for registering stream handlers and opening streams. Do not close it; Close
+// the Node.
+func (n *Node) Host() host.Host { return n.host }
+
+// Addrs returns the node's addresses as full multiaddrs ending in /p2p/<id>, suitable for other nodes'
+// Bootstrap lists. With a wildcard listen address it lists every interface address.
+func (n *Node) Addrs() []string {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// Peers lists the peers this node is connected to.
+func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
+
+// RoutingTableSize is the number of peers in the DHT routing table; 0 means the node is cut off.
+func (n *Node) RoutingTableSize() int { return n.dht.RoutingTable().Size() }
+
+// Protect keeps the connection manager from trimming connections to p while any tag is set; use one tag
+// per transfer (or per kind of transfer) and Unprotect it when the transfer ends.
+func (n *Node) Protect(p peer.ID, tag string) { n.host.ConnManager().Protect(p, tag) }
+
+// Unprotect removes a tag set by Protect.
+func (n *Node) Unprotect(p peer.ID, tag string) { n.host.ConnManager().Unprotect(p, tag) }
+
+func (n *Node) isClosed() bool {
+	select {
+	case <-n.closed:
+		return true
+	default:
+		return false
+	}
+}
