@@ -73,7 +73,7 @@ func blobDigests(t *testing.T, img interface {
 		t.Fatal(err)
 	}
 	var m struct {
-		Config struct{ Digest string } `json:"config"`
+		Config struct{ Digest string }   `json:"config"`
 		Layers []struct{ Digest string } `json:"layers"`
 	}
 	if err := json.Unmarshal(raw, &m); err != nil {

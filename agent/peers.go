@@ -487,4 +487,3 @@ type fileContent struct {
 
 func (f *fileContent) Size() int64       { return f.size }
 func (f *fileContent) MediaType() string { return f.mediaType }
-

@@ -28,7 +28,7 @@ type Writer struct {
 	h        hash.Hash
 	// maps builds the chunk map while hashing, for algorithms that have maps; nil otherwise.
 	maps *chunks.Builder
-	n        int64
+	n    int64
 
 	mu        sync.Mutex
 	verified  bool
