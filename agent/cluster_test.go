@@ -399,6 +399,16 @@ func TestOriginDownClusterServesTagsAndDigests(t *testing.T) {
 	o.Close()
 	for _, nd := range nodes[1:] {
 		waitProvided(t, nd, all...)
+		// HEAD of a blob the node lacks is answered from a peer.
+		layer := all[len(all)-1]
+		resp, err := http.Head("http://" + nd.host + "/v2/test/multi/blobs/" + layer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.ContentLength <= 0 {
+			t.Fatalf("HEAD of a peer's blob with the origin down: %d, length %d", resp.StatusCode, resp.ContentLength)
+		}
 		gi, err := remote.Index(ref(t, nd.host+"/test/multi:v1"))
 		if err != nil {
 			t.Fatalf("index by tag with the origin down: %v", err)

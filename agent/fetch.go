@@ -387,5 +387,12 @@ func (a *Agent) StatBlob(ctx context.Context, t registryapi.Target, d digest.Dig
 		default:
 		}
 	}
-	return a.origin.HeadBlob(ctx, t.Registry, t.Repo, d)
+	size, err := a.origin.HeadBlob(ctx, t.Registry, t.Repo, d)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrDenied) {
+		// The origin cannot answer: a peer holding the blob can.
+		if psize, perr := a.peerBlobSize(ctx, d); perr == nil {
+			return psize, nil
+		}
+	}
+	return size, err
 }

@@ -318,6 +318,25 @@ func (r *peerReader) Close() error {
 	return nil
 }
 
+// peerBlobSize asks a provider for a blob's size (an empty range), for HEAD while the origin is down.
+func (a *Agent) peerBlobSize(ctx context.Context, d digest.Digest) (int64, error) {
+	provs, err := a.providers(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	var lastErr error
+	for _, p := range provs {
+		rng, err := a.peers.Get(ctx, p.ID, d, 0, 0)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		rng.Close()
+		return rng.Size, nil
+	}
+	return 0, lastErr
+}
+
 // peerManifest fetches a manifest by digest from a peer: whole (manifests are small), verified
 // against its digest, with the media type taken from the manifest itself where it says.
 func (a *Agent) peerManifest(ctx context.Context, d digest.Digest) (*registryapi.Manifest, error) {
