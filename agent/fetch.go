@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi"
 )
@@ -312,13 +313,21 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, log *slog.Logge
 // visible to clients as they land. It returns nil at the stream's end.
 func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reader) error {
 	w := f.w
+	// A source whose bytes are verified chunk by chunk spares the store hashing them again.
+	vm, _ := body.(verifiedStream)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
 	for {
 		n, rerr := io.ReadFull(body, buf)
 		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
+			var err error
+			if vm != nil {
+				_, err = w.WriteVerified(buf[:n], vm.VerifiedMap())
+			} else {
+				_, err = w.Write(buf[:n])
+			}
+			if err != nil {
 				return err
 			}
 			// Hold back the blob's last byte (or, with no known size, the last byte so far)
@@ -345,6 +354,11 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 			return fmt.Errorf("%s: reading from %s: %w", f.d, source, rerr)
 		}
 	}
+}
+
+// verifiedStream is a source stream all of whose bytes were verified against a chunk map.
+type verifiedStream interface {
+	VerifiedMap() *chunks.Map
 }
 
 // finish verifies the whole blob, releases its last byte to clients, then commits and announces it.

@@ -313,6 +313,10 @@ func (r *peerReader) closeCur() {
 	}
 }
 
+// VerifiedMap is the map every byte Read returns was verified against (the last chunk to the
+// blob's digest).
+func (r *peerReader) VerifiedMap() *chunks.Map { return r.m }
+
 func (r *peerReader) Close() error {
 	r.closeCur()
 	return nil

@@ -28,6 +28,11 @@ type Writer struct {
 	h        hash.Hash
 	// maps builds the chunk map while hashing, for algorithms that have maps; nil otherwise.
 	maps *chunks.Builder
+	// adopted is the chunk map that bytes written with WriteVerified were verified against.
+	// allVerified: every byte so far came through WriteVerified, so the hash has not seen them
+	// and must resume from adopted's state before plain bytes follow.
+	adopted     *chunks.Map
+	allVerified bool
 	n    int64
 
 	mu        sync.Mutex
@@ -64,6 +69,12 @@ func (w *Writer) Written() int64 { return w.n }
 // Write appends p. Writing past the expected size fails with errdefs.ErrDigestMismatch: the
 // source is sending more than the content it claims to be.
 func (w *Writer) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := w.resumeHash(); err != nil {
+		return 0, err
+	}
 	if w.expected >= 0 && w.n+int64(len(p)) > w.expected {
 		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
 	}
@@ -76,6 +87,40 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteVerified appends bytes that the caller has already verified, chunk by chunk, against m,
+// a chunk map of this content whose last chunk the caller verifies to the digest. They are not
+// hashed again (verification is the costly part of a peer transfer), and m becomes the content's
+// recorded map. Plain Writes may follow from a chunk boundary: hashing resumes there from m.
+// Verified bytes may only start the content; after plain bytes they are hashed like any others.
+func (w *Writer) WriteVerified(p []byte, m *chunks.Map) (int, error) {
+	if m.Digest != w.d || (w.adopted != nil && w.adopted != m) || (w.n > 0 && !w.allVerified) {
+		return w.Write(p)
+	}
+	if w.expected >= 0 && w.n+int64(len(p)) > w.expected {
+		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
+	}
+	w.adopted, w.allVerified = m, true
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("store: %w", err)
+	}
+	return n, nil
+}
+
+// resumeHash makes the hash current after verified bytes, before plain ones.
+func (w *Writer) resumeHash() error {
+	if !w.allVerified {
+		return nil
+	}
+	b, err := chunks.ResumeBuilder(w.adopted, w.n)
+	if err != nil {
+		return fmt.Errorf("%s: cannot hash on from %d: %w", w.d, w.n, err)
+	}
+	w.maps, w.h, w.allVerified = b, builderHash{b}, false
+	return nil
+}
+
 // Verify checks the size and digest of what was written. After a nil result the bytes are
 // known good, though not yet durable; Commit makes them so.
 func (w *Writer) Verify() error {
@@ -86,6 +131,14 @@ func (w *Writer) Verify() error {
 	}
 	if w.expected >= 0 && w.n != w.expected {
 		return fmt.Errorf("%s: got %d bytes, expected %d: %w", w.d, w.n, w.expected, errdefs.ErrDigestMismatch)
+	}
+	if w.allVerified {
+		// Every byte was verified against the adopted map, the last chunk to the digest.
+		if w.n != w.adopted.Size {
+			return fmt.Errorf("%s: got %d verified bytes of %d: %w", w.d, w.n, w.adopted.Size, errdefs.ErrDigestMismatch)
+		}
+		w.verified = true
+		return nil
 	}
 	got := digest.Digest("")
 	if w.maps != nil {
@@ -121,7 +174,10 @@ func (w *Writer) Commit(mediaType string) error {
 	// never a committed manifest without its media type. The chunk map was built while hashing
 	// in order, so it is as verified as the content.
 	var encodedMap []byte
-	if w.maps != nil && w.n > w.s.chunkSize {
+	switch {
+	case w.adopted != nil && w.adopted.ChunkSize == w.s.chunkSize:
+		encodedMap, _ = w.adopted.MarshalBinary()
+	case w.maps != nil && w.n > w.s.chunkSize:
 		encodedMap, _ = w.maps.Map().MarshalBinary()
 	}
 	if mediaType != "" || encodedMap != nil {

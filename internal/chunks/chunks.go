@@ -294,3 +294,28 @@ func (m *Map) UnmarshalBinary(b []byte) error {
 	*m = out
 	return nil
 }
+
+// ResumeBuilder continues building m's blob from byte off, a chunk boundary, in the state m gives
+// for it: the bytes before off need not be hashed again. States before off are taken from m.
+func ResumeBuilder(m *Map, off int64) (*Builder, error) {
+	if off < 0 || off > m.Size || off%m.ChunkSize != 0 {
+		return nil, fmt.Errorf("resume at %d: not a chunk boundary of %d-byte chunks: %w", off, m.ChunkSize, errdefs.ErrInvalid)
+	}
+	i := int(off / m.ChunkSize)
+	if i >= len(m.States) {
+		// off == Size at the end of a blob whose size is a chunk multiple: nothing left to hash,
+		// but the builder must still finish to the digest, so resume at the last chunk instead.
+		return nil, fmt.Errorf("resume at the end of %s: %w", m.Digest, errdefs.ErrInvalid)
+	}
+	a := algos[m.Digest.Algorithm()]
+	h, err := resume(a, m.States[i], off)
+	if err != nil {
+		return nil, err
+	}
+	// The builder records a boundary's state when the first byte after it arrives, so state i
+	// is recorded by the next Write (but the initial state is there from the start).
+	keep := max(i, 1)
+	states := make([][]byte, keep)
+	copy(states, m.States[:keep])
+	return &Builder{a: a, alg: m.Digest.Algorithm(), chunkSize: m.ChunkSize, h: h, n: off, states: states}, nil
+}

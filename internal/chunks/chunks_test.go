@@ -190,3 +190,23 @@ func FuzzUnmarshal(f *testing.F) {
 		_ = m.Verify(0, make([]byte, 10))
 	})
 }
+
+// A builder resumed at a chunk boundary from a map reaches the same digest and map as one that
+// hashed every byte.
+func TestResumeBuilder(t *testing.T) {
+	data := blob(t, 5*65536+300)
+	m := build(t, digest.SHA256, data, 65536, 65536)
+	for _, off := range []int64{0, 65536, 3 * 65536, 5 * 65536} {
+		b, err := ResumeBuilder(m, off)
+		if err != nil {
+			t.Fatalf("resume at %d: %v", off, err)
+		}
+		b.Write(data[off:])
+		if got := b.Map(); !got.Equal(m) {
+			t.Fatalf("resume at %d: map differs (digest %s)", off, got.Digest)
+		}
+	}
+	if _, err := ResumeBuilder(m, 100); err == nil {
+		t.Fatal("resumed off a chunk boundary")
+	}
+}
