@@ -32,8 +32,9 @@ type Config struct {
 	DataDir string
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
-	// Registerer receives Shoal's p2p metrics and libp2p's own; nil disables libp2p's metrics and leaves
-	// Shoal's unregistered. Never the default registerer unless the caller passes it.
+	// Registerer receives Shoal's p2p metrics (shoal_*) and libp2p's own (libp2p_*); nil disables
+	// libp2p's metrics and leaves Shoal's unregistered. Nothing goes to prometheus.DefaultRegisterer
+	// unless the caller passes it. One open Node per Registerer: Close unregisters the node's metrics.
 	Registerer prometheus.Registerer
 	// AllowPeers, when not empty, is the only set of peers this node talks to (a connection gater);
 	// empty admits any peer that holds the swarm key.

@@ -12,13 +12,19 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/provider"
 	"github.com/libp2p/go-libp2p-kad-dht/provider/keystore"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+	"go.uber.org/fx"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
@@ -60,8 +66,11 @@ type Node struct {
 	healthInterval      time.Duration
 	minProviderRestart  time.Duration
 	maxBootstrapBackoff time.Duration
+	wrapRouter          func(provider.KadClosestPeersRouter) provider.KadClosestPeersRouter // tests count lookups
 
 	running   atomic.Bool
+	runMu     sync.Mutex     // orders Run's start against Close
+	runWG     sync.WaitGroup // Run in progress; Close waits for it
 	closed    chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -112,7 +121,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
-		libp2p.ListenAddrs(listen...),
+		// Listen after construction: when libp2p.New's own listen fails (a busy port), it returns
+		// without stopping what it started, leaking its goroutines.
+		libp2p.NoListenAddrs,
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
@@ -130,12 +141,19 @@ func New(cfg Config) (*Node, error) {
 	if metricsOn {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
 	} else {
-		opts = append(opts, libp2p.DisableMetrics())
+		opts = append(opts, libp2p.DisableMetrics(),
+			// go-libp2p v0.49 builds its event bus with a metrics tracer even when metrics are disabled,
+			// and that tracer registers on prometheus.DefaultRegisterer. Swap in a bus without one.
+			libp2p.WithFxOption(fx.Decorate(func() event.Bus { return eventbus.NewBus() })))
 	}
-	// libp2p.New closes the resource and connection managers itself when it fails.
 	n.host, err = libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p host: %w", err)
+	}
+	// Listen succeeds if at least one address works, as libp2p's own listening does.
+	if err := n.host.Network().Listen(listen...); err != nil {
+		n.host.Close()
+		return nil, fmt.Errorf("p2p listen on %v: %w", cfg.ListenAddrs, err)
 	}
 
 	n.dht, err = dht.New(n.host,
@@ -143,6 +161,7 @@ func New(cfg Config) (*Node, error) {
 		dht.ProtocolPrefix(ProtocolPrefix),
 		dht.DisableValues(), // Shoal stores provider records only
 		dht.BootstrapPeers(),
+		dht.AddressFilter(preferNonLoopback),
 	)
 	if err != nil {
 		n.host.Close()
@@ -164,11 +183,14 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Close stops the reprovider, the DHT and the host, closing every connection. Records this node
-// published stay in the DHT until they expire. Close is idempotent; Run returns once Close is called.
+// Close stops Run (waiting for it to return), the reprovider, the DHT and the host, closing every
+// connection. Records this node published stay in the DHT until they expire. Close is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.runMu.Lock()
 		close(n.closed)
+		n.runMu.Unlock()
+		n.runWG.Wait() // Run sees closed, cancels its dials and returns
 		n.provMu.Lock()
 		p := n.prov
 		n.prov = nil
@@ -225,4 +247,20 @@ func (n *Node) isClosed() bool {
 	default:
 		return false
 	}
+}
+
+// preferNonLoopback drops loopback addresses from a peer's address list unless they are all it has. It
+// filters what the DHT advertises for this node (provider records) and what it stores for others: a
+// loopback address only ever reaches the dialer itself, except in a single-machine cluster.
+func preferNonLoopback(addrs []ma.Multiaddr) []ma.Multiaddr {
+	out := make([]ma.Multiaddr, 0, len(addrs))
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return addrs
+	}
+	return out
 }

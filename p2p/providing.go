@@ -34,9 +34,13 @@ type reprovider struct {
 
 func (n *Node) newReprovider() (*reprovider, error) {
 	ds := dssync.MutexWrap(datastore.NewMapDatastore())
+	var router provider.KadClosestPeersRouter = n.dht
+	if n.wrapRouter != nil {
+		router = n.wrapRouter(router)
+	}
 	sp, err := provider.New(
 		provider.WithHost(n.host),
-		provider.WithRouter(n.dht),
+		provider.WithRouter(router),
 		provider.WithMessageSender(countingSender{MessageSender: n.dht.MessageSender(), provides: n.metrics.provides}),
 		provider.WithSelfAddrs(n.dht.FilteredAddrs),
 		provider.WithAddLocalRecord(func(ctx context.Context, h mh.Multihash) error {

@@ -18,7 +18,8 @@ const firstBackoff = 250 * time.Millisecond
 const pendingInterval = 25 * time.Millisecond
 
 // Run joins the cluster and keeps the node in it until ctx ends or Close is called; then it stops the
-// reprovider and returns nil. Run may be called once per Node.
+// reprovider and returns nil (ErrClosed if the node was closed before Run started). One Run at a time;
+// the advertised digests persist across Runs.
 //
 // Joining: Run connects to every bootstrap peer in parallel (learning peer IDs and resolving DNS names as
 // needed) and refreshes the routing table; while no bootstrap peer answers it retries with exponential
@@ -31,8 +32,17 @@ const pendingInterval = 25 * time.Millisecond
 // that a flapping network cannot turn into a provide storm.
 func (n *Node) Run(ctx context.Context) error {
 	if !n.running.CompareAndSwap(false, true) {
-		return errors.New("p2p: Run called twice")
+		return errors.New("p2p: Run is already running")
 	}
+	defer n.running.Store(false)
+	n.runMu.Lock()
+	if n.isClosed() {
+		n.runMu.Unlock()
+		return ErrClosed
+	}
+	n.runWG.Add(1)
+	n.runMu.Unlock()
+	defer n.runWG.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

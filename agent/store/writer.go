@@ -33,7 +33,7 @@ type Writer struct {
 	// and must resume from adopted's state before plain bytes follow.
 	adopted     *chunks.Map
 	allVerified bool
-	n    int64
+	n           int64
 
 	mu        sync.Mutex
 	verified  bool
