@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,8 @@ type Config struct {
 	P2P *p2p.Config
 	// ChunkSize is the unit of verified peer transfer (default chunks.DefaultSize).
 	ChunkSize int64
+	// DebugListen, when set, serves net/http/pprof there (keep it on loopback).
+	DebugListen string
 }
 
 // DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs
@@ -215,6 +218,16 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if a.cfg.DebugListen != "" {
+		dbg := &http.Server{Addr: a.cfg.DebugListen, Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("debug listener failed", "err", err)
+			}
+		}()
+		defer dbg.Close()
+		a.log.Info("pprof serving", "debug_listen", a.cfg.DebugListen)
+	}
 	if a.node != nil {
 		a.wg.Add(2)
 		go func() {
@@ -338,4 +351,15 @@ func (a *Agent) kickGC() {
 	case a.gcKick <- struct{}{}:
 	default:
 	}
+}
+
+// debugHandler serves the runtime profiles (go tool pprof http://ADDR/debug/pprof/profile).
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -165,12 +165,16 @@ func (b *fileBlob) Size() int64    { return b.size }
 func (b *fileBlob) Source() string { return "cache" }
 func (b *fileBlob) Close() error   { return b.f.Close() }
 
-// CopyRange hands the file section to w; net/http then sends it with sendfile.
+// CopyRange hands the file section to w as an *io.LimitedReader over the *os.File, the shape
+// net/http's response passes to the TCP connection's sendfile.
 func (b *fileBlob) CopyRange(_ context.Context, w io.Writer, off, n int64) (int64, error) {
 	if n < 0 {
 		n = b.size - off
 	}
-	written, err := io.Copy(w, io.NewSectionReader(b.f, off, n))
+	if _, err := b.f.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	written, err := io.Copy(w, &io.LimitedReader{R: b.f, N: n})
 	if err == nil && written != n {
 		err = io.ErrUnexpectedEOF
 	}
@@ -319,7 +323,8 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 	defer bufPool.Put(bp)
 	buf := *bp
 	for {
-		n, rerr := io.ReadFull(body, buf)
+		// Publish each read as it lands: a client's first byte must not wait for a full buffer.
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			var err error
 			if vm != nil {
@@ -341,7 +346,7 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 				a.metrics.fetchedBytes.WithLabelValues(source).Add(float64(n))
 			}
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			if f.size >= 0 && w.Written() < f.size {
 				return fmt.Errorf("%s: %s ended at %d of %d bytes: %w", f.d, source, w.Written(), f.size, errdefs.ErrUnavailable)
 			}

@@ -47,7 +47,7 @@ func New(backend Backend, upstreams *origin.Set, opts ...Option) *Server {
 }
 
 // statusWriter records the status and body size for metrics and logs. It forwards ReadFrom so
-// a cached blob still goes out through sendfile.
+// a cached blob (an *io.LimitedReader over its file) still goes out through sendfile.
 type statusWriter struct {
 	http.ResponseWriter
 	status  int

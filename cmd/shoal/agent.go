@@ -38,6 +38,8 @@ func agentFlags() []cli.Flag {
 			Usage: "peer to join through (repeatable): a multiaddr with or without /p2p/<id>, or dns:<name>:<port>"},
 		&cli.StringFlag{Name: "swarm-key", EnvVars: env("SWARM_KEY"),
 			Usage: "libp2p private-network key file (from `shoal swarm-key`); peers without the same key cannot connect"},
+		&cli.StringFlag{Name: "debug-listen", EnvVars: env("DEBUG_LISTEN"),
+			Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),
