@@ -185,39 +185,58 @@ func TestBootstrapRetriesUntilPeerIsUp(t *testing.T) {
 }
 
 // TestRebootstrapAfterPeerRestart: a node whose only peer restarts is cut off, bootstraps again, and
-// re-announces what it provides, so the restarted peer (whose records were in memory) finds it.
+// re-announces what it provides, so the restarted peer (whose records were in memory) finds it. The peer
+// comes back at the same address with its identity, or rebuilt with a new one (the bootstrap entry has
+// no peer ID, so the new one is learned).
 func TestRebootstrapAfterPeerRestart(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
-	seedDir := t.TempDir()
-	seed := newTestNode(t, Config{DataDir: seedDir, ListenAddrs: []string{tcpAddr(port)}})
-	stopSeed := run(t, seed)
-	n := newTestNode(t, Config{Bootstrap: []string{tcpAddr(port)}})
-	run(t, n)
-	waitFor(t, 5*time.Second, "node joins", func() bool { return n.RoutingTableSize() > 0 })
-	d := randomDigest(t)
-	if err := n.Provide(context.Background(), d); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name        string
+		newIdentity bool
+	}{
+		{name: "same identity"},
+		{name: "new identity", newIdentity: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			port := freePort(t)
+			seedDir := t.TempDir()
+			seed := newTestNode(t, Config{DataDir: seedDir, ListenAddrs: []string{tcpAddr(port)}})
+			stopSeed := run(t, seed)
+			n := newTestNode(t, Config{Bootstrap: []string{tcpAddr(port)}})
+			run(t, n)
+			waitFor(t, 5*time.Second, "node joins", func() bool { return n.RoutingTableSize() > 0 })
+			d := randomDigest(t)
+			if err := n.Provide(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 2*time.Second, "seed finds the digest", func() bool {
+				infos, _ := seed.FindProviders(context.Background(), d)
+				return len(infos) == 1
+			})
+
+			stopSeed()
+			seed.Close()
+			waitFor(t, 5*time.Second, "node notices it is cut off", func() bool { return n.isolated() })
+
+			if tc.newIdentity {
+				seedDir = t.TempDir()
+			}
+			restarted := newTestNode(t, Config{DataDir: seedDir, ListenAddrs: []string{tcpAddr(port)}})
+			run(t, restarted)
+			if (restarted.ID() == seed.ID()) == tc.newIdentity {
+				t.Fatalf("restarted peer's identity: %s, before %s", restarted.ID(), seed.ID())
+			}
+			start := time.Now()
+			waitFor(t, 10*time.Second, "node rejoins the restarted peer", func() bool {
+				return slices.Contains(n.Peers(), restarted.ID()) && restarted.RoutingTableSize() > 0
+			})
+			t.Logf("rejoined %v after the peer restarted", time.Since(start))
+			waitFor(t, 5*time.Second, "restarted peer finds the digest again", func() bool {
+				infos, _ := restarted.FindProviders(context.Background(), d)
+				return len(infos) == 1 && infos[0].ID == n.ID()
+			})
+			t.Logf("re-announced %v after the peer restarted", time.Since(start))
+		})
 	}
-	waitFor(t, 2*time.Second, "seed finds the digest", func() bool {
-		infos, _ := seed.FindProviders(context.Background(), d)
-		return len(infos) == 1
-	})
-
-	stopSeed()
-	seed.Close()
-	waitFor(t, 5*time.Second, "node notices it is cut off", func() bool { return n.isolated() })
-
-	restarted := newTestNode(t, Config{DataDir: seedDir, ListenAddrs: []string{tcpAddr(port)}})
-	run(t, restarted)
-	start := time.Now()
-	waitFor(t, 10*time.Second, "node rejoins the restarted peer", func() bool {
-		return slices.Contains(n.Peers(), restarted.ID()) && n.RoutingTableSize() > 0 && restarted.RoutingTableSize() > 0
-	})
-	t.Logf("rejoined %v after the peer restarted", time.Since(start))
-	waitFor(t, 5*time.Second, "restarted peer finds the digest again", func() bool {
-		infos, _ := restarted.FindProviders(context.Background(), d)
-		return len(infos) == 1 && infos[0].ID == n.ID()
-	})
-	t.Logf("re-announced %v after the peer restarted", time.Since(start))
 }

@@ -33,8 +33,9 @@ func TestCluster(t *testing.T) {
 			stored = append(stored, time.Since(start))
 		}
 		t.Logf("provide to record stored on nodes 1-4: %v", stored)
-		// A few ms on an idle machine; the margin is for -race and parallel tests on 2 cores.
-		if last := stored[len(stored)-1]; last > 250*time.Millisecond {
+		// 1-10 ms on an idle machine, up to ~0.6 s under -race on a loaded 2-core one. The bound
+		// catches a provide that waits for a sweep or a timer instead of going out at once.
+		if last := stored[len(stored)-1]; last > time.Second {
 			t.Errorf("the record reached all 4 peers after %v", last)
 		}
 		for i, n := range nodes[1:] {
@@ -64,7 +65,7 @@ func TestCluster(t *testing.T) {
 			t.Errorf("unknown digest: %v, %v; want no providers", infos, err)
 		}
 		t.Logf("unknown digest answered in %v", time.Since(start))
-		if elapsed := time.Since(start); elapsed > 500*time.Millisecond {
+		if elapsed := time.Since(start); elapsed >= time.Second { // far from the 2 s lookup bound
 			t.Errorf("lookup of an unknown digest took %v", elapsed)
 		}
 	})

@@ -20,7 +20,7 @@ const (
 )
 
 // Resource manager limits. libp2p scales its defaults with a memory budget; Shoal gives it 1/8 of the
-// machine clamped to [256 MiB, 1 GiB] (the data path's memory is yamux windows, bounded per connection) and
+// machine clamped to [256 MiB, 1 GiB] (at 1 GiB: 192 MiB per peer for yamux windows, 1.1 GiB in all) and
 // then sets the connection counts itself, because the defaults are tuned for a public node that must
 // shed strangers, not for a cluster where every node may dial one seed at the same moment.
 const (
@@ -32,7 +32,7 @@ const (
 	systemConns         = 1024
 	systemConnsInbound  = 768
 	systemConnsOutbound = 768
-	// transientConns bounds connections still in their handshake. libp2p's default (about 80 inbound
+	// transientConns bounds connections still in their handshake. libp2p's default (48 to 80 inbound
 	// here) made 20 of 98 simultaneous joins to one bootstrap node fail; a rollout of a large cluster
 	// starts hundreds of nodes against the same seeds.
 	transientConns         = 768
