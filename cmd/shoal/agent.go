@@ -79,7 +79,28 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	if len(regs) == 0 {
 		regs = []string{"https://registry-1.docker.io"}
 	}
+	var pc *p2p.Config
+	if c.Bool("p2p") {
+		pc = &p2p.Config{ListenAddrs: c.StringSlice("p2p-listen"), Bootstrap: c.StringSlice("bootstrap")}
+		if path := c.String("swarm-key"); path != "" {
+			key, err := os.ReadFile(path)
+			if err != nil {
+				return agent.Config{}, fmt.Errorf("--swarm-key: %w", err)
+			}
+			if _, err := p2p.ParseSwarmKey(key); err != nil {
+				return agent.Config{}, fmt.Errorf("--swarm-key %s: %w", path, err)
+			}
+			pc.SwarmKey = key
+		}
+		for _, b := range pc.Bootstrap {
+			if _, err := p2p.ParseBootstrap(b); err != nil {
+				return agent.Config{}, fmt.Errorf("--bootstrap %q: %w", b, err)
+			}
+		}
+	}
 	return agent.Config{
+		P2P:           pc,
+		DebugListen:   c.String("debug-listen"),
 		Listen:        c.String("listen"),
 		DataDir:       c.String("data-dir"),
 		Registries:    regs,
