@@ -23,6 +23,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/throttle"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/registryapi"
@@ -54,6 +55,9 @@ type Config struct {
 	ChunkSize int64
 	// DebugListen, when set, serves net/http/pprof there (keep it on loopback).
 	DebugListen string
+	// MaxDownloadRate and MaxUploadRate cap the node's bytes per second received from peers
+	// and origins, and sent to peers; zero means unlimited. Local clients are not limited.
+	MaxDownloadRate, MaxUploadRate int64
 }
 
 // DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs
@@ -72,6 +76,8 @@ type Agent struct {
 	registry  *prometheus.Registry
 	metrics   *metrics
 	group     singleflight.Group
+
+	download *throttle.Limiter
 
 	// Peer-to-peer parts; all nil when P2P is off.
 	node      *p2p.Node
@@ -145,6 +151,7 @@ func New(cfg Config) (*Agent, error) {
 		metrics:   m,
 		inflight:  map[digest.Digest]*fetch{},
 		gcKick:    make(chan struct{}, 1),
+		download:  throttle.New(cfg.MaxDownloadRate),
 	}
 	a.lifetime, a.stop = context.WithCancel(context.Background())
 	a.sources = []Source{originSource{oc}}
@@ -160,7 +167,8 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.node, a.router = node, node
 		a.peers = transfer.NewClient(node.Host())
-		transfer.NewServer(node.Host(), content{a}, log.With("component", "transfer"), m)
+		transfer.NewServer(node.Host(), content{a}, log.With("component", "transfer"), m,
+			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)))
 		a.sources = []Source{peerSource{a}, originSource{oc}}
 	}
 	m.registerStore(reg, st)

@@ -423,3 +423,51 @@ func TestOriginDownClusterServesTagsAndDigests(t *testing.T) {
 		}
 	}
 }
+
+// Rate limits hold for peer traffic: a node's download cap and a holder's upload cap each keep
+// the transfer at or under the limit (plus 10%; only that bound is asserted, since a loaded
+// machine can only be slower).
+func TestRateLimitsHold(t *testing.T) {
+	const limit = 16_000_000
+	const size = 8 << 20
+	for _, tc := range []struct {
+		name           string
+		upload, dnload int64
+	}{
+		{"download cap", 0, limit},
+		{"upload cap", limit, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := startOrigin(t)
+			data, d := randomBlob(t, size)
+			pushBlob(t, o, "test/big", data, d)
+			peerCfg := func(dir string, boot []string) agent.Config {
+				return agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20,
+					P2P: &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: boot}}
+			}
+			ca := peerCfg(t.TempDir(), nil)
+			ca.MaxUploadRate = tc.upload
+			a := startAgentConfig(t, ca)
+			if body, err := getBlob(t, a.host, "test/big", d); err != nil || len(body) != size {
+				t.Fatal(err)
+			}
+			cb := peerCfg(t.TempDir(), a.Node().Addrs())
+			cb.MaxDownloadRate = tc.dnload
+			b := startAgentConfig(t, cb)
+			waitProvided(t, b, d.String())
+			o.Close() // every byte must come from the peer
+			start := time.Now()
+			body, err := getBlob(t, b.host, "test/big", d)
+			took := time.Since(start)
+			if err != nil || !bytes.Equal(body, data) {
+				t.Fatalf("pull: %v", err)
+			}
+			// The limiter lets one burst (a tenth of a second) through at once.
+			rate := float64(size-limit/10) / took.Seconds()
+			t.Logf("%.1f MB/s against a limit of %.1f MB/s", rate/1e6, float64(limit)/1e6)
+			if rate > limit*1.10 {
+				t.Fatalf("%.0f B/s exceeds the limit of %d by more than 10%%", rate, limit)
+			}
+		})
+	}
+}

@@ -319,6 +319,7 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 	w := f.w
 	// A source whose bytes are verified chunk by chunk spares the store hashing them again.
 	vm, _ := body.(verifiedStream)
+	body = a.download.Reader(ctx, body)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp

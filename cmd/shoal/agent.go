@@ -38,6 +38,10 @@ func agentFlags() []cli.Flag {
 			Usage: "peer to join through (repeatable): a multiaddr with or without /p2p/<id>, or dns:<name>:<port>"},
 		&cli.StringFlag{Name: "swarm-key", EnvVars: env("SWARM_KEY"),
 			Usage: "libp2p private-network key file (from `shoal swarm-key`); peers without the same key cannot connect"},
+		&cli.StringFlag{Name: "max-download-rate", Value: "0", EnvVars: env("MAX_DOWNLOAD_RATE"),
+			Usage: "cap bytes per second received from peers and origins (e.g. 100MB); 0 = unlimited"},
+		&cli.StringFlag{Name: "max-upload-rate", Value: "0", EnvVars: env("MAX_UPLOAD_RATE"),
+			Usage: "cap bytes per second sent to peers (e.g. 100MB); 0 = unlimited"},
 		&cli.StringFlag{Name: "debug-listen", EnvVars: env("DEBUG_LISTEN"),
 			Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"),
@@ -75,6 +79,12 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	if err != nil {
 		return agent.Config{}, fmt.Errorf("--max-store-size %q: %w", c.String("max-store-size"), err)
 	}
+	var rates [2]uint64
+	for i, name := range []string{"max-download-rate", "max-upload-rate"} {
+		if rates[i], err = humanize.ParseBytes(c.String(name)); err != nil {
+			return agent.Config{}, fmt.Errorf("--%s %q: %w", name, c.String(name), err)
+		}
+	}
 	regs := c.StringSlice("registry")
 	if len(regs) == 0 {
 		regs = []string{"https://registry-1.docker.io"}
@@ -99,15 +109,17 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		}
 	}
 	return agent.Config{
-		P2P:           pc,
-		DebugListen:   c.String("debug-listen"),
-		Listen:        c.String("listen"),
-		DataDir:       c.String("data-dir"),
-		Registries:    regs,
-		DockerConfig:  c.String("docker-config"),
-		TagTTL:        c.Duration("tag-ttl"),
-		StoreMaxBytes: int64(maxStore),
-		Logger:        log,
+		P2P:             pc,
+		DebugListen:     c.String("debug-listen"),
+		Listen:          c.String("listen"),
+		DataDir:         c.String("data-dir"),
+		Registries:      regs,
+		DockerConfig:    c.String("docker-config"),
+		TagTTL:          c.Duration("tag-ttl"),
+		StoreMaxBytes:   int64(maxStore),
+		MaxDownloadRate: int64(rates[0]),
+		MaxUploadRate:   int64(rates[1]),
+		Logger:          log,
 	}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/throttle"
 )
 
 // Blob is committed content opened for a peer. The server closes it.
@@ -44,14 +45,24 @@ type Server struct {
 	content  Content
 	log      *slog.Logger
 	observer Observer
+	upload   *throttle.Limiter
 }
 
+// ServerOption configures a Server.
+type ServerOption func(*Server)
+
+// WithUploadLimit paces every body the server sends through l, shared by all peers.
+func WithUploadLimit(l *throttle.Limiter) ServerOption { return func(s *Server) { s.upload = l } }
+
 // NewServer registers the protocol handler on h. obs may be nil.
-func NewServer(h host.Host, content Content, log *slog.Logger, obs Observer) *Server {
+func NewServer(h host.Host, content Content, log *slog.Logger, obs Observer, opts ...ServerOption) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{content: content, log: log, observer: obs}
+	for _, o := range opts {
+		o(s)
+	}
 	h.SetStreamHandler(ProtocolID, s.handle)
 	return s
 }
@@ -112,7 +123,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err := writeFrame(st, response{Status: statusOK, Size: size, MediaType: b.MediaType(), Length: n}); err != nil {
 			return statusOK, 0, err
 		}
-		w := &deadlineWriter{st: st}
+		w := s.upload.Writer(context.Background(), &deadlineWriter{st: st})
 		bp := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)
 		written, err := io.CopyBuffer(w, io.NewSectionReader(b, off, n), *bp)

@@ -1,0 +1,54 @@
+package throttle
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+	"time"
+)
+
+// The rate holds: moving 3 MB at 10 MB/s takes at least about 0.3 s minus one burst. Only the
+// lower bound on time (upper bound on rate) is asserted: a loaded machine can only make it slower.
+func TestRateHolds(t *testing.T) {
+	const rate, total = 10_000_000, 3_000_000
+	for _, tc := range []struct {
+		name string
+		move func(l *Limiter) (int64, error)
+	}{
+		{"reader", func(l *Limiter) (int64, error) {
+			return io.Copy(io.Discard, l.Reader(context.Background(), bytes.NewReader(make([]byte, total))))
+		}},
+		{"writer", func(l *Limiter) (int64, error) {
+			return io.Copy(l.Writer(context.Background(), io.Discard), bytes.NewReader(make([]byte, total)))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New(rate)
+			start := time.Now()
+			n, err := tc.move(l)
+			if err != nil || n != total {
+				t.Fatalf("moved %d: %v", n, err)
+			}
+			took := time.Since(start)
+			got := float64(total-l.l.Burst()) / took.Seconds() // the first burst is free
+			t.Logf("%.1f MB/s against a limit of %.1f MB/s", got/1e6, float64(rate)/1e6)
+			if got > rate*1.10 {
+				t.Fatalf("%.0f B/s exceeds the limit %d by more than 10%%", got, rate)
+			}
+		})
+	}
+}
+
+func TestUnlimitedAndCancel(t *testing.T) {
+	var l *Limiter = New(0)
+	if l != nil || l.Wait(context.Background(), 1<<30) != nil {
+		t.Fatal("zero rate must mean unlimited")
+	}
+	slow := New(1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := slow.Wait(ctx, 1<<20); err == nil {
+		t.Fatal("Wait ignored a cancelled context")
+	}
+}
