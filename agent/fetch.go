@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent/store"
@@ -271,6 +272,7 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, log *slog.Logge
 	ctx := a.lifetime
 	var lastErr error = fmt.Errorf("%s: no source: %w", f.d, errdefs.ErrNotFound)
 	var w *store.Writer
+	var mapFrom peer.ID // the peer whose chunk map the store adopted, if any
 	for _, src := range a.sources {
 		off, size := int64(0), int64(-1)
 		if w != nil {
@@ -296,10 +298,13 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, log *slog.Logge
 		} else {
 			log.Info("resuming blob from the next source", "source", src.Name(), "offset", off)
 		}
+		if vs, ok := body.(verifiedStream); ok {
+			mapFrom = vs.MapProvider()
+		}
 		err = a.fill(ctx, f, src.Name(), body)
 		body.Close()
 		if err == nil {
-			return a.finish(f, src.Name())
+			return a.finish(f, src.Name(), mapFrom)
 		}
 		if errors.Is(err, errdefs.ErrDigestMismatch) || ctx.Err() != nil {
 			if errors.Is(err, errdefs.ErrDigestMismatch) {
@@ -365,12 +370,21 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 // verifiedStream is a source stream all of whose bytes were verified against a chunk map.
 type verifiedStream interface {
 	VerifiedMap() *chunks.Map
+	// MapProvider is the peer the map came from: if the blob fails its digest after another
+	// source resumed from the map's state, the map lied and this peer is to blame.
+	MapProvider() peer.ID
 }
 
 // finish verifies the whole blob, releases its last byte to clients, then commits and announces it.
-func (a *Agent) finish(f *fetch, source string) error {
+func (a *Agent) finish(f *fetch, source string, mapFrom peer.ID) error {
 	w := f.w
 	if err := w.Verify(); err != nil {
+		if mapFrom != "" && source != "peer" {
+			// The bytes after the resume were hashed on from the peer's chain state, so a
+			// mismatch means that state was forged.
+			a.blamePeer(mapFrom, f.d, fmt.Errorf("chunk map failed the blob's digest after a resume: %w", err))
+			return err
+		}
 		a.verificationFailed(f, source, err)
 		return err
 	}

@@ -185,10 +185,11 @@ func (a *Agent) staleResolution(ctx context.Context, t registryapi.Target, tag s
 		if !accepts(accept, rec.MediaType) {
 			continue
 		}
-		if m, err := a.storedManifest(rec.Digest); err == nil {
+		// The record's media type is only a claim: check the manifest's own.
+		if m, err := a.storedManifest(rec.Digest); err == nil && accepts(accept, m.MediaType) {
 			return m, rec, true
 		}
-		if m, err := a.peerManifest(ctx, rec.Digest); err == nil {
+		if m, err := a.peerManifest(ctx, rec.Digest); err == nil && accepts(accept, m.MediaType) {
 			return m, rec, true
 		}
 	}

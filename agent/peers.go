@@ -41,7 +41,23 @@ const (
 	peerTagTimeout = 3 * time.Second
 	// maxTagPeers is how many connected peers are asked for a tag.
 	maxTagPeers = 16
+	// maxManifestProviders and peerManifestTimeout bound asking peers for a manifest, so that
+	// unresponsive providers cannot eat the time the origin fallback needs.
+	maxManifestProviders = 3
+	peerManifestTimeout  = 3 * time.Second
 )
+
+// minPeerRate is the slowest a peer may deliver a chunk before it is dropped for the next one,
+// after a grace of chunkGrace for the request itself.
+var (
+	minPeerRate int64 = 256 << 10
+	chunkGrace        = 10 * time.Second
+)
+
+// chunkDeadline is the time a peer gets to deliver n bytes.
+func chunkDeadline(n int64) time.Duration {
+	return chunkGrace + time.Duration(n*int64(time.Second)/minPeerRate)
+}
 
 // peerSet tracks peers that sent bad bytes.
 type peerSet struct {
@@ -270,6 +286,9 @@ func (r *peerReader) readChunk(p peer.ID, start int64, buf []byte) error {
 		r.a.router.Protect(p, "shoal-transfer")
 		r.cur, r.curPeer, r.curOff = rng, p, start
 	}
+	// A peer must deliver each chunk at a minimum rate: one that trickles bytes would otherwise
+	// hold the fetch, and every client of the digest, forever.
+	r.cur.SetDeadline(time.Now().Add(chunkDeadline(int64(len(buf)))))
 	n, err := io.ReadFull(r.cur, buf)
 	r.curOff += int64(n)
 	if err != nil {
@@ -317,6 +336,9 @@ func (r *peerReader) closeCur() {
 // blob's digest).
 func (r *peerReader) VerifiedMap() *chunks.Map { return r.m }
 
+// MapProvider is the peer the map came from.
+func (r *peerReader) MapProvider() peer.ID { return r.mapFrom }
+
 func (r *peerReader) Close() error {
 	r.closeCur()
 	return nil
@@ -349,6 +371,9 @@ func (a *Agent) peerManifest(ctx context.Context, d digest.Digest) (*registryapi
 		return nil, err
 	}
 	var lastErr error
+	if len(provs) > maxManifestProviders {
+		provs = provs[:maxManifestProviders]
+	}
 	for _, p := range provs {
 		body, mt, err := a.peerManifestFrom(ctx, p.ID, d)
 		if err != nil {
@@ -366,7 +391,7 @@ func (a *Agent) peerManifest(ctx context.Context, d digest.Digest) (*registryapi
 }
 
 func (a *Agent) peerManifestFrom(ctx context.Context, p peer.ID, d digest.Digest) ([]byte, string, error) {
-	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	gctx, cancel := context.WithTimeout(ctx, peerManifestTimeout)
 	defer cancel()
 	rng, err := a.peers.Get(gctx, p, d, 0, -1)
 	if err != nil {
@@ -446,10 +471,16 @@ func (a *Agent) peerTagRecords(ctx context.Context, t registryapi.Target, tag st
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			now := time.Now()
 			for _, r := range recs {
-				if r.Digest.Validate() == nil {
-					out = append(out, store.TagRecord{Digest: r.Digest, MediaType: r.MediaType, Resolved: r.Resolved})
+				if r.Digest.Validate() != nil {
+					continue
 				}
+				// A record from the future would win every comparison: clamp it to now.
+				if r.Resolved.After(now) {
+					r.Resolved = now
+				}
+				out = append(out, store.TagRecord{Digest: r.Digest, MediaType: r.MediaType, Resolved: r.Resolved})
 			}
 		}()
 	}
@@ -486,7 +517,14 @@ func (c content) OpenContent(d digest.Digest) (transfer.Blob, error) {
 	return &fileContent{File: f, size: info.Size, mediaType: info.MediaType}, nil
 }
 
+// ChunkMap answers only in the node's own chunk size (the cluster's, by configuration): a map
+// in another size would cost a full read of the blob per request.
 func (c content) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
+	if chunkSize != c.a.cfg.ChunkSize {
+		return nil, fmt.Errorf("chunk size %d: this node uses %d: %w", chunkSize, c.a.cfg.ChunkSize, errdefs.ErrUnsupported)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	return c.a.store.ChunkMap(ctx, d, chunkSize)
 }
 

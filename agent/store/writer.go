@@ -175,7 +175,9 @@ func (w *Writer) Commit(mediaType string) error {
 	// in order, so it is as verified as the content.
 	var encodedMap []byte
 	switch {
-	case w.adopted != nil && w.adopted.ChunkSize == w.s.chunkSize:
+	case w.adopted != nil && w.allVerified && w.adopted.ChunkSize == w.s.chunkSize:
+		// Only a map every chunk was verified against is recorded; after a resume the
+		// builder's own states (the verified prefix, then what it hashed) are the map.
 		encodedMap, _ = w.adopted.MarshalBinary()
 	case w.maps != nil && w.n > w.s.chunkSize:
 		encodedMap, _ = w.maps.Map().MarshalBinary()

@@ -143,6 +143,16 @@ type streamBody struct {
 	ctx  context.Context
 	last time.Time
 	done bool
+	hard time.Time // a deadline the stall timer never extends past (zero: none)
+}
+
+// SetDeadline bounds all further reads of the range to t, however steadily bytes arrive: a
+// peer trickling bytes keeps the stall timer happy but must not hold a transfer forever.
+func (r *Range) SetDeadline(t time.Time) {
+	if b, ok := r.ReadCloser.(*streamBody); ok {
+		b.hard = t
+		b.last = time.Time{} // apply at the next read
+	}
 }
 
 func (b *streamBody) Read(p []byte) (int, error) {
@@ -156,6 +166,9 @@ func (b *streamBody) Read(p []byte) (int, error) {
 		deadline := now.Add(stallTimeout)
 		if d, ok := b.ctx.Deadline(); ok && d.Before(deadline) {
 			deadline = d
+		}
+		if !b.hard.IsZero() && b.hard.Before(deadline) {
+			deadline = b.hard
 		}
 		_ = b.st.SetReadDeadline(deadline)
 		b.last = now

@@ -1,0 +1,170 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/p2p/transfer"
+)
+
+// Attacks by an admitted peer (found in review). Each test fails without its fix.
+
+// A peer serves honest chunks under a map whose later states are forged, then dies; the node
+// resumes at the origin and commits. The map it records (and serves) must be the verified one,
+// not the liar's.
+func TestForgedMapTailIsNotRecorded(t *testing.T) {
+	o := startOrigin(t)
+	data, d := randomBlob(t, 6<<20)
+	pushBlob(t, o, "test/big", data, d)
+	bld, _ := chunks.NewBuilder(digest.SHA256, 1<<20)
+	bld.Write(data)
+	honest := bld.Map()
+	forged := *honest
+	forged.States = append([][]byte(nil), honest.States...)
+	forged.States[4] = bytes.Repeat([]byte{0xAA}, 32)
+	forged.States[5] = bytes.Repeat([]byte{0xBB}, 32)
+	mc := transfer.NewMemoryContent()
+	mc.Put(d, "", data)
+	mc.PutMap(&forged)
+	release := make(chan struct{})
+	var once sync.Once
+	kill := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(kill)
+	seed := startPeer(t, t.TempDir(), nil, o.URL())
+	liar := startTestPeer(t, stallingContent{MemoryContent: mc, after: 3 << 20, release: release}, seed.Node().Addrs()...)
+	liar.Provide(context.Background(), d)
+	b := startPeer(t, t.TempDir(), nil, o.URL(), seed.Node().Addrs()...)
+	waitProvided(t, b, d.String())
+
+	res := make(chan error, 1)
+	go func() {
+		body, err := getBlob(t, b.host, "test/big", d)
+		if err == nil && !bytes.Equal(body, data) {
+			err = io.ErrUnexpectedEOF
+		}
+		res <- err
+	}()
+	waitFor(t, func() bool { return counter(t, b.Gatherer(), "shoal_fetched_bytes_total", "peer") >= 3<<20 }, "chunks from the liar")
+	kill()
+	liar.Close()
+	if err := <-res; err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	path := filepath.Join(b.dir, "blobs", "sha256", d.Encoded())
+	waitFor(t, func() bool { _, err := os.Stat(path); return err == nil }, "commit")
+
+	probe := startTestPeer(t, transfer.NewMemoryContent(), seed.Node().Addrs()...)
+	var addrs []multiaddr.Multiaddr
+	for _, s := range b.Node().Addrs() {
+		ma, _ := multiaddr.NewMultiaddr(s)
+		if pi, err := peer.AddrInfoFromP2pAddr(ma); err == nil {
+			addrs = append(addrs, pi.Addrs...)
+		}
+	}
+	if err := probe.Host().Connect(context.Background(), peer.AddrInfo{ID: b.Node().ID(), Addrs: addrs}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := transfer.NewClient(probe.Host()).Map(context.Background(), b.Node().ID(), d, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Equal(honest) {
+		t.Fatal("the node serves the liar's forged chunk map")
+	}
+	// A map in any other chunk size would cost a full read of the blob per request: refused.
+	if _, err := transfer.NewClient(probe.Host()).Map(context.Background(), b.Node().ID(), d, 64<<10); err == nil {
+		t.Fatal("served a map in a foreign chunk size")
+	}
+}
+
+// A peer with a self-consistent forged map sends forged chunks that verify, then withholds the
+// last one. The resumed fetch fails its digest: the liar must be blamed (not the origin), so the
+// next pull goes around it and succeeds.
+func TestWithholdingForgerIsBlamed(t *testing.T) {
+	o := startOrigin(t)
+	data, d := randomBlob(t, 6<<20)
+	pushBlob(t, o, "test/big", data, d)
+	garbage := make([]byte, len(data))
+	rand.Read(garbage)
+	mc := transfer.NewMemoryContent()
+	mc.Put(d, "", garbage) // its computed map is a consistent forgery named d
+	release := make(chan struct{})
+	close(release) // reads past 5 MiB fail at once: the last chunk never comes
+	seed := startPeer(t, t.TempDir(), nil, o.URL())
+	liar := startTestPeer(t, stallingContent{MemoryContent: mc, after: 5 << 20, release: release}, seed.Node().Addrs()...)
+	liar.Provide(context.Background(), d)
+	b := startPeer(t, t.TempDir(), nil, o.URL(), seed.Node().Addrs()...)
+	waitProvided(t, b, d.String())
+
+	if _, err := getBlob(t, b.host, "test/big", d); err == nil {
+		t.Fatal("the first pull, built on a forged map, succeeded")
+	}
+	if v := counter(t, b.Gatherer(), "shoal_peer_verification_failures_total", ""); v < 1 {
+		t.Fatal("the liar was not blamed")
+	}
+	if v := counter(t, b.Gatherer(), "shoal_verification_failures_total", "origin"); v != 0 {
+		t.Fatalf("the origin was blamed %v times for the liar's map", v)
+	}
+	body, err := getBlob(t, b.host, "test/big", d)
+	if err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("second pull: %v", err)
+	}
+}
+
+// slowContent trickles one byte per 100 ms: never a stall, hardly any progress.
+type slowContent struct{ *transfer.MemoryContent }
+
+func (s slowContent) OpenContent(d digest.Digest) (transfer.Blob, error) {
+	b, err := s.MemoryContent.OpenContent(d)
+	if err != nil {
+		return nil, err
+	}
+	return &slowBlob{Blob: b}, nil
+}
+
+type slowBlob struct{ transfer.Blob }
+
+func (b *slowBlob) ReadAt(p []byte, off int64) (int, error) {
+	time.Sleep(100 * time.Millisecond)
+	return b.Blob.ReadAt(p[:1], off)
+}
+
+// A peer trickling bytes is dropped at its chunk deadline and the origin finishes the blob.
+func TestTricklingPeerIsDropped(t *testing.T) {
+	defer agent.SetPeerDeadlines(time.Second, 1<<20)()
+	o := startOrigin(t)
+	data, d := randomBlob(t, 2<<20)
+	pushBlob(t, o, "test/big", data, d)
+	mc := transfer.NewMemoryContent()
+	mc.Put(d, "", data)
+	seed := startPeer(t, t.TempDir(), nil, o.URL())
+	slow := startTestPeer(t, slowContent{mc}, seed.Node().Addrs()...)
+	slow.Provide(context.Background(), d)
+	b := startPeer(t, t.TempDir(), nil, o.URL(), seed.Node().Addrs()...)
+	waitProvided(t, b, d.String())
+
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get("http://" + b.host + "/v2/test/big/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("pull past a trickling peer: %v", err)
+	}
+}
