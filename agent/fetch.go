@@ -80,10 +80,12 @@ func (f *fetch) release() {
 	}
 }
 
-func (f *fetch) state() (visible int64, done bool, err error, wake <-chan struct{}) {
+// state returns what clients may read (visible bytes; done once no more will come, with err
+// set if the fetch failed) and a channel closed at the next change.
+func (f *fetch) state() (visible int64, done bool, wake <-chan struct{}, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.visible, f.done, f.err, f.wake
+	return f.visible, f.done, f.wake, f.err
 }
 
 func (f *fetch) update(fn func()) {
@@ -113,7 +115,7 @@ func (b *fetchBlob) CopyRange(ctx context.Context, w io.Writer, off, n int64) (i
 	buf := *bp
 	var written int64
 	for n != 0 {
-		visible, done, err, wake := b.f.state()
+		visible, done, wake, err := b.f.state()
 		if off < visible {
 			chunk := min(visible-off, int64(len(buf)))
 			if n > 0 {
@@ -204,7 +206,7 @@ func (a *Agent) OpenBlob(ctx context.Context, t registryapi.Target, d digest.Dig
 		return nil, ctx.Err()
 	}
 	if f.w == nil { // failed before the first byte
-		_, _, err, _ := f.state()
+		_, _, _, err := f.state()
 		f.release()
 		return nil, err
 	}

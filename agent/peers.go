@@ -167,9 +167,8 @@ type peerReader struct {
 // second one when there is one: two providers disagreeing means one lies, and neither is used.
 func (r *peerReader) loadMap() error {
 	type result struct {
-		p   peer.ID
-		m   *chunks.Map
-		err error
+		p peer.ID
+		m *chunks.Map
 	}
 	var got []result
 	for _, p := range r.provs {

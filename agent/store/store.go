@@ -27,6 +27,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
@@ -84,7 +85,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	// files comes after it.
 	db, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("store: data directory %s is in use by another process", dir)
 		}
 		return nil, fmt.Errorf("store: opening metadata: %w", err)

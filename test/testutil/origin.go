@@ -1,0 +1,58 @@
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// DockerRegistry is a running Debian docker-registry (CNCF distribution 2.8) used as an origin.
+type DockerRegistry struct {
+	Addr string // 127.0.0.1:PORT, also the registry host in image references
+	URL  string // http://Addr
+	Proc *Process
+}
+
+// StartDockerRegistry starts `docker-registry serve` with its own config: filesystem storage in a
+// temporary directory, no auth, plain HTTP on a free 127.0.0.1 port (Debian's stock config turns
+// on htpasswd auth). The test is skipped when docker-registry is not installed, except under CI.
+func StartDockerRegistry(t testing.TB) *DockerRegistry {
+	t.Helper()
+	bin := RequireProgram(t, "docker-registry")
+	dir := t.TempDir()
+	r := &DockerRegistry{Addr: FreeAddr(t)}
+	r.URL = "http://" + r.Addr
+	config := fmt.Sprintf(`version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: %s
+health:
+  storagedriver:
+    enabled: false
+`, filepath.Join(dir, "storage"), r.Addr)
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.Proc = StartProcess(t, "docker-registry", bin, []string{"serve", cfgPath})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := WaitHTTP(ctx, r.Proc, r.URL+"/v2/", http.StatusOK); err != nil {
+		t.Fatalf("docker-registry never answered: %v\n%s", err, tail(r.Proc.Output(), 8<<10))
+	}
+	return r
+}
