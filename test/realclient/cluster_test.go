@@ -1,0 +1,118 @@
+package realclient
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-oci/shoal/test/testutil"
+)
+
+// TestContainerdThroughCluster runs three `shoal agent` processes on 127.0.0.1 that find each
+// other with --bootstrap (node 2 by address alone, its peer ID learned; node 3 by full multiaddr).
+// containerd pulls an image through node 1, then, with the origin stopped, through node 2 with a
+// fresh containerd: the tag resolves from the cluster and every byte comes from node 1.
+func TestContainerdThroughCluster(t *testing.T) {
+	testutil.RequireProgram(t, "containerd")
+	testutil.RequireProgram(t, "ctr")
+	f := newFixture(t)
+	bin := shoal.Path(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	p2pAddr := func() string {
+		hostPort := testutil.FreeAddr(t)
+		host, port, _ := strings.Cut(hostPort, ":")
+		return fmt.Sprintf("/ip4/%s/tcp/%s", host, port)
+	}
+	listen1 := p2pAddr()
+	node1 := testutil.StartAgent(t, bin, []string{f.origin.URL}, "--p2p-listen", listen1)
+	id1 := status(ctx, t, node1).PeerID
+	node2 := testutil.StartAgent(t, bin, []string{f.origin.URL}, "--p2p-listen", p2pAddr(), "--bootstrap", listen1)
+	node3 := testutil.StartAgent(t, bin, []string{f.origin.URL}, "--p2p-listen", p2pAddr(), "--bootstrap", listen1+"/p2p/"+id1)
+	for _, n := range []*testutil.Agent{node2, node3} {
+		waitUntil(ctx, t, "the node to join the cluster", func() bool { return len(status(ctx, t, n).ConnectedPeers) > 0 })
+	}
+
+	ref := f.ref("test/oci:v1")
+	pull := func(agent *testutil.Agent) {
+		t.Helper()
+		ctd := testutil.StartContainerd(t)
+		_, err := ctd.Ctr(ctx, "-n", "shoaltest", "image", "pull", "--hosts-dir", writeHostsDir(t, f.origin, agent), "--snapshotter", "native", ref)
+		if err != nil {
+			t.Fatalf("ctr pull through %s: %v", agent.Addr, err)
+		}
+		got, err := ctrImageDigest(ctx, ctd, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != f.oci.Manifest {
+			t.Fatalf("ctr recorded %s, want the origin's %s", got, f.oci.Manifest)
+		}
+		agent.RequireServed(ctx, t, 1, blobCount(f.oci), all(f.oci)...)
+	}
+	pull(node1)
+
+	if err := f.origin.Proc.Stop(); err != nil {
+		t.Logf("origin stopped: %v", err)
+	}
+	// Node 1's content is advertised within moments; HEAD through node 2 answers from a peer
+	// once it is, since the origin is gone.
+	for _, d := range f.oci.Blobs {
+		waitUntil(ctx, t, "node 2 to find "+d, func() bool {
+			resp, err := http.Head(node2.URL + "/v2/test/oci/blobs/" + d + "?ns=" + f.origin.Addr)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
+	pull(node2)
+	samples, err := node2.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromPeers, _ := testutil.Sum(samples, "shoal_fetched_bytes_total", map[string]string{"source": "peer"})
+	fromOrigin, _ := testutil.Sum(samples, "shoal_fetched_bytes_total", map[string]string{"source": "origin"})
+	if fromPeers == 0 || fromOrigin != 0 {
+		t.Fatalf("node 2 fetched %v bytes from peers and %v from the origin, want all from peers", fromPeers, fromOrigin)
+	}
+}
+
+type agentStatus struct {
+	PeerID         string   `json:"peerID"`
+	ConnectedPeers []string `json:"connectedPeers"`
+}
+
+func status(ctx context.Context, t *testing.T, a *testutil.Agent) agentStatus {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.URL+"/shoal/v1/status", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s agentStatus
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || s.PeerID == "" {
+		t.Fatalf("status of %s: %v (%+v)", a.Addr, err, s)
+	}
+	return s
+}
+
+func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
