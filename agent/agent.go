@@ -72,10 +72,12 @@ type Agent struct {
 	upstreams *origin.Set
 	origin    *origin.Client
 	sources   []Source
-	server    *registryapi.Server
-	registry  *prometheus.Registry
-	metrics   *metrics
-	group     singleflight.Group
+	// originOnly is the pipeline of a coordinator's fetch for the cluster.
+	originOnly []Source
+	server     *registryapi.Server
+	registry   *prometheus.Registry
+	metrics    *metrics
+	group      singleflight.Group
 
 	download *throttle.Limiter
 
@@ -155,6 +157,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.lifetime, a.stop = context.WithCancel(context.Background())
 	a.sources = []Source{originSource{oc}}
+	a.originOnly = a.sources
 	if cfg.P2P != nil {
 		pc := *cfg.P2P
 		pc.DataDir = cfg.DataDir

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -54,6 +55,9 @@ func startAgentConfig(t *testing.T, cfg agent.Config) *node {
 		t.Fatal(err)
 	}
 	cfg.OriginOptions = fastOrigin
+	if os.Getenv("SHOAL_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", dir[len(dir)-4:])
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		ln.Close()
@@ -377,9 +381,7 @@ func TestCorruptOriginStoresNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameImage(t, got, img)
-	if _, err := os.Stat(blobPath); err != nil {
-		t.Fatalf("healthy blob not stored: %v", err)
-	}
+	waitFor(t, func() bool { _, err := os.Stat(blobPath); return err == nil }, "the healthy blob to be committed")
 }
 
 // TestStreamsBeforeOriginFinishes shows the client's first bytes do not wait for the whole blob:

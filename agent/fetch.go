@@ -56,6 +56,8 @@ type fetch struct {
 	err     error
 	wake    chan struct{} // closed and replaced whenever visible or done changes
 	refs    int           // open client handles plus the fetching goroutine
+
+	announced bool // advertised to peers before commit (only the fetching goroutine touches it)
 }
 
 func newFetch(d digest.Digest) *fetch {
@@ -192,7 +194,7 @@ func (a *Agent) OpenBlob(ctx context.Context, t registryapi.Target, d digest.Dig
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, err
 	}
-	f, hit, err := a.joinFetch(t, d)
+	f, hit, err := a.joinFetch(t, d, a.sources)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +217,7 @@ func (a *Agent) OpenBlob(ctx context.Context, t registryapi.Target, d digest.Dig
 
 // joinFetch returns the fetch in flight for d with a reference taken, starting one if there is
 // none. If the content was committed meanwhile it returns the committed blob instead.
-func (a *Agent) joinFetch(t registryapi.Target, d digest.Digest) (*fetch, registryapi.Blob, error) {
+func (a *Agent) joinFetch(t registryapi.Target, d digest.Digest, sources []Source) (*fetch, registryapi.Blob, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if f, ok := a.inflight[d]; ok {
@@ -235,16 +237,16 @@ func (a *Agent) joinFetch(t registryapi.Target, d digest.Digest) (*fetch, regist
 	a.inflight[d] = f
 	a.metrics.inflight.Inc()
 	a.wg.Add(1)
-	go a.runFetch(f, t)
+	go a.runFetch(f, t, sources)
 	return f, nil, nil
 }
 
 // runFetch moves a blob from the first source that has it into the store.
-func (a *Agent) runFetch(f *fetch, t registryapi.Target) {
+func (a *Agent) runFetch(f *fetch, t registryapi.Target, sources []Source) {
 	defer a.wg.Done()
 	start := time.Now()
 	log := a.log.With("digest", f.d, "repo", t.Repo)
-	err := a.fetchFromSources(f, t, log)
+	err := a.fetchFromSources(f, t, sources, log)
 	if err != nil && f.w != nil {
 		f.update(func() { f.done, f.err = true, err })
 	}
@@ -255,6 +257,9 @@ func (a *Agent) runFetch(f *fetch, t registryapi.Target) {
 	delete(a.inflight, f.d)
 	a.mu.Unlock()
 	a.metrics.inflight.Dec()
+	if err != nil && f.announced && a.router != nil {
+		a.router.StopProviding(f.d)
+	}
 	if err != nil {
 		if f.w == nil {
 			f.mu.Lock()
@@ -270,12 +275,12 @@ func (a *Agent) runFetch(f *fetch, t registryapi.Target) {
 	f.release()
 }
 
-func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, log *slog.Logger) error {
+func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Source, log *slog.Logger) error {
 	ctx := a.lifetime
 	var lastErr error = fmt.Errorf("%s: no source: %w", f.d, errdefs.ErrNotFound)
 	var w *store.Writer
 	var mapFrom peer.ID // the peer whose chunk map the store adopted, if any
-	for _, src := range a.sources {
+	for _, src := range sources {
 		off, size := int64(0), int64(-1)
 		if w != nil {
 			off, size = w.Written(), f.size
@@ -350,6 +355,12 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 				visible = min(w.Written(), f.size-1)
 			}
 			f.update(func() { f.visible = visible })
+			// Advertise the blob as soon as a whole chunk has landed: peers fetching it at the
+			// same moment find this node and stream from it.
+			if !f.announced && f.size >= 0 && visible >= a.cfg.ChunkSize {
+				f.announced = true
+				a.announce(f.d)
+			}
 			if source != "peer" { // the peer source counts its verified chunks itself
 				a.metrics.fetchedBytes.WithLabelValues(source).Add(float64(n))
 			}

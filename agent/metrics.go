@@ -25,6 +25,7 @@ type metrics struct {
 	peerVerifyFailures *prometheus.CounterVec
 	peerServed         *prometheus.CounterVec
 	peerServedBytes    prometheus.Counter
+	coordinated        prometheus.Counter
 }
 
 var _ origin.Observer = (*metrics)(nil)
@@ -73,6 +74,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_peer_requests_served_total",
 			Help: "Requests from peers answered, by operation and status.",
 		}, []string{"op", "code"}),
+		coordinated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_coordinator_pulls_total",
+			Help: "Requests from peers to fetch a blob from the origin for the cluster, as its coordinator.",
+		}),
 		peerServedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_peer_served_bytes_total",
 			Help: "Content bytes sent to peers.",
@@ -84,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
 		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight, m.evictedBytes,
-		m.peerVerifyFailures, m.peerServed, m.peerServedBytes)
+		m.peerVerifyFailures, m.peerServed, m.peerServedBytes, m.coordinated)
 	return m
 }
 

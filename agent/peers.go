@@ -125,6 +125,9 @@ func (peerSource) Name() string { return "peer" }
 func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, _ int64) (io.ReadCloser, int64, error) {
 	a := s.a
 	provs, err := a.providers(ctx, d)
+	if errors.Is(err, errdefs.ErrNotFound) && a.node != nil && off == 0 {
+		provs, err = a.viaCoordinator(ctx, t, d)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -136,6 +139,31 @@ func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d diges
 		return nil, 0, fmt.Errorf("%s: resume offset %d past its %d bytes: %w", d, off, r.m.Size, errdefs.ErrInvalid)
 	}
 	return r, r.m.Size, nil
+}
+
+const (
+	// coordinatorTimeout bounds asking the coordinator to fetch a blob: past it, this node goes
+	// to the origin itself.
+	coordinatorTimeout = 5 * time.Second
+)
+
+// viaCoordinator handles a blob nobody provides: the digest's coordinator fetches it from the
+// origin once for the cluster and serves it as it arrives, so a thousand nodes asking at once
+// cost the origin one fetch. This node goes to the origin itself only when it is the coordinator
+// (or alone), or when the coordinator does not answer in time.
+func (a *Agent) viaCoordinator(ctx context.Context, t registryapi.Target, d digest.Digest) ([]peer.AddrInfo, error) {
+	cctx, cancel := context.WithTimeout(ctx, coordinatorTimeout)
+	defer cancel()
+	c, self, err := a.node.Coordinator(cctx, d)
+	if err != nil || self {
+		return nil, fmt.Errorf("%s: this node coordinates it: %w", d, errdefs.ErrNotFound)
+	}
+	if err := a.peers.Pull(cctx, c, t.Registry.Host(), t.Repo, d); err != nil {
+		a.log.Info("coordinator did not take the fetch; going to the origin", "digest", d, "coordinator", c, "err", err)
+		return nil, fmt.Errorf("%s: coordinator %s: %w", d, c, errdefs.ErrNotFound)
+	}
+	a.log.Debug("coordinator is fetching the blob for the cluster", "digest", d, "coordinator", c)
+	return []peer.AddrInfo{{ID: c}}, nil
 }
 
 // peerReader yields a blob's bytes from its providers, one verified chunk at a time. A provider
@@ -190,11 +218,17 @@ func (r *peerReader) loadMap() error {
 	switch {
 	case len(got) == 0:
 		return fmt.Errorf("%s: no provider answered with a chunk map: %w", r.d, errdefs.ErrUnavailable)
-	case len(got) == 2 && !got[0].m.Equal(got[1].m):
+	case len(got) == 2 && !got[0].m.Extends(got[1].m) && !got[1].m.Extends(got[0].m):
 		r.a.log.Warn("providers disagree on a chunk map; using neither", "digest", r.d, "peers", []peer.ID{got[0].p, got[1].p})
 		return fmt.Errorf("%s: providers disagree on its chunk map: %w", r.d, errdefs.ErrUnavailable)
 	}
-	r.m, r.mapFrom, r.mapConfirmed = got[0].m, got[0].p, len(got) == 2
+	// Providers still fetching the blob send partial maps; take the longest (the others agree
+	// with its prefix), and grow it from its provider as the transfer goes on.
+	best := got[0]
+	if len(got) == 2 && got[1].m.Len() > got[0].m.Len() {
+		best = got[1]
+	}
+	r.m, r.mapFrom, r.mapConfirmed = best.m, best.p, len(got) == 2
 	return nil
 }
 
@@ -237,6 +271,11 @@ func (r *peerReader) nextChunk() error {
 			r.drop(p)
 			continue
 		}
+		if !r.m.Covers(i) {
+			if err := r.growMap(i); err != nil {
+				return err
+			}
+		}
 		err := r.m.Verify(i, buf)
 		switch {
 		case err == nil && suspect != "":
@@ -266,6 +305,30 @@ func (r *peerReader) nextChunk() error {
 		r.pending = buf[r.off-start:]
 		return nil
 	}
+}
+
+// growMap refreshes a partial map from its provider until it covers chunk i. A provider whose
+// new map does not extend the old one changed its story: it is blamed.
+func (r *peerReader) growMap(i int) error {
+	want := i + 2
+	if i == chunks.Count(r.m.Size, r.m.ChunkSize)-1 {
+		want = i + 1
+	}
+	mctx, cancel := context.WithTimeout(r.ctx, 15*time.Second)
+	defer cancel()
+	m, err := r.a.peers.MapAtLeast(mctx, r.mapFrom, r.d, r.m.ChunkSize, want)
+	if err != nil {
+		return fmt.Errorf("%s: growing the chunk map from %s: %v: %w", r.d, r.mapFrom, err, errdefs.ErrUnavailable)
+	}
+	if !m.Extends(r.m) {
+		r.a.blamePeer(r.mapFrom, r.d, errors.New("its chunk map changed"))
+		return fmt.Errorf("%s: chunk map from %s changed: %w", r.d, r.mapFrom, chunks.ErrMismatch)
+	}
+	r.m = m
+	if !m.Covers(i) {
+		return fmt.Errorf("%s: chunk map from %s does not reach chunk %d: %w", r.d, r.mapFrom, i, errdefs.ErrUnavailable)
+	}
+	return nil
 }
 
 // readChunk reads [start, start+len(buf)) from provider p, reusing its open range when it is
@@ -508,12 +571,73 @@ type content struct{ a *Agent }
 
 var _ transfer.Content = content{}
 
+// OpenContent serves committed content, or a blob this node is still fetching: peers then read
+// its bytes as they land (a read waits for them), verifying each chunk against this node's map.
 func (c content) OpenContent(d digest.Digest) (transfer.Blob, error) {
 	f, info, err := c.a.store.Open(d)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		return &fileContent{File: f, size: info.Size, mediaType: info.MediaType}, nil
 	}
-	return &fileContent{File: f, size: info.Size, mediaType: info.MediaType}, nil
+	if fe := c.a.servableFetch(d); fe != nil {
+		return &fetchContent{f: fe}, nil
+	}
+	return nil, err
+}
+
+// servableFetch returns the fetch of d in flight, with a reference taken, if its size is known.
+func (a *Agent) servableFetch(d digest.Digest) *fetch {
+	a.mu.Lock()
+	f, ok := a.inflight[d]
+	if ok {
+		f.acquire()
+	}
+	a.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	select {
+	case <-f.ready:
+		if f.w != nil && f.size >= 0 {
+			return f
+		}
+	default:
+	}
+	f.release()
+	return nil
+}
+
+// Pull starts fetching d for the cluster, as its coordinator, and returns once the fetch is
+// under way (or the content is held). Only configured registries are fetched from.
+func (c content) Pull(ctx context.Context, registry, repo string, d digest.Digest) error {
+	a := c.a
+	reg, err := a.upstreams.Select(registry)
+	if err != nil {
+		return err
+	}
+	if _, err := a.store.Stat(d); err == nil {
+		return nil
+	}
+	a.metrics.coordinated.Inc()
+	// The coordinator goes to the origin: asked because nobody (trusted) provides the blob, it must
+	// not relay what some peer claims.
+	f, hit, err := a.joinFetch(registryapi.Target{Registry: reg, Repo: repo}, d, a.originOnly)
+	if err != nil {
+		return err
+	}
+	if hit != nil {
+		return hit.Close()
+	}
+	defer f.release()
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %w", d, errdefs.ErrUnavailable)
+	}
+	if f.w == nil {
+		_, _, _, err := f.state()
+		return err
+	}
+	return nil
 }
 
 // ChunkMap answers only in the node's own chunk size (the cluster's, by configuration): a map
@@ -522,9 +646,51 @@ func (c content) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64)
 	if chunkSize != c.a.cfg.ChunkSize {
 		return nil, fmt.Errorf("chunk size %d: this node uses %d: %w", chunkSize, c.a.cfg.ChunkSize, errdefs.ErrUnsupported)
 	}
+	if f := c.a.servableFetch(d); f != nil {
+		defer f.release()
+		if m := f.w.PartialMap(); m != nil {
+			return m, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return c.a.store.ChunkMap(ctx, d, chunkSize)
+}
+
+// fetchContent is a blob being fetched, served to a peer: reads wait for bytes to land.
+type fetchContent struct {
+	f    *fetch
+	once sync.Once
+}
+
+func (c *fetchContent) Size() int64       { return c.f.size }
+func (c *fetchContent) MediaType() string { return "" }
+func (c *fetchContent) Close() error      { c.once.Do(c.f.release); return nil }
+
+// inProgressWait bounds how long a peer's read waits for bytes that have not landed.
+const inProgressWait = 30 * time.Second
+
+func (c *fetchContent) ReadAt(p []byte, off int64) (int, error) {
+	timer := time.NewTimer(inProgressWait)
+	defer timer.Stop()
+	for {
+		visible, done, wake, err := c.f.state()
+		if end := off + int64(len(p)); end <= visible || (done && err == nil) {
+			n, rerr := c.f.w.File().ReadAt(p[:max(0, min(int64(len(p)), visible-off))], off)
+			if rerr == nil && n < len(p) {
+				rerr = io.EOF
+			}
+			return n, rerr
+		}
+		if done {
+			return 0, err
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+			return 0, fmt.Errorf("%s: no bytes at %d for %s: %w", c.f.d, off, inProgressWait, errdefs.ErrUnavailable)
+		}
+	}
 }
 
 func (c content) TagRecords(registry, repo, tag string) ([]transfer.TagRecord, error) {

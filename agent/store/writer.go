@@ -33,7 +33,9 @@ type Writer struct {
 	// and must resume from adopted's state before plain bytes follow.
 	adopted     *chunks.Map
 	allVerified bool
-	n           int64
+	// mapMu guards maps, h and adopted against PartialMap, which peers call while bytes land.
+	mapMu sync.Mutex
+	n     int64
 
 	mu        sync.Mutex
 	verified  bool
@@ -79,7 +81,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
 	}
 	n, err := w.f.Write(p)
+	w.mapMu.Lock()
 	w.h.Write(p[:n])
+	w.mapMu.Unlock()
 	w.n += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("store: %w", err)
@@ -93,19 +97,40 @@ func (w *Writer) Write(p []byte) (int, error) {
 // recorded map. Plain Writes may follow from a chunk boundary: hashing resumes there from m.
 // Verified bytes may only start the content; after plain bytes they are hashed like any others.
 func (w *Writer) WriteVerified(p []byte, m *chunks.Map) (int, error) {
-	if m.Digest != w.d || (w.adopted != nil && w.adopted != m) || (w.n > 0 && !w.allVerified) {
+	// A partial map may grow between writes: a map extending the adopted one replaces it.
+	if m.Digest != w.d || (w.adopted != nil && w.adopted != m && !m.Extends(w.adopted)) || (w.n > 0 && !w.allVerified) {
 		return w.Write(p)
 	}
 	if w.expected >= 0 && w.n+int64(len(p)) > w.expected {
 		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
 	}
+	w.mapMu.Lock()
 	w.adopted, w.allVerified = m, true
+	w.mapMu.Unlock()
 	n, err := w.f.Write(p)
 	w.n += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("store: %w", err)
 	}
 	return n, nil
+}
+
+// PartialMap returns the chunk map of the content written so far (complete once it all is),
+// for peers fetching from this node while it still fetches; nil if the algorithm has no maps or
+// the size is unknown. Its states are as trustworthy as the bytes: the whole-blob digest check
+// at the receiving end catches a lie.
+func (w *Writer) PartialMap() *chunks.Map {
+	w.mapMu.Lock()
+	defer w.mapMu.Unlock()
+	switch {
+	case w.expected < 0:
+		return nil
+	case w.allVerified:
+		return w.adopted
+	case w.maps != nil:
+		return w.maps.PartialMap(w.d, w.expected)
+	}
+	return nil
 }
 
 // resumeHash makes the hash current after verified bytes, before plain ones.
@@ -117,7 +142,9 @@ func (w *Writer) resumeHash() error {
 	if err != nil {
 		return fmt.Errorf("%s: cannot hash on from %d: %w", w.d, w.n, err)
 	}
+	w.mapMu.Lock()
 	w.maps, w.h, w.allVerified = b, builderHash{b}, false
+	w.mapMu.Unlock()
 	return nil
 }
 

@@ -12,6 +12,7 @@ package chunks
 
 import (
 	"bytes"
+	"errors"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding"
@@ -87,9 +88,25 @@ func ValidChunkSize(alg digest.Algorithm, size int64) error {
 	return nil
 }
 
-// Validate checks a map's shape (not its truth, which only the chunks can show): algorithm,
-// chunk size, number of states, state lengths, and that the first state is the initial value.
+// Validate checks a complete map's shape (not its truth, which only the chunks can show):
+// algorithm, chunk size, number of states, state lengths, and that the first state is the
+// initial value.
 func (m *Map) Validate() error {
+	if err := m.ValidatePartial(); err != nil {
+		return err
+	}
+	if !m.Complete() {
+		return fmt.Errorf("chunk map has %d states for %d chunks: %w", len(m.States), Count(m.Size, m.ChunkSize), errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Complete reports whether the map has a state for every chunk.
+func (m *Map) Complete() bool { return len(m.States) == Count(m.Size, m.ChunkSize) }
+
+// ValidatePartial is Validate for the map of a blob still being fetched by its provider: the
+// states of the chunk boundaries reached so far, at least the initial one.
+func (m *Map) ValidatePartial() error {
 	if err := m.Digest.Validate(); err != nil {
 		return fmt.Errorf("chunk map digest: %w", errdefs.ErrInvalid)
 	}
@@ -100,7 +117,7 @@ func (m *Map) Validate() error {
 	if m.Size < 0 || Count(m.Size, m.ChunkSize) > MaxChunks {
 		return fmt.Errorf("chunk map of %d bytes in chunks of %d: %w", m.Size, m.ChunkSize, errdefs.ErrInvalid)
 	}
-	if len(m.States) != Count(m.Size, m.ChunkSize) {
+	if len(m.States) == 0 || len(m.States) > Count(m.Size, m.ChunkSize) {
 		return fmt.Errorf("chunk map has %d states for %d chunks: %w", len(m.States), Count(m.Size, m.ChunkSize), errdefs.ErrInvalid)
 	}
 	for _, s := range m.States {
@@ -114,11 +131,26 @@ func (m *Map) Validate() error {
 	return nil
 }
 
+// ErrNotYet is returned by Verify for a chunk a partial map does not cover yet.
+var ErrNotYet = errors.New("chunk map does not cover the chunk yet")
+
+// Covers reports whether Verify can check chunk i: the map has the states before and after it
+// (for the last chunk, the state before it: the digest is the end).
+func (m *Map) Covers(i int) bool {
+	if i == Count(m.Size, m.ChunkSize)-1 {
+		return i < len(m.States)
+	}
+	return i+1 < len(m.States)
+}
+
 // Verify checks chunk i's bytes against the map. A nil result for every chunk proves the blob
 // hashes to the map's digest.
 func (m *Map) Verify(i int, data []byte) error {
-	if i < 0 || i >= len(m.States) {
-		return fmt.Errorf("chunk %d of %d: %w", i, len(m.States), errdefs.ErrInvalid)
+	if i < 0 || i >= Count(m.Size, m.ChunkSize) {
+		return fmt.Errorf("chunk %d of %d: %w", i, Count(m.Size, m.ChunkSize), errdefs.ErrInvalid)
+	}
+	if !m.Covers(i) {
+		return fmt.Errorf("chunk %d of %s: %w", i, m.Digest, ErrNotYet)
 	}
 	if _, n := m.Range(i); int64(len(data)) != n {
 		return fmt.Errorf("chunk %d is %d bytes, want %d: %w", i, len(data), n, ErrMismatch)
@@ -129,7 +161,7 @@ func (m *Map) Verify(i int, data []byte) error {
 		return err
 	}
 	h.Write(data)
-	if i == len(m.States)-1 {
+	if i == Count(m.Size, m.ChunkSize)-1 {
 		if got := digest.NewDigest(m.Digest.Algorithm(), h); got != m.Digest {
 			return fmt.Errorf("last chunk %d finishes to %s, not %s: %w", i, got, m.Digest, ErrMismatch)
 		}
@@ -223,6 +255,17 @@ func (b *Builder) Size() int64 { return b.n }
 // Digest is the digest of the bytes written so far.
 func (b *Builder) Digest() digest.Digest { return digest.NewDigest(b.alg, b.h) }
 
+// PartialMap returns the states of the boundaries reached so far, as the partial map of a blob
+// of the given digest and size that is still being written.
+func (b *Builder) PartialMap(d digest.Digest, size int64) *Map {
+	states := append([][]byte(nil), b.states...)
+	// A boundary just reached is recorded only when the next byte arrives: include it now.
+	if b.n > 0 && b.n%b.chunkSize == 0 && int64(len(states)) == b.n/b.chunkSize && b.n < size {
+		states = append(states, chainValue(b.a, b.h))
+	}
+	return &Map{Digest: d, Size: size, ChunkSize: b.chunkSize, States: states}
+}
+
 // Map returns the map of the bytes written, naming them with their digest.
 func (b *Builder) Map() *Map {
 	return &Map{Digest: b.Digest(), Size: b.n, ChunkSize: b.chunkSize, States: append([][]byte(nil), b.states...)}
@@ -247,7 +290,20 @@ func (m *Map) MarshalBinary() ([]byte, error) {
 	return b, nil
 }
 
-// UnmarshalBinary decodes and validates a map. It never trusts the input's lengths beyond the
+// Extends reports whether m has every state o has, and the same blob: a partial map grown.
+func (m *Map) Extends(o *Map) bool {
+	if m.Digest != o.Digest || m.Size != o.Size || m.ChunkSize != o.ChunkSize || len(m.States) < len(o.States) {
+		return false
+	}
+	for i := range o.States {
+		if !bytes.Equal(m.States[i], o.States[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// UnmarshalBinary decodes and validates a map, complete or partial. It never trusts the input's lengths beyond the
 // bounds of the buffer and MaxChunks.
 func (m *Map) UnmarshalBinary(b []byte) error {
 	bad := func(what string) error { return fmt.Errorf("chunk map: %s: %w", what, errdefs.ErrInvalid) }
@@ -288,7 +344,7 @@ func (m *Map) UnmarshalBinary(b []byte) error {
 		b = b[a.chainLen:]
 	}
 	out := Map{Digest: d, Size: int64(size), ChunkSize: int64(cs), States: states}
-	if err := out.Validate(); err != nil {
+	if err := out.ValidatePartial(); err != nil {
 		return err
 	}
 	*m = out

@@ -184,7 +184,7 @@ func FuzzUnmarshal(f *testing.F) {
 		if err := m.UnmarshalBinary(in); err != nil {
 			return
 		}
-		if err := m.Validate(); err != nil {
+		if err := m.ValidatePartial(); err != nil {
 			t.Fatalf("decoded map does not validate: %v", err)
 		}
 		_ = m.Verify(0, make([]byte, 10))
@@ -208,5 +208,42 @@ func TestResumeBuilder(t *testing.T) {
 	}
 	if _, err := ResumeBuilder(m, 100); err == nil {
 		t.Fatal("resumed off a chunk boundary")
+	}
+}
+
+// A provider still fetching a blob serves the map of the boundaries it has reached: it covers
+// exactly the chunks whose end state is known, grows by extension, and verifies them.
+func TestPartialMap(t *testing.T) {
+	data := blob(t, 4*65536+10)
+	full := build(t, digest.SHA256, data, 65536, 65536)
+	b, _ := NewBuilder(digest.SHA256, 65536)
+	b.Write(data[:2*65536])
+	p := b.PartialMap(full.Digest, full.Size)
+	if err := p.ValidatePartial(); err != nil || p.Complete() {
+		t.Fatalf("partial map: %v complete=%v", err, p.Complete())
+	}
+	if !p.Covers(1) || p.Covers(2) {
+		t.Fatalf("covers 1=%v 2=%v with %d states", p.Covers(1), p.Covers(2), p.Len())
+	}
+	if err := p.Verify(1, data[65536:2*65536]); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Verify(2, data[2*65536:3*65536]); !errors.Is(err, ErrNotYet) {
+		t.Fatalf("chunk beyond the partial map: %v", err)
+	}
+	enc, _ := p.MarshalBinary()
+	var back Map
+	if err := back.UnmarshalBinary(enc); err != nil || !back.Equal(p) {
+		t.Fatalf("partial round trip: %v", err)
+	}
+	b.Write(data[2*65536:])
+	if done := b.PartialMap(full.Digest, full.Size); !done.Complete() || !done.Extends(p) || !done.Equal(full) {
+		t.Fatal("the finished map does not extend the partial one")
+	}
+	forged := *full
+	forged.States = append([][]byte(nil), full.States...)
+	forged.States[1] = bytes.Repeat([]byte{9}, 32)
+	if forged.Extends(p) {
+		t.Fatal("a map with a different state extends the partial one")
 	}
 }

@@ -86,9 +86,16 @@ func (c *Client) Get(ctx context.Context, p peer.ID, d digest.Digest, off, n int
 	return &Range{ReadCloser: body, Size: resp.Size, MediaType: resp.MediaType, Length: resp.Length}, nil
 }
 
-// Map fetches the chunk map of d at peer p. The map is checked for shape only; chunks prove it.
+// Map fetches the chunk map of d at peer p: complete, or partial when p is still fetching d (see
+// MapAtLeast). The map is checked for shape only; chunks prove it.
 func (c *Client) Map(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
-	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize})
+	return c.MapAtLeast(ctx, p, d, chunkSize, 0)
+}
+
+// MapAtLeast is Map asking a provider still fetching d to wait, a few seconds at most, until its
+// map has minStates states.
+func (c *Client) MapAtLeast(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64, minStates int) (*chunks.Map, error) {
+	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize, MinStates: minStates})
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +117,16 @@ func (c *Client) Map(ctx context.Context, p peer.ID, d digest.Digest, chunkSize 
 		return nil, fmt.Errorf("peer %s sent a map for %s/%d: %w", p, m.Digest, m.ChunkSize, errdefs.ErrInvalid)
 	}
 	return &m, nil
+}
+
+// Pull asks peer p, the digest's coordinator, to fetch d from the origin registry for the cluster.
+// It returns once p has started (p then provides d and serves it as it arrives).
+func (c *Client) Pull(ctx context.Context, p peer.ID, registry, repo string, d digest.Digest) error {
+	st, _, _, err := c.roundTrip(ctx, p, request{Op: opPull, Digest: d, Registry: registry, Repo: repo})
+	if err != nil {
+		return err
+	}
+	return st.Close()
 }
 
 // Tags asks peer p which manifests it has seen a tag resolve to.

@@ -3,6 +3,10 @@
 // streams (TLS over TCP between cluster members) and knows nothing of HTTP or the store:
 // a Content implementation answers for the local node.
 //
+// A "pull" asks a node to fetch a blob from a configured origin for the cluster (it is the
+// digest's coordinator); the answer comes once the fetch has started, and the blob is then
+// provided and served while it arrives.
+//
 // Wire format, one request per stream: the requester writes a frame, the server answers with a
 // frame and, for "get" and "map", a body of exactly the announced length, then closes.
 // A frame is a uvarint length followed by that many bytes of JSON. Requests are at most 4 KiB
@@ -40,10 +44,15 @@ const (
 )
 
 const (
-	opGet = "get"
-	opMap = "map"
-	opTag = "tag"
+	opGet  = "get"
+	opMap  = "map"
+	opTag  = "tag"
+	opPull = "pull"
 )
+
+// mapWait bounds how long a map request waits for a provider still fetching a blob to reach the
+// states asked for.
+const mapWait = 5 * time.Second
 
 // request is what a peer asks.
 type request struct {
@@ -53,6 +62,9 @@ type request struct {
 	Offset    int64 `json:"offset,omitempty"`
 	Length    int64 `json:"length,omitempty"`
 	ChunkSize int64 `json:"chunkSize,omitempty"`
+	// MinStates asks a provider still fetching the blob to wait (a few seconds at most) until
+	// its map has that many states.
+	MinStates int `json:"minStates,omitempty"`
 	// Registry, Repo and Tag name a tag for the tag op.
 	Registry string `json:"registry,omitempty"`
 	Repo     string `json:"repo,omitempty"`
@@ -67,6 +79,8 @@ type response struct {
 	MediaType string `json:"mediaType,omitempty"`
 	// Length is the number of body bytes that follow.
 	Length int64 `json:"length,omitempty"`
+	// Partial marks a chunk map of a blob the provider is still fetching.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // Status codes, HTTP-like for familiarity.

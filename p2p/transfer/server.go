@@ -35,6 +35,13 @@ type Content interface {
 	TagRecords(registry, repo, tag string) ([]TagRecord, error)
 }
 
+// Puller is implemented by Content that can fetch a blob from an origin on a peer's behalf.
+// Pull returns once the fetch has started (or the content is held): errdefs.ErrNotFound if the
+// origin has no such blob, errdefs.ErrNotConfigured if the registry is not one of this node's.
+type Puller interface {
+	Pull(ctx context.Context, registry, repo string, d digest.Digest) error
+}
+
 // Observer is told what the server sent, for metrics.
 type Observer interface {
 	Served(op string, status int, bytes int64)
@@ -69,7 +76,7 @@ func NewServer(h host.Host, content Content, log *slog.Logger, obs Observer, opt
 
 func (s *Server) handle(st network.Stream) {
 	defer st.Close()
-	_ = st.SetDeadline(time.Now().Add(requestTimeout))
+	_ = st.SetDeadline(time.Now().Add(requestTimeout + mapWait))
 	var req request
 	if err := readFrame(bufio.NewReaderSize(st, 512), maxRequestFrame, &req); err != nil {
 		_ = st.Reset()
@@ -98,7 +105,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		return status, 0, err
 	}
 	switch req.Op {
-	case opGet, opMap:
+	case opGet, opMap, opPull:
 		if err := req.Digest.Validate(); err != nil {
 			return fail(fmt.Errorf("digest: %w", errdefs.ErrInvalid))
 		}
@@ -135,12 +142,12 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err := validChunkSize(req.Digest.Algorithm(), req.ChunkSize); err != nil {
 			return fail(err)
 		}
-		m, err := s.content.ChunkMap(context.Background(), req.Digest, req.ChunkSize)
+		m, err := s.mapAtLeast(req)
 		if err != nil {
 			return fail(err)
 		}
 		body, _ := m.MarshalBinary()
-		if err := writeFrame(st, response{Status: statusOK, Size: m.Size, Length: int64(len(body))}); err != nil {
+		if err := writeFrame(st, response{Status: statusOK, Size: m.Size, Length: int64(len(body)), Partial: !m.Complete()}); err != nil {
 			return statusOK, 0, err
 		}
 		_ = st.SetWriteDeadline(time.Now().Add(stallTimeout))
@@ -160,6 +167,17 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		}
 		n, err := st.Write(body)
 		return statusOK, int64(n), err
+	case opPull:
+		p, ok := s.content.(Puller)
+		if !ok {
+			return fail(fmt.Errorf("pull: %w", errdefs.ErrUnsupported))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout-time.Second)
+		defer cancel()
+		if err := p.Pull(ctx, req.Registry, req.Repo, req.Digest); err != nil {
+			return fail(err)
+		}
+		return statusOK, 0, writeFrame(st, response{Status: statusOK})
 	default:
 		return fail(fmt.Errorf("unknown op %q: %w", req.Op, errdefs.ErrInvalid))
 	}
@@ -188,4 +206,17 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 		w.last = now
 	}
 	return w.st.Write(p)
+}
+
+// mapAtLeast answers a map request, waiting a little for a provider still fetching the blob to
+// reach the number of states asked for.
+func (s *Server) mapAtLeast(req *request) (*chunks.Map, error) {
+	deadline := time.Now().Add(mapWait)
+	for {
+		m, err := s.content.ChunkMap(context.Background(), req.Digest, req.ChunkSize)
+		if err != nil || m.Complete() || m.Len() >= req.MinStates || time.Now().After(deadline) {
+			return m, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -1,0 +1,167 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// pullAll has every node GET the blob at the same moment and returns the bodies.
+func pullAll(t *testing.T, nodes []*node, repo string, d digest.Digest) [][]byte {
+	t.Helper()
+	bodies := make([][]byte, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, nd := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			bodies[i], errs[i] = getBlob(t, nd.host, repo, d)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i+1, err)
+		}
+	}
+	return bodies
+}
+
+// Six nodes ask for a blob nobody holds at the same instant: its coordinator fetches it from the
+// origin once and the others stream it from the coordinator as it arrives.
+func TestSimultaneousRequestsFetchOnce(t *testing.T) {
+	o := startOrigin(t)
+	data, d := randomBlob(t, 8<<20+12345)
+	pushBlob(t, o, "test/big", data, d)
+	nodes := cluster(t, 6, o.URL())
+	o.ResetCounts()
+
+	for i, body := range pullAll(t, nodes, "test/big", d) {
+		if !bytes.Equal(body, data) {
+			t.Fatalf("node %d got wrong content", i+1)
+		}
+	}
+	if n := o.BlobGets(d.String()); n != 1 {
+		t.Fatalf("origin saw %d GETs of the blob, want 1", n)
+	}
+	var coordinators, fromPeers int
+	for i, nd := range nodes {
+		path := filepath.Join(nd.dir, "blobs", "sha256", d.Encoded())
+		waitFor(t, func() bool { _, err := os.Stat(path); return err == nil }, fmt.Sprintf("node %d to commit", i+1))
+		if stored, _ := os.ReadFile(path); !bytes.Equal(stored, data) {
+			t.Fatalf("node %d stored wrong content", i+1)
+		}
+		if counter(t, nd.Gatherer(), "shoal_fetched_bytes_total", "origin") > 0 {
+			coordinators++
+		}
+		if counter(t, nd.Gatherer(), "shoal_fetched_bytes_total", "peer") == float64(len(data)) {
+			fromPeers++
+		}
+	}
+	if coordinators != 1 || fromPeers != len(nodes)-1 {
+		t.Fatalf("%d nodes fetched from the origin and %d wholly from peers; want 1 and %d", coordinators, fromPeers, len(nodes)-1)
+	}
+}
+
+// The coordinator dies in the middle of its fetch: the others resume where they were, from the
+// origin, and all complete.
+func TestCoordinatorKilledMidFetch(t *testing.T) {
+	const size = 6 << 20
+	data, d := randomBlob(t, size)
+	release := make(chan struct{})
+	var gets atomic.Int32
+	// The origin sends the first 3 MiB to whoever asks first (the coordinator), then stalls it
+	// until released; later requests (resumes) are served whole at once.
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		if !strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
+			http.NotFound(w, r)
+			return
+		}
+		n := gets.Add(1)
+		body := data
+		if rng := r.Header.Get("Range"); rng != "" {
+			var a, b int
+			fmt.Sscanf(rng, "bytes=%d-%d", &a, &b)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, size-1, size))
+			w.Header().Set("Content-Length", fmt.Sprint(size-a))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(data[a:])
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		if n == 1 {
+			w.Write(body[:3<<20])
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		w.Write(body)
+	})}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+
+	nodes := cluster(t, 4, "http://"+ln.Addr().String())
+	coord, self, err := nodes[0].Node().Coordinator(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim *node
+	var others []*node
+	for _, nd := range nodes {
+		if (self && nd == nodes[0]) || (!self && nd.Node().ID() == coord) {
+			victim = nd
+		} else {
+			others = append(others, nd)
+		}
+	}
+	if victim == nil {
+		t.Fatal("no node is the coordinator")
+	}
+	type result struct {
+		body []byte
+		err  error
+	}
+	results := make(chan result, len(others))
+	for _, nd := range others {
+		go func() { b, err := getBlob(t, nd.host, "test/big", d); results <- result{b, err} }()
+	}
+	// Once the others are streaming from the coordinator, kill it.
+	waitFor(t, func() bool {
+		for _, nd := range others {
+			if counter(t, nd.Gatherer(), "shoal_fetched_bytes_total", "peer") < 2<<20 {
+				return false
+			}
+		}
+		return true
+	}, "the others to stream from the coordinator")
+	victim.stop()
+	for range others {
+		r := <-results
+		if r.err != nil || !bytes.Equal(r.body, data) {
+			t.Fatalf("pull after the coordinator died: %v", r.err)
+		}
+	}
+}

@@ -1,0 +1,40 @@
+package p2p
+
+import (
+	"context"
+	"fmt"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+)
+
+// Coordinator returns the digest's coordinator: among live nodes, the one whose peer ID is
+// XOR-closest to the digest's DHT key (DESIGN.md, "Fetch pipeline"). Every node of a converged
+// cluster computes the same answer from the DHT's own closest-peers query, so a burst of requests
+// for a blob nobody holds converges on one node, which fetches it from the origin once for all.
+// self is true when this node is the coordinator (or knows no peer).
+func (n *Node) Coordinator(ctx context.Context, d digest.Digest) (p peer.ID, self bool, err error) {
+	c, err := DigestCID(d)
+	if err != nil {
+		return "", false, err
+	}
+	key := string(c.Hash())
+	closest, err := n.ClosestPeers(ctx, key)
+	if err != nil || len(closest) == 0 {
+		if err != nil && ctx.Err() != nil {
+			return "", false, fmt.Errorf("coordinator of %s: %w", d, err)
+		}
+		return n.ID(), true, nil
+	}
+	best := closest[0]
+	for _, q := range closest[1:] {
+		if kb.Closer(q, best, key) {
+			best = q
+		}
+	}
+	if kb.Closer(n.ID(), best, key) {
+		return n.ID(), true, nil
+	}
+	return best, false, nil
+}
