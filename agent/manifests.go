@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
@@ -40,7 +42,7 @@ func (a *Agent) GetManifest(ctx context.Context, t registryapi.Target, ref strin
 		}
 		return a.manifestByDigest(ctx, t, d, accept)
 	}
-	return a.manifestByTag(ctx, t, ref, accept)
+	return a.manifestByTag(ctx, t, ref, accept, true)
 }
 
 func (a *Agent) manifestByDigest(ctx context.Context, t registryapi.Target, d digest.Digest, accept []string) (*registryapi.Manifest, error) {
@@ -101,7 +103,11 @@ func tagKey(t registryapi.Target, tag string, accept []string) string {
 // manifestByTag resolves a tag: from a resolution younger than the tag TTL, else at the origin
 // (one request per tag and Accept set at a time, however many clients ask), else — when the
 // origin cannot be reached — from the last resolution known, marked stale.
-func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, error) {
+//
+// With viaCoordinator, the resolution goes through the tag's coordinator (the node XOR-closest to
+// the tag's DHT key), so a burst of a thousand nodes costs the origin one request per tag TTL; a
+// coordinator resolving for others resolves itself.
+func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag string, accept []string, viaCoordinator bool) (*registryapi.Manifest, error) {
 	key := tagKey(t, tag, accept)
 	if recs, err := a.store.Tags(key); err == nil {
 		if rec, ok := recs[key]; ok && time.Since(rec.Resolved) < a.cfg.TagTTL {
@@ -113,7 +119,14 @@ func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag str
 	v, err, _ := a.group.Do("tag\x00"+key, func() (any, error) {
 		octx, cancel := context.WithTimeout(a.lifetime, originTimeout)
 		defer cancel()
-		m, err := a.resolveAtOrigin(octx, t, tag, accept)
+		var m *registryapi.Manifest
+		var err error
+		if viaCoordinator {
+			m, err = a.resolveAtCoordinator(octx, t, tag, accept)
+		}
+		if m == nil {
+			m, err = a.resolveAtOrigin(octx, t, tag, accept)
+		}
 		if err == nil {
 			rec := store.TagRecord{Digest: m.Digest, MediaType: m.MediaType, Resolved: time.Now()}
 			if perr := a.store.PutTag(key, rec); perr != nil {
@@ -142,6 +155,56 @@ func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag str
 	}
 	return v.(*registryapi.Manifest), nil
 }
+
+// tagCoordinatorTimeout bounds asking the tag's coordinator; past it the node asks the origin.
+const tagCoordinatorTimeout = 5 * time.Second
+
+// resolveAtCoordinator asks the tag's coordinator what the tag names, then gets that manifest by
+// digest (store, peers, origin), verified. It returns nil, nil when this node is the coordinator
+// or the coordinator cannot answer: the caller resolves at the origin itself.
+func (a *Agent) resolveAtCoordinator(ctx context.Context, t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, error) {
+	if a.node == nil {
+		return nil, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, tagCoordinatorTimeout)
+	defer cancel()
+	c, self, err := a.node.CoordinatorFor(cctx, "shoal-tag:"+tagPrefix(t, tag))
+	if err != nil || self {
+		return nil, nil
+	}
+	rec, err := a.peers.Resolve(cctx, c, t.Registry.Host(), t.Repo, tag, accept)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return nil, err // the origin, through the coordinator, says no such tag
+		}
+		a.log.Info("tag coordinator did not answer; asking the origin", "repo", t.Repo, "tag", tag, "coordinator", c, "err", err)
+		return nil, nil
+	}
+	m, err := a.manifestByDigest(ctx, t, rec.Digest, accept)
+	if err != nil || !accepts(accept, m.MediaType) {
+		return nil, nil
+	}
+	return m, nil
+}
+
+// Resolve answers a peer asking this node, the tag's coordinator, what a tag names.
+func (c content) Resolve(ctx context.Context, registry, repo, tag string, accept []string) (transfer.TagRecord, error) {
+	reg, err := c.a.upstreams.Select(registry)
+	if err != nil {
+		return transfer.TagRecord{}, err
+	}
+	if !tagPattern.MatchString(tag) {
+		return transfer.TagRecord{}, fmt.Errorf("tag %q: %w", tag, errdefs.ErrInvalid)
+	}
+	m, err := c.a.manifestByTag(ctx, registryapi.Target{Registry: reg, Repo: repo}, tag, accept, false)
+	if err != nil {
+		return transfer.TagRecord{}, err
+	}
+	return transfer.TagRecord{Digest: m.Digest, MediaType: m.MediaType, Resolved: time.Now()}, nil
+}
+
+// tagPattern is the distribution spec's tag grammar.
+var tagPattern = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 
 // resolveAtOrigin asks the origin which manifest a tag names: a HEAD first, which is cheaper and
 // not rate limited by Docker Hub, then a GET only if the manifest isn't stored yet.

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/devregistry"
 )
 
 // pullAll has every node GET the blob at the same moment and returns the bodies.
@@ -163,5 +165,45 @@ func TestCoordinatorKilledMidFetch(t *testing.T) {
 		if r.err != nil || !bytes.Equal(r.body, data) {
 			t.Fatalf("pull after the coordinator died: %v", r.err)
 		}
+	}
+}
+
+// Six nodes resolve the same tag at once: the tag's coordinator asks the origin once for all.
+func TestTagBurstCostsOneOriginRequest(t *testing.T) {
+	o := startOrigin(t)
+	img, err := devregistry.Image([]int64{256 << 10}, false, "linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, o, "test/app:v1", img)
+	nodes := cluster(t, 6, o.URL())
+	o.ResetCounts()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(nodes))
+	for _, nd := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, "http://"+nd.host+"/v2/test/app/manifests/v1", nil)
+			req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				errs <- fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	tagRequests := o.Count(http.MethodHead, "/v2/test/app/manifests/v1") + o.Count(http.MethodGet, "/v2/test/app/manifests/v1")
+	if tagRequests > 2 { // one HEAD, and one GET for a manifest nobody stored yet
+		t.Fatalf("origin saw %d requests for the tag from a burst of %d nodes", tagRequests, len(nodes))
 	}
 }

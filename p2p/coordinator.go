@@ -9,6 +9,7 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+
 // Coordinator returns the digest's coordinator: among live nodes, the one whose peer ID is
 // XOR-closest to the digest's DHT key (DESIGN.md, "Fetch pipeline"). Every node of a converged
 // cluster computes the same answer from the DHT's own closest-peers query, so a burst of requests
@@ -19,11 +20,15 @@ func (n *Node) Coordinator(ctx context.Context, d digest.Digest) (p peer.ID, sel
 	if err != nil {
 		return "", false, err
 	}
-	key := string(c.Hash())
+	return n.CoordinatorFor(ctx, string(c.Hash()))
+}
+
+// CoordinatorFor is Coordinator for any DHT key (a tag's, say).
+func (n *Node) CoordinatorFor(ctx context.Context, key string) (p peer.ID, self bool, err error) {
 	closest, err := n.ClosestPeers(ctx, key)
 	if err != nil || len(closest) == 0 {
 		if err != nil && ctx.Err() != nil {
-			return "", false, fmt.Errorf("coordinator of %s: %w", d, err)
+			return "", false, fmt.Errorf("coordinator of %x: %w", key, err)
 		}
 		return n.ID(), true, nil
 	}

@@ -129,6 +129,28 @@ func (c *Client) Pull(ctx context.Context, p peer.ID, registry, repo string, d d
 	return st.Close()
 }
 
+// Resolve asks peer p, the tag's coordinator, what the tag names for the given Accept list.
+func (c *Client) Resolve(ctx context.Context, p peer.ID, registry, repo, tag string, accept []string) (TagRecord, error) {
+	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opResolve, Registry: registry, Repo: repo, Tag: tag, Accept: accept})
+	if err != nil {
+		return TagRecord{}, err
+	}
+	defer st.Close()
+	if resp.Length > maxTagBody {
+		_ = st.Reset()
+		return TagRecord{}, fmt.Errorf("resolve answer of %d bytes: %w", resp.Length, errdefs.ErrInvalid)
+	}
+	b := make([]byte, resp.Length)
+	if _, err := io.ReadFull(br, b); err != nil {
+		return TagRecord{}, fmt.Errorf("resolve answer from %s: %v: %w", p, err, errdefs.ErrUnavailable)
+	}
+	var rec TagRecord
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Digest.Validate() != nil {
+		return TagRecord{}, fmt.Errorf("resolve answer from %s: %w", p, errdefs.ErrInvalid)
+	}
+	return rec, nil
+}
+
 // Tags asks peer p which manifests it has seen a tag resolve to.
 func (c *Client) Tags(ctx context.Context, p peer.ID, registry, repo, tag string) ([]TagRecord, error) {
 	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opTag, Registry: registry, Repo: repo, Tag: tag})

@@ -44,10 +44,11 @@ const (
 )
 
 const (
-	opGet  = "get"
-	opMap  = "map"
-	opTag  = "tag"
-	opPull = "pull"
+	opGet     = "get"
+	opMap     = "map"
+	opTag     = "tag"
+	opPull    = "pull"
+	opResolve = "resolve"
 )
 
 // mapWait bounds how long a map request waits for a provider still fetching a blob to reach the
@@ -69,6 +70,8 @@ type request struct {
 	Registry string `json:"registry,omitempty"`
 	Repo     string `json:"repo,omitempty"`
 	Tag      string `json:"tag,omitempty"`
+	// Accept is the client's media types, for resolve.
+	Accept []string `json:"accept,omitempty"`
 }
 
 // response is the header of an answer.

@@ -42,6 +42,13 @@ type Puller interface {
 	Pull(ctx context.Context, registry, repo string, d digest.Digest) error
 }
 
+// Resolver is implemented by Content that resolves tags for the cluster, as the tag's
+// coordinator: at the origin (one request per tag and short interval, however many nodes ask)
+// or, when the origin cannot answer, from the last resolution known.
+type Resolver interface {
+	Resolve(ctx context.Context, registry, repo, tag string, accept []string) (TagRecord, error)
+}
+
 // Observer is told what the server sent, for metrics.
 type Observer interface {
 	Served(op string, status int, bytes int64)
@@ -159,6 +166,26 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 			return fail(err)
 		}
 		body, err := jsonBody(recs, maxTagBody)
+		if err != nil {
+			return fail(err)
+		}
+		if err := writeFrame(st, response{Status: statusOK, Length: int64(len(body))}); err != nil {
+			return statusOK, 0, err
+		}
+		n, err := st.Write(body)
+		return statusOK, int64(n), err
+	case opResolve:
+		rs, ok := s.content.(Resolver)
+		if !ok || len(req.Accept) > 32 {
+			return fail(fmt.Errorf("resolve: %w", errdefs.ErrUnsupported))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout-time.Second)
+		defer cancel()
+		rec, err := rs.Resolve(ctx, req.Registry, req.Repo, req.Tag, req.Accept)
+		if err != nil {
+			return fail(err)
+		}
+		body, err := jsonBody(rec, maxTagBody)
 		if err != nil {
 			return fail(err)
 		}
