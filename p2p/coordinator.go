@@ -9,7 +9,6 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-
 // Coordinator returns the digest's coordinator: among live nodes, the one whose peer ID is
 // XOR-closest to the digest's DHT key (DESIGN.md, "Fetch pipeline"). Every node of a converged
 // cluster computes the same answer from the DHT's own closest-peers query, so a burst of requests
