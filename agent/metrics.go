@@ -26,6 +26,7 @@ type metrics struct {
 	peerServed         *prometheus.CounterVec
 	peerServedBytes    prometheus.Counter
 	coordinated        prometheus.Counter
+	fetchProviders     prometheus.Histogram
 }
 
 var _ origin.Observer = (*metrics)(nil)
@@ -74,6 +75,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_peer_requests_served_total",
 			Help: "Requests from peers answered, by operation and status.",
 		}, []string{"op", "code"}),
+		fetchProviders: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_fetch_providers",
+			Help:    "Peers that supplied chunks of one blob fetch.",
+			Buckets: []float64{1, 2, 3, 4, 6, 8},
+		}),
 		coordinated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_coordinator_pulls_total",
 			Help: "Requests from peers to fetch a blob from the origin for the cluster, as its coordinator.",
@@ -89,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
 		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight, m.evictedBytes,
-		m.peerVerifyFailures, m.peerServed, m.peerServedBytes, m.coordinated)
+		m.peerVerifyFailures, m.peerServed, m.peerServedBytes, m.coordinated, m.fetchProviders)
 	return m
 }
 

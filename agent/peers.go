@@ -189,6 +189,11 @@ type peerReader struct {
 	cur     *transfer.Range // open range from provider curPeer, positioned at curOff
 	curPeer peer.ID
 	curOff  int64
+
+	// Prefetching: chunks ahead of the reader, each from a provider known to hold it.
+	sw swarm
+	// mapsSeen are the maps the providers asked first sent (agreeing with m).
+	mapsSeen map[peer.ID]*chunks.Map
 }
 
 // loadMap takes the chunk map from the first provider that answers, cross-checked against a
@@ -229,6 +234,10 @@ func (r *peerReader) loadMap() error {
 		best = got[1]
 	}
 	r.m, r.mapFrom, r.mapConfirmed = best.m, best.p, len(got) == 2
+	r.mapsSeen = map[peer.ID]*chunks.Map{}
+	for _, g := range got {
+		r.mapsSeen[g.p] = g.m
+	}
 	return nil
 }
 
@@ -237,9 +246,15 @@ func (r *peerReader) Read(p []byte) (int, error) {
 		if r.off >= r.m.Size {
 			return 0, io.EOF
 		}
-		if err := r.nextChunk(); err != nil {
+		i := int(r.off / r.m.ChunkSize)
+		if data, ok := r.takePrefetched(i); ok {
+			start, _ := r.m.Range(i)
+			r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(len(data)))
+			r.pending = data[r.off-start:]
+		} else if err := r.nextChunk(); err != nil {
 			return 0, err
 		}
+		r.prefetch(i + 1)
 	}
 	n := copy(p, r.pending)
 	r.pending = r.pending[n:]
@@ -324,7 +339,9 @@ func (r *peerReader) growMap(i int) error {
 		r.a.blamePeer(r.mapFrom, r.d, errors.New("its chunk map changed"))
 		return fmt.Errorf("%s: chunk map from %s changed: %w", r.d, r.mapFrom, chunks.ErrMismatch)
 	}
+	r.sw.mu.Lock()
 	r.m = m
+	r.sw.mu.Unlock()
 	if !m.Covers(i) {
 		return fmt.Errorf("%s: chunk map from %s does not reach chunk %d: %w", r.d, r.mapFrom, i, errdefs.ErrUnavailable)
 	}
@@ -368,7 +385,7 @@ func (r *peerReader) pick(suspect peer.ID) (peer.ID, bool) {
 			return r.mapFrom, true
 		}
 	}
-	if r.cur != nil && !r.failed[r.curPeer] {
+	if r.cur != nil && !r.failed[r.curPeer] && !r.a.penalties.penalized(r.curPeer) {
 		return r.curPeer, true
 	}
 	for _, p := range r.provs {
@@ -403,6 +420,13 @@ func (r *peerReader) MapProvider() peer.ID { return r.mapFrom }
 
 func (r *peerReader) Close() error {
 	r.closeCur()
+	r.stopPrefetch()
+	if n := len(r.sw.used); n > 1 {
+		r.a.log.Debug("blob fetched from several peers", "digest", r.d, "peers", n)
+	}
+	if n := len(r.sw.used); n > 0 {
+		r.a.metrics.fetchProviders.Observe(float64(n))
+	}
 	return nil
 }
 

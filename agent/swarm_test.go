@@ -207,3 +207,42 @@ func TestTagBurstCostsOneOriginRequest(t *testing.T) {
 		t.Fatalf("origin saw %d requests for the tag from a burst of %d nodes", tagRequests, len(nodes))
 	}
 }
+
+// A blob several peers hold is fetched from several of them at once, ahead of the reader.
+func TestChunksFromSeveralPeers(t *testing.T) {
+	o := startOrigin(t)
+	data, d := randomBlob(t, 12<<20)
+	pushBlob(t, o, "test/big", data, d)
+	nodes := cluster(t, 4, o.URL())
+	for _, nd := range nodes[:3] {
+		if body, err := getBlob(t, nd.host, "test/big", d); err != nil || !bytes.Equal(body, data) {
+			t.Fatal(err)
+		}
+		path := filepath.Join(nd.dir, "blobs", "sha256", d.Encoded())
+		waitFor(t, func() bool { _, err := os.Stat(path); return err == nil }, "commit")
+	}
+	last := nodes[3]
+	waitFor(t, func() bool {
+		ps, _ := last.Node().FindProviders(context.Background(), d)
+		return len(ps) >= 3
+	}, "three providers")
+	body, err := getBlob(t, last.host, "test/big", d)
+	if err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("pull: %v", err)
+	}
+	var count uint64
+	var sum float64
+	waitFor(t, func() bool { // the fetch records its providers when it ends, just after the client
+		mfs, _ := last.Gatherer().Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "shoal_fetch_providers" && len(mf.GetMetric()) > 0 {
+				h := mf.GetMetric()[0].GetHistogram()
+				count, sum = h.GetSampleCount(), h.GetSampleSum()
+			}
+		}
+		return count > 0
+	}, "the fetch to end")
+	if count != 1 || sum < 2 {
+		t.Fatalf("the fetch used %v providers (%d fetches), want several", sum, count)
+	}
+}
