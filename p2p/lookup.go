@@ -24,6 +24,8 @@ const (
 	cacheTTL = 3 * time.Second
 	// maxCacheEntries bounds the cache; past it, expired entries are dropped, then everything.
 	maxCacheEntries = 4096
+	// firstGrace is how long a lookup goes on collecting providers after the first one.
+	firstGrace = 5 * time.Millisecond
 )
 
 type cachedProviders struct {
@@ -62,6 +64,7 @@ func (n *Node) FindProviders(ctx context.Context, d digest.Digest) ([]peer.AddrI
 		var infos []peer.AddrInfo
 		self := n.host.ID()
 		// Ask for one more than we return: this node's own record may be among them.
+		var grace *time.Timer
 		for info := range n.dht.FindProvidersAsync(lctx, c, n.maxProviders+1) {
 			if info.ID == self || len(infos) == n.maxProviders {
 				continue // keep draining until the lookup closes the channel
@@ -70,6 +73,15 @@ func (n *Node) FindProviders(ctx context.Context, d digest.Digest) ([]peer.AddrI
 			if len(infos) == n.maxProviders {
 				cancel() // enough: end the lookup; the loop drains what is in flight
 			}
+			if grace == nil {
+				// The first provider answers the question that matters to a waiting client;
+				// those that arrive within firstGrace come along, and a transfer finds the rest
+				// later. Waiting for the whole query instead costs tens of milliseconds.
+				grace = time.AfterFunc(firstGrace, cancel)
+			}
+		}
+		if grace != nil {
+			grace.Stop()
 		}
 		n.metrics.lookupDuration.Observe(time.Since(start).Seconds())
 		n.metrics.providersFound.Observe(float64(len(infos)))
