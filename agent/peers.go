@@ -131,7 +131,7 @@ func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d diges
 	if err != nil {
 		return nil, 0, err
 	}
-	r := &peerReader{a: a, ctx: ctx, d: d, provs: provs, off: off, failed: map[peer.ID]bool{}}
+	r := &peerReader{a: a, ctx: ctx, d: d, provs: provs, off: off, failed: map[peer.ID]bool{}, used: map[peer.ID]bool{}}
 	if err := r.loadMap(); err != nil {
 		return nil, 0, err
 	}
@@ -194,6 +194,8 @@ type peerReader struct {
 	sw swarm
 	// mapsSeen are the maps the providers asked first sent (agreeing with m).
 	mapsSeen map[peer.ID]*chunks.Map
+	// used are the providers whose chunks were delivered.
+	used map[peer.ID]bool
 }
 
 // loadMap takes the chunk map from the first provider that answers, cross-checked against a
@@ -317,6 +319,7 @@ func (r *peerReader) nextChunk() error {
 			continue
 		}
 		r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
+		r.used[p] = true
 		r.pending = buf[r.off-start:]
 		return nil
 	}
@@ -421,11 +424,9 @@ func (r *peerReader) MapProvider() peer.ID { return r.mapFrom }
 func (r *peerReader) Close() error {
 	r.closeCur()
 	r.stopPrefetch()
-	if n := len(r.sw.used); n > 1 {
-		r.a.log.Debug("blob fetched from several peers", "digest", r.d, "peers", n)
-	}
-	if n := len(r.sw.used); n > 0 {
+	if n := len(r.used); n > 0 {
 		r.a.metrics.fetchProviders.Observe(float64(n))
+		r.a.log.Debug("blob chunks came from peers", "digest", r.d, "peers", n)
 	}
 	return nil
 }

@@ -37,7 +37,6 @@ type swarm struct {
 	holds    map[peer.ID]int // chunks a provider is known to hold (the prefix its map covers)
 	rate     map[peer.ID]float64
 	bad      map[peer.ID]bool // failed a prefetch: left to the reader's own, careful path
-	used     map[peer.ID]bool
 	probing  map[peer.ID]bool
 	lastSeen time.Time
 }
@@ -59,7 +58,6 @@ func (r *peerReader) initSwarm() {
 	r.sw.holds = map[peer.ID]int{r.mapFrom: held(r.m)}
 	r.sw.rate = map[peer.ID]float64{}
 	r.sw.bad = map[peer.ID]bool{}
-	r.sw.used = map[peer.ID]bool{}
 	r.sw.probing = map[peer.ID]bool{}
 	for p, m := range r.mapsSeen {
 		r.sw.holds[p] = held(m)
@@ -96,7 +94,7 @@ func (r *peerReader) takePrefetched(i int) ([]byte, bool) {
 	if s.err != nil {
 		return nil, false
 	}
-	r.sw.used[s.from] = true
+	r.used[s.from] = true
 	return s.data, true
 }
 
