@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,6 +133,14 @@ func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d diges
 		return nil, 0, err
 	}
 	r := &peerReader{a: a, ctx: ctx, d: d, provs: provs, off: off, failed: map[peer.ID]bool{}, used: map[peer.ID]bool{}}
+	if off == 0 {
+		// The short path: ask the first provider for the first chunk straight away. A blob of
+		// one chunk (manifests' configs, small layers) is then done, verified by its digest,
+		// without a chunk map round trip; a larger one keeps the chunk for when the map comes.
+		if small, size, ok := r.firstChunk(); ok {
+			return small, size, nil
+		}
+	}
 	if err := r.loadMap(); err != nil {
 		return nil, 0, err
 	}
@@ -196,6 +205,41 @@ type peerReader struct {
 	mapsSeen map[peer.ID]*chunks.Map
 	// used are the providers whose chunks were delivered.
 	used map[peer.ID]bool
+	// first is chunk 0 from the short path, not yet verified, and who sent it.
+	first     []byte
+	firstFrom peer.ID
+}
+
+// firstChunk fetches the first chunk from the first provider. For a blob of one chunk it returns
+// the whole blob, verified by its digest; for a larger one it keeps the bytes (unverified) in
+// r.first for nextChunk to verify once the map is in.
+func (r *peerReader) firstChunk() (io.ReadCloser, int64, bool) {
+	p := r.provs[0].ID
+	ctx, cancel := context.WithTimeout(r.ctx, chunkDeadline(r.a.cfg.ChunkSize))
+	defer cancel()
+	rng, err := r.a.peers.GetUpTo(ctx, p, r.d, 0, r.a.cfg.ChunkSize)
+	if err != nil {
+		return nil, 0, false
+	}
+	defer rng.Close()
+	rng.SetDeadline(time.Now().Add(chunkDeadline(r.a.cfg.ChunkSize)))
+	n := rng.Length
+	data := make([]byte, n)
+	if _, err := io.ReadFull(rng, data); err != nil {
+		return nil, 0, false
+	}
+	if rng.Size > r.a.cfg.ChunkSize {
+		r.first, r.firstFrom = data, p
+		return nil, 0, false
+	}
+	if r.d.Algorithm().FromBytes(data) != r.d {
+		r.a.blamePeer(p, r.d, errors.New("blob bytes do not match the digest"))
+		r.failed[p] = true
+		return nil, 0, false
+	}
+	r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
+	r.a.metrics.fetchProviders.Observe(1)
+	return io.NopCloser(bytes.NewReader(data)), rng.Size, true
 }
 
 // loadMap takes the chunk map from the first provider that answers, cross-checked against a
@@ -277,6 +321,17 @@ func (r *peerReader) nextChunk() error {
 		r.buf = make([]byte, r.m.ChunkSize)
 	}
 	buf := r.buf[:n]
+	if i == 0 && r.first != nil {
+		// The first chunk came with the short path: verify it now that the map is in.
+		first, from := r.first, r.firstFrom
+		r.first = nil
+		if int64(len(first)) == n && r.m.Covers(0) && r.m.Verify(0, first) == nil {
+			r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
+			r.used[from] = true
+			r.pending = first[r.off-start:]
+			return nil
+		}
+	}
 	var suspect peer.ID // sent a failing chunk under a map it did not provide
 	for {
 		p, ok := r.pick(suspect)

@@ -74,11 +74,23 @@ func (c *Client) roundTrip(ctx context.Context, p peer.ID, req request) (network
 // Get opens bytes [off, off+n) of d at peer p (n < 0: to the end). ctx bounds the request and
 // the whole transfer; a body that stalls fails after the stall timeout.
 func (c *Client) Get(ctx context.Context, p peer.ID, d digest.Digest, off, n int64) (*Range, error) {
-	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n})
+	return c.get(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n})
+}
+
+// GetUpTo is Get of at most n bytes: the range ends early at the blob's end. It learns a blob's
+// size and first bytes in one round trip.
+func (c *Client) GetUpTo(ctx context.Context, p peer.ID, d digest.Digest, off, n int64) (*Range, error) {
+	return c.get(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n, UpTo: true})
+}
+
+func (c *Client) get(ctx context.Context, p peer.ID, req request) (*Range, error) {
+	off, n := req.Offset, req.Length
+	st, br, resp, err := c.roundTrip(ctx, p, req)
 	if err != nil {
 		return nil, err
 	}
-	if n >= 0 && resp.Length != n || off+resp.Length > resp.Size {
+	short := req.UpTo && resp.Length < n && off+resp.Length == resp.Size
+	if n >= 0 && resp.Length != n && !short || off+resp.Length > resp.Size {
 		_ = st.Reset()
 		return nil, fmt.Errorf("peer %s sent length %d for a range of %d: %w", p, resp.Length, n, errdefs.ErrInvalid)
 	}

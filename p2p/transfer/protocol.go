@@ -60,8 +60,10 @@ type request struct {
 	Op     string        `json:"op"`
 	Digest digest.Digest `json:"digest,omitempty"`
 	// Offset and Length select a byte range for get; Length < 0 means to the end.
-	Offset    int64 `json:"offset,omitempty"`
-	Length    int64 `json:"length,omitempty"`
+	Offset int64 `json:"offset,omitempty"`
+	Length int64 `json:"length,omitempty"`
+	// UpTo makes Length a maximum: the range ends at the blob's end if that comes first.
+	UpTo      bool  `json:"upTo,omitempty"`
 	ChunkSize int64 `json:"chunkSize,omitempty"`
 	// MinStates asks a provider still fetching the blob to wait (a few seconds at most) until
 	// its map has that many states.

@@ -126,7 +126,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		defer b.Close()
 		size := b.Size()
 		off, n := req.Offset, req.Length
-		if n < 0 {
+		if n < 0 || (req.UpTo && off <= size && off+n > size) {
 			n = size - off
 		}
 		if off < 0 || off > size || n < 0 || off+n > size {

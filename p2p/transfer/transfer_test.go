@@ -209,3 +209,27 @@ func TestMalformedRequests(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// GetUpTo learns a blob's size and first bytes in one round trip, whatever the blob's size.
+func TestGetUpTo(t *testing.T) {
+	mc := NewMemoryContent()
+	small, big := randomBytes(t, 1000), randomBytes(t, 5000)
+	ds, db := digest.FromBytes(small), digest.FromBytes(big)
+	mc.Put(ds, "", small)
+	mc.Put(db, "", big)
+	c, p, _ := pair(t, mc)
+	for _, tc := range []struct {
+		d    digest.Digest
+		want []byte
+	}{{ds, small}, {db, big[:4096]}} {
+		r, err := c.GetUpTo(context.Background(), p, tc.d, 0, 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, tc.want) || r.Length != int64(len(tc.want)) {
+			t.Fatalf("%s: %d bytes, %v", tc.d, len(got), err)
+		}
+	}
+}
