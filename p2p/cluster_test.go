@@ -78,6 +78,9 @@ func TestCluster(t *testing.T) {
 			}
 		}
 		asker := nodes[4]
+		// Lookups return shortly after the first provider; to see the cap at work, wait for all.
+		asker.firstGrace = 2 * time.Second
+		defer func() { asker.firstGrace = firstGrace }()
 		waitFor(t, 2*time.Second, "all 4 other providers found", func() bool {
 			infos, _ := asker.FindProviders(ctx, d)
 			return len(infos) == 4

@@ -77,7 +77,7 @@ func (n *Node) FindProviders(ctx context.Context, d digest.Digest) ([]peer.AddrI
 				// The first provider answers the question that matters to a waiting client;
 				// those that arrive within firstGrace come along, and a transfer finds the rest
 				// later. Waiting for the whole query instead costs tens of milliseconds.
-				grace = time.AfterFunc(firstGrace, cancel)
+				grace = time.AfterFunc(n.firstGrace, cancel)
 			}
 		}
 		if grace != nil {

@@ -63,6 +63,7 @@ type Node struct {
 	// Tunables, fixed by New; tests shorten some.
 	lookupTimeout       time.Duration
 	maxProviders        int
+	firstGrace          time.Duration // how long a lookup collects providers after the first
 	healthInterval      time.Duration
 	minProviderRestart  time.Duration
 	maxBootstrapBackoff time.Duration
@@ -95,6 +96,7 @@ func New(cfg Config) (*Node, error) {
 		cache:               make(map[string]cachedProviders),
 		lookupTimeout:       defaultLookupTimeout,
 		maxProviders:        maxProviders,
+		firstGrace:          firstGrace,
 		healthInterval:      time.Second,
 		minProviderRestart:  time.Minute,
 		maxBootstrapBackoff: 10 * time.Second,

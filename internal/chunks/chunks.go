@@ -12,11 +12,11 @@ package chunks
 
 import (
 	"bytes"
-	"errors"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash"
 
