@@ -80,6 +80,8 @@ type Agent struct {
 	group      singleflight.Group
 
 	download *throttle.Limiter
+	// chunkPool recycles chunk-sized buffers of peer transfers.
+	chunkPool sync.Pool
 
 	// Peer-to-peer parts; all nil when P2P is off.
 	node      *p2p.Node

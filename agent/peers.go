@@ -126,7 +126,9 @@ func (peerSource) Name() string { return "peer" }
 func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, _ int64) (io.ReadCloser, int64, error) {
 	a := s.a
 	provs, err := a.providers(ctx, d)
-	if errors.Is(err, errdefs.ErrNotFound) && a.node != nil && off == 0 {
+	if err != nil && a.node != nil && off == 0 && ctx.Err() == nil {
+		// Nobody found, or the lookup timed out (a loaded DHT): either way the coordinator, not
+		// this node, goes to the origin.
 		provs, err = a.viaCoordinator(ctx, t, d)
 	}
 	if err != nil {
@@ -164,7 +166,11 @@ func (a *Agent) viaCoordinator(ctx context.Context, t registryapi.Target, d dige
 	cctx, cancel := context.WithTimeout(ctx, coordinatorTimeout)
 	defer cancel()
 	c, self, err := a.node.Coordinator(cctx, d)
-	if err != nil || self {
+	if err != nil {
+		a.log.Info("no coordinator found; going to the origin", "digest", d, "err", err)
+		return nil, fmt.Errorf("%s: no coordinator: %v: %w", d, err, errdefs.ErrNotFound)
+	}
+	if self {
 		return nil, fmt.Errorf("%s: this node coordinates it: %w", d, errdefs.ErrNotFound)
 	}
 	if err := a.peers.Pull(cctx, c, t.Registry.Host(), t.Repo, d); err != nil {
@@ -208,6 +214,8 @@ type peerReader struct {
 	// first is chunk 0 from the short path, not yet verified, and who sent it.
 	first     []byte
 	firstFrom peer.ID
+	// pooled is the pool buffer pending points into, returned when the next chunk is taken.
+	pooled []byte
 }
 
 // firstChunk fetches the first chunk from the first provider. For a blob of one chunk it returns
@@ -293,10 +301,14 @@ func (r *peerReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		i := int(r.off / r.m.ChunkSize)
+		if r.pooled != nil { // the previous chunk is consumed
+			r.a.putChunkBuf(r.pooled)
+			r.pooled = nil
+		}
 		if data, ok := r.takePrefetched(i); ok {
 			start, _ := r.m.Range(i)
 			r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(len(data)))
-			r.pending = data[r.off-start:]
+			r.pending, r.pooled = data[r.off-start:], data
 		} else if err := r.nextChunk(); err != nil {
 			return 0, err
 		}
@@ -334,7 +346,7 @@ func (r *peerReader) nextChunk() error {
 	}
 	var suspect peer.ID // sent a failing chunk under a map it did not provide
 	for {
-		p, ok := r.pick(suspect)
+		p, ok := r.pick(i, suspect)
 		if !ok {
 			return fmt.Errorf("%s: no provider could supply chunk %d: %w", r.d, i, errdefs.ErrUnavailable)
 		}
@@ -437,21 +449,43 @@ func (r *peerReader) readChunk(p peer.ID, start int64, buf []byte) error {
 
 // pick chooses the provider for the next chunk: the one streaming already, else the map's
 // provider when a suspect must be judged, else the first that has not failed.
-func (r *peerReader) pick(suspect peer.ID) (peer.ID, bool) {
-	if suspect != "" {
-		if !r.failed[r.mapFrom] && !r.a.penalties.penalized(r.mapFrom) {
-			return r.mapFrom, true
+//
+// Providers still fetching the blob serve a chunk only once they have it, so a node must not wait
+// on one that lacks the chunk while another holds it: two nodes mid-download waiting on each
+// other would stall until a deadline. The reader keeps its stream while its provider is known to
+// hold the chunk (or nobody is known to hold more), and otherwise moves to the provider known to
+// hold the most.
+func (r *peerReader) pick(i int, suspect peer.ID) (peer.ID, bool) {
+	usable := func(p peer.ID) bool { return !r.failed[p] && !r.a.penalties.penalized(p) }
+	if suspect != "" && usable(r.mapFrom) {
+		return r.mapFrom, true
+	}
+	holds := r.holdings()
+	var best peer.ID
+	bestHolds := -1
+	for _, p := range r.provs {
+		if usable(p.ID) && holds[p.ID] > bestHolds {
+			best, bestHolds = p.ID, holds[p.ID]
 		}
 	}
-	if r.cur != nil && !r.failed[r.curPeer] && !r.a.penalties.penalized(r.curPeer) {
+	if r.cur != nil && usable(r.curPeer) && (holds[r.curPeer] > i || holds[r.curPeer] >= bestHolds) {
 		return r.curPeer, true
 	}
-	for _, p := range r.provs {
-		if !r.failed[p.ID] && !r.a.penalties.penalized(p.ID) {
-			return p.ID, true
-		}
+	return best, best != ""
+}
+
+// holdings is how many chunks each provider is known to hold (from the maps seen and probed).
+func (r *peerReader) holdings() map[peer.ID]int {
+	out := map[peer.ID]int{r.mapFrom: held(r.m)}
+	for p, m := range r.mapsSeen {
+		out[p] = max(out[p], held(m))
 	}
-	return "", false
+	r.sw.mu.Lock()
+	for p, h := range r.sw.holds {
+		out[p] = max(out[p], h)
+	}
+	r.sw.mu.Unlock()
+	return out
 }
 
 func (r *peerReader) drop(p peer.ID) {
@@ -479,6 +513,10 @@ func (r *peerReader) MapProvider() peer.ID { return r.mapFrom }
 func (r *peerReader) Close() error {
 	r.closeCur()
 	r.stopPrefetch()
+	if r.pooled != nil {
+		r.a.putChunkBuf(r.pooled)
+		r.pooled, r.pending = nil, nil
+	}
 	if n := len(r.used); n > 0 {
 		r.a.metrics.fetchProviders.Observe(float64(n))
 		r.a.log.Debug("blob chunks came from peers", "digest", r.d, "peers", n)
