@@ -1,0 +1,582 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+type machine struct {
+	date, goVersion, kernel, cpu, mem string
+	agentBuild                        string
+	nproc                             int
+	loadBefore, loadAfter             string
+	elapsed                           time.Duration
+}
+
+func machineInfo() machine {
+	m := machine{date: time.Now().UTC().Format("2006-01-02 15:04 MST"), nproc: runtime.NumCPU(), goVersion: runtime.Version()}
+	if out, err := exec.Command("go", "version").Output(); err == nil {
+		m.goVersion = strings.TrimSpace(string(out))
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	m.cpu = procField("/proc/cpuinfo", "model name")
+	m.mem = procField("/proc/meminfo", "MemTotal")
+	return m
+}
+
+func procField(path, field string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "?"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == field {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// percentile is the nearest-rank percentile (p in 0..100; 100 is the maximum).
+func percentile[T int64 | float64 | time.Duration](v []T, p float64) T {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	rank := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[min(max(rank, 1), len(s))-1]
+}
+
+func median[T int64 | float64 | time.Duration](v []T) T {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func mib(n int64) string          { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+func perSec(n int64) string       { return human(n) + "/s" }
+
+// report turns the scenario results into Markdown, SVG and JSON.
+type report struct {
+	cfg        config
+	m          machine
+	im         *image
+	imageBytes int64
+	results    []*scenarioResult
+}
+
+// agg pools the runs of one scenario.
+type agg struct {
+	name                    string
+	runs                    []*scenarioResult
+	durs, ttfb, sinceT0     []time.Duration
+	originBytes, peerBytes  int64 // summed over runs (agents' own counts)
+	originServed            int64 // the origin's own count, summed over runs
+	hwm                     []int64
+	agentsCPU, benchCPU     time.Duration
+	machineBusy, machineAll int64
+	iowait                  int64
+	failed, retries         int
+	wall                    []time.Duration
+}
+
+func (r *report) aggregate(name string) *agg {
+	a := &agg{name: name}
+	for _, s := range r.results {
+		if s.name != name {
+			continue
+		}
+		a.runs = append(a.runs, s)
+		for _, n := range s.nodes {
+			if n.pull.err == nil {
+				a.durs = append(a.durs, n.pull.duration())
+				a.ttfb = append(a.ttfb, n.pull.firstLayer)
+				a.sinceT0 = append(a.sinceT0, n.pull.end.Sub(s.t0))
+			}
+			a.retries += n.pull.retries
+			a.originBytes += n.fromOrigin
+			a.peerBytes += n.fromPeers
+			if n.hwm > 0 {
+				a.hwm = append(a.hwm, n.hwm)
+			}
+		}
+		a.originServed += s.origin.bytes
+		a.agentsCPU += s.agentsCPU
+		a.benchCPU += s.benchCPU
+		a.machineBusy += s.machine.busy
+		a.machineAll += s.machine.total
+		a.iowait += s.machine.iowait
+		a.failed += s.failed
+		a.wall = append(a.wall, s.wall)
+	}
+	return a
+}
+
+func (r *report) scenarioNames() []string {
+	var out []string
+	for _, s := range r.cfg.scenarios {
+		for _, res := range r.results {
+			if res.name == s {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Bounds, in seconds, from S (the layers), B and the origin's bandwidth.
+func (r *report) linkBound() float64 {
+	if r.cfg.link <= 0 {
+		return 0
+	}
+	return float64(r.cfg.size) / float64(r.cfg.link)
+}
+
+func (r *report) firstCopy() float64 {
+	if r.cfg.originRate <= 0 {
+		return 0
+	}
+	return float64(r.cfg.size) / float64(r.cfg.originRate)
+}
+
+// bound is the least time any node's pull can take in the scenario: its link (S/B) or the
+// origin, which must send at least one copy (S/O), or, with P2P off, N copies (N·S/O).
+func (r *report) bound(name string) float64 {
+	if name == "origin-only" {
+		return max(r.linkBound(), float64(r.cfg.nodes)*r.firstCopy())
+	}
+	return max(r.linkBound(), r.firstCopy())
+}
+
+func (r *report) waves() int {
+	ws := max(1, int(float64(r.cfg.nodes)*r.cfg.wave+0.999))
+	return (r.cfg.nodes + ws - 1) / ws
+}
+
+const analysisMarker = "<!-- analysis: kept by the benchmark when it rewrites this file -->"
+
+func keepAnalysis(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if i := strings.Index(string(b), analysisMarker); i >= 0 {
+		return string(b[i:])
+	}
+	return ""
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	cfg := r.cfg
+	S := float64(cfg.size)
+	p("# Benchmarks: image rollout\n\n")
+	args := cfg.args
+	if args != "" {
+		args = " " + args
+	}
+	p("Generated by `go run ./test/bench/rollout%s` (test/bench/rollout); rerun it rather than editing the numbers. ", args)
+	p("Everything runs on this one machine over 127.0.0.1: %d `shoal agent` processes, an origin registry in the benchmark process, and %d simulated container runtimes (one per node). ", cfg.nodes, cfg.nodes)
+	p("P2P is compared with the `origin-only` baseline (`--p2p=false`) measured in the same run. The plot of the pull times is [rollout-cdf.svg](rollout-cdf.svg).\n\n")
+	p("**Setup:** N = %d nodes; image S = %s in %d layers (+ a %d-byte config), random bytes; each node's link B = %s (`--max-upload-rate` and `--max-download-rate`); origin bandwidth O = %s for all its responses together; runs: %d.\n\n",
+		cfg.nodes, human(cfg.size), cfg.layers, r.im.config.Size, perSec(cfg.link), perSec(cfg.originRate), cfg.runs)
+	p("**Bounds:** line rate S/B = %.1f s; first copy from the origin S/O = %.1f s; N copies from the origin N·S/O = %.1f s. ",
+		r.linkBound(), r.firstCopy(), float64(cfg.nodes)*r.firstCopy())
+	p("The bound of a pull is max(S/B, S/O) = %.1f s with P2P (a node cannot receive faster than its link, nor before the origin has sent one copy), and max(S/B, N·S/O) = %.1f s for origin-only.\n\n",
+		r.bound("create"), r.bound("origin-only"))
+
+	names := r.scenarioNames()
+	aggs := map[string]*agg{}
+	for _, n := range names {
+		aggs[n] = r.aggregate(n)
+	}
+	base := aggs["origin-only"]
+
+	p("| Scenario | Pulls ok | p50 | p95 | p99 | max | bound | max ÷ bound | p50 vs origin-only p50 | first layer TTFB p50 / p95 / max | TTFB ≤ 1 s | last node done (from first ask) |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n")
+	for _, n := range names {
+		a := aggs[n]
+		bd := r.bound(n)
+		vs := "—"
+		if base != nil && n != "origin-only" && len(base.durs) > 0 {
+			vs = fmt.Sprintf("%.2f×", percentile(a.durs, 50).Seconds()/percentile(base.durs, 50).Seconds())
+		}
+		within := 0
+		for _, t := range a.ttfb {
+			if t <= time.Second {
+				within++
+			}
+		}
+		p("| %s | %d / %d | %s | %s | %s | %s | %.1f s | %.1f× | %s | %s / %s / %s | %d of %d | %s |\n", n,
+			len(a.durs), len(a.runs)*cfg.nodes,
+			secs(percentile(a.durs, 50)), secs(percentile(a.durs, 95)), secs(percentile(a.durs, 99)), secs(percentile(a.durs, 100)),
+			bd, percentile(a.durs, 100).Seconds()/bd, vs,
+			secs(percentile(a.ttfb, 50)), secs(percentile(a.ttfb, 95)), secs(percentile(a.ttfb, 100)), within, len(a.ttfb),
+			secs(median(a.wall)))
+	}
+	p("\n| Scenario | origin bytes ÷ S | origin blob GETs (Range) | agents' bytes from origin / from peers | peak RSS per agent, median / max | CPU s, all agents | CPU s, benchmark process | agents + benchmark, share of the %d cores | machine CPU busy (all processes) | iowait |\n", r.m.nproc)
+	p("|---|---:|---:|---|---|---:|---:|---:|---:|---:|\n")
+	for _, n := range names {
+		a := aggs[n]
+		gets, ranges := 0, 0
+		for _, s := range a.runs {
+			for _, v := range s.origin.blobGets {
+				gets += v
+			}
+			ranges += s.origin.rangeGets
+		}
+		runs := float64(len(a.runs))
+		var window time.Duration
+		for _, s := range a.runs {
+			window += s.window
+		}
+		share := (a.agentsCPU + a.benchCPU).Seconds() / (window.Seconds() * float64(r.m.nproc))
+		p("| %s | %.2f | %.0f (%.0f) | %s / %s | %s / %s | %.1f | %.1f | %.0f%% | %.0f%% | %.0f%% |\n", n,
+			float64(a.originServed)/S/runs, float64(gets)/runs, float64(ranges)/runs,
+			human(int64(float64(a.originBytes)/runs)), human(int64(float64(a.peerBytes)/runs)),
+			mib(median(a.hwm)), mib(slices.Max(append([]int64{0}, a.hwm...))),
+			a.agentsCPU.Seconds()/runs, a.benchCPU.Seconds()/runs, 100*share,
+			100*float64(a.machineBusy)/float64(max(a.machineAll, 1)), 100*float64(a.iowait)/float64(max(a.machineAll, 1)))
+	}
+	p("\nTimes are per node, from the manifest request to the last byte of its last blob (nearest-rank percentiles over the successful pulls")
+	if cfg.runs > 1 {
+		p(" of all %d runs", cfg.runs)
+	}
+	p("). The first layer's TTFB is from sending that layer's GET to its first body byte (target: within 1 s). Origin bytes are every response body byte the origin sent (blobs and manifests). CPU and machine figures cover the scenario from the first pull to the moment every agent had committed everything; the machine's figure includes whatever else ran on it. MB is 10⁶ bytes, MiB 2²⁰.\n\n")
+
+	// Per-scenario details.
+	for _, n := range names {
+		a := aggs[n]
+		p("## %s\n\n", n)
+		switch n {
+		case "create":
+			p("All %d nodes ask for the image at the same instant.\n\n", cfg.nodes)
+		case "update":
+			p("Waves of %d nodes (%.0f%%), each starting when the previous one has finished; %d waves. A node's pull time counts from its own start; the last column of the first table counts from the first wave's start (ideal: %d × %.1f s = %.1f s).\n\n",
+				a.runs[0].waveSize, cfg.wave*100, r.waves(), r.waves(), r.bound("update"), float64(r.waves())*r.bound("update"))
+		case "origin-only":
+			p("The same simultaneous pulls as `create`, with `--p2p=false` on every agent.\n\n")
+		}
+		for _, s := range a.runs {
+			r.runDetails(&b, s)
+		}
+	}
+
+	p("## Method\n\n")
+	p("- Agent: `shoal agent` built from %s, one process per node, each with a fresh data directory per scenario run: `--listen 127.0.0.1:<port> --data-dir <dir> --registry <origin> --log-level %s --max-upload-rate %d --max-download-rate %d`, and with P2P `--p2p-listen /ip4/127.0.0.1/tcp/<port>` plus, for every node but node 0, `--bootstrap <node 0's multiaddr>/p2p/<id>`; origin-only uses `--p2p=false`. ", r.m.agentBuild, cfg.agentLog, cfg.link, cfg.link)
+	p("Before the pulls the benchmark waits until every agent reports a connected peer in /shoal/v1/status (and, for up to 10 s, a routing table of min(N−1, 8)), then 1 s more, then measures the agents' idle CPU over 3 s.\n")
+	p("- Origin: go-containerregistry's registry in the benchmark process, blobs served from files; every response body goes through one shared token bucket (golang.org/x/time/rate, %s, 64 KiB at a time), and its bytes are counted.\n", perSec(cfg.originRate))
+	p("- Image: %d layers of random bytes (%s in all) pre-generated to files, a config, and an OCI image manifest pushed as %s:%s.\n", cfg.layers, human(cfg.size), repoName, tagName)
+	p("- A pull, per node, is what a runtime does: GET the manifest by tag through the node's /v2 API (`Accept: %s`), check it is the pushed one, then GET the config and every layer through the node, %d at a time in manifest order, each checked for size and SHA-256; a failed blob is asked again (up to 3 attempts; retries are counted). Each node has its own HTTP client and connections.\n", manifestType, cfg.parallel)
+	p("- Measured per node: pull time, the first layer's TTFB, the agent's shoal_fetched_bytes_total{source} and shoal_peer_served_bytes_total, VmHWM (/proc/PID/status), and utime+stime (/proc/PID/stat) over the scenario; the machine's CPU from /proc/stat over the same window.\n\n")
+
+	p("## Machine\n\n")
+	p("- Agents built from %s\n", r.m.agentBuild)
+	p("- Date: %s\n", r.m.date)
+	p("- nproc: %d; CPU: %s; memory: %s\n", r.m.nproc, r.m.cpu, r.m.mem)
+	p("- %s\n", r.m.goVersion)
+	p("- Kernel: %s\n", r.m.kernel)
+	p("- Load average before / after: %s / %s (the machine may be shared: compare scenarios of the same run, not across runs)\n", r.m.loadBefore, r.m.loadAfter)
+	p("- Benchmark wall time: %s\n", r.m.elapsed.Round(time.Second))
+	return b.String()
+}
+
+// runDetails writes one scenario run: waves, timeline, per-node figures, agent logs.
+func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	S := float64(r.cfg.size)
+	if r.cfg.runs > 1 {
+		p("**Run %d.** ", s.run)
+	}
+	p("Agents started and joined in %s", secs(s.startup))
+	if s.p2p {
+		p(" (smallest routing table %d)", s.rtMin)
+	}
+	p(". Last byte %s after the first ask; every agent had committed everything %s later. ", secs(s.wall), secs(s.commitLag))
+	p("The origin served %s (%.2f× S) in %d blob GETs (%d with Range) and %d manifest requests", human(s.origin.bytes), float64(s.origin.bytes)/S, sumGets(s.origin.blobGets), s.origin.rangeGets, s.origin.manifestN)
+	var layerGets []string
+	for i, l := range r.im.layers {
+		layerGets = append(layerGets, fmt.Sprintf("layer %d: %d", i+1, s.origin.blobGets[l.Digest]))
+	}
+	p(" (%s; config: %d).", strings.Join(layerGets, ", "), s.origin.blobGets[r.im.config.Digest])
+	busy, peak := originBusy(s.timeline, r.cfg.originRate)
+	p(" Origin egress at ≥ 90%% of O for %s of the %s; peak aggregate rate to the runtimes %s (1 s windows).", secs(busy), secs(s.wall), perSec(peak))
+	p(" The agents used %.1f CPU s (%.0f%% user, %.0f%% system); while idle before the pulls (joined, nothing asked) they used %.2f CPU s in %s, %.1f%% of a core per agent.",
+		s.agentsCPU.Seconds(), 100*s.agentsUser.Seconds()/max(s.agentsCPU.Seconds(), 0.01), 100-100*s.agentsUser.Seconds()/max(s.agentsCPU.Seconds(), 0.01),
+		s.idleCPU.Seconds(), secs(s.idleWindow), 100*s.idleCPU.Seconds()/s.idleWindow.Seconds()/float64(len(s.nodes)))
+	if s.failed > 0 {
+		p(" **%d pulls failed.**", s.failed)
+	}
+	p("\n\n")
+
+	r.timelineTable(b, s)
+	if s.waveSize < len(s.nodes) {
+		p("| Wave | nodes | p50 | max | from origin | from peers | first layer TTFB max |\n|---:|---|---:|---:|---:|---:|---:|\n")
+		for w := 0; w*s.waveSize < len(s.nodes); w++ {
+			lo, hi := w*s.waveSize, min((w+1)*s.waveSize, len(s.nodes))
+			var d, t []time.Duration
+			var fo, fp int64
+			for _, n := range s.nodes[lo:hi] {
+				if n.pull.err == nil {
+					d = append(d, n.pull.duration())
+					t = append(t, n.pull.firstLayer)
+				}
+				fo += n.fromOrigin
+				fp += n.fromPeers
+			}
+			p("| %d | %d–%d | %s | %s | %s | %s | %s |\n", w+1, lo, hi-1, secs(percentile(d, 50)), secs(percentile(d, 100)), human(fo), human(fp), secs(percentile(t, 100)))
+		}
+		p("\n")
+	}
+
+	p("<details><summary>Per node</summary>\n\n")
+	p("| node | start | pull time | manifest | first layer TTFB | from origin | from peers | served to peers | VmHWM | CPU s | retries | note |\n")
+	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	order := make([]int, len(s.nodes))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(i, j int) bool { return s.nodes[order[i]].pull.end.Before(s.nodes[order[j]].pull.end) })
+	for _, i := range order {
+		n := s.nodes[i]
+		note := n.exitErr
+		if n.pull.err != nil {
+			note = strings.TrimSpace(note + " pull failed: " + firstLine(n.pull.err.Error()))
+		}
+		note = strings.ReplaceAll(note, "|", "\\|")
+		p("| %d | %s | %s | %.3f s | %.3f s | %s | %s | %s | %s | %.2f | %d | %s |\n", i,
+			secs(n.pull.start.Sub(s.t0)), secs(n.pull.duration()), n.pull.manifest.Seconds(), n.pull.firstLayer.Seconds(),
+			human(n.fromOrigin), human(n.fromPeers), human(n.servedPeers), mib(n.hwm), n.cpu.Seconds(), n.pull.retries, note)
+	}
+	p("\n</details>\n\n")
+
+	if len(s.logs) == 0 {
+		p("The agents logged no WARN or ERROR lines.\n\n")
+		return
+	}
+	p("Agent WARN/ERROR lines (level and message; count; agents; one example):\n\n")
+	for i, l := range s.logs {
+		if i == 12 {
+			p("- … %d more kinds\n", len(s.logs)-12)
+			break
+		}
+		ex := l.example
+		if len(ex) > 400 {
+			ex = ex[:400] + "…"
+		}
+		p("- `%s`: %d lines from %d agents, e.g. `%s`\n", l.key, l.count, len(l.agents), strings.ReplaceAll(ex, "`", "'"))
+	}
+	p("\n")
+}
+
+// timelineTable writes the origin's egress and the runtimes' aggregate receive rate over time,
+// in about 20 windows.
+func (r *report) timelineTable(b *strings.Builder, s *scenarioResult) {
+	tl := s.timeline
+	if len(tl) < 2 {
+		return
+	}
+	w := time.Duration(niceStep(s.wall.Seconds()/20) * float64(time.Second))
+	w = max(w, time.Second)
+	head := []string{"from the first ask (s)"}
+	orow := []string{"origin egress, MB/s"}
+	crow := []string{"runtimes receive, MB/s"}
+	var prev sample
+	next := w
+	for _, x := range tl {
+		if x.t < next && x != tl[len(tl)-1] {
+			continue
+		}
+		dt := (x.t - prev.t).Seconds()
+		if dt <= 0 {
+			continue
+		}
+		head = append(head, fmt.Sprintf("%.0f–%.0f", prev.t.Seconds(), x.t.Seconds()))
+		orow = append(orow, fmt.Sprintf("%.0f", float64(x.originBytes-prev.originBytes)/dt/1e6))
+		crow = append(crow, fmt.Sprintf("%.0f", float64(x.clientBy-prev.clientBy)/dt/1e6))
+		prev = x
+		next = x.t + w
+		if x.t > s.wall+w {
+			break
+		}
+	}
+	fmt.Fprintf(b, "| %s |\n|%s\n| %s |\n| %s |\n\n", strings.Join(head, " | "), strings.Repeat("---:|", len(head)),
+		strings.Join(orow, " | "), strings.Join(crow, " | "))
+}
+
+func sumGets(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// originBusy is how long the origin sent at ≥ 90% of its bandwidth, and the peak aggregate rate
+// the runtimes received, both over 1 s windows of the timeline.
+func originBusy(tl []sample, originRate int64) (busy time.Duration, peakClients int64) {
+	const w = 4 // samples are 250 ms apart
+	for i := w; i < len(tl); i++ {
+		dt := (tl[i].t - tl[i-w].t).Seconds()
+		if dt <= 0 {
+			continue
+		}
+		o := float64(tl[i].originBytes-tl[i-w].originBytes) / dt
+		c := float64(tl[i].clientBy-tl[i-w].clientBy) / dt
+		peakClients = max(peakClients, int64(c))
+		if originRate > 0 && o >= 0.9*float64(originRate) {
+			busy += tl[i].t - tl[i-1].t
+		}
+	}
+	return busy, peakClients
+}
+
+type jsonScenario struct {
+	Scenario        string  `json:"scenario"`
+	Runs            int     `json:"runs"`
+	PullsOK         int     `json:"pulls_ok"`
+	PullsFailed     int     `json:"pulls_failed"`
+	OriginBytes     int64   `json:"origin_bytes"`
+	OriginOverImage float64 `json:"origin_bytes_over_image"`
+	BoundSeconds    float64 `json:"bound_seconds"`
+	P50             float64 `json:"p50_seconds"`
+	P95             float64 `json:"p95_seconds"`
+	P99             float64 `json:"p99_seconds"`
+	Max             float64 `json:"max_seconds"`
+	LastDone        float64 `json:"last_node_done_seconds"`
+	TTFBP50         float64 `json:"first_layer_ttfb_p50_seconds"`
+	TTFBMax         float64 `json:"first_layer_ttfb_max_seconds"`
+	TTFBWithin1s    int     `json:"first_layer_ttfb_within_1s"`
+	PeakRSSMedian   int64   `json:"peak_rss_median_bytes"`
+	PeakRSSMax      int64   `json:"peak_rss_max_bytes"`
+	AgentsCPU       float64 `json:"agents_cpu_seconds"`
+	BenchCPU        float64 `json:"bench_cpu_seconds"`
+	FromPeers       int64   `json:"agents_bytes_from_peers"`
+}
+
+func (r *report) scenarioJSON(name string) jsonScenario {
+	a := r.aggregate(name)
+	runs := max(len(a.runs), 1)
+	within := 0
+	for _, t := range a.ttfb {
+		if t <= time.Second {
+			within++
+		}
+	}
+	return jsonScenario{
+		Scenario: name, Runs: len(a.runs), PullsOK: len(a.durs), PullsFailed: a.failed,
+		OriginBytes: a.originServed / int64(runs), OriginOverImage: round3(float64(a.originServed) / float64(runs) / float64(r.cfg.size)),
+		BoundSeconds: round3(r.bound(name)),
+		P50:          round3(percentile(a.durs, 50).Seconds()), P95: round3(percentile(a.durs, 95).Seconds()),
+		P99: round3(percentile(a.durs, 99).Seconds()), Max: round3(percentile(a.durs, 100).Seconds()),
+		LastDone: round3(median(a.wall).Seconds()),
+		TTFBP50:  round3(percentile(a.ttfb, 50).Seconds()), TTFBMax: round3(percentile(a.ttfb, 100).Seconds()), TTFBWithin1s: within,
+		PeakRSSMedian: median(a.hwm), PeakRSSMax: slices.Max(append([]int64{0}, a.hwm...)),
+		AgentsCPU: round3(a.agentsCPU.Seconds() / float64(runs)), BenchCPU: round3(a.benchCPU.Seconds() / float64(runs)),
+		FromPeers: a.peerBytes / int64(runs),
+	}
+}
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// headline is the last line's JSON object.
+type headline struct {
+	Scenario             string         `json:"scenario"`
+	Nodes                int            `json:"nodes"`
+	ImageBytes           int64          `json:"image_bytes"`
+	Layers               int            `json:"layers"`
+	LinkRate             int64          `json:"link_bytes_per_second"`
+	OriginRate           int64          `json:"origin_bytes_per_second"`
+	Runs                 int            `json:"runs"`
+	OriginBytes          int64          `json:"origin_bytes"`
+	OriginOverImage      float64        `json:"origin_bytes_over_image"`
+	BoundSeconds         float64        `json:"bound_seconds"`
+	LineRateSeconds      float64        `json:"line_rate_seconds"`
+	FirstCopySeconds     float64        `json:"first_copy_seconds"`
+	P50                  float64        `json:"p50_seconds"`
+	P95                  float64        `json:"p95_seconds"`
+	P99                  float64        `json:"p99_seconds"`
+	Max                  float64        `json:"max_seconds"`
+	TTFBP50              float64        `json:"first_layer_ttfb_p50_seconds"`
+	TTFBMax              float64        `json:"first_layer_ttfb_max_seconds"`
+	PullsFailed          int            `json:"pulls_failed"`
+	OriginOnlyP50        *float64       `json:"origin_only_p50_seconds"`
+	OriginOnlyMax        *float64       `json:"origin_only_max_seconds,omitempty"`
+	OriginOnlyOriginByte *int64         `json:"origin_only_origin_bytes,omitempty"`
+	Scenarios            []jsonScenario `json:"scenarios"`
+}
+
+// json is the last line: the headline scenario (create, else the first that ran) with the
+// origin-only p50 beside it, and every scenario under "scenarios".
+func (r *report) json() string {
+	names := r.scenarioNames()
+	head := names[0]
+	if slices.Contains(names, "create") {
+		head = "create"
+	}
+	h := r.scenarioJSON(head)
+	out := headline{
+		Scenario: h.Scenario, Nodes: r.cfg.nodes, ImageBytes: r.cfg.size, Layers: r.cfg.layers,
+		LinkRate: r.cfg.link, OriginRate: r.cfg.originRate, Runs: r.cfg.runs,
+		OriginBytes: h.OriginBytes, OriginOverImage: h.OriginOverImage,
+		BoundSeconds: h.BoundSeconds, LineRateSeconds: round3(r.linkBound()), FirstCopySeconds: round3(r.firstCopy()),
+		P50: h.P50, P95: h.P95, P99: h.P99, Max: h.Max,
+		TTFBP50: h.TTFBP50, TTFBMax: h.TTFBMax, PullsFailed: h.PullsFailed,
+	}
+	if slices.Contains(names, "origin-only") {
+		b := r.scenarioJSON("origin-only")
+		out.OriginOnlyP50, out.OriginOnlyMax, out.OriginOnlyOriginByte = &b.P50, &b.Max, &b.OriginBytes
+	}
+	for _, n := range names {
+		out.Scenarios = append(out.Scenarios, r.scenarioJSON(n))
+	}
+	j, _ := json.Marshal(out)
+	return string(j)
+}

@@ -1,0 +1,411 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// nodeResult is one node of one scenario run.
+type nodeResult struct {
+	pull                  *pullResult
+	fromOrigin, fromPeers int64 // the agent's shoal_fetched_bytes_total{source}
+	servedPeers           int64 // the agent's shoal_peer_served_bytes_total
+	hwm                   int64 // VmHWM when the pulls were done
+	cpu                   time.Duration
+	exitErr               string
+}
+
+// sample is one point of the timeline (every 250 ms while the pulls run).
+type sample struct {
+	t                     time.Duration // since the first pull started
+	originBytes, clientBy int64
+}
+
+// logLine is one kind of WARN/ERROR line the agents logged, with how often and one example.
+type logLine struct {
+	key     string
+	count   int
+	agents  map[int]bool
+	example string
+}
+
+// scenarioResult is one run of one scenario.
+type scenarioResult struct {
+	name       string
+	run        int
+	p2p        bool
+	waveSize   int
+	nodes      []nodeResult
+	startup    time.Duration // first agent started → all joined (or ready, without p2p)
+	rtMin      int
+	t0         time.Time     // the first pull started
+	wall       time.Duration // first pull started → last pull's last byte
+	commitLag  time.Duration // last pull's last byte → every agent has committed everything
+	origin     originCounts
+	agentsCPU  time.Duration // all agents, first pull started → committed
+	agentsUser time.Duration // of which user time
+	idleCPU    time.Duration // all agents over idleWindow before the pulls
+	idleWindow time.Duration
+	benchCPU   time.Duration // this process (origin, 20 runtimes hashing), same window
+	machine    machineCPU    // the whole machine, same window
+	window     time.Duration
+	timeline   []sample
+	logs       []*logLine
+	failed     int
+}
+
+// idleWindow is how long the agents' idle CPU is measured before the pulls.
+const idleWindow = 3 * time.Second
+
+// runScenario starts N fresh agents (new data directories), waits for them to join, runs the
+// pulls of the scenario, collects what the agents and the origin measured, and stops them.
+func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioResult, error) {
+	cfg := e.cfg
+	res := &scenarioResult{name: name, run: run, p2p: name != "origin-only", waveSize: cfg.nodes}
+	if name == "update" {
+		res.waveSize = max(1, int(float64(cfg.nodes)*cfg.wave+0.999))
+	}
+	root := filepath.Join(e.tmp, fmt.Sprintf("%s-%d", name, run))
+	defer func() { _ = os.RemoveAll(root) }()
+	agents := make([]*agentProc, cfg.nodes)
+	stopAll := func() []error {
+		errs := make([]error, len(agents))
+		var wg sync.WaitGroup
+		for i, a := range agents {
+			if a != nil {
+				wg.Go(func() { errs[i] = a.Stop() })
+			}
+		}
+		wg.Wait()
+		return errs
+	}
+	defer stopAll()
+
+	// Start: node 0 first (the others bootstrap through it), then the rest, 4 at a time.
+	t := time.Now()
+	dir := func(i int) string { return filepath.Join(root, fmt.Sprintf("node%02d", i)) }
+	opts := agentOpts{p2p: res.p2p, link: cfg.link, needID: res.p2p, logLevel: cfg.agentLog}
+	var err error
+	opts.debug = cfg.profDir != ""
+	if agents[0], err = startAgent(ctx, e.bin, e.o.URL(), dir(0), 0, opts); err != nil {
+		return nil, err
+	}
+	opts.needID, opts.debug = false, false
+	if res.p2p {
+		opts.bootstrap = []string{agents[0].Multiaddr()}
+	}
+	errs := make([]error, cfg.nodes)
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i := 1; i < cfg.nodes; i++ {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			agents[i], errs[i] = startAgent(ctx, e.bin, e.o.URL(), dir(i), i, opts)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	if res.p2p {
+		if err := e.waitJoined(ctx, agents, res); err != nil {
+			return nil, err
+		}
+	}
+	res.startup = time.Since(t)
+	logf("%s run %d: %d agents up in %s (p2p %v, smallest routing table %d)", name, run, cfg.nodes, secs(res.startup), res.p2p, res.rtMin)
+	time.Sleep(time.Second) // let start-up work (identify, first provides) settle
+	// The agents' CPU while idle (joined, nothing asked), for comparison with the pulls.
+	idle0 := make([]time.Duration, cfg.nodes)
+	for i, a := range agents {
+		idle0[i], _ = cpuTime(a.Pid())
+	}
+	t = time.Now()
+	time.Sleep(idleWindow)
+	res.idleWindow = time.Since(t)
+
+	// Measure from here.
+	cpu0 := make([]time.Duration, cfg.nodes)
+	user0 := make([]time.Duration, cfg.nodes)
+	for i, a := range agents {
+		u, s, _ := cpuTimes(a.Pid())
+		cpu0[i], user0[i] = u+s, u
+		res.idleCPU += cpu0[i] - idle0[i]
+	}
+	bench0, _ := cpuTime(0)
+	mach0 := readMachineCPU()
+	orig0 := e.o.counts()
+	client0 := clientBytes.Load()
+
+	sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	res.t0 = time.Now()
+	stopSampling := make(chan struct{})
+	samplingDone := make(chan struct{})
+	go func() {
+		defer close(samplingDone)
+		tk := time.NewTicker(250 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-tk.C:
+				res.timeline = append(res.timeline, sample{t: time.Since(res.t0),
+					originBytes: e.o.counts().bytes - orig0.bytes, clientBy: clientBytes.Load() - client0})
+			}
+		}
+	}()
+
+	var profWG sync.WaitGroup
+	if cfg.profDir != "" {
+		profWG.Go(func() { e.profile(sctx, agents[0], fmt.Sprintf("%s-%d", name, run)) })
+	}
+	defer profWG.Wait()
+
+	res.nodes = make([]nodeResult, cfg.nodes)
+	waves := (cfg.nodes + res.waveSize - 1) / res.waveSize
+	for w := range waves {
+		lo, hi := w*res.waveSize, min((w+1)*res.waveSize, cfg.nodes)
+		gate := make(chan struct{})
+		var pw sync.WaitGroup
+		for i := lo; i < hi; i++ {
+			pw.Go(func() {
+				c := newRuntimeClient(cfg.parallel)
+				defer c.CloseIdleConnections()
+				<-gate
+				p := pull(sctx, c, agents[i].URL, e.im, cfg.parallel)
+				p.node, p.wave = i, w
+				res.nodes[i].pull = p
+			})
+		}
+		close(gate)
+		pw.Wait()
+		if waves > 1 {
+			var slowest time.Duration
+			for i := lo; i < hi; i++ {
+				slowest = max(slowest, res.nodes[i].pull.duration())
+			}
+			logf("%s run %d: wave %d of %d (nodes %d–%d) done, slowest %s", name, run, w+1, waves, lo, hi-1, secs(slowest))
+		}
+	}
+	for _, n := range res.nodes {
+		res.wall = max(res.wall, n.pull.end.Sub(res.t0))
+		if n.pull.err != nil {
+			res.failed++
+			logf("%s run %d: node %d pull failed: %v", name, run, n.pull.node, n.pull.err)
+		}
+	}
+
+	// Wait until every agent has committed (no transfer in flight), so the CPU and memory
+	// figures include the whole of the work.
+	endPulls := time.Now()
+	_ = waitFor(ctx, 60*time.Second, "agents committing", func() bool {
+		for _, a := range agents {
+			if a.Exited() {
+				continue
+			}
+			st, err := getStatus(ctx, a.URL)
+			if err != nil || len(st.Transfers) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	res.commitLag = time.Since(endPulls)
+	close(stopSampling)
+	<-samplingDone
+	res.window = time.Since(res.t0)
+	res.machine = readMachineCPU().sub(mach0)
+	bench1, _ := cpuTime(0)
+	res.benchCPU = bench1 - bench0
+	res.origin = e.o.counts().since(orig0)
+
+	samples := []string{`shoal_fetched_bytes_total{source="origin"}`, `shoal_fetched_bytes_total{source="peer"}`, `shoal_peer_served_bytes_total`}
+	for i, a := range agents {
+		n := &res.nodes[i]
+		if a.Exited() {
+			n.exitErr = fmt.Sprintf("agent exited during the scenario: %v", a.waitErr)
+			continue
+		}
+		u1, s1, _ := cpuTimes(a.Pid())
+		n.cpu = u1 + s1 - cpu0[i]
+		res.agentsCPU += n.cpu
+		res.agentsUser += u1 - user0[i]
+		n.hwm, _ = procStatus(a.Pid(), "VmHWM")
+		if m, err := metrics(ctx, a.URL, samples...); err == nil {
+			n.fromOrigin, n.fromPeers, n.servedPeers = int64(m[samples[0]]), int64(m[samples[1]]), int64(m[samples[2]])
+		}
+	}
+	for i, err := range stopAll() {
+		if err != nil {
+			res.nodes[i].exitErr = firstLine(err.Error())
+		}
+	}
+	res.logs = collectLogs(agents)
+	if cfg.logDir != "" {
+		if err := os.MkdirAll(cfg.logDir, 0o755); err != nil {
+			return nil, err
+		}
+		for i, a := range agents {
+			p := filepath.Join(cfg.logDir, fmt.Sprintf("%s-%d-node%02d.log", name, run, i))
+			if err := os.WriteFile(p, []byte(a.Output()), 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	logf("%s run %d: pulls p50 %s, max %s; origin served %.2f× the image; agents %s CPU; %d failed",
+		name, run, secs(percentile(res.durations(), 50)), secs(percentile(res.durations(), 100)),
+		float64(res.origin.bytes)/float64(e.imageBytes()), secs(res.agentsCPU), res.failed)
+	return res, nil
+}
+
+// waitJoined waits until every agent has a connected peer (and, for up to 10 s more, until
+// every routing table holds min(N-1, 8) peers, so that lookups see the cluster).
+func (e *env) waitJoined(ctx context.Context, agents []*agentProc, res *scenarioResult) error {
+	rt := func() (connected bool, rtMin int) {
+		connected, rtMin = true, len(agents)
+		for _, a := range agents {
+			st, err := getStatus(ctx, a.URL)
+			if err != nil || len(st.ConnectedPeers) == 0 {
+				return false, 0
+			}
+			rtMin = min(rtMin, st.RoutingTableSize)
+		}
+		return connected, rtMin
+	}
+	if err := waitFor(ctx, 60*time.Second, "every agent connected to a peer", func() bool { ok, _ := rt(); return ok }); err != nil {
+		return err
+	}
+	want := min(len(agents)-1, 8)
+	_ = waitFor(ctx, 10*time.Second, "routing tables", func() bool { _, m := rt(); return m >= want })
+	_, res.rtMin = rt()
+	return nil
+}
+
+var (
+	logLevelRe = regexp.MustCompile(`level=(WARN|ERROR)`)
+	logMsgRe   = regexp.MustCompile(`msg="([^"]*)"|msg=(\S+)`)
+	digitsRe   = regexp.MustCompile(`[0-9]+`)
+)
+
+// collectLogs groups the agents' WARN and ERROR lines by level and message.
+func collectLogs(agents []*agentProc) []*logLine {
+	byKey := map[string]*logLine{}
+	for _, a := range agents {
+		if a == nil {
+			continue
+		}
+		for l := range strings.SplitSeq(a.Output(), "\n") {
+			lv := logLevelRe.FindStringSubmatch(l)
+			if lv == nil {
+				if strings.TrimSpace(l) != "" && !strings.Contains(l, "level=") {
+					lv = []string{"", "OTHER"} // e.g. a panic
+				} else {
+					continue
+				}
+			}
+			var msg string
+			if m := logMsgRe.FindStringSubmatch(l); m != nil && lv[1] != "OTHER" {
+				msg = m[1] + m[2]
+			} else {
+				// Not one of the agent's structured lines (libp2p's own logger, a panic):
+				// group by the text without its numbers.
+				msg = digitsRe.ReplaceAllString(l, "#")
+				if len(msg) > 120 {
+					msg = msg[:120]
+				}
+			}
+			key := lv[1] + " " + msg
+			ll := byKey[key]
+			if ll == nil {
+				ll = &logLine{key: key, agents: map[int]bool{}, example: l}
+				byKey[key] = ll
+			}
+			ll.count++
+			ll.agents[a.Index] = true
+		}
+	}
+	out := make([]*logLine, 0, len(byKey))
+	for _, l := range byKey {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].count > out[j].count })
+	return out
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+// durations are the successful pulls' times.
+func (r *scenarioResult) durations() []time.Duration {
+	var out []time.Duration
+	for _, n := range r.nodes {
+		if n.pull != nil && n.pull.err == nil {
+			out = append(out, n.pull.duration())
+		}
+	}
+	return out
+}
+
+// profile takes 20 s CPU profiles of agent a and of this process, from 5 s on.
+func (e *env) profile(ctx context.Context, a *agentProc, name string) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(5 * time.Second):
+	}
+	if err := os.MkdirAll(e.cfg.profDir, 0o755); err != nil {
+		logf("pprof: %v", err)
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		f, err := os.Create(filepath.Join(e.cfg.profDir, name+"-bench.pprof"))
+		if err != nil {
+			logf("pprof: %v", err)
+			return
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			logf("pprof: %v", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Second):
+		}
+		pprof.StopCPUProfile()
+	})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.Debug+"/debug/pprof/profile?seconds=20", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		logf("pprof of node 0: %v", err)
+		wg.Wait()
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(e.cfg.profDir, name+"-node00.pprof"), b, 0o644)
+	}
+	if err != nil {
+		logf("pprof of node 0: %v", err)
+	}
+	wg.Wait()
+}
