@@ -1,0 +1,370 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/shoal-oci/shoal/p2p"
+)
+
+// fetchResult is one timed GET.
+type fetchResult struct {
+	ttfb  time.Duration // request sent → first body byte received
+	total time.Duration // request sent → last body byte received
+	n     int64
+}
+
+// fetch GETs url and reads the body to io.Discard. It fails unless the answer is 200 with
+// exactly want bytes.
+func fetch(ctx context.Context, c *http.Client, url string, want int64) (fetchResult, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fetchResult{}, err
+	}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return fetchResult{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fetchResult{}, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	var r fetchResult
+	var one [1]byte
+	for r.n == 0 {
+		m, err := resp.Body.Read(one[:])
+		r.n += int64(m)
+		if err != nil {
+			if errors.Is(err, io.EOF) && r.n == want {
+				break
+			}
+			return r, fmt.Errorf("GET %s: first byte: %w", url, err)
+		}
+	}
+	r.ttfb = time.Since(start)
+	m, err := io.Copy(io.Discard, resp.Body)
+	r.n += m
+	r.total = time.Since(start)
+	if err != nil {
+		return r, fmt.Errorf("GET %s after %d bytes: %w", url, r.n, err)
+	}
+	if r.n != want {
+		return r, fmt.Errorf("GET %s: %d bytes, want %d", url, r.n, want)
+	}
+	return r, nil
+}
+
+// tcpBaseline sends the file over a fresh loopback TCP connection with io.Copy(conn, file)
+// (sendfile), the receiver doing io.Copy(io.Discard, conn), and returns the time from dial to the
+// receiver's end of stream.
+func tcpBaseline(ctx context.Context, path string) (time.Duration, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	type res struct {
+		n   int64
+		err error
+	}
+	got := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- res{err: err}
+			return
+		}
+		defer c.Close()
+		n, err := io.Copy(io.Discard, c)
+		got <- res{n, err}
+	}()
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if _, err := io.Copy(conn, f); err != nil {
+		conn.Close()
+		return 0, err
+	}
+	conn.Close()
+	r := <-got
+	elapsed := time.Since(start)
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.n != fi.Size() {
+		return 0, fmt.Errorf("baseline received %d bytes, want %d", r.n, fi.Size())
+	}
+	return elapsed, nil
+}
+
+// rawProto is the benchmark's own protocol for the raw libp2p baseline.
+const rawProto protocol.ID = "/shoal-bench/raw/1"
+
+// rawPair is two in-process libp2p hosts built by p2p.New, so with exactly the agents' host
+// configuration (TCP, TLS 1.3, yamux, Shoal's resource and connection limits), connected to each
+// other. The DHT is not started (Run is never called).
+type rawPair struct {
+	send, recv *p2p.Node
+	got        chan rawResult
+	// How the receiver treats the bytes; set before each run (runs are sequential).
+	mode   recvMode
+	outDir string // where the store modes write their files (kept until the pair is closed)
+	files  int
+}
+
+// recvMode is what the raw libp2p receiver does with the bytes.
+type recvMode int
+
+const (
+	// discard: io.Copy(io.Discard, stream), the raw protocol cost.
+	discard recvMode = iota
+	// storeSerial: the least any verifying store-and-forward receiver does, in one goroutine as
+	// the agent's fetch does: read a 4 MiB chunk, SHA-256 it, write it to a new file.
+	storeSerial
+	// storePipelined: the same with the reading and hashing in one goroutine and the writing in
+	// another (two buffers), so the two overlap.
+	storePipelined
+)
+
+const storeChunk = 4 << 20
+
+// receive consumes one stream according to p.mode and returns the bytes read.
+func (p *rawPair) receive(s network.Stream) (int64, error) {
+	if p.mode == discard {
+		return io.Copy(io.Discard, s)
+	}
+	p.files++
+	out, err := os.Create(filepath.Join(p.outDir, fmt.Sprintf("store-floor-%d", p.files)))
+	if err != nil {
+		return 0, err
+	}
+	defer out.Close()
+	var n int64
+	readChunk := func(b []byte) ([]byte, error) {
+		m, err := io.ReadFull(s, b)
+		if err == io.ErrUnexpectedEOF || (err == io.EOF && m == 0) {
+			if m == 0 {
+				return nil, io.EOF
+			}
+			err = nil
+		}
+		n += int64(m)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(b[:m])
+		_ = sum
+		return b[:m], nil
+	}
+	if p.mode == storeSerial {
+		b := make([]byte, storeChunk)
+		for {
+			c, err := readChunk(b)
+			if err == io.EOF {
+				return n, nil
+			}
+			if err != nil {
+				return n, err
+			}
+			if _, err := out.Write(c); err != nil {
+				return n, err
+			}
+		}
+	}
+	full := make(chan []byte, 1)
+	free := make(chan []byte, 2)
+	free <- make([]byte, storeChunk)
+	free <- make([]byte, storeChunk)
+	var rerr error
+	go func() {
+		defer close(full)
+		for b := range free {
+			c, err := readChunk(b[:cap(b)])
+			if err != nil {
+				if err != io.EOF {
+					rerr = err
+				}
+				return
+			}
+			full <- c
+		}
+	}()
+	var werr error
+	for c := range full {
+		if werr == nil {
+			_, werr = out.Write(c)
+		}
+		free <- c
+	}
+	close(free)
+	return n, errors.Join(rerr, werr)
+}
+
+type rawResult struct {
+	n   int64
+	err error
+}
+
+func newRawPair(ctx context.Context, dirA, dirB, outDir string) (*rawPair, error) {
+	mk := func(dir string) (*p2p.Node, error) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		return p2p.New(p2p.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, DataDir: dir})
+	}
+	recv, err := mk(dirA)
+	if err != nil {
+		return nil, err
+	}
+	send, err := mk(dirB)
+	if err != nil {
+		recv.Close()
+		return nil, err
+	}
+	p := &rawPair{send: send, recv: recv, got: make(chan rawResult, 1), outDir: outDir}
+	recv.Host().SetStreamHandler(rawProto, func(s network.Stream) {
+		n, err := p.receive(s)
+		_ = s.Close()
+		p.got <- rawResult{n, err}
+	})
+	if err := send.Host().Connect(ctx, peer.AddrInfo{ID: recv.ID(), Addrs: recv.Host().Addrs()}); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *rawPair) Close() {
+	_ = p.send.Close()
+	_ = p.recv.Close()
+}
+
+// run sends the file over one new stream with io.Copy(stream, file) and returns the time from
+// opening the stream to the receiver's end of stream, the receiver doing what mode says.
+func (p *rawPair) run(ctx context.Context, path string, mode recvMode) (time.Duration, error) {
+	p.mode = mode
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	s, err := p.send.Host().NewStream(ctx, p.recv.ID(), rawProto)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := io.Copy(s, f); err != nil {
+		_ = s.Reset()
+		return 0, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		_ = s.Reset()
+		return 0, err
+	}
+	var r rawResult
+	select {
+	case r = <-p.got:
+	case <-ctx.Done():
+		_ = s.Reset()
+		return 0, ctx.Err()
+	}
+	elapsed := time.Since(start)
+	_ = s.Close()
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.n != fi.Size() {
+		return 0, fmt.Errorf("raw libp2p received %d bytes, want %d", r.n, fi.Size())
+	}
+	return elapsed, nil
+}
+
+func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 1e6 }
+
+// writeFloor writes n bytes of incompressible data into a new file in dir with 256 KiB writes, as
+// the agent's store does (no fsync), and returns the time it took and the file, which the caller
+// removes later (removing it at once would hand its freshly used pages to whatever writes next).
+func writeFloor(dir string, n int64, pattern []byte) (time.Duration, time.Duration, string, error) {
+	f, err := os.CreateTemp(dir, "write-floor-*")
+	if err != nil {
+		return 0, 0, "", err
+	}
+	defer f.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU()
+	start := time.Now()
+	const chunk = 256 << 10
+	for off := int64(0); off < n; off += chunk {
+		i := int(off % int64(len(pattern)-chunk))
+		if _, err := f.Write(pattern[i : i+int(min(chunk, n-off))]); err != nil {
+			return 0, 0, f.Name(), err
+		}
+	}
+	return time.Since(start), threadCPU() - cpu0, f.Name(), nil
+}
+
+// selfCPU is this process's user + system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// threadCPU is the calling OS thread's user + system CPU time (RUSAGE_THREAD).
+func threadCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// hashFloor is the time to SHA-256 n bytes on one core.
+func hashFloor(n int64, pattern []byte) time.Duration {
+	h := sha256.New()
+	start := time.Now()
+	for left := n; left > 0; {
+		m := min(int64(len(pattern)), left)
+		h.Write(pattern[:m])
+		left -= m
+	}
+	_ = h.Sum(nil)
+	return time.Since(start)
+}

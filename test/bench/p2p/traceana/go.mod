@@ -1,0 +1,5 @@
+module github.com/shoal-oci/shoal/test/bench/p2p/traceana
+
+go 1.26.8
+
+require golang.org/x/exp v0.0.0-20261113113407-e3970619a1a4
