@@ -450,15 +450,18 @@ func (r *peerReader) readChunk(p peer.ID, start int64, buf []byte) error {
 // pick chooses the provider for the next chunk: the one streaming already, else the map's
 // provider when a suspect must be judged, else the first that has not failed.
 //
-// Providers still fetching the blob serve a chunk only once they have it, so a node must not wait
-// on one that lacks the chunk while another holds it: two nodes mid-download waiting on each
-// other would stall until a deadline. The reader keeps its stream while its provider is known to
-// hold the chunk (or nobody is known to hold more), and otherwise moves to the provider known to
-// hold the most.
-func (r *peerReader) pick(i int, suspect peer.ID) (peer.ID, bool) {
+// The reader keeps its stream while it works: switching throws away the bytes the provider has in
+// flight, which a rate-limited link cannot spare (a version that switched whenever its provider
+// was not known to hold the chunk made the 20-node create rollout slower, p50 83 s against 59 s).
+// A new provider is the one known to hold the most of the blob, so that a node does not wait on
+// a peer that is itself still waiting for the chunk.
+func (r *peerReader) pick(_ int, suspect peer.ID) (peer.ID, bool) {
 	usable := func(p peer.ID) bool { return !r.failed[p] && !r.a.penalties.penalized(p) }
 	if suspect != "" && usable(r.mapFrom) {
 		return r.mapFrom, true
+	}
+	if r.cur != nil && usable(r.curPeer) {
+		return r.curPeer, true
 	}
 	holds := r.holdings()
 	var best peer.ID
@@ -467,9 +470,6 @@ func (r *peerReader) pick(i int, suspect peer.ID) (peer.ID, bool) {
 		if usable(p.ID) && holds[p.ID] > bestHolds {
 			best, bestHolds = p.ID, holds[p.ID]
 		}
-	}
-	if r.cur != nil && usable(r.curPeer) && (holds[r.curPeer] > i || holds[r.curPeer] >= bestHolds) {
-		return r.curPeer, true
 	}
 	return best, best != ""
 }
