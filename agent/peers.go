@@ -451,10 +451,8 @@ func (r *peerReader) readChunk(p peer.ID, start int64, buf []byte) error {
 // provider when a suspect must be judged, else the first that has not failed.
 //
 // The reader keeps its stream while it works: switching throws away the bytes the provider has in
-// flight, which a rate-limited link cannot spare (a version that switched whenever its provider
-// was not known to hold the chunk made the 20-node create rollout slower, p50 83 s against 59 s).
-// A new provider is the one known to hold the most of the blob, so that a node does not wait on
-// a peer that is itself still waiting for the chunk.
+// flight, which a rate-limited link cannot spare. A new provider is the one known to hold the most
+// of the blob, so that a node does not wait on a peer that is itself still waiting for the chunk.
 func (r *peerReader) pick(_ int, suspect peer.ID) (peer.ID, bool) {
 	usable := func(p peer.ID) bool { return !r.failed[p] && !r.a.penalties.penalized(p) }
 	if suspect != "" && usable(r.mapFrom) {
