@@ -165,15 +165,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err != nil {
 			return fail(err)
 		}
-		body, err := jsonBody(recs, maxTagBody)
-		if err != nil {
-			return fail(err)
-		}
-		if err := writeFrame(st, response{Status: statusOK, Length: int64(len(body))}); err != nil {
-			return statusOK, 0, err
-		}
-		n, err := st.Write(body)
-		return statusOK, int64(n), err
+		return writeJSON(st, recs, fail)
 	case opResolve:
 		rs, ok := s.content.(Resolver)
 		if !ok || len(req.Accept) > 32 {
@@ -185,15 +177,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err != nil {
 			return fail(err)
 		}
-		body, err := jsonBody(rec, maxTagBody)
-		if err != nil {
-			return fail(err)
-		}
-		if err := writeFrame(st, response{Status: statusOK, Length: int64(len(body))}); err != nil {
-			return statusOK, 0, err
-		}
-		n, err := st.Write(body)
-		return statusOK, int64(n), err
+		return writeJSON(st, rec, fail)
 	case opPull:
 		p, ok := s.content.(Puller)
 		if !ok {
@@ -246,4 +230,17 @@ func (s *Server) mapAtLeast(req *request) (*chunks.Map, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// writeJSON answers with v as a JSON body of at most maxTagBody bytes.
+func writeJSON(st network.Stream, v any, fail func(error) (int, int64, error)) (int, int64, error) {
+	body, err := jsonBody(v, maxTagBody)
+	if err != nil {
+		return fail(err)
+	}
+	if err := writeFrame(st, response{Status: statusOK, Length: int64(len(body))}); err != nil {
+		return statusOK, 0, err
+	}
+	n, err := st.Write(body)
+	return statusOK, int64(n), err
 }
