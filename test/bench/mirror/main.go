@@ -38,6 +38,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchblob"
 )
 
 type config struct {
@@ -207,10 +209,10 @@ func run(ctx context.Context, cfg config) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { m.agentBuild, buildErr = buildAgent(ctx, root, tmp, cfg.rev, cfg.src, pkg, bin) })
 	originDir := filepath.Join(tmp, "origin")
-	blobs, err := makeBlobs(originDir, cfg.size, nBlobs)
+	blobs, err := benchblob.MakeN(originDir, cfg.size, nBlobs)
 	var pacedBlobs []string
 	if err == nil && nPaced > 0 {
-		pacedBlobs, err = makeBlobs(originDir, cfg.pacedSize, nPaced)
+		pacedBlobs, err = benchblob.MakeN(originDir, cfg.pacedSize, nPaced)
 	}
 	wg.Wait()
 	if err != nil {

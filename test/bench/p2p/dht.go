@@ -31,6 +31,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchblob"
 )
 
 // dhtResults are scenario 2's (and 3a's) measurements, made in a child process that holds only
@@ -156,7 +157,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 
 	// The origin and the blobs first, so that the "before" figures include them.
 	originDir := filepath.Join(cfg.tmp, "origin")
-	allBlobs, err := makeBlobs(originDir, cfg.blobSize, cfg.trials)
+	allBlobs, err := benchblob.MakeN(originDir, cfg.blobSize, cfg.trials)
 	if err != nil {
 		return nil, err
 	}

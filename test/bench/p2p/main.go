@@ -43,6 +43,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchblob"
 )
 
 type config struct {
@@ -242,10 +244,10 @@ func run(ctx context.Context, cfg config) error {
 	})
 	wg.Go(func() { buildErr2 = goBuild(ctx, src, "./test/bench/p2p/benchagent", benchBin) })
 	originDir := filepath.Join(tmp, "origin")
-	big, err := makeBlob(originDir, cfg.size, 1)
+	big, err := benchblob.Make(originDir, cfg.size, 1)
 	var small string
 	if err == nil {
-		small, err = makeBlob(originDir, cfg.procBlob, 2)
+		small, err = benchblob.Make(originDir, cfg.procBlob, 2)
 	}
 	wg.Wait()
 	if err = errors.Join(err, buildErr1, buildErr2, buildErr3); err != nil {

@@ -4,16 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchblob"
 )
 
 const (
@@ -63,7 +63,7 @@ func makeImage(dir string, size int64, n int) (*image, error) {
 		go func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			d, err := makeBlob(dir, sz, uint64(i)+1)
+			d, err := benchblob.Make(dir, sz, uint64(i)+1)
 			im.layers[i] = descriptor{MediaType: layerType, Digest: d, Size: sz}
 			errs <- err
 		}()
@@ -98,43 +98,6 @@ func makeImage(dir string, size int64, n int) (*image, error) {
 	sum := sha256.Sum256(im.manifest)
 	im.digest = "sha256:" + hex.EncodeToString(sum[:])
 	return im, nil
-}
-
-// makeBlob writes size random bytes into dir/sha256/<hex> and returns the digest. Each blob has
-// its own seed, so every blob is distinct content.
-func makeBlob(dir string, size int64, seed uint64) (string, error) {
-	var key [32]byte
-	binary.LittleEndian.PutUint64(key[:], seed)
-	binary.LittleEndian.PutUint64(key[8:], uint64(time.Now().UnixNano()))
-	rng := rand.NewChaCha8(key)
-	if err := os.MkdirAll(filepath.Join(dir, "sha256"), 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.CreateTemp(dir, "gen-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	h := sha256.New()
-	buf := make([]byte, 4<<20)
-	for left := size; left > 0; {
-		chunk := buf[:min(int64(len(buf)), left)]
-		_, _ = rng.Read(chunk)
-		h.Write(chunk)
-		if _, err := tmp.Write(chunk); err != nil {
-			tmp.Close()
-			return "", err
-		}
-		left -= int64(len(chunk))
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, "sha256", sum)); err != nil {
-		return "", err
-	}
-	return "sha256:" + sum, nil
 }
 
 func writeBlob(dir string, b []byte) (string, error) {

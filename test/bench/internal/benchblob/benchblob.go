@@ -1,4 +1,5 @@
-package main
+// Package benchblob writes the random blobs the benchmark programs serve from their origins.
+package benchblob
 
 import (
 	"crypto/sha256"
@@ -11,9 +12,9 @@ import (
 	"time"
 )
 
-// makeBlob writes size random (incompressible) bytes into dir/sha256/<hex> and returns the digest.
+// Make writes size random (incompressible) bytes into dir/sha256/<hex> and returns the digest.
 // Each blob has its own seed, so every blob is distinct content.
-func makeBlob(dir string, size int64, seed uint64) (string, error) {
+func Make(dir string, size int64, seed uint64) (string, error) {
 	var key [32]byte
 	binary.LittleEndian.PutUint64(key[:], seed)
 	binary.LittleEndian.PutUint64(key[8:], uint64(time.Now().UnixNano()))
@@ -49,8 +50,8 @@ func makeBlob(dir string, size int64, seed uint64) (string, error) {
 	return "sha256:" + sum, nil
 }
 
-// makeBlobs makes n blobs, two at a time (this machine has two cores).
-func makeBlobs(dir string, size int64, n int) ([]string, error) {
+// MakeN makes n blobs, two at a time (this machine has two cores).
+func MakeN(dir string, size int64, n int) ([]string, error) {
 	out := make([]string, n)
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 2)
@@ -58,7 +59,7 @@ func makeBlobs(dir string, size int64, n int) ([]string, error) {
 		go func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			d, err := makeBlob(dir, size, uint64(i)+1)
+			d, err := Make(dir, size, uint64(i)+1)
 			if err != nil {
 				errs <- fmt.Errorf("blob %d: %w", i, err)
 				return
