@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/origin"
@@ -193,8 +193,8 @@ func (c content) Resolve(ctx context.Context, registry, repo, tag string, accept
 	if err != nil {
 		return transfer.TagRecord{}, err
 	}
-	if !tagPattern.MatchString(tag) {
-		return transfer.TagRecord{}, fmt.Errorf("tag %q: %w", tag, errdefs.ErrInvalid)
+	if !names.ValidTag(tag) || !names.ValidRepository(repo) {
+		return transfer.TagRecord{}, fmt.Errorf("%q:%q: %w", repo, tag, errdefs.ErrInvalid)
 	}
 	m, err := c.a.manifestByTag(ctx, registryapi.Target{Registry: reg, Repo: repo}, tag, accept, false)
 	if err != nil {
@@ -202,9 +202,6 @@ func (c content) Resolve(ctx context.Context, registry, repo, tag string, accept
 	}
 	return transfer.TagRecord{Digest: m.Digest, MediaType: m.MediaType, Resolved: time.Now()}, nil
 }
-
-// tagPattern is the distribution spec's tag grammar.
-var tagPattern = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 
 // resolveAtOrigin asks the origin which manifest a tag names: a HEAD first, which is cheaper and
 // not rate limited by Docker Hub, then a GET only if the manifest isn't stored yet.

@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/origin"
@@ -729,6 +730,9 @@ func (c content) Pull(ctx context.Context, registry, repo string, d digest.Diges
 	reg, err := a.upstreams.Select(registry)
 	if err != nil {
 		return err
+	}
+	if !names.ValidRepository(repo) {
+		return fmt.Errorf("repository %q: %w", repo, errdefs.ErrInvalid)
 	}
 	if _, err := a.store.Stat(d); err == nil {
 		return nil

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/shoal-oci/shoal/internal/names"
 )
 
 // FuzzRoute feeds the router, the Range parser and the reference parser arbitrary input. None of
@@ -80,7 +82,7 @@ func FuzzRoute(f *testing.F) {
 			if ref.digest != "" && ref.digest.Validate() != nil {
 				t.Fatalf("parseReference(%q) accepted an invalid digest", target)
 			}
-			if ref.digest == "" && !tagRE.MatchString(ref.tag) {
+			if ref.digest == "" && !names.ValidTag(ref.tag) {
 				t.Fatalf("parseReference(%q) accepted an invalid tag", target)
 			}
 		}

@@ -2,26 +2,16 @@ package registryapi
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/names"
 )
-
-// The distribution spec's grammar (distribution-spec, "Pulling manifests").
-var (
-	nameRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
-
-// maxNameLength bounds a repository name. The spec lets registries limit names; 255 leaves room
-// for the host part of a reference, as in distribution.
-const maxNameLength = 255
 
 func validateName(name string) *Error {
-	if len(name) == 0 || len(name) > maxNameLength || !nameRE.MatchString(name) {
+	if !names.ValidRepository(name) {
 		return &Error{Status: 400, Code: CodeNameInvalid, Message: "invalid repository name"}
 	}
 	return nil
@@ -58,7 +48,7 @@ func parseReference(s string) (reference, error) {
 		}
 		return reference{digest: d}, nil
 	}
-	if !tagRE.MatchString(s) {
+	if !names.ValidTag(s) {
 		return reference{}, &Error{Status: 400, Code: CodeManifestInvalid, Message: "invalid tag", Detail: "tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"}
 	}
 	return reference{tag: s}, nil

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
@@ -25,7 +26,7 @@ func (s *Server) serveTags(w *statusWriter, r *http.Request, t Target) {
 		}
 	}
 	last := q.Get("last")
-	if last != "" && !tagRE.MatchString(last) {
+	if last != "" && !names.ValidTag(last) {
 		writeError(w, r, &Error{Status: http.StatusBadRequest, Code: CodeUnsupported, Message: "last must be a tag"})
 		return
 	}

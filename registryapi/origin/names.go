@@ -2,23 +2,18 @@ package origin
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/names"
 )
 
-// The OCI distribution grammar for repository names and tags. Callers validate already; checking
-// again here keeps a bad name from ever shaping an origin URL.
-var (
-	repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
-
+// Callers validate names already; checking again here keeps a bad name from ever shaping an
+// origin URL.
 func checkRepo(repo string) error {
-	if !repoRE.MatchString(repo) {
+	if !names.ValidRepository(repo) {
 		return fmt.Errorf("repository %q: %w", repo, errdefs.ErrInvalid)
 	}
 	return nil
@@ -34,7 +29,7 @@ func checkDigest(d digest.Digest) error {
 // parseRef checks a manifest reference and returns its digest, or "" when it is a tag.
 func parseRef(ref string) (digest.Digest, error) {
 	if !strings.Contains(ref, ":") {
-		if !tagRE.MatchString(ref) {
+		if !names.ValidTag(ref) {
 			return "", fmt.Errorf("tag %q: %w", ref, errdefs.ErrInvalid)
 		}
 		return "", nil
