@@ -233,8 +233,9 @@ func (r *peerReader) firstChunk() (io.ReadCloser, int64, bool) {
 	defer rng.Close()
 	rng.SetDeadline(time.Now().Add(chunkDeadline(r.a.cfg.ChunkSize)))
 	n := rng.Length
-	data := make([]byte, n)
+	data := r.a.chunkBuf(n)
 	if _, err := io.ReadFull(rng, data); err != nil {
+		r.a.putChunkBuf(data)
 		return nil, 0, false
 	}
 	if rng.Size > r.a.cfg.ChunkSize {
@@ -331,7 +332,7 @@ func (r *peerReader) nextChunk() error {
 	i := int(r.off / r.m.ChunkSize)
 	start, n := r.m.Range(i)
 	if int64(cap(r.buf)) < n {
-		r.buf = make([]byte, r.m.ChunkSize)
+		r.buf = r.a.chunkBuf(r.m.ChunkSize)
 	}
 	buf := r.buf[:n]
 	if i == 0 && r.first != nil {
@@ -341,9 +342,10 @@ func (r *peerReader) nextChunk() error {
 		if int64(len(first)) == n && r.m.Covers(0) && r.m.Verify(0, first) == nil {
 			r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
 			r.used[from] = true
-			r.pending = first[r.off-start:]
+			r.pending, r.pooled = first[r.off-start:], first
 			return nil
 		}
+		r.a.putChunkBuf(first)
 	}
 	var suspect peer.ID // sent a failing chunk under a map it did not provide
 	for {
@@ -515,6 +517,14 @@ func (r *peerReader) Close() error {
 	if r.pooled != nil {
 		r.a.putChunkBuf(r.pooled)
 		r.pooled, r.pending = nil, nil
+	}
+	if r.first != nil {
+		r.a.putChunkBuf(r.first)
+		r.first = nil
+	}
+	if r.buf != nil {
+		r.a.putChunkBuf(r.buf)
+		r.buf, r.pending = nil, nil
 	}
 	if n := len(r.used); n > 0 {
 		r.a.metrics.fetchProviders.Observe(float64(n))
