@@ -301,7 +301,7 @@ type originSource struct{ c *origin.Client }
 
 func (originSource) Name() string { return "origin" }
 
-func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.ReadCloser, int64, error) {
+func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.Closer, int64, error) {
 	return s.c.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
 }
 

@@ -20,14 +20,28 @@ import (
 )
 
 // Source is one place the fetch pipeline can get a whole blob from, tried in order after the
-// local store: peers (in a later stage of the pipeline), then the origin. A Source returns the
-// unverified stream and its size (-1 if unknown); the pipeline verifies every byte.
+// local store: peers, then the origin. A Source returns the blob's size (-1 if unknown) and
+// either an io.ReadCloser, the unverified stream that the pipeline verifies byte by byte, or a
+// chunkFiller, which lands verified chunks in the fetch's file itself.
 // ErrNotFound or ErrUnavailable before any byte arrives sends the pipeline to the next source.
 type Source interface {
 	Name() string
 	// FetchBlob opens the blob from byte off on (a resume after another source failed); size is
-	// the blob's size if already known, else -1. It returns the stream and the whole blob's size.
-	FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.ReadCloser, int64, error)
+	// the blob's size if already known, else -1. It returns the body and the whole blob's size.
+	FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.Closer, int64, error)
+}
+
+// chunkFiller is a source body that fetches chunks out of order into the fetch's writer
+// (WriteAt and MarkChunk, each chunk verified against a chunk map) until it holds them all.
+type chunkFiller interface {
+	io.Closer
+	Fill(ctx context.Context, f *fetch) error
+	// VerifiedMap is the chunk map the chunks were verified against.
+	VerifiedMap() *chunks.Map
+	// MapProvider is the peer whose map gave the state at the prefix held when Fill returned:
+	// if another source resumes from there and the blob then fails its digest, the state was
+	// forged and this peer is to blame.
+	MapProvider() peer.ID
 }
 
 // copyBufSize is the unit of reading from a source and of serving a client from a fetch in
@@ -305,10 +319,17 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 		} else {
 			log.Info("resuming blob from the next source", "source", src.Name(), "offset", off)
 		}
-		if vs, ok := body.(verifiedStream); ok {
-			mapFrom = vs.MapProvider()
+		switch b := body.(type) {
+		case chunkFiller:
+			err = b.Fill(ctx, f)
+			if w.Written() > 0 {
+				mapFrom = b.MapProvider()
+			}
+		case io.Reader:
+			err = a.fill(ctx, f, src.Name(), b)
+		default:
+			err = fmt.Errorf("%s: source %s returned a %T: %w", f.d, src.Name(), body, errdefs.ErrInvalid)
 		}
-		err = a.fill(ctx, f, src.Name(), body)
 		body.Close()
 		if err == nil {
 			return a.finish(f, src.Name(), mapFrom)
@@ -329,8 +350,6 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 // visible to clients as they land. It returns nil at the stream's end.
 func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reader) error {
 	w := f.w
-	// A source whose bytes are verified chunk by chunk spares the store hashing them again.
-	vm, _ := body.(verifiedStream)
 	body = a.download.Reader(ctx, body)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -339,13 +358,7 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 		// Publish each read as it lands: a client's first byte must not wait for a full buffer.
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			var err error
-			if vm != nil {
-				_, err = w.WriteVerified(buf[:n], vm.VerifiedMap())
-			} else {
-				_, err = w.Write(buf[:n])
-			}
-			if err != nil {
+			if _, err := w.Write(buf[:n]); err != nil {
 				return err
 			}
 			// Hold back the blob's last byte (or, with no known size, the last byte so far)
@@ -361,9 +374,7 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 				f.announced = true
 				a.announce(f.d)
 			}
-			if source != "peer" { // the peer source counts its verified chunks itself
-				a.metrics.fetchedBytes.WithLabelValues(source).Add(float64(n))
-			}
+			a.metrics.fetchedBytes.WithLabelValues(source).Add(float64(n))
 		}
 		if rerr == io.EOF {
 			if f.size >= 0 && w.Written() < f.size {
@@ -378,14 +389,6 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 			return fmt.Errorf("%s: reading from %s: %w", f.d, source, rerr)
 		}
 	}
-}
-
-// verifiedStream is a source stream all of whose bytes were verified against a chunk map.
-type verifiedStream interface {
-	VerifiedMap() *chunks.Map
-	// MapProvider is the peer the map came from: if the blob fails its digest after another
-	// source resumed from the map's state, the map lied and this peer is to blame.
-	MapProvider() peer.ID
 }
 
 // finish verifies the whole blob, releases its last byte to clients, then commits and announces it.

@@ -118,16 +118,16 @@ func (a *Agent) providers(ctx context.Context, d digest.Digest) ([]peer.AddrInfo
 	return out, nil
 }
 
-// peerSource fetches blobs from peers, chunk by chunk, verifying every chunk against the blob's
-// chunk map before passing it on.
+// peerSource fetches blobs from peers: small ones whole, verified by their digest; larger ones
+// by swarming their chunks (swarm.go), each verified against the blob's chunk map.
 type peerSource struct{ a *Agent }
 
 func (peerSource) Name() string { return "peer" }
 
-func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, _ int64) (io.ReadCloser, int64, error) {
+func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, _, _ int64) (io.Closer, int64, error) {
 	a := s.a
 	provs, err := a.providers(ctx, d)
-	if err != nil && a.node != nil && off == 0 && ctx.Err() == nil {
+	if err != nil && a.node != nil && ctx.Err() == nil {
 		// Nobody found, or the lookup timed out (a loaded DHT): either way the coordinator, not
 		// this node, goes to the origin.
 		provs, err = a.viaCoordinator(ctx, t, d)
@@ -135,22 +135,18 @@ func (s peerSource) FetchBlob(ctx context.Context, t registryapi.Target, d diges
 	if err != nil {
 		return nil, 0, err
 	}
-	r := &peerReader{a: a, ctx: ctx, d: d, provs: provs, off: off, failed: map[peer.ID]bool{}, used: map[peer.ID]bool{}}
-	if off == 0 {
-		// The short path: ask the first provider for the first chunk straight away. A blob of
-		// one chunk (manifests' configs, small layers) is then done, verified by its digest,
-		// without a chunk map round trip; a larger one keeps the chunk for when the map comes.
-		if small, size, ok := r.firstChunk(); ok {
-			return small, size, nil
-		}
+	sw := newSwarmFetch(a, ctx, d, provs)
+	// The short path: ask the first provider for the first chunk straight away. A blob of one
+	// chunk (manifests' configs, small layers) is then done, verified by its digest, without a
+	// chunk map round trip; a larger one keeps the chunk for when the map comes.
+	if small, size, ok := sw.firstChunk(); ok {
+		return small, size, nil
 	}
-	if err := r.loadMap(); err != nil {
+	if err := sw.loadMap(); err != nil {
+		sw.Close()
 		return nil, 0, err
 	}
-	if off > r.m.Size {
-		return nil, 0, fmt.Errorf("%s: resume offset %d past its %d bytes: %w", d, off, r.m.Size, errdefs.ErrInvalid)
-	}
-	return r, r.m.Size, nil
+	return sw, sw.m.Size, nil
 }
 
 const (
@@ -182,47 +178,10 @@ func (a *Agent) viaCoordinator(ctx context.Context, t registryapi.Target, d dige
 	return []peer.AddrInfo{{ID: c}}, nil
 }
 
-// peerReader yields a blob's bytes from its providers, one verified chunk at a time. A provider
-// that fails is skipped; one that sends a chunk failing verification is also penalized. When
-// every provider fails the same chunk, the map itself is the lie: its provider is penalized and
-// the read fails with a digest mismatch (everything verified against that map is suspect).
-type peerReader struct {
-	a      *Agent
-	ctx    context.Context
-	d      digest.Digest
-	provs  []peer.AddrInfo
-	failed map[peer.ID]bool
-
-	m       *chunks.Map
-	mapFrom peer.ID
-	// mapConfirmed: a second provider sent the same map, so a chunk failing it is its sender's fault.
-	mapConfirmed bool
-
-	off     int64 // next byte to hand out
-	pending []byte
-	buf     []byte
-
-	cur     *transfer.Range // open range from provider curPeer, positioned at curOff
-	curPeer peer.ID
-	curOff  int64
-
-	// Prefetching: chunks ahead of the reader, each from a provider known to hold it.
-	sw swarm
-	// mapsSeen are the maps the providers asked first sent (agreeing with m).
-	mapsSeen map[peer.ID]*chunks.Map
-	// used are the providers whose chunks were delivered.
-	used map[peer.ID]bool
-	// first is chunk 0 from the short path, not yet verified, and who sent it.
-	first     []byte
-	firstFrom peer.ID
-	// pooled is the pool buffer pending points into, returned when the next chunk is taken.
-	pooled []byte
-}
-
 // firstChunk fetches the first chunk from the first provider. For a blob of one chunk it returns
 // the whole blob, verified by its digest; for a larger one it keeps the bytes (unverified) in
-// r.first for nextChunk to verify once the map is in.
-func (r *peerReader) firstChunk() (io.ReadCloser, int64, bool) {
+// r.first for Fill to verify once the map is in.
+func (r *swarmFetch) firstChunk() (io.ReadCloser, int64, bool) {
 	p := r.provs[0].ID
 	ctx, cancel := context.WithTimeout(r.ctx, chunkDeadline(r.a.cfg.ChunkSize))
 	defer cancel()
@@ -247,17 +206,18 @@ func (r *peerReader) firstChunk() (io.ReadCloser, int64, bool) {
 		r.failed[p] = true
 		return nil, 0, false
 	}
-	r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
 	r.a.metrics.fetchProviders.Observe(1)
 	return io.NopCloser(bytes.NewReader(data)), rng.Size, true
 }
 
-// loadMap takes the chunk map from the first provider that answers, cross-checked against a
-// second one when there is one: two providers disagreeing means one lies, and neither is used.
-func (r *peerReader) loadMap() error {
+// loadMap takes the chunk map and holdings from the first provider that answers, cross-checked
+// against a second one when there is one: two providers disagreeing means one lies, and neither
+// is used.
+func (r *swarmFetch) loadMap() error {
 	type result struct {
-		p peer.ID
-		m *chunks.Map
+		p    peer.ID
+		m    *chunks.Map
+		have *chunks.Set
 	}
 	var got []result
 	for _, p := range r.provs {
@@ -265,7 +225,7 @@ func (r *peerReader) loadMap() error {
 			break
 		}
 		mctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-		m, err := r.a.peers.Map(mctx, p.ID, r.d, r.a.cfg.ChunkSize)
+		m, have, err := r.a.peers.Holding(mctx, p.ID, r.d, r.a.cfg.ChunkSize, 0, 0)
 		cancel()
 		if err != nil {
 			if errors.Is(err, chunks.ErrMismatch) {
@@ -274,261 +234,27 @@ func (r *peerReader) loadMap() error {
 			r.failed[p.ID] = true
 			continue
 		}
-		got = append(got, result{p: p.ID, m: m})
+		got = append(got, result{p: p.ID, m: m, have: have})
 	}
 	switch {
 	case len(got) == 0:
 		return fmt.Errorf("%s: no provider answered with a chunk map: %w", r.d, errdefs.ErrUnavailable)
-	case len(got) == 2 && !got[0].m.Extends(got[1].m) && !got[1].m.Extends(got[0].m):
+	case len(got) == 2 && (got[0].m.Size != got[1].m.Size || !got[0].m.Extends(got[1].m) && !got[1].m.Extends(got[0].m)):
 		r.a.log.Warn("providers disagree on a chunk map; using neither", "digest", r.d, "peers", []peer.ID{got[0].p, got[1].p})
 		return fmt.Errorf("%s: providers disagree on its chunk map: %w", r.d, errdefs.ErrUnavailable)
 	}
-	// Providers still fetching the blob send partial maps; take the longest (the others agree
-	// with its prefix), and grow it from its provider as the transfer goes on.
-	best := got[0]
-	if len(got) == 2 && got[1].m.Len() > got[0].m.Len() {
-		best = got[1]
+	// Providers still fetching the blob send partial maps; start from the first and let the
+	// second extend it (the states both sent are confirmed).
+	r.peers = map[peer.ID]*swarmPeer{}
+	r.m = got[0].m
+	r.from = make([]peer.ID, r.m.Len())
+	r.conf = make([]bool, r.m.Len())
+	for j := range r.from {
+		r.from[j] = got[0].p
 	}
-	r.m, r.mapFrom, r.mapConfirmed = best.m, best.p, len(got) == 2
-	r.mapsSeen = map[peer.ID]*chunks.Map{}
+	r.conf[0] = true // the initial state is fixed
 	for _, g := range got {
-		r.mapsSeen[g.p] = g.m
-	}
-	return nil
-}
-
-func (r *peerReader) Read(p []byte) (int, error) {
-	for len(r.pending) == 0 {
-		if r.off >= r.m.Size {
-			return 0, io.EOF
-		}
-		i := int(r.off / r.m.ChunkSize)
-		if r.pooled != nil { // the previous chunk is consumed
-			r.a.putChunkBuf(r.pooled)
-			r.pooled = nil
-		}
-		if data, ok := r.takePrefetched(i); ok {
-			start, _ := r.m.Range(i)
-			r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(len(data)))
-			r.pending, r.pooled = data[r.off-start:], data
-		} else if err := r.nextChunk(); err != nil {
-			return 0, err
-		}
-		r.prefetch(i + 1)
-	}
-	n := copy(p, r.pending)
-	r.pending = r.pending[n:]
-	r.off += int64(n)
-	return n, nil
-}
-
-// nextChunk fills pending with the verified chunk holding r.off, from the first provider that
-// can supply it. Blame for a chunk that fails is exact: it falls on the provider that sent it
-// when the map is its own or was confirmed by a second provider; otherwise the map's provider is
-// asked for the same chunk, and whichever of the two fails its own test is blamed. When no
-// provider is left the read fails with ErrUnavailable and the pipeline resumes at the origin;
-// the whole-blob digest check at the end still guards every byte.
-func (r *peerReader) nextChunk() error {
-	i := int(r.off / r.m.ChunkSize)
-	start, n := r.m.Range(i)
-	if int64(cap(r.buf)) < n {
-		r.buf = r.a.chunkBuf(r.m.ChunkSize)
-	}
-	buf := r.buf[:n]
-	if i == 0 && r.first != nil {
-		// The first chunk came with the short path: verify it now that the map is in.
-		first, from := r.first, r.firstFrom
-		r.first = nil
-		if int64(len(first)) == n && r.m.Covers(0) && r.m.Verify(0, first) == nil {
-			r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
-			r.used[from] = true
-			r.pending, r.pooled = first[r.off-start:], first
-			return nil
-		}
-		r.a.putChunkBuf(first)
-	}
-	var suspect peer.ID // sent a failing chunk under a map it did not provide
-	for {
-		p, ok := r.pick(i, suspect)
-		if !ok {
-			return fmt.Errorf("%s: no provider could supply chunk %d: %w", r.d, i, errdefs.ErrUnavailable)
-		}
-		if err := r.readChunk(p, start, buf); err != nil {
-			r.a.log.Debug("peer failed mid-transfer; trying the next", "peer", p, "digest", r.d, "offset", start, "err", err)
-			r.drop(p)
-			continue
-		}
-		if !r.m.Covers(i) {
-			if err := r.growMap(i); err != nil {
-				return err
-			}
-		}
-		err := r.m.Verify(i, buf)
-		switch {
-		case err == nil && suspect != "":
-			// The map's own provider sent a chunk that verifies: the suspect lied.
-			r.a.blamePeer(suspect, r.d, fmt.Errorf("chunk %d failed verification", i))
-			suspect = ""
-		case err == nil:
-		case p == r.mapFrom:
-			r.a.blamePeer(p, r.d, err)
-			r.drop(p)
-			if suspect != "" {
-				// Its own data fails its own map, which the suspect's data failed too: the map
-				// is what lied, and every chunk verified against it is suspect.
-				return fmt.Errorf("%s: chunk map from %s: %w", r.d, p, chunks.ErrMismatch)
-			}
-			continue
-		case r.mapConfirmed:
-			r.a.blamePeer(p, r.d, err)
-			r.drop(p)
-			continue
-		default:
-			suspect = p
-			r.drop(p)
-			continue
-		}
-		r.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
-		r.used[p] = true
-		r.pending = buf[r.off-start:]
-		return nil
-	}
-}
-
-// growMap refreshes a partial map from its provider until it covers chunk i. A provider whose
-// new map does not extend the old one changed its story: it is blamed.
-func (r *peerReader) growMap(i int) error {
-	want := i + 2
-	if i == chunks.Count(r.m.Size, r.m.ChunkSize)-1 {
-		want = i + 1
-	}
-	mctx, cancel := context.WithTimeout(r.ctx, 15*time.Second)
-	defer cancel()
-	m, err := r.a.peers.MapAtLeast(mctx, r.mapFrom, r.d, r.m.ChunkSize, want)
-	if err != nil {
-		return fmt.Errorf("%s: growing the chunk map from %s: %v: %w", r.d, r.mapFrom, err, errdefs.ErrUnavailable)
-	}
-	if !m.Extends(r.m) {
-		r.a.blamePeer(r.mapFrom, r.d, errors.New("its chunk map changed"))
-		return fmt.Errorf("%s: chunk map from %s changed: %w", r.d, r.mapFrom, chunks.ErrMismatch)
-	}
-	r.sw.mu.Lock()
-	r.m = m
-	r.sw.mu.Unlock()
-	if !m.Covers(i) {
-		return fmt.Errorf("%s: chunk map from %s does not reach chunk %d: %w", r.d, r.mapFrom, i, errdefs.ErrUnavailable)
-	}
-	return nil
-}
-
-// readChunk reads [start, start+len(buf)) from provider p, reusing its open range when it is
-// positioned there.
-func (r *peerReader) readChunk(p peer.ID, start int64, buf []byte) error {
-	if r.cur == nil || r.curPeer != p || r.curOff != start {
-		r.closeCur()
-		rng, err := r.a.peers.Get(r.ctx, p, r.d, start, -1)
-		if err != nil {
-			return err
-		}
-		if rng.Size != r.m.Size {
-			rng.Close()
-			r.a.blamePeer(p, r.d, fmt.Errorf("size %d, map says %d", rng.Size, r.m.Size))
-			return fmt.Errorf("size mismatch: %w", chunks.ErrMismatch)
-		}
-		r.a.router.Protect(p, "shoal-transfer")
-		r.cur, r.curPeer, r.curOff = rng, p, start
-	}
-	// A peer must deliver each chunk at a minimum rate: one that trickles bytes would otherwise
-	// hold the fetch, and every client of the digest, forever.
-	r.cur.SetDeadline(time.Now().Add(chunkDeadline(int64(len(buf)))))
-	n, err := io.ReadFull(r.cur, buf)
-	r.curOff += int64(n)
-	if err != nil {
-		r.closeCur()
-		return err
-	}
-	return nil
-}
-
-// pick chooses the provider for the next chunk: the one streaming already, else the map's
-// provider when a suspect must be judged, else the first that has not failed.
-//
-// The reader keeps its stream while it works: switching throws away the bytes the provider has in
-// flight, which a rate-limited link cannot spare. A new provider is the one known to hold the most
-// of the blob, so that a node does not wait on a peer that is itself still waiting for the chunk.
-func (r *peerReader) pick(_ int, suspect peer.ID) (peer.ID, bool) {
-	usable := func(p peer.ID) bool { return !r.failed[p] && !r.a.penalties.penalized(p) }
-	if suspect != "" && usable(r.mapFrom) {
-		return r.mapFrom, true
-	}
-	if r.cur != nil && usable(r.curPeer) {
-		return r.curPeer, true
-	}
-	holds := r.holdings()
-	var best peer.ID
-	bestHolds := -1
-	for _, p := range r.provs {
-		if usable(p.ID) && holds[p.ID] > bestHolds {
-			best, bestHolds = p.ID, holds[p.ID]
-		}
-	}
-	return best, best != ""
-}
-
-// holdings is how many chunks each provider is known to hold (from the maps seen and probed).
-func (r *peerReader) holdings() map[peer.ID]int {
-	out := map[peer.ID]int{r.mapFrom: held(r.m)}
-	for p, m := range r.mapsSeen {
-		out[p] = max(out[p], held(m))
-	}
-	r.sw.mu.Lock()
-	for p, h := range r.sw.holds {
-		out[p] = max(out[p], h)
-	}
-	r.sw.mu.Unlock()
-	return out
-}
-
-func (r *peerReader) drop(p peer.ID) {
-	r.failed[p] = true
-	if r.curPeer == p {
-		r.closeCur()
-	}
-}
-
-func (r *peerReader) closeCur() {
-	if r.cur != nil {
-		r.cur.Close()
-		r.a.router.Unprotect(r.curPeer, "shoal-transfer")
-		r.cur = nil
-	}
-}
-
-// VerifiedMap is the map every byte Read returns was verified against (the last chunk to the
-// blob's digest).
-func (r *peerReader) VerifiedMap() *chunks.Map { return r.m }
-
-// MapProvider is the peer the map came from.
-func (r *peerReader) MapProvider() peer.ID { return r.mapFrom }
-
-func (r *peerReader) Close() error {
-	r.closeCur()
-	r.stopPrefetch()
-	if r.pooled != nil {
-		r.a.putChunkBuf(r.pooled)
-		r.pooled, r.pending = nil, nil
-	}
-	if r.first != nil {
-		r.a.putChunkBuf(r.first)
-		r.first = nil
-	}
-	if r.buf != nil {
-		r.a.putChunkBuf(r.buf)
-		r.buf, r.pending = nil, nil
-	}
-	if n := len(r.used); n > 0 {
-		r.a.metrics.fetchProviders.Observe(float64(n))
-		r.a.log.Debug("blob chunks came from peers", "digest", r.d, "peers", n)
+		r.learn(r.peer(g.p), g.m, g.have)
 	}
 	return nil
 }
@@ -696,7 +422,10 @@ func (a *Agent) announce(d digest.Digest) {
 // content serves this node's committed content to peers (transfer.Content).
 type content struct{ a *Agent }
 
-var _ transfer.Content = content{}
+var (
+	_ transfer.Content = content{}
+	_ transfer.Holder  = content{}
+)
 
 // OpenContent serves committed content, or a blob this node is still fetching: peers then read
 // its bytes as they land (a read waits for them), verifying each chunk against this node's map.
@@ -787,6 +516,20 @@ func (c content) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64)
 	return c.a.store.ChunkMap(ctx, d, chunkSize)
 }
 
+// Holding reports the chunks of a blob in flight that this node holds, for peers watching it.
+func (c content) Holding(d digest.Digest, chunkSize int64) (*chunks.Set, <-chan struct{}, bool) {
+	if chunkSize != c.a.cfg.ChunkSize {
+		return nil, nil, false
+	}
+	f := c.a.servableFetch(d)
+	if f == nil {
+		return nil, nil, false
+	}
+	defer f.release()
+	_, done, wake, _ := f.state()
+	return f.w.Held(), wake, !done
+}
+
 // fetchContent is a blob being fetched, served to a peer: reads wait for bytes to land.
 type fetchContent struct {
 	f    *fetch
@@ -805,7 +548,8 @@ func (c *fetchContent) ReadAt(p []byte, off int64) (int, error) {
 	defer timer.Stop()
 	for {
 		visible, done, wake, err := c.f.state()
-		if end := off + int64(len(p)); end <= visible || (done && err == nil) {
+		// Bytes in the prefix released to local clients, or in chunks held verified.
+		if end := off + int64(len(p)); end <= visible || (done && err == nil) || c.f.w.Holds(off, int64(len(p))) {
 			n, rerr := c.f.w.File().ReadAt(p[:max(0, min(int64(len(p)), visible-off))], off)
 			if rerr == nil && n < len(p) {
 				rerr = io.EOF

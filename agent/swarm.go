@@ -2,198 +2,693 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/transfer"
 )
 
+// Swarming (DESIGN.md, "Fetch pipeline", step 3). A blob of several chunks is fetched as chunks
+// from every provider that holds them, out of order, straight into the fetch's file:
+//
+//   - Each provider is watched: a long-polled map request answers as soon as the provider holds
+//     another chunk or its map grows, so holdings spread as fast as chunks do.
+//   - The chunks just past the contiguous prefix come first (the local client streams that
+//     prefix in order from its first byte); then the rarest chunks among the providers watched.
+//   - A provider gets at most perPeerInFlight requests from this fetch, and the one with the best
+//     measured rate is chosen among those holding a chunk. A provider that has just sent a chunk
+//     to enough peers answers busy (transfer.Server's super-seeding); the chunk is taken from
+//     those peers instead.
+//   - When every missing chunk is in flight, the last ones are also asked of a second provider
+//     (endgame); the first to verify wins.
+//   - A provider that fails, stalls, or delivers below minPeerRate is dropped from the fetch;
+//     one that sends a chunk failing verification is blamed exactly (see settle).
+//
+// Bytes land in the file as they arrive and are hashed on the way, from the map's state before
+// the chunk; a chunk counts as held (served to peers, released to the local client) only once
+// it verifies. Endgame duplicates land in memory and are written only if they win.
 const (
-	// prefetchWindow is how many chunks ahead of the local client's read position are fetched at
-	// once, each from its own provider where there are several.
-	prefetchWindow = 2
-	// perPeerInFlight caps the chunk requests one node has open at one provider, so that a
-	// swarm spreads its load over every provider instead of queueing at the first.
+	// maxInFlight caps the chunk requests one fetch has open; with 4 MiB chunks, about 24 MiB
+	// on the way.
+	maxInFlight = 6
+	// perPeerInFlight caps the requests one fetch has open at one provider, so that a swarm
+	// spreads its load over every provider instead of queueing at the first.
 	perPeerInFlight = 2
-	// rediscoverEvery is how often a transfer looks for providers that appeared since it began
-	// (nodes that started on the same blob announce it after their first chunk).
+	// orderedWindow is how many chunks past the contiguous prefix go before rarest-first.
+	orderedWindow = 2
+	// maxWatched bounds the providers a fetch watches at once.
+	maxWatched = 8
+	// rediscoverEvery is how often a fetch looks for providers that appeared since it began
+	// (nodes that started on the same blob announce it at their first chunk).
 	rediscoverEvery = time.Second
+	// busyBackoff is how long a provider that declined a chunk is not asked for it again.
+	busyBackoff = 300 * time.Millisecond
+	// swarmStall fails a fetch in which no chunk has landed for this long: the pipeline then
+	// resumes from the origin.
+	swarmStall = 30 * time.Second
+	// watchErrors is how many failed watch requests in a row drop a provider.
+	watchErrors = 3
 )
 
-// swarm is the prefetching state of a peerReader. The reader's goroutine schedules chunks and
-// consumes them in order; one goroutine per chunk in flight fetches and verifies it.
-type swarm struct {
-	mu       sync.Mutex
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	slots    map[int]*slot
-	inflight map[peer.ID]int
-	holds    map[peer.ID]int // chunks a provider is known to hold (the prefix its map covers)
-	rate     map[peer.ID]float64
-	bad      map[peer.ID]bool // failed a prefetch: left to the reader's own, careful path
-	probing  map[peer.ID]bool
-	lastSeen time.Time
+// swarmFetch fetches one blob from its providers. The fetch's goroutine runs Fill, which
+// schedules; one goroutine per chunk request and per watched provider does the I/O.
+type swarmFetch struct {
+	a     *Agent
+	ctx   context.Context
+	d     digest.Digest
+	provs []peer.AddrInfo // from the first lookup
+
+	// Set up by firstChunk and loadMap, before Fill.
+	first     []byte // chunk 0 from the short path, unverified
+	firstFrom peer.ID
+	failed    map[peer.ID]bool // providers that failed before Fill
+
+	mu      sync.Mutex
+	m       *chunks.Map
+	from    []peer.ID // from[j] is the provider whose map gave state j
+	conf    []bool    // conf[j]: a second provider's map has state j too
+	peers   map[peer.ID]*swarmPeer
+	order   []peer.ID // providers in the order found
+	have    *chunks.Set
+	jobs    map[int][]*chunkJob
+	suspect map[int]peer.ID // sent chunk i failing an unconfirmed map
+	judge   map[int]peer.ID // the provider of chunk i's states, asked to settle a suspect
+	used    map[peer.ID]int64
+	fatal   error
+	last    time.Time // the last chunk landed (or the start)
+	prefix  int64     // the verified prefix when Fill returned
+	events  chan struct{}
+	wg      sync.WaitGroup
+	stop    context.CancelFunc
+	watched int
 }
 
-type slot struct {
-	done chan struct{}
-	data []byte
-	err  error
-	from peer.ID
+// swarmPeer is what a fetch knows of one provider.
+type swarmPeer struct {
+	id       peer.ID
+	have     *chunks.Set // nil until its map came in
+	mapLen   int
+	inflight int
+	rate     float64 // bytes/s, a moving average over the chunks it delivered
+	measured bool
+	failures int
+	out      bool // dropped for the rest of this fetch
+	watching bool
+	busy     map[int]time.Time // chunks it declined, until when
 }
 
-func (r *peerReader) initSwarm() {
-	if r.sw.slots != nil {
+// chunkJob is one chunk request in flight.
+type chunkJob struct {
+	i      int
+	p      peer.ID
+	dup    bool // an endgame duplicate: lands in memory, written only if it wins
+	cancel context.CancelFunc
+	exited chan struct{} // closed once the job no longer touches the file
+}
+
+func newSwarmFetch(a *Agent, ctx context.Context, d digest.Digest, provs []peer.AddrInfo) *swarmFetch {
+	return &swarmFetch{a: a, ctx: ctx, d: d, provs: provs, failed: map[peer.ID]bool{}}
+}
+
+func (s *swarmFetch) kick() {
+	select {
+	case s.events <- struct{}{}:
+	default:
+	}
+}
+
+// peer returns p's record, creating it.
+func (s *swarmFetch) peer(p peer.ID) *swarmPeer {
+	sp, ok := s.peers[p]
+	if !ok {
+		sp = &swarmPeer{id: p, busy: map[int]time.Time{}}
+		s.peers[p] = sp
+		s.order = append(s.order, p)
+	}
+	return sp
+}
+
+// usable reports whether p may be asked for anything.
+func (s *swarmFetch) usable(sp *swarmPeer) bool {
+	return !sp.out && !s.a.penalties.penalized(sp.id)
+}
+
+// Fill fetches every chunk the fetch's file does not hold yet. It returns nil once all are
+// held and verified, chunks.ErrMismatch when a chunk map proved forged, and ErrUnavailable when
+// the providers cannot finish (the pipeline then resumes from the origin at the prefix held).
+func (s *swarmFetch) Fill(ctx context.Context, f *fetch) (err error) {
+	ctx, s.stop = context.WithCancel(ctx)
+	s.events = make(chan struct{}, 1)
+	s.jobs = map[int][]*chunkJob{}
+	s.suspect, s.judge = map[int]peer.ID{}, map[int]peer.ID{}
+	s.used = map[peer.ID]int64{}
+	s.last = time.Now()
+	defer func() {
+		s.stop()
+		s.wg.Wait()
+		s.prefix = f.w.Written()
+	}()
+	s.mu.Lock()
+	s.have = f.w.Held()
+	for _, info := range s.provs {
+		if !s.failed[info.ID] {
+			s.peer(info.ID)
+		}
+	}
+	s.landFirst(f)
+	s.watchMore(ctx)
+	s.mu.Unlock()
+
+	lastLookup := time.Now()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		if s.fatal != nil {
+			s.mu.Unlock()
+			return s.fatal
+		}
+		if s.have.Full() {
+			s.mu.Unlock()
+			return nil
+		}
+		s.schedule(ctx, f)
+		idle := len(s.jobs) == 0
+		alive := false
+		for _, sp := range s.peers {
+			alive = alive || s.usable(sp)
+		}
+		stalled := time.Since(s.last) > swarmStall
+		s.mu.Unlock()
+		switch {
+		case idle && !alive:
+			return fmt.Errorf("%s: no provider left with chunks to give: %w", s.d, errdefs.ErrUnavailable)
+		case stalled:
+			return fmt.Errorf("%s: no chunk landed for %s: %w", s.d, swarmStall, errdefs.ErrUnavailable)
+		}
+		if time.Since(lastLookup) >= rediscoverEvery {
+			lastLookup = time.Now()
+			s.discover(ctx)
+		}
+		select {
+		case <-s.events:
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", s.d, ctx.Err())
+		}
+	}
+}
+
+// landFirst writes the short path's first chunk if it verifies against the map.
+func (s *swarmFetch) landFirst(f *fetch) {
+	first, from := s.first, s.firstFrom
+	s.first = nil
+	if first == nil {
 		return
 	}
-	r.sw.ctx, r.sw.cancel = context.WithCancel(r.ctx)
-	r.sw.slots = map[int]*slot{}
-	r.sw.inflight = map[peer.ID]int{}
-	r.sw.holds = map[peer.ID]int{r.mapFrom: held(r.m)}
-	r.sw.rate = map[peer.ID]float64{}
-	r.sw.bad = map[peer.ID]bool{}
-	r.sw.probing = map[peer.ID]bool{}
-	for p, m := range r.mapsSeen {
-		r.sw.holds[p] = held(m)
+	defer s.a.putChunkBuf(first)
+	if s.have.Has(0) || !s.m.Covers(0) || s.m.Verify(0, first) != nil {
+		return
 	}
-	// lastSeen stays zero: the first prefetch probes every provider the lookup found.
+	if _, err := f.w.WriteAt(first, 0); err != nil {
+		return
+	}
+	s.landed(f, 0, from, int64(len(first)))
 }
 
-// held is the number of chunks a provider holds, judged by its map: all for a complete map, the
-// chunks before the last state for a partial one.
-func held(m *chunks.Map) int {
-	if m.Complete() {
-		return m.Len()
+// landed records chunk i, verified and in the file, as held. Called with s.mu held.
+func (s *swarmFetch) landed(f *fetch, i int, from peer.ID, n int64) {
+	if err := f.w.MarkChunk(i, s.m); err != nil {
+		s.a.log.Error("recording a verified chunk failed", "digest", s.d, "chunk", i, "err", err)
+		return
 	}
-	return m.Len() - 1
+	s.have.Add(i)
+	s.used[from] += n
+	s.last = time.Now()
+	s.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
+	visible := min(f.w.Written(), f.size-1)
+	f.update(func() { f.visible = visible })
+	// Provide the blob from its first verified chunk: peers fetching it at the same moment
+	// find this node and take the chunks it holds.
+	if !f.announced {
+		f.announced = true
+		s.a.announce(s.d)
+	}
 }
 
-// takePrefetched returns chunk i if a prefetch fetched and verified it. It waits for one in
-// flight; a failed one is dropped, and the reader fetches the chunk itself.
-func (r *peerReader) takePrefetched(i int) ([]byte, bool) {
-	r.sw.mu.Lock()
-	s, ok := r.sw.slots[i]
-	r.sw.mu.Unlock()
-	if !ok {
-		return nil, false
+// schedule starts chunk requests up to the caps. Called with s.mu held.
+func (s *swarmFetch) schedule(ctx context.Context, f *fetch) {
+	count := s.have.Len()
+	inflight := 0
+	for _, js := range s.jobs {
+		inflight += len(js)
 	}
-	select {
-	case <-s.done:
-	case <-r.ctx.Done():
-		return nil, false
+	wanted := func(i int) bool { return !s.have.Has(i) && len(s.jobs[i]) == 0 && s.m.Covers(i) }
+	// The chunks the local client reads next, in order.
+	next := 0
+	for next < count && s.have.Has(next) {
+		next++
 	}
-	r.sw.mu.Lock()
-	delete(r.sw.slots, i)
-	r.sw.mu.Unlock()
-	if s.err != nil {
-		return nil, false
+	for i := next; i < min(next+orderedWindow, count) && inflight < maxInFlight; i++ {
+		if wanted(i) && s.start(ctx, f, i, false) {
+			inflight++
+		}
 	}
-	r.used[s.from] = true
-	return s.data, true
-}
-
-// prefetch schedules the chunks of the window starting at chunk from, each at the fastest
-// provider known to hold it that has room.
-func (r *peerReader) prefetch(from int) {
-	r.initSwarm()
-	r.discover()
-	r.sw.mu.Lock()
-	defer r.sw.mu.Unlock()
-	count := chunks.Count(r.m.Size, r.m.ChunkSize)
-	for j := from; j < min(from+prefetchWindow, count); j++ {
-		if _, ok := r.sw.slots[j]; ok {
+	// Then the rarest among the providers watched, ties broken at random so that requesters
+	// spread over the chunks.
+	type cand struct{ i, avail int }
+	var cands []cand
+	now := time.Now()
+	for i := next; i < count && inflight < maxInFlight; i++ {
+		if !wanted(i) {
 			continue
 		}
-		p, ok := r.pickLocked(j)
-		if !ok {
+		avail := 0
+		for _, sp := range s.peers {
+			if s.usable(sp) && sp.have != nil && sp.have.Has(i) && !sp.busy[i].After(now) {
+				avail++
+			}
+		}
+		if avail > 0 {
+			cands = append(cands, cand{i, avail})
+		}
+	}
+	rand.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
+	slices.SortStableFunc(cands, func(a, b cand) int { return a.avail - b.avail })
+	for _, c := range cands {
+		if inflight >= maxInFlight {
+			break
+		}
+		if s.start(ctx, f, c.i, false) {
+			inflight++
+		}
+	}
+	// Endgame: every missing chunk is on its way; ask a second provider for the ones with one.
+	if inflight < maxInFlight && count-s.have.Count() <= inflight {
+		for i, js := range s.jobs {
+			if inflight >= maxInFlight {
+				break
+			}
+			if len(js) == 1 && !s.have.Has(i) && s.start(ctx, f, i, true) {
+				inflight++
+			}
+		}
+	}
+}
+
+// start asks the best provider holding chunk i for it. Called with s.mu held.
+func (s *swarmFetch) start(ctx context.Context, f *fetch, i int, dup bool) bool {
+	now := time.Now()
+	if j, ok := s.judge[i]; ok {
+		// Only the provider of the chunk's states can settle a suspect; if it cannot be asked,
+		// the chunk comes from anyone and the suspect goes unjudged (dropped, not blamed).
+		if sp := s.peers[j]; sp == nil || !s.usable(sp) || sp.have == nil || !sp.have.Has(i) {
+			delete(s.judge, i)
+			delete(s.suspect, i)
+		}
+	}
+	var best *swarmPeer
+	bestScore := -1.0
+	for _, p := range s.order {
+		sp := s.peers[p]
+		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy[i].After(now) {
+			continue
+		}
+		if j, ok := s.judge[i]; ok && p != j {
+			continue
+		}
+		if slices.ContainsFunc(s.jobs[i], func(jb *chunkJob) bool { return jb.p == p }) {
+			continue
+		}
+		// Unmeasured providers first (to measure them), then the fastest; ties at random.
+		score := sp.rate
+		if !sp.measured {
+			score = 1e18
+		}
+		score += rand.Float64()
+		if score > bestScore {
+			best, bestScore = sp, score
+		}
+	}
+	if best == nil {
+		return false
+	}
+	jctx, cancel := context.WithCancel(ctx)
+	jb := &chunkJob{i: i, p: best.id, dup: dup, cancel: cancel, exited: make(chan struct{})}
+	s.jobs[i] = append(s.jobs[i], jb)
+	best.inflight++
+	s.wg.Add(1)
+	go s.run(jctx, f, jb, s.m)
+	return true
+}
+
+// run fetches one chunk and verifies it on the way in.
+func (s *swarmFetch) run(ctx context.Context, f *fetch, jb *chunkJob, m *chunks.Map) {
+	defer s.wg.Done()
+	defer jb.cancel()
+	start := time.Now()
+	off, n := m.Range(jb.i)
+	var buf []byte // a duplicate's bytes
+	err := func() error {
+		defer close(jb.exited)
+		v, err := m.NewVerifier(jb.i)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, chunkDeadline(n))
+		defer cancel()
+		rng, err := s.a.peers.GetChunk(ctx, jb.p, s.d, off, n)
+		if err != nil {
+			return err
+		}
+		defer rng.Close()
+		if rng.Size != m.Size {
+			return fmt.Errorf("peer says %d bytes, the map %d: %w", rng.Size, m.Size, chunks.ErrMismatch)
+		}
+		if d, ok := ctx.Deadline(); ok {
+			rng.SetDeadline(d)
+		}
+		body := s.a.download.Reader(ctx, rng)
+		if jb.dup {
+			buf = s.a.chunkBuf(n)
+			if _, err := io.ReadFull(body, buf); err != nil {
+				return err
+			}
+			v.Write(buf)
+			return v.Check()
+		}
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		for pos := int64(0); pos < n; {
+			k, rerr := body.Read((*bp)[:min(int64(len(*bp)), n-pos)])
+			if k > 0 {
+				if _, err := f.w.WriteAt((*bp)[:k], off+pos); err != nil {
+					return err
+				}
+				v.Write((*bp)[:k])
+				pos += int64(k)
+			}
+			if rerr != nil && (rerr != io.EOF || pos < n) {
+				return rerr
+			}
+		}
+		return v.Check()
+	}()
+	if err != nil && ctx.Err() != nil {
+		err = errLost // stopped: another request landed the chunk, or the fetch ended
+	}
+	if err == nil && jb.dup {
+		err = s.landDuplicate(f, jb, buf, off)
+	}
+	if buf != nil {
+		s.a.putChunkBuf(buf)
+	}
+	s.settle(f, jb, err, n, time.Since(start))
+}
+
+// landDuplicate writes a verified endgame duplicate, unless the chunk was landed meanwhile:
+// the other requests for it are stopped first, so no other bytes reach its place.
+func (s *swarmFetch) landDuplicate(f *fetch, jb *chunkJob, buf []byte, off int64) error {
+	s.mu.Lock()
+	held := s.have.Has(jb.i)
+	var others []*chunkJob
+	for _, o := range s.jobs[jb.i] {
+		if o != jb {
+			others = append(others, o)
+			o.cancel()
+		}
+	}
+	s.mu.Unlock()
+	if held {
+		return errLost
+	}
+	for _, o := range others {
+		<-o.exited
+	}
+	_, err := f.w.WriteAt(buf, off)
+	if err != nil {
+		return errLost // landed by the other request after all
+	}
+	return nil
+}
+
+// errLost is an endgame request beaten by another: not the provider's fault.
+var errLost = errors.New("chunk landed from another provider")
+
+// settle records a chunk request's outcome.
+func (s *swarmFetch) settle(f *fetch, jb *chunkJob, err error, n int64, took time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.kick()
+	sp := s.peers[jb.p]
+	sp.inflight--
+	s.jobs[jb.i] = slices.DeleteFunc(s.jobs[jb.i], func(o *chunkJob) bool { return o == jb })
+	if len(s.jobs[jb.i]) == 0 {
+		delete(s.jobs, jb.i)
+	}
+	i := jb.i
+	switch {
+	case err == nil:
+		bps := float64(n) / max(took.Seconds(), 1e-6)
+		if sp.measured {
+			bps = 0.7*sp.rate + 0.3*bps
+		}
+		sp.rate, sp.measured, sp.failures = bps, true, 0
+		if !s.have.Has(i) {
+			s.landed(f, i, jb.p, n)
+			for _, o := range s.jobs[i] {
+				o.cancel()
+			}
+		}
+		if sus, ok := s.suspect[i]; ok && s.judge[i] == jb.p {
+			// The states' own provider sent a chunk that verifies: the suspect lied.
+			s.a.blamePeer(sus, s.d, fmt.Errorf("chunk %d failed verification", i))
+		}
+		delete(s.suspect, i)
+		delete(s.judge, i)
+	case errors.Is(err, errLost):
+		// Beaten in the endgame, or stopped because another request landed the chunk.
+	case errors.Is(err, transfer.ErrBusy):
+		sp.busy[i] = time.Now().Add(busyBackoff)
+	case errors.Is(err, chunks.ErrMismatch):
+		s.mismatch(sp, i, err)
+	default:
+		sp.failures++
+		if sp.failures >= 2 || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errdefs.ErrNotFound) {
+			// Failing, or slower than minPeerRate: the rest of the blob comes from others.
+			sp.out = true
+			s.a.log.Debug("dropping a provider from the fetch", "peer", jb.p, "digest", s.d, "chunk", i, "err", err)
+		}
+	}
+}
+
+// mismatch handles a chunk from sp failing verification. Blame is exact: when the chunk's states
+// were confirmed by two providers, or came from sp itself, the chunk's sender is blamed. Otherwise
+// the sender is a suspect, and the provider of the states is asked for the same chunk: if its own
+// chunk verifies, the suspect lied; if not, the states were forged, so everything verified
+// against them is suspect and the fetch fails. Called with s.mu held.
+func (s *swarmFetch) mismatch(sp *swarmPeer, i int, err error) {
+	sp.out = true
+	src := s.stateSource(i)
+	switch {
+	case s.confirmed(i):
+		s.a.blamePeer(sp.id, s.d, err)
+	case sp.id == src:
+		s.a.blamePeer(sp.id, s.d, err)
+		if _, ok := s.suspect[i]; ok {
+			s.fatal = fmt.Errorf("%s: chunk map from %s: %w", s.d, sp.id, chunks.ErrMismatch)
+		}
+		delete(s.suspect, i)
+		delete(s.judge, i)
+	default:
+		s.suspect[i] = sp.id
+		s.judge[i] = src
+	}
+}
+
+// stateSource is the provider whose map gave the states chunk i is verified against (the later
+// one, which a forger would have to fake).
+func (s *swarmFetch) stateSource(i int) peer.ID {
+	return s.from[min(i+1, len(s.from)-1)]
+}
+
+// confirmed reports whether a second provider vouched for chunk i's states.
+func (s *swarmFetch) confirmed(i int) bool {
+	last := i == s.have.Len()-1
+	return s.conf[i] && (last || (i+1 < len(s.conf) && s.conf[i+1]))
+}
+
+// learn takes a provider's map and holdings. A map that disagrees with ours means one of the
+// two lies: that provider is not used (and not blamed: only chunks prove a lie). A longer map
+// that agrees extends ours. Called with s.mu held.
+func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have *chunks.Set) {
+	if !m.Extends(s.m) && !s.m.Extends(m) {
+		sp.out = true
+		s.a.log.Warn("a provider's chunk map disagrees with the one in use; not using it", "peer", sp.id, "digest", s.d)
+		return
+	}
+	if m.Len() > s.m.Len() {
+		for j := s.m.Len(); j < m.Len(); j++ {
+			s.from = append(s.from, sp.id)
+			s.conf = append(s.conf, false)
+		}
+		s.m = m
+	}
+	for j := range min(m.Len(), len(s.from)) {
+		if s.from[j] != sp.id {
+			s.conf[j] = true
+		}
+	}
+	sp.have, sp.mapLen = have, m.Len()
+}
+
+// watchMore starts watching providers up to maxWatched. Called with s.mu held.
+func (s *swarmFetch) watchMore(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	for _, p := range s.order {
+		if s.watched >= maxWatched {
 			return
 		}
-		s := &slot{done: make(chan struct{}), from: p}
-		r.sw.slots[j] = s
-		r.sw.inflight[p]++
-		r.sw.wg.Add(1)
-		go r.fetchChunk(j, p, s)
-	}
-}
-
-func (r *peerReader) pickLocked(j int) (peer.ID, bool) {
-	var best peer.ID
-	bestRate := -1.0
-	for _, info := range r.provs {
-		p := info.ID
-		if r.failed[p] || r.sw.bad[p] || r.sw.inflight[p] >= perPeerInFlight || r.sw.holds[p] <= j || r.a.penalties.penalized(p) {
+		sp := s.peers[p]
+		if sp.watching || !s.usable(sp) || (sp.have != nil && sp.have.Full()) {
 			continue
 		}
-		// Unmeasured providers are tried first; then the fastest; ties broken at random.
-		rate, measured := r.sw.rate[p]
-		if !measured {
-			rate = 1e18 + rand.Float64()
-		}
-		if rate > bestRate {
-			best, bestRate = p, rate
-		}
+		sp.watching = true
+		s.watched++
+		s.a.router.Protect(p, "shoal-transfer")
+		s.wg.Add(1)
+		go s.watch(ctx, sp)
 	}
-	return best, best != ""
 }
 
-// fetchChunk fetches chunk j from p and verifies it against the map as it stands.
-func (r *peerReader) fetchChunk(j int, p peer.ID, s *slot) {
-	defer r.sw.wg.Done()
-	start := time.Now()
-	r.sw.mu.Lock()
-	m := r.m
-	r.sw.mu.Unlock()
-	off, n := m.Range(j)
-	ctx, cancel := context.WithTimeout(r.sw.ctx, chunkDeadline(n))
-	defer cancel()
-	data, err := r.getChunk(ctx, p, off, n)
-	if err == nil {
-		err = m.Verify(j, data)
-		if err != nil && (p == r.mapFrom || r.mapConfirmed) {
-			r.a.blamePeer(p, r.d, err)
+// watch keeps a provider's holdings current: each request waits at the provider until it holds
+// one more chunk or its map grows, so a gain is heard of at once.
+func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
+	defer s.wg.Done()
+	errs := 0
+	defer func() {
+		s.mu.Lock()
+		sp.watching = false
+		s.watched--
+		s.watchMore(ctx)
+		s.mu.Unlock()
+		s.kick()
+	}()
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		if !s.usable(sp) {
+			s.mu.Unlock()
+			return
+		}
+		minStates, minHave := 0, 0
+		if sp.have != nil {
+			minHave = sp.have.Count() + 1
+			if sp.mapLen < sp.have.Len() {
+				minStates = sp.mapLen + 1
+			}
+		}
+		cs := s.m.ChunkSize
+		s.mu.Unlock()
+		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		m, have, err := s.a.peers.Holding(hctx, sp.id, s.d, cs, minStates, minHave)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errs++; errs >= watchErrors || errors.Is(err, errdefs.ErrNotFound) {
+				s.mu.Lock()
+				sp.out = true
+				s.mu.Unlock()
+				return
+			}
+			select {
+			case <-time.After(500 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		errs = 0
+		if m.Size != s.m.Size {
+			s.mu.Lock()
+			sp.out = true
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Lock()
+		s.learn(sp, m, have)
+		full := have.Full() && m.Complete()
+		s.mu.Unlock()
+		s.kick()
+		if full {
+			return // holds everything: nothing more to hear
 		}
 	}
-	r.sw.mu.Lock()
-	r.sw.inflight[p]--
-	if err != nil {
-		// The reader fetches this chunk itself, with exact blame; keep this peer out of prefetching.
-		r.sw.bad[p] = true
-	} else {
-		bps := float64(n) / max(time.Since(start).Seconds(), 1e-6)
-		if old, ok := r.sw.rate[p]; ok {
-			bps = 0.7*old + 0.3*bps
-		}
-		r.sw.rate[p] = bps
-	}
-	s.data, s.err = data, err
-	r.sw.mu.Unlock()
-	close(s.done)
 }
 
-func (r *peerReader) getChunk(ctx context.Context, p peer.ID, off, n int64) ([]byte, error) {
-	rng, err := r.a.peers.Get(ctx, p, r.d, off, n)
+// discover adds providers that appeared since the fetch began.
+func (s *swarmFetch) discover(ctx context.Context) {
+	found, err := s.a.providers(ctx, s.d)
 	if err != nil {
-		return nil, err
+		return
 	}
-	defer rng.Close()
-	if rng.Size != r.m.Size {
-		return nil, fmt.Errorf("peer %s says %d bytes, the map %d", p, rng.Size, r.m.Size)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, info := range found {
+		if _, ok := s.peers[info.ID]; !ok {
+			s.peer(info.ID)
+		}
 	}
-	if d, ok := ctx.Deadline(); ok {
-		rng.SetDeadline(d)
+	s.watchMore(ctx)
+}
+
+// VerifiedMap is the map the chunks were verified against.
+func (s *swarmFetch) VerifiedMap() *chunks.Map {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m
+}
+
+// MapProvider is the provider of the state at the prefix Fill left: if another source resumes
+// from there and the blob fails its digest, that state was forged.
+func (s *swarmFetch) MapProvider() peer.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.from[min(int(s.prefix/s.m.ChunkSize), len(s.from)-1)]
+}
+
+// Close ends the fetch's requests and records how many providers delivered.
+func (s *swarmFetch) Close() error {
+	if s.stop != nil {
+		s.stop()
 	}
-	data := r.a.chunkBuf(n)
-	if _, err := io.ReadFull(rng, data); err != nil {
-		r.a.putChunkBuf(data)
-		return nil, err
+	s.wg.Wait()
+	if s.first != nil {
+		s.a.putChunkBuf(s.first)
+		s.first = nil
 	}
-	return data, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := range s.peers {
+		s.a.router.Unprotect(p, "shoal-transfer")
+	}
+	if n := len(s.used); n > 0 {
+		s.a.metrics.fetchProviders.Observe(float64(n))
+		s.a.log.Debug("blob chunks came from peers", "digest", s.d, "peers", n)
+	}
+	return nil
 }
 
 // chunkBuf returns a buffer of n bytes, from a pool when n is the chunk size: a swarm of
@@ -212,77 +707,4 @@ func (a *Agent) putChunkBuf(b []byte) {
 		b = b[:cap(b)]
 		a.chunkPool.Put(&b)
 	}
-}
-
-// discover looks, at most once a second, for providers that appeared since the transfer began,
-// and learns which chunks each holds from its chunk map (which must agree with ours).
-func (r *peerReader) discover() {
-	if time.Since(r.sw.lastSeen) < rediscoverEvery {
-		return
-	}
-	r.sw.lastSeen = time.Now()
-	found, err := r.a.providers(r.ctx, r.d)
-	if err != nil {
-		return
-	}
-	known := map[peer.ID]bool{}
-	for _, p := range r.provs {
-		known[p.ID] = true
-	}
-	for _, info := range found {
-		if !known[info.ID] {
-			r.provs = append(r.provs, info)
-		}
-	}
-	r.sw.mu.Lock()
-	defer r.sw.mu.Unlock()
-	for _, info := range r.provs {
-		p := info.ID
-		if p == r.mapFrom || r.sw.probing[p] || r.sw.bad[p] || r.failed[p] {
-			continue
-		}
-		if h := r.sw.holds[p]; h > 0 && h == chunks.Count(r.m.Size, r.m.ChunkSize) {
-			continue // holds everything
-		}
-		r.sw.probing[p] = true
-		r.sw.wg.Add(1)
-		go r.probe(p)
-	}
-	if h := held(r.m); h > r.sw.holds[r.mapFrom] {
-		r.sw.holds[r.mapFrom] = h
-	}
-}
-
-// probe fetches p's map to learn what it holds.
-func (r *peerReader) probe(p peer.ID) {
-	defer r.sw.wg.Done()
-	ctx, cancel := context.WithTimeout(r.sw.ctx, 3*time.Second)
-	defer cancel()
-	m, err := r.a.peers.Map(ctx, p, r.d, r.m.ChunkSize)
-	r.sw.mu.Lock()
-	defer r.sw.mu.Unlock()
-	r.sw.probing[p] = false
-	if err != nil {
-		return
-	}
-	if !m.Extends(r.m) && !r.m.Extends(m) {
-		r.sw.bad[p] = true // disagrees with our map: one of the two lies; not this one's chunks
-		return
-	}
-	r.sw.holds[p] = held(m)
-}
-
-// stopPrefetch ends every prefetch and waits for them.
-func (r *peerReader) stopPrefetch() {
-	if r.sw.cancel == nil {
-		return
-	}
-	r.sw.cancel()
-	r.sw.wg.Wait()
-	for _, s := range r.sw.slots {
-		if s.err == nil && s.data != nil {
-			r.a.putChunkBuf(s.data)
-		}
-	}
-	r.sw.slots = nil
 }

@@ -62,9 +62,9 @@ func TestCommitRecordsChunkMap(t *testing.T) {
 	}
 }
 
-// Bytes verified by the caller are not hashed again; plain bytes after them are hashed from the
+// Chunks verified by the caller are not hashed again; plain bytes after them are hashed from the
 // map's state, and a wrong plain byte still fails the commit.
-func TestWriteVerifiedThenPlain(t *testing.T) {
+func TestChunksThenPlain(t *testing.T) {
 	const cs = 64 << 10
 	data := make([]byte, 5*cs+99)
 	rand.Read(data)
@@ -89,8 +89,14 @@ func TestWriteVerifiedThenPlain(t *testing.T) {
 			defer s.Close()
 			w, _ := s.NewWriter(d, int64(len(data)))
 			defer w.Close()
-			if _, err := w.WriteVerified(data[:tc.verified], m); err != nil {
-				t.Fatal(err)
+			for i := 0; int64(i)*cs < int64(tc.verified); i++ {
+				off, n := m.Range(i)
+				if _, err := w.WriteAt(data[off:off+n], off); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.MarkChunk(i, m); err != nil {
+					t.Fatal(err)
+				}
 			}
 			rest := append([]byte(nil), data[tc.verified:]...)
 			if tc.tamper {
@@ -114,5 +120,98 @@ func TestWriteVerifiedThenPlain(t *testing.T) {
 				t.Fatalf("recorded map: %v", err)
 			}
 		})
+	}
+}
+
+// Chunks landed out of order are served only once marked, the prefix grows over them, and the
+// content commits with the map they were verified against. A resume in order from the prefix
+// drops the chunks held past it.
+func TestChunksOutOfOrder(t *testing.T) {
+	const cs = 64 << 10
+	data := make([]byte, 5*cs+99)
+	rand.Read(data)
+	d := digest.FromBytes(data)
+	b, _ := chunks.NewBuilder(digest.SHA256, cs)
+	b.Write(data)
+	m := b.Map()
+	m.Digest = d
+	s, err := Open(t.TempDir(), WithChunkSize(cs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	land := func(w *Writer, i int) {
+		t.Helper()
+		off, n := m.Range(i)
+		if _, err := w.WriteAt(data[off:off+n], off); err != nil {
+			t.Fatal(err)
+		}
+		if w.Holds(off, n) {
+			t.Fatalf("chunk %d held before it is marked", i)
+		}
+		if err := w.MarkChunk(i, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	w, _ := s.NewWriter(d, int64(len(data)))
+	defer w.Close()
+	land(w, 3)
+	land(w, 5)
+	if w.Written() != 0 || !w.Holds(3*cs, cs) || w.Held().Count() != 2 {
+		t.Fatalf("after chunks 3 and 5: prefix %d, held %d", w.Written(), w.Held().Count())
+	}
+	if _, err := w.WriteAt(data[3*cs:3*cs+10], 3*cs); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("write over a held chunk: %v", err)
+	}
+	land(w, 0)
+	land(w, 1)
+	if w.Written() != 2*cs {
+		t.Fatalf("prefix %d, want %d", w.Written(), 2*cs)
+	}
+	other := &chunks.Map{Digest: d, Size: m.Size, ChunkSize: cs, States: append([][]byte{m.States[0]}, make([]byte, 32))}
+	if err := w.MarkChunk(2, other); !errors.Is(err, chunks.ErrMismatch) {
+		t.Fatalf("a disagreeing map: %v", err)
+	}
+	if err := w.Verify(); !errors.Is(err, errdefs.ErrDigestMismatch) {
+		t.Fatalf("verify with chunks missing: %v", err)
+	}
+	land(w, 2)
+	land(w, 4)
+	if w.Written() != int64(len(data)) || !w.Held().Full() {
+		t.Fatalf("prefix %d after every chunk", w.Written())
+	}
+	if err := w.Commit(""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ChunkMap(context.Background(), d, cs)
+	if err != nil || !got.Equal(m) {
+		t.Fatalf("recorded map: %v", err)
+	}
+
+	// A resume in order from the prefix: chunks held past it are written over, and a wrong byte
+	// there fails the commit.
+	d2 := digest.FromBytes(data[:4*cs])
+	b2, _ := chunks.NewBuilder(digest.SHA256, cs)
+	b2.Write(data[:4*cs])
+	m2 := b2.Map()
+	m2.Digest = d2
+	w2, _ := s.NewWriter(d2, 4*cs)
+	defer w2.Close()
+	for _, i := range []int{0, 2} {
+		off, n := m2.Range(i)
+		w2.WriteAt(data[off:off+n], off)
+		if err := w2.MarkChunk(i, m2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w2.Write(data[cs : 4*cs]); err != nil {
+		t.Fatal(err)
+	}
+	if w2.Holds(2*cs, cs) || w2.Written() != 4*cs {
+		t.Fatalf("in-order resume: prefix %d", w2.Written())
+	}
+	if err := w2.Commit(""); err != nil {
+		t.Fatal(err)
 	}
 }

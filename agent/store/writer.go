@@ -28,12 +28,16 @@ type Writer struct {
 	h        hash.Hash
 	// maps builds the chunk map while hashing, for algorithms that have maps; nil otherwise.
 	maps *chunks.Builder
-	// adopted is the chunk map that bytes written with WriteVerified were verified against.
-	// allVerified: every byte so far came through WriteVerified, so the hash has not seen them
-	// and must resume from adopted's state before plain bytes follow.
+	// adopted is the chunk map that chunks recorded with MarkChunk were verified against.
+	// allVerified: every byte so far came through MarkChunk, so the hash has not seen them and
+	// must resume from adopted's state before plain bytes follow.
 	adopted     *chunks.Map
 	allVerified bool
-	// mapMu guards maps, h and adopted against PartialMap, which peers call while bytes land.
+	// have is set once chunks arrive out of order (WriteAt and MarkChunk): the chunks held
+	// verified. n is then the verified prefix.
+	have *chunks.Set
+	// mapMu guards maps, h, adopted, have and n against PartialMap, Held and Holds, which peers
+	// call while bytes land.
 	mapMu sync.Mutex
 	n     int64
 
@@ -65,8 +69,13 @@ func (s *Store) NewWriter(d digest.Digest, size int64) (*Writer, error) {
 // File returns the temporary file, for concurrent ReadAt of bytes already written.
 func (w *Writer) File() *os.File { return w.f }
 
-// Written returns the number of bytes written so far.
-func (w *Writer) Written() int64 { return w.n }
+// Written returns the number of bytes written so far: for chunks written out of order, the
+// contiguous prefix held.
+func (w *Writer) Written() int64 {
+	w.mapMu.Lock()
+	defer w.mapMu.Unlock()
+	return w.n
+}
 
 // Write appends p. Writing past the expected size fails with errdefs.ErrDigestMismatch: the
 // source is sending more than the content it claims to be.
@@ -80,35 +89,11 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.expected >= 0 && w.n+int64(len(p)) > w.expected {
 		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
 	}
-	n, err := w.f.Write(p)
+	n, err := w.f.WriteAt(p, w.n)
 	w.mapMu.Lock()
 	w.h.Write(p[:n])
-	w.mapMu.Unlock()
 	w.n += int64(n)
-	if err != nil {
-		return n, fmt.Errorf("store: %w", err)
-	}
-	return n, nil
-}
-
-// WriteVerified appends bytes that the caller has already verified, chunk by chunk, against m,
-// a chunk map of this content whose last chunk the caller verifies to the digest. They are not
-// hashed again (verification is the costly part of a peer transfer), and m becomes the content's
-// recorded map. Plain Writes may follow from a chunk boundary: hashing resumes there from m.
-// Verified bytes may only start the content; after plain bytes they are hashed like any others.
-func (w *Writer) WriteVerified(p []byte, m *chunks.Map) (int, error) {
-	// A partial map may grow between writes: a map extending the adopted one replaces it.
-	if m.Digest != w.d || (w.adopted != nil && w.adopted != m && !m.Extends(w.adopted)) || (w.n > 0 && !w.allVerified) {
-		return w.Write(p)
-	}
-	if w.expected >= 0 && w.n+int64(len(p)) > w.expected {
-		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
-	}
-	w.mapMu.Lock()
-	w.adopted, w.allVerified = m, true
 	w.mapMu.Unlock()
-	n, err := w.f.Write(p)
-	w.n += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("store: %w", err)
 	}
@@ -143,9 +128,105 @@ func (w *Writer) resumeHash() error {
 		return fmt.Errorf("%s: cannot hash on from %d: %w", w.d, w.n, err)
 	}
 	w.mapMu.Lock()
-	w.maps, w.h, w.allVerified = b, builderHash{b}, false
+	// Chunks held past the prefix are written over in order from here: no longer served.
+	w.maps, w.h, w.allVerified, w.have = b, builderHash{b}, false, nil
 	w.mapMu.Unlock()
 	return nil
+}
+
+// WriteAt lands bytes of a chunk that is still being verified, out of order. They are scratch
+// until MarkChunk records the chunk as held: neither served nor part of Written. Bytes inside the
+// held prefix or a held chunk are refused, so a failing transfer cannot damage verified content.
+func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
+	end := off + int64(len(p))
+	if off < 0 || w.expected < 0 || end > w.expected {
+		return 0, fmt.Errorf("%s: write at %d+%d outside %d bytes: %w", w.d, off, len(p), w.expected, errdefs.ErrInvalid)
+	}
+	w.mapMu.Lock()
+	busy := off < w.n || (w.n > 0 && !w.allVerified)
+	if w.have != nil && len(p) > 0 {
+		for i := int(off / w.s.chunkSize); int64(i)*w.s.chunkSize < end; i++ {
+			busy = busy || w.have.Has(i)
+		}
+	}
+	w.mapMu.Unlock()
+	if busy {
+		return 0, fmt.Errorf("%s: write at %d over held bytes: %w", w.d, off, errdefs.ErrInvalid)
+	}
+	n, err := w.f.WriteAt(p, off)
+	if err != nil {
+		return n, fmt.Errorf("store: %w", err)
+	}
+	return n, nil
+}
+
+// MarkChunk records chunk i, landed with WriteAt, as held: the caller verified it against m, a
+// map of this content in the store's chunk size that agrees with every map used before (the
+// longer one is kept). Once every chunk is held, Verify accepts the content: the last chunk was
+// verified to the digest and each one joins its neighbours' states.
+func (w *Writer) MarkChunk(i int, m *chunks.Map) error {
+	if m.Digest != w.d || m.ChunkSize != w.s.chunkSize || m.Size != w.expected {
+		return fmt.Errorf("%s: chunk map for %s/%d/%d: %w", w.d, m.Digest, m.ChunkSize, m.Size, errdefs.ErrInvalid)
+	}
+	if i < 0 || i >= chunks.Count(m.Size, m.ChunkSize) {
+		return fmt.Errorf("%s: chunk %d: %w", w.d, i, errdefs.ErrInvalid)
+	}
+	w.mapMu.Lock()
+	defer w.mapMu.Unlock()
+	switch {
+	case w.n > 0 && !w.allVerified:
+		return fmt.Errorf("%s: chunks after plain bytes: %w", w.d, errdefs.ErrInvalid)
+	case w.adopted == nil || m.Extends(w.adopted):
+		w.adopted = m
+	case !w.adopted.Extends(m):
+		return fmt.Errorf("%s: chunk map disagrees with the one adopted: %w", w.d, chunks.ErrMismatch)
+	}
+	w.allVerified = true
+	if w.have == nil {
+		w.have = chunks.NewSet(chunks.Count(m.Size, m.ChunkSize))
+		for j := 0; int64(j+1)*m.ChunkSize <= w.n; j++ {
+			w.have.Add(j)
+		}
+	}
+	w.have.Add(i)
+	for w.n < w.expected && w.have.Has(int(w.n/m.ChunkSize)) {
+		_, n := m.Range(int(w.n / m.ChunkSize))
+		w.n += n
+	}
+	return nil
+}
+
+// Held returns the chunks held, in the store's chunk size: those marked, or the whole chunks of
+// an in-order prefix.
+func (w *Writer) Held() *chunks.Set {
+	w.mapMu.Lock()
+	defer w.mapMu.Unlock()
+	if w.have != nil {
+		return w.have.Clone()
+	}
+	cs := w.s.chunkSize
+	s := chunks.NewSet(chunks.Count(max(w.expected, w.n), cs))
+	for j := 0; int64(j+1)*cs <= w.n || (w.n == w.expected && int64(j)*cs < w.n); j++ {
+		s.Add(j)
+	}
+	return s
+}
+
+// Holds reports whether bytes [off, off+n) lie in chunks recorded with MarkChunk, each verified
+// (bytes written in order are verified only as a whole, by Verify).
+func (w *Writer) Holds(off, n int64) bool {
+	w.mapMu.Lock()
+	defer w.mapMu.Unlock()
+	if w.have == nil || n <= 0 {
+		return false
+	}
+	cs := w.s.chunkSize
+	for i := int(off / cs); int64(i)*cs < off+n; i++ {
+		if !w.have.Has(i) {
+			return false
+		}
+	}
+	return true
 }
 
 // Verify checks the size and digest of what was written. After a nil result the bytes are
@@ -156,6 +237,8 @@ func (w *Writer) Verify() error {
 	if w.verified {
 		return nil
 	}
+	w.mapMu.Lock()
+	defer w.mapMu.Unlock()
 	if w.expected >= 0 && w.n != w.expected {
 		return fmt.Errorf("%s: got %d bytes, expected %d: %w", w.d, w.n, w.expected, errdefs.ErrDigestMismatch)
 	}

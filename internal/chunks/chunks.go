@@ -146,28 +146,64 @@ func (m *Map) Covers(i int) bool {
 // Verify checks chunk i's bytes against the map. A nil result for every chunk proves the blob
 // hashes to the map's digest.
 func (m *Map) Verify(i int, data []byte) error {
+	v, err := m.NewVerifier(i)
+	if err != nil {
+		return err
+	}
+	v.Write(data)
+	return v.Check()
+}
+
+// Verifier checks one chunk as its bytes stream past, so a transfer can land them in place
+// without holding the chunk in memory. Check says whether they verify.
+type Verifier struct {
+	m    *Map
+	i    int
+	want int64
+	n    int64
+	h    hash.Hash
+}
+
+// NewVerifier starts checking chunk i, which the map must cover.
+func (m *Map) NewVerifier(i int) (*Verifier, error) {
 	if i < 0 || i >= Count(m.Size, m.ChunkSize) {
-		return fmt.Errorf("chunk %d of %d: %w", i, Count(m.Size, m.ChunkSize), errdefs.ErrInvalid)
+		return nil, fmt.Errorf("chunk %d of %d: %w", i, Count(m.Size, m.ChunkSize), errdefs.ErrInvalid)
 	}
 	if !m.Covers(i) {
-		return fmt.Errorf("chunk %d of %s: %w", i, m.Digest, ErrNotYet)
-	}
-	if _, n := m.Range(i); int64(len(data)) != n {
-		return fmt.Errorf("chunk %d is %d bytes, want %d: %w", i, len(data), n, ErrMismatch)
+		return nil, fmt.Errorf("chunk %d of %s: %w", i, m.Digest, ErrNotYet)
 	}
 	a := algos[m.Digest.Algorithm()]
 	h, err := resume(a, m.States[i], int64(i)*m.ChunkSize)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	h.Write(data)
+	_, n := m.Range(i)
+	return &Verifier{m: m, i: i, want: n, h: h}, nil
+}
+
+// Write hashes the next bytes of the chunk. It never fails.
+func (v *Verifier) Write(p []byte) (int, error) {
+	v.n += int64(len(p))
+	if v.n <= v.want {
+		v.h.Write(p)
+	}
+	return len(p), nil
+}
+
+// Check reports whether the bytes written are exactly chunk i.
+func (v *Verifier) Check() error {
+	m, i := v.m, v.i
+	if v.n != v.want {
+		return fmt.Errorf("chunk %d is %d bytes, want %d: %w", i, v.n, v.want, ErrMismatch)
+	}
+	a := algos[m.Digest.Algorithm()]
 	if i == Count(m.Size, m.ChunkSize)-1 {
-		if got := digest.NewDigest(m.Digest.Algorithm(), h); got != m.Digest {
+		if got := digest.NewDigest(m.Digest.Algorithm(), v.h); got != m.Digest {
 			return fmt.Errorf("last chunk %d finishes to %s, not %s: %w", i, got, m.Digest, ErrMismatch)
 		}
 		return nil
 	}
-	if !bytes.Equal(chainValue(a, h), m.States[i+1]) {
+	if !bytes.Equal(chainValue(a, v.h), m.States[i+1]) {
 		return fmt.Errorf("chunk %d of %s: %w", i, m.Digest, ErrMismatch)
 	}
 	return nil

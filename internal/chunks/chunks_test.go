@@ -247,3 +247,42 @@ func TestPartialMap(t *testing.T) {
 		t.Fatal("a map with a different state extends the partial one")
 	}
 }
+
+// A chunk streamed through a Verifier in pieces passes exactly when Verify passes it, in any
+// order of chunks; extra or missing bytes fail.
+func TestVerifierStreams(t *testing.T) {
+	const cs = 1024
+	data := blob(t, 5*cs+100)
+	m := build(t, digest.SHA256, data, cs, 4096)
+	m.Digest = digest.SHA256.FromBytes(data)
+	for _, i := range []int{5, 0, 3, 1, 4, 2} {
+		off, n := m.Range(i)
+		v, err := m.NewVerifier(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunk := data[off : off+n]
+		for len(chunk) > 0 {
+			k := min(len(chunk), 77)
+			v.Write(chunk[:k])
+			chunk = chunk[k:]
+		}
+		if err := v.Check(); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+	v, _ := m.NewVerifier(2)
+	v.Write(data[2*cs : 3*cs+1])
+	if err := v.Check(); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("one byte too many: %v", err)
+	}
+	v, _ = m.NewVerifier(5)
+	v.Write(data[5*cs : 5*cs+99])
+	if err := v.Check(); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("truncated last chunk: %v", err)
+	}
+	partial := &Map{Digest: m.Digest, Size: m.Size, ChunkSize: cs, States: m.States[:2]}
+	if _, err := partial.NewVerifier(3); !errors.Is(err, ErrNotYet) {
+		t.Fatalf("chunk past a partial map: %v", err)
+	}
+}

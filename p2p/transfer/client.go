@@ -107,28 +107,60 @@ func (c *Client) Map(ctx context.Context, p peer.ID, d digest.Digest, chunkSize 
 // MapAtLeast is Map asking a provider still fetching d to wait, a few seconds at most, until its
 // map has minStates states.
 func (c *Client) MapAtLeast(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64, minStates int) (*chunks.Map, error) {
-	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize, MinStates: minStates})
+	m, _, err := c.Holding(ctx, p, d, chunkSize, minStates, 0)
+	return m, err
+}
+
+// Holding fetches p's chunk map of d and the chunks p holds: all of them for a blob p holds
+// whole, else the set p reports (for a provider that does not say, the prefix its map covers).
+// A provider still fetching d waits, a few seconds at most, until its map has minStates states
+// or it holds minHave chunks (zero: no wait for that); a watcher asks for one more of each.
+// The map is checked for shape only; chunks prove it.
+func (c *Client) Holding(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64, minStates, minHave int) (*chunks.Map, *chunks.Set, error) {
+	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize, MinStates: minStates, MinHave: minHave})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer st.Close()
 	limit := int64(chunks.MaxChunks*64 + 1024)
 	if resp.Length > limit {
 		_ = st.Reset()
-		return nil, fmt.Errorf("chunk map of %d bytes from %s: %w", resp.Length, p, errdefs.ErrInvalid)
+		return nil, nil, fmt.Errorf("chunk map of %d bytes from %s: %w", resp.Length, p, errdefs.ErrInvalid)
 	}
 	b := make([]byte, resp.Length)
 	if _, err := io.ReadFull(br, b); err != nil {
-		return nil, fmt.Errorf("chunk map from %s: %v: %w", p, err, errdefs.ErrUnavailable)
+		return nil, nil, fmt.Errorf("chunk map from %s: %v: %w", p, err, errdefs.ErrUnavailable)
 	}
 	var m chunks.Map
 	if err := m.UnmarshalBinary(b); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if m.Digest != d || m.ChunkSize != chunkSize {
-		return nil, fmt.Errorf("peer %s sent a map for %s/%d: %w", p, m.Digest, m.ChunkSize, errdefs.ErrInvalid)
+		return nil, nil, fmt.Errorf("peer %s sent a map for %s/%d: %w", p, m.Digest, m.ChunkSize, errdefs.ErrInvalid)
 	}
-	return &m, nil
+	count := chunks.Count(m.Size, m.ChunkSize)
+	if resp.Have != nil {
+		have, err := chunks.SetFromBinary(resp.Have, count)
+		if err != nil {
+			return nil, nil, fmt.Errorf("chunk set from %s: %w", p, err)
+		}
+		return &m, have, nil
+	}
+	have := chunks.NewSet(count)
+	held := m.Len()
+	if !m.Complete() {
+		held-- // the last state of a partial map is the boundary reached, not a chunk held
+	}
+	for i := range held {
+		have.Add(i)
+	}
+	return &m, have, nil
+}
+
+// GetChunk is Get of one chunk for a swarm: a provider that has just sent it to other peers may
+// decline with ErrBusy (the requester takes it from them).
+func (c *Client) GetChunk(ctx context.Context, p peer.ID, d digest.Digest, off, n int64) (*Range, error) {
+	return c.get(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n, Spread: true})
 }
 
 // Pull asks peer p, the digest's coordinator, to fetch d from the origin registry for the cluster.

@@ -68,6 +68,13 @@ type request struct {
 	// MinStates asks a provider still fetching the blob to wait (a few seconds at most) until
 	// its map has that many states.
 	MinStates int `json:"minStates,omitempty"`
+	// MinHave asks a provider still fetching the blob to wait (a few seconds at most) until it
+	// holds that many chunks. With MinStates, whichever comes first ends the wait: a peer
+	// watching a provider asks for one more of either and hears of each gain at once.
+	MinHave int `json:"minHave,omitempty"`
+	// Spread marks a chunk request from a swarm: the requester can take the chunk elsewhere, so
+	// a provider that has just sent it to enough peers may answer busy (see Server).
+	Spread bool `json:"spread,omitempty"`
 	// Registry, Repo and Tag name a tag for the tag op.
 	Registry string `json:"registry,omitempty"`
 	Repo     string `json:"repo,omitempty"`
@@ -86,6 +93,10 @@ type response struct {
 	Length int64 `json:"length,omitempty"`
 	// Partial marks a chunk map of a blob the provider is still fetching.
 	Partial bool `json:"partial,omitempty"`
+	// Have is, for a blob the provider is still fetching, the chunks it holds verified (a
+	// little-endian bitmap, chunks.Set); absent when it holds the whole blob or the prefix the
+	// map covers.
+	Have []byte `json:"have,omitempty"`
 }
 
 // Status codes, HTTP-like for familiarity.
@@ -94,6 +105,7 @@ const (
 	statusBadRequest  = 400
 	statusNotFound    = 404
 	statusRangeError  = 416
+	statusBusy        = 429
 	statusUnavailable = 503
 	statusInternal    = 500
 )
@@ -133,10 +145,16 @@ func readFrame(r *bufio.Reader, limit int, v any) error {
 	return nil
 }
 
+// ErrBusy is a provider declining a chunk it has just sent to enough other peers: the requester
+// takes it from one of them, or asks again shortly. It is not a failure of the provider.
+var ErrBusy = fmt.Errorf("provider busy with the chunk: %w", errdefs.ErrUnavailable)
+
 // statusError turns a response status into an error class.
 func statusError(resp *response) error {
 	cls := errdefs.ErrUnavailable
 	switch resp.Status {
+	case statusBusy:
+		return ErrBusy
 	case statusNotFound:
 		cls = errdefs.ErrNotFound
 	case statusBadRequest, statusRangeError:

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
@@ -49,6 +52,13 @@ type Resolver interface {
 	Resolve(ctx context.Context, registry, repo, tag string, accept []string) (TagRecord, error)
 }
 
+// Holder is implemented by Content that serves blobs it is still fetching, possibly out of
+// order. Holding returns the chunks of d held verified (in the given chunk size) and a channel
+// closed at the next change; ok is false when d is not in progress (held whole, or not at all).
+type Holder interface {
+	Holding(d digest.Digest, chunkSize int64) (have *chunks.Set, changed <-chan struct{}, ok bool)
+}
+
 // Observer is told what the server sent, for metrics.
 type Observer interface {
 	Served(op string, status int, bytes int64)
@@ -60,6 +70,7 @@ type Server struct {
 	log      *slog.Logger
 	observer Observer
 	upload   *throttle.Limiter
+	spread   spreader
 }
 
 // ServerOption configures a Server.
@@ -119,6 +130,11 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	}
 	switch req.Op {
 	case opGet:
+		if req.Spread && !s.spread.admit(st.Conn().RemotePeer(), req.Digest, req.Offset, req.Length) {
+			status := statusBusy
+			_ = writeFrame(st, response{Status: status, Error: "chunk just sent to other peers; take it from them"})
+			return status, 0, nil
+		}
 		b, err := s.content.OpenContent(req.Digest)
 		if err != nil {
 			return fail(err)
@@ -149,12 +165,16 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err := validChunkSize(req.Digest.Algorithm(), req.ChunkSize); err != nil {
 			return fail(err)
 		}
-		m, err := s.mapAtLeast(req)
+		m, have, err := s.mapAtLeast(req)
 		if err != nil {
 			return fail(err)
 		}
 		body, _ := m.MarshalBinary()
-		if err := writeFrame(st, response{Status: statusOK, Size: m.Size, Length: int64(len(body)), Partial: !m.Complete()}); err != nil {
+		resp := response{Status: statusOK, Size: m.Size, Length: int64(len(body)), Partial: !m.Complete()}
+		if have != nil {
+			resp.Have, _ = have.MarshalBinary()
+		}
+		if err := writeFrame(st, resp); err != nil {
 			return statusOK, 0, err
 		}
 		_ = st.SetWriteDeadline(time.Now().Add(stallTimeout))
@@ -219,17 +239,98 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 	return w.st.Write(p)
 }
 
-// mapAtLeast answers a map request, waiting a little for a provider still fetching the blob to
-// reach the number of states asked for.
-func (s *Server) mapAtLeast(req *request) (*chunks.Map, error) {
-	deadline := time.Now().Add(mapWait)
+// mapAtLeast answers a map request, with the chunks held of a blob in progress, waiting a
+// little for such a blob to reach the states or held chunks asked for.
+func (s *Server) mapAtLeast(req *request) (*chunks.Map, *chunks.Set, error) {
+	timer := time.NewTimer(mapWait)
+	defer timer.Stop()
+	holder, _ := s.content.(Holder)
 	for {
 		m, err := s.content.ChunkMap(context.Background(), req.Digest, req.ChunkSize)
-		if err != nil || m.Complete() || m.Len() >= req.MinStates || time.Now().After(deadline) {
-			return m, err
+		if err != nil {
+			return nil, nil, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		var have *chunks.Set
+		var changed <-chan struct{}
+		inProgress := false
+		if holder != nil {
+			have, changed, inProgress = holder.Holding(req.Digest, req.ChunkSize)
+		}
+		if have != nil && have.Len() != chunks.Count(m.Size, m.ChunkSize) {
+			have = nil // not in the map's chunking: the prefix the map covers is what counts
+		}
+		done := !inProgress || (req.MinStates == 0 && req.MinHave == 0) ||
+			(req.MinStates > 0 && m.Len() >= req.MinStates) ||
+			(req.MinHave > 0 && have != nil && have.Count() >= req.MinHave)
+		if done {
+			return m, have, nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return m, have, nil
+		}
 	}
+}
+
+// Super-seeding: a chunk a provider has begun sending to spreadFanout peers within
+// spreadWindow is declined to further swarm requests for it, which take it from those peers
+// instead. A node that alone holds new chunks (the coordinator fetching from the origin) then
+// sends each about spreadFanout times, not once per node, and its uplink goes to new chunks.
+const (
+	spreadFanout = 2
+	spreadWindow = 1500 * time.Millisecond
+	// spreadMax bounds the chunks remembered; older entries are dropped first.
+	spreadMax = 4096
+)
+
+type spreadKey struct {
+	d        digest.Digest
+	off, len int64
+}
+
+type spreadEntry struct {
+	since time.Time
+	peers []peer.ID
+}
+
+type spreader struct {
+	mu      sync.Mutex
+	entries map[spreadKey]*spreadEntry
+}
+
+// admit records p asking for a chunk and reports whether to send it.
+func (s *spreader) admit(p peer.ID, d digest.Digest, off, n int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.entries == nil {
+		s.entries = map[spreadKey]*spreadEntry{}
+	}
+	k := spreadKey{d, off, n}
+	e, ok := s.entries[k]
+	if !ok || now.Sub(e.since) > spreadWindow {
+		if len(s.entries) >= spreadMax {
+			for key, old := range s.entries {
+				if now.Sub(old.since) > spreadWindow {
+					delete(s.entries, key)
+				}
+			}
+			if len(s.entries) >= spreadMax {
+				clear(s.entries)
+			}
+		}
+		s.entries[k] = &spreadEntry{since: now, peers: []peer.ID{p}}
+		return true
+	}
+	if slices.Contains(e.peers, p) {
+		return true
+	}
+	if len(e.peers) >= spreadFanout {
+		return false
+	}
+	e.peers = append(e.peers, p)
+	return true
 }
 
 // writeJSON answers with v as a JSON body of at most maxTagBody bytes.
