@@ -82,6 +82,8 @@ type Agent struct {
 	download *throttle.Limiter
 	// chunkPool recycles chunk-sized buffers of peer transfers.
 	chunkPool sync.Pool
+	// chunkSlots holds one token per swarm chunk request open, nodeInFlight at most.
+	chunkSlots chan struct{}
 
 	// Peer-to-peer parts; all nil when P2P is off.
 	node      *p2p.Node
@@ -146,16 +148,17 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a = &Agent{
-		cfg:       cfg,
-		log:       log,
-		store:     st,
-		upstreams: ups,
-		origin:    oc,
-		registry:  reg,
-		metrics:   m,
-		inflight:  map[digest.Digest]*fetch{},
-		gcKick:    make(chan struct{}, 1),
-		download:  throttle.New(cfg.MaxDownloadRate),
+		cfg:        cfg,
+		log:        log,
+		store:      st,
+		upstreams:  ups,
+		origin:     oc,
+		registry:   reg,
+		metrics:    m,
+		inflight:   map[digest.Digest]*fetch{},
+		chunkSlots: make(chan struct{}, nodeInFlight),
+		gcKick:     make(chan struct{}, 1),
+		download:   throttle.New(cfg.MaxDownloadRate),
 	}
 	a.lifetime, a.stop = context.WithCancel(context.Background())
 	a.sources = []Source{originSource{oc}}

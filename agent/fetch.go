@@ -350,7 +350,10 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 // visible to clients as they land. It returns nil at the stream's end.
 func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reader) error {
 	w := f.w
-	body = a.download.Reader(ctx, body)
+	// A whole stream from one source, the origin in practice: the cluster's copy when this node
+	// coordinates, and whose bytes every peer waits for. It goes ahead of the node's own swarm
+	// downloads on the link.
+	body = a.download.PriorityReader(ctx, body)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp

@@ -180,12 +180,13 @@ func (a *Agent) viaCoordinator(ctx context.Context, t registryapi.Target, d dige
 
 // firstChunk fetches the first chunk from the first provider. For a blob of one chunk it returns
 // the whole blob, verified by its digest; for a larger one it keeps the bytes (unverified) in
-// r.first for Fill to verify once the map is in.
+// r.first for Fill to verify once the map is in. It is a swarm request: a provider already
+// sending the chunk declines, and the swarm then takes it from whoever receives it.
 func (r *swarmFetch) firstChunk() (io.ReadCloser, int64, bool) {
 	p := r.provs[0].ID
 	ctx, cancel := context.WithTimeout(r.ctx, chunkDeadline(r.a.cfg.ChunkSize))
 	defer cancel()
-	rng, err := r.a.peers.GetUpTo(ctx, p, r.d, 0, r.a.cfg.ChunkSize)
+	rng, err := r.a.peers.GetChunk(ctx, p, r.d, 0, r.a.cfg.ChunkSize, true)
 	if err != nil {
 		return nil, 0, false
 	}
@@ -193,7 +194,7 @@ func (r *swarmFetch) firstChunk() (io.ReadCloser, int64, bool) {
 	rng.SetDeadline(time.Now().Add(chunkDeadline(r.a.cfg.ChunkSize)))
 	n := rng.Length
 	data := r.a.chunkBuf(n)
-	if _, err := io.ReadFull(rng, data); err != nil {
+	if _, err := io.ReadFull(r.a.download.Reader(ctx, rng), data); err != nil {
 		r.a.putChunkBuf(data)
 		return nil, 0, false
 	}
@@ -548,8 +549,12 @@ func (c *fetchContent) ReadAt(p []byte, off int64) (int, error) {
 	defer timer.Stop()
 	for {
 		visible, done, wake, err := c.f.state()
-		// Bytes in the prefix released to local clients, or in chunks held verified.
-		if end := off + int64(len(p)); end <= visible || (done && err == nil) || c.f.w.Holds(off, int64(len(p))) {
+		// Bytes in chunks held verified, or in the prefix released to local clients.
+		end := off + int64(len(p))
+		if c.f.w.Holds(off, int64(len(p))) {
+			visible = end
+		}
+		if end <= visible || (done && err == nil) {
 			n, rerr := c.f.w.File().ReadAt(p[:max(0, min(int64(len(p)), visible-off))], off)
 			if rerr == nil && n < len(p) {
 				rerr = io.EOF

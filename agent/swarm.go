@@ -26,9 +26,9 @@ import (
 //   - The chunks just past the contiguous prefix come first (the local client streams that
 //     prefix in order from its first byte); then the rarest chunks among the providers watched.
 //   - A provider gets at most perPeerInFlight requests from this fetch, and the one with the best
-//     measured rate is chosen among those holding a chunk. A provider that has just sent a chunk
-//     to enough peers answers busy (transfer.Server's super-seeding); the chunk is taken from
-//     those peers instead.
+//     measured rate is chosen among those holding a chunk. A provider already sending a chunk to
+//     enough peers answers busy (transfer.Server's super-seeding); the chunk is taken from those
+//     peers once they hold it, or asked for again shortly.
 //   - When every missing chunk is in flight, the last ones are also asked of a second provider
 //     (endgame); the first to verify wins.
 //   - A provider that fails, stalls, or delivers below minPeerRate is dropped from the fetch;
@@ -38,9 +38,11 @@ import (
 // the chunk; a chunk counts as held (served to peers, released to the local client) only once
 // it verifies. Endgame duplicates land in memory and are written only if they win.
 const (
-	// maxInFlight caps the chunk requests one fetch has open; with 4 MiB chunks, about 24 MiB
-	// on the way.
-	maxInFlight = 6
+	// maxInFlight caps the chunk requests one fetch has open, and nodeInFlight those of all the
+	// node's fetches together: enough to keep a link busy, few enough that each chunk gets a
+	// fair share of it and arrives well within its deadline (see chunkDeadline).
+	maxInFlight  = 4
+	nodeInFlight = 6
 	// perPeerInFlight caps the requests one fetch has open at one provider, so that a swarm
 	// spreads its load over every provider instead of queueing at the first.
 	perPeerInFlight = 2
@@ -52,7 +54,7 @@ const (
 	// (nodes that started on the same blob announce it at their first chunk).
 	rediscoverEvery = time.Second
 	// busyBackoff is how long a provider that declined a chunk is not asked for it again.
-	busyBackoff = 300 * time.Millisecond
+	busyBackoff = 200 * time.Millisecond
 	// swarmStall fails a fetch in which no chunk has landed for this long: the pipeline then
 	// resumes from the origin.
 	swarmStall = 30 * time.Second
@@ -104,7 +106,7 @@ type swarmPeer struct {
 	failures int
 	out      bool // dropped for the rest of this fetch
 	watching bool
-	busy     map[int]time.Time // chunks it declined, until when
+	busy     time.Time // declined a chunk (all its upload slots taken): not asked until then
 }
 
 // chunkJob is one chunk request in flight.
@@ -131,7 +133,7 @@ func (s *swarmFetch) kick() {
 func (s *swarmFetch) peer(p peer.ID) *swarmPeer {
 	sp, ok := s.peers[p]
 	if !ok {
-		sp = &swarmPeer{id: p, busy: map[int]time.Time{}}
+		sp = &swarmPeer{id: p}
 		s.peers[p] = sp
 		s.order = append(s.order, p)
 	}
@@ -170,7 +172,10 @@ func (s *swarmFetch) Fill(ctx context.Context, f *fetch) (err error) {
 	s.mu.Unlock()
 
 	lastLookup := time.Now()
-	tick := time.NewTicker(250 * time.Millisecond)
+	looking := false
+	lookups := make(chan struct{}, 1)
+	// The tick retries busy chunks and takes node slots other fetches released.
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		s.mu.Lock()
@@ -196,12 +201,21 @@ func (s *swarmFetch) Fill(ctx context.Context, f *fetch) (err error) {
 		case stalled:
 			return fmt.Errorf("%s: no chunk landed for %s: %w", s.d, swarmStall, errdefs.ErrUnavailable)
 		}
-		if time.Since(lastLookup) >= rediscoverEvery {
-			lastLookup = time.Now()
-			s.discover(ctx)
+		if time.Since(lastLookup) >= rediscoverEvery && !looking {
+			// In the background: a lookup can take seconds on a loaded DHT, and chunks must
+			// keep being scheduled meanwhile.
+			looking = true
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.discover(ctx)
+				lookups <- struct{}{}
+			}()
 		}
 		select {
 		case <-s.events:
+		case <-lookups:
+			looking, lastLookup = false, time.Now()
 		case <-tick.C:
 		case <-ctx.Done():
 			return fmt.Errorf("%s: %w", s.d, ctx.Err())
@@ -275,7 +289,7 @@ func (s *swarmFetch) schedule(ctx context.Context, f *fetch) {
 		}
 		avail := 0
 		for _, sp := range s.peers {
-			if s.usable(sp) && sp.have != nil && sp.have.Has(i) && !sp.busy[i].After(now) {
+			if s.usable(sp) && sp.have != nil && sp.have.Has(i) && !sp.busy.After(now) {
 				avail++
 			}
 		}
@@ -321,7 +335,7 @@ func (s *swarmFetch) start(ctx context.Context, f *fetch, i int, dup bool) bool 
 	bestScore := -1.0
 	for _, p := range s.order {
 		sp := s.peers[p]
-		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy[i].After(now) {
+		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy.After(now) {
 			continue
 		}
 		if j, ok := s.judge[i]; ok && p != j {
@@ -342,6 +356,11 @@ func (s *swarmFetch) start(ctx context.Context, f *fetch, i int, dup bool) bool 
 	}
 	if best == nil {
 		return false
+	}
+	select {
+	case s.a.chunkSlots <- struct{}{}:
+	default:
+		return false // the node's link is spoken for; the next round tries again
 	}
 	jctx, cancel := context.WithCancel(ctx)
 	jb := &chunkJob{i: i, p: best.id, dup: dup, cancel: cancel, exited: make(chan struct{})}
@@ -367,7 +386,7 @@ func (s *swarmFetch) run(ctx context.Context, f *fetch, jb *chunkJob, m *chunks.
 		}
 		ctx, cancel := context.WithTimeout(ctx, chunkDeadline(n))
 		defer cancel()
-		rng, err := s.a.peers.GetChunk(ctx, jb.p, s.d, off, n)
+		rng, err := s.a.peers.GetChunk(ctx, jb.p, s.d, off, n, false)
 		if err != nil {
 			return err
 		}
@@ -450,6 +469,7 @@ func (s *swarmFetch) settle(f *fetch, jb *chunkJob, err error, n int64, took tim
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.kick()
+	<-s.a.chunkSlots
 	sp := s.peers[jb.p]
 	sp.inflight--
 	s.jobs[jb.i] = slices.DeleteFunc(s.jobs[jb.i], func(o *chunkJob) bool { return o == jb })
@@ -457,6 +477,7 @@ func (s *swarmFetch) settle(f *fetch, jb *chunkJob, err error, n int64, took tim
 		delete(s.jobs, jb.i)
 	}
 	i := jb.i
+	s.a.log.Debug("chunk request done", "digest", s.d, "chunk", i, "peer", jb.p, "dup", jb.dup, "took", took, "err", err)
 	switch {
 	case err == nil:
 		bps := float64(n) / max(took.Seconds(), 1e-6)
@@ -479,7 +500,7 @@ func (s *swarmFetch) settle(f *fetch, jb *chunkJob, err error, n int64, took tim
 	case errors.Is(err, errLost):
 		// Beaten in the endgame, or stopped because another request landed the chunk.
 	case errors.Is(err, transfer.ErrBusy):
-		sp.busy[i] = time.Now().Add(busyBackoff)
+		sp.busy = time.Now().Add(busyBackoff)
 	case errors.Is(err, chunks.ErrMismatch):
 		s.mismatch(sp, i, err)
 	default:

@@ -6,6 +6,7 @@ package throttle
 import (
 	"context"
 	"io"
+	"sync"
 
 	"golang.org/x/time/rate"
 )
@@ -13,6 +14,12 @@ import (
 // Limiter paces bytes. A nil *Limiter means unlimited; its methods are then no-ops.
 type Limiter struct {
 	l *rate.Limiter
+
+	// Priority streams: while one waits for tokens, ordinary streams take none, so the bytes the
+	// link can carry go to it first.
+	mu      sync.Mutex
+	waiting int           // priority streams waiting for tokens
+	clear   chan struct{} // closed when waiting drops to zero
 }
 
 // New returns a limiter of bytesPerSecond, or nil (unlimited) when bytesPerSecond <= 0. The burst
@@ -30,6 +37,42 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 	if l == nil {
 		return nil
 	}
+	for {
+		l.mu.Lock()
+		if l.waiting == 0 {
+			l.mu.Unlock()
+			break
+		}
+		clear := l.clear
+		l.mu.Unlock()
+		select {
+		case <-clear:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return l.wait(ctx, n)
+}
+
+// waitPriority is Wait for a priority stream.
+func (l *Limiter) waitPriority(ctx context.Context, n int) error {
+	l.mu.Lock()
+	if l.waiting == 0 {
+		l.clear = make(chan struct{})
+	}
+	l.waiting++
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		if l.waiting--; l.waiting == 0 {
+			close(l.clear)
+		}
+		l.mu.Unlock()
+	}()
+	return l.wait(ctx, n)
+}
+
+func (l *Limiter) wait(ctx context.Context, n int) error {
 	for n > 0 {
 		k := min(n, l.l.Burst())
 		if err := l.l.WaitN(ctx, k); err != nil {
@@ -48,6 +91,16 @@ func (l *Limiter) Reader(ctx context.Context, r io.Reader) io.Reader {
 	return &reader{ctx: ctx, l: l, r: r}
 }
 
+// PriorityReader paces reads from r ahead of every other stream of the limiter: while it waits
+// for tokens, the others wait for it. For a transfer the whole cluster waits on (a coordinator's
+// fetch from the origin), which must not share the link with this node's own swarm downloads.
+func (l *Limiter) PriorityReader(ctx context.Context, r io.Reader) io.Reader {
+	if l == nil {
+		return r
+	}
+	return &reader{ctx: ctx, l: l, r: r, priority: true}
+}
+
 // Writer paces writes to w.
 func (l *Limiter) Writer(ctx context.Context, w io.Writer) io.Writer {
 	if l == nil {
@@ -57,9 +110,10 @@ func (l *Limiter) Writer(ctx context.Context, w io.Writer) io.Writer {
 }
 
 type reader struct {
-	ctx context.Context
-	l   *Limiter
-	r   io.Reader
+	ctx      context.Context
+	l        *Limiter
+	r        io.Reader
+	priority bool
 }
 
 func (r *reader) Read(p []byte) (int, error) {
@@ -69,7 +123,11 @@ func (r *reader) Read(p []byte) (int, error) {
 	}
 	n, err := r.r.Read(p)
 	if n > 0 {
-		if werr := r.l.Wait(r.ctx, n); werr != nil && err == nil {
+		wait := r.l.Wait
+		if r.priority {
+			wait = r.l.waitPriority
+		}
+		if werr := wait(r.ctx, n); werr != nil && err == nil {
 			err = werr
 		}
 	}

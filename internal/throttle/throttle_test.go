@@ -52,3 +52,35 @@ func TestUnlimitedAndCancel(t *testing.T) {
 		t.Fatal("Wait ignored a cancelled context")
 	}
 }
+
+// A priority reader sharing the limiter with ordinary ones gets the link first: it finishes while
+// they are still moving, and together they stay within the limit.
+func TestPriorityReaderGoesFirst(t *testing.T) {
+	const rate, each = 10_000_000, 2_000_000
+	l := New(rate)
+	start := time.Now()
+	done := make(chan string, 4)
+	move := func(name string, r io.Reader) {
+		if n, err := io.Copy(io.Discard, r); err != nil || n != each {
+			t.Errorf("%s moved %d: %v", name, n, err)
+		}
+		done <- name
+	}
+	ctx := context.Background()
+	for range 3 {
+		go move("ordinary", l.Reader(ctx, bytes.NewReader(make([]byte, each))))
+	}
+	time.Sleep(20 * time.Millisecond) // the ordinary readers hold the link already
+	go move("priority", l.PriorityReader(ctx, bytes.NewReader(make([]byte, each))))
+	var order []string
+	for range 4 {
+		order = append(order, <-done)
+	}
+	took := time.Since(start)
+	if got := float64(4*each-l.l.Burst()) / took.Seconds(); got > rate*1.10 {
+		t.Fatalf("%.0f B/s together exceeds the limit %d by more than 10%%", got, rate)
+	}
+	if order[0] != "priority" {
+		t.Fatalf("finishing order %v: the priority reader should finish first", order)
+	}
+}

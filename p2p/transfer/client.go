@@ -39,11 +39,23 @@ type Range struct {
 	Length int64
 }
 
+// ctxStream is a stream reset when its request's context ends, so that a cancelled request
+// (a long-polled map, a chunk another peer delivered first) returns at once instead of at its
+// deadline. Closing or resetting it detaches it from the context.
+type ctxStream struct {
+	network.Stream
+	stop func() bool
+}
+
+func (s ctxStream) Close() error { s.stop(); return s.Stream.Close() }
+func (s ctxStream) Reset() error { s.stop(); return s.Stream.Reset() }
+
 func (c *Client) roundTrip(ctx context.Context, p peer.ID, req request) (network.Stream, *bufio.Reader, *response, error) {
-	st, err := c.h.NewStream(ctx, p, ProtocolID)
+	raw, err := c.h.NewStream(ctx, p, ProtocolID)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("stream to %s: %v: %w", p, err, errdefs.ErrUnavailable)
 	}
+	st := ctxStream{Stream: raw, stop: context.AfterFunc(ctx, func() { _ = raw.Reset() })}
 	deadline := time.Now().Add(requestTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -75,12 +87,6 @@ func (c *Client) roundTrip(ctx context.Context, p peer.ID, req request) (network
 // the whole transfer; a body that stalls fails after the stall timeout.
 func (c *Client) Get(ctx context.Context, p peer.ID, d digest.Digest, off, n int64) (*Range, error) {
 	return c.get(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n})
-}
-
-// GetUpTo is Get of at most n bytes: the range ends early at the blob's end. It learns a blob's
-// size and first bytes in one round trip.
-func (c *Client) GetUpTo(ctx context.Context, p peer.ID, d digest.Digest, off, n int64) (*Range, error) {
-	return c.get(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n, UpTo: true})
 }
 
 func (c *Client) get(ctx context.Context, p peer.ID, req request) (*Range, error) {
@@ -157,10 +163,12 @@ func (c *Client) Holding(ctx context.Context, p peer.ID, d digest.Digest, chunkS
 	return &m, have, nil
 }
 
-// GetChunk is Get of one chunk for a swarm: a provider that has just sent it to other peers may
-// decline with ErrBusy (the requester takes it from them).
-func (c *Client) GetChunk(ctx context.Context, p peer.ID, d digest.Digest, off, n int64) (*Range, error) {
-	return c.get(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n, Spread: true})
+// GetChunk is Get of one chunk for a swarm: a provider busy sending it to other peers, or out of
+// upload slots, declines with ErrBusy (the requester takes it elsewhere or asks again). With
+// upTo, n is a maximum: the range ends early at the blob's end, so one round trip learns a
+// blob's size and its first bytes, or all of a small one.
+func (c *Client) GetChunk(ctx context.Context, p peer.ID, d digest.Digest, off, n int64, upTo bool) (*Range, error) {
+	return c.get(ctx, p, request{Op: opGet, Digest: d, Offset: off, Length: n, UpTo: upTo, Spread: true})
 }
 
 // Pull asks peer p, the digest's coordinator, to fetch d from the origin registry for the cluster.

@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
@@ -76,6 +74,14 @@ type Server struct {
 // ServerOption configures a Server.
 type ServerOption func(*Server)
 
+// WithUploadSlots caps the swarm chunk requests (GetChunk) the server sends at once; more are
+// answered busy, so requesters spread over other providers instead of each getting a sliver of
+// this node's uplink and timing out. The default is DefaultUploadSlots.
+func WithUploadSlots(n int) ServerOption { return func(s *Server) { s.spread.slots = max(n, 1) } }
+
+// DefaultUploadSlots is the default for WithUploadSlots.
+const DefaultUploadSlots = 2
+
 // WithUploadLimit paces every body the server sends through l, shared by all peers.
 func WithUploadLimit(l *throttle.Limiter) ServerOption { return func(s *Server) { s.upload = l } }
 
@@ -84,7 +90,7 @@ func NewServer(h host.Host, content Content, log *slog.Logger, obs Observer, opt
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{content: content, log: log, observer: obs}
+	s := &Server{content: content, log: log, observer: obs, spread: spreader{slots: DefaultUploadSlots}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -130,10 +136,13 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	}
 	switch req.Op {
 	case opGet:
-		if req.Spread && !s.spread.admit(st.Conn().RemotePeer(), req.Digest, req.Offset, req.Length) {
-			status := statusBusy
-			_ = writeFrame(st, response{Status: status, Error: "chunk just sent to other peers; take it from them"})
-			return status, 0, nil
+		if req.Spread {
+			if !s.spread.admit(req.Digest, req.Offset, req.Length) {
+				status := statusBusy
+				_ = writeFrame(st, response{Status: status, Error: "chunk being sent to other peers; take it from them"})
+				return status, 0, nil
+			}
+			defer s.spread.release(req.Digest, req.Offset, req.Length)
 		}
 		b, err := s.content.OpenContent(req.Digest)
 		if err != nil {
@@ -273,64 +282,50 @@ func (s *Server) mapAtLeast(req *request) (*chunks.Map, *chunks.Set, error) {
 	}
 }
 
-// Super-seeding: a chunk a provider has begun sending to spreadFanout peers within
-// spreadWindow is declined to further swarm requests for it, which take it from those peers
-// instead. A node that alone holds new chunks (the coordinator fetching from the origin) then
-// sends each about spreadFanout times, not once per node, and its uplink goes to new chunks.
-const (
-	spreadFanout = 2
-	spreadWindow = 1500 * time.Millisecond
-	// spreadMax bounds the chunks remembered; older entries are dropped first.
-	spreadMax = 4096
-)
+// Super-seeding: a provider sends one chunk to at most spreadFanout swarm requesters at a time
+// and declines further swarm requests for it meanwhile (busy); they take it from the peers that
+// are receiving it, once those hold it, or ask again shortly. A node that alone holds new chunks
+// (the coordinator fetching from the origin) then spends its uplink on distinct chunks instead of
+// sending each one to every node, and a chunk spreads through the swarm as a tree. All swarm
+// requests together are capped by the server's upload slots.
+const spreadFanout = 1
 
 type spreadKey struct {
 	d        digest.Digest
 	off, len int64
 }
 
-type spreadEntry struct {
-	since time.Time
-	peers []peer.ID
-}
-
 type spreader struct {
 	mu      sync.Mutex
-	entries map[spreadKey]*spreadEntry
+	slots   int
+	total   int
+	sending map[spreadKey]int
 }
 
-// admit records p asking for a chunk and reports whether to send it.
-func (s *spreader) admit(p peer.ID, d digest.Digest, off, n int64) bool {
+// admit reserves one of a chunk's sending slots; release returns it.
+func (s *spreader) admit(d digest.Digest, off, n int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
-	if s.entries == nil {
-		s.entries = map[spreadKey]*spreadEntry{}
+	if s.sending == nil {
+		s.sending = map[spreadKey]int{}
 	}
 	k := spreadKey{d, off, n}
-	e, ok := s.entries[k]
-	if !ok || now.Sub(e.since) > spreadWindow {
-		if len(s.entries) >= spreadMax {
-			for key, old := range s.entries {
-				if now.Sub(old.since) > spreadWindow {
-					delete(s.entries, key)
-				}
-			}
-			if len(s.entries) >= spreadMax {
-				clear(s.entries)
-			}
-		}
-		s.entries[k] = &spreadEntry{since: now, peers: []peer.ID{p}}
-		return true
-	}
-	if slices.Contains(e.peers, p) {
-		return true
-	}
-	if len(e.peers) >= spreadFanout {
+	if s.sending[k] >= spreadFanout || s.total >= s.slots {
 		return false
 	}
-	e.peers = append(e.peers, p)
+	s.sending[k]++
+	s.total++
 	return true
+}
+
+func (s *spreader) release(d digest.Digest, off, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := spreadKey{d, off, n}
+	s.total--
+	if s.sending[k]--; s.sending[k] <= 0 {
+		delete(s.sending, k)
+	}
 }
 
 // writeJSON answers with v as a JSON body of at most maxTagBody bytes.

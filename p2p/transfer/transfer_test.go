@@ -210,8 +210,8 @@ func TestMalformedRequests(t *testing.T) {
 	}
 }
 
-// GetUpTo learns a blob's size and first bytes in one round trip, whatever the blob's size.
-func TestGetUpTo(t *testing.T) {
+// GetChunk with upTo learns a blob's size and first bytes in one round trip, whatever the blob's size.
+func TestGetChunkUpTo(t *testing.T) {
 	mc := NewMemoryContent()
 	small, big := randomBytes(t, 1000), randomBytes(t, 5000)
 	ds, db := digest.FromBytes(small), digest.FromBytes(big)
@@ -222,7 +222,7 @@ func TestGetUpTo(t *testing.T) {
 		d    digest.Digest
 		want []byte
 	}{{ds, small}, {db, big[:4096]}} {
-		r, err := c.GetUpTo(context.Background(), p, tc.d, 0, 4096)
+		r, err := c.GetChunk(context.Background(), p, tc.d, 0, 4096, true)
 		if err != nil {
 			t.Fatal(err)
 		}
