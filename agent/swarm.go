@@ -60,6 +60,9 @@ const (
 	swarmStall = 30 * time.Second
 	// watchErrors is how many failed watch requests in a row drop a provider.
 	watchErrors = 3
+	// endgameAfter is the least time a last chunk's request runs before a second provider is
+	// asked for it too.
+	endgameAfter = time.Second
 )
 
 // swarmFetch fetches one blob from its providers. The fetch's goroutine runs Fill, which
@@ -111,11 +114,12 @@ type swarmPeer struct {
 
 // chunkJob is one chunk request in flight.
 type chunkJob struct {
-	i      int
-	p      peer.ID
-	dup    bool // an endgame duplicate: lands in memory, written only if it wins
-	cancel context.CancelFunc
-	exited chan struct{} // closed once the job no longer touches the file
+	i       int
+	p       peer.ID
+	dup     bool // an endgame duplicate: lands in memory, written only if it wins
+	started time.Time
+	cancel  context.CancelFunc
+	exited  chan struct{} // closed once the job no longer touches the file
 }
 
 func newSwarmFetch(a *Agent, ctx context.Context, d digest.Digest, provs []peer.AddrInfo) *swarmFetch {
@@ -307,17 +311,30 @@ func (s *swarmFetch) schedule(ctx context.Context, f *fetch) {
 			inflight++
 		}
 	}
-	// Endgame: every missing chunk is on its way; ask a second provider for the ones with one.
+	// Endgame: every missing chunk is on its way; ask a second provider for the ones whose
+	// request is slow (a duplicate spends a provider's uplink, the scarcest thing in a rollout,
+	// so a request on course is left alone).
 	if inflight < maxInFlight && count-s.have.Count() <= inflight {
 		for i, js := range s.jobs {
 			if inflight >= maxInFlight {
 				break
 			}
-			if len(js) == 1 && !s.have.Has(i) && s.start(ctx, f, i, true) {
+			if len(js) == 1 && !s.have.Has(i) && s.lagging(js[0], now) && s.start(ctx, f, i, true) {
 				inflight++
 			}
 		}
 	}
+}
+
+// lagging reports whether a chunk request has run past twice the time its provider's measured
+// rate predicts (at least endgameAfter).
+func (s *swarmFetch) lagging(jb *chunkJob, now time.Time) bool {
+	want := endgameAfter
+	if sp := s.peers[jb.p]; sp.measured && sp.rate > 0 {
+		_, n := s.m.Range(jb.i)
+		want = max(want, time.Duration(2*float64(n)/sp.rate*float64(time.Second)))
+	}
+	return now.Sub(jb.started) > want
 }
 
 // start asks the best provider holding chunk i for it. Called with s.mu held.
@@ -363,7 +380,7 @@ func (s *swarmFetch) start(ctx context.Context, f *fetch, i int, dup bool) bool 
 		return false // the node's link is spoken for; the next round tries again
 	}
 	jctx, cancel := context.WithCancel(ctx)
-	jb := &chunkJob{i: i, p: best.id, dup: dup, cancel: cancel, exited: make(chan struct{})}
+	jb := &chunkJob{i: i, p: best.id, dup: dup, cancel: cancel, exited: make(chan struct{}), started: now}
 	s.jobs[i] = append(s.jobs[i], jb)
 	best.inflight++
 	s.wg.Add(1)
