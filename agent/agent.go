@@ -267,6 +267,10 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	a.mu.Lock()
 	a.closing = true
 	a.mu.Unlock()
+	// Fetches in flight stop now (their partial files are kept for the next run), so that the
+	// requests streaming them end instead of holding the shutdown; requests served from the
+	// store finish.
+	a.stop()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -72,6 +72,8 @@ type fetch struct {
 	refs    int           // open client handles plus the fetching goroutine
 
 	announced bool // advertised to peers before commit (only the fetching goroutine touches it)
+	// suspend keeps the partial file for the next run: the fetch was cut short by shutdown.
+	suspend bool
 }
 
 func newFetch(d digest.Digest) *fetch {
@@ -89,10 +91,14 @@ func (f *fetch) acquire() {
 func (f *fetch) release() {
 	f.mu.Lock()
 	f.refs--
-	last := f.refs == 0
+	last, suspend := f.refs == 0, f.suspend
 	f.mu.Unlock()
 	if last && f.w != nil {
-		_ = f.w.Close()
+		if suspend {
+			_ = f.w.Suspend()
+		} else {
+			_ = f.w.Close()
+		}
 	}
 }
 
@@ -271,6 +277,11 @@ func (a *Agent) runFetch(f *fetch, t registryapi.Target, sources []Source) {
 	delete(a.inflight, f.d)
 	a.mu.Unlock()
 	a.metrics.inflight.Dec()
+	if err != nil && a.lifetime.Err() != nil {
+		f.mu.Lock()
+		f.suspend = true
+		f.mu.Unlock()
+	}
 	if err != nil && f.announced && a.router != nil {
 		a.router.StopProviding(f.d)
 	}
@@ -294,6 +305,18 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 	var lastErr error = fmt.Errorf("%s: no source: %w", f.d, errdefs.ErrNotFound)
 	var w *store.Writer
 	var mapFrom peer.ID // the peer whose chunk map the store adopted, if any
+	if size, ok := a.store.Partial(f.d); ok {
+		// A previous run left part of this blob: keep the chunks that still verify, and ask the
+		// sources only for the rest.
+		var err error
+		if w, err = a.store.ResumeWriter(f.d, size); err != nil {
+			return err
+		}
+		f.size, f.source, f.w = size, "partial", w
+		visible := min(w.Written(), size-1)
+		f.update(func() { f.visible = visible })
+		close(f.ready)
+	}
 	for _, src := range sources {
 		off, size := int64(0), int64(-1)
 		if w != nil {
@@ -306,7 +329,7 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 			continue
 		}
 		if w == nil {
-			if w, err = a.store.NewWriter(f.d, got); err != nil {
+			if w, err = a.store.ResumeWriter(f.d, got); err != nil {
 				body.Close()
 				return err
 			}

@@ -77,6 +77,37 @@ func TestSimultaneousRequestsFetchOnce(t *testing.T) {
 	if coordinators != 1 || fromPeers != len(nodes)-1 {
 		t.Fatalf("%d nodes fetched from the origin and %d wholly from peers; want 1 and %d", coordinators, fromPeers, len(nodes)-1)
 	}
+	// The chunks spread between the requesters: the coordinator sends a chunk to one peer at a
+	// time, so the others take it from whoever holds it.
+	var fetches, providers uint64
+	var per []float64
+	for _, nd := range nodes {
+		count, sum := histogram(t, nd, "shoal_fetch_providers")
+		fetches += count
+		providers += uint64(sum)
+		per = append(per, sum)
+	}
+	t.Logf("providers per node's fetch: %v", per)
+	if fetches != uint64(len(nodes)-1) || providers <= fetches {
+		t.Fatalf("%d fetches from peers used %d providers in all; want %d fetches, some from several peers", fetches, providers, len(nodes)-1)
+	}
+}
+
+// histogram returns a node's sample count and sum of a histogram without labels. A fetch
+// records its providers before it commits.
+func histogram(t *testing.T, nd *node, name string) (count uint64, sum float64) {
+	t.Helper()
+	mfs, err := nd.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	return 0, 0
 }
 
 // The coordinator dies in the middle of its fetch: the others resume where they were, from the

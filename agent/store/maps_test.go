@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -213,5 +215,63 @@ func TestChunksOutOfOrder(t *testing.T) {
 	}
 	if err := w2.Commit(""); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A suspended writer's partial survives reopening the store and resumes with the chunks that
+// still verify; files without a record are dropped at open.
+func TestPartialResume(t *testing.T) {
+	const cs = 64 << 10
+	data := make([]byte, 4*cs+5)
+	rand.Read(data)
+	d := digest.FromBytes(data)
+	dir := t.TempDir()
+	s, err := Open(dir, WithChunkSize(cs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.ResumeWriter(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data[:2*cs+100]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Suspend(); err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(dir, "partial", "sha256-"+digest.FromString("x").Encoded())
+	if err := os.WriteFile(orphan, []byte("left by a crash before its record"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s, err = Open(dir, WithChunkSize(cs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Fatalf("orphan partial kept: %v", err)
+	}
+	if size, ok := s.Partial(d); !ok || size != int64(len(data)) {
+		t.Fatalf("Partial = %d, %v", size, ok)
+	}
+	w, err = s.ResumeWriter(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if w.Written() != 2*cs || w.Held().Count() != 2 {
+		t.Fatalf("resumed with prefix %d and %d chunks, want the 2 whole chunks", w.Written(), w.Held().Count())
+	}
+	if _, err := w.Write(data[2*cs:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(""); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Partial(d); ok {
+		t.Fatal("partial still recorded after the commit")
 	}
 }

@@ -76,7 +76,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err := chunks.ValidChunkSize(digest.SHA256, s.chunkSize); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	for _, d := range []string{dir, s.blobDir(), s.tmpDir()} {
+	for _, d := range []string{dir, s.blobDir(), s.tmpDir(), s.partialDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
@@ -90,14 +90,14 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: opening metadata: %w", err)
 	}
-	// Partial files from a previous run are not resumable yet: drop them.
+	// Temporary files from a previous run are not resumable (partial/ holds those that are).
 	if entries, err := os.ReadDir(s.tmpDir()); err == nil {
 		for _, e := range entries {
 			_ = os.RemoveAll(filepath.Join(s.tmpDir(), e.Name()))
 		}
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMedia, bucketTags} {
+		for _, b := range [][]byte{bucketMedia, bucketTags, bucketPartial} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -108,6 +108,10 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s.db = db
+	if err := s.cleanPartials(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: partial files: %w", err)
+	}
 	if err := s.scan(); err != nil {
 		db.Close()
 		return nil, err

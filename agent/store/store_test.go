@@ -377,7 +377,7 @@ func TestReopen(t *testing.T) {
 	}
 }
 
-// TestOpenClearsTmp checks that partial files of a previous run are removed at Open and that
+// TestOpenClearsTmp checks that temporary files of a previous run are removed at Open and that
 // committed content is left alone.
 func TestOpenClearsTmp(t *testing.T) {
 	t.Parallel()

@@ -41,6 +41,9 @@ type Writer struct {
 	mapMu sync.Mutex
 	n     int64
 
+	// partial: the file is d's partial file (ResumeWriter), kept with its map for a resume.
+	partial bool
+
 	mu        sync.Mutex
 	verified  bool
 	committed bool
@@ -177,6 +180,12 @@ func (w *Writer) MarkChunk(i int, m *chunks.Map) error {
 	case w.n > 0 && !w.allVerified:
 		return fmt.Errorf("%s: chunks after plain bytes: %w", w.d, errdefs.ErrInvalid)
 	case w.adopted == nil || m.Extends(w.adopted):
+		if w.partial && (w.adopted == nil || m.Len() > w.adopted.Len()) {
+			// A longer map: record it, so that a restart can verify the chunks it covers.
+			if err := w.recordPartial(m); err != nil {
+				w.s.log.Warn("recording a partial blob's map failed", "digest", w.d, "err", err)
+			}
+		}
 		w.adopted = m
 	case !w.adopted.Extends(m):
 		return fmt.Errorf("%s: chunk map disagrees with the one adopted: %w", w.d, chunks.ErrMismatch)
@@ -327,6 +336,7 @@ func (w *Writer) Commit(mediaType string) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	w.committed = true
+	w.dropPartial()
 	if !existed {
 		w.s.bytes.Add(w.n)
 		w.s.count.Add(1)
@@ -345,6 +355,7 @@ func (w *Writer) Close() error {
 	err := w.f.Close()
 	if !w.committed {
 		_ = os.Remove(w.f.Name())
+		w.dropPartial()
 	}
 	return err
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +31,8 @@ func agentFlags() []cli.Flag {
 			Usage: "how long a tag resolution is reused before asking the origin again"},
 		&cli.StringFlag{Name: "max-store-size", Value: "0", EnvVars: env("MAX_STORE_SIZE"),
 			Usage: "evict least recently used content past this size (e.g. 50GiB, 200GB); 0 = no limit"},
+		&cli.StringFlag{Name: "chunk-size", Value: "4MiB", EnvVars: env("CHUNK_SIZE"),
+			Usage: "unit of verified peer transfer, a multiple of 128 bytes; the same on every node of a cluster"},
 		&cli.BoolFlag{Name: "p2p", Value: true, EnvVars: env("P2P"),
 			Usage: "share content with peers; --p2p=false runs a plain mirror"},
 		&cli.StringSliceFlag{Name: "p2p-listen", Value: cli.NewStringSlice(p2p.DefaultListenAddr), EnvVars: env("P2P_LISTEN"),
@@ -79,6 +82,13 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	if err != nil {
 		return agent.Config{}, fmt.Errorf("--max-store-size %q: %w", c.String("max-store-size"), err)
 	}
+	chunkSize, err := humanize.ParseBytes(c.String("chunk-size"))
+	if err == nil && (chunkSize == 0 || chunkSize%128 != 0 || chunkSize > 1<<30) {
+		err = errors.New("want a multiple of 128 bytes, at most 1 GiB")
+	}
+	if err != nil {
+		return agent.Config{}, fmt.Errorf("--chunk-size %q: %w", c.String("chunk-size"), err)
+	}
 	var rates [2]uint64
 	for i, name := range []string{"max-download-rate", "max-upload-rate"} {
 		if rates[i], err = humanize.ParseBytes(c.String(name)); err != nil {
@@ -117,6 +127,7 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		DockerConfig:    c.String("docker-config"),
 		TagTTL:          c.Duration("tag-ttl"),
 		StoreMaxBytes:   int64(maxStore),
+		ChunkSize:       int64(chunkSize),
 		MaxDownloadRate: int64(rates[0]),
 		MaxUploadRate:   int64(rates[1]),
 		Logger:          log,

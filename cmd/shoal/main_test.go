@@ -49,7 +49,7 @@ func TestAgentConfig(t *testing.T) {
 	var got []string
 	app := configOnly(t, &got)
 	err := app.Run([]string{"shoal", "agent", "--registry", "http://127.0.0.1:1", "--registry", "https://ghcr.io",
-		"--swarm-key", key, "--max-store-size", "50GiB", "--bootstrap", "dns:shoal.example:4001"})
+		"--swarm-key", key, "--max-store-size", "50GiB", "--bootstrap", "dns:shoal.example:4001", "--chunk-size", "1MiB"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +60,8 @@ func TestAgentConfig(t *testing.T) {
 		{"--log-level", "loud"},
 		{"--log-format", "xml"},
 		{"--max-store-size", "lots"},
+		{"--chunk-size", "1000"},
+		{"--chunk-size", "0"},
 		{"--bootstrap", "not an address"},
 		{"--swarm-key", filepath.Join(t.TempDir(), "missing")},
 	} {
@@ -82,6 +84,9 @@ func configOnly(t *testing.T, got *[]string) *cli.App {
 				*got = append(cfg.Registries, cfg.TagTTL.String(), cfg.Listen)
 				if cfg.P2P == nil || len(cfg.P2P.SwarmKey) == 0 || cfg.StoreMaxBytes != 50<<30 {
 					t.Errorf("p2p %+v, max store %d", cfg.P2P, cfg.StoreMaxBytes)
+				}
+				if cfg.ChunkSize != 1<<20 && cfg.ChunkSize != 4<<20 {
+					t.Errorf("chunk size %d", cfg.ChunkSize)
 				}
 				return nil
 			}

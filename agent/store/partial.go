@@ -1,0 +1,206 @@
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/shoal-oci/shoal/internal/chunks"
+)
+
+// Partial content (DESIGN.md, "Content store"): a blob being fetched with a known size is written
+// to partial/<algorithm>-<hex>, and the chunk map its chunks are verified against is recorded in
+// the partial bucket as it grows, and when the fetch is suspended (the agent shutting down). After
+// a restart, or a crash, ResumeWriter reopens the file and holds again every chunk that still
+// verifies against the recorded map: bytes the crash lost or damaged simply fail and are fetched
+// again, so nothing unverified is ever served from a resumed partial.
+var bucketPartial = []byte("partial")
+
+// partialMaxAge is how long an abandoned partial is kept for a resume.
+const partialMaxAge = 7 * 24 * time.Hour
+
+func (s *Store) partialDir() string { return filepath.Join(s.root, "partial") }
+
+func (s *Store) partialPath(d digest.Digest) string {
+	return filepath.Join(s.partialDir(), d.Algorithm().String()+"-"+d.Encoded())
+}
+
+// cleanPartials drops partial files without a record or older than partialMaxAge, and records
+// without a file.
+func (s *Store) cleanPartials() error {
+	keep := map[string]bool{}
+	var stale [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPartial).ForEach(func(k, _ []byte) error {
+			d := digest.Digest(k)
+			if d.Validate() != nil {
+				stale = append(stale, append([]byte(nil), k...))
+				return nil
+			}
+			name := filepath.Base(s.partialPath(d))
+			info, err := os.Stat(filepath.Join(s.partialDir(), name))
+			if err != nil || time.Since(info.ModTime()) > partialMaxAge {
+				stale = append(stale, append([]byte(nil), k...))
+				return nil
+			}
+			keep[name] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(s.partialDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !keep[e.Name()] {
+			_ = os.RemoveAll(filepath.Join(s.partialDir(), e.Name()))
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, k := range stale {
+			if err := tx.Bucket(bucketPartial).Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// partialMap returns the map recorded for d's partial, or nil.
+func (s *Store) partialMap(d digest.Digest) *chunks.Map {
+	var m *chunks.Map
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPartial).Get([]byte(d))
+		if b == nil {
+			return nil
+		}
+		var pm chunks.Map
+		if pm.UnmarshalBinary(b) == nil && pm.Digest == d && pm.ChunkSize == s.chunkSize {
+			m = &pm
+		}
+		return nil
+	})
+	return m
+}
+
+// Partial reports whether a resumable partial of d is held, and the blob's size.
+func (s *Store) Partial(d digest.Digest) (int64, bool) {
+	if d.Validate() != nil {
+		return 0, false
+	}
+	m := s.partialMap(d)
+	if m == nil {
+		return 0, false
+	}
+	if _, err := os.Stat(s.partialPath(d)); err != nil {
+		return 0, false
+	}
+	return m.Size, true
+}
+
+// ResumeWriter is NewWriter for content of a known size that survives a restart: it continues
+// d's partial file if one is recorded for that size, holding every chunk that verifies against
+// the recorded map, and otherwise starts one. Only one writer of a digest may be open at a time
+// (the agent fetches each digest once).
+func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
+	if _, err := s.path(d); err != nil {
+		return nil, err
+	}
+	b, err := chunks.NewBuilder(d.Algorithm(), s.chunkSize)
+	if err != nil || size < 0 {
+		return s.NewWriter(d, size) // no maps for this algorithm: nothing to resume by
+	}
+	m := s.partialMap(d)
+	if m != nil && m.Size != size {
+		m = nil
+	}
+	flags := os.O_RDWR | os.O_CREATE
+	if m == nil {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(s.partialPath(d), flags, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	w := &Writer{s: s, d: d, expected: size, f: f, maps: b, h: builderHash{b}, partial: true}
+	if m == nil {
+		return w, nil
+	}
+	buf := make([]byte, s.chunkSize)
+	for i := range chunks.Count(m.Size, m.ChunkSize) {
+		if !m.Covers(i) {
+			break
+		}
+		off, n := m.Range(i)
+		if k, err := f.ReadAt(buf[:n], off); int64(k) != n || (err != nil && k == 0) {
+			continue
+		}
+		if m.Verify(i, buf[:n]) == nil {
+			if err := w.MarkChunk(i, m); err != nil {
+				break
+			}
+		}
+	}
+	if held := w.Held().Count(); held > 0 {
+		s.log.Info("resuming a partial blob", "digest", d, "chunks_held", held, "chunks", chunks.Count(size, s.chunkSize))
+	}
+	return w, nil
+}
+
+// recordPartial records m as the map of w's partial file.
+func (w *Writer) recordPartial(m *chunks.Map) error {
+	if !w.partial || m == nil || m.ChunkSize != w.s.chunkSize {
+		return nil
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return w.s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPartial).Put([]byte(w.d), b) })
+}
+
+func (w *Writer) dropPartial() {
+	if w.partial {
+		_ = w.s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPartial).Delete([]byte(w.d)) })
+	}
+}
+
+// Suspend ends the writer but keeps a partial file for ResumeWriter: its map is recorded and its
+// bytes synced. Other writers are simply closed.
+func (w *Writer) Suspend() error {
+	if !w.partial {
+		return w.Close()
+	}
+	w.mu.Lock()
+	if w.closed || w.committed {
+		w.mu.Unlock()
+		return w.Close()
+	}
+	w.closed = true
+	w.mu.Unlock()
+	m := w.PartialMap()
+	var err error
+	if m != nil && m.Len() > 1 {
+		if err = w.f.Sync(); err == nil {
+			err = w.recordPartial(m)
+		}
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if m == nil || m.Len() <= 1 || err != nil {
+		_ = os.Remove(w.f.Name())
+		w.dropPartial()
+	}
+	return err
+}
