@@ -47,6 +47,7 @@ type config struct {
 	size       int64
 	layers     int
 	link       int64
+	agentArgs  []string // extra flags for every agent
 	originRate int64
 	scenarios  []string
 	runs       int
@@ -82,6 +83,7 @@ func main() {
 	flag.StringVar(&cfg.tmp, "tmp", os.TempDir(), "directory for temporary data")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory")
 	flag.StringVar(&cfg.rev, "rev", "", "build the agent from this git revision (e.g. HEAD) instead of the working tree, which others may be editing")
+	extra := flag.String("agent-args", "", "extra flags for every agent, space-separated (e.g. \"--chunk-size 1MiB\")")
 	flag.StringVar(&cfg.agentLog, "agent-log-level", "warn", "the agents' --log-level (the report lists their WARN and ERROR lines)")
 	flag.StringVar(&cfg.logDir, "agent-logs", "", "write every agent's log into this directory (<scenario>-<run>-node<i>.log)")
 	flag.StringVar(&cfg.profDir, "pprof", "", "write CPU profiles here: node 0's agent (via --debug-listen) and this process, 20 s from 5 s after the first pull of every scenario run")
@@ -95,6 +97,7 @@ func main() {
 	if cfg.size, err = parseSize(*size); err != nil || cfg.size <= 0 {
 		usage("-size %q: want a positive size such as 200MB", *size)
 	}
+	cfg.agentArgs = strings.Fields(*extra)
 	if cfg.link, err = parseSize(*link); err != nil || cfg.link < 0 {
 		usage("-link %q: want a rate such as 25MB (0 = unlimited)", *link)
 	}

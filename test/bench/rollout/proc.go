@@ -97,8 +97,9 @@ func freePort() (int, error) {
 type agentOpts struct {
 	p2p       bool
 	bootstrap []string
-	link      int64 // --max-upload-rate and --max-download-rate, bytes/s (0 = unlimited)
-	needID    bool  // learn the peer ID first (`shoal id`), for others' --bootstrap
+	link      int64    // --max-upload-rate and --max-download-rate, bytes/s (0 = unlimited)
+	extra     []string // more agent flags
+	needID    bool     // learn the peer ID first (`shoal id`), for others' --bootstrap
 	logLevel  string
 	debug     bool // serve pprof on a free port (Debug)
 }
@@ -129,6 +130,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 		r := strconv.FormatInt(o.link, 10)
 		args = append(args, "--max-upload-rate", r, "--max-download-rate", r)
 	}
+	args = append(args, o.extra...)
 	if o.debug {
 		dp, err := freePort()
 		if err != nil {

@@ -310,7 +310,7 @@ func (r *report) markdown() string {
 	}
 
 	p("## Method\n\n")
-	p("- Agent: `shoal agent` built from %s, one process per node, each with a fresh data directory per scenario run: `--listen 127.0.0.1:<port> --data-dir <dir> --registry <origin> --log-level %s --max-upload-rate %d --max-download-rate %d`, and with P2P `--p2p-listen /ip4/127.0.0.1/tcp/<port>` plus, for every node but node 0, `--bootstrap <node 0's multiaddr>/p2p/<id>`; origin-only uses `--p2p=false`. ", r.m.agentBuild, cfg.agentLog, cfg.link, cfg.link)
+	p("- Agent: `shoal agent` built from %s, one process per node, each with a fresh data directory per scenario run: `--listen 127.0.0.1:<port> --data-dir <dir> --registry <origin> --log-level %s --max-upload-rate %d --max-download-rate %d%s`, and with P2P `--p2p-listen /ip4/127.0.0.1/tcp/<port>` plus, for every node but node 0, `--bootstrap <node 0's multiaddr>/p2p/<id>`; origin-only uses `--p2p=false`. ", r.m.agentBuild, cfg.agentLog, cfg.link, cfg.link, strings.TrimRight(" "+strings.Join(cfg.agentArgs, " "), " "))
 	p("Before the pulls the benchmark waits until every agent reports a connected peer in /shoal/v1/status (and, for up to 10 s, a routing table of min(N−1, 8)), then 1 s more, then measures the agents' idle CPU over 3 s.\n")
 	p("- Origin: go-containerregistry's registry in the benchmark process, blobs served from files; every response body goes through one shared token bucket (golang.org/x/time/rate, %s, 64 KiB at a time), and its bytes are counted.\n", perSec(cfg.originRate))
 	p("- Image: %d layers of random bytes (%s in all) pre-generated to files, a config, and an OCI image manifest pushed as %s:%s.\n", cfg.layers, human(cfg.size), repoName, tagName)

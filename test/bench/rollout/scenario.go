@@ -94,7 +94,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	// Start: node 0 first (the others bootstrap through it), then the rest, 4 at a time.
 	t := time.Now()
 	dir := func(i int) string { return filepath.Join(root, fmt.Sprintf("node%02d", i)) }
-	opts := agentOpts{p2p: res.p2p, link: cfg.link, needID: res.p2p, logLevel: cfg.agentLog}
+	opts := agentOpts{p2p: res.p2p, link: cfg.link, needID: res.p2p, logLevel: cfg.agentLog, extra: cfg.agentArgs}
 	var err error
 	opts.debug = cfg.profDir != ""
 	if agents[0], err = startAgent(ctx, e.bin, e.o.URL(), dir(0), 0, opts); err != nil {
