@@ -508,12 +508,7 @@ func (s *swarmFetch) settle(f *fetch, jb *chunkJob, err error, n int64, took tim
 				o.cancel()
 			}
 		}
-		if sus, ok := s.suspect[i]; ok && s.judge[i] == jb.p {
-			// The states' own provider sent a chunk that verifies: the suspect lied.
-			s.a.blamePeer(sus, s.d, fmt.Errorf("chunk %d failed verification", i))
-		}
-		delete(s.suspect, i)
-		delete(s.judge, i)
+		s.judged(i, jb.p)
 	case errors.Is(err, errLost):
 		// Beaten in the endgame, or stopped because another request landed the chunk.
 	case errors.Is(err, transfer.ErrBusy):
@@ -552,6 +547,16 @@ func (s *swarmFetch) mismatch(sp *swarmPeer, i int, err error) {
 		s.suspect[i] = sp.id
 		s.judge[i] = src
 	}
+}
+
+// judged settles a suspicion about chunk i now that p's copy of it verified: if p provided the
+// chunk's states, the suspect's copy was the lie. Called with s.mu held.
+func (s *swarmFetch) judged(i int, p peer.ID) {
+	if sus, ok := s.suspect[i]; ok && s.judge[i] == p {
+		s.a.blamePeer(sus, s.d, fmt.Errorf("chunk %d failed verification", i))
+	}
+	delete(s.suspect, i)
+	delete(s.judge, i)
 }
 
 // stateSource is the provider whose map gave the states chunk i is verified against (the later
