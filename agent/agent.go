@@ -161,7 +161,7 @@ func New(cfg Config) (*Agent, error) {
 		download:   throttle.New(cfg.MaxDownloadRate),
 	}
 	a.lifetime, a.stop = context.WithCancel(context.Background())
-	a.sources = []Source{originSource{oc}}
+	a.sources = []Source{originSource{a: a, c: oc}}
 	a.originOnly = a.sources
 	if cfg.P2P != nil {
 		pc := *cfg.P2P
@@ -177,7 +177,7 @@ func New(cfg Config) (*Agent, error) {
 		a.peers = transfer.NewClient(node.Host())
 		transfer.NewServer(node.Host(), content{a}, log.With("component", "transfer"), m,
 			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)))
-		a.sources = []Source{peerSource{a}, originSource{oc}}
+		a.sources = []Source{peerSource{a}, originSource{a: a, c: oc}}
 	}
 	m.registerStore(reg, st)
 	a.server = registryapi.New(a, ups, registryapi.WithLogger(log), registryapi.WithRegisterer(reg))
@@ -303,13 +303,24 @@ func (a *Agent) Close() error {
 	return err
 }
 
-// originSource fetches whole blobs from the request's upstream registry.
-type originSource struct{ c *origin.Client }
+// originSource fetches whole blobs from the request's upstream registry: a large one by parallel
+// range requests where the registry supports them (ranges.go), else as one stream.
+type originSource struct {
+	a *Agent
+	c *origin.Client
+}
 
 func (originSource) Name() string { return "origin" }
 
 func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.Closer, int64, error) {
-	return s.c.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
+	body, total, err := s.c.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
+	if err != nil {
+		return nil, 0, err
+	}
+	if rf := s.parallel(ctx, t, d, off, total, body); rf != nil {
+		return rf, total, nil
+	}
+	return body, total, nil
 }
 
 // provideAll advertises everything committed, at start. The p2p node spreads the work out.

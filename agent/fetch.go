@@ -14,7 +14,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent/store"
-	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi"
 )
@@ -22,7 +21,7 @@ import (
 // Source is one place the fetch pipeline can get a whole blob from, tried in order after the
 // local store: peers, then the origin. A Source returns the blob's size (-1 if unknown) and
 // either an io.ReadCloser, the unverified stream that the pipeline verifies byte by byte, or a
-// chunkFiller, which lands verified chunks in the fetch's file itself.
+// chunkFiller, which lands the bytes in the fetch's file itself.
 // ErrNotFound or ErrUnavailable before any byte arrives sends the pipeline to the next source.
 type Source interface {
 	Name() string
@@ -31,13 +30,12 @@ type Source interface {
 	FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.Closer, int64, error)
 }
 
-// chunkFiller is a source body that fetches chunks out of order into the fetch's writer
-// (WriteAt and MarkChunk, each chunk verified against a chunk map) until it holds them all.
+// chunkFiller is a source body that lands the blob out of order in the fetch's writer itself:
+// the swarm's chunks, each verified against a chunk map (WriteAt, MarkChunk), or parallel origin
+// ranges hashed in order as the prefix completes (WriteAt, Absorb).
 type chunkFiller interface {
 	io.Closer
 	Fill(ctx context.Context, f *fetch) error
-	// VerifiedMap is the chunk map the chunks were verified against.
-	VerifiedMap() *chunks.Map
 	// MapProvider is the peer whose map gave the state at the prefix held when Fill returned:
 	// if another source resumes from there and the blob then fails its digest, the state was
 	// forged and this peer is to blame.

@@ -697,13 +697,6 @@ func (s *swarmFetch) discover(ctx context.Context) {
 	s.watchMore(ctx)
 }
 
-// VerifiedMap is the map the chunks were verified against.
-func (s *swarmFetch) VerifiedMap() *chunks.Map {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.m
-}
-
 // MapProvider is the provider of the state at the prefix Fill left: if another source resumes
 // from there and the blob fails its digest, that state was forged.
 func (s *swarmFetch) MapProvider() peer.ID {

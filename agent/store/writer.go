@@ -137,16 +137,17 @@ func (w *Writer) resumeHash() error {
 	return nil
 }
 
-// WriteAt lands bytes of a chunk that is still being verified, out of order. They are scratch
-// until MarkChunk records the chunk as held: neither served nor part of Written. Bytes inside the
-// held prefix or a held chunk are refused, so a failing transfer cannot damage verified content.
+// WriteAt lands bytes out of order: a chunk that is still being verified, or a range fetched in
+// parallel. They are scratch until MarkChunk records the chunk as held, or Absorb hashes them in
+// order: neither served nor part of Written. Bytes inside the written prefix or a held chunk are
+// refused, so a failing transfer cannot damage what is held.
 func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
 	end := off + int64(len(p))
 	if off < 0 || w.expected < 0 || end > w.expected {
 		return 0, fmt.Errorf("%s: write at %d+%d outside %d bytes: %w", w.d, off, len(p), w.expected, errdefs.ErrInvalid)
 	}
 	w.mapMu.Lock()
-	busy := off < w.n || (w.n > 0 && !w.allVerified)
+	busy := off < w.n
 	if w.have != nil && len(p) > 0 {
 		for i := int(off / w.s.chunkSize); int64(i)*w.s.chunkSize < end; i++ {
 			busy = busy || w.have.Has(i)
@@ -161,6 +162,34 @@ func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
 		return n, fmt.Errorf("store: %w", err)
 	}
 	return n, nil
+}
+
+// Absorb takes the bytes landed with WriteAt up to upTo into the content, in order: they are
+// read back from the file and hashed as if written with Write.
+func (w *Writer) Absorb(upTo int64) error {
+	if err := w.resumeHash(); err != nil {
+		return err
+	}
+	if w.expected >= 0 && upTo > w.expected {
+		return fmt.Errorf("%s: absorb to %d past %d bytes: %w", w.d, upTo, w.expected, errdefs.ErrInvalid)
+	}
+	buf := make([]byte, min(256<<10, max(upTo-w.Written(), 0)))
+	for {
+		n := w.Written()
+		if n >= upTo {
+			return nil
+		}
+		k, err := w.f.ReadAt(buf[:min(int64(len(buf)), upTo-n)], n)
+		if k > 0 {
+			w.mapMu.Lock()
+			w.h.Write(buf[:k])
+			w.n += int64(k)
+			w.mapMu.Unlock()
+		}
+		if err != nil && k == 0 {
+			return fmt.Errorf("store: reading back at %d: %w", n, err)
+		}
+	}
 }
 
 // MarkChunk records chunk i, landed with WriteAt, as held: the caller verified it against m, a

@@ -44,7 +44,7 @@ func (c *Client) GetBlobAt(ctx context.Context, reg *Registry, repo string, dgst
 	if off <= 0 {
 		return c.GetBlob(ctx, reg, repo, dgst)
 	}
-	if body, total, err := c.getRange(ctx, reg, repo, dgst, off, size); err == nil {
+	if body, total, err := c.getRange(ctx, reg, repo, dgst, off, size-1); err == nil {
 		return body, total, nil
 	}
 	body, total, err := c.GetBlob(ctx, reg, repo, dgst)
@@ -58,9 +58,18 @@ func (c *Client) GetBlobAt(ctx context.Context, reg *Registry, repo string, dgst
 	return body, total, nil
 }
 
-// getRange asks for bytes off..size-1 (or off.. when size is unknown; some registries accept
-// only closed ranges) and accepts only a matching 206.
-func (c *Client) getRange(ctx context.Context, reg *Registry, repo string, dgst digest.Digest, off, size int64) (body io.ReadCloser, total int64, err error) {
+// GetBlobRange opens bytes [off, off+n) of blob dgst, n > 0. It fails with errdefs.ErrUnsupported
+// when the origin does not answer with exactly that range (a registry that ignores Range).
+func (c *Client) GetBlobRange(ctx context.Context, reg *Registry, repo string, dgst digest.Digest, off, n int64) (io.ReadCloser, int64, error) {
+	if off < 0 || n <= 0 {
+		return nil, 0, fmt.Errorf("range %d+%d: %w", off, n, errdefs.ErrInvalid)
+	}
+	return c.getRange(ctx, reg, repo, dgst, off, off+n-1)
+}
+
+// getRange asks for bytes off..last (or off.. when last < off, the size being unknown; some
+// registries accept only closed ranges) and accepts only a matching 206.
+func (c *Client) getRange(ctx context.Context, reg *Registry, repo string, dgst digest.Digest, off, last int64) (body io.ReadCloser, total int64, err error) {
 	if err := checkRepo(repo); err != nil {
 		return nil, 0, err
 	}
@@ -70,17 +79,17 @@ func (c *Client) getRange(ctx context.Context, reg *Registry, repo string, dgst 
 	status := 0
 	defer c.observe(reg, opBlob, time.Now(), &status, &err)
 	rng := fmt.Sprintf("bytes=%d-", off)
-	if size > off {
-		rng += fmt.Sprint(size - 1)
+	if last >= off {
+		rng += fmt.Sprint(last)
 	}
 	resp, err := c.sendWith(ctx, reg, repo, http.MethodGet, blobURL(reg, repo, dgst), nil, http.Header{"Range": {rng}})
 	if err != nil {
 		return nil, 0, err
 	}
 	status = resp.StatusCode
-	var first, last int64
+	var first, got int64
 	if resp.StatusCode == http.StatusPartialContent {
-		if _, perr := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &total); perr == nil && first == off {
+		if _, perr := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &first, &got, &total); perr == nil && first == off && (last < off || got == last) {
 			return resp.Body, total, nil
 		}
 	}
