@@ -275,7 +275,9 @@ func (a *Agent) runFetch(f *fetch, t registryapi.Target, sources []Source) {
 	delete(a.inflight, f.d)
 	a.mu.Unlock()
 	a.metrics.inflight.Dec()
-	if err != nil && a.lifetime.Err() != nil {
+	if err != nil && !errors.Is(err, errdefs.ErrDigestMismatch) && (a.lifetime.Err() != nil || errors.Is(err, errdefs.ErrUnavailable)) {
+		// Cut short by shutdown, or by sources unavailable for now: the bytes held so far are
+		// kept for the next fetch of the digest (after a restart too).
 		f.mu.Lock()
 		f.suspend = true
 		f.mu.Unlock()
@@ -314,6 +316,9 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 		visible := min(w.Written(), size-1)
 		f.update(func() { f.visible = visible })
 		close(f.ready)
+		if w.Written() == size {
+			return a.finish(f, "partial", "") // every chunk was there (a crash before commit)
+		}
 	}
 	for _, src := range sources {
 		off, size := int64(0), int64(-1)

@@ -92,6 +92,7 @@ type swarmFetch struct {
 	fatal   error
 	last    time.Time // the last chunk landed (or the start)
 	prefix  int64     // the verified prefix when Fill returned
+	resumed int64     // the prefix held when Fill began (from a partial file)
 	events  chan struct{}
 	wg      sync.WaitGroup
 	stop    context.CancelFunc
@@ -166,6 +167,7 @@ func (s *swarmFetch) Fill(ctx context.Context, f *fetch) (err error) {
 	}()
 	s.mu.Lock()
 	s.have = f.w.Held()
+	s.resumed = f.w.Written()
 	for _, info := range s.provs {
 		if !s.failed[info.ID] {
 			s.peer(info.ID)
@@ -247,7 +249,13 @@ func (s *swarmFetch) landFirst(f *fetch) {
 // landed records chunk i, verified and in the file, as held. Called with s.mu held.
 func (s *swarmFetch) landed(f *fetch, i int, from peer.ID, n int64) {
 	if err := f.w.MarkChunk(i, s.m); err != nil {
+		// The map in use disagrees with the one the partial file was resumed by (recorded in an
+		// earlier run): one of them is forged. The fetch fails, which discards the partial file,
+		// and the next one starts over.
 		s.a.log.Error("recording a verified chunk failed", "digest", s.d, "chunk", i, "err", err)
+		if errors.Is(err, chunks.ErrMismatch) && s.fatal == nil {
+			s.fatal = fmt.Errorf("%s: chunk map disagrees with the resumed partial: %w", s.d, err)
+		}
 		return
 	}
 	s.have.Add(i)
@@ -702,7 +710,11 @@ func (s *swarmFetch) discover(ctx context.Context) {
 func (s *swarmFetch) MapProvider() peer.ID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.from[min(int(s.prefix/s.m.ChunkSize), len(s.from)-1)]
+	j := int(s.prefix / s.m.ChunkSize)
+	if s.prefix <= s.resumed || j >= len(s.from) {
+		return "" // that state came with the partial file, not from a peer of this fetch
+	}
+	return s.from[j]
 }
 
 // Close ends the fetch's requests and records how many providers delivered.

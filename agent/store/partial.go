@@ -17,7 +17,10 @@ import (
 // the partial bucket as it grows, and when the fetch is suspended (the agent shutting down). After
 // a restart, or a crash, ResumeWriter reopens the file and holds again every chunk that still
 // verifies against the recorded map: bytes the crash lost or damaged simply fail and are fetched
-// again, so nothing unverified is ever served from a resumed partial.
+// again. The recorded map is as trustworthy as it was in the run that recorded it: a peer's map
+// that chunks verified against, or the chain of an origin stream not yet checked against the
+// digest. Chunks held by it are served to peers as they were before the restart; the commit still
+// requires the whole chain to end at the digest.
 var bucketPartial = []byte("partial")
 
 // partialMaxAge is how long an abandoned partial is kept for a resume.
@@ -120,6 +123,18 @@ func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
 	if err != nil || size < 0 {
 		return s.NewWriter(d, size) // no maps for this algorithm: nothing to resume by
 	}
+	s.partialMu.Lock()
+	if s.partialOpen[d] {
+		// An earlier writer of d is still open (a failed fetch still serving a peer): this one
+		// must not share, truncate or remove its file.
+		s.partialMu.Unlock()
+		return s.NewWriter(d, size)
+	}
+	if s.partialOpen == nil {
+		s.partialOpen = map[digest.Digest]bool{}
+	}
+	s.partialOpen[d] = true
+	s.partialMu.Unlock()
 	m := s.partialMap(d)
 	if m != nil && m.Size != size {
 		m = nil
@@ -130,6 +145,7 @@ func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
 	}
 	f, err := os.OpenFile(s.partialPath(d), flags, 0o644)
 	if err != nil {
+		s.releasePartial(d)
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	w := &Writer{s: s, d: d, expected: size, f: f, maps: b, h: builderHash{b}, partial: true}
@@ -155,6 +171,12 @@ func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
 		s.log.Info("resuming a partial blob", "digest", d, "chunks_held", held, "chunks", chunks.Count(size, s.chunkSize))
 	}
 	return w, nil
+}
+
+func (s *Store) releasePartial(d digest.Digest) {
+	s.partialMu.Lock()
+	delete(s.partialOpen, d)
+	s.partialMu.Unlock()
 }
 
 // recordPartial records m as the map of w's partial file.
@@ -202,5 +224,13 @@ func (w *Writer) Suspend() error {
 		_ = os.Remove(w.f.Name())
 		w.dropPartial()
 	}
+	w.releasePartial()
 	return err
+}
+
+// releasePartial gives back the writer's claim on its digest's partial file.
+func (w *Writer) releasePartial() {
+	if w.partial {
+		w.released.Do(func() { w.s.releasePartial(w.d) })
+	}
 }

@@ -53,6 +53,10 @@ type Store struct {
 	chunkSize int64
 	// onDelete is told about content removed (GC), to stop advertising it.
 	onDelete func(digest.Digest)
+	// partialMu guards partialOpen, the digests whose partial file a writer has open: a second
+	// writer of the same digest gets a temporary file instead of sharing it.
+	partialMu   sync.Mutex
+	partialOpen map[digest.Digest]bool
 }
 
 // Option configures a Store.

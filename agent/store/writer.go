@@ -41,8 +41,10 @@ type Writer struct {
 	mapMu sync.Mutex
 	n     int64
 
-	// partial: the file is d's partial file (ResumeWriter), kept with its map for a resume.
-	partial bool
+	// partial: the file is d's partial file (ResumeWriter), kept with its map for a resume;
+	// released gives the store's claim on that file back, once.
+	partial  bool
+	released sync.Once
 
 	mu        sync.Mutex
 	verified  bool
@@ -366,6 +368,7 @@ func (w *Writer) Commit(mediaType string) error {
 	}
 	w.committed = true
 	w.dropPartial()
+	w.releasePartial()
 	if !existed {
 		w.s.bytes.Add(w.n)
 		w.s.count.Add(1)
@@ -386,6 +389,7 @@ func (w *Writer) Close() error {
 		_ = os.Remove(w.f.Name())
 		w.dropPartial()
 	}
+	w.releasePartial()
 	return err
 }
 

@@ -162,7 +162,13 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err := writeFrame(st, response{Status: statusOK, Size: size, MediaType: b.MediaType(), Length: n}); err != nil {
 			return statusOK, 0, err
 		}
-		w := s.upload.Writer(context.Background(), &deadlineWriter{st: st})
+		dw := &deadlineWriter{st: st}
+		if req.Spread {
+			// A swarm chunk holds one of few upload slots: a reader slower than spreadMinRate
+			// (after a grace) loses it, as a requester drops a provider that slow.
+			dw.hard = time.Now().Add(spreadGrace + time.Duration(n*int64(time.Second)/spreadMinRate))
+		}
+		w := s.upload.Writer(context.Background(), dw)
 		bp := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)
 		written, err := io.CopyBuffer(w, io.NewSectionReader(b, off, n), *bp)
@@ -238,11 +244,16 @@ func publicMessage(err error) string {
 type deadlineWriter struct {
 	st   network.Stream
 	last time.Time
+	hard time.Time // never extended past (zero: none)
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	if now := time.Now(); now.Sub(w.last) > time.Second {
-		_ = w.st.SetWriteDeadline(now.Add(stallTimeout))
+		d := now.Add(stallTimeout)
+		if !w.hard.IsZero() && w.hard.Before(d) {
+			d = w.hard
+		}
+		_ = w.st.SetWriteDeadline(d)
 		w.last = now
 	}
 	return w.st.Write(p)
@@ -289,6 +300,12 @@ func (s *Server) mapAtLeast(req *request) (*chunks.Map, *chunks.Set, error) {
 // sending each one to every node, and a chunk spreads through the swarm as a tree. All swarm
 // requests together are capped by the server's upload slots.
 const spreadFanout = 1
+
+// spreadMinRate and spreadGrace bound how long a swarm chunk may hold an upload slot.
+const (
+	spreadMinRate = 256 << 10
+	spreadGrace   = 10 * time.Second
+)
 
 type spreadKey struct {
 	d        digest.Digest
