@@ -36,10 +36,12 @@ type Source interface {
 type chunkFiller interface {
 	io.Closer
 	Fill(ctx context.Context, f *fetch) error
-	// MapProvider is the peer whose map gave the state at the prefix held when Fill returned:
+	// MapProviders are the peers whose maps gave the states up to the prefix held when Fill
+	// returned: if another source resumes from there and the blob then fails its digest, one of
+	// those states was forged.
 	// if another source resumes from there and the blob then fails its digest, the state was
 	// forged and this peer is to blame.
-	MapProvider() peer.ID
+	MapProviders() []peer.ID
 }
 
 // copyBufSize is the unit of reading from a source and of serving a client from a fetch in
@@ -304,7 +306,7 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 	ctx := a.lifetime
 	var lastErr error = fmt.Errorf("%s: no source: %w", f.d, errdefs.ErrNotFound)
 	var w *store.Writer
-	var mapFrom peer.ID // the peer whose chunk map the store adopted, if any
+	var mapFrom []peer.ID // the peers whose chunk map states the store resumed from, if any
 	if size, ok := a.store.Partial(f.d); ok {
 		// A previous run left part of this blob: keep the chunks that still verify, and ask the
 		// sources only for the rest.
@@ -317,7 +319,7 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 		f.update(func() { f.visible = visible })
 		close(f.ready)
 		if w.Written() == size {
-			return a.finish(f, "partial", "") // every chunk was there (a crash before commit)
+			return a.finish(f, "partial", nil) // every chunk was there (a crash before commit)
 		}
 	}
 	for _, src := range sources {
@@ -349,7 +351,7 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 		case chunkFiller:
 			err = b.Fill(ctx, f)
 			if w.Written() > 0 {
-				mapFrom = b.MapProvider()
+				mapFrom = b.MapProviders()
 			}
 		case io.Reader:
 			err = a.fill(ctx, f, src.Name(), b)
@@ -421,13 +423,18 @@ func (a *Agent) fill(ctx context.Context, f *fetch, source string, body io.Reade
 }
 
 // finish verifies the whole blob, releases its last byte to clients, then commits and announces it.
-func (a *Agent) finish(f *fetch, source string, mapFrom peer.ID) error {
+func (a *Agent) finish(f *fetch, source string, mapFrom []peer.ID) error {
 	w := f.w
 	if err := w.Verify(); err != nil {
-		if mapFrom != "" && source != "peer" {
-			// The bytes after the resume were hashed on from the peer's chain state, so a
-			// mismatch means that state was forged.
-			a.blamePeer(mapFrom, f.d, fmt.Errorf("chunk map failed the blob's digest after a resume: %w", err))
+		if len(mapFrom) > 0 && source != "peer" {
+			// The bytes after the resume were hashed on from peers' chain states, so one of
+			// them was forged. Which peer forged it cannot be told here (an honest peer relays
+			// the states it was given), so none is blamed; this digest is just not taken from
+			// them again for a while, and the next fetch goes around them.
+			a.penalties.excludeFor(f.d, mapFrom)
+			a.metrics.verifyFailures.WithLabelValues("peer").Inc()
+			a.log.Error("blob failed its digest after resuming from peers' chunk map; not taking it from them for a while",
+				"digest", f.d, "peers", mapFrom, "err", err, "for", penaltyDuration)
 			return err
 		}
 		a.verificationFailed(f, source, err)

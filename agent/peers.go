@@ -61,10 +61,42 @@ func chunkDeadline(n int64) time.Duration {
 	return chunkGrace + time.Duration(n*int64(time.Second)/minPeerRate)
 }
 
-// peerSet tracks peers that sent bad bytes.
+// peerSet tracks peers that sent bad bytes, and peers not to take one digest from.
 type peerSet struct {
-	mu    sync.Mutex
-	until map[peer.ID]time.Time
+	mu       sync.Mutex
+	until    map[peer.ID]time.Time
+	excluded map[digestPeer]time.Time
+}
+
+type digestPeer struct {
+	d digest.Digest
+	p peer.ID
+}
+
+// excludeFor keeps ps out of fetches of d for penaltyDuration, without blaming them.
+func (s *peerSet) excludeFor(d digest.Digest, ps []peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.excluded == nil {
+		s.excluded = map[digestPeer]time.Time{}
+	}
+	now := time.Now()
+	for k, t := range s.excluded {
+		if now.After(t) {
+			delete(s.excluded, k)
+		}
+	}
+	for _, p := range ps {
+		s.excluded[digestPeer{d, p}] = now.Add(penaltyDuration)
+	}
+}
+
+// excludedFor reports whether p is kept out of fetches of d.
+func (s *peerSet) excludedFor(d digest.Digest, p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.excluded[digestPeer{d, p}]
+	return ok && time.Now().Before(t)
 }
 
 func (s *peerSet) penalize(p peer.ID) {
@@ -105,7 +137,7 @@ func (a *Agent) providers(ctx context.Context, d digest.Digest) ([]peer.AddrInfo
 	found, err := a.router.FindProviders(lctx, d)
 	var out []peer.AddrInfo
 	for _, p := range found {
-		if !a.penalties.penalized(p.ID) {
+		if !a.penalties.penalized(p.ID) && !a.penalties.excludedFor(d, p.ID) {
 			out = append(out, p)
 		}
 	}

@@ -197,8 +197,8 @@ func (r *rangeFiller) Fill(ctx context.Context, f *fetch) error {
 	}
 }
 
-// MapProvider is empty: no peer's map is involved.
-func (r *rangeFiller) MapProvider() peer.ID { return "" }
+// MapProviders is empty: no peer's map is involved.
+func (r *rangeFiller) MapProviders() []peer.ID { return nil }
 
 // Close releases the probe's bodies if Fill never ran.
 func (r *rangeFiller) Close() error {

@@ -147,7 +147,7 @@ func (s *swarmFetch) peer(p peer.ID) *swarmPeer {
 
 // usable reports whether p may be asked for anything.
 func (s *swarmFetch) usable(sp *swarmPeer) bool {
-	return !sp.out && !s.a.penalties.penalized(sp.id)
+	return !sp.out && !s.a.penalties.penalized(sp.id) && !s.a.penalties.excludedFor(s.d, sp.id)
 }
 
 // Fill fetches every chunk the fetch's file does not hold yet. It returns nil once all are
@@ -705,16 +705,19 @@ func (s *swarmFetch) discover(ctx context.Context) {
 	s.watchMore(ctx)
 }
 
-// MapProvider is the provider of the state at the prefix Fill left: if another source resumes
-// from there and the blob fails its digest, that state was forged.
-func (s *swarmFetch) MapProvider() peer.ID {
+// MapProviders are the providers whose maps gave the states up to the prefix Fill left, beyond
+// what a partial file brought: if another source resumes from there and the blob fails its
+// digest, one of those states was forged, by one of them or by whoever they relayed it from.
+func (s *swarmFetch) MapProviders() []peer.ID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := int(s.prefix / s.m.ChunkSize)
-	if s.prefix <= s.resumed || j >= len(s.from) {
-		return "" // that state came with the partial file, not from a peer of this fetch
+	var out []peer.ID
+	for j := int(s.resumed/s.m.ChunkSize) + 1; j <= int(s.prefix/s.m.ChunkSize) && j < len(s.from); j++ {
+		if !slices.Contains(out, s.from[j]) {
+			out = append(out, s.from[j])
+		}
 	}
-	return s.from[j]
+	return out
 }
 
 // Close ends the fetch's requests and records how many providers delivered.
