@@ -205,21 +205,30 @@ func (w *Writer) MarkChunk(i int, m *chunks.Map) error {
 	if i < 0 || i >= chunks.Count(m.Size, m.ChunkSize) {
 		return fmt.Errorf("%s: chunk %d: %w", w.d, i, errdefs.ErrInvalid)
 	}
+	record, err := w.markChunk(i, m)
+	if err == nil && record {
+		// A longer map: record it, so that a restart can verify the chunks it covers. Outside
+		// the lock: peers asking what this node holds do not wait for the fsync. A crash
+		// before the record only costs a resume the chunks the shorter map cannot verify.
+		if rerr := w.recordPartial(m); rerr != nil {
+			w.s.log.Warn("recording a partial blob's map failed", "digest", w.d, "err", rerr)
+		}
+	}
+	return err
+}
+
+// markChunk is MarkChunk under the lock; it reports whether m is a longer map to record.
+func (w *Writer) markChunk(i int, m *chunks.Map) (record bool, err error) {
 	w.mapMu.Lock()
 	defer w.mapMu.Unlock()
 	switch {
 	case w.n > 0 && !w.allVerified:
-		return fmt.Errorf("%s: chunks after plain bytes: %w", w.d, errdefs.ErrInvalid)
+		return false, fmt.Errorf("%s: chunks after plain bytes: %w", w.d, errdefs.ErrInvalid)
 	case w.adopted == nil || m.Extends(w.adopted):
-		if w.partial && (w.adopted == nil || m.Len() > w.adopted.Len()) {
-			// A longer map: record it, so that a restart can verify the chunks it covers.
-			if err := w.recordPartial(m); err != nil {
-				w.s.log.Warn("recording a partial blob's map failed", "digest", w.d, "err", err)
-			}
-		}
+		record = w.partial && (w.adopted == nil || m.Len() > w.adopted.Len())
 		w.adopted = m
 	case !w.adopted.Extends(m):
-		return fmt.Errorf("%s: chunk map disagrees with the one adopted: %w", w.d, chunks.ErrMismatch)
+		return false, fmt.Errorf("%s: chunk map disagrees with the one adopted: %w", w.d, chunks.ErrMismatch)
 	}
 	w.allVerified = true
 	if w.have == nil {
@@ -233,7 +242,7 @@ func (w *Writer) MarkChunk(i int, m *chunks.Map) error {
 		_, n := m.Range(int(w.n / m.ChunkSize))
 		w.n += n
 	}
-	return nil
+	return record, nil
 }
 
 // Held returns the chunks held, in the store's chunk size: those marked, or the whole chunks of
