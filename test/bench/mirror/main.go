@@ -23,6 +23,8 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"context"
 	"errors"
 	"flag"
@@ -121,12 +123,12 @@ func main() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "\n%v: stopping the agent and removing temporary files\n", s)
 		cancel()
-		runCleanups()
+		benchproc.RunCleanups()
 		os.Exit(130)
 	}()
 
 	err = run(ctx, cfg)
-	runCleanups()
+	benchproc.RunCleanups()
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mirror bench:", err)
@@ -168,7 +170,7 @@ func run(ctx context.Context, cfg config) error {
 	if cfg.keep {
 		logf("keeping %s", tmp)
 	} else {
-		atCleanup(func() { _ = os.RemoveAll(tmp) })
+		benchproc.AtCleanup(func() { _ = os.RemoveAll(tmp) })
 	}
 	var nHit, nCold, nMem, nPaced int
 	if cfg.scenarios["hit"] {
@@ -236,21 +238,21 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	atCleanup(o.Close)
+	benchproc.AtCleanup(o.Close)
 	registries := []string{o.URL()}
 	var po *origin
 	if nPaced > 0 {
 		if po, err = startOrigin(originDir, cfg.pacedRate); err != nil {
 			return err
 		}
-		atCleanup(po.Close)
+		benchproc.AtCleanup(po.Close)
 		registries = append(registries, po.URL())
 	}
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: cfg.clients + 4,
 		IdleConnTimeout:     time.Minute,
 	}}
-	atCleanup(client.CloseIdleConnections)
+	benchproc.AtCleanup(client.CloseIdleConnections)
 	e := &env{cfg: cfg, bin: bin, p2p: p2p, tmp: tmp, o: o, paced: po, client: client, prof: newProfiler(cfg.pprof),
 		res: &results{cfg: cfg, m: m}, pattern: make([]byte, 4<<20)}
 	_, _ = rand.NewChaCha8([32]byte{1}).Read(e.pattern)
@@ -276,7 +278,7 @@ func run(ctx context.Context, cfg config) error {
 				}
 			}
 		}
-		if hwm, err := procStatus(a.Pid(), "VmHWM"); err == nil {
+		if hwm, err := benchproc.Status(a.Pid(), "VmHWM"); err == nil {
 			e.res.hitColdHWM = hwm
 		}
 		if err := a.Stop(); err != nil {
@@ -331,10 +333,10 @@ func (e *env) hit(ctx context.Context, a *agentProc, d string) error {
 		var base, plain time.Duration
 		var cpu time.Duration
 		agentRun := func() error {
-			cpu0, _ := cpuTime(a.Pid())
+			cpu0, _ := benchproc.CPUTime(a.Pid())
 			var err error
 			agent, err = fetch(ctx, e.client, blobURL(a.URL, d), size)
-			cpu1, _ := cpuTime(a.Pid())
+			cpu1, _ := benchproc.CPUTime(a.Pid())
 			cpu = cpu1 - cpu0
 			return err
 		}
@@ -472,12 +474,12 @@ func (e *env) warm(ctx context.Context, a *agentProc, o *origin, d string) error
 // agentFetch GETs a cold blob through the agent, measuring the agent's CPU time for it, then
 // waits for the agent to commit the blob (fsync) so that nothing else is timed meanwhile.
 func (e *env) agentFetch(ctx context.Context, a *agentProc, url, d string, size int64) (fetchResult, time.Duration, time.Duration, error) {
-	cpu0, _ := cpuTime(a.Pid())
+	cpu0, _ := benchproc.CPUTime(a.Pid())
 	r, err := fetch(ctx, e.client, url, size)
 	if err != nil {
 		return r, 0, 0, err
 	}
-	cpu1, _ := cpuTime(a.Pid())
+	cpu1, _ := benchproc.CPUTime(a.Pid())
 	commit, err := waitCommitted(ctx, a.DataDir, d, size)
 	return r, cpu1 - cpu0, commit, err
 }
@@ -491,7 +493,7 @@ func (e *env) clients(ctx context.Context, blobs []string) error {
 		if err != nil {
 			return err
 		}
-		idle, err := procStatus(a.Pid(), "VmHWM")
+		idle, err := benchproc.Status(a.Pid(), "VmHWM")
 		if err != nil {
 			return err
 		}
@@ -524,7 +526,7 @@ func (e *env) clients(ctx context.Context, blobs []string) error {
 			e.prof.stop(ctx, a, "clients")
 			e.prof.heap(ctx, a, "clients")
 		}
-		hwm, err := procStatus(a.Pid(), "VmHWM")
+		hwm, err := benchproc.Status(a.Pid(), "VmHWM")
 		if err != nil {
 			return err
 		}

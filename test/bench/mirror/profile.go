@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"context"
 	"fmt"
 	"io"
@@ -24,7 +26,7 @@ func (p *profiler) agentArgs() []string {
 	if p.dir == "" {
 		return nil
 	}
-	addr, err := freeAddr()
+	addr, err := benchproc.FreeAddr()
 	if err != nil {
 		logf("pprof: %v", err)
 		return nil

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -173,7 +175,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.HeapBefore, res.SysBefore = ms.HeapInuse, ms.Sys
-	res.RSSBefore, _ = procStatus(os.Getpid(), "VmRSS")
+	res.RSSBefore, _ = benchproc.Status(os.Getpid(), "VmRSS")
 	res.GoroutinesBefore = runtime.NumGoroutine()
 
 	// Agents: node 0 alone, the other seeds join it, everyone else joins the seeds.
@@ -234,7 +236,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 		slices.Sort(out)
 		return out
 	}
-	if err := waitFor(ctx, 60*time.Second, "routing tables", func() bool { return rts()[0] >= res.RTTarget }); err != nil {
+	if err := benchproc.WaitFor(ctx, 60*time.Second, 10*time.Millisecond, "routing tables", func() bool { return rts()[0] >= res.RTTarget }); err != nil {
 		logf("dht: %v; going on (routing tables %v)", err, rts())
 	}
 	res.JoinSeconds = time.Since(t0).Seconds()
@@ -280,7 +282,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	checker := nodes[0].a.Node()
 	for i, d := range allBlobs {
 		want := nodes[holders[i]].a.Node().ID()
-		err := waitFor(ctx, 20*time.Second, "blob "+d+" advertised", func() bool {
+		err := benchproc.WaitFor(ctx, 20*time.Second, 10*time.Millisecond, "blob "+d+" advertised", func() bool {
 			ps, _ := checker.FindProviders(ctx, digest.Digest(d))
 			return slices.ContainsFunc(ps, func(p peerInfo) bool { return p.ID == want })
 		})
@@ -338,7 +340,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	cpu0, _ := cpuTime(os.Getpid())
+	cpu0, _ := benchproc.CPUTime(os.Getpid())
 	gc0 := readGC()
 	t2 := time.Now()
 	for i, d := range blobs {
@@ -416,7 +418,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 			res.FindHits++
 		}
 	}
-	cpu1, _ := cpuTime(os.Getpid())
+	cpu1, _ := benchproc.CPUTime(os.Getpid())
 	gc1 := readGC()
 	res.TrialSeconds, res.TrialCPUSeconds = time.Since(t2).Seconds(), (cpu1 - cpu0).Seconds()
 	res.GCCycles, res.GCCPUSeconds = gc1.cycles-gc0.cycles, gc1.cpu-gc0.cpu
@@ -448,8 +450,8 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	res.HeapAfter, res.SysAfter = ms.HeapInuse, ms.Sys
-	res.RSSAfter, _ = procStatus(os.Getpid(), "VmRSS")
-	res.HWM, _ = procStatus(os.Getpid(), "VmHWM")
+	res.RSSAfter, _ = benchproc.Status(os.Getpid(), "VmRSS")
+	res.HWM, _ = benchproc.Status(os.Getpid(), "VmHWM")
 	res.Goroutines = runtime.NumGoroutine()
 	res.Elapsed = time.Since(began).Seconds()
 	return res, nil

@@ -28,6 +28,8 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"context"
 	"errors"
 	"flag"
@@ -145,12 +147,12 @@ func main() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "\n%v: stopping the agents and removing temporary files\n", s)
 		cancel()
-		runCleanups()
+		benchproc.RunCleanups()
 		os.Exit(130)
 	}()
 
 	err := run(ctx, cfg)
-	runCleanups()
+	benchproc.RunCleanups()
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "p2p bench:", err)
@@ -187,7 +189,7 @@ func run(ctx context.Context, cfg config) error {
 	if cfg.keep {
 		logf("keeping %s", tmp)
 	} else {
-		atCleanup(func() { _ = os.RemoveAll(tmp) })
+		benchproc.AtCleanup(func() { _ = os.RemoveAll(tmp) })
 	}
 	if cfg.dhtTrace != "" {
 		if cfg.dhtTrace, err = filepath.Abs(cfg.dhtTrace); err != nil {
@@ -214,7 +216,7 @@ func run(ctx context.Context, cfg config) error {
 	res := &results{cfg: cfg, m: m}
 	e := &env{cfg: cfg, tmp: tmp, res: res, pattern: make([]byte, 4<<20),
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}}}
-	atCleanup(e.client.CloseIdleConnections)
+	benchproc.AtCleanup(e.client.CloseIdleConnections)
 	_, _ = rand.NewChaCha8([32]byte{2}).Read(e.pattern)
 
 	// Build the agent binaries (and, with -rev, this benchmark for scenario 2) while writing the
@@ -260,7 +262,7 @@ func run(ctx context.Context, cfg config) error {
 	if e.o, err = startOrigin(originDir); err != nil {
 		return err
 	}
-	atCleanup(e.o.Close)
+	benchproc.AtCleanup(e.o.Close)
 
 	// Which agent binary: ./cmd/shoal when its agents do start a p2p node.
 	e.bin, res.agentNote = shoalBin, "./cmd/shoal (`shoal agent`)"

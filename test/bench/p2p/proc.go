@@ -1,14 +1,14 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,52 +20,6 @@ import (
 	"time"
 )
 
-// cleanups run once, in reverse order, when main returns or a signal arrives.
-var (
-	cleanupMu   sync.Mutex
-	cleanupFns  []func()
-	cleanupDone bool
-)
-
-func atCleanup(fn func()) {
-	cleanupMu.Lock()
-	defer cleanupMu.Unlock()
-	cleanupFns = append(cleanupFns, fn)
-}
-
-func runCleanups() {
-	cleanupMu.Lock()
-	defer cleanupMu.Unlock()
-	if cleanupDone {
-		return
-	}
-	cleanupDone = true
-	for i := len(cleanupFns) - 1; i >= 0; i-- {
-		cleanupFns[i]()
-	}
-}
-
-// lockedBuffer keeps a child's output; os/exec writes to it from its own goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 1<<20 { // keep the start; a runaway log must not eat memory
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // agentProc is an agent child process with a p2p listener.
 type agentProc struct {
 	URL     string
@@ -74,7 +28,7 @@ type agentProc struct {
 	PeerID  string
 	Debug   string // base URL of the pprof listener, "" without one
 	cmd     *exec.Cmd
-	out     *lockedBuffer
+	out     *benchproc.Output
 	done    chan struct{}
 	waitErr error
 	once    sync.Once
@@ -82,15 +36,6 @@ type agentProc struct {
 
 // Multiaddr is the agent's full p2p address, for other agents' --bootstrap.
 func (a *agentProc) Multiaddr() string { return a.P2PAddr + "/p2p/" + a.PeerID }
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // agentOpts are the per-agent choices of startAgent.
 type agentOpts struct {
@@ -110,17 +55,17 @@ func startAgent(ctx context.Context, bin string, registries []string, dataDir st
 	if err != nil {
 		return nil, err
 	}
-	httpPort, err := freePort()
+	httpPort, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	p2pPort, err := freePort()
+	p2pPort, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	a := &agentProc{URL: "http://" + addr, DataDir: dataDir, PeerID: id,
-		P2PAddr: fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p2pPort), out: &lockedBuffer{}, done: make(chan struct{})}
+		P2PAddr: fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p2pPort), out: &benchproc.Output{Limit: 1 << 20}, done: make(chan struct{})}
 	args := []string{"agent", "--listen", addr, "--data-dir", dataDir, "--log-level", "warn", "--p2p-listen", a.P2PAddr}
 	for _, r := range registries {
 		args = append(args, "--registry", r)
@@ -129,7 +74,7 @@ func startAgent(ctx context.Context, bin string, registries []string, dataDir st
 		args = append(args, "--bootstrap", b)
 	}
 	if o.debug {
-		dp, err := freePort()
+		dp, err := benchproc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -143,7 +88,7 @@ func startAgent(ctx context.Context, bin string, registries []string, dataDir st
 		return nil, err
 	}
 	go func() { a.waitErr = a.cmd.Wait(); close(a.done) }()
-	atCleanup(func() { _ = a.Stop() })
+	benchproc.AtCleanup(func() { _ = a.Stop() })
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -255,28 +200,6 @@ func metric(ctx context.Context, base, sample string) (float64, error) {
 	return 0, sc.Err()
 }
 
-// procStatus returns a field of /proc/PID/status in bytes (the kB values are KiB).
-func procStatus(pid int, field string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || name != field {
-			continue
-		}
-		v, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %q: %w", field, rest, err)
-		}
-		return v << 10, nil
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
 // committedPath is where the agent's store keeps a committed blob (agent/store's layout).
 func committedPath(dataDir, d string) string {
 	alg, hex, _ := strings.Cut(d, ":")
@@ -300,43 +223,4 @@ func waitCommitted(ctx context.Context, dataDir, d string, size int64, limit tim
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-}
-
-// cpuTime is the user plus system CPU time the process has used (/proc/PID/stat, in clock ticks
-// of 1/100 s, the value of USER_HZ on Linux).
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
-}
-
-// waitFor polls cond every 10 ms until it holds, ctx ends or limit passes.
-func waitFor(ctx context.Context, limit time.Duration, what string, cond func() bool) error {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not after %s", what, limit)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return nil
 }

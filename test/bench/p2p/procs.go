@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"context"
 	"fmt"
 	"os"
@@ -71,14 +73,14 @@ func (e *env) procs(ctx context.Context, d string) error {
 		}
 		return m
 	}
-	if err := waitFor(ctx, 60*time.Second, "process cluster routing tables", func() bool { return rtMin() >= target }); err != nil {
+	if err := benchproc.WaitFor(ctx, 60*time.Second, 10*time.Millisecond, "process cluster routing tables", func() bool { return rtMin() >= target }); err != nil {
 		logf("procs: %v; going on", err)
 	}
 	res.joinTime = time.Since(t0)
 	res.rtMin = rtMin()
 	time.Sleep(time.Second) // let start-up work (first provides, identify) settle
 	for _, a := range agents {
-		v, err := procStatus(a.Pid(), "VmRSS")
+		v, err := benchproc.Status(a.Pid(), "VmRSS")
 		if err != nil {
 			return err
 		}
@@ -115,7 +117,7 @@ func (e *env) procs(ctx context.Context, d string) error {
 		} else {
 			// Give the others a provider to find: wait until the first agent has sent its
 			// provider records.
-			err := waitFor(ctx, 20*time.Second, "first agent announces the blob", func() bool {
+			err := benchproc.WaitFor(ctx, 20*time.Second, 10*time.Millisecond, "first agent announces the blob", func() bool {
 				v, err := metric(ctx, a.URL, `shoal_provides_total{result="ok"}`)
 				return err == nil && v > provides0
 			})
@@ -126,8 +128,8 @@ func (e *env) procs(ctx context.Context, d string) error {
 	}
 	res.originGets = e.o.BlobGets(d) - gets0
 	for _, a := range agents {
-		rss, err1 := procStatus(a.Pid(), "VmRSS")
-		hwm, err2 := procStatus(a.Pid(), "VmHWM")
+		rss, err1 := benchproc.Status(a.Pid(), "VmRSS")
+		hwm, err2 := benchproc.Status(a.Pid(), "VmHWM")
 		if err := firstErr(err1, err2); err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"context"
 	"fmt"
 	"io"
@@ -77,13 +79,13 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		if err != nil {
 			return err
 		}
-		err = waitFor(ctx, 20*time.Second, "B joins A", func() bool {
+		err = benchproc.WaitFor(ctx, 20*time.Second, 10*time.Millisecond, "B joins A", func() bool {
 			st, err := getStatus(ctx, b.URL)
 			return err == nil && len(st.ConnectedPeers) > 0 && st.RoutingTableSize > 0
 		})
 		if err == nil && i == 0 {
 			// A starts announcing once it has a peer; its own record is what B's lookup finds.
-			err = waitFor(ctx, 20*time.Second, "A announces the blob", func() bool {
+			err = benchproc.WaitFor(ctx, 20*time.Second, 10*time.Millisecond, "A announces the blob", func() bool {
 				v, err := metric(ctx, a.URL, `shoal_provides_total{result="ok"}`)
 				return err == nil && v >= 1
 			})
@@ -101,13 +103,13 @@ func (e *env) transfer(ctx context.Context, d string) error {
 			served0, _ := metric(ctx, a.URL, "shoal_peer_served_bytes_total")
 			e.profStart(ctx, b, fmt.Sprintf("receiver-B-run%d", i+1))
 			e.profStart(ctx, a, fmt.Sprintf("sender-A-run%d", i+1))
-			a0, _ := cpuTime(a.Pid())
-			b0, _ := cpuTime(b.Pid())
+			a0, _ := benchproc.CPUTime(a.Pid())
+			b0, _ := benchproc.CPUTime(b.Pid())
 			c0 := selfCPU()
 			r, err := fetch(ctx, e.client, blobURL(b.URL, d), size)
 			cpuClient = selfCPU() - c0
-			a1, _ := cpuTime(a.Pid())
-			b1, _ := cpuTime(b.Pid())
+			a1, _ := benchproc.CPUTime(a.Pid())
+			b1, _ := benchproc.CPUTime(b.Pid())
 			e.profStop(ctx, b, fmt.Sprintf("receiver-B-run%d", i+1))
 			e.profStop(ctx, a, fmt.Sprintf("sender-A-run%d", i+1))
 			if err != nil {

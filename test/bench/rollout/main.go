@@ -27,6 +27,8 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"context"
 	"errors"
 	"flag"
@@ -136,11 +138,11 @@ func main() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "\n%v: stopping the agents and removing temporary files\n", s)
 		cancel()
-		runCleanups()
+		benchproc.RunCleanups()
 		os.Exit(130)
 	}()
 	err = run(ctx, cfg)
-	runCleanups()
+	benchproc.RunCleanups()
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rollout bench:", err)
@@ -177,7 +179,7 @@ func run(ctx context.Context, cfg config) error {
 	if cfg.keep {
 		logf("keeping %s", tmp)
 	} else {
-		atCleanup(func() { _ = os.RemoveAll(tmp) })
+		benchproc.AtCleanup(func() { _ = os.RemoveAll(tmp) })
 	}
 	// The origin's image, and N copies in the agents' stores of one scenario.
 	if need := cfg.size * int64(cfg.nodes+2); true {
@@ -214,7 +216,7 @@ func run(ctx context.Context, cfg config) error {
 	if e.o, err = startOrigin(filepath.Join(tmp, "origin"), cfg.originRate); err != nil {
 		return err
 	}
-	atCleanup(e.o.Close)
+	benchproc.AtCleanup(e.o.Close)
 	if err := e.im.push(ctx, e.o.URL()); err != nil {
 		return err
 	}

@@ -1,14 +1,14 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,52 +19,6 @@ import (
 	"time"
 )
 
-// cleanups run once, in reverse order, when main returns or a signal arrives.
-var (
-	cleanupMu   sync.Mutex
-	cleanupFns  []func()
-	cleanupDone bool
-)
-
-func atCleanup(fn func()) {
-	cleanupMu.Lock()
-	defer cleanupMu.Unlock()
-	cleanupFns = append(cleanupFns, fn)
-}
-
-func runCleanups() {
-	cleanupMu.Lock()
-	defer cleanupMu.Unlock()
-	if cleanupDone {
-		return
-	}
-	cleanupDone = true
-	for i := len(cleanupFns) - 1; i >= 0; i-- {
-		cleanupFns[i]()
-	}
-}
-
-// lockedBuffer keeps a child's output; os/exec writes to it from its own goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 4<<20 { // keep the start; a runaway log must not eat memory
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // agentProc is a `shoal agent` child process.
 type agentProc struct {
 	Index   int
@@ -74,7 +28,7 @@ type agentProc struct {
 	PeerID  string
 	Debug   string // base URL of the pprof listener, "" without one
 	cmd     *exec.Cmd
-	out     *lockedBuffer
+	out     *benchproc.Output
 	done    chan struct{}
 	waitErr error
 	once    sync.Once
@@ -83,15 +37,6 @@ type agentProc struct {
 
 // Multiaddr is the agent's full p2p address, for other agents' --bootstrap.
 func (a *agentProc) Multiaddr() string { return a.P2PAddr + "/p2p/" + a.PeerID }
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // agentOpts are the per-agent choices of startAgent.
 type agentOpts struct {
@@ -111,7 +56,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
 	}
-	a := &agentProc{Index: index, DataDir: dataDir, out: &lockedBuffer{}, done: make(chan struct{})}
+	a := &agentProc{Index: index, DataDir: dataDir, out: &benchproc.Output{Limit: 4 << 20}, done: make(chan struct{})}
 	if o.needID {
 		id, err := peerID(bin, dataDir)
 		if err != nil {
@@ -119,7 +64,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 		}
 		a.PeerID = id
 	}
-	httpPort, err := freePort()
+	httpPort, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +77,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 	}
 	args = append(args, o.extra...)
 	if o.debug {
-		dp, err := freePort()
+		dp, err := benchproc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -140,7 +85,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 		args = append(args, "--debug-listen", strings.TrimPrefix(a.Debug, "http://"))
 	}
 	if o.p2p {
-		p2pPort, err := freePort()
+		p2pPort, err := benchproc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -159,7 +104,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 		return nil, err
 	}
 	go func() { a.waitErr = a.cmd.Wait(); close(a.done) }()
-	atCleanup(func() { _ = a.Stop() })
+	benchproc.AtCleanup(func() { _ = a.Stop() })
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -307,61 +252,6 @@ func metrics(ctx context.Context, base string, want ...string) (map[string]float
 	return out, sc.Err()
 }
 
-// procStatus returns a field of /proc/PID/status in bytes (the kB values are KiB).
-func procStatus(pid int, field string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || name != field {
-			continue
-		}
-		v, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %q: %w", field, rest, err)
-		}
-		return v << 10, nil
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
-// cpuTime is the user plus system CPU time the process has used (/proc/PID/stat, in clock ticks
-// of 1/100 s, the value of USER_HZ on Linux). pid 0 means this process.
-func cpuTime(pid int) (time.Duration, error) {
-	u, s, err := cpuTimes(pid)
-	return u + s, err
-}
-
-// cpuTimes is the user and the system CPU time the process has used.
-func cpuTimes(pid int) (user, sys time.Duration, err error) {
-	p := "/proc/self/stat"
-	if pid != 0 {
-		p = fmt.Sprintf("/proc/%d/stat", pid)
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0, 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("%s: %q", p, b)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, 0, fmt.Errorf("%s: %q", p, b)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, 0, err
-	}
-	return time.Duration(ut) * 10 * time.Millisecond, time.Duration(st) * 10 * time.Millisecond, nil
-}
-
 // machineCPU is the machine-wide CPU time from /proc/stat: busy (everything but idle and
 // iowait), iowait and the total, all in clock ticks.
 type machineCPU struct{ busy, iowait, total int64 }
@@ -396,20 +286,4 @@ func readMachineCPU() machineCPU {
 
 func (m machineCPU) sub(o machineCPU) machineCPU {
 	return machineCPU{busy: m.busy - o.busy, iowait: m.iowait - o.iowait, total: m.total - o.total}
-}
-
-// waitFor polls cond every 20 ms until it holds, ctx ends or limit passes.
-func waitFor(ctx context.Context, limit time.Duration, what string, cond func() bool) error {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not after %s", what, limit)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return nil
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+
 	"context"
 	"fmt"
 	"io"
@@ -131,7 +133,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	// The agents' CPU while idle (joined, nothing asked), for comparison with the pulls.
 	idle0 := make([]time.Duration, cfg.nodes)
 	for i, a := range agents {
-		idle0[i], _ = cpuTime(a.Pid())
+		idle0[i], _ = benchproc.CPUTime(a.Pid())
 	}
 	t = time.Now()
 	time.Sleep(idleWindow)
@@ -141,11 +143,11 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	cpu0 := make([]time.Duration, cfg.nodes)
 	user0 := make([]time.Duration, cfg.nodes)
 	for i, a := range agents {
-		u, s, _ := cpuTimes(a.Pid())
+		u, s, _ := benchproc.CPUTimes(a.Pid())
 		cpu0[i], user0[i] = u+s, u
 		res.idleCPU += cpu0[i] - idle0[i]
 	}
-	bench0, _ := cpuTime(0)
+	bench0, _ := benchproc.CPUTime(0)
 	mach0 := readMachineCPU()
 	orig0 := e.o.counts()
 	client0 := clientBytes.Load()
@@ -213,7 +215,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	// Wait until every agent has committed (no transfer in flight), so the CPU and memory
 	// figures include the whole of the work.
 	endPulls := time.Now()
-	_ = waitFor(ctx, 60*time.Second, "agents committing", func() bool {
+	_ = benchproc.WaitFor(ctx, 60*time.Second, 20*time.Millisecond, "agents committing", func() bool {
 		for _, a := range agents {
 			if a.Exited() {
 				continue
@@ -230,7 +232,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	<-samplingDone
 	res.window = time.Since(res.t0)
 	res.machine = readMachineCPU().sub(mach0)
-	bench1, _ := cpuTime(0)
+	bench1, _ := benchproc.CPUTime(0)
 	res.benchCPU = bench1 - bench0
 	res.origin = e.o.counts().since(orig0)
 
@@ -241,11 +243,11 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 			n.exitErr = fmt.Sprintf("agent exited during the scenario: %v", a.waitErr)
 			continue
 		}
-		u1, s1, _ := cpuTimes(a.Pid())
+		u1, s1, _ := benchproc.CPUTimes(a.Pid())
 		n.cpu = u1 + s1 - cpu0[i]
 		res.agentsCPU += n.cpu
 		res.agentsUser += u1 - user0[i]
-		n.hwm, _ = procStatus(a.Pid(), "VmHWM")
+		n.hwm, _ = benchproc.Status(a.Pid(), "VmHWM")
 		if m, err := metrics(ctx, a.URL, samples...); err == nil {
 			n.fromOrigin, n.fromPeers, n.servedPeers = int64(m[samples[0]]), int64(m[samples[1]]), int64(m[samples[2]])
 		}
@@ -287,11 +289,11 @@ func (e *env) waitJoined(ctx context.Context, agents []*agentProc, res *scenario
 		}
 		return connected, rtMin
 	}
-	if err := waitFor(ctx, 60*time.Second, "every agent connected to a peer", func() bool { ok, _ := rt(); return ok }); err != nil {
+	if err := benchproc.WaitFor(ctx, 60*time.Second, 20*time.Millisecond, "every agent connected to a peer", func() bool { ok, _ := rt(); return ok }); err != nil {
 		return err
 	}
 	want := min(len(agents)-1, 8)
-	_ = waitFor(ctx, 10*time.Second, "routing tables", func() bool { _, m := rt(); return m >= want })
+	_ = benchproc.WaitFor(ctx, 10*time.Second, 20*time.Millisecond, "routing tables", func() bool { _, m := rt(); return m >= want })
 	_, res.rtMin = rt()
 	return nil
 }
