@@ -58,6 +58,12 @@ type Config struct {
 	// MaxDownloadRate and MaxUploadRate cap the node's bytes per second received from peers
 	// and origins, and sent to peers; zero means unlimited. Local clients are not limited.
 	MaxDownloadRate, MaxUploadRate int64
+	// AdminToken, when set, is required (as a bearer token) by the admin endpoints (/shoal/v1)
+	// and the push API; when empty they are open only while the agent listens on loopback.
+	AdminToken string
+	// KeepAll exempts all content from garbage collection (a seed's default: what it holds is
+	// pinned).
+	KeepAll bool
 }
 
 // DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs
@@ -98,6 +104,10 @@ type Agent struct {
 	wg       sync.WaitGroup
 
 	gcKick chan struct{} // a commit asks for a GC pass without waiting for the tick
+
+	ext Extension
+	// exposed is set when the agent listens beyond loopback: admin endpoints then need a token.
+	exposed bool
 
 	mu       sync.Mutex
 	inflight map[digest.Digest]*fetch
@@ -201,7 +211,16 @@ func (a *Agent) Handler() http.Handler {
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	for pattern, h := range a.ext.Routes {
+		mux.Handle(pattern, h)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isAdminRequest(r) {
+			if ok, why := a.adminAllowed(r); !ok {
+				denyAdmin(w, r, why, a.cfg.AdminToken != "")
+				return
+			}
+		}
 		// /v2 goes straight to the registry handler: ServeMux would clean or redirect paths
 		// such as /v2/a/../b, and every /v2 answer must be an OCI one.
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
@@ -225,6 +244,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // Serve is Run on a listener the caller opened.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	defer a.Close()
+	a.exposed = !isLoopback(ln.Addr())
 	srv := &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -313,6 +333,9 @@ type originSource struct {
 func (originSource) Name() string { return "origin" }
 
 func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.Closer, int64, error) {
+	if t.Registry == nil {
+		return nil, 0, errNoOrigin
+	}
 	body, total, err := s.c.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
 	if err != nil {
 		return nil, 0, err
@@ -358,7 +381,7 @@ func (a *Agent) runGC(ctx context.Context) {
 	t := time.NewTicker(gcInterval)
 	defer t.Stop()
 	for {
-		freed, err := a.store.GC(ctx, high, low, nil)
+		freed, err := a.store.GC(ctx, high, low, a.keep)
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("store GC failed", "err", err)
 		}

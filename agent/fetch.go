@@ -473,6 +473,9 @@ func (a *Agent) StatBlob(ctx context.Context, t registryapi.Target, d digest.Dig
 		default:
 		}
 	}
+	if t.Registry == nil {
+		return a.peerBlobSize(ctx, d)
+	}
 	size, err := a.origin.HeadBlob(ctx, t.Registry, t.Repo, d)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrDenied) {
 		// The origin cannot answer: a peer holding the blob can.

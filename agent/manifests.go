@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -58,6 +59,9 @@ func (a *Agent) manifestByDigest(ctx context.Context, t registryapi.Target, d di
 		if m, err := a.peerManifest(octx, d); err == nil {
 			return m, nil
 		}
+		if t.Registry == nil {
+			return nil, fmt.Errorf("manifest %s: %w", d, errNoOrigin)
+		}
 		om, err := a.origin.GetManifest(octx, t.Registry, t.Repo, d.String(), union(accept, manifestTypes))
 		if err != nil {
 			if errors.Is(err, errdefs.ErrDigestMismatch) {
@@ -91,7 +95,7 @@ func (a *Agent) storedManifest(d digest.Digest) (*registryapi.Manifest, error) {
 // tagPrefix groups the resolutions of one tag; tagKey adds the normalised Accept set, since the
 // origin may answer one tag with different manifests for different Accept lists.
 func tagPrefix(t registryapi.Target, tag string) string {
-	return t.Registry.Host() + "/" + t.Repo + ":" + tag + "\x00"
+	return hostOf(t) + "/" + t.Repo + ":" + tag + "\x00"
 }
 
 func tagKey(t registryapi.Target, tag string, accept []string) string {
@@ -121,11 +125,18 @@ func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag str
 		defer cancel()
 		var m *registryapi.Manifest
 		var err error
-		if viaCoordinator {
+		if viaCoordinator && t.Registry != nil {
 			m, err = a.resolveAtCoordinator(octx, t, tag, accept)
 		}
 		if m == nil {
 			m, err = a.resolveAtOrigin(octx, t, tag, accept)
+		}
+		if err != nil && !errors.Is(err, errdefs.ErrDenied) && !errors.Is(err, errdefs.ErrTooLarge) && !errors.Is(err, errdefs.ErrDigestMismatch) {
+			// No origin, or it has no such tag, or it cannot be reached: a seed may host the
+			// repository (an image pushed into the cluster).
+			if hm, herr := a.resolveHosted(octx, t, tag, accept); herr == nil {
+				m, err = hm, nil
+			}
 		}
 		if err == nil {
 			rec := store.TagRecord{Digest: m.Digest, MediaType: m.MediaType, Resolved: time.Now()}
@@ -172,7 +183,7 @@ func (a *Agent) resolveAtCoordinator(ctx context.Context, t registryapi.Target, 
 	if err != nil || self {
 		return nil, nil
 	}
-	rec, err := a.peers.Resolve(cctx, c, t.Registry.Host(), t.Repo, tag, accept)
+	rec, err := a.peers.Resolve(cctx, c, hostOf(t), t.Repo, tag, accept)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return nil, err // the origin, through the coordinator, says no such tag
@@ -187,8 +198,73 @@ func (a *Agent) resolveAtCoordinator(ctx context.Context, t registryapi.Target, 
 	return m, nil
 }
 
-// Resolve answers a peer asking this node, the tag's coordinator, what a tag names.
+// hostedTimeout bounds asking the seeds what a hosted tag names.
+const hostedTimeout = 3 * time.Second
+
+// resolveHosted asks this node and the cluster's seeds what a tag of a hosted (pushed)
+// repository names, takes the newest push, and gets that manifest by digest, verified.
+func (a *Agent) resolveHosted(ctx context.Context, t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, error) {
+	var (
+		mu    sync.Mutex
+		best  transfer.TagRecord
+		found bool
+	)
+	consider := func(rec transfer.TagRecord) {
+		mu.Lock()
+		defer mu.Unlock()
+		if rec.Digest.Validate() != nil || !accepts(accept, rec.MediaType) {
+			return
+		}
+		if now := time.Now(); rec.Resolved.After(now) {
+			rec.Resolved = now // a record from the future would win every comparison
+		}
+		if !found || rec.Resolved.After(best.Resolved) {
+			best, found = rec, true
+		}
+	}
+	if a.ext.HostedTags != nil {
+		if d, mt, at, ok := a.ext.HostedTags(t.Repo, tag); ok {
+			consider(transfer.TagRecord{Digest: d, MediaType: mt, Resolved: at})
+		}
+	}
+	if a.node != nil {
+		hctx, cancel := context.WithTimeout(ctx, hostedTimeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, p := range a.node.Seeds(hctx) {
+			if p == a.node.ID() {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if rec, err := a.peers.Resolve(hctx, p, "", t.Repo, tag, accept); err == nil {
+					consider(rec)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if !found {
+		return nil, fmt.Errorf("tag %s:%s: no seed hosts it: %w", t.Repo, tag, errdefs.ErrNotFound)
+	}
+	return a.manifestByDigest(ctx, t, best.Digest, accept)
+}
+
+// Resolve answers a peer asking this node, the tag's coordinator, what a tag names. An empty
+// registry asks about this node's hosted repositories (a seed's pushed images).
 func (c content) Resolve(ctx context.Context, registry, repo, tag string, accept []string) (transfer.TagRecord, error) {
+	if registry == "" {
+		if !names.ValidTag(tag) || !names.ValidRepository(repo) {
+			return transfer.TagRecord{}, fmt.Errorf("%q:%q: %w", repo, tag, errdefs.ErrInvalid)
+		}
+		if c.a.ext.HostedTags != nil {
+			if d, mt, at, ok := c.a.ext.HostedTags(repo, tag); ok {
+				return transfer.TagRecord{Digest: d, MediaType: mt, Resolved: at}, nil
+			}
+		}
+		return transfer.TagRecord{}, fmt.Errorf("%s:%s: not hosted here: %w", repo, tag, errdefs.ErrNotFound)
+	}
 	reg, err := c.a.upstreams.Select(registry)
 	if err != nil {
 		return transfer.TagRecord{}, err
@@ -206,6 +282,9 @@ func (c content) Resolve(ctx context.Context, registry, repo, tag string, accept
 // resolveAtOrigin asks the origin which manifest a tag names: a HEAD first, which is cheaper and
 // not rate limited by Docker Hub, then a GET only if the manifest isn't stored yet.
 func (a *Agent) resolveAtOrigin(ctx context.Context, t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, error) {
+	if t.Registry == nil {
+		return nil, fmt.Errorf("tag %s:%s: %w", t.Repo, tag, errNoOrigin)
+	}
 	desc, err := a.origin.HeadManifest(ctx, t.Registry, t.Repo, tag, accept)
 	switch {
 	case err == nil:
@@ -280,10 +359,16 @@ func union(a, b []string) []string {
 
 // Tags passes tag listing through to the origin.
 func (a *Agent) Tags(ctx context.Context, t registryapi.Target, n int, last string) (*origin.Passthrough, error) {
+	if t.Registry == nil {
+		return nil, fmt.Errorf("tags of %s: %w", t.Repo, errNoOrigin)
+	}
 	return a.origin.Tags(ctx, t.Registry, t.Repo, n, last)
 }
 
 // Referrers passes the referrers API through to the origin.
 func (a *Agent) Referrers(ctx context.Context, t registryapi.Target, d digest.Digest, artifactType string) (*origin.Passthrough, error) {
+	if t.Registry == nil {
+		return nil, fmt.Errorf("referrers of %s: %w", d, errNoOrigin)
+	}
 	return a.origin.Referrers(ctx, t.Registry, t.Repo, d, artifactType)
 }

@@ -202,7 +202,7 @@ func (a *Agent) viaCoordinator(ctx context.Context, t registryapi.Target, d dige
 	if self {
 		return nil, fmt.Errorf("%s: this node coordinates it: %w", d, errdefs.ErrNotFound)
 	}
-	if err := a.peers.Pull(cctx, c, t.Registry.Host(), t.Repo, d); err != nil {
+	if err := a.peers.Pull(cctx, c, hostOf(t), t.Repo, d); err != nil {
 		a.log.Info("coordinator did not take the fetch; going to the origin", "digest", d, "coordinator", c, "err", err)
 		return nil, fmt.Errorf("%s: coordinator %s: %w", d, c, errdefs.ErrNotFound)
 	}
@@ -413,7 +413,7 @@ func (a *Agent) peerTagRecords(ctx context.Context, t registryapi.Target, tag st
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			recs, err := a.peers.Tags(ctx, p, t.Registry.Host(), t.Repo, tag)
+			recs, err := a.peers.Tags(ctx, p, hostOf(t), t.Repo, tag)
 			if err != nil {
 				return
 			}

@@ -39,6 +39,9 @@ type Config struct {
 	// AllowPeers, when not empty, is the only set of peers this node talks to (a connection gater);
 	// empty admits any peer that holds the swarm key.
 	AllowPeers []peer.ID
+	// Seed gives this node the seed role: it advertises SeedKey, and every node prefers seeds as
+	// coordinators (the nodes that fetch from the origin for the cluster).
+	Seed bool
 }
 
 // validate checks the config and fills defaults, returning the parsed forms New needs.

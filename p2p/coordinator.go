@@ -23,7 +23,20 @@ func (n *Node) Coordinator(ctx context.Context, d digest.Digest) (p peer.ID, sel
 }
 
 // CoordinatorFor is Coordinator for any DHT key (a tag's, say).
+//
+// When the cluster has seeds, the coordinator is the live seed XOR-closest to key instead: seeds
+// are the nodes meant to face the origin (they pin what they fetch and keep serving it when the
+// origin is down), and every node that sees the same seeds picks the same one.
 func (n *Node) CoordinatorFor(ctx context.Context, key string) (p peer.ID, self bool, err error) {
+	if seeds := n.Seeds(ctx); len(seeds) > 0 {
+		best := seeds[0]
+		for _, q := range seeds[1:] {
+			if kb.Closer(q, best, key) {
+				best = q
+			}
+		}
+		return best, best == n.ID(), nil
+	}
 	closest, err := n.ClosestPeers(ctx, key)
 	if err != nil || len(closest) == 0 {
 		if err != nil && ctx.Err() != nil {

@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,8 @@ type Node struct {
 	prov   *reprovider // nil until the node has joined a cluster; guarded by provMu
 
 	lookups singleflight.Group
+	seed    bool
+	seeds   seedCache
 	cacheMu sync.Mutex
 	cache   map[string]cachedProviders
 
@@ -101,6 +104,7 @@ func New(cfg Config) (*Node, error) {
 		minProviderRestart:  time.Minute,
 		maxBootstrapBackoff: 10 * time.Second,
 		closed:              make(chan struct{}),
+		seed:                cfg.Seed,
 	}
 	if cfg.SwarmKey != nil {
 		if n.psk, err = ParseSwarmKey(cfg.SwarmKey); err != nil {
@@ -181,7 +185,14 @@ func New(cfg Config) (*Node, error) {
 		n.host.Close()
 		return nil, err
 	}
-	n.log.Info("p2p node listening", "peer", n.host.ID(), "addrs", n.Addrs(), "private_network", n.psk != nil)
+	if n.seed {
+		// Announced with the node's content once it joins, and re-announced with it.
+		if err := n.Provide(context.Background(), SeedKey); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("p2p: advertising the seed role: %w", err)
+		}
+	}
+	n.log.Info("p2p node listening", "peer", n.host.ID(), "addrs", n.Addrs(), "private_network", n.psk != nil, "seed", n.seed)
 	return n, nil
 }
 

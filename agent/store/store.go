@@ -5,7 +5,7 @@
 //
 //	blobs/<algorithm>/<encoded>   committed content, never modified after the rename
 //	tmp/                          content being written; cleared at start
-//	meta.db                       bbolt: media types and tag resolutions
+//	meta.db                       bbolt: media types, tag resolutions, partial maps and pins
 //
 // Content becomes visible only through Writer.Commit, which verifies the digest, fsyncs the file,
 // records metadata, renames the file into place and fsyncs the directory. A crash at any moment
@@ -57,6 +57,9 @@ type Store struct {
 	// writer of the same digest gets a temporary file instead of sharing it.
 	partialMu   sync.Mutex
 	partialOpen map[digest.Digest]bool
+	// pinMu guards pinned, the digests kept by pins (how many pins keep each); nil until needed.
+	pinMu  sync.Mutex
+	pinned map[digest.Digest]int
 }
 
 // Option configures a Store.
@@ -101,7 +104,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		}
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMedia, bucketTags, bucketPartial} {
+		for _, b := range [][]byte{bucketMedia, bucketTags, bucketPartial, bucketPins} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

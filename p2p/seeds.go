@@ -1,0 +1,101 @@
+package p2p
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+)
+
+// SeedKey is the DHT key every seed provides, so that nodes find the cluster's seeds through the
+// DHT with nothing listing them. It names no content: no node holds a blob with this digest.
+var SeedKey = digest.FromString("shoal/seed-role/1")
+
+const (
+	// seedsTTL is how long a non-empty seed list is reused; a seed that stops is dropped sooner,
+	// when its connection closes (Seeds keeps only seeds it is connected to).
+	seedsTTL = 5 * time.Second
+	// noSeedsTTL is how long "no seed" is reused: short, so that a seed that joins is found soon.
+	noSeedsTTL = time.Second
+	// seedDialTimeout bounds connecting to a seed the DHT names but this node is not connected to.
+	seedDialTimeout = time.Second
+)
+
+// seedCache is the last seed lookup.
+type seedCache struct {
+	mu      sync.Mutex
+	seeds   []peer.ID
+	expires time.Time
+}
+
+// IsSeed reports whether this node has the seed role.
+func (n *Node) IsSeed() bool { return n.seed }
+
+// Seeds returns the live seeds of the cluster, this node included when it is a seed. A seed is
+// live when this node is connected to it (or connects within a second). The DHT is asked at most
+// every few seconds; at most 8 seeds are found per lookup.
+func (n *Node) Seeds(ctx context.Context) []peer.ID {
+	n.seeds.mu.Lock()
+	if time.Now().Before(n.seeds.expires) {
+		out := n.liveSeeds(n.seeds.seeds)
+		n.seeds.mu.Unlock()
+		return n.withSelf(out)
+	}
+	n.seeds.mu.Unlock()
+	v, _, _ := n.lookups.Do("seeds", func() (any, error) {
+		infos, _ := n.FindProviders(ctx, SeedKey)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var live []peer.ID
+		for _, info := range infos {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if n.host.Network().Connectedness(info.ID) != network.Connected {
+					dctx, cancel := context.WithTimeout(ctx, seedDialTimeout)
+					defer cancel()
+					if err := n.host.Connect(dctx, info); err != nil {
+						return
+					}
+				}
+				mu.Lock()
+				live = append(live, info.ID)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		slices.Sort(live)
+		ttl := seedsTTL
+		if len(live) == 0 {
+			ttl = noSeedsTTL
+		}
+		n.seeds.mu.Lock()
+		n.seeds.seeds, n.seeds.expires = live, time.Now().Add(ttl)
+		n.seeds.mu.Unlock()
+		return live, nil
+	})
+	return n.withSelf(n.liveSeeds(v.([]peer.ID)))
+}
+
+// liveSeeds keeps the seeds this node is still connected to: a seed that stopped is dropped at
+// once, not when the cache expires.
+func (n *Node) liveSeeds(seeds []peer.ID) []peer.ID {
+	var out []peer.ID
+	for _, p := range seeds {
+		if n.host.Network().Connectedness(p) == network.Connected {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (n *Node) withSelf(seeds []peer.ID) []peer.ID {
+	if n.seed && !slices.Contains(seeds, n.ID()) {
+		seeds = append(seeds, n.ID())
+	}
+	return seeds
+}

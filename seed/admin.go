@@ -1,0 +1,138 @@
+package seed
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// Admin serves the admin endpoints of a node (agent or seed), behind the agent's admin check:
+//
+//	POST   /shoal/v1/preheat        {"ref":..., "platforms":[...], "allPlatforms":bool}
+//	POST   /shoal/v1/pins           the same, plus "replicas": fetch, then pin
+//	GET    /shoal/v1/pins           the node's pins
+//	DELETE /shoal/v1/pins?ref=REF   unpin (on a seed: on every seed)
+//
+// Preheat and pin answer 200 with a stream of JSON lines (Progress) as the work goes on: the
+// last line's event is "done" or "error". A request that cannot start gets a 4xx with an error.
+type Admin struct {
+	a    *agent.Agent
+	pins *Pins
+	// pinOnPreheat makes preheat pin what it fetched (seeds: their content is pinned).
+	pinOnPreheat bool
+}
+
+// NewAdmin returns the admin endpoints of an agent that is not a seed: preheat and local pins.
+func NewAdmin(a *agent.Agent) *Admin {
+	return &Admin{a: a, pins: newPins(a, a.Logger().With("component", "pins"), 1, 0)}
+}
+
+// Routes are the admin handlers by ServeMux pattern, for agent.Extension.Routes.
+func (ad *Admin) Routes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"POST /shoal/v1/preheat": http.HandlerFunc(ad.preheat),
+		"POST /shoal/v1/pins":    http.HandlerFunc(ad.addPin),
+		"GET /shoal/v1/pins":     http.HandlerFunc(ad.listPins),
+		"DELETE /shoal/v1/pins":  http.HandlerFunc(ad.removePin),
+	}
+}
+
+// maxAdminBody bounds a request body.
+const maxAdminBody = 64 << 10
+
+func (ad *Admin) preheat(w http.ResponseWriter, r *http.Request) {
+	ad.run(w, r, ad.pinOnPreheat)
+}
+
+func (ad *Admin) addPin(w http.ResponseWriter, r *http.Request) {
+	ad.run(w, r, true)
+}
+
+// run decodes a preheat request and streams its progress.
+func (ad *Admin) run(w http.ResponseWriter, r *http.Request, pin bool) {
+	var req PreheatRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSONError(w, http.StatusBadRequest, "request body: want JSON {\"ref\": ...}: "+err.Error())
+		return
+	}
+	if _, err := ParseRef(req.Ref); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if _, err := parsePlatforms(req); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	var mu sync.Mutex
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	report := func(p Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(p)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	var (
+		got store.Pin
+		err error
+	)
+	if pin {
+		got, err = ad.pins.Add(r.Context(), req, report)
+	} else {
+		got, err = Preheat(r.Context(), ad.a, req, report)
+	}
+	if err != nil {
+		report(Progress{Event: "error", Ref: req.Ref, Error: err.Error()})
+		return
+	}
+	blobs := len(got.Digests) - got.Manifests
+	report(Progress{Event: "done", Ref: got.Ref, Digest: got.Digest, Manifests: got.Manifests, Blobs: blobs,
+		BlobsDone: blobs, Bytes: got.Bytes, BytesDone: got.Bytes, Pinned: pin})
+}
+
+func (ad *Admin) listPins(w http.ResponseWriter, _ *http.Request) {
+	pins, err := ad.pins.List()
+	if err != nil {
+		writeJSONError(w, http.StatusInternalServerError, "listing pins failed")
+		return
+	}
+	if pins == nil {
+		pins = []store.Pin{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(pins)
+}
+
+func (ad *Admin) removePin(w http.ResponseWriter, r *http.Request) {
+	ref := r.URL.Query().Get("ref")
+	found, err := ad.pins.Remove(r.Context(), ref)
+	switch {
+	case errors.Is(err, errdefs.ErrInvalid):
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+	case err != nil:
+		writeJSONError(w, http.StatusInternalServerError, "unpinning failed")
+	case !found:
+		writeJSONError(w, http.StatusNotFound, "no pin of "+ref)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

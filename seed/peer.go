@@ -1,0 +1,164 @@
+package seed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p"
+)
+
+// seedProtocol is how seeds keep pins replicated: one JSON request and one JSON answer per
+// stream, both bounded in size and time.
+const seedProtocol protocol.ID = "/shoal/seed/1"
+
+const (
+	// maxSeedMessage bounds a request or answer (a pin of 10,000 objects is about 800 KB).
+	maxSeedMessage = 2 << 20
+	// seedRequestTimeout bounds one exchange.
+	seedRequestTimeout = 10 * time.Second
+)
+
+type seedRequest struct {
+	// Op is "has" (do you hold this pin), "pin" (hold it too) or "unpin".
+	Op     string        `json:"op"`
+	Ref    string        `json:"ref,omitempty"`
+	Digest digest.Digest `json:"digest,omitempty"`
+	Pin    *store.Pin    `json:"pin,omitempty"`
+}
+
+type seedResponse struct {
+	OK    bool   `json:"ok"`
+	Has   bool   `json:"has,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// seedPeer serves and sends the seed protocol.
+type seedPeer struct {
+	h    host.Host
+	node *p2p.Node
+	pins *Pins
+	log  *slog.Logger
+}
+
+func newSeedPeer(node *p2p.Node, pins *Pins, log *slog.Logger) *seedPeer {
+	sp := &seedPeer{h: node.Host(), node: node, pins: pins, log: log}
+	sp.h.SetStreamHandler(seedProtocol, sp.handle)
+	return sp
+}
+
+func (sp *seedPeer) close() { sp.h.RemoveStreamHandler(seedProtocol) }
+
+func (sp *seedPeer) handle(st network.Stream) {
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(seedRequestTimeout))
+	var req seedRequest
+	resp := seedResponse{OK: true}
+	if err := json.NewDecoder(io.LimitReader(st, maxSeedMessage)).Decode(&req); err != nil {
+		_ = st.Reset()
+		return
+	}
+	switch req.Op {
+	case "has":
+		resp.Has = sp.pins.has(req.Ref, req.Digest)
+	case "pin":
+		if req.Pin == nil {
+			resp = seedResponse{Error: "no pin record"}
+		} else if err := sp.pins.adopt(*req.Pin); err != nil {
+			resp = seedResponse{Error: err.Error()}
+		}
+	case "unpin":
+		r, err := ParseRef(req.Ref)
+		if err != nil {
+			resp = seedResponse{Error: err.Error()}
+			break
+		}
+		found, err := sp.pins.a.Store().DeletePin(r.String())
+		if err != nil {
+			resp = seedResponse{Error: "recording failed"}
+		}
+		resp.Has = found
+		if found {
+			sp.log.Info("unpinned at another seed's request", "ref", r.String(), "from", st.Conn().RemotePeer())
+		}
+	default:
+		resp = seedResponse{Error: fmt.Sprintf("unknown op %q", req.Op)}
+	}
+	_ = json.NewEncoder(st).Encode(resp)
+}
+
+// call sends one request to a seed.
+func (sp *seedPeer) call(ctx context.Context, p peer.ID, req seedRequest) (seedResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, seedRequestTimeout)
+	defer cancel()
+	st, err := sp.h.NewStream(ctx, p, seedProtocol)
+	if err != nil {
+		return seedResponse{}, fmt.Errorf("seed %s: %w", p, errdefs.ErrUnavailable)
+	}
+	defer st.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = st.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(st).Encode(req); err != nil {
+		_ = st.Reset()
+		return seedResponse{}, fmt.Errorf("seed %s: %w", p, err)
+	}
+	_ = st.CloseWrite()
+	var resp seedResponse
+	if err := json.NewDecoder(io.LimitReader(st, maxSeedMessage)).Decode(&resp); err != nil {
+		_ = st.Reset()
+		return seedResponse{}, fmt.Errorf("seed %s: %w", p, err)
+	}
+	if !resp.OK {
+		return resp, fmt.Errorf("seed %s: %s", p, resp.Error)
+	}
+	return resp, nil
+}
+
+func (sp *seedPeer) has(ctx context.Context, p peer.ID, ref string, d digest.Digest) (bool, error) {
+	resp, err := sp.call(ctx, p, seedRequest{Op: "has", Ref: ref, Digest: d})
+	return resp.Has, err
+}
+
+func (sp *seedPeer) pin(ctx context.Context, p peer.ID, pin store.Pin) error {
+	_, err := sp.call(ctx, p, seedRequest{Op: "pin", Pin: &pin})
+	return err
+}
+
+// broadcastUnpin asks every other live seed to drop the pin of ref, reporting whether any had it.
+func (sp *seedPeer) broadcastUnpin(ctx context.Context, ref string) bool {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	found := false
+	for _, s := range sp.node.Seeds(ctx) {
+		if s == sp.node.ID() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := sp.call(ctx, s, seedRequest{Op: "unpin", Ref: ref})
+			if err != nil {
+				sp.log.Warn("a seed did not drop the pin", "ref", ref, "seed", s, "err", err)
+				return
+			}
+			mu.Lock()
+			found = found || resp.Has
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return found
+}

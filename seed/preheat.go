@@ -1,0 +1,341 @@
+package seed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/registryapi"
+)
+
+// PreheatRequest asks a node to fetch an image and keep it.
+type PreheatRequest struct {
+	Ref string `json:"ref"`
+	// Platforms selects the manifests of an index, as os/arch[/variant]; empty means the node's
+	// own platform (linux/<arch> on Linux), unless AllPlatforms.
+	Platforms    []string `json:"platforms,omitempty"`
+	AllPlatforms bool     `json:"allPlatforms,omitempty"`
+	// Replicas is how many seeds should keep the image (pins only; 0 keeps the node's default).
+	Replicas int `json:"replicas,omitempty"`
+}
+
+// Progress is one report of a preheat (or pin) in progress, sent as a line of JSON.
+type Progress struct {
+	// Event is "resolved" (the manifests are in and the totals known), "progress", "done" or
+	// "error".
+	Event     string        `json:"event"`
+	Ref       string        `json:"ref,omitempty"`
+	Digest    digest.Digest `json:"digest,omitempty"`
+	Manifests int           `json:"manifests,omitempty"`
+	Blobs     int           `json:"blobs"`
+	BlobsDone int           `json:"blobsDone"`
+	Bytes     int64         `json:"bytes"`
+	BytesDone int64         `json:"bytesDone"`
+	// Pinned is set on "done" when the image is pinned.
+	Pinned bool   `json:"pinned,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// manifestAccept is every manifest type a preheat asks for.
+var manifestAccept = []string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}
+
+const (
+	// preheatParallel is how many blobs a preheat fetches at once.
+	preheatParallel = 3
+	// progressInterval is how often a preheat reports bytes while blobs arrive.
+	progressInterval = 500 * time.Millisecond
+	// maxIndexDepth bounds nested indexes.
+	maxIndexDepth = 2
+	// maxImageObjects bounds how many manifests and blobs one image may name.
+	maxImageObjects = 10000
+	// commitWait bounds waiting for a fetched blob to appear in the store.
+	commitWait = 10 * time.Second
+)
+
+// Preheat fetches an image — the index, every selected platform's manifest, its config and
+// layers — through the node's pipeline (store, peers, the coordinator, the origin), so that each
+// blob comes from the origin about once however many seeds preheat it. It reports progress to
+// report (never concurrently) and returns the record that pins the image.
+func Preheat(ctx context.Context, a *agent.Agent, req PreheatRequest, report func(Progress)) (store.Pin, error) {
+	ref, err := ParseRef(req.Ref)
+	if err != nil {
+		return store.Pin{}, err
+	}
+	platforms, err := parsePlatforms(req)
+	if err != nil {
+		return store.Pin{}, err
+	}
+	t, err := a.Target(ref.Registry, ref.Repo)
+	if err != nil {
+		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
+	}
+	w := &walk{ctx: ctx, a: a, t: t, platforms: platforms, seen: map[digest.Digest]bool{}}
+	root, err := a.GetManifest(ctx, t, ref.Reference(), manifestAccept)
+	if err != nil {
+		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
+	}
+	if err := w.manifest(root, 0); err != nil {
+		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
+	}
+	var total int64
+	for _, b := range w.blobs {
+		total += b.Size
+	}
+	p := Progress{Ref: ref.String(), Digest: root.Digest, Manifests: len(w.manifests), Blobs: len(w.blobs), Bytes: total}
+	var mu sync.Mutex
+	emit := func(event string) {
+		mu.Lock()
+		defer mu.Unlock()
+		q := p
+		q.Event = event
+		report(q)
+	}
+	emit("resolved")
+
+	var done atomic.Int64
+	stop := make(chan struct{})
+	ticker := sync.WaitGroup{}
+	ticker.Add(1)
+	go func() {
+		defer ticker.Done()
+		t := time.NewTicker(progressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				mu.Lock()
+				p.BytesDone = done.Load()
+				mu.Unlock()
+				emit("progress")
+			}
+		}
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(preheatParallel)
+	for _, b := range w.blobs {
+		g.Go(func() error {
+			if err := fetchBlob(gctx, a, t, b, &done); err != nil {
+				return fmt.Errorf("blob %s: %w", b.Digest, err)
+			}
+			mu.Lock()
+			p.BlobsDone++
+			mu.Unlock()
+			return nil
+		})
+	}
+	err = g.Wait()
+	close(stop)
+	ticker.Wait()
+	if err != nil {
+		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
+	}
+	p.BytesDone = done.Load()
+	emit("progress")
+	pin := store.Pin{
+		Ref: ref.String(), Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag,
+		Digest: root.Digest, Bytes: total, Replicas: req.Replicas, Created: time.Now().UTC(),
+		Platforms: req.Platforms, AllPlatforms: req.AllPlatforms, Manifests: len(w.manifests),
+	}
+	for _, m := range w.manifests {
+		pin.Digests = append(pin.Digests, m)
+	}
+	for _, b := range w.blobs {
+		pin.Digests = append(pin.Digests, digest.Digest(b.Digest.String()))
+	}
+	return pin, nil
+}
+
+// walk collects an image's manifests and blobs.
+type walk struct {
+	ctx       context.Context
+	a         *agent.Agent
+	t         registryapi.Target
+	platforms []v1.Platform // nil: all
+	seen      map[digest.Digest]bool
+	manifests []digest.Digest
+	blobs     []v1.Descriptor
+}
+
+func (w *walk) add(d digest.Digest) bool {
+	if w.seen[d] {
+		return false
+	}
+	if len(w.seen) >= maxImageObjects {
+		return false
+	}
+	w.seen[d] = true
+	return true
+}
+
+func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
+	if !w.add(m.Digest) {
+		return nil
+	}
+	w.manifests = append(w.manifests, m.Digest)
+	var probe struct {
+		MediaType string          `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	if err := json.Unmarshal(m.Body, &probe); err != nil {
+		return fmt.Errorf("manifest %s: %v: %w", m.Digest, err, errdefs.ErrInvalid)
+	}
+	if probe.Manifests != nil {
+		if depth >= maxIndexDepth {
+			return fmt.Errorf("index %s nests too deep: %w", m.Digest, errdefs.ErrInvalid)
+		}
+		var idx v1.IndexManifest
+		if err := json.Unmarshal(m.Body, &idx); err != nil {
+			return fmt.Errorf("index %s: %v: %w", m.Digest, err, errdefs.ErrInvalid)
+		}
+		matched := 0
+		for _, c := range idx.Manifests {
+			if !w.wants(c.Platform) {
+				continue
+			}
+			matched++
+			d, err := digest.Parse(c.Digest.String())
+			if err != nil {
+				return fmt.Errorf("index %s names %q: %w", m.Digest, c.Digest, errdefs.ErrInvalid)
+			}
+			child, err := w.a.GetManifest(w.ctx, w.t, d.String(), manifestAccept)
+			if err != nil {
+				return fmt.Errorf("manifest %s: %w", d, err)
+			}
+			if err := w.manifest(child, depth+1); err != nil {
+				return err
+			}
+		}
+		if matched == 0 {
+			return fmt.Errorf("index %s has no manifest for %s: %w", m.Digest, platformList(w.platforms), errdefs.ErrNotFound)
+		}
+		return nil
+	}
+	var im v1.Manifest
+	if err := json.Unmarshal(m.Body, &im); err != nil {
+		return fmt.Errorf("manifest %s: %v: %w", m.Digest, err, errdefs.ErrInvalid)
+	}
+	for _, desc := range append([]v1.Descriptor{im.Config}, im.Layers...) {
+		if len(desc.URLs) > 0 {
+			continue // a foreign layer: the runtime gets it from its URLs, not from a registry
+		}
+		d, err := digest.Parse(desc.Digest.String())
+		if err != nil || desc.Size < 0 {
+			return fmt.Errorf("manifest %s names %q: %w", m.Digest, desc.Digest, errdefs.ErrInvalid)
+		}
+		if w.add(d) {
+			w.blobs = append(w.blobs, desc)
+		}
+	}
+	return nil
+}
+
+// wants reports whether an index entry's platform is selected. Entries without a platform
+// (attestations, artifacts) are taken only with all platforms.
+func (w *walk) wants(p *v1.Platform) bool {
+	if w.platforms == nil {
+		return true
+	}
+	if p == nil {
+		return false
+	}
+	for _, want := range w.platforms {
+		if p.Satisfies(want) {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchBlob drives one blob through the pipeline to the store, counting its bytes into done.
+func fetchBlob(ctx context.Context, a *agent.Agent, t registryapi.Target, desc v1.Descriptor, done *atomic.Int64) error {
+	d := digest.Digest(desc.Digest.String())
+	if _, err := a.Store().Stat(d); err == nil {
+		done.Add(desc.Size)
+		return nil
+	}
+	b, err := a.OpenBlob(ctx, t, d)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	n, err := b.CopyRange(ctx, countWriter{done}, 0, -1)
+	if err != nil {
+		return err
+	}
+	if n != desc.Size {
+		return fmt.Errorf("%d bytes where the manifest says %d: %w", n, desc.Size, errdefs.ErrInvalid)
+	}
+	// The fetch commits right after the last verified byte is visible.
+	deadline := time.Now().Add(commitWait)
+	for {
+		if _, err := a.Store().Stat(d); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fetched but not committed to the store: %w", errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+type countWriter struct{ n *atomic.Int64 }
+
+func (c countWriter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); return len(p), nil }
+
+var _ io.Writer = countWriter{}
+
+func parsePlatforms(req PreheatRequest) ([]v1.Platform, error) {
+	if req.AllPlatforms {
+		if len(req.Platforms) > 0 {
+			return nil, fmt.Errorf("platforms and all platforms are exclusive: %w", errdefs.ErrInvalid)
+		}
+		return nil, nil
+	}
+	specs := req.Platforms
+	if len(specs) == 0 {
+		specs = []string{"linux/" + runtime.GOARCH}
+	}
+	var out []v1.Platform
+	for _, s := range specs {
+		p, err := v1.ParsePlatform(s)
+		if err != nil || p.OS == "" || p.Architecture == "" {
+			return nil, fmt.Errorf("platform %q: want os/arch[/variant]: %w", s, errdefs.ErrInvalid)
+		}
+		out = append(out, *p)
+	}
+	return out, nil
+}
+
+func platformList(ps []v1.Platform) string {
+	var s string
+	for i, p := range ps {
+		if i > 0 {
+			s += ", "
+		}
+		s += p.String()
+	}
+	return s
+}

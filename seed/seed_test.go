@@ -1,0 +1,146 @@
+package seed_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/shoal-oci/shoal/internal/devregistry"
+	"github.com/shoal-oci/shoal/seed"
+)
+
+// Two seeds preheat a multi-platform image at once: every blob comes from the origin once. Then
+// the origin stops, and a new agent pulls the image by tag and by digest through the cluster.
+func TestPreheatThenOriginDown(t *testing.T) {
+	o := startOrigin(t)
+	idx, err := devregistry.Index([]int64{3 << 20, 1 << 20, 5000}, "linux/amd64", "linux/arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := o.Host() + "/team/app:v1"
+	if err := devregistry.Push(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	regs := []string{o.URL()}
+	s1 := startSeed(t, seed.Config{Agent: agentConfig(t, regs, nil)})
+	s2 := startSeed(t, seed.Config{Agent: agentConfig(t, regs, s1.Node().Addrs())})
+	waitFor(t, "the seeds to find each other", func() bool {
+		return len(s1.Node().Seeds(context.Background())) == 2 && len(s2.Node().Seeds(context.Background())) == 2
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	results := make([]seed.Progress, 2)
+	errs := make([]error, 2)
+	reports := make([][]seed.Progress, 2)
+	for i, s := range []*node{s1, s2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = seed.NewClient(s.host, "").Preheat(ctx, seed.PreheatRequest{Ref: ref, AllPlatforms: true},
+				func(p seed.Progress) { reports[i] = append(reports[i], p) })
+		}()
+	}
+	wg.Wait()
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blobs []string
+	var total int64
+	for _, desc := range im.Manifests {
+		img, err := idx.Image(desc.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+			blobs = append(blobs, l.Digest.String())
+			total += l.Size
+		}
+	}
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Fatalf("seed %d: preheat: %v", i, errs[i])
+		}
+		p := results[i]
+		if p.Event != "done" || !p.Pinned || p.Manifests != 3 || p.Blobs != len(blobs) || p.BytesDone != total {
+			t.Errorf("seed %d: last report %+v; want done, pinned, 3 manifests, %d blobs, %d bytes", i, p, len(blobs), total)
+		}
+		if first := reports[i][0]; first.Event != "resolved" || first.Bytes != total {
+			t.Errorf("seed %d: first report %+v; want resolved with the total", i, first)
+		}
+	}
+	for _, b := range blobs {
+		if n := o.BlobGets(b); n != 1 {
+			t.Errorf("origin served blob %s %d times to two seeds preheating at once; want 1", b, n)
+		}
+	}
+	for i, s := range []*node{s1, s2} {
+		pins, err := seed.NewClient(s.host, "").Pins(ctx)
+		if err != nil || len(pins) != 1 || pins[0].Ref != ref || len(pins[0].Digests) != 3+len(blobs) {
+			t.Fatalf("seed %d: pins %+v, %v; want the image pinned", i, pins, err)
+		}
+	}
+
+	// The origin goes away; a new agent pulls by tag and by digest, byte for byte.
+	o.Close()
+	a := startAgent(t, agentConfig(t, regs, s1.Node().Addrs()))
+	waitFor(t, "the agent to find the seeds", func() bool { return len(a.Node().Seeds(context.Background())) == 2 })
+	for _, desc := range im.Manifests {
+		img, err := idx.Image(desc.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := layerBytes(t, img)
+		plat := desc.Platform.String()
+		byDigest := pullImage(t, a.host+"/team/app@"+desc.Digest.String())
+		for d, b := range want {
+			if !bytes.Equal(byDigest[d], b) {
+				t.Errorf("%s: layer %s pulled by digest differs", plat, d)
+			}
+		}
+		_ = plat
+	}
+	// By tag: the index, resolved from the seeds' last resolution while the origin is down.
+	idxDigest, _ := idx.Digest()
+	got := pullIndexDigest(t, a.host+"/team/app:v1")
+	if got != idxDigest.String() {
+		t.Errorf("tag resolved to %s while the origin is down; want %s", got, idxDigest)
+	}
+}
+
+// A preheat that cannot start is refused with a clear error; one that fails midway reports it.
+func TestPreheatErrors(t *testing.T) {
+	o := startOrigin(t)
+	s := startSeed(t, seed.Config{Agent: agentConfig(t, []string{o.URL()}, nil)})
+	c := seed.NewClient(s.host, "")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		req  seed.PreheatRequest
+		want string
+	}{
+		{seed.PreheatRequest{Ref: "UPPER/case"}, "400"},
+		{seed.PreheatRequest{Ref: o.Host() + "/x:1", Platforms: []string{"linux"}}, "platform"},
+		{seed.PreheatRequest{Ref: o.Host() + "/x:1", Platforms: []string{"linux/amd64"}, AllPlatforms: true}, "exclusive"},
+		{seed.PreheatRequest{Ref: "elsewhere.example/x:1"}, "not configured"},
+		{seed.PreheatRequest{Ref: o.Host() + "/no/such:tag"}, "not found"},
+	} {
+		_, err := c.Preheat(ctx, tc.req, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("preheat %+v: %v; want an error mentioning %q", tc.req, err, tc.want)
+		}
+	}
+	if err := c.Unpin(ctx, o.Host()+"/no/such:tag"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("unpin of nothing: %v; want 404", err)
+	}
+}
