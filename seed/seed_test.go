@@ -144,3 +144,31 @@ func TestPreheatErrors(t *testing.T) {
 		t.Errorf("unpin of nothing: %v; want 404", err)
 	}
 }
+
+// With an admin token configured, preheat needs it; pulls do not.
+func TestAdminToken(t *testing.T) {
+	o := startOrigin(t)
+	img, err := devregistry.Image([]int64{1000}, false, "linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := o.Host() + "/team/tok:v1"
+	if err := devregistry.Push(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	cfg := seed.Config{Agent: agentConfig(t, []string{o.URL()}, nil)}
+	cfg.Agent.AdminToken = "s3cret-token"
+	s := startSeed(t, cfg)
+	ctx := context.Background()
+	req := seed.PreheatRequest{Ref: ref, Platforms: []string{"linux/amd64"}}
+	for _, tok := range []string{"", "wrong"} {
+		if _, err := seed.NewClient(s.host, tok).Preheat(ctx, req, nil); err == nil || !strings.Contains(err.Error(), "401") {
+			t.Errorf("preheat with token %q: %v; want 401", tok, err)
+		}
+	}
+	if _, err := seed.NewClient(s.host, "s3cret-token").Preheat(ctx, req, nil); err != nil {
+		t.Fatalf("preheat with the token: %v", err)
+	}
+	d, _ := img.Digest()
+	pullImage(t, s.host+"/team/tok@"+d.String())
+}
