@@ -399,3 +399,32 @@ func TestRoundTrip(t *testing.T) {
 		}
 	})
 }
+
+// With a token, every request carries it as a bearer token; a registry that wants it refuses
+// anonymous pushes and pulls.
+func TestToken(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer s3cret" {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	f := newFixture(t)
+	if _, err := archive.Import(context.Background(), f.dir, host, archive.Options{}); err == nil {
+		t.Fatal("anonymous import accepted")
+	}
+	if _, err := archive.Import(context.Background(), f.dir, host, archive.Options{Token: "s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "out")
+	if err := archive.Export(context.Background(), host+"/org/tool:1", dst, archive.FormatOCIArchive, archive.Options{}); err == nil {
+		t.Fatal("anonymous export accepted")
+	}
+	if err := archive.Export(context.Background(), host+"/org/tool:1", dst, archive.FormatOCIArchive, archive.Options{Token: "s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+}

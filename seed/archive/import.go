@@ -2,8 +2,10 @@ package archive
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,7 +90,7 @@ func Import(ctx context.Context, src, registry string, opts Options) ([]Imported
 		entries, err = dockerEntries(src, reg, opts.Repository)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	ropts := opts.remoteOptions(ctx)
 	var done []Imported
@@ -128,8 +130,11 @@ func (e entry) imported() Imported {
 // manifests against their digests.
 func layoutEntries(dir string, reg name.Registry, repo string) ([]entry, error) {
 	fi, err := os.Stat(filepath.Join(dir, "index.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("OCI layout without index.json: %w", fs.ErrNotExist)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("OCI layout without index.json: %w", err)
+		return nil, err
 	}
 	if fi.Size() > maxManifestBytes {
 		return nil, fmt.Errorf("index.json: %d bytes: %w", fi.Size(), errdefs.ErrTooLarge)
@@ -147,7 +152,7 @@ func layoutEntries(dir string, reg name.Registry, repo string) ([]entry, error) 
 		return nil, fmt.Errorf("index.json: %w", err)
 	}
 	if len(im.Manifests) == 0 {
-		return nil, fmt.Errorf("OCI layout %s holds no images: %w", dir, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("OCI layout holds no images: %w", errdefs.ErrNotFound)
 	}
 	var out []entry
 	for _, d := range im.Manifests {
@@ -186,10 +191,10 @@ func dockerEntries(src string, reg name.Registry, repo string) ([]entry, error) 
 	opener := func() (io.ReadCloser, error) { return os.Open(src) }
 	m, err := tarball.LoadManifest(opener)
 	if err != nil {
-		return nil, fmt.Errorf("%s: manifest.json: %w", src, err)
+		return nil, fmt.Errorf("manifest.json: %w", err)
 	}
 	if len(m) == 0 {
-		return nil, fmt.Errorf("docker-archive %s holds no images: %w", src, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("docker-archive holds no images: %w", errdefs.ErrNotFound)
 	}
 	var out []entry
 	for i, d := range m {
@@ -197,20 +202,20 @@ func dockerEntries(src string, reg name.Registry, repo string) ([]entry, error) 
 		if len(d.RepoTags) > 0 {
 			t, err := name.NewTag(d.RepoTags[0], name.WeakValidation)
 			if err != nil {
-				return nil, fmt.Errorf("%s: image %d: RepoTag %q: %v: %w", src, i, d.RepoTags[0], err, errdefs.ErrInvalid)
+				return nil, fmt.Errorf("image %d: RepoTag %q: %v: %w", i, d.RepoTags[0], err, errdefs.ErrInvalid)
 			}
 			tag = &t
 		} else if len(m) > 1 {
 			// go-containerregistry finds an image of a docker-archive by tag, or takes the only one.
-			return nil, fmt.Errorf("%s: image %d of %d has no RepoTags; only a single-image docker-archive may be untagged: %w", src, i+1, len(m), errdefs.ErrUnsupported)
+			return nil, fmt.Errorf("image %d of %d has no RepoTags; only a single-image docker-archive may be untagged: %w", i+1, len(m), errdefs.ErrUnsupported)
 		}
 		img, err := tarball.Image(opener, tag)
 		if err != nil {
-			return nil, fmt.Errorf("%s: image %d: %w", src, i, err)
+			return nil, fmt.Errorf("image %d: %w", i, err)
 		}
 		dg, err := img.Digest()
 		if err != nil {
-			return nil, fmt.Errorf("%s: image %d: %w", src, i, err)
+			return nil, fmt.Errorf("image %d: %w", i, err)
 		}
 		mt, err := img.MediaType()
 		if err != nil {
