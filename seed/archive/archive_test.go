@@ -227,7 +227,7 @@ func TestImportNaming(t *testing.T) {
 	dg := digest(t, img).String()
 	for _, tc := range []struct {
 		name, annotation, repo string
-		want               string // Imported.String() without the digest; empty: an error
+		want                   string // Imported.String() without the digest; empty: an error
 	}{
 		{name: "repo and tag", annotation: "team/app:2", want: "team/app:2"},
 		{name: "docker hub name", annotation: "docker.io/library/alpine:3.19", want: "library/alpine:3.19"},
