@@ -96,12 +96,11 @@ func (o Options) reference(ref string) (name.Reference, error) {
 	if !ok {
 		return nil, fmt.Errorf("reference %q: want host:port/repo:tag or host:port/repo@digest: %w", ref, errdefs.ErrInvalid)
 	}
-	reg, err := o.registry(host)
-	if err != nil {
+	if _, err := o.registry(host); err != nil {
 		return nil, err
 	}
 	nopts := []name.Option{name.StrictValidation}
-	if reg.Scheme() == "http" || o.Insecure {
+	if o.Insecure || isLoopback(host) {
 		nopts = append(nopts, name.Insecure)
 	}
 	r, err := name.ParseReference(ref, nopts...)
@@ -153,7 +152,7 @@ func writeDockerArchive(r name.Reference, desc *remote.Descriptor, path string, 
 			}
 		}
 		if platform == nil {
-			return fmt.Errorf("a multi-platform index (%s) and a docker-archive holds one image; pick one with --platform: %w",
+			return fmt.Errorf("a multi-platform index (%s), and a docker-archive holds one image: pick one with --platform: %w",
 				strings.Join(have, ", "), errdefs.ErrInvalid)
 		}
 		for _, m := range im.Manifests {
