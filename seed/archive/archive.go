@@ -67,9 +67,10 @@ type Progress struct {
 }
 
 // remoteOptions are the go-containerregistry options of one Import or Export: one transport, so
-// connections are reused across its requests.
-func (o Options) remoteOptions(ctx context.Context) []remote.Option {
-	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(o.auth()), remote.WithTransport(o.transport())}
+// connections are reused across its requests, and closed by done when the call is over.
+func (o Options) remoteOptions(ctx context.Context) (opts []remote.Option, done func()) {
+	t := o.transport()
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(o.auth()), remote.WithTransport(t)}, t.CloseIdleConnections
 }
 
 // registry parses host (host:port, no scheme) into a registry, allowing plain HTTP when
@@ -104,7 +105,7 @@ func isLoopback(host string) bool {
 
 // transport is the HTTP transport for registry requests: ggcr's default, with certificate checks
 // off when Insecure is set (a site's seed often has a self-signed certificate).
-func (o Options) transport() http.RoundTripper {
+func (o Options) transport() *http.Transport {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
 	if o.Insecure {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by --insecure

@@ -350,6 +350,8 @@ func TestRoundTrip(t *testing.T) {
 		{archive.FormatOCI, "team/single:1", dockerImg},
 		{archive.FormatOCIArchive, "team/single:1", dockerImg},
 		{archive.FormatDockerArchive, "team/single:1", dockerImg},
+		{archive.FormatOCIArchive, "team/multi@" + digest(t, idx).String(), idx},
+		{archive.FormatDockerArchive, "team/single@" + digest(t, dockerImg).String(), dockerImg},
 	} {
 		t.Run(tc.format+" "+tc.ref, func(t *testing.T) {
 			t.Parallel()
@@ -358,12 +360,20 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			host := newRegistry(t)
-			got, err := archive.Import(context.Background(), dst, host, archive.Options{})
+			var opts archive.Options
+			if strings.HasPrefix(tc.ref, "team/single@") {
+				opts.Repository = "team/single" // a docker-archive of a digest has no RepoTags
+			}
+			got, err := archive.Import(context.Background(), dst, host, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != 1 || got[0].String() != tc.ref+"@"+digest(t, tc.want.(interface{ Digest() (v1.Hash, error) })).String() {
-				t.Fatalf("imported %v", got)
+			want := tc.ref
+			if !strings.Contains(want, "@") {
+				want += "@" + digest(t, tc.want.(interface{ Digest() (v1.Hash, error) })).String()
+			}
+			if len(got) != 1 || got[0].String() != want {
+				t.Fatalf("imported %v, want %s", got, want)
 			}
 			requireSame(t, host, tc.ref, tc.want)
 		})

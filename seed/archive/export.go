@@ -49,7 +49,8 @@ func Export(ctx context.Context, ref, dst, format string, opts Options) error {
 			return fmt.Errorf("%s: %w (overwrite it with --force)", dst, fs.ErrExist)
 		}
 	}
-	ropts := opts.remoteOptions(ctx)
+	ropts, closeConns := opts.remoteOptions(ctx)
+	defer closeConns()
 	desc, err := remote.Get(r, ropts...)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)

@@ -92,7 +92,8 @@ func Import(ctx context.Context, src, registry string, opts Options) ([]Imported
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
-	ropts := opts.remoteOptions(ctx)
+	ropts, closeConns := opts.remoteOptions(ctx)
+	defer closeConns()
 	var done []Imported
 	for _, e := range entries {
 		if err := push(e.ref, e.t, ropts, opts.Progress); err != nil {
