@@ -96,7 +96,7 @@ func Import(ctx context.Context, src, registry string, opts Options) ([]Imported
 	defer closeConns()
 	var done []Imported
 	for _, e := range entries {
-		if err := push(e.ref, e.t, ropts, opts.Progress); err != nil {
+		if err := push(ctx, e.ref, e.t, ropts, opts.Progress); err != nil {
 			return done, fmt.Errorf("import %s (%d of %d): %w", e.ref, len(done)+1, len(entries), err)
 		}
 		done = append(done, e.imported())

@@ -2,11 +2,13 @@ package archive
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,7 +31,7 @@ const maxManifestBytes = 4 << 20
 // push copies an image or index to ref: first every blob, each hashed while it streams, then the
 // manifests, children before the index that names them. A blob whose bytes do not match its
 // digest fails the push before any manifest goes up, so the registry never holds the image.
-func push(ref name.Reference, t remote.Taggable, ropts []remote.Option, progress func(Progress)) error {
+func push(ctx context.Context, ref name.Reference, t remote.Taggable, ropts []remote.Option, progress func(Progress)) error {
 	blobs, err := blobsOf(t, map[v1.Hash]bool{})
 	if err != nil {
 		return fmt.Errorf("%s: %w", ref, err)
@@ -39,11 +41,13 @@ func push(ref name.Reference, t remote.Taggable, ropts []remote.Option, progress
 		p.BytesTotal += b.size
 	}
 	var mu sync.Mutex
-	var g errgroup.Group
+	// The first failed blob cancels the others: the image will not be pushed anyway.
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(pushJobs)
+	blobOpts := append(slices.Clip(ropts), remote.WithContext(gctx))
 	for _, b := range blobs {
 		g.Go(func() error {
-			if err := remote.WriteLayer(ref.Context(), verifiedLayer{b.Layer}, ropts...); err != nil {
+			if err := remote.WriteLayer(ref.Context(), verifiedLayer{b.Layer}, blobOpts...); err != nil {
 				return fmt.Errorf("push blob %s to %s: %w", b.digest, ref.Context(), err)
 			}
 			mu.Lock()
