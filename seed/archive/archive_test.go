@@ -390,6 +390,10 @@ func TestRoundTrip(t *testing.T) {
 		if err := archive.Export(context.Background(), src+"/team/multi:1", dst, archive.FormatDockerArchive, archive.Options{Platform: &arm}); err != nil {
 			t.Fatal(err)
 		}
+		if err := archive.Export(context.Background(), src+"/team/single:1", filepath.Join(dir, "single.tar"), archive.FormatDockerArchive,
+			archive.Options{Platform: &arm}); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("amd64 image exported for arm64: %v", err)
+		}
 		host := newRegistry(t)
 		if _, err := archive.Import(context.Background(), dst, host, archive.Options{}); err != nil {
 			t.Fatal(err)

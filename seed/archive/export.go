@@ -172,6 +172,16 @@ func writeDockerArchive(r name.Reference, desc *remote.Descriptor, path string, 
 		if img, err = desc.Image(); err != nil {
 			return err
 		}
+		if platform != nil {
+			// A platform that does not match is a mistake worth hearing about, not one to ignore.
+			cfg, err := img.ConfigFile()
+			if err != nil {
+				return err
+			}
+			if p := cfg.Platform(); p == nil || !p.Satisfies(*platform) {
+				return fmt.Errorf("the image is for %v, not %s: %w", cfg.Platform(), platform, errdefs.ErrNotFound)
+			}
+		}
 	}
 	// RepoTags without the registry host, so `docker load` and Import name it repo:tag.
 	var tagged name.Reference = r
