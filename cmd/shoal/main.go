@@ -27,6 +27,7 @@ func newApp() *cli.App {
 		Usage:                "peer-to-peer distribution of OCI container images",
 		Version:              version(),
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{agentCommand(), demoCommand(), idCommand(), swarmKeyCommand(), versionCommand()},
+		Commands: []*cli.Command{agentCommand(), demoCommand(), idCommand(), swarmKeyCommand(), versionCommand(),
+			importCommand(), exportCommand()},
 	}
 }

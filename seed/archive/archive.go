@@ -1,0 +1,121 @@
+// Package archive moves images between files and a registry, for sites without a network path to
+// the registries the images come from: Export pulls an image or index from a registry (a seed, an
+// agent) into an OCI layout, an oci-archive or a docker-archive; Import pushes every image of such
+// a file into a registry under its name.
+//
+// Both are plain clients of the OCI distribution API built on go-containerregistry, so they work
+// against any registry, not only a Shoal seed. Neither trusts the file: names in archives are
+// checked before anything is written, and every blob is hashed while it is pushed.
+package archive
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// Formats of an export, and the formats Import recognises by content.
+const (
+	// FormatOCI is an OCI image layout directory (oci-layout, index.json, blobs/).
+	FormatOCI = "oci"
+	// FormatOCIArchive is a tar of an OCI image layout, as written by skopeo's oci-archive.
+	FormatOCIArchive = "oci-archive"
+	// FormatDockerArchive is the `docker save` tarball (manifest.json with RepoTags); it holds
+	// single-platform images only.
+	FormatDockerArchive = "docker-archive"
+)
+
+// Options tune Import and Export. The zero value talks HTTPS to remote registries and plain HTTP
+// to loopback ones, anonymously.
+type Options struct {
+	// Insecure allows plain HTTP and unverified TLS to a registry that is not on loopback, like
+	// crane's --insecure. Loopback registries (127.0.0.0/8, ::1, localhost) always allow plain HTTP.
+	Insecure bool
+	// Token, when set, is sent as "Authorization: Bearer <Token>" on every registry request.
+	Token string
+	// Repository overrides the repository that Import pushes each image to, and is where images
+	// without a name, or named by a tag alone, go. Export ignores it.
+	Repository string
+	// Platform picks one image of an index for a docker-archive export, which cannot hold an index.
+	Platform *v1.Platform
+	// Overwrite lets Export replace an existing destination; without it Export refuses.
+	Overwrite bool
+	// TempDir is where Import unpacks an oci-archive (as large as the archive); default os.TempDir().
+	TempDir string
+	// Progress, when set, is called by Import after each blob it has pushed (or found already
+	// present). Calls are serialised; it must not block for long, the pushes wait for it.
+	Progress func(Progress)
+}
+
+// Progress is Import's running count for the image or index being pushed.
+type Progress struct {
+	Ref        string // destination reference, repo:tag or repo@digest
+	Blobs      int    // blobs done, uploaded or already present
+	BlobsTotal int
+	Bytes      int64 // bytes of the blobs done
+	BytesTotal int64
+}
+
+// remoteOptions are the go-containerregistry options of one Import or Export: one transport, so
+// connections are reused across its requests, and closed by done when the call is over.
+func (o Options) remoteOptions(ctx context.Context) (opts []remote.Option, done func()) {
+	t := o.transport()
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(o.auth()), remote.WithTransport(t)}, t.CloseIdleConnections
+}
+
+// registry parses host (host:port, no scheme) into a registry, allowing plain HTTP when
+// Options.Insecure says so or the host is loopback.
+func (o Options) registry(host string) (name.Registry, error) {
+	if strings.Contains(host, "://") || strings.ContainsAny(host, "/@") {
+		return name.Registry{}, fmt.Errorf("registry %q: want host:port without a scheme or path: %w", host, errdefs.ErrInvalid)
+	}
+	var nopts []name.Option
+	if o.Insecure || isLoopback(host) {
+		nopts = append(nopts, name.Insecure)
+	}
+	r, err := name.NewRegistry(host, append(nopts, name.StrictValidation)...)
+	if err != nil {
+		return name.Registry{}, fmt.Errorf("registry %q: %v: %w", host, err, errdefs.ErrInvalid)
+	}
+	return r, nil
+}
+
+func isLoopback(host string) bool {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	h = strings.Trim(h, "[]")
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// transport is the HTTP transport for registry requests: ggcr's default, with certificate checks
+// off when Insecure is set (a site's seed often has a self-signed certificate).
+func (o Options) transport() *http.Transport {
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	if o.Insecure {
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by --insecure
+	}
+	return t
+}
+
+func (o Options) auth() authn.Authenticator {
+	if o.Token == "" {
+		return authn.Anonymous
+	}
+	return authn.FromConfig(authn.AuthConfig{RegistryToken: o.Token})
+}
