@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/dustin/go-humanize"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/seed"
 )
 
 func env(name string) []string { return []string{"SHOAL_" + name} }
@@ -24,7 +26,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data-dir", Value: "/var/lib/shoal", EnvVars: env("DATA_DIR"),
 			Usage: "directory of the content store"},
 		&cli.StringSliceFlag{Name: "registry", EnvVars: env("REGISTRY"),
-			Usage: "upstream registry URL (repeatable); the first serves requests without ?ns= (default: https://registry-1.docker.io)"},
+			Usage: "upstream registry URL (repeatable); the first serves requests without ?ns= (default: https://registry-1.docker.io; \"none\": no origin, the cluster's seeds only)"},
 		&cli.StringFlag{Name: "docker-config", EnvVars: env("DOCKER_CONFIG"),
 			Usage: "docker config.json with credentials for the upstreams (default: anonymous)"},
 		&cli.DurationFlag{Name: "tag-ttl", Value: agent.DefaultTagTTL, EnvVars: env("TAG_TTL"),
@@ -47,6 +49,8 @@ func agentFlags() []cli.Flag {
 			Usage: "cap bytes per second sent to peers (e.g. 100MB); 0 = unlimited"},
 		&cli.StringFlag{Name: "debug-listen", EnvVars: env("DEBUG_LISTEN"),
 			Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
+		&cli.StringFlag{Name: "admin-token-file", EnvVars: env("ADMIN_TOKEN_FILE"),
+			Usage: "file holding the bearer token that the admin endpoints (/shoal/v1) and push require; without it they are open on loopback only"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),
@@ -68,6 +72,7 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			a.Extend(agent.Extension{Routes: seed.NewAdmin(a).Routes()})
 			return a.Run(c.Context)
 		},
 	}
@@ -96,8 +101,17 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		}
 	}
 	regs := c.StringSlice("registry")
-	if len(regs) == 0 {
+	switch {
+	case len(regs) == 0:
 		regs = []string{"https://registry-1.docker.io"}
+	case len(regs) == 1 && regs[0] == "none":
+		regs = nil // an air-gapped site: everything comes from the seeds
+	case slices.Contains(regs, "none"):
+		return agent.Config{}, errors.New(`--registry none: "none" cannot be combined with registries`)
+	}
+	token, err := readTokenFile(c.String("admin-token-file"))
+	if err != nil {
+		return agent.Config{}, err
 	}
 	var pc *p2p.Config
 	if c.Bool("p2p") {
@@ -130,6 +144,7 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		ChunkSize:       int64(chunkSize),
 		MaxDownloadRate: int64(rates[0]),
 		MaxUploadRate:   int64(rates[1]),
+		AdminToken:      token,
 		Logger:          log,
 	}, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 
@@ -39,17 +38,9 @@ func archiveConfigFrom(c *cli.Context) (archiveConfig, error) {
 	if cfg.Seed == "" {
 		return cfg, errors.New("--seed: want HOST:PORT")
 	}
-	if path := c.String("admin-token-file"); path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return cfg, fmt.Errorf("--admin-token-file: %w", err)
-		}
-		cfg.Options.Token = strings.TrimSpace(string(b))
-		if cfg.Options.Token == "" {
-			return cfg, fmt.Errorf("--admin-token-file %s is empty", path)
-		}
-	}
-	return cfg, nil
+	var err error
+	cfg.Options.Token, err = readTokenFile(c.String("admin-token-file"))
+	return cfg, err
 }
 
 // importConfig is the configuration of `shoal import`.

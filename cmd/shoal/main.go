@@ -27,7 +27,7 @@ func newApp() *cli.App {
 		Usage:                "peer-to-peer distribution of OCI container images",
 		Version:              version(),
 		EnableBashCompletion: true,
-		Commands: []*cli.Command{agentCommand(), demoCommand(), idCommand(), swarmKeyCommand(), versionCommand(),
-			importCommand(), exportCommand()},
+		Commands: []*cli.Command{agentCommand(), seedCommand(), demoCommand(), preheatCommand(), pinCommand(),
+			importCommand(), exportCommand(), idCommand(), swarmKeyCommand(), versionCommand()},
 	}
 }

@@ -100,28 +100,40 @@ type Agent struct {
 // ends; failing to exit cleanly, or a data race report from a -race build, fails the test.
 func StartAgent(t testing.TB, bin string, registries []string, extraArgs ...string) *Agent {
 	t.Helper()
+	return StartNode(t, bin, "agent", registries, extraArgs...)
+}
+
+// StartSeed is StartAgent for `shoal seed`.
+func StartSeed(t testing.TB, bin string, registries []string, extraArgs ...string) *Agent {
+	t.Helper()
+	return StartNode(t, bin, "seed", registries, extraArgs...)
+}
+
+// StartNode starts `shoal COMMAND` (agent or seed) as StartAgent describes.
+func StartNode(t testing.TB, bin, command string, registries []string, extraArgs ...string) *Agent {
+	t.Helper()
 	a := &Agent{Addr: FreeAddr(t), DataDir: t.TempDir()}
 	a.URL = "http://" + a.Addr
-	args := []string{"agent", "--listen", a.Addr, "--data-dir", a.DataDir, "--log-level", "debug", "--log-format", "json"}
+	args := []string{command, "--listen", a.Addr, "--data-dir", a.DataDir, "--log-level", "debug", "--log-format", "json"}
 	for _, r := range registries {
 		args = append(args, "--registry", r)
 	}
 	args = append(args, extraArgs...)
-	a.Proc = StartProcess(t, "shoal agent", bin, args, WithEnv("GORACE=halt_on_error=0"))
+	a.Proc = StartProcess(t, "shoal "+command, bin, args, WithEnv("GORACE=halt_on_error=0"))
 	t.Cleanup(func() {
 		// Runs before StartProcess's cleanup (cleanups run last-in first-out), so the race check
 		// sees the output of a stopped process.
 		if err := a.Proc.Stop(); err != nil {
-			t.Errorf("shoal agent did not stop cleanly: %v", err)
+			t.Errorf("shoal %s did not stop cleanly: %v", command, err)
 		}
 		if strings.Contains(a.Proc.Output(), "WARNING: DATA RACE") {
-			t.Errorf("the race detector found a data race in the shoal agent:\n%s", raceReports(a.Proc.Output()))
+			t.Errorf("the race detector found a data race in shoal %s:\n%s", command, raceReports(a.Proc.Output()))
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := WaitHTTP(ctx, a.Proc, a.URL+"/readyz", http.StatusOK); err != nil {
-		t.Fatalf("shoal agent never became ready: %v\n%s", err, tail(a.Proc.Output(), 8<<10))
+		t.Fatalf("shoal %s never became ready: %v\n%s", command, err, tail(a.Proc.Output(), 8<<10))
 	}
 	return a
 }

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/seed"
+)
+
+func seedFlags() []cli.Flag {
+	return append(agentFlags(),
+		&cli.IntFlag{Name: "replicas", Value: 1, EnvVars: env("REPLICAS"),
+			Usage: "how many seeds keep each pinned image, for pins that name no count; repaired when a seed disappears"},
+		&cli.DurationFlag{Name: "repair-interval", Value: seed.DefaultRepairInterval, EnvVars: env("REPAIR_INTERVAL"),
+			Usage: "how often replica counts are checked"},
+	)
+}
+
+func seedCommand() *cli.Command {
+	return &cli.Command{
+		Name: "seed",
+		Usage: "run a seed: an agent that pins what it holds, fetches from the origin for the cluster, " +
+			"keeps serving when the origin is down, and accepts pushes",
+		Flags: seedFlags(),
+		Action: func(c *cli.Context) error {
+			cfg, err := seedConfig(c)
+			if err != nil {
+				return err
+			}
+			s, err := seed.New(cfg)
+			if err != nil {
+				return err
+			}
+			return s.Run(c.Context)
+		},
+	}
+}
+
+func seedConfig(c *cli.Context) (seed.Config, error) {
+	ac, err := agentConfig(c, c.App.ErrWriter)
+	if err != nil {
+		return seed.Config{}, err
+	}
+	if ac.P2P == nil {
+		return seed.Config{}, fmt.Errorf("--p2p=false: a seed serves the cluster through peer-to-peer")
+	}
+	if ac.AdminToken == "" && !agent.IsLoopbackAddress(ac.Listen) {
+		return seed.Config{}, fmt.Errorf("--listen %s is not loopback: a seed accepting pushes there needs --admin-token-file", ac.Listen)
+	}
+	if r := c.Int("replicas"); r < 1 || r > 64 {
+		return seed.Config{}, fmt.Errorf("--replicas %d: want 1 to 64", r)
+	}
+	return seed.Config{Agent: ac, Replicas: c.Int("replicas"), RepairInterval: c.Duration("repair-interval")}, nil
+}
