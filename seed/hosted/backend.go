@@ -30,15 +30,6 @@ func (r *Registry) delegate(t registryapi.Target) registryapi.Backend {
 	return r.fallback
 }
 
-func (r *Registry) isHosted(repo string) bool {
-	found := false
-	_ = r.db.View(func(tx *bolt.Tx) error {
-		found = hostedRepo(tx, repo)
-		return nil
-	})
-	return found
-}
-
 // lookupBlob reports whether repo is hosted and whether it holds d.
 func (r *Registry) lookupBlob(repo string, d digest.Digest) (hosted, held bool) {
 	_ = r.db.View(func(tx *bolt.Tx) error {

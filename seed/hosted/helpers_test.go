@@ -27,7 +27,7 @@ type seed struct {
 	host string // 127.0.0.1:PORT
 }
 
-func newSeed(t *testing.T, opts ...Option) *seed {
+func newSeed(t testing.TB, opts ...Option) *seed {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(dir)
