@@ -40,6 +40,15 @@ func (r *Registry) lookupBlob(repo string, d digest.Digest) (hosted, held bool) 
 	return hosted, held
 }
 
+func (r *Registry) isHostedRepo(repo string) bool {
+	found := false
+	_ = r.db.View(func(tx *bolt.Tx) error {
+		found = hostedRepo(tx, repo)
+		return nil
+	})
+	return found
+}
+
 // OpenBlob opens blob d of a hosted repository, or asks the fallback.
 func (r *Registry) OpenBlob(ctx context.Context, t registryapi.Target, d digest.Digest) (registryapi.Blob, error) {
 	hosted, held := r.lookupBlob(t.Repo, d)
@@ -123,9 +132,21 @@ func (r *Registry) GetManifest(ctx context.Context, t registryapi.Target, ref st
 	return &registryapi.Manifest{MediaType: mt, Digest: d, Body: body, Source: "hosted"}, nil
 }
 
-// Tags lists a hosted repository's tags in order, after last, at most n when n > 0, with a Link
-// to the next page when there is one; or asks the fallback.
+// maxTagsPage bounds a tag list answer: a client asking for everything gets pages of this size
+// with Link headers, which the spec allows.
+const maxTagsPage = 10000
+
+// Tags lists a hosted repository's tags in order, after last, at most n when n > 0 (and never
+// more than maxTagsPage), with a Link to the next page when there is one; or asks the fallback.
 func (r *Registry) Tags(ctx context.Context, t registryapi.Target, n int, last string) (*origin.Passthrough, error) {
+	if !r.isHostedRepo(t.Repo) {
+		if b := r.delegate(t); b != nil {
+			return b.Tags(ctx, t, n, last)
+		}
+	}
+	if n <= 0 || n > maxTagsPage {
+		n = maxTagsPage
+	}
 	var (
 		hosted bool
 		tags   = []string{}
@@ -146,7 +167,7 @@ func (r *Registry) Tags(ctx context.Context, t registryapi.Target, n int, last s
 			if tag == last {
 				continue
 			}
-			if n > 0 && len(tags) == n {
+			if len(tags) == n {
 				more = true
 				break
 			}
@@ -155,9 +176,6 @@ func (r *Registry) Tags(ctx context.Context, t registryapi.Target, n int, last s
 		return nil
 	})
 	if !hosted {
-		if b := r.delegate(t); b != nil {
-			return b.Tags(ctx, t, n, last)
-		}
 		return nil, fmt.Errorf("repository %s: %w", t.Repo, errdefs.ErrNotFound)
 	}
 	var link string
