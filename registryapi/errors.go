@@ -23,6 +23,8 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 // for transient conditions.
 const (
 	CodeBlobUnknown       = "BLOB_UNKNOWN"
+	CodeBlobUploadInvalid = "BLOB_UPLOAD_INVALID"
+	CodeBlobUploadUnknown = "BLOB_UPLOAD_UNKNOWN"
 	CodeDigestInvalid     = "DIGEST_INVALID"
 	CodeManifestUnknown   = "MANIFEST_UNKNOWN"
 	CodeManifestInvalid   = "MANIFEST_INVALID"

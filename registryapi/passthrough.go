@@ -62,6 +62,9 @@ func writePassthrough(w http.ResponseWriter, r *http.Request, p *origin.Passthro
 	if p.Link != "" {
 		h.Set("Link", p.Link)
 	}
+	if p.FiltersApplied != "" {
+		h.Set("OCI-Filters-Applied", p.FiltersApplied)
+	}
 	h.Set("Content-Length", strconv.Itoa(len(p.Body)))
 	w.WriteHeader(p.Status)
 	if r.Method == http.MethodGet {

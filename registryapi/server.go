@@ -4,6 +4,7 @@
 package registryapi
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,15 +13,18 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
-// Server is the /v2 HTTP handler of an agent.
+// Server is the /v2 HTTP handler of an agent, and of a seed, which also takes pushes (WithPush).
 type Server struct {
 	backend   Backend
 	upstreams *origin.Set
-	log       *slog.Logger
-	metrics   *metrics
+	// pusher, when set, takes uploads, manifest pushes and deletes (WithPush).
+	pusher  Pusher
+	log     *slog.Logger
+	metrics *metrics
 }
 
 // Option configures a Server.
@@ -107,6 +111,10 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.kind == epUpload || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		if s.pusher != nil {
+			s.servePush(w, r, rt)
+			return
+		}
 		writeError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "this mirror serves pulls only: push, upload and delete are not supported"))
 		return
 	}
@@ -120,6 +128,11 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reg, err := s.upstreams.Select(r.URL.Query().Get("ns"))
+	if err != nil && s.pusher != nil && errors.Is(err, errdefs.ErrNotConfigured) {
+		// Pushed repositories are named by path alone: an ns naming no upstream still reaches
+		// the Backend, with no Registry, and it decides.
+		reg, err = nil, nil
+	}
 	if err != nil {
 		writeError(w, r, toError(err, CodeNameUnknown))
 		return

@@ -19,6 +19,9 @@ type Passthrough struct {
 	// Link is the pagination header, rewritten so that links to the origin's host become relative
 	// and the client comes back to the mirror for the next page.
 	Link string
+	// FiltersApplied is the referrers answer's OCI-Filters-Applied header: "artifactType" when the
+	// list was filtered by the requested artifactType.
+	FiltersApplied string
 	// Body holds at most MaxManifestSize bytes; a longer body is an error wrapping errdefs.ErrTooLarge.
 	Body []byte
 }
@@ -73,10 +76,11 @@ func (c *Client) passthrough(ctx context.Context, reg *Registry, repo, op, u str
 		return nil, fmt.Errorf("%s %s: %w", op, repo, err)
 	}
 	return &Passthrough{
-		Status:      resp.StatusCode,
-		ContentType: resp.Header.Get("Content-Type"),
-		Link:        localLinks(resp.Header.Get("Link"), reg.Host()),
-		Body:        body,
+		Status:         resp.StatusCode,
+		ContentType:    resp.Header.Get("Content-Type"),
+		Link:           localLinks(resp.Header.Get("Link"), reg.Host()),
+		FiltersApplied: resp.Header.Get("OCI-Filters-Applied"),
+		Body:           body,
 	}, nil
 }
 

@@ -56,7 +56,12 @@ func ParseRegistry(rawURL string) (*Registry, error) {
 }
 
 // Host returns host[:port] in lower case, e.g. "registry-1.docker.io" or "127.0.0.1:5001".
-func (r *Registry) Host() string { return r.url.Host }
+func (r *Registry) Host() string {
+	if r == nil {
+		return ""
+	}
+	return r.url.Host
+}
 
 // String returns the registry's URL, e.g. "https://registry-1.docker.io".
 func (r *Registry) String() string { return r.url.String() }
@@ -109,12 +114,20 @@ func NewSet(urls []string) (*Set, error) {
 	return s, nil
 }
 
+// EmptySet returns a Set without upstreams, for a node that serves only content pushed to it (a
+// seed without mirrored registries): its Select yields a nil *Registry and no error for any ns,
+// leaving the Backend to decide what to serve.
+func EmptySet() *Set { return &Set{} }
+
 // Select returns the upstream for a request's ns parameter: the first registry when ns is empty,
 // else the one whose host[:port] matches ns case-insensitively, where "docker.io",
 // "index.docker.io" and "registry-1.docker.io" all mean Docker Hub. Any other ns yields an error
 // wrapping errdefs.ErrNotConfigured. Select never does I/O, so a request for an unknown registry
 // causes no outbound connection.
 func (s *Set) Select(ns string) (*Registry, error) {
+	if len(s.regs) == 0 {
+		return nil, nil
+	}
 	if ns == "" {
 		return s.regs[0], nil
 	}

@@ -1,0 +1,97 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/registryapi"
+	regorigin "github.com/shoal-oci/shoal/registryapi/origin"
+	"github.com/shoal-oci/shoal/seed/hosted"
+	"github.com/shoal-oci/shoal/test/testutil"
+)
+
+// TestPushConformance runs the whole suite (push, pull, content discovery, content management,
+// referrers, sha512, and the 1.1+dev additions: upload cancel, digest headers, tag parameters)
+// against the push API of a seed with no upstream: the registryapi server in front of hosted
+// repositories on a real content store, in this process.
+func TestPushConformance(t *testing.T) {
+	suite := conformanceBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	reg, err := hosted.New(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	srv := httptest.NewServer(registryapi.New(reg, regorigin.EmptySet(), registryapi.WithPush(reg)))
+	defer srv.Close()
+
+	results := t.TempDir()
+	if d := os.Getenv("SHOAL_CONFORMANCE_RESULTS"); d != "" {
+		results = d // keep report.html and results.yaml to read after the run
+	}
+	env := []string{
+		"OCI_REGISTRY=" + strings.TrimPrefix(srv.URL, "http://"),
+		"OCI_TLS=disabled",
+		"OCI_REPO1=conformance/push",
+		"OCI_REPO2=conformance/mount",
+		"OCI_VERSION=1.1+dev",
+		"OCI_API_PUSH=true",
+		"OCI_API_PULL=true",
+		"OCI_API_REFERRER=true",
+		"OCI_API_BLOBS_DELETE=true",
+		"OCI_API_MANIFESTS_DELETE=true",
+		"OCI_API_TAGS_DELETE=true",
+		"OCI_API_TAGS_LIST=true",
+		"OCI_DATA_SHA512=true",
+		"OCI_RESULTS_DIR=" + results,
+		"OCI_LOG=warn",
+	}
+	runCtx, cancelRun := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelRun()
+	out, runErr := testutil.RunEnv(runCtx, env, suite)
+
+	ju, err := readJunit(filepath.Join(results, "junit.xml"))
+	if err != nil {
+		t.Fatalf("conformance suite left no usable junit.xml (%v); exit: %v\n%s", err, runErr, out)
+	}
+	failed := ju.failed()
+	for i, f := range failed {
+		msg := fmt.Sprintf("FAIL %s [%s]\n  %s", f.Name, f.Status, strings.ReplaceAll(strings.TrimSpace(f.SystemOut), "\n", "\n  "))
+		if i < 8 {
+			msg += "\n" + indent(truncate(f.SystemErr, 4<<10))
+		}
+		t.Error(msg)
+	}
+	cases := 0
+	for _, s := range ju.Suites {
+		for _, c := range s.Cases {
+			cases++
+			if c.Status != "passed" && c.Status != "failure" && c.Status != "error" {
+				t.Errorf("%s [%s]: %s", c.Name, c.Status, strings.TrimSpace(c.SystemOut))
+			}
+		}
+	}
+	passed := ju.count("passed")
+	if runErr != nil {
+		t.Errorf("conformance suite failed: %v", runErr)
+	}
+	if cases == 0 || passed != cases {
+		t.Errorf("conformance suite: %d test cases, %d passed, %d failed; report:\n%s", cases, passed, len(failed), out)
+	}
+	t.Logf("conformance (push): %d test cases, %d passed, %d failures, %d errors, %d skipped (junit tests=%d)",
+		cases, passed, ju.Failures, ju.Errors, ju.Skipped, ju.Tests)
+}
