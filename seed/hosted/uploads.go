@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,8 +22,10 @@ import (
 type upload struct {
 	id, repo string
 	in       *store.Ingest
-	// mu serializes the requests on the session: its bytes arrive in order.
-	mu    sync.Mutex
+	// turn serializes the requests on the session, whose bytes arrive in order: a request holds
+	// its one token. A channel rather than a mutex, so a request waiting behind a slow one gives
+	// up when its client does.
+	turn  chan struct{}
 	ended atomic.Bool
 	// busy counts requests using the session and last is when the latest ended, both guarded by
 	// Registry.mu: expiry skips busy sessions.
@@ -61,7 +62,7 @@ func (r *Registry) StartUpload(_ context.Context, repo string, alg digest.Algori
 	if err != nil {
 		return "", err
 	}
-	u := &upload{id: rand.Text(), repo: repo, in: in, last: time.Now()}
+	u := &upload{id: rand.Text(), repo: repo, in: in, last: time.Now(), turn: make(chan struct{}, 1)}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -74,8 +75,9 @@ func (r *Registry) StartUpload(_ context.Context, repo string, alg digest.Algori
 	return u.id, nil
 }
 
-// acquire finds the session and waits for the requests before this one; release follows.
-func (r *Registry) acquire(repo, id string) (*upload, error) {
+// acquire finds the session and waits for the requests before this one (or for ctx to end);
+// release follows.
+func (r *Registry) acquire(ctx context.Context, repo, id string) (*upload, error) {
 	r.mu.Lock()
 	u := r.uploads[id]
 	if u == nil || u.repo != repo {
@@ -84,7 +86,14 @@ func (r *Registry) acquire(repo, id string) (*upload, error) {
 	}
 	u.busy++
 	r.mu.Unlock()
-	u.mu.Lock()
+	select {
+	case u.turn <- struct{}{}:
+	case <-ctx.Done():
+		r.mu.Lock()
+		u.busy--
+		r.mu.Unlock()
+		return nil, fmt.Errorf("upload %s of %s: %w", id, repo, ctx.Err())
+	}
 	if u.ended.Load() {
 		r.release(u)
 		return nil, fmt.Errorf("upload %s of %s: %w", id, repo, registryapi.ErrUploadUnknown)
@@ -93,7 +102,7 @@ func (r *Registry) acquire(repo, id string) (*upload, error) {
 }
 
 func (r *Registry) release(u *upload) {
-	u.mu.Unlock()
+	<-u.turn
 	r.mu.Lock()
 	u.busy--
 	u.last = time.Now()
@@ -112,8 +121,8 @@ func (r *Registry) remove(u *upload) {
 
 // WriteUpload appends body to the session. The blob size limit bounds what it reads: beyond it
 // the session ends with an error wrapping errdefs.ErrTooLarge.
-func (r *Registry) WriteUpload(_ context.Context, repo, id string, off int64, body io.Reader) (int64, error) {
-	u, err := r.acquire(repo, id)
+func (r *Registry) WriteUpload(ctx context.Context, repo, id string, off int64, body io.Reader) (int64, error) {
+	u, err := r.acquire(ctx, repo, id)
 	if err != nil {
 		return 0, err
 	}
@@ -149,8 +158,8 @@ func (r *Registry) UploadSize(_ context.Context, repo, id string) (int64, error)
 
 // FinishUpload commits the session's bytes as blob d of repo. The session ends whatever the
 // result: on a digest mismatch its bytes are removed.
-func (r *Registry) FinishUpload(_ context.Context, repo, id string, d digest.Digest) (int64, error) {
-	u, err := r.acquire(repo, id)
+func (r *Registry) FinishUpload(ctx context.Context, repo, id string, d digest.Digest) (int64, error) {
+	u, err := r.acquire(ctx, repo, id)
 	if err != nil {
 		return 0, err
 	}
@@ -174,8 +183,8 @@ func (r *Registry) FinishUpload(_ context.Context, repo, id string, d digest.Dig
 }
 
 // CancelUpload ends the session and removes its bytes.
-func (r *Registry) CancelUpload(_ context.Context, repo, id string) error {
-	u, err := r.acquire(repo, id)
+func (r *Registry) CancelUpload(ctx context.Context, repo, id string) error {
+	u, err := r.acquire(ctx, repo, id)
 	if err != nil {
 		return err
 	}

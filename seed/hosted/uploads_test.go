@@ -323,3 +323,32 @@ func TestMalformedNames(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitingRequestGivesUp: a request queued behind another on the same session stops waiting
+// when its client goes away, and the session is not expired while a request holds it.
+func TestWaitingRequestGivesUp(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t, WithUploadTimeout(time.Minute))
+	ctx := context.Background()
+	id, err := s.reg.StartUpload(ctx, repo, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.reg.acquire(ctx, repo, id) // a slow request holds the session
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reg.expire(time.Now().Add(time.Hour))
+	if _, err := s.reg.UploadSize(ctx, repo, id); err != nil {
+		t.Fatalf("a busy session was expired: %v", err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.reg.WriteUpload(gone, repo, id, 0, strings.NewReader("x")); err == nil {
+		t.Fatal("a queued write went through while another request held the session")
+	}
+	s.reg.release(u)
+	if n, err := s.reg.WriteUpload(ctx, repo, id, 0, strings.NewReader("x")); err != nil || n != 1 {
+		t.Fatalf("write after release = %d, %v", n, err)
+	}
+}
