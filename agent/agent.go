@@ -36,7 +36,8 @@ type Config struct {
 	Listen string
 	// DataDir holds the content store.
 	DataDir string
-	// Registries are the upstream registry URLs; the first serves requests without ns.
+	// Registries are the upstream registry URLs; the first serves requests without ns. None
+	// means no origin: content and tags come from the cluster (its seeds) alone.
 	Registries []string
 	// DockerConfig is a docker config.json with credentials for the upstreams ("" = anonymous).
 	DockerConfig string
@@ -80,7 +81,8 @@ type Agent struct {
 	sources   []Source
 	// originOnly is the pipeline of a coordinator's fetch for the cluster.
 	originOnly []Source
-	server     *registryapi.Server
+	server     *registryapi.Server // built by the first Handler call, after Extend
+	serverOnce sync.Once
 	registry   *prometheus.Registry
 	metrics    *metrics
 	group      singleflight.Group
@@ -132,9 +134,12 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ups, err := origin.NewSet(cfg.Registries)
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+	ups := origin.EmptySet() // no origin: a site that runs on its seeds
+	if len(cfg.Registries) > 0 {
+		var err error
+		if ups, err = origin.NewSet(cfg.Registries); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -190,13 +195,20 @@ func New(cfg Config) (*Agent, error) {
 		a.sources = []Source{peerSource{a}, originSource{a: a, c: oc}}
 	}
 	m.registerStore(reg, st)
-	a.server = registryapi.New(a, ups, registryapi.WithLogger(log), registryapi.WithRegisterer(reg))
 	a.ready = true
 	return a, nil
 }
 
 // Handler serves /v2 (the pull API), /metrics, /healthz and /readyz.
 func (a *Agent) Handler() http.Handler {
+	a.serverOnce.Do(func() {
+		var b registryapi.Backend = a
+		if a.ext.Frontend != nil {
+			b = a.ext.Frontend
+		}
+		opts := append([]registryapi.Option{registryapi.WithLogger(a.log), registryapi.WithRegisterer(a.registry)}, a.ext.FrontendOptions...)
+		a.server = registryapi.New(b, a.upstreams, opts...)
+	})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
 	mux.HandleFunc("GET /shoal/v1/status", a.serveStatus)

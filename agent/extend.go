@@ -37,10 +37,6 @@ type Extension struct {
 // Extend installs ext. It must be called before Run or Serve.
 func (a *Agent) Extend(ext Extension) {
 	a.ext = ext
-	if ext.Frontend != nil {
-		opts := append([]registryapi.Option{registryapi.WithLogger(a.log), registryapi.WithRegisterer(a.registry)}, ext.FrontendOptions...)
-		a.server = registryapi.New(ext.Frontend, a.upstreams, opts...)
-	}
 }
 
 // Announce advertises committed content to the cluster, in the background.

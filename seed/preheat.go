@@ -152,7 +152,7 @@ func Preheat(ctx context.Context, a *agent.Agent, req PreheatRequest, report fun
 	emit("progress")
 	pin := store.Pin{
 		Ref: ref.String(), Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag,
-		Digest: root.Digest, Bytes: total, Replicas: req.Replicas, Created: time.Now().UTC(),
+		Digest: root.Digest, MediaType: root.MediaType, Bytes: total, Replicas: req.Replicas, Created: time.Now().UTC(),
 		Platforms: req.Platforms, AllPlatforms: req.AllPlatforms, Manifests: len(w.manifests),
 	}
 	for _, m := range w.manifests {

@@ -9,9 +9,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/seed/hosted"
 )
 
 // Config configures a seed.
@@ -22,6 +27,10 @@ type Config struct {
 	Replicas int
 	// RepairInterval is how often replica counts are checked (default 30 s).
 	RepairInterval time.Duration
+	// UploadTimeout removes push upload sessions idle this long (default hosted.DefaultUploadTimeout).
+	UploadTimeout time.Duration
+	// NoDeletes refuses DELETE of pushed manifests, tags and blobs.
+	NoDeletes bool
 }
 
 // DefaultRepairInterval is how often a seed checks its pins' replica counts.
@@ -29,11 +38,15 @@ const DefaultRepairInterval = 30 * time.Second
 
 // Seed is a running seed node.
 type Seed struct {
-	a     *agent.Agent
-	log   *slog.Logger
-	pins  *Pins
-	admin *Admin
-	peer  *seedPeer
+	a      *agent.Agent
+	log    *slog.Logger
+	pins   *Pins
+	admin  *Admin
+	peer   *seedPeer
+	hosted *hosted.Registry
+	// lifetime bounds background work (recording pins of pushed tags); set by serve.
+	lifetime context.Context
+	wg       sync.WaitGroup
 }
 
 // New builds a seed: an agent whose content is all kept (pinned), advertised as a seed so that
@@ -59,8 +72,37 @@ func New(cfg Config) (*Seed, error) {
 	s.peer = newSeedPeer(a.Node(), s.pins, log)
 	s.pins.peer = s.peer
 	s.admin = &Admin{a: a, pins: s.pins, pinOnPreheat: true}
-	a.Extend(agent.Extension{Routes: s.admin.Routes()})
+	s.lifetime = context.Background()
+	opts := []hosted.Option{hosted.WithLogger(a.Logger().With("component", "hosted")), hosted.WithFallback(a),
+		hosted.WithCommitHook(a.Announce), hosted.WithDeletes(!cfg.NoDeletes)}
+	if cfg.UploadTimeout > 0 {
+		opts = append(opts, hosted.WithUploadTimeout(cfg.UploadTimeout))
+	}
+	if s.hosted, err = hosted.New(a.Store(), opts...); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+	pusher := &pinningPusher{Registry: s.hosted, s: s}
+	a.Extend(agent.Extension{
+		Frontend:        pusher,
+		FrontendOptions: []registryapi.Option{registryapi.WithPush(pusher)},
+		HostedTags:      s.hostedTag,
+		Keep:            s.hosted.Referenced,
+		Routes:          s.admin.Routes(),
+	})
 	return s, nil
+}
+
+// hostedTag answers peers resolving a pushed tag: from the hosted repositories, else from a pin
+// of a pushed image this seed holds as a replica.
+func (s *Seed) hostedTag(repo, tag string) (digest.Digest, string, time.Time, bool) {
+	if d, mt, at, ok := s.hosted.ResolveTag(repo, tag); ok {
+		return d, mt, at, true
+	}
+	if pin, ok := s.a.Store().Pin(Ref{Repo: repo, Tag: tag}.String()); ok && pin.Registry == "" && pin.MediaType != "" {
+		return pin.Digest, pin.MediaType, pin.Created, true
+	}
+	return "", "", time.Time{}, false
 }
 
 // Agent returns the seed's agent.
@@ -83,11 +125,18 @@ func (s *Seed) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Seed) serve(ctx context.Context, run func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); s.pins.run(ctx) }()
+	s.lifetime = ctx
+	done := make(chan struct{}, 2)
+	go func() { defer func() { done <- struct{}{} }(); s.pins.run(ctx) }()
+	go func() { defer func() { done <- struct{}{} }(); _ = s.hosted.Run(ctx) }()
 	err := run(ctx)
 	cancel()
 	<-done
+	<-done
+	s.wg.Wait()
 	s.peer.close()
+	if cerr := s.hosted.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("seed: %w", cerr)
+	}
 	return err
 }

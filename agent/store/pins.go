@@ -19,8 +19,10 @@ type Pin struct {
 	Registry string `json:"registry,omitempty"`
 	Repo     string `json:"repo"`
 	Tag      string `json:"tag,omitempty"`
-	// Digest is the root manifest (an index or a manifest) the reference resolved to.
-	Digest digest.Digest `json:"digest"`
+	// Digest is the root manifest (an index or a manifest) the reference resolved to, and
+	// MediaType its media type.
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType,omitempty"`
 	// Digests is every piece of content the pin keeps: its Manifests manifests first, then
 	// configs and layers.
 	Digests   []digest.Digest `json:"digests"`

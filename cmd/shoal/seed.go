@@ -7,6 +7,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/seed"
+	"github.com/shoal-oci/shoal/seed/hosted"
 )
 
 func seedFlags() []cli.Flag {
@@ -15,6 +16,10 @@ func seedFlags() []cli.Flag {
 			Usage: "how many seeds keep each pinned image, for pins that name no count; repaired when a seed disappears"},
 		&cli.DurationFlag{Name: "repair-interval", Value: seed.DefaultRepairInterval, EnvVars: env("REPAIR_INTERVAL"),
 			Usage: "how often replica counts are checked"},
+		&cli.DurationFlag{Name: "upload-timeout", Value: hosted.DefaultUploadTimeout, EnvVars: env("UPLOAD_TIMEOUT"),
+			Usage: "remove a push's upload session, and its bytes, after it is idle this long"},
+		&cli.BoolFlag{Name: "allow-deletes", Value: true, EnvVars: env("ALLOW_DELETES"),
+			Usage: "accept DELETE of pushed manifests, tags and blobs"},
 	)
 }
 
@@ -52,5 +57,9 @@ func seedConfig(c *cli.Context) (seed.Config, error) {
 	if r := c.Int("replicas"); r < 1 || r > 64 {
 		return seed.Config{}, fmt.Errorf("--replicas %d: want 1 to 64", r)
 	}
-	return seed.Config{Agent: ac, Replicas: c.Int("replicas"), RepairInterval: c.Duration("repair-interval")}, nil
+	if c.Duration("upload-timeout") <= 0 {
+		return seed.Config{}, fmt.Errorf("--upload-timeout %s: want a positive duration", c.Duration("upload-timeout"))
+	}
+	return seed.Config{Agent: ac, Replicas: c.Int("replicas"), RepairInterval: c.Duration("repair-interval"),
+		UploadTimeout: c.Duration("upload-timeout"), NoDeletes: !c.Bool("allow-deletes")}, nil
 }

@@ -222,7 +222,13 @@ func Run(ctx context.Context, path string, args ...string) (string, error) {
 
 // RunEnv is Run with extra KEY=VALUE environment entries.
 func RunEnv(ctx context.Context, env []string, path string, args ...string) (string, error) {
+	return RunEnvDir(ctx, "", env, path, args...)
+}
+
+// RunEnvDir is RunEnv in the working directory dir ("" = this process's).
+func RunEnvDir(ctx context.Context, dir string, env []string, path string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }

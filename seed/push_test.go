@@ -1,0 +1,71 @@
+package seed_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/shoal-oci/shoal/internal/devregistry"
+	"github.com/shoal-oci/shoal/seed"
+)
+
+// An image pushed to a seed with no origin is pinned, replicated to a second seed, and pulled by
+// tag through an agent with no origin; the tag survives the seed it was pushed to.
+func TestPushedImageWithoutOrigin(t *testing.T) {
+	cfg := func(boot []string) seed.Config {
+		c := seed.Config{Agent: agentConfig(t, nil, boot), RepairInterval: 200 * time.Millisecond, Replicas: 2}
+		return c
+	}
+	s1 := startSeed(t, cfg(nil))
+	s2 := startSeed(t, cfg(s1.Node().Addrs()))
+	for _, s := range []*node{s1, s2} {
+		waitFor(t, "the seeds to see each other", func() bool { return len(s.Node().Seeds(context.Background())) == 2 })
+	}
+	img, err := devregistry.Image([]int64{2 << 20, 1234}, false, "linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(s1.host+"/site/app:v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatalf("push to the seed: %v", err)
+	}
+	d, _ := img.Digest()
+	ctx := context.Background()
+	waitFor(t, "the pushed tag to be pinned on both seeds", func() bool {
+		for _, s := range []*node{s1, s2} {
+			pins, err := seed.NewClient(s.host, "").Pins(ctx)
+			if err != nil || len(pins) != 1 || pins[0].Ref != "site/app:v1" || pins[0].Digest.String() != d.String() {
+				return false
+			}
+		}
+		return true
+	})
+
+	a := startAgent(t, agentConfig(t, nil, s1.Node().Addrs()))
+	waitFor(t, "the agent to find the seeds", func() bool { return len(a.Node().Seeds(ctx)) == 2 })
+	want := layerBytes(t, img)
+	check := func(got map[string][]byte) {
+		t.Helper()
+		for l, b := range want {
+			if !bytes.Equal(got[l], b) {
+				t.Errorf("layer %s differs", l)
+			}
+		}
+	}
+	check(pullImage(t, a.host+"/site/app:v1"))
+
+	// The seed that took the push goes away: the replica answers for the tag.
+	stopped := time.Now()
+	s1.stop()
+	t.Logf("the first seed stopped in %s", time.Since(stopped))
+	b := startAgent(t, agentConfig(t, nil, s2.Node().Addrs()))
+	waitFor(t, "the agent to find the remaining seed", func() bool { return len(b.Node().Seeds(ctx)) == 1 })
+	check(pullImage(t, b.host+"/site/app:v1"))
+}
