@@ -7,7 +7,12 @@
 //   - update: the nodes pull in waves of 20% (a rolling DaemonSet update), each wave starting
 //     when the previous one has finished;
 //   - origin-only: the same N simultaneous pulls with --p2p=false: the baseline, measured in the
-//     same run.
+//     same run;
+//   - seeded (only when asked for): create with a `shoal seed` process (link B like an agent)
+//     that the agents bootstrap from, preheated with `shoal preheat` while the origin is up; the
+//     origin is then stopped (its listener closed) and the N nodes pull from the seed and each
+//     other alone, resolving the tag from the seed's last resolution. It reports the preheat's time
+//     and origin bytes besides create's figures, and starts the origin again when it ends.
 //
 // A node's pull is what a runtime does: the manifest by tag through the node's /v2 API, then the
 // config and every layer, 3 at a time, each verified against its digest. Per scenario it reports
@@ -19,7 +24,7 @@
 // Usage, from the module root:
 //
 //	go run ./test/bench/rollout [-nodes 20] [-size 200MB] [-layers 4] [-link 25MB] [-origin-rate 50MB]
-//	    [-scenarios create,update,origin-only] [-runs 1]
+//	    [-scenarios create,update,origin-only[,seeded]] [-runs 1]
 //
 // Sizes and rates are SI (MB = 10^6 bytes) unless written with an "i" (MiB). Every process it
 // starts is in its own process group with Pdeathsig set, stopped at the end or on a signal;
@@ -37,6 +42,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,7 +72,12 @@ type config struct {
 	args       string
 }
 
-var allScenarios = []string{"create", "update", "origin-only"}
+// defaultScenarios run when -scenarios is not given; seeded, which adds a seed process and stops
+// the origin, is asked for by name.
+var (
+	defaultScenarios = []string{"create", "update", "origin-only"}
+	allScenarios     = append(slices.Clone(defaultScenarios), "seeded")
+)
 
 func main() {
 	var cfg config
@@ -75,7 +86,7 @@ func main() {
 	flag.IntVar(&cfg.layers, "layers", 4, "L: layers in the image")
 	link := flag.String("link", "25MB", "B: each agent's --max-upload-rate and --max-download-rate, bytes/s")
 	orate := flag.String("origin-rate", "50MB", "the origin's egress bandwidth, bytes/s, shared by all its responses")
-	scen := flag.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run, in this order (create, update, origin-only)")
+	scen := flag.String("scenarios", strings.Join(defaultScenarios, ","), "scenarios to run, in this order (create, update, origin-only, seeded)")
 	flag.IntVar(&cfg.runs, "runs", 1, "repetitions of every scenario (percentiles pool the nodes of all runs)")
 	flag.Float64Var(&cfg.wave, "wave", 0.2, "update: fraction of the nodes in each wave")
 	flag.IntVar(&cfg.parallel, "parallel", 3, "blobs a node's runtime downloads at a time (containerd: 3)")
@@ -116,7 +127,7 @@ func main() {
 	for s := range strings.SplitSeq(*scen, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case "create", "update", "origin-only":
+		case "create", "update", "origin-only", "seeded":
 			if !seen[s] {
 				cfg.scenarios = append(cfg.scenarios, s)
 			}

@@ -22,11 +22,18 @@ import (
 // origin is the upstream registry of the benchmark: go-containerregistry's registry in this
 // process, blobs served from files on disk, and the whole origin's egress (every response body:
 // blobs and manifests, to all clients together) paced by one token bucket to its bandwidth.
+//
+// The origin can be stopped (its listener closed, so that every request fails at once with
+// "connection refused", as for a registry that is down) and started again on a new port with
+// the same content and counters.
 type origin struct {
-	srv *http.Server
-	ln  net.Listener
-	dir string
-	lim *rate.Limiter // nil: unlimited
+	handler http.Handler
+	dir     string
+	lim     *rate.Limiter // nil: unlimited
+
+	srvMu sync.Mutex
+	srv   *http.Server // nil while stopped
+	url   string       // the listener's URL (kept while stopped: what the agents were given)
 
 	bytes     atomic.Int64 // response body bytes sent, everything
 	blobBytes atomic.Int64 // of which blob GET bodies
@@ -42,28 +49,58 @@ type origin struct {
 const originChunk = 64 << 10
 
 func startOrigin(dir string, bytesPerSec int64) (*origin, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	o := &origin{ln: ln, dir: dir, blobGets: map[string]int{}}
+	o := &origin{dir: dir, blobGets: map[string]int{}}
 	if bytesPerSec > 0 {
 		o.lim = rate.NewLimiter(rate.Limit(bytesPerSec), 4*originChunk)
 	}
+	// One registry handler for the origin's whole life: its manifests are in memory, and must
+	// survive a stop and a start.
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithBlobHandler(fileBlobs{dir: dir}))
-	o.srv = &http.Server{Handler: o.wrap(inner), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = o.srv.Serve(ln) }()
+	o.handler = o.wrap(inner)
+	if err := o.Start(); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
-func (o *origin) URL() string { return "http://" + o.ln.Addr().String() }
+// URL is the origin's address; while stopped, the address it had.
+func (o *origin) URL() string {
+	o.srvMu.Lock()
+	defer o.srvMu.Unlock()
+	return o.url
+}
 
+// Start serves on a new port of 127.0.0.1 (no-op if serving).
+func (o *origin) Start() error {
+	o.srvMu.Lock()
+	defer o.srvMu.Unlock()
+	if o.srv != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	o.srv = &http.Server{Handler: o.handler, ReadHeaderTimeout: 10 * time.Second}
+	o.url = "http://" + ln.Addr().String()
+	go func(srv *http.Server) { _ = srv.Serve(ln) }(o.srv)
+	return nil
+}
+
+// Close stops the origin: the listener closes at once (new connections are refused), and open
+// connections are closed when idle, or after a second.
 func (o *origin) Close() {
+	o.srvMu.Lock()
+	defer o.srvMu.Unlock()
+	if o.srv == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := o.srv.Shutdown(ctx); err != nil {
 		_ = o.srv.Close()
 	}
+	o.srv = nil
 }
 
 // originCounts is a snapshot of what the origin served.

@@ -19,9 +19,10 @@ import (
 	"time"
 )
 
-// agentProc is a `shoal agent` child process.
+// agentProc is a `shoal agent` (or `shoal seed`) child process.
 type agentProc struct {
 	Index   int
+	Role    string // "agent" or "seed": the subcommand
 	URL     string
 	DataDir string
 	P2PAddr string // /ip4/127.0.0.1/tcp/PORT, "" with p2p off
@@ -40,6 +41,7 @@ func (a *agentProc) Multiaddr() string { return a.P2PAddr + "/p2p/" + a.PeerID }
 
 // agentOpts are the per-agent choices of startAgent.
 type agentOpts struct {
+	seed      bool // run `shoal seed` instead of `shoal agent` (same flags)
 	p2p       bool
 	bootstrap []string
 	link      int64    // --max-upload-rate and --max-download-rate, bytes/s (0 = unlimited)
@@ -49,14 +51,17 @@ type agentOpts struct {
 	debug     bool // serve pprof on a free port (Debug)
 }
 
-// startAgent starts `bin agent` with dataDir, pulling through registry, and waits for /readyz.
+// startAgent starts `bin agent` (`bin seed` with o.seed) with dataDir, pulling through registry, and waits for /readyz.
 // The agent runs in its own process group and is killed by the kernel if this program dies
 // (Pdeathsig); it is also stopped by the cleanups.
 func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o agentOpts) (*agentProc, error) {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
 	}
-	a := &agentProc{Index: index, DataDir: dataDir, out: &benchproc.Output{Limit: 4 << 20}, done: make(chan struct{})}
+	a := &agentProc{Index: index, Role: "agent", DataDir: dataDir, out: &benchproc.Output{Limit: 4 << 20}, done: make(chan struct{})}
+	if o.seed {
+		a.Role = "seed"
+	}
 	if o.needID {
 		id, err := peerID(bin, dataDir)
 		if err != nil {
@@ -70,7 +75,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	a.URL = "http://" + addr
-	args := []string{"agent", "--listen", addr, "--data-dir", dataDir, "--registry", registry, "--log-level", o.logLevel}
+	args := []string{a.Role, "--listen", addr, "--data-dir", dataDir, "--registry", registry, "--log-level", o.logLevel}
 	if o.link > 0 {
 		r := strconv.FormatInt(o.link, 10)
 		args = append(args, "--max-upload-rate", r, "--max-download-rate", r)
@@ -118,7 +123,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 		}
 		select {
 		case <-a.done:
-			return nil, fmt.Errorf("agent %d exited before ready (%v):\n%s", index, a.waitErr, a.out.String())
+			return nil, fmt.Errorf("%s exited before ready (%v):\n%s", a, a.waitErr, a.out.String())
 		case <-ctx.Done():
 			_ = a.Stop()
 			return nil, ctx.Err()
@@ -126,7 +131,7 @@ func startAgent(ctx context.Context, bin, registry, dataDir string, index int, o
 		}
 		if time.Now().After(deadline) {
 			_ = a.Stop()
-			return nil, fmt.Errorf("agent %d not ready after 30s:\n%s", index, a.out.String())
+			return nil, fmt.Errorf("%s not ready after 30s:\n%s", a, a.out.String())
 		}
 	}
 }
@@ -146,6 +151,14 @@ func peerID(bin, dir string) (string, error) {
 
 func (a *agentProc) Pid() int { return a.cmd.Process.Pid }
 
+// String names the process in messages: "agent 3", "seed".
+func (a *agentProc) String() string {
+	if a.Role == "seed" {
+		return "seed"
+	}
+	return fmt.Sprintf("agent %d", a.Index)
+}
+
 // Exited reports whether the process has ended.
 func (a *agentProc) Exited() bool {
 	select {
@@ -162,28 +175,28 @@ func (a *agentProc) Stop() error {
 	a.once.Do(func() {
 		select {
 		case <-a.done:
-			a.stopErr = exitErr(a.waitErr, a.Index, "exited by itself")
+			a.stopErr = exitErr(a.waitErr, a, "exited by itself")
 			return
 		default:
 		}
 		_ = syscall.Kill(-a.Pid(), syscall.SIGTERM)
 		select {
 		case <-a.done:
-			a.stopErr = exitErr(a.waitErr, a.Index, "after SIGTERM")
+			a.stopErr = exitErr(a.waitErr, a, "after SIGTERM")
 		case <-time.After(15 * time.Second):
 			_ = syscall.Kill(-a.Pid(), syscall.SIGKILL)
 			<-a.done
-			a.stopErr = fmt.Errorf("agent %d did not stop within 15s of SIGTERM; killed", a.Index)
+			a.stopErr = fmt.Errorf("%s did not stop within 15s of SIGTERM; killed", a)
 		}
 	})
 	return a.stopErr
 }
 
-func exitErr(err error, i int, when string) error {
+func exitErr(err error, a *agentProc, when string) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("agent %d %s: %v", i, when, err)
+	return fmt.Errorf("%s %s: %v", a, when, err)
 }
 
 // Output is what the agent logged.
@@ -225,6 +238,8 @@ func getStatus(ctx context.Context, base string) (status, error) {
 
 // metrics reads the agent's /metrics and returns the samples whose names are in want (a sample
 // is the name with its labels, e.g. `shoal_fetched_bytes_total{source="peer"}`); absent ones are 0.
+// A wanted name without labels also sums every labelled sample of that metric
+// (`shoal_origin_errors_total` adds up all its registries and operations).
 func metrics(ctx context.Context, base string, want ...string) (map[string]float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	resp, err := ctlClient.Do(req)
@@ -243,9 +258,16 @@ func metrics(ctx context.Context, base string, want ...string) (map[string]float
 		if !ok {
 			continue
 		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			continue
+		}
 		if _, w := out[name]; w {
-			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-				out[name] = v
+			out[name] += v
+		}
+		if family, _, labelled := strings.Cut(name, "{"); labelled {
+			if _, w := out[family]; w {
+				out[family] += v
 			}
 		}
 	}

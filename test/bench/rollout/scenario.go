@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ type nodeResult struct {
 	pull                  *pullResult
 	fromOrigin, fromPeers int64 // the agent's shoal_fetched_bytes_total{source}
 	servedPeers           int64 // the agent's shoal_peer_served_bytes_total
+	originReqs, originErr int64 // shoal_origin_requests_total and shoal_origin_errors_total, all labels
+	staleTags             int64 // shoal_stale_tag_resolutions_total: tags answered while the origin was unreachable
 	hwm                   int64 // VmHWM when the pulls were done
 	cpu                   time.Duration
 	exitErr               string
@@ -37,7 +40,7 @@ type sample struct {
 type logLine struct {
 	key     string
 	count   int
-	agents  map[int]bool
+	agents  map[string]bool // the processes that logged it: "agent 3", "seed"
 	example string
 }
 
@@ -64,6 +67,7 @@ type scenarioResult struct {
 	timeline   []sample
 	logs       []*logLine
 	failed     int
+	seed       *seedRun // seeded only
 }
 
 // idleWindow is how long the agents' idle CPU is measured before the pulls.
@@ -71,6 +75,10 @@ const idleWindow = 3 * time.Second
 
 // runScenario starts N fresh agents (new data directories), waits for them to join, runs the
 // pulls of the scenario, collects what the agents and the origin measured, and stops them.
+//
+// seeded first starts a seed that the agents bootstrap from, preheats the image into it once they
+// have joined, and stops the origin before the pulls; it starts the origin again (on a new port)
+// when it ends, for the scenarios after it.
 func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioResult, error) {
 	cfg := e.cfg
 	res := &scenarioResult{name: name, run: run, p2p: name != "origin-only", waveSize: cfg.nodes}
@@ -93,17 +101,35 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	}
 	defer stopAll()
 
-	// Start: node 0 first (the others bootstrap through it), then the rest, 4 at a time.
+	// Start: node 0 first (the others bootstrap through it, or all through the seed), then the
+	// rest, 4 at a time.
 	t := time.Now()
+	var sr *seedRun
+	if name == "seeded" {
+		var err error
+		if sr, err = e.startSeed(ctx, filepath.Join(root, "seed")); err != nil {
+			return nil, err
+		}
+		res.seed = sr
+		defer func() { _ = sr.proc.Stop() }()
+		defer func() {
+			if err := e.o.Start(); err != nil {
+				logf("%s run %d: starting the origin again: %v", name, run, err)
+			}
+		}()
+	}
 	dir := func(i int) string { return filepath.Join(root, fmt.Sprintf("node%02d", i)) }
-	opts := agentOpts{p2p: res.p2p, link: cfg.link, needID: res.p2p, logLevel: cfg.agentLog, extra: cfg.agentArgs}
+	opts := agentOpts{p2p: res.p2p, link: cfg.link, needID: res.p2p && sr == nil, logLevel: cfg.agentLog, extra: cfg.agentArgs}
+	if sr != nil {
+		opts.bootstrap = []string{sr.proc.Multiaddr()}
+	}
 	var err error
 	opts.debug = cfg.profDir != ""
 	if agents[0], err = startAgent(ctx, e.bin, e.o.URL(), dir(0), 0, opts); err != nil {
 		return nil, err
 	}
 	opts.needID, opts.debug = false, false
-	if res.p2p {
+	if res.p2p && sr == nil {
 		opts.bootstrap = []string{agents[0].Multiaddr()}
 	}
 	errs := make([]error, cfg.nodes)
@@ -129,6 +155,17 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	}
 	res.startup = time.Since(t)
 	logf("%s run %d: %d agents up in %s (p2p %v, smallest routing table %d)", name, run, cfg.nodes, secs(res.startup), res.p2p, res.rtMin)
+	if sr != nil {
+		if err := e.preheat(ctx, sr); err != nil {
+			return nil, err
+		}
+		logf("%s run %d: preheated the seed in %s; the origin served %.2f× the image", name, run, secs(sr.preheat),
+			float64(sr.preheatOrigin.bytes)/float64(e.imageBytes()))
+		if err := e.stopOrigin(sr); err != nil {
+			return nil, err
+		}
+		logf("%s run %d: origin stopped (connection refused: %v)", name, run, sr.refused)
+	}
 	time.Sleep(time.Second) // let start-up work (identify, first provides) settle
 	// The agents' CPU while idle (joined, nothing asked), for comparison with the pulls.
 	idle0 := make([]time.Duration, cfg.nodes)
@@ -146,6 +183,10 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		u, s, _ := benchproc.CPUTimes(a.Pid())
 		cpu0[i], user0[i] = u+s, u
 		res.idleCPU += cpu0[i] - idle0[i]
+	}
+	var seedCPU0 time.Duration
+	if sr != nil {
+		seedCPU0, _ = benchproc.CPUTime(sr.proc.Pid())
 	}
 	bench0, _ := benchproc.CPUTime(0)
 	mach0 := readMachineCPU()
@@ -236,7 +277,8 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	res.benchCPU = bench1 - bench0
 	res.origin = e.o.counts().since(orig0)
 
-	samples := []string{`shoal_fetched_bytes_total{source="origin"}`, `shoal_fetched_bytes_total{source="peer"}`, `shoal_peer_served_bytes_total`}
+	samples := []string{`shoal_fetched_bytes_total{source="origin"}`, `shoal_fetched_bytes_total{source="peer"}`, `shoal_peer_served_bytes_total`,
+		`shoal_origin_requests_total`, `shoal_origin_errors_total`, `shoal_stale_tag_resolutions_total`}
 	for i, a := range agents {
 		n := &res.nodes[i]
 		if a.Exited() {
@@ -250,6 +292,20 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		n.hwm, _ = benchproc.Status(a.Pid(), "VmHWM")
 		if m, err := metrics(ctx, a.URL, samples...); err == nil {
 			n.fromOrigin, n.fromPeers, n.servedPeers = int64(m[samples[0]]), int64(m[samples[1]]), int64(m[samples[2]])
+			n.originReqs, n.originErr, n.staleTags = int64(m[samples[3]]), int64(m[samples[4]]), int64(m[samples[5]])
+		}
+	}
+	if sr != nil {
+		if sr.proc.Exited() {
+			sr.exitErr = fmt.Sprintf("seed exited during the scenario: %v", sr.proc.waitErr)
+		} else {
+			c, _ := benchproc.CPUTime(sr.proc.Pid())
+			sr.cpu = c - seedCPU0
+			sr.hwm, _ = benchproc.Status(sr.proc.Pid(), "VmHWM")
+			if m, err := metrics(ctx, sr.proc.URL, samples...); err == nil {
+				sr.fromOrigin, sr.servedPeers = int64(m[samples[0]]), int64(m[samples[2]])
+				sr.originReqs, sr.originErr, sr.staleTags = int64(m[samples[3]]), int64(m[samples[4]]), int64(m[samples[5]])
+			}
 		}
 	}
 	for i, err := range stopAll() {
@@ -257,7 +313,14 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 			res.nodes[i].exitErr = firstLine(err.Error())
 		}
 	}
-	res.logs = collectLogs(agents)
+	procs := agents
+	if sr != nil {
+		if err := sr.proc.Stop(); err != nil && sr.exitErr == "" {
+			sr.exitErr = firstLine(err.Error())
+		}
+		procs = append(slices.Clone(agents), sr.proc)
+	}
+	res.logs = collectLogs(procs)
 	if cfg.logDir != "" {
 		if err := os.MkdirAll(cfg.logDir, 0o755); err != nil {
 			return nil, err
@@ -265,6 +328,12 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		for i, a := range agents {
 			p := filepath.Join(cfg.logDir, fmt.Sprintf("%s-%d-node%02d.log", name, run, i))
 			if err := os.WriteFile(p, []byte(a.Output()), 0o644); err != nil {
+				return nil, err
+			}
+		}
+		if sr != nil {
+			p := filepath.Join(cfg.logDir, fmt.Sprintf("%s-%d-seed.log", name, run))
+			if err := os.WriteFile(p, []byte(sr.proc.Output()), 0o644); err != nil {
 				return nil, err
 			}
 		}
@@ -304,7 +373,7 @@ var (
 	digitsRe   = regexp.MustCompile(`[0-9]+`)
 )
 
-// collectLogs groups the agents' WARN and ERROR lines by level and message.
+// collectLogs groups the processes' WARN and ERROR lines by level and message.
 func collectLogs(agents []*agentProc) []*logLine {
 	byKey := map[string]*logLine{}
 	for _, a := range agents {
@@ -334,11 +403,11 @@ func collectLogs(agents []*agentProc) []*logLine {
 			key := lv[1] + " " + msg
 			ll := byKey[key]
 			if ll == nil {
-				ll = &logLine{key: key, agents: map[int]bool{}, example: l}
+				ll = &logLine{key: key, agents: map[string]bool{}, example: l}
 				byKey[key] = ll
 			}
 			ll.count++
-			ll.agents[a.Index] = true
+			ll.agents[a.String()] = true
 		}
 	}
 	out := make([]*logLine, 0, len(byKey))

@@ -23,7 +23,7 @@ func (r *report) svg() string {
 		dash         string
 		v            []time.Duration
 	}
-	colors := map[string]string{"create": "#1f77b4", "update": "#2ca02c", "origin-only": "#d62728"}
+	colors := map[string]string{"create": "#1f77b4", "update": "#2ca02c", "origin-only": "#d62728", "seeded": "#9467bd"}
 	var ss []series
 	for _, n := range r.scenarioNames() {
 		a := r.aggregate(n)
