@@ -3,48 +3,31 @@ package conformance
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/shoal-oci/shoal/agent/store"
-	"github.com/shoal-oci/shoal/registryapi"
-	regorigin "github.com/shoal-oci/shoal/registryapi/origin"
-	"github.com/shoal-oci/shoal/seed/hosted"
 	"github.com/shoal-oci/shoal/test/testutil"
 )
 
 // TestPushConformance runs the whole suite (push, pull, content discovery, content management,
 // referrers, sha512, and the 1.1+dev additions: upload cancel, digest headers, tag parameters)
-// against the push API of a seed with no upstream: the registryapi server in front of hosted
-// repositories on a real content store, in this process.
+// against a real `shoal seed --registry none` process: the push API of a seed with no upstream.
 func TestPushConformance(t *testing.T) {
 	suite := conformanceBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	st, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	reg, err := hosted.New(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
-	srv := httptest.NewServer(registryapi.New(reg, regorigin.EmptySet(), registryapi.WithPush(reg)))
-	defer srv.Close()
+	sd := testutil.StartSeed(t, shoal.Path(t), []string{"none"}, "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warn")
 
 	results := t.TempDir()
 	if d := os.Getenv("SHOAL_CONFORMANCE_RESULTS"); d != "" {
 		results = d // keep report.html and results.yaml to read after the run
 	}
 	env := []string{
-		"OCI_REGISTRY=" + strings.TrimPrefix(srv.URL, "http://"),
+		"OCI_REGISTRY=" + strings.TrimPrefix(sd.URL, "http://"),
 		"OCI_TLS=disabled",
 		"OCI_REPO1=conformance/push",
 		"OCI_REPO2=conformance/mount",
