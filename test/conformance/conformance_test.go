@@ -1,5 +1,6 @@
-// Package conformance runs the OCI distribution-spec conformance suite, in its read-only mode,
-// against a real `shoal agent` process mirroring a seeded origin.
+// Package conformance runs the OCI distribution-spec conformance suite: in its read-only mode
+// against a real `shoal agent` process mirroring a seeded origin, and in full (push, content
+// management, referrers, sha512) against a real `shoal seed` process with no origin.
 //
 // The origin is ggcr's registry (pkg/registry) served in-process by httptest: it needs no
 // installed program (the suite and the agent are the only moving parts, so this test runs wherever

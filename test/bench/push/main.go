@@ -48,6 +48,7 @@ import (
 
 type config struct {
 	size, chunk int64
+	args        string // the command line, for the report
 	runs        int
 	tmp, out    string
 	rev         string
@@ -62,6 +63,7 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "", "write a Markdown report here")
 	flag.StringVar(&cfg.rev, "rev", "", "revision measured, for the report (default: the working tree)")
 	flag.Parse()
+	cfg.args = strings.Join(os.Args[1:], " ")
 	var err error
 	if cfg.size, err = parseBytes(*size); err == nil {
 		cfg.chunk, err = parseBytes(*chunk)
@@ -405,8 +407,8 @@ func renderReport(cfg config, results map[string]*result, modes []string, rss in
 		rev = "the working tree"
 	}
 	fmt.Fprintf(&b, "# Push throughput\n\n")
-	fmt.Fprintf(&b, "`go run ./test/bench/push -size %s -runs %d -chunk %s`, at %s, on %s/%s with %d CPUs, %s.\n\n",
-		humanize.IBytes(uint64(cfg.size)), cfg.runs, humanize.IBytes(uint64(cfg.chunk)), rev, runtime.GOOS, runtime.GOARCH,
+	fmt.Fprintf(&b, "`go run ./test/bench/push %s` (size %s, chunks %s, %d runs), at %s, on %s/%s with %d CPUs, %s.\n\n",
+		cfg.args, humanize.IBytes(uint64(cfg.size)), humanize.IBytes(uint64(cfg.chunk)), cfg.runs, rev, runtime.GOOS, runtime.GOARCH,
 		runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "One %s layer pushed to a `shoal seed --registry none` on 127.0.0.1, against copying the same bytes\n"+
 		"into a file on the same disk and fsyncing it. Medians of %d runs; the source is in the page cache.\n\n",
