@@ -112,38 +112,57 @@ func tagKey(t registryapi.Target, tag string, accept []string) string {
 // the tag's DHT key), so a burst of a thousand nodes costs the origin one request per tag TTL; a
 // coordinator resolving for others resolves itself.
 func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag string, accept []string, viaCoordinator bool) (*registryapi.Manifest, error) {
+	r, err := a.resolveTag(ctx, t, tag, accept, viaCoordinator)
+	return r.m, err
+}
+
+// resolution is a tag's manifest and when the tag was resolved at the origin: now, or earlier
+// for a stale answer served while the origin is down.
+type resolution struct {
+	m        *registryapi.Manifest
+	resolved time.Time
+}
+
+func (a *Agent) resolveTag(ctx context.Context, t registryapi.Target, tag string, accept []string, viaCoordinator bool) (resolution, error) {
 	key := tagKey(t, tag, accept)
 	if recs, err := a.store.Tags(key); err == nil {
 		if rec, ok := recs[key]; ok && time.Since(rec.Resolved) < a.cfg.TagTTL {
 			if m, err := a.storedManifest(rec.Digest); err == nil {
-				return m, nil
+				return resolution{m, rec.Resolved}, nil
 			}
 		}
 	}
 	v, err, _ := a.group.Do("tag\x00"+key, func() (any, error) {
 		octx, cancel := context.WithTimeout(a.lifetime, originTimeout)
 		defer cancel()
-		var m *registryapi.Manifest
+		var r resolution
 		var err error
 		if viaCoordinator && t.Registry != nil {
-			m, err = a.resolveAtCoordinator(octx, t, tag, accept)
+			r, err = a.resolveAtCoordinator(octx, t, tag, accept)
 		}
-		if m == nil {
-			m, err = a.resolveAtOrigin(octx, t, tag, accept)
+		if r.m == nil {
+			r.m, err = a.resolveAtOrigin(octx, t, tag, accept)
+			r.resolved = time.Now()
 		}
 		if err != nil && !errors.Is(err, errdefs.ErrDenied) && !errors.Is(err, errdefs.ErrTooLarge) && !errors.Is(err, errdefs.ErrDigestMismatch) {
 			// No origin, or it has no such tag, or it cannot be reached: a seed may host the
 			// repository (an image pushed into the cluster).
 			if hm, herr := a.resolveHosted(octx, t, tag, accept); herr == nil {
-				m, err = hm, nil
+				r, err = resolution{hm, time.Now()}, nil
 			}
 		}
 		if err == nil {
-			rec := store.TagRecord{Digest: m.Digest, MediaType: m.MediaType, Resolved: time.Now()}
+			if age := time.Since(r.resolved); age > a.cfg.TagTTL {
+				// The coordinator answered from its last resolution: the origin is down for it too.
+				a.metrics.staleTags.Inc()
+				a.log.Warn("origin unreachable for the tag's coordinator; serving its last known resolution (stale)",
+					"repo", t.Repo, "tag", tag, "digest", r.m.Digest, "resolved", r.resolved)
+			}
+			rec := store.TagRecord{Digest: r.m.Digest, MediaType: r.m.MediaType, Resolved: r.resolved}
 			if perr := a.store.PutTag(key, rec); perr != nil {
 				a.log.Error("recording tag failed", "repo", t.Repo, "tag", tag, "err", perr)
 			}
-			return m, nil
+			return r, nil
 		}
 		switch {
 		case errors.Is(err, errdefs.ErrNotFound):
@@ -157,14 +176,14 @@ func (a *Agent) manifestByTag(ctx context.Context, t registryapi.Target, tag str
 			a.metrics.staleTags.Inc()
 			a.log.Warn("origin unreachable; serving the cluster's last known tag resolution (stale)",
 				"repo", t.Repo, "tag", tag, "digest", m.Digest, "resolved", rec.Resolved, "source", m.Source, "err", err)
-			return m, nil
+			return resolution{m, rec.Resolved}, nil
 		}
 		return nil, err
 	})
 	if err != nil {
-		return nil, err
+		return resolution{}, err
 	}
-	return v.(*registryapi.Manifest), nil
+	return v.(resolution), nil
 }
 
 // tagCoordinatorTimeout bounds asking the tag's coordinator; past it the node asks the origin.
@@ -173,29 +192,33 @@ const tagCoordinatorTimeout = 5 * time.Second
 // resolveAtCoordinator asks the tag's coordinator what the tag names, then gets that manifest by
 // digest (store, peers, origin), verified. It returns nil, nil when this node is the coordinator
 // or the coordinator cannot answer: the caller resolves at the origin itself.
-func (a *Agent) resolveAtCoordinator(ctx context.Context, t registryapi.Target, tag string, accept []string) (*registryapi.Manifest, error) {
+func (a *Agent) resolveAtCoordinator(ctx context.Context, t registryapi.Target, tag string, accept []string) (resolution, error) {
 	if a.node == nil {
-		return nil, nil
+		return resolution{}, nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, tagCoordinatorTimeout)
 	defer cancel()
 	c, self, err := a.node.CoordinatorFor(cctx, "shoal-tag:"+tagPrefix(t, tag))
 	if err != nil || self {
-		return nil, nil
+		return resolution{}, nil
 	}
 	rec, err := a.peers.Resolve(cctx, c, hostOf(t), t.Repo, tag, accept)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
-			return nil, err // the origin, through the coordinator, says no such tag
+			return resolution{}, err // the origin, through the coordinator, says no such tag
 		}
 		a.log.Info("tag coordinator did not answer; asking the origin", "repo", t.Repo, "tag", tag, "coordinator", c, "err", err)
-		return nil, nil
+		return resolution{}, nil
 	}
 	m, err := a.manifestByDigest(ctx, t, rec.Digest, accept)
 	if err != nil || !accepts(accept, m.MediaType) {
-		return nil, nil
+		return resolution{}, nil
 	}
-	return m, nil
+	resolved := rec.Resolved
+	if now := time.Now(); resolved.After(now) {
+		resolved = now // a resolution from the future would look fresh for ever
+	}
+	return resolution{m, resolved}, nil
 }
 
 // hostedTimeout bounds asking the seeds what a hosted tag names.
@@ -272,11 +295,12 @@ func (c content) Resolve(ctx context.Context, registry, repo, tag string, accept
 	if !names.ValidTag(tag) || !names.ValidRepository(repo) {
 		return transfer.TagRecord{}, fmt.Errorf("%q:%q: %w", repo, tag, errdefs.ErrInvalid)
 	}
-	m, err := c.a.manifestByTag(ctx, registryapi.Target{Registry: reg, Repo: repo}, tag, accept, false)
+	r, err := c.a.resolveTag(ctx, registryapi.Target{Registry: reg, Repo: repo}, tag, accept, false)
 	if err != nil {
 		return transfer.TagRecord{}, err
 	}
-	return transfer.TagRecord{Digest: m.Digest, MediaType: m.MediaType, Resolved: time.Now()}, nil
+	// The time the origin was last asked, so that a stale answer stays marked stale.
+	return transfer.TagRecord{Digest: r.m.Digest, MediaType: r.m.MediaType, Resolved: r.resolved}, nil
 }
 
 // resolveAtOrigin asks the origin which manifest a tag names: a HEAD first, which is cheaper and

@@ -186,3 +186,21 @@ func pullIndexDigest(t *testing.T, ref string) string {
 	}
 	return desc.Digest.String()
 }
+
+// counter sums a counter family of a node's metrics.
+func counter(t *testing.T, n *node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}

@@ -94,7 +94,9 @@ func TestPreheatThenOriginDown(t *testing.T) {
 
 	// The origin goes away; a new agent pulls by tag and by digest, byte for byte.
 	o.Close()
-	a := startAgent(t, agentConfig(t, regs, s1.Node().Addrs()))
+	acfg := agentConfig(t, regs, s1.Node().Addrs())
+	acfg.TagTTL = 100 * time.Millisecond // the seed's resolution, from the preheat, is older than that
+	a := startAgent(t, acfg)
 	waitFor(t, "the agent to find the seeds", func() bool { return len(a.Node().Seeds(context.Background())) == 2 })
 	for _, desc := range im.Manifests {
 		img, err := idx.Image(desc.Digest)
@@ -116,6 +118,10 @@ func TestPreheatThenOriginDown(t *testing.T) {
 	got := pullIndexDigest(t, a.host+"/team/app:v1")
 	if got != idxDigest.String() {
 		t.Errorf("tag resolved to %s while the origin is down; want %s", got, idxDigest)
+	}
+	// The seed answered from its last resolution: the agent counts the answer as stale.
+	if n := counter(t, a, "shoal_stale_tag_resolutions_total"); n < 1 {
+		t.Errorf("stale tag resolutions counted by the agent: %v; want at least 1", n)
 	}
 }
 
