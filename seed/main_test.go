@@ -2,7 +2,6 @@ package seed_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"go.uber.org/goleak"
@@ -21,6 +19,7 @@ import (
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 	"github.com/shoal-oci/shoal/seed"
+	"github.com/shoal-oci/shoal/test/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -142,33 +141,7 @@ func pullImage(t *testing.T, ref string) map[string][]byte {
 	if err != nil {
 		t.Fatalf("pulling %s: %v", ref, err)
 	}
-	return layerBytes(t, img)
-}
-
-func layerBytes(t *testing.T, img v1.Image) map[string][]byte {
-	t.Helper()
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, l := range layers {
-		d, err := l.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatalf("layer %s: %v", d, err)
-		}
-		out[d.String()] = b
-	}
-	return out
+	return testutil.LayerBytes(t, img)
 }
 
 // pullIndexDigest resolves ref through a node's /v2 and returns the digest it names.

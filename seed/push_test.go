@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/seed"
+	"github.com/shoal-oci/shoal/test/testutil"
 )
 
 // An image pushed to a seed with no origin is pinned, replicated to a second seed, and pulled by
@@ -50,7 +51,7 @@ func TestPushedImageWithoutOrigin(t *testing.T) {
 
 	a := startAgent(t, agentConfig(t, nil, s1.Node().Addrs()))
 	waitFor(t, "the agent to find the seeds", func() bool { return len(a.Node().Seeds(ctx)) == 2 })
-	want := layerBytes(t, img)
+	want := testutil.LayerBytes(t, img)
 	check := func(got map[string][]byte) {
 		t.Helper()
 		for l, b := range want {

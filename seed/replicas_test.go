@@ -8,6 +8,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/seed"
+	"github.com/shoal-oci/shoal/test/testutil"
 )
 
 // A pin with two replicas among three seeds: the count is reached, and repaired from the
@@ -66,7 +67,7 @@ func TestReplicasRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := pullImage(t, a.host+"/team/pinned@"+d.String())
-	for l, b := range layerBytes(t, img) {
+	for l, b := range testutil.LayerBytes(t, img) {
 		if !bytes.Equal(got[l], b) {
 			t.Errorf("layer %s differs", l)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/seed"
+	"github.com/shoal-oci/shoal/test/testutil"
 )
 
 // Two seeds preheat a multi-platform image at once: every blob comes from the origin once. Then
@@ -103,7 +104,7 @@ func TestPreheatThenOriginDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := layerBytes(t, img)
+		want := testutil.LayerBytes(t, img)
 		plat := desc.Platform.String()
 		byDigest := pullImage(t, a.host+"/team/app@"+desc.Digest.String())
 		for d, b := range want {

@@ -34,7 +34,7 @@ func readTokenFile(path string) (string, error) {
 func adminClientFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "seed", Value: "127.0.0.1:5000", EnvVars: env("SEED"),
-			Usage: "HOST:PORT (or URL) of the seed, or of the local agent, to ask"},
+			Usage: "HOST:PORT of the seed (or of the local agent) to ask"},
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: env("ADMIN_TOKEN_FILE"),
 			Usage: "file holding the node's admin token (needed unless the node listens on loopback without one)"},
 	}

@@ -17,14 +17,9 @@ import (
 
 // archiveFlags are the flags import and export share: where the seed is and how to reach it.
 func archiveFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "seed", Value: "127.0.0.1:5000", EnvVars: env("SEED"),
-			Usage: "HOST:PORT of the seed's registry API (plain HTTP on loopback, HTTPS elsewhere unless --insecure)"},
-		&cli.StringFlag{Name: "admin-token-file", EnvVars: env("ADMIN_TOKEN_FILE"),
-			Usage: "file holding the token sent as `Authorization: Bearer` to the seed (default: anonymous)"},
+	return append(adminClientFlags(),
 		&cli.BoolFlag{Name: "insecure", EnvVars: env("INSECURE"),
-			Usage: "allow plain HTTP and unverified TLS to a seed that is not on loopback"},
-	}
+			Usage: "allow plain HTTP and unverified TLS to a seed that is not on loopback"})
 }
 
 // archiveConfig is what import and export share, filled from archiveFlags.

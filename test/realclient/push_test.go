@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
@@ -79,10 +77,10 @@ func TestPushWithoutOrigin(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		pulled = imageLayers(t, got)
+		pulled = testutil.LayerBytes(t, got)
 		return true
 	})
-	for d, b := range imageLayers(t, img) {
+	for d, b := range testutil.LayerBytes(t, img) {
 		if !bytes.Equal(pulled[d], b) {
 			t.Errorf("layer %s pulled through the agent differs from the pushed one", d)
 		}
@@ -102,31 +100,4 @@ func TestPushWithoutOrigin(t *testing.T) {
 		!strings.Contains(strings.ToLower(out), "unsupported") {
 		t.Errorf("oras push to an agent: %v\n%s", err, out)
 	}
-}
-
-// imageLayers reads every layer of img by digest.
-func imageLayers(t *testing.T, img v1.Image) map[string][]byte {
-	t.Helper()
-	ls, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, l := range ls {
-		d, err := l.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatalf("layer %s: %v", d, err)
-		}
-		out[d.String()] = b
-	}
-	return out
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -162,6 +163,33 @@ func ImageContent(t testing.TB, img v1.Image) Content {
 		c.Blobs = append(c.Blobs, l.Digest.String())
 	}
 	return c
+}
+
+// LayerBytes reads every layer of img (pulled through a registry or built locally), by digest.
+func LayerBytes(t testing.TB, img v1.Image) map[string][]byte {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("layer %s: %v", d, err)
+		}
+		out[d.String()] = b
+	}
+	return out
 }
 
 // IndexContent returns the index's digest and the content of each image in it by platform
