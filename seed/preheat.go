@@ -155,9 +155,7 @@ func Preheat(ctx context.Context, a *agent.Agent, req PreheatRequest, report fun
 		Digest: root.Digest, MediaType: root.MediaType, Bytes: total, Replicas: req.Replicas, Created: time.Now().UTC(),
 		Platforms: req.Platforms, AllPlatforms: req.AllPlatforms, Manifests: len(w.manifests),
 	}
-	for _, m := range w.manifests {
-		pin.Digests = append(pin.Digests, m)
-	}
+	pin.Digests = append(pin.Digests, w.manifests...)
 	for _, b := range w.blobs {
 		pin.Digests = append(pin.Digests, digest.Digest(b.Digest.String()))
 	}
