@@ -62,9 +62,6 @@ type Config struct {
 	// AdminToken, when set, is required (as a bearer token) by the admin endpoints (/shoal/v1)
 	// and the push API; when empty they are open only while the agent listens on loopback.
 	AdminToken string
-	// KeepAll exempts all content from garbage collection (a seed's default: what it holds is
-	// pinned).
-	KeepAll bool
 }
 
 // DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs
@@ -322,6 +319,9 @@ func (a *Agent) Close() error {
 	a.closing = true
 	a.mu.Unlock()
 	a.stop()
+	if a.ext.OnClose != nil {
+		a.ext.OnClose()
+	}
 	a.wg.Wait()
 	if a.node != nil {
 		if err := a.node.Close(); err != nil {

@@ -32,6 +32,9 @@ type Extension struct {
 	Keep func(digest.Digest) bool
 	// Routes are extra admin handlers by ServeMux pattern, served behind the admin check.
 	Routes map[string]http.Handler
+	// OnClose runs when the agent closes, after its fetches are cancelled and before the store
+	// closes: the extension stops and waits for its background work there.
+	OnClose func()
 }
 
 // Extend installs ext. It must be called before Run or Serve.
@@ -56,9 +59,9 @@ func (a *Agent) Target(registry, repo string) (registryapi.Target, error) {
 	return registryapi.Target{Registry: reg, Repo: repo}, nil
 }
 
-// keep reports content GC must not evict: pinned, hosted, or everything on a node that keeps all.
+// keep reports content GC must not evict: pinned or hosted.
 func (a *Agent) keep(d digest.Digest) bool {
-	if a.cfg.KeepAll || a.store.Pinned(d) {
+	if a.store.Pinned(d) {
 		return true
 	}
 	return a.ext.Keep != nil && a.ext.Keep(d)
@@ -107,7 +110,8 @@ func (a *Agent) adminAllowed(r *http.Request) (ok bool, why string) {
 // requests that change content. Pulls stay open to the local runtimes.
 func isAdminRequest(r *http.Request) bool {
 	if strings.HasPrefix(r.URL.Path, "/shoal/v1/") {
-		return true
+		// The status page is read-only, like /metrics.
+		return !(r.URL.Path == "/shoal/v1/status" && (r.Method == http.MethodGet || r.Method == http.MethodHead))
 	}
 	if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
 		return r.Method != http.MethodGet && r.Method != http.MethodHead ||

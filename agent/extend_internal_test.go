@@ -46,6 +46,8 @@ func TestAdminAllowed(t *testing.T) {
 		{"GET", "/v2/a/b/blobs/uploads/123", true},
 		{"DELETE", "/v2/a/b/manifests/sha256:00", true},
 		{"GET", "/shoal/v1/pins", true},
+		{"GET", "/shoal/v1/status", false},
+		{"POST", "/shoal/v1/status", true},
 	} {
 		if got := isAdminRequest(httptest.NewRequest(tc.method, tc.path, nil)); got != tc.want {
 			t.Errorf("%s %s: admin = %v, want %v", tc.method, tc.path, got, tc.want)

@@ -144,9 +144,10 @@ func (a *Agent) resolveTag(ctx context.Context, t registryapi.Target, tag string
 			r.m, err = a.resolveAtOrigin(octx, t, tag, accept)
 			r.resolved = time.Now()
 		}
-		if err != nil && !errors.Is(err, errdefs.ErrDenied) && !errors.Is(err, errdefs.ErrTooLarge) && !errors.Is(err, errdefs.ErrDigestMismatch) {
-			// No origin, or it has no such tag, or it cannot be reached: a seed may host the
-			// repository (an image pushed into the cluster).
+		if err != nil && !errors.Is(err, errdefs.ErrTooLarge) && !errors.Is(err, errdefs.ErrDigestMismatch) {
+			// No origin, or it has no such tag (registries often answer an unknown repository
+			// with 401), or it cannot be reached: a seed may host the repository (an image
+			// pushed into the cluster). Without one, the origin's answer stands.
 			if hm, herr := a.resolveHosted(octx, t, tag, accept); herr == nil {
 				r, err = resolution{hm, time.Now()}, nil
 			}

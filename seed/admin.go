@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"sync"
 
@@ -56,6 +57,12 @@ func (ad *Admin) addPin(w http.ResponseWriter, r *http.Request) {
 
 // run decodes a preheat request and streams its progress.
 func (ad *Admin) run(w http.ResponseWriter, r *http.Request, pin bool) {
+	// A JSON body only: a web page cannot send one across origins without a preflight, so a
+	// browser on a node whose admin endpoints are open on loopback cannot be made to start work.
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeJSONError(w, http.StatusUnsupportedMediaType, "want Content-Type: application/json")
+		return
+	}
 	var req PreheatRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
 	dec.DisallowUnknownFields()

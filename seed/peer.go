@@ -13,7 +13,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
@@ -32,17 +31,17 @@ const (
 )
 
 type seedRequest struct {
-	// Op is "has" (do you hold this pin), "pin" (hold it too) or "unpin".
-	Op     string        `json:"op"`
-	Ref    string        `json:"ref,omitempty"`
-	Digest digest.Digest `json:"digest,omitempty"`
-	Pin    *store.Pin    `json:"pin,omitempty"`
+	// Op is "holding" (what do you hold of this pin), "pin" (hold it too) or "unpin".
+	Op string `json:"op"`
+	// Key is the pin's key (store.Pin.Key) for holding and unpin.
+	Key string     `json:"key,omitempty"`
+	Pin *store.Pin `json:"pin,omitempty"`
 }
 
 type seedResponse struct {
-	OK    bool   `json:"ok"`
-	Has   bool   `json:"has,omitempty"`
-	Error string `json:"error,omitempty"`
+	OK      bool    `json:"ok"`
+	Holding holding `json:"holding"`
+	Error   string  `json:"error,omitempty"`
 }
 
 // seedPeer serves and sends the seed protocol.
@@ -71,8 +70,8 @@ func (sp *seedPeer) handle(st network.Stream) {
 		return
 	}
 	switch req.Op {
-	case "has":
-		resp.Has = sp.pins.has(req.Ref, req.Digest)
+	case "holding":
+		resp.Holding = sp.pins.holding(req.Key)
 	case "pin":
 		if req.Pin == nil {
 			resp = seedResponse{Error: "no pin record"}
@@ -80,18 +79,14 @@ func (sp *seedPeer) handle(st network.Stream) {
 			resp = seedResponse{Error: err.Error()}
 		}
 	case "unpin":
-		r, err := ParseRef(req.Ref)
-		if err != nil {
-			resp = seedResponse{Error: err.Error()}
-			break
-		}
-		found, err := sp.pins.a.Store().DeletePin(r.String())
+		found, err := sp.pins.a.Store().DeletePin(req.Key)
 		if err != nil {
 			resp = seedResponse{Error: "recording failed"}
+			break
 		}
-		resp.Has = found
+		resp.Holding.Known = found
 		if found {
-			sp.log.Info("unpinned at another seed's request", "ref", r.String(), "from", st.Conn().RemotePeer())
+			sp.log.Info("unpinned at another seed's request", "pin", req.Key, "from", st.Conn().RemotePeer())
 		}
 	default:
 		resp = seedResponse{Error: fmt.Sprintf("unknown op %q", req.Op)}
@@ -127,9 +122,9 @@ func (sp *seedPeer) call(ctx context.Context, p peer.ID, req seedRequest) (seedR
 	return resp, nil
 }
 
-func (sp *seedPeer) has(ctx context.Context, p peer.ID, ref string, d digest.Digest) (bool, error) {
-	resp, err := sp.call(ctx, p, seedRequest{Op: "has", Ref: ref, Digest: d})
-	return resp.Has, err
+func (sp *seedPeer) holding(ctx context.Context, p peer.ID, key string) (holding, error) {
+	resp, err := sp.call(ctx, p, seedRequest{Op: "holding", Key: key})
+	return resp.Holding, err
 }
 
 func (sp *seedPeer) pin(ctx context.Context, p peer.ID, pin store.Pin) error {
@@ -137,8 +132,8 @@ func (sp *seedPeer) pin(ctx context.Context, p peer.ID, pin store.Pin) error {
 	return err
 }
 
-// broadcastUnpin asks every other live seed to drop the pin of ref, reporting whether any had it.
-func (sp *seedPeer) broadcastUnpin(ctx context.Context, ref string) bool {
+// broadcastUnpin asks every other live seed to drop the pin of key, reporting whether any had it.
+func (sp *seedPeer) broadcastUnpin(ctx context.Context, key string) bool {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	found := false
@@ -149,13 +144,13 @@ func (sp *seedPeer) broadcastUnpin(ctx context.Context, ref string) bool {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := sp.call(ctx, s, seedRequest{Op: "unpin", Ref: ref})
+			resp, err := sp.call(ctx, s, seedRequest{Op: "unpin", Key: key})
 			if err != nil {
-				sp.log.Warn("a seed did not drop the pin", "ref", ref, "seed", s, "err", err)
+				sp.log.Warn("a seed did not drop the pin", "pin", key, "seed", s, "err", err)
 				return
 			}
 			mu.Lock()
-			found = found || resp.Has
+			found = found || resp.Holding.Known
 			mu.Unlock()
 		}()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,12 @@ func Preheat(ctx context.Context, a *agent.Agent, req PreheatRequest, report fun
 	if err != nil {
 		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
+	return fetchImage(ctx, a, t, ref, platforms, req, report)
+}
+
+// fetchImage is Preheat of a parsed reference at a chosen target (a nil Registry: the cluster
+// only, as for a pushed image).
+func fetchImage(ctx context.Context, a *agent.Agent, t registryapi.Target, ref Ref, platforms []v1.Platform, req PreheatRequest, report func(Progress)) (store.Pin, error) {
 	w := &walk{ctx: ctx, a: a, t: t, platforms: platforms, seen: map[digest.Digest]bool{}}
 	root, err := a.GetManifest(ctx, t, ref.Reference(), manifestAccept)
 	if err != nil {
@@ -173,20 +180,21 @@ type walk struct {
 	blobs     []v1.Descriptor
 }
 
-func (w *walk) add(d digest.Digest) bool {
+// add records d, reporting whether it is new; past maxImageObjects the walk fails.
+func (w *walk) add(d digest.Digest) (bool, error) {
 	if w.seen[d] {
-		return false
+		return false, nil
 	}
 	if len(w.seen) >= maxImageObjects {
-		return false
+		return false, fmt.Errorf("the image names more than %d objects: %w", maxImageObjects, errdefs.ErrTooLarge)
 	}
 	w.seen[d] = true
-	return true
+	return true, nil
 }
 
 func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
-	if !w.add(m.Digest) {
-		return nil
+	if fresh, err := w.add(m.Digest); !fresh || err != nil {
+		return err
 	}
 	w.manifests = append(w.manifests, m.Digest)
 	var probe struct {
@@ -206,8 +214,9 @@ func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
 		}
 		matched := 0
 		for _, c := range idx.Manifests {
-			if !w.wants(c.Platform) {
-				continue
+			nested := c.MediaType.IsIndex()
+			if !nested && !w.wants(c.Platform) {
+				continue // a nested index has no platform of its own: its entries are selected
 			}
 			matched++
 			d, err := digest.Parse(c.Digest.String())
@@ -227,11 +236,19 @@ func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
 		}
 		return nil
 	}
-	var im v1.Manifest
+	// An image manifest (config and layers) or an artifact manifest (blobs, no config).
+	var im struct {
+		v1.Manifest
+		Blobs []v1.Descriptor `json:"blobs"`
+	}
 	if err := json.Unmarshal(m.Body, &im); err != nil {
 		return fmt.Errorf("manifest %s: %v: %w", m.Digest, err, errdefs.ErrInvalid)
 	}
-	for _, desc := range append([]v1.Descriptor{im.Config}, im.Layers...) {
+	descs := append(slices.Clone(im.Layers), im.Blobs...)
+	if im.Config.Digest.Hex != "" {
+		descs = append([]v1.Descriptor{im.Config}, descs...)
+	}
+	for _, desc := range descs {
 		if len(desc.URLs) > 0 {
 			continue // a foreign layer: the runtime gets it from its URLs, not from a registry
 		}
@@ -239,7 +256,11 @@ func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
 		if err != nil || desc.Size < 0 {
 			return fmt.Errorf("manifest %s names %q: %w", m.Digest, desc.Digest, errdefs.ErrInvalid)
 		}
-		if w.add(d) {
+		fresh, err := w.add(d)
+		if err != nil {
+			return err
+		}
+		if fresh {
 			w.blobs = append(w.blobs, desc)
 		}
 	}

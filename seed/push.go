@@ -6,7 +6,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/seed/hosted"
 )
@@ -34,45 +33,38 @@ func (p *pinningPusher) PutManifest(ctx context.Context, repo string, tags []str
 	// The pushed content is kept by the hosted index already; the pin is for replication, and is
 	// recorded in the background so that a push is not slowed by it.
 	for _, tag := range tags {
-		p.s.wg.Add(1)
-		go func() {
-			defer p.s.wg.Done()
-			p.s.pinPushed(repo, tag, m.Digest)
-		}()
+		p.s.pins.spawn(func() { p.s.pinPushed(repo, tag, m.Digest) })
 	}
 	return nil
 }
 
-// pinPushed records the pin of a pushed tag, unless the tag has moved on meanwhile.
+// pinPushed records the pin of a pushed tag, created at the push: a replica's or an older push's
+// pin does not replace a newer one.
 func (s *Seed) pinPushed(repo, tag string, d digest.Digest) {
-	ctx, cancel := context.WithTimeout(s.lifetime, pinTimeout)
+	ctx, cancel := context.WithTimeout(s.pins.ctx, pinTimeout)
 	defer cancel()
-	ref := Ref{Repo: repo, Tag: tag}
-	pin, err := walkStored(ctx, s, Ref{Repo: repo, Digest: d})
+	cur, _, pushed, ok := s.hosted.ResolveTag(repo, tag)
+	if !ok || cur != d {
+		return // pushed over or deleted meanwhile; that push records its own pin
+	}
+	// Every platform, from the store: a pushed image is all here.
+	all := PreheatRequest{AllPlatforms: true}
+	pin, err := fetchImage(ctx, s.a, registryapi.Target{Repo: repo}, Ref{Repo: repo, Digest: d}, nil, all, func(Progress) {})
 	if err != nil {
-		s.log.Warn("recording the pin of a pushed tag failed", "ref", ref.String(), "digest", d, "err", err)
+		s.log.Warn("recording the pin of a pushed tag failed", "repo", repo, "tag", tag, "digest", d, "err", err)
 		return
 	}
-	if cur, _, _, ok := s.hosted.ResolveTag(repo, tag); !ok || cur != d {
-		return // pushed over or deleted meanwhile
+	pin.Hosted, pin.Ref, pin.Tag, pin.Replicas, pin.Created = true, repo+":"+tag, tag, s.pins.replicas, pushed
+	if _, err := s.a.Store().PutPin(pin); err != nil {
+		s.log.Error("recording the pin of a pushed tag failed", "repo", repo, "tag", tag, "err", err)
 	}
-	pin.Ref, pin.Tag, pin.Replicas = ref.String(), tag, s.pins.replicas
-	if err := s.a.Store().PutPin(pin); err != nil {
-		s.log.Error("recording the pin of a pushed tag failed", "ref", ref.String(), "err", err)
-	}
-}
-
-// walkStored builds the pin record of an image whose content is all in the store (pushed): every
-// platform, no fetching beyond the store.
-func walkStored(ctx context.Context, s *Seed, ref Ref) (store.Pin, error) {
-	return Preheat(ctx, s.a, PreheatRequest{Ref: ref.String(), AllPlatforms: true}, func(Progress) {})
 }
 
 func (p *pinningPusher) DeleteTag(ctx context.Context, repo, tag string) error {
 	if err := p.Registry.DeleteTag(ctx, repo, tag); err != nil {
 		return err
 	}
-	_, err := p.s.pins.Remove(ctx, Ref{Repo: repo, Tag: tag}.String())
+	_, err := p.s.pins.Remove(ctx, repo+":"+tag)
 	return err
 }
 
@@ -85,7 +77,7 @@ func (p *pinningPusher) DeleteManifest(ctx context.Context, repo string, d diges
 		return nil
 	}
 	for _, pin := range pins {
-		if pin.Registry == "" && pin.Repo == repo && pin.Digest == d {
+		if pin.Hosted && pin.Repo == repo && pin.Digest == d {
 			_, _ = p.s.pins.Remove(ctx, pin.Ref)
 		}
 	}

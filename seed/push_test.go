@@ -15,7 +15,9 @@ import (
 )
 
 // An image pushed to a seed with no origin is pinned, replicated to a second seed, and pulled by
-// tag through an agent with no origin; the tag survives the seed it was pushed to.
+// tag through an agent with no origin; the tag survives the seed it was pushed to. The
+// repository's first component looks like a registry host, as in a mirror's layout: hosted
+// names are names, never parsed for a registry.
 func TestPushedImageWithoutOrigin(t *testing.T) {
 	cfg := func(boot []string) seed.Config {
 		c := seed.Config{Agent: agentConfig(t, nil, boot), RepairInterval: 200 * time.Millisecond, Replicas: 2}
@@ -30,7 +32,7 @@ func TestPushedImageWithoutOrigin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.ParseReference(s1.host+"/site/app:v1", name.Insecure)
+	ref, err := name.ParseReference(s1.host+"/mirror.example/site/app:v1", name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +44,7 @@ func TestPushedImageWithoutOrigin(t *testing.T) {
 	waitFor(t, "the pushed tag to be pinned on both seeds", func() bool {
 		for _, s := range []*node{s1, s2} {
 			pins, err := seed.NewClient(s.host, "").Pins(ctx)
-			if err != nil || len(pins) != 1 || pins[0].Ref != "site/app:v1" || pins[0].Digest.String() != d.String() {
+			if err != nil || len(pins) != 1 || pins[0].Ref != "mirror.example/site/app:v1" || !pins[0].Hosted || pins[0].Digest.String() != d.String() {
 				return false
 			}
 		}
@@ -60,7 +62,7 @@ func TestPushedImageWithoutOrigin(t *testing.T) {
 			}
 		}
 	}
-	check(pullImage(t, a.host+"/site/app:v1"))
+	check(pullImage(t, a.host+"/mirror.example/site/app:v1"))
 
 	// The seed that took the push goes away: the replica answers for the tag.
 	stopped := time.Now()
@@ -68,5 +70,52 @@ func TestPushedImageWithoutOrigin(t *testing.T) {
 	t.Logf("the first seed stopped in %s", time.Since(stopped))
 	b := startAgent(t, agentConfig(t, nil, s2.Node().Addrs()))
 	waitFor(t, "the agent to find the remaining seed", func() bool { return len(b.Node().Seeds(ctx)) == 1 })
-	check(pullImage(t, b.host+"/site/app:v1"))
+	check(pullImage(t, b.host+"/mirror.example/site/app:v1"))
+	// The surviving seed serves the replica on its own /v2 too.
+	check(pullImage(t, s2.host+"/mirror.example/site/app:v1"))
+}
+
+// A tag pushed again names the new image everywhere: replication never brings the old one back.
+func TestRepushedTagWins(t *testing.T) {
+	cfg := func(boot []string) seed.Config {
+		return seed.Config{Agent: agentConfig(t, nil, boot), RepairInterval: 100 * time.Millisecond, Replicas: 2}
+	}
+	s1 := startSeed(t, cfg(nil))
+	s2 := startSeed(t, cfg(s1.Node().Addrs()))
+	for _, s := range []*node{s1, s2} {
+		waitFor(t, "the seeds to see each other", func() bool { return len(s.Node().Seeds(context.Background())) == 2 })
+	}
+	ctx := context.Background()
+	pinnedEverywhere := func(d string) bool {
+		for _, s := range []*node{s1, s2} {
+			pins, err := seed.NewClient(s.host, "").Pins(ctx)
+			if err != nil || len(pins) != 1 || pins[0].Digest.String() != d {
+				return false
+			}
+		}
+		return true
+	}
+	ref, _ := name.ParseReference(s1.host+"/site/app:v1", name.Insecure)
+	var last string
+	for i := range 2 {
+		img, err := devregistry.Image([]int64{1000 + int64(i)}, false, "linux/amd64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := img.Digest()
+		last = d.String()
+		waitFor(t, "push "+last+" to be pinned on both seeds", func() bool { return pinnedEverywhere(last) })
+	}
+	time.Sleep(time.Second) // ten repair rounds
+	if !pinnedEverywhere(last) {
+		t.Fatal("a repair round brought the tag's old image back")
+	}
+	a := startAgent(t, agentConfig(t, nil, s2.Node().Addrs()))
+	waitFor(t, "the agent to find the seeds", func() bool { return len(a.Node().Seeds(ctx)) == 2 })
+	if got := pullIndexDigest(t, a.host+"/site/app:v1"); got != last {
+		t.Fatalf("the agent resolved the tag to %s, want the last push %s", got, last)
+	}
 }

@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/seed/hosted"
 )
@@ -44,13 +44,11 @@ type Seed struct {
 	admin  *Admin
 	peer   *seedPeer
 	hosted *hosted.Registry
-	// lifetime bounds background work (recording pins of pushed tags); set by serve.
-	lifetime context.Context
-	wg       sync.WaitGroup
 }
 
-// New builds a seed: an agent whose content is all kept (pinned), advertised as a seed so that
-// the cluster's nodes pick it as the coordinator of origin fetches, with the admin endpoints.
+// New builds a seed: an agent advertised as a seed, so that the cluster's nodes pick it as the
+// coordinator of origin fetches, which pins what it preheats and what is pushed to it, with the
+// admin endpoints and the push API.
 func New(cfg Config) (*Seed, error) {
 	if cfg.Agent.P2P == nil {
 		return nil, errors.New("seed: a seed needs peer-to-peer on")
@@ -61,7 +59,6 @@ func New(cfg Config) (*Seed, error) {
 	p2pCfg := *cfg.Agent.P2P
 	p2pCfg.Seed = true
 	cfg.Agent.P2P = &p2pCfg
-	cfg.Agent.KeepAll = true
 	a, err := agent.New(cfg.Agent)
 	if err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
@@ -72,7 +69,6 @@ func New(cfg Config) (*Seed, error) {
 	s.peer = newSeedPeer(a.Node(), s.pins, log)
 	s.pins.peer = s.peer
 	s.admin = &Admin{a: a, pins: s.pins, pinOnPreheat: true}
-	s.lifetime = context.Background()
 	opts := []hosted.Option{hosted.WithLogger(a.Logger().With("component", "hosted")), hosted.WithFallback(a),
 		hosted.WithCommitHook(a.Announce), hosted.WithDeletes(!cfg.NoDeletes)}
 	if cfg.UploadTimeout > 0 {
@@ -89,20 +85,23 @@ func New(cfg Config) (*Seed, error) {
 		HostedTags:      s.hostedTag,
 		Keep:            s.hosted.Referenced,
 		Routes:          s.admin.Routes(),
+		OnClose: func() {
+			// Before the agent closes its store: no new replicas, and background work done.
+			s.peer.close()
+			s.pins.close()
+		},
 	})
 	return s, nil
 }
 
-// hostedTag answers peers resolving a pushed tag: from the hosted repositories, else from a pin
-// of a pushed image this seed holds as a replica.
+// hostedTag answers peers resolving a pushed tag: the newer of this seed's own push and a pin of
+// a pushed image it holds as a replica.
 func (s *Seed) hostedTag(repo, tag string) (digest.Digest, string, time.Time, bool) {
-	if d, mt, at, ok := s.hosted.ResolveTag(repo, tag); ok {
-		return d, mt, at, true
-	}
-	if pin, ok := s.a.Store().Pin(Ref{Repo: repo, Tag: tag}.String()); ok && pin.Registry == "" && pin.MediaType != "" {
+	d, mt, at, ok := s.hosted.ResolveTag(repo, tag)
+	if pin, pinned := s.a.Store().Pin(store.PinKey(true, repo+":"+tag)); pinned && pin.MediaType != "" && (!ok || pin.Created.After(at)) {
 		return pin.Digest, pin.MediaType, pin.Created, true
 	}
-	return "", "", time.Time{}, false
+	return d, mt, at, ok
 }
 
 // Agent returns the seed's agent.
@@ -125,7 +124,6 @@ func (s *Seed) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Seed) serve(ctx context.Context, run func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.lifetime = ctx
 	done := make(chan struct{}, 2)
 	go func() { defer func() { done <- struct{}{} }(); s.pins.run(ctx) }()
 	go func() { defer func() { done <- struct{}{} }(); _ = s.hosted.Run(ctx) }()
@@ -133,8 +131,6 @@ func (s *Seed) serve(ctx context.Context, run func(context.Context) error) error
 	cancel()
 	<-done
 	<-done
-	s.wg.Wait()
-	s.peer.close()
 	if cerr := s.hosted.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("seed: %w", cerr)
 	}

@@ -11,8 +11,11 @@ import (
 
 var bucketPins = []byte("pins")
 
-// Pin keeps an image's content from garbage collection. It is recorded under its Ref.
+// Pin keeps an image's content from garbage collection. It is recorded under its Key.
 type Pin struct {
+	// Hosted marks an image pushed to a seed: Repo and Tag name it in the hosted repositories,
+	// which have no registry, and Ref is repo:tag.
+	Hosted bool `json:"hosted,omitempty"`
 	// Ref is the image reference as pinned, normalised: registry/repo:tag or registry/repo@digest;
 	// a hosted (pushed) image has no registry part.
 	Ref      string `json:"ref"`
@@ -34,30 +37,56 @@ type Pin struct {
 	Platforms    []string `json:"platforms,omitempty"`
 	AllPlatforms bool     `json:"allPlatforms,omitempty"`
 	// Replicas is how many seeds should hold the image (0 or 1: this node only).
-	Replicas int       `json:"replicas,omitempty"`
-	Created  time.Time `json:"created"`
+	Replicas int `json:"replicas,omitempty"`
+	// Created is when the pin's content was chosen: the push of a hosted tag, or the preheat
+	// that resolved the reference. Replicas carry it unchanged, so the newest choice wins.
+	Created time.Time `json:"created"`
 }
 
-// PutPin records p, replacing a pin of the same Ref. It is durable when PutPin returns.
-func (s *Store) PutPin(p Pin) error {
+// Key is what the pin is recorded under: hosted and upstream images never share a key.
+func (p Pin) Key() string { return PinKey(p.Hosted, p.Ref) }
+
+// PinKey is the key of the pin of ref.
+func PinKey(hosted bool, ref string) string {
+	if hosted {
+		return "hosted:" + ref
+	}
+	return ref
+}
+
+// PutPin records p unless a pin of the same key was created later (a newer push or preheat of
+// the same reference), reporting whether it did. It is durable when PutPin returns.
+func (s *Store) PutPin(p Pin) (bool, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPins).Put([]byte(p.Ref), b) }); err != nil {
-		return fmt.Errorf("store: recording pin: %w", err)
+	put := false
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketPins)
+		if v := bk.Get([]byte(p.Key())); v != nil {
+			var cur Pin
+			if json.Unmarshal(v, &cur) == nil && cur.Created.After(p.Created) {
+				return nil
+			}
+		}
+		put = true
+		return bk.Put([]byte(p.Key()), b)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: recording pin: %w", err)
 	}
 	s.pinsChanged()
-	return nil
+	return put, nil
 }
 
-// DeletePin removes the pin of ref, reporting whether there was one.
-func (s *Store) DeletePin(ref string) (bool, error) {
+// DeletePin removes the pin of key, reporting whether there was one.
+func (s *Store) DeletePin(key string) (bool, error) {
 	var found bool
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPins)
-		found = b.Get([]byte(ref)) != nil
-		return b.Delete([]byte(ref))
+		found = b.Get([]byte(key)) != nil
+		return b.Delete([]byte(key))
 	})
 	if err != nil {
 		return false, fmt.Errorf("store: removing pin: %w", err)
@@ -66,7 +95,7 @@ func (s *Store) DeletePin(ref string) (bool, error) {
 	return found, nil
 }
 
-// Pins returns every pin, ordered by Ref.
+// Pins returns every pin, ordered by key.
 func (s *Store) Pins() ([]Pin, error) {
 	var out []Pin
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -82,12 +111,12 @@ func (s *Store) Pins() ([]Pin, error) {
 	return out, err
 }
 
-// Pin returns the pin of ref.
-func (s *Store) Pin(ref string) (Pin, bool) {
+// Pin returns the pin recorded under key.
+func (s *Store) Pin(key string) (Pin, bool) {
 	var p Pin
 	var ok bool
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketPins).Get([]byte(ref)); v != nil {
+		if v := tx.Bucket(bucketPins).Get([]byte(key)); v != nil {
 			ok = json.Unmarshal(v, &p) == nil
 		}
 		return nil

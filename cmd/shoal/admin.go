@@ -127,9 +127,13 @@ func pinCommand() *cli.Command {
 						return fmt.Errorf("listing pins: %w", err)
 					}
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "REF\tDIGEST\tSIZE\tOBJECTS\tREPLICAS\tPINNED")
+					fmt.Fprintln(tw, "REF\tKIND\tDIGEST\tSIZE\tOBJECTS\tREPLICAS\tCREATED")
 					for _, p := range pins {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", p.Ref, p.Digest, humanize.Bytes(uint64(p.Bytes)),
+						kind := "upstream"
+						if p.Hosted {
+							kind = "pushed"
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", p.Ref, kind, p.Digest, humanize.Bytes(uint64(p.Bytes)),
 							len(p.Digests), max(p.Replicas, 1), p.Created.Local().Format(time.DateTime))
 					}
 					return tw.Flush()

@@ -26,7 +26,7 @@ func seedFlags() []cli.Flag {
 func seedCommand() *cli.Command {
 	return &cli.Command{
 		Name: "seed",
-		Usage: "run a seed: an agent that pins what it holds, fetches from the origin for the cluster, " +
+		Usage: "run a seed: an agent that pins what it preheats and what is pushed to it, fetches from the origin for the cluster, " +
 			"keeps serving when the origin is down, and accepts pushes",
 		Flags: seedFlags(),
 		Action: func(c *cli.Context) error {

@@ -22,9 +22,10 @@ import (
 const mediaTypeIndex = "application/vnd.oci.image.index.v1+json"
 
 // delegate returns the Backend for a repository that is not hosted: the fallback, when there is
-// one and the request names an upstream; nil otherwise.
-func (r *Registry) delegate(t registryapi.Target) registryapi.Backend {
-	if r.fallback == nil || t.Registry == nil {
+// one (the agent: its upstream, or with none the cluster, where other seeds' pushed images
+// are); nil otherwise.
+func (r *Registry) delegate(registryapi.Target) registryapi.Backend {
+	if r.fallback == nil {
 		return nil
 	}
 	return r.fallback
