@@ -231,7 +231,7 @@ func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
 				return err
 			}
 		}
-		if matched == 0 {
+		if matched == 0 && w.platforms != nil {
 			return fmt.Errorf("index %s has no manifest for %s: %w", m.Digest, platformList(w.platforms), errdefs.ErrNotFound)
 		}
 		return nil

@@ -21,14 +21,23 @@ import (
 
 const mediaTypeIndex = "application/vnd.oci.image.index.v1+json"
 
-// delegate returns the Backend for a repository that is not hosted: the fallback, when there is
-// one (the agent: its upstream, or with none the cluster, where other seeds' pushed images
-// are); nil otherwise.
+// delegate returns the Backend for content of a repository that is not hosted: the fallback,
+// when there is one (the agent: its upstream, or with none the cluster, where other seeds'
+// pushed images are); nil otherwise.
 func (r *Registry) delegate(registryapi.Target) registryapi.Backend {
 	if r.fallback == nil {
 		return nil
 	}
 	return r.fallback
+}
+
+// delegateListing is delegate for tag lists and referrers, which the fallback passes through to
+// its upstream: with none, this registry answers them itself.
+func (r *Registry) delegateListing(t registryapi.Target) registryapi.Backend {
+	if t.Registry == nil {
+		return nil
+	}
+	return r.delegate(t)
 }
 
 // lookupBlob reports whether repo is hosted and whether it holds d.
@@ -141,7 +150,7 @@ const maxTagsPage = 10000
 // more than maxTagsPage), with a Link to the next page when there is one; or asks the fallback.
 func (r *Registry) Tags(ctx context.Context, t registryapi.Target, n int, last string) (*origin.Passthrough, error) {
 	if !r.isHostedRepo(t.Repo) {
-		if b := r.delegate(t); b != nil {
+		if b := r.delegateListing(t); b != nil {
 			return b.Tags(ctx, t, n, last)
 		}
 	}
@@ -214,7 +223,7 @@ func (r *Registry) Referrers(ctx context.Context, t registryapi.Target, d digest
 		return nil
 	})
 	if !hosted {
-		if b := r.delegate(t); b != nil {
+		if b := r.delegateListing(t); b != nil {
 			return b.Referrers(ctx, t, d, artifactType)
 		}
 		// Nothing refers to d here: the spec's answer is an empty list, not an error.
