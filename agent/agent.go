@@ -230,6 +230,16 @@ func (a *Agent) Handler() http.Handler {
 				return
 			}
 		}
+		if a.cfg.AdminToken != "" && (r.URL.Path == "/v2" || r.URL.Path == "/v2/") {
+			// The version check is where registry clients (skopeo, podman, docker) learn that
+			// a registry takes credentials; without a challenge there they never send them, and
+			// a push fails. A client without credentials goes on anonymously, and pulls stay
+			// open to it.
+			if ok, _ := a.adminAllowed(r); !ok {
+				denyAdmin(w, r, "send the admin token to push; pulls need none", true)
+				return
+			}
+		}
 		// /v2 goes straight to the registry handler: ServeMux would clean or redirect paths
 		// such as /v2/a/../b, and every /v2 answer must be an OCI one.
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {

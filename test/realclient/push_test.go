@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/shoal-oci/shoal/test/testutil"
 )
 
-// TestPushWithoutOrigin: crane pushes an image and oras pushes a non-image artifact to a
+// TestPushWithoutOrigin: crane pushes an image, skopeo copies it, and oras pushes a non-image artifact to a
 // `shoal seed --registry none` (with an admin token, as a seed beyond loopback would need);
 // a `shoal agent --registry none` that joins the seed serves both byte for byte, to crane's
 // library and to oras.
@@ -54,6 +55,22 @@ func TestPushWithoutOrigin(t *testing.T) {
 		t.Fatalf("crane push: %v\n%s", err, out)
 	}
 
+	// skopeo copies the same archive under another name.
+	skopeo := testutil.RequireProgram(t, "skopeo")
+	if out, err := testutil.RunEnv(ctx, env, skopeo, "copy", "--dest-tls-verify=false", "--dest-creds", "shoal:push-s3cret",
+		"docker-archive:"+imgTar, "docker://"+sd.Addr+"/site/copied:v1"); err != nil {
+		t.Fatalf("skopeo copy: %v\n%s", err, out)
+	}
+
+	// Pulls from the seed need no credentials, though its version check asks for them.
+	anon := []string{"HOME=" + t.TempDir(), "DOCKER_CONFIG=" + t.TempDir()}
+	if out, err := testutil.RunEnv(ctx, anon, skopeo, "inspect", "--tls-verify=false", "docker://"+sd.Addr+"/site/app:v1"); err != nil {
+		t.Errorf("anonymous skopeo inspect at the seed: %v\n%s", err, out)
+	}
+	if out, err := testutil.RunEnv(ctx, anon, crane, "digest", "--insecure", sd.Addr+"/site/app:v1"); err != nil {
+		t.Errorf("anonymous crane digest at the seed: %v\n%s", err, out)
+	}
+
 	// The artifact: a file with an artifact type, no image config.
 	artifact := make([]byte, 300<<10)
 	_, _ = rand.Read(artifact)
@@ -69,20 +86,28 @@ func TestPushWithoutOrigin(t *testing.T) {
 	agent := testutil.StartAgent(t, bin, []string{"none"}, "--p2p-listen", p2pAddr(t), "--bootstrap", seedP2P)
 	waitUntil(ctx, t, "the agent to join the seed", func() bool { return len(status(ctx, t, agent).ConnectedPeers) > 0 })
 
-	// The image by tag through the agent, layer by layer.
-	ref, _ := name.ParseReference(agent.Addr+"/site/app:v1", name.Insecure)
-	var pulled map[string][]byte
-	waitUntil(ctx, t, "the agent to resolve the pushed tag at the seed", func() bool {
-		got, err := remote.Image(ref, remote.WithContext(ctx))
-		if err != nil {
-			return false
-		}
-		pulled = testutil.LayerBytes(t, got)
-		return true
-	})
-	for d, b := range testutil.LayerBytes(t, img) {
-		if !bytes.Equal(pulled[d], b) {
-			t.Errorf("layer %s pulled through the agent differs from the pushed one", d)
+	// The images by tag through the agent, layer by layer: crane's as built, skopeo's as the
+	// seed holds it (skopeo recompresses what it copies).
+	seedRef, _ := name.ParseReference(sd.Addr+"/site/copied:v1", name.Insecure)
+	copied, err := remote.Image(seedRef, remote.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("reading skopeo's copy from the seed: %v", err)
+	}
+	for repo, want := range map[string]v1.Image{"site/app:v1": img, "site/copied:v1": copied} {
+		ref, _ := name.ParseReference(agent.Addr+"/"+repo, name.Insecure)
+		var pulled map[string][]byte
+		waitUntil(ctx, t, "the agent to resolve the pushed tag at the seed", func() bool {
+			got, err := remote.Image(ref, remote.WithContext(ctx))
+			if err != nil {
+				return false
+			}
+			pulled = testutil.LayerBytes(t, got)
+			return true
+		})
+		for d, b := range testutil.LayerBytes(t, want) {
+			if !bytes.Equal(pulled[d], b) {
+				t.Errorf("%s: layer %s pulled through the agent differs from the pushed one", repo, d)
+			}
 		}
 	}
 
