@@ -105,6 +105,8 @@ type Agent struct {
 	gcKick chan struct{} // a commit asks for a GC pass without waiting for the tick
 
 	ext Extension
+	// started is when New returned, for the grace given to a node that has not joined yet.
+	started time.Time
 	// exposed is set when the agent listens beyond loopback: admin endpoints then need a token.
 	exposed bool
 
@@ -173,6 +175,7 @@ func New(cfg Config) (*Agent, error) {
 		download:   throttle.New(cfg.MaxDownloadRate),
 	}
 	a.lifetime, a.stop = context.WithCancel(context.Background())
+	a.started = time.Now()
 	a.sources = []Source{originSource{a: a, c: oc}}
 	a.originOnly = a.sources
 	if cfg.P2P != nil {

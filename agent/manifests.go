@@ -222,8 +222,13 @@ func (a *Agent) resolveAtCoordinator(ctx context.Context, t registryapi.Target, 
 	return resolution{m, resolved}, nil
 }
 
-// hostedTimeout bounds asking the seeds what a hosted tag names.
-const hostedTimeout = 3 * time.Second
+const (
+	// hostedTimeout bounds asking the seeds what a hosted tag names.
+	hostedTimeout = 3 * time.Second
+	// joinGrace is how long after starting a node that knows no seed waits for one (up to
+	// hostedTimeout per tag) before it answers that no seed hosts a tag.
+	joinGrace = 10 * time.Second
+)
 
 // resolveHosted asks this node and the cluster's seeds what a tag of a hosted (pushed)
 // repository names, takes the newest push, and gets that manifest by digest, verified.
@@ -254,8 +259,18 @@ func (a *Agent) resolveHosted(ctx context.Context, t registryapi.Target, tag str
 	if a.node != nil {
 		hctx, cancel := context.WithTimeout(ctx, hostedTimeout)
 		defer cancel()
+		seeds := a.node.Seeds(hctx)
+		// A node that has only just started may not have joined, or found the seeds, yet: give
+		// it the time that takes rather than answer "unknown" to the first pull after a start.
+		for len(seeds) == 0 && time.Since(a.started) < joinGrace && hctx.Err() == nil {
+			select {
+			case <-hctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+			seeds = a.node.Seeds(hctx)
+		}
 		var wg sync.WaitGroup
-		for _, p := range a.node.Seeds(hctx) {
+		for _, p := range seeds {
 			if p == a.node.ID() {
 				continue
 			}

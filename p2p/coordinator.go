@@ -28,7 +28,7 @@ func (n *Node) Coordinator(ctx context.Context, d digest.Digest) (p peer.ID, sel
 // are the nodes meant to face the origin (they pin what they fetch and keep serving it when the
 // origin is down), and every node that sees the same seeds picks the same one.
 func (n *Node) CoordinatorFor(ctx context.Context, key string) (p peer.ID, self bool, err error) {
-	if seeds := n.Seeds(ctx); len(seeds) > 0 {
+	if seeds := n.KnownSeeds(); len(seeds) > 0 {
 		best := seeds[0]
 		for _, q := range seeds[1:] {
 			if kb.Closer(q, best, key) {

@@ -75,6 +75,7 @@ func (n *Node) Run(ctx context.Context) error {
 				needProvider = false
 				started = time.Now()
 				n.log.Debug("reprovider started", "digests", n.providedCount())
+				n.KnownSeeds() // look the seeds up now, before the first fetch needs them
 			}
 		}
 		// Poll fast while the reprovider waits for the first peer (a seed waiting to be joined), slowly

@@ -23,7 +23,7 @@ func TestSeedsCoordinate(t *testing.T) {
 	want := []peer.ID{seeds[0].ID(), seeds[1].ID()}
 	slices.Sort(want)
 	ctx := context.Background()
-	for _, n := range nodes {
+	for _, n := range append(slices.Clone(nodes), seeds...) {
 		waitFor(t, 10*time.Second, "node finds both seeds", func() bool {
 			n.seeds.mu.Lock()
 			n.seeds.expires = time.Time{}
