@@ -322,7 +322,9 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 			return a.finish(f, "partial", nil) // every chunk was there (a crash before commit)
 		}
 	}
-	for _, src := range sources {
+	resumes := 0
+	for i := 0; i < len(sources); i++ {
+		src := sources[i]
 		off, size := int64(0), int64(-1)
 		if w != nil {
 			off, size = w.Written(), f.size
@@ -370,9 +372,19 @@ func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Sourc
 		}
 		log.Warn("source failed mid-blob", "source", src.Name(), "offset", w.Written(), "err", err)
 		lastErr = err
+		if i == len(sources)-1 && w.Written() > off && resumes < maxResumes {
+			// The last source (the origin) broke off after sending bytes, as a connection cut
+			// mid-body does: ask it again for the rest rather than fail every client.
+			resumes++
+			i--
+		}
 	}
 	return lastErr
 }
+
+// maxResumes bounds how often a fetch asks its last source again for the rest of a blob after a
+// stream that broke off having made progress.
+const maxResumes = 3
 
 // fill copies a source's stream into the fetch's file from the current offset, making bytes
 // visible to clients as they land. It returns nil at the stream's end.
