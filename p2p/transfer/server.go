@@ -12,7 +12,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
@@ -137,15 +136,13 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	}
 	switch req.Op {
 	case opGet:
-		var sent bool // the whole chunk went out (for the spreader's record)
 		if req.Spread {
-			from := st.Conn().RemotePeer()
-			if !s.spread.admit(req.Digest, req.Offset, req.Length, from) {
+			if !s.spread.admit(req.Digest, req.Offset, req.Length) {
 				status := statusBusy
 				_ = writeFrame(st, response{Status: status, Error: "chunk being sent to other peers; take it from them"})
 				return status, 0, nil
 			}
-			defer func() { s.spread.release(req.Digest, req.Offset, req.Length, from, sent) }()
+			defer s.spread.release(req.Digest, req.Offset, req.Length)
 		}
 		b, err := s.content.OpenContent(req.Digest)
 		if err != nil {
@@ -178,7 +175,6 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err == nil && written != n {
 			err = io.ErrUnexpectedEOF
 		}
-		sent = err == nil
 		return statusOK, written, err
 	case opMap:
 		if err := validChunkSize(req.Digest.Algorithm(), req.ChunkSize); err != nil {
@@ -299,17 +295,11 @@ func (s *Server) mapAtLeast(req *request) (*chunks.Map, *chunks.Set, error) {
 
 // Super-seeding: a provider sends one chunk to at most spreadFanout swarm requesters at a time
 // and declines further swarm requests for it meanwhile (busy); they take it from the peers that
-// are receiving it, once those hold it, or ask again shortly. Once a chunk has gone out whole, it
-// is declined to other peers for spreadCooldown too: its receiver verifies it and offers it
-// within moments, so the others take it there. A node that alone holds new chunks (the
-// coordinator fetching from the origin, a seed holding a preheated image) then spends its uplink
-// on distinct chunks instead of sending each one to every node, and a chunk spreads through the
-// swarm as a tree. All swarm requests together are capped by the server's upload slots.
+// are receiving it, once those hold it, or ask again shortly. A node that alone holds new chunks
+// (the coordinator fetching from the origin) then spends its uplink on distinct chunks instead of
+// sending each one to every node, and a chunk spreads through the swarm as a tree. All swarm
+// requests together are capped by the server's upload slots.
 const spreadFanout = 1
-
-// spreadCooldown is how long a chunk that went out whole is declined to other swarm requesters.
-// The peer it went to may ask for it again at once (it lost it).
-const spreadCooldown = 2 * time.Second
 
 // spreadMinRate and spreadGrace bound how long a swarm chunk may hold an upload slot.
 const (
@@ -317,17 +307,9 @@ const (
 	spreadGrace   = 10 * time.Second
 )
 
-// maxSentRecords bounds the spreader's record of chunks sent; past it, expired records go.
-const maxSentRecords = 4096
-
 type spreadKey struct {
 	d        digest.Digest
 	off, len int64
-}
-
-type sentRecord struct {
-	to peer.ID
-	at time.Time
 }
 
 type spreader struct {
@@ -335,22 +317,17 @@ type spreader struct {
 	slots   int
 	total   int
 	sending map[spreadKey]int
-	sent    map[spreadKey]sentRecord
 }
 
-// admit reserves one of a chunk's sending slots for peer from; release returns it.
-func (s *spreader) admit(d digest.Digest, off, n int64, from peer.ID) bool {
+// admit reserves one of a chunk's sending slots; release returns it.
+func (s *spreader) admit(d digest.Digest, off, n int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sending == nil {
 		s.sending = map[spreadKey]int{}
-		s.sent = map[spreadKey]sentRecord{}
 	}
 	k := spreadKey{d, off, n}
 	if s.sending[k] >= spreadFanout || s.total >= s.slots {
-		return false
-	}
-	if r, ok := s.sent[k]; ok && r.to != from && time.Since(r.at) < spreadCooldown {
 		return false
 	}
 	s.sending[k]++
@@ -358,27 +335,13 @@ func (s *spreader) admit(d digest.Digest, off, n int64, from peer.ID) bool {
 	return true
 }
 
-// release returns a sending slot; sent records that the whole chunk went out to peer to.
-func (s *spreader) release(d digest.Digest, off, n int64, to peer.ID, sent bool) {
+func (s *spreader) release(d digest.Digest, off, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := spreadKey{d, off, n}
 	s.total--
 	if s.sending[k]--; s.sending[k] <= 0 {
 		delete(s.sending, k)
-	}
-	if !sent {
-		return
-	}
-	if len(s.sent) >= maxSentRecords {
-		for key, r := range s.sent {
-			if time.Since(r.at) >= spreadCooldown {
-				delete(s.sent, key)
-			}
-		}
-	}
-	if len(s.sent) < maxSentRecords {
-		s.sent[k] = sentRecord{to: to, at: time.Now()}
 	}
 }
 
