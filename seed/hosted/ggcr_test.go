@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/shoal-oci/shoal/test/testutil"
 )
 
 // TestGGCRImageRoundTrip pushes an image with ggcr's remote.Write, as crane does, and pulls it
@@ -89,30 +89,15 @@ func sameImage(t *testing.T, want, got v1.Image) {
 	if err != nil || !bytes.Equal(wc, gc) {
 		t.Fatalf("config differs (%v)", err)
 	}
-	wl, _ := want.Layers()
-	gl, err := got.Layers()
-	if err != nil || len(wl) != len(gl) {
-		t.Fatalf("layers: %d vs %d (%v)", len(wl), len(gl), err)
+	wl, gl := testutil.LayerBytes(t, want), testutil.LayerBytes(t, got)
+	if len(wl) != len(gl) {
+		t.Fatalf("layers: %d vs %d", len(wl), len(gl))
 	}
-	for i := range wl {
-		if !bytes.Equal(readLayer(t, wl[i]), readLayer(t, gl[i])) {
-			t.Errorf("layer %d differs", i)
+	for d, b := range wl {
+		if !bytes.Equal(gl[d], b) {
+			t.Errorf("layer %s differs", d)
 		}
 	}
-}
-
-func readLayer(t *testing.T, l v1.Layer) []byte {
-	t.Helper()
-	rc, err := l.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // TestGGCRArtifact pushes a non-image artifact (artifactType set, the empty config) that refers

@@ -210,10 +210,25 @@ func runSuite(ctx context.Context, t *testing.T, suite string, agent *testutil.A
 		"OCI_RESULTS_DIR=" + results,
 		"OCI_LOG=warn",
 	}
+	ju, out, _ := runConformance(ctx, t, suite, env, results)
+	passed := ju.count("passed")
+	if ju.Tests == 0 || passed == 0 {
+		t.Errorf("conformance suite ran no test (tests=%d passed=%d); report:\n%s", ju.Tests, passed, out)
+	} else if passed != want {
+		t.Errorf("conformance suite passed %d of %d tests, want %d passed; report:\n%s", passed, ju.Tests, want, out)
+	}
+	t.Logf("conformance: %d tests, %d passed, %d failures, %d errors, %d skipped, %d disabled (push and delete)",
+		ju.Tests, passed, ju.Failures, ju.Errors, ju.Skipped, ju.Disabled)
+}
+
+// runConformance runs the conformance suite with env, reports each failed case as a test error (with the
+// requests and responses of the first few), and returns the suite's report, its output and how
+// it exited.
+func runConformance(ctx context.Context, t *testing.T, suite string, env []string, results string) (*junitReport, string, error) {
+	t.Helper()
 	runCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	out, runErr := testutil.RunEnv(runCtx, env, suite)
-
 	ju, err := readJunit(filepath.Join(results, "junit.xml"))
 	if err != nil {
 		// The suite exits 0 when it cannot load its configuration, so a missing report is a failure.
@@ -226,17 +241,10 @@ func runSuite(ctx context.Context, t *testing.T, suite string, agent *testutil.A
 		}
 		t.Error(msg)
 	}
-	passed := ju.count("passed")
 	if runErr != nil {
 		t.Errorf("conformance suite failed: %v", runErr)
 	}
-	if ju.Tests == 0 || passed == 0 {
-		t.Errorf("conformance suite ran no test (tests=%d passed=%d); report:\n%s", ju.Tests, passed, out)
-	} else if passed != want {
-		t.Errorf("conformance suite passed %d of %d tests, want %d passed; report:\n%s", passed, ju.Tests, want, out)
-	}
-	t.Logf("conformance: %d tests, %d passed, %d failures, %d errors, %d skipped, %d disabled (push and delete)",
-		ju.Tests, passed, ju.Failures, ju.Errors, ju.Skipped, ju.Disabled)
+	return ju, out, runErr
 }
 
 // junitReport is the part of the suite's junit.xml this test reads.
