@@ -266,10 +266,13 @@ func TestPeerDiesMidTransferResumesAtOffset(t *testing.T) {
 	}
 	fromPeer := counter(t, b.Gatherer(), "shoal_fetched_bytes_total", "peer")
 	fromOrigin := counter(t, b.Gatherer(), "shoal_fetched_bytes_total", "origin")
-	if fromPeer+fromOrigin != float64(len(data)) || fromOrigin >= float64(len(data)) {
-		t.Fatalf("peer %v + origin %v bytes, want a resume totalling %d", fromPeer, fromOrigin, len(data))
+	// The origin resumes at the end of the verified prefix. Chunks the peer sent beyond it (the
+	// swarm takes a few out of order) come again from the origin, so the two may add up to a
+	// little more than the blob; a restart would take it all from the origin.
+	if fromPeer+fromOrigin < float64(len(data)) || fromOrigin > float64(len(data)-4<<20) {
+		t.Fatalf("peer %v + origin %v bytes, want a resume from the peer's prefix (at least 4 MiB) for %d", fromPeer, fromOrigin, len(data))
 	}
-	if served := o.BytesServed(); served > int64(len(data))-8<<20 {
+	if served := o.BytesServed(); served > int64(len(data))-4<<20 {
 		t.Fatalf("origin sent %d bytes: the fetch restarted instead of resuming", served)
 	}
 	path := filepath.Join(b.dir, "blobs", "sha256", d.Encoded())
