@@ -3,6 +3,8 @@ package seed_test
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -117,5 +119,40 @@ func TestRepushedTagWins(t *testing.T) {
 	waitFor(t, "the agent to find the seeds", func() bool { return len(a.Node().Seeds(ctx)) == 2 })
 	if got := pullIndexDigest(t, a.host+"/site/app:v1"); got != last {
 		t.Fatalf("the agent resolved the tag to %s, want the last push %s", got, last)
+	}
+}
+
+// An agent whose origin denies an unknown repository (as Docker Hub and GHCR answer one, 401)
+// still finds a tag pushed to a seed.
+func TestPushedTagThroughAgentWhoseOriginDenies(t *testing.T) {
+	denying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`))
+	}))
+	defer denying.Close()
+	s := startSeed(t, seed.Config{Agent: agentConfig(t, nil, nil)})
+	img, err := devregistry.Image([]int64{5000}, false, "linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(s.host+"/site/denied:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, agentConfig(t, []string{denying.URL}, s.Node().Addrs()))
+	waitFor(t, "the agent to find the seed", func() bool { return len(a.Node().Seeds(context.Background())) == 1 })
+	d, _ := img.Digest()
+	if got := pullIndexDigest(t, a.host+"/site/denied:v1"); got != d.String() {
+		t.Fatalf("resolved %s, want the pushed %s", got, d)
+	}
+	// A tag no seed hosts keeps the origin's answer.
+	resp, err := http.Get("http://" + a.host + "/v2/site/denied/manifests/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a tag nobody hosts: %s, want the origin's denial", resp.Status)
 	}
 }
