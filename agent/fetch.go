@@ -58,6 +58,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return
 type fetch struct {
 	d     digest.Digest
 	ready chan struct{} // closed once size and source are known, or the fetch failed first
+	// settled is closed when the fetch is over: committed to the store, or failed.
+	settled chan struct{}
 
 	// Set before ready is closed, then read-only.
 	size   int64
@@ -77,7 +79,7 @@ type fetch struct {
 }
 
 func newFetch(d digest.Digest) *fetch {
-	return &fetch{d: d, ready: make(chan struct{}), wake: make(chan struct{}), refs: 1}
+	return &fetch{d: d, ready: make(chan struct{}), settled: make(chan struct{}), wake: make(chan struct{}), refs: 1}
 }
 
 func (f *fetch) acquire() {
@@ -299,7 +301,47 @@ func (a *Agent) runFetch(f *fetch, t registryapi.Target, sources []Source) {
 		a.metrics.fetchDuration.WithLabelValues(f.source).Observe(time.Since(start).Seconds())
 		log.Info("blob fetched", "source", f.source, "bytes", f.size, "duration", time.Since(start))
 	}
+	close(f.settled)
 	f.release()
+}
+
+// Fetch brings blob d into the store through the pipeline (store, peers, coordinator, origin)
+// and returns its size once it is committed, or the fetch's error. The bytes that arrive are
+// written to progress as they land (nothing is written for a blob already held). Preheat uses it.
+func (a *Agent) Fetch(ctx context.Context, t registryapi.Target, d digest.Digest, progress io.Writer) (int64, error) {
+	if info, err := a.store.Stat(d); err == nil {
+		return info.Size, nil
+	}
+	f, hit, err := a.joinFetch(t, d, a.sources)
+	if err != nil {
+		return 0, err
+	}
+	if hit != nil { // committed meanwhile
+		size := hit.Size()
+		return size, hit.Close()
+	}
+	defer f.release()
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if f.w == nil { // failed before the first byte
+		_, _, _, err := f.state()
+		return 0, err
+	}
+	if _, err := (&fetchBlob{f: f}).CopyRange(ctx, progress, 0, -1); err != nil {
+		return 0, err
+	}
+	select {
+	case <-f.settled:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if _, err := a.store.Stat(d); err != nil {
+		return 0, fmt.Errorf("%s: fetched but not committed: %w", d, errdefs.ErrUnavailable)
+	}
+	return f.size, nil
 }
 
 func (a *Agent) fetchFromSources(f *fetch, t registryapi.Target, sources []Source, log *slog.Logger) error {

@@ -66,8 +66,6 @@ const (
 	maxIndexDepth = 2
 	// maxImageObjects bounds how many manifests and blobs one image may name.
 	maxImageObjects = 10000
-	// commitWait bounds waiting for a fetched blob to appear in the store.
-	commitWait = 10 * time.Second
 )
 
 // Preheat fetches an image — the index, every selected platform's manifest, its config and
@@ -284,45 +282,29 @@ func (w *walk) wants(p *v1.Platform) bool {
 	return false
 }
 
-// fetchBlob drives one blob through the pipeline to the store, counting its bytes into done.
+// fetchBlob drives one blob through the pipeline to the store, counting its bytes into done as
+// they arrive (all at once for a blob already held).
 func fetchBlob(ctx context.Context, a *agent.Agent, t registryapi.Target, desc v1.Descriptor, done *atomic.Int64) error {
-	d := digest.Digest(desc.Digest.String())
-	if _, err := a.Store().Stat(d); err == nil {
-		done.Add(desc.Size)
-		return nil
-	}
-	b, err := a.OpenBlob(ctx, t, d)
+	var arrived atomic.Int64
+	size, err := a.Fetch(ctx, t, digest.Digest(desc.Digest.String()), countWriter{&arrived, done})
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	n, err := b.CopyRange(ctx, countWriter{done}, 0, -1)
-	if err != nil {
-		return err
+	if size != desc.Size {
+		return fmt.Errorf("%d bytes where the manifest says %d: %w", size, desc.Size, errdefs.ErrInvalid)
 	}
-	if n != desc.Size {
-		return fmt.Errorf("%d bytes where the manifest says %d: %w", n, desc.Size, errdefs.ErrInvalid)
-	}
-	// The fetch commits right after the last verified byte is visible.
-	deadline := time.Now().Add(commitWait)
-	for {
-		if _, err := a.Store().Stat(d); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("fetched but not committed to the store: %w", errdefs.ErrUnavailable)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	done.Add(size - arrived.Load())
+	return nil
 }
 
-type countWriter struct{ n *atomic.Int64 }
+// countWriter counts what is written into a blob's and the preheat's totals.
+type countWriter struct{ blob, all *atomic.Int64 }
 
-func (c countWriter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); return len(p), nil }
+func (c countWriter) Write(p []byte) (int, error) {
+	c.blob.Add(int64(len(p)))
+	c.all.Add(int64(len(p)))
+	return len(p), nil
+}
 
 var _ io.Writer = countWriter{}
 
