@@ -58,15 +58,8 @@ func (n *Node) findProviders(ctx context.Context, d digest.Digest, whole bool) (
 	}
 	ch := n.lookups.DoChan(key, func() (any, error) {
 		// The lookup belongs to every caller waiting on it, so it does not use any one caller's ctx.
-		lctx, cancel := context.WithTimeout(context.Background(), n.lookupTimeout)
+		lctx, cancel := n.untilClosed(context.Background(), n.lookupTimeout)
 		defer cancel()
-		go func() {
-			select {
-			case <-n.closed:
-				cancel()
-			case <-lctx.Done():
-			}
-		}()
 		start := time.Now()
 		var infos []peer.AddrInfo
 		self := n.host.ID()

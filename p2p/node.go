@@ -253,6 +253,26 @@ func (n *Node) Protect(p peer.ID, tag string) { n.host.ConnManager().Protect(p, 
 // Unprotect removes a tag set by Protect.
 func (n *Node) Unprotect(p peer.ID, tag string) { n.host.ConnManager().Unprotect(p, tag) }
 
+// untilClosed derives from parent a context that also ends when the node closes, and after
+// timeout when it is not zero.
+func (n *Node) untilClosed(parent context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(parent, timeout)
+	} else {
+		ctx, cancel = context.WithCancel(parent)
+	}
+	go func() {
+		select {
+		case <-n.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 func (n *Node) isClosed() bool {
 	select {
 	case <-n.closed:

@@ -43,15 +43,8 @@ func (n *Node) Run(ctx context.Context) error {
 	n.runWG.Add(1)
 	n.runMu.Unlock()
 	defer n.runWG.Done()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := n.untilClosed(ctx, 0)
 	defer cancel()
-	go func() {
-		select {
-		case <-n.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	defer n.stopProvider()
 
 	var (

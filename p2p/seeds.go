@@ -70,15 +70,8 @@ func (n *Node) KnownSeeds() []peer.ID {
 // records the live ones. It is bounded by the lookup and dial timeouts, and ends when the node
 // closes.
 func (n *Node) lookupSeeds() []peer.ID {
-	ctx, cancel := context.WithTimeout(context.Background(), n.lookupTimeout+seedDialTimeout)
+	ctx, cancel := n.untilClosed(context.Background(), n.lookupTimeout+seedDialTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-n.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	infos, _ := n.findProviders(ctx, SeedKey, true)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
