@@ -2,7 +2,9 @@ package registryapi
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"net/http"
 
 	"github.com/opencontainers/go-digest"
 
@@ -65,4 +67,17 @@ type Backend interface {
 	BlobProvider
 	ManifestProvider
 	Lister
+}
+
+// TagList is a tag listing answer (distribution-spec "Listing Tags") for repo: tags in order,
+// with link as the Link header of the next page ("" on the last page).
+func TagList(repo string, tags []string, link string) (*origin.Passthrough, error) {
+	body, err := json.Marshal(struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{repo, tags})
+	if err != nil {
+		return nil, err
+	}
+	return &origin.Passthrough{Status: http.StatusOK, ContentType: "application/json", Link: link, Body: body}, nil
 }

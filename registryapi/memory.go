@@ -2,7 +2,6 @@ package registryapi
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -125,14 +124,7 @@ func (m *MemoryBackend) Tags(_ context.Context, t Target, n int, last string) (*
 		tags = tags[:n]
 		link = fmt.Sprintf(`</v2/%s/tags/list?last=%s&n=%d>; rel="next"`, t.Repo, tags[n-1], n)
 	}
-	body, err := json.Marshal(struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{t.Repo, tags})
-	if err != nil {
-		return nil, err
-	}
-	return &origin.Passthrough{Status: http.StatusOK, ContentType: "application/json", Link: link, Body: body}, nil
+	return TagList(t.Repo, tags, link)
 }
 
 // Referrers answers with an empty image index: the backend keeps no referrers.

@@ -193,14 +193,7 @@ func (r *Registry) Tags(ctx context.Context, t registryapi.Target, n int, last s
 		q := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[len(tags)-1]}}
 		link = fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, t.Repo, q.Encode())
 	}
-	body, err := json.Marshal(struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{t.Repo, tags})
-	if err != nil {
-		return nil, err
-	}
-	return &origin.Passthrough{Status: http.StatusOK, ContentType: "application/json", Link: link, Body: body}, nil
+	return registryapi.TagList(t.Repo, tags, link)
 }
 
 // Referrers lists the manifests of a hosted repository whose subject is d, those of the given
