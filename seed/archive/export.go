@@ -291,7 +291,7 @@ func replace(src, dst string, overwrite bool) error {
 				_ = os.Rename(aside, dst)
 				return err
 			}
-			return errors.Join(os.RemoveAll(aside), syncDir(filepath.Dir(dst)))
+			return errors.Join(os.RemoveAll(aside), syncPath(filepath.Dir(dst)))
 		}
 	}
 	if fi.IsDir() {
@@ -313,10 +313,9 @@ func replace(src, dst string, overwrite bool) error {
 			return err
 		}
 	}
-	return syncDir(filepath.Dir(dst))
+	return syncPath(filepath.Dir(dst))
 }
 
-func syncDir(dir string) error { return syncPath(dir) }
 
 // syncPath fsyncs the file or directory at p.
 func syncPath(p string) error {
