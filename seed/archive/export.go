@@ -316,7 +316,6 @@ func replace(src, dst string, overwrite bool) error {
 	return syncPath(filepath.Dir(dst))
 }
 
-
 // syncPath fsyncs the file or directory at p.
 func syncPath(p string) error {
 	f, err := os.Open(p)
