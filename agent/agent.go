@@ -227,19 +227,14 @@ func (a *Agent) Handler() http.Handler {
 		mux.Handle(pattern, h)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isAdminRequest(r) {
+		// With a token, the version check (/v2/) asks for it too: that is where registry
+		// clients (skopeo, podman, docker) learn that a registry takes credentials, and without
+		// a challenge there they never send them, so a push fails. A client without credentials
+		// goes on anonymously, and pulls stay open to it.
+		versionCheck := a.cfg.AdminToken != "" && (r.URL.Path == "/v2" || r.URL.Path == "/v2/")
+		if isAdminRequest(r) || versionCheck {
 			if ok, why := a.adminAllowed(r); !ok {
-				denyAdmin(w, r, why, a.cfg.AdminToken != "")
-				return
-			}
-		}
-		if a.cfg.AdminToken != "" && (r.URL.Path == "/v2" || r.URL.Path == "/v2/") {
-			// The version check is where registry clients (skopeo, podman, docker) learn that
-			// a registry takes credentials; without a challenge there they never send them, and
-			// a push fails. A client without credentials goes on anonymously, and pulls stay
-			// open to it.
-			if ok, _ := a.adminAllowed(r); !ok {
-				denyAdmin(w, r, "send the admin token to push; pulls need none", true)
+				denyAdmin(w, why, a.cfg.AdminToken != "")
 				return
 			}
 		}

@@ -120,17 +120,13 @@ func isAdminRequest(r *http.Request) bool {
 	return false
 }
 
-// denyAdmin answers an unauthorised admin or push request: an OCI error on /v2 (with a
-// challenge, so registry clients send their credentials), JSON elsewhere.
-func denyAdmin(w http.ResponseWriter, r *http.Request, why string, token bool) {
-	status := http.StatusForbidden
+// denyAdmin answers an unauthorised admin or push request with an OCI error body: 401 with a
+// challenge when a token would do (so registry clients send their credentials), else 403.
+func denyAdmin(w http.ResponseWriter, why string, token bool) {
+	status, code := http.StatusForbidden, "DENIED"
 	if token {
-		status = http.StatusUnauthorized
+		status, code = http.StatusUnauthorized, "UNAUTHORIZED"
 		w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
-	}
-	code := "DENIED"
-	if status == http.StatusUnauthorized {
-		code = "UNAUTHORIZED"
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
