@@ -31,18 +31,25 @@ const (
 )
 
 type seedRequest struct {
-	// Op is "holding" (what do you hold of this pin), "pin" (hold it too) or "unpin".
+	// Op is "holdings" (what do you hold of these pins), "pin" (hold it too) or "unpin".
 	Op string `json:"op"`
-	// Key is the pin's key (store.Pin.Key) for holding and unpin.
-	Key string     `json:"key,omitempty"`
-	Pin *store.Pin `json:"pin,omitempty"`
+	// Key is the pin's key (store.Pin.Key) for unpin; Keys are the pins' keys for holdings.
+	Key  string     `json:"key,omitempty"`
+	Keys []string   `json:"keys,omitempty"`
+	Pin  *store.Pin `json:"pin,omitempty"`
 }
 
 type seedResponse struct {
-	OK      bool    `json:"ok"`
-	Holding holding `json:"holding"`
-	Error   string  `json:"error,omitempty"`
+	OK bool `json:"ok"`
+	// Holdings answers holdings, by key; Unpinned says unpin found the pin.
+	Holdings map[string]holding `json:"holdings,omitempty"`
+	Unpinned bool               `json:"unpinned,omitempty"`
+	Error    string             `json:"error,omitempty"`
 }
+
+// maxHoldingsKeys bounds one holdings request, so that it and its answer stay within
+// maxSeedMessage; more pins take more requests.
+const maxHoldingsKeys = 1024
 
 // seedPeer serves and sends the seed protocol.
 type seedPeer struct {
@@ -70,8 +77,17 @@ func (sp *seedPeer) handle(st network.Stream) {
 		return
 	}
 	switch req.Op {
-	case "holding":
-		resp.Holding = sp.pins.holding(req.Key)
+	case "holdings":
+		if len(req.Keys) > maxHoldingsKeys {
+			resp = seedResponse{Error: fmt.Sprintf("more than %d keys", maxHoldingsKeys)}
+			break
+		}
+		resp.Holdings = map[string]holding{}
+		for _, k := range req.Keys {
+			if h := sp.pins.holding(k); h.Known {
+				resp.Holdings[k] = h
+			}
+		}
 	case "pin":
 		if req.Pin == nil {
 			resp = seedResponse{Error: "no pin record"}
@@ -84,7 +100,7 @@ func (sp *seedPeer) handle(st network.Stream) {
 			resp = seedResponse{Error: "recording failed"}
 			break
 		}
-		resp.Holding.Known = found
+		resp.Unpinned = found
 		if found {
 			sp.log.Info("unpinned at another seed's request", "pin", req.Key, "from", st.Conn().RemotePeer())
 		}
@@ -122,9 +138,21 @@ func (sp *seedPeer) call(ctx context.Context, p peer.ID, req seedRequest) (seedR
 	return resp, nil
 }
 
-func (sp *seedPeer) holding(ctx context.Context, p peer.ID, key string) (holding, error) {
-	resp, err := sp.call(ctx, p, seedRequest{Op: "holding", Key: key})
-	return resp.Holding, err
+// holdings asks seed p what it holds of the pins of keys, by key (absent: nothing).
+func (sp *seedPeer) holdings(ctx context.Context, p peer.ID, keys []string) (map[string]holding, error) {
+	out := map[string]holding{}
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), maxHoldingsKeys)]
+		keys = keys[len(batch):]
+		resp, err := sp.call(ctx, p, seedRequest{Op: "holdings", Keys: batch})
+		if err != nil {
+			return nil, err
+		}
+		for k, h := range resp.Holdings {
+			out[k] = h
+		}
+	}
+	return out, nil
 }
 
 func (sp *seedPeer) pin(ctx context.Context, p peer.ID, pin store.Pin) error {
@@ -150,7 +178,7 @@ func (sp *seedPeer) broadcastUnpin(ctx context.Context, key string) bool {
 				return
 			}
 			mu.Lock()
-			found = found || resp.Holding.Known
+			found = found || resp.Unpinned
 			mu.Unlock()
 		}()
 	}

@@ -266,18 +266,54 @@ func (p *Pins) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		pins, err := p.List()
-		if err != nil {
-			p.log.Error("listing pins", "err", err)
+		p.repairAll(ctx)
+	}
+}
+
+// repairAll brings every pin with more than one replica up to its count: one holdings request per
+// live seed for all of them, then a repair per pin.
+func (p *Pins) repairAll(ctx context.Context) {
+	pins, err := p.List()
+	if err != nil {
+		p.log.Error("listing pins", "err", err)
+		return
+	}
+	var keys []string
+	for _, pin := range pins {
+		if pin.Replicas > 1 {
+			keys = append(keys, pin.Key())
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	node := p.a.Node()
+	held := map[peer.ID]map[string]holding{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, s := range node.Seeds(ctx) {
+		if s == node.ID() {
 			continue
 		}
-		for _, pin := range pins {
-			if ctx.Err() != nil {
-				return
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, err := p.peer.holdings(ctx, s, keys)
+			if err != nil {
+				return // a seed that cannot answer is neither counted nor asked this round
 			}
-			if pin.Replicas > 1 {
-				p.repair(ctx, pin)
-			}
+			mu.Lock()
+			held[s] = h
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for _, pin := range pins {
+		if ctx.Err() != nil {
+			return
+		}
+		if pin.Replicas > 1 {
+			p.repair(ctx, pin, held)
 		}
 	}
 }
@@ -287,42 +323,26 @@ func (p *Pins) run(ctx context.Context) {
 // one seed asks, and the ones it asks are the non-holders closest to the digest. A seed that
 // holds a newer pin of the same reference (the tag was pushed or pinned again) makes this pin
 // outdated: this seed then waits to be sent the newer one instead of spreading its own.
-func (p *Pins) repair(ctx context.Context, pin store.Pin) {
+func (p *Pins) repair(ctx context.Context, pin store.Pin, held map[peer.ID]map[string]holding) {
 	c, err := p2p.DigestCID(pin.Digest)
 	if err != nil {
 		return
 	}
 	key := string(c.Hash())
-	node := p.a.Node()
-	self := node.ID()
+	self := p.a.Node().ID()
 	holders := []peer.ID{self}
 	var others []peer.ID
 	outdated := false
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, s := range node.Seeds(ctx) {
-		if s == self {
-			continue
+	for s, hs := range held {
+		switch h := hs[pin.Key()]; {
+		case h.Known && h.Digest == pin.Digest:
+			holders = append(holders, s)
+		case h.Known && h.Created.After(pin.Created):
+			outdated = true
+		default:
+			others = append(others, s)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			h, err := p.peer.holding(ctx, s, pin.Key())
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err != nil:
-				// A seed that cannot answer is neither counted nor asked this round.
-			case h.Known && h.Digest == pin.Digest:
-				holders = append(holders, s)
-			case h.Known && h.Created.After(pin.Created):
-				outdated = true
-			default:
-				others = append(others, s)
-			}
-		}()
 	}
-	wg.Wait()
 	if outdated || len(holders) >= pin.Replicas {
 		return
 	}
