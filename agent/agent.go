@@ -1,32 +1,30 @@
-// Package agent wires a Shoal node: the content store, the fetch pipeline (store, then peers,
-// then origin) behind the /v2 API, metrics and health endpoints.
+// Package agent is a Shoal node: it opens the content store and composes the node's parts
+// (the fetch pipeline, the swarm that asks peers, the serving side of the peer protocol, tag and
+// manifest resolution, garbage collection) and serves them over HTTP: /v2 for the container
+// runtimes, metrics, health, status and the admin endpoints. Each part is a package beneath this
+// one with its own dependencies; the agent wires them and owns their lifetimes. A seed is built
+// from the same parts (package seed). docs/architecture.md has the package map.
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/singleflight"
 
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/peerserve"
+	"github.com/shoal-oci/shoal/agent/resolve"
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/agent/swarm"
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/throttle"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
-	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
@@ -62,64 +60,106 @@ type Config struct {
 	// AdminToken, when set, is required (as a bearer token) by the admin endpoints (/shoal/v1)
 	// and the push API; when empty they are open only while the agent listens on loopback.
 	AdminToken string
+	// PeerDeadline is how slowly a peer may deliver a chunk before it is dropped from a fetch
+	// (zero fields: swarm.DefaultGrace, swarm.DefaultMinRate).
+	PeerDeadline PeerDeadline
+	// UnknownRegistriesFromCluster serves a request whose ns names none of Registries from the
+	// cluster alone (no origin) instead of refusing it: a seed's, whose pushed repositories are
+	// named by path and may be asked for under any ns.
+	UnknownRegistriesFromCluster bool
 }
+
+// PeerDeadline is the time a peer gets to deliver a chunk: Grace for the request, then at least
+// MinRate bytes per second.
+type PeerDeadline = swarm.Deadline
 
 // DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs
 // the origin one request, while a pushed tag is seen within seconds.
 const DefaultTagTTL = 30 * time.Second
+
+// Keeper reports content that garbage collection must keep besides pins (a seed's hosted
+// repositories).
+type Keeper interface {
+	Referenced(d digest.Digest) bool
+}
+
+// Option adds a dependency that a role brings to the node.
+type Option func(*options)
+
+type options struct {
+	store  *store.Store
+	hosted resolve.HostedTags
+	keep   Keeper
+}
+
+// WithStore runs the agent on a store the caller opened (with OpenStore) and closes after the
+// agent: a seed, whose hosted repositories share it.
+func WithStore(st *store.Store) Option { return func(o *options) { o.store = st } }
+
+// WithHostedTags answers what the tags of this node's hosted repositories name, to local
+// resolution and to peers.
+func WithHostedTags(h resolve.HostedTags) Option { return func(o *options) { o.hosted = h } }
+
+// WithKeeper keeps what k references from garbage collection.
+func WithKeeper(k Keeper) Option { return func(o *options) { o.keep = k } }
 
 // Agent is a running node. It implements registryapi.Backend.
 type Agent struct {
 	cfg       Config
 	log       *slog.Logger
 	store     *store.Store
+	ownStore  bool
 	upstreams *origin.Set
 	origin    *origin.Client
-	sources   []Source
-	// originOnly is the pipeline of a coordinator's fetch for the cluster.
-	originOnly []Source
-	server     *registryapi.Server // built by the first Handler call, after Extend
-	serverOnce sync.Once
-	registry   *prometheus.Registry
-	metrics    *metrics
-	group      singleflight.Group
+	registry  *prometheus.Registry
+	metrics   *metrics
 
-	download *throttle.Limiter
-	// chunkPool recycles chunk-sized buffers of peer transfers.
-	chunkPool sync.Pool
-	// chunkSlots holds one token per swarm chunk request open, nodeInFlight at most.
-	chunkSlots chan struct{}
+	pipeline  *fetch.Pipeline
+	resolver  *resolve.Resolver
+	gc        *collector
+	announcer *announcer
 
-	// Peer-to-peer parts; all nil when P2P is off.
-	node      *p2p.Node
-	router    Router
-	peers     *transfer.Client
-	penalties peerSet
+	// Peer-to-peer parts; nil when P2P is off.
+	node  *p2p.Node
+	swarm *swarm.Client
 
-	// lifetime bounds work done for several clients at once (a shared fetch must outlive the
-	// request that started it); Close cancels it.
-	lifetime context.Context
-	stop     context.CancelFunc
-	wg       sync.WaitGroup
-
-	gcKick chan struct{} // a commit asks for a GC pass without waiting for the tick
-
-	ext Extension
 	// started is when New returned, for the grace given to a node that has not joined yet.
 	started time.Time
 	// exposed is set when the agent listens beyond loopback: admin endpoints then need a token.
 	exposed bool
+	wg      sync.WaitGroup
 
-	mu       sync.Mutex
-	inflight map[digest.Digest]*fetch
-	closing  bool
-	ready    bool
+	mu      sync.Mutex
+	closing bool
+	closed  bool
 }
 
-var _ registryapi.Backend = (*Agent)(nil)
+// OpenStore opens the store of cfg's data directory as New would.
+func OpenStore(cfg Config) (*store.Store, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: a data directory is required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	chunkSize := cfg.ChunkSize
+	if chunkSize <= 0 {
+		chunkSize = chunks.DefaultSize
+	}
+	st, err := store.Open(cfg.DataDir, store.WithLogger(log), store.WithChunkSize(chunkSize))
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return st, nil
+}
 
-// New opens the store and builds the agent. Close releases it.
-func New(cfg Config) (*Agent, error) {
+// New opens the store (unless given one) and builds the agent. Close releases it.
+func New(cfg Config, opts ...Option) (*Agent, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("agent: a data directory is required")
 	}
@@ -132,6 +172,7 @@ func New(cfg Config) (*Agent, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+		cfg.Logger = log
 	}
 	ups := origin.EmptySet() // no origin: a site that runs on its seeds
 	if len(cfg.Registries) > 0 {
@@ -141,43 +182,29 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg)
-	opts := []origin.Option{origin.WithObserver(m), origin.WithUserAgent("shoal")}
+	originOpts := []origin.Option{origin.WithObserver(m), origin.WithUserAgent("shoal")}
 	if cfg.DockerConfig != "" {
-		opts = append(opts, origin.WithDockerConfig(cfg.DockerConfig))
+		originOpts = append(originOpts, origin.WithDockerConfig(cfg.DockerConfig))
 	}
-	oc, err := origin.NewClient(append(opts, cfg.OriginOptions...)...)
+	oc, err := origin.NewClient(append(originOpts, cfg.OriginOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	var a *Agent
-	st, err := store.Open(cfg.DataDir, store.WithLogger(log), store.WithChunkSize(cfg.ChunkSize),
-		store.WithDeleteHook(func(d digest.Digest) {
-			if a != nil && a.router != nil {
-				a.router.StopProviding(d)
-			}
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+	st, own := o.store, false
+	if st == nil {
+		if st, err = OpenStore(cfg); err != nil {
+			return nil, err
+		}
+		own = true
 	}
-	a = &Agent{
-		cfg:        cfg,
-		log:        log,
-		store:      st,
-		upstreams:  ups,
-		origin:     oc,
-		registry:   reg,
-		metrics:    m,
-		inflight:   map[digest.Digest]*fetch{},
-		chunkSlots: make(chan struct{}, nodeInFlight),
-		gcKick:     make(chan struct{}, 1),
-		download:   throttle.New(cfg.MaxDownloadRate),
-	}
-	a.lifetime, a.stop = context.WithCancel(context.Background())
-	a.started = time.Now()
-	a.sources = []Source{originSource{a: a, c: oc}}
-	a.originOnly = a.sources
+	a := &Agent{cfg: cfg, log: log, store: st, ownStore: own, upstreams: ups, origin: oc, registry: reg, metrics: m,
+		started: time.Now()}
+	download := throttle.New(cfg.MaxDownloadRate)
+	originSrc := fetch.NewOriginSource(oc, download, m.fetchedBytes.WithLabelValues("origin"), log)
+	sources := []fetch.Source{originSrc}
+	var peers resolve.Peers
+	var cluster resolve.Cluster
 	if cfg.P2P != nil {
 		pc := *cfg.P2P
 		pc.DataDir = cfg.DataDir
@@ -185,150 +212,100 @@ func New(cfg Config) (*Agent, error) {
 		pc.Registerer = reg
 		node, err := p2p.New(pc)
 		if err != nil {
-			st.Close()
+			a.closeStore()
 			return nil, fmt.Errorf("agent: %w", err)
 		}
-		a.node, a.router = node, node
-		a.peers = transfer.NewClient(node.Host())
-		transfer.NewServer(node.Host(), content{a}, log.With("component", "transfer"), m,
+		tc := transfer.NewClient(node.Host())
+		a.node = node
+		a.announcer = newAnnouncer(node, log)
+		a.swarm = swarm.New(swarm.Deps{Router: node, Transfer: tc, Download: download, ChunkSize: cfg.ChunkSize,
+			Deadline: cfg.PeerDeadline, Log: log, Metrics: m.swarm()})
+		sources = []fetch.Source{a.swarm.Source(), originSrc}
+		peers, cluster = a.swarm, nodeCluster{node: node, transfer: tc}
+	}
+	a.gc = newCollector(st, cfg.StoreMaxBytes, o.keep, a.withdraw, m.evictedBytes, log)
+	var ann fetch.Announcer
+	if a.announcer != nil {
+		ann = a.announcer
+	}
+	a.pipeline = fetch.New(fetch.Deps{Store: st, Sources: sources, Origin: originSrc, Announcer: ann,
+		Collector: a.gc, Download: download, ChunkSize: cfg.ChunkSize, Log: log, Metrics: m.fetch()})
+	var resAnn resolve.Announcer
+	if a.announcer != nil {
+		resAnn = a.announcer
+	}
+	a.resolver = resolve.New(resolve.Deps{Store: st, Origin: oc, Peers: peers, Cluster: cluster, Hosted: o.hosted,
+		Announcer: resAnn, TagTTL: cfg.TagTTL, Started: a.started, Log: log, Metrics: m.resolve()})
+	if a.node != nil {
+		content := peerserve.New(peerserve.Deps{Store: st, Pipeline: a.pipeline, Resolver: a.resolver, Upstreams: ups,
+			Hosted: o.hosted, ChunkSize: cfg.ChunkSize, Coordinated: m.coordinated})
+		transfer.NewServer(a.node.Host(), content, log.With("component", "transfer"), m,
 			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)))
-		a.sources = []Source{peerSource{a}, originSource{a: a, c: oc}}
 	}
 	m.registerStore(reg, st)
-	a.ready = true
 	return a, nil
 }
 
-// Handler serves /v2 (the pull API), /metrics, /healthz and /readyz.
-func (a *Agent) Handler() http.Handler {
-	a.serverOnce.Do(func() {
-		var b registryapi.Backend = a
-		if a.ext.Frontend != nil {
-			b = a.ext.Frontend
-		}
-		opts := append([]registryapi.Option{registryapi.WithLogger(a.log), registryapi.WithRegisterer(a.registry)}, a.ext.FrontendOptions...)
-		a.server = registryapi.New(b, a.upstreams, opts...)
-	})
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
-	mux.HandleFunc("GET /shoal/v1/status", a.serveStatus)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		a.mu.Lock()
-		ok := a.ready && !a.closing
-		a.mu.Unlock()
-		if !ok {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	for pattern, h := range a.ext.Routes {
-		mux.Handle(pattern, h)
+// withdraw stops advertising evicted content.
+func (a *Agent) withdraw(d digest.Digest) {
+	if a.announcer != nil {
+		a.announcer.Withdraw(d)
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// With a token, the version check (/v2/) asks for it too: that is where registry
-		// clients (skopeo, podman, docker) learn that a registry takes credentials, and without
-		// a challenge there they never send them, so a push fails. A client without credentials
-		// goes on anonymously, and pulls stay open to it.
-		versionCheck := a.cfg.AdminToken != "" && (r.URL.Path == "/v2" || r.URL.Path == "/v2/")
-		if isAdminRequest(r) || versionCheck {
-			if ok, why := a.adminAllowed(r); !ok {
-				denyAdmin(w, why, a.cfg.AdminToken != "")
-				return
-			}
-		}
-		// /v2 goes straight to the registry handler: ServeMux would clean or redirect paths
-		// such as /v2/a/../b, and every /v2 answer must be an OCI one.
-		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
-			a.server.ServeHTTP(w, r)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
 }
 
-// Run serves on cfg.Listen until ctx ends, then shuts down gracefully and closes the agent.
-func (a *Agent) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", a.cfg.Listen)
+// Store returns the agent's content store.
+func (a *Agent) Store() *store.Store { return a.store }
+
+// Blobs returns the fetch pipeline.
+func (a *Agent) Blobs() *fetch.Pipeline { return a.pipeline }
+
+// Manifests returns tag and manifest resolution.
+func (a *Agent) Manifests() *resolve.Resolver { return a.resolver }
+
+// Node returns the p2p node, or nil when peer-to-peer is off.
+func (a *Agent) Node() *p2p.Node { return a.node }
+
+// Logger returns the agent's logger.
+func (a *Agent) Logger() *slog.Logger { return a.log }
+
+// Gatherer exposes the agent's metrics registry (for the demo and tests).
+func (a *Agent) Gatherer() prometheus.Gatherer { return a.registry }
+
+// Registerer is where a role registers its own metrics.
+func (a *Agent) Registerer() prometheus.Registerer { return a.registry }
+
+// Announce advertises committed content to the cluster, in the background.
+func (a *Agent) Announce(d digest.Digest) {
+	if a.announcer != nil {
+		a.announcer.Announce(d)
+	}
+}
+
+// Target selects the upstream for a registry host ("" is the first configured one) and a
+// repository. With no upstream configured, the target has a nil Registry: content then comes
+// from the cluster only. An unconfigured registry is an error wrapping errdefs.ErrNotConfigured.
+func (a *Agent) Target(registry, repo string) (fetch.Target, error) {
+	reg, err := a.upstreams.Select(registry)
 	if err != nil {
-		a.Close()
-		return fmt.Errorf("agent: %w", err)
+		return fetch.Target{}, err
 	}
-	return a.Serve(ctx, ln)
+	return fetch.Target{Registry: reg, Repo: repo}, nil
 }
 
-// Serve is Run on a listener the caller opened.
-func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
-	defer a.Close()
-	a.exposed = !isLoopback(ln.Addr())
-	srv := &http.Server{
-		Handler:           a.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-	}
-	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	if a.cfg.DebugListen != "" {
-		dbg := &http.Server{Addr: a.cfg.DebugListen, Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				a.log.Error("debug listener failed", "err", err)
-			}
-		}()
-		defer dbg.Close()
-		a.log.Info("pprof serving", "debug_listen", a.cfg.DebugListen)
-	}
-	if a.node != nil {
-		a.wg.Add(2)
-		go func() {
-			defer a.wg.Done()
-			if err := a.node.Run(a.lifetime); err != nil && a.lifetime.Err() == nil {
-				a.log.Error("p2p node stopped", "err", err)
-			}
-		}()
-		go func() { defer a.wg.Done(); a.provideAll() }()
-		a.log.Info("p2p node started", "peer_id", a.node.ID(), "addrs", a.node.Addrs())
-	}
-	gcDone := make(chan struct{})
-	gcCtx, stopGC := context.WithCancel(ctx)
-	defer func() { stopGC(); <-gcDone }()
-	go func() { defer close(gcDone); a.runGC(gcCtx) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("agent: %w", err)
-	case <-ctx.Done():
-	}
-	a.mu.Lock()
-	a.closing = true
-	a.mu.Unlock()
-	// Fetches in flight stop now (their partial files are kept for the next run), so that the
-	// requests streaming them end instead of holding the shutdown; requests served from the
-	// store finish.
-	a.stop()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	a.log.Info("agent stopped")
-	return nil
-}
-
-// Close stops fetches in flight, waits for them and closes the store. It is safe to call twice.
+// Close stops fetches in flight, waits for them and the node's background work, and closes the
+// store (unless it was given with WithStore). It is safe to call twice.
 func (a *Agent) Close() error {
 	a.mu.Lock()
-	if a.store == nil {
+	if a.closed {
 		a.mu.Unlock()
 		return nil
 	}
-	a.closing = true
+	a.closed, a.closing = true, true
 	a.mu.Unlock()
-	a.stop()
-	if a.ext.OnClose != nil {
-		a.ext.OnClose()
+	a.resolver.Close()
+	a.pipeline.Close()
+	if a.announcer != nil {
+		a.announcer.close()
 	}
 	a.wg.Wait()
 	if a.node != nil {
@@ -336,104 +313,12 @@ func (a *Agent) Close() error {
 			a.log.Warn("closing p2p node", "err", err)
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	err := a.store.Close()
-	a.store = nil
-	return err
+	return a.closeStore()
 }
 
-// originSource fetches whole blobs from the request's upstream registry: a large one by parallel
-// range requests where the registry supports them (ranges.go), else as one stream.
-type originSource struct {
-	a *Agent
-	c *origin.Client
-}
-
-func (originSource) Name() string { return "origin" }
-
-func (s originSource) FetchBlob(ctx context.Context, t registryapi.Target, d digest.Digest, off, size int64) (io.Closer, int64, error) {
-	if t.Registry == nil {
-		return nil, 0, errNoOrigin
+func (a *Agent) closeStore() error {
+	if !a.ownStore {
+		return nil
 	}
-	body, total, err := s.c.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
-	if err != nil {
-		return nil, 0, err
-	}
-	if rf := s.parallel(ctx, t, d, off, total, body); rf != nil {
-		return rf, total, nil
-	}
-	return body, total, nil
-}
-
-// provideAll advertises everything committed, at start. The p2p node spreads the work out.
-func (a *Agent) provideAll() {
-	n := 0
-	_ = a.store.Walk(func(d digest.Digest) bool {
-		if a.lifetime.Err() != nil {
-			return false
-		}
-		if err := a.router.Provide(a.lifetime, d); err != nil && a.lifetime.Err() == nil {
-			a.log.Debug("providing failed", "digest", d, "err", err)
-		}
-		n++
-		return true
-	})
-	a.log.Info("advertised stored content", "objects", n)
-}
-
-// Node returns the p2p node, or nil when peer-to-peer is off.
-func (a *Agent) Node() *p2p.Node { return a.node }
-
-// Gatherer exposes the agent's metrics registry (for the demo and tests).
-func (a *Agent) Gatherer() prometheus.Gatherer { return a.registry }
-
-// gcInterval is how often the store's usage is checked against its limit when nothing is
-// committed.
-const gcInterval = time.Minute
-
-// runGC keeps the store under its limit until ctx ends.
-func (a *Agent) runGC(ctx context.Context) {
-	if a.cfg.StoreMaxBytes <= 0 {
-		return
-	}
-	high, low := a.cfg.StoreMaxBytes, a.cfg.StoreMaxBytes/10*9
-	t := time.NewTicker(gcInterval)
-	defer t.Stop()
-	for {
-		freed, err := a.store.GC(ctx, high, low, a.keep)
-		if err != nil && ctx.Err() == nil {
-			a.log.Error("store GC failed", "err", err)
-		}
-		if freed > 0 {
-			a.metrics.evictedBytes.Add(float64(freed))
-			used, _ := a.store.Usage()
-			a.log.Info("store GC evicted least recently used content", "bytes", freed, "store_bytes", used)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-a.gcKick:
-		}
-	}
-}
-
-// kickGC asks for a GC pass soon, without blocking.
-func (a *Agent) kickGC() {
-	select {
-	case a.gcKick <- struct{}{}:
-	default:
-	}
-}
-
-// debugHandler serves the runtime profiles (go tool pprof http://ADDR/debug/pprof/profile).
-func debugHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
+	return a.store.Close()
 }

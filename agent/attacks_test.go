@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
 
@@ -148,7 +149,6 @@ func (b *slowBlob) ReadAt(p []byte, off int64) (int, error) {
 
 // A peer trickling bytes is dropped at its chunk deadline and the origin finishes the blob.
 func TestTricklingPeerIsDropped(t *testing.T) {
-	defer agent.SetPeerDeadlines(time.Second, 1<<20)()
 	o := startOrigin(t)
 	data, d := randomBlob(t, 2<<20)
 	pushBlob(t, o, "test/big", data, d)
@@ -157,7 +157,14 @@ func TestTricklingPeerIsDropped(t *testing.T) {
 	seed := startPeer(t, t.TempDir(), nil, o.URL())
 	slow := startTestPeer(t, slowContent{mc}, seed.Node().Addrs()...)
 	slow.Provide(context.Background(), d)
-	b := startPeer(t, t.TempDir(), nil, o.URL(), seed.Node().Addrs()...)
+	// A short deadline: a second's grace, then 1 MiB/s.
+	b := startAgentConfig(t, agent.Config{
+		DataDir:      t.TempDir(),
+		Registries:   []string{o.URL()},
+		P2P:          &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: seed.Node().Addrs()},
+		ChunkSize:    1 << 20,
+		PeerDeadline: agent.PeerDeadline{Grace: time.Second, MinRate: 1 << 20},
+	})
 	waitProvided(t, b, d.String())
 
 	c := &http.Client{Timeout: 30 * time.Second}

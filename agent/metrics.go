@@ -6,11 +6,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/resolve"
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/agent/swarm"
+	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
+// metrics are the node's instruments, defined in one place and handed to the parts that count.
 type metrics struct {
 	originRequests *prometheus.CounterVec
 	originErrors   *prometheus.CounterVec
@@ -29,7 +35,10 @@ type metrics struct {
 	fetchProviders     prometheus.Histogram
 }
 
-var _ origin.Observer = (*metrics)(nil)
+var (
+	_ origin.Observer   = (*metrics)(nil)
+	_ transfer.Observer = (*metrics)(nil)
+)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -93,10 +102,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Bytes of least recently used content removed to keep the store under --max-store-size.",
 		}),
 	}
-	reg.MustRegister(m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
 		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight, m.evictedBytes,
 		m.peerVerifyFailures, m.peerServed, m.peerServedBytes, m.coordinated, m.fetchProviders)
 	return m
+}
+
+func (m *metrics) fetch() fetch.Metrics {
+	return fetch.Metrics{Duration: m.fetchDuration, Bytes: m.fetchedBytes, VerifyFailures: m.verifyFailures, InFlight: m.inflight}
+}
+
+func (m *metrics) swarm() swarm.Metrics {
+	return swarm.Metrics{Bytes: m.fetchedBytes.WithLabelValues("peer"), VerifyFailures: m.verifyFailures.WithLabelValues("peer"),
+		PeerVerifyFailures: m.peerVerifyFailures, Providers: m.fetchProviders}
+}
+
+func (m *metrics) resolve() resolve.Metrics {
+	return resolve.Metrics{Stale: m.staleTags, OriginVerifyFailures: m.verifyFailures.WithLabelValues("origin")}
 }
 
 func (m *metrics) registerStore(reg prometheus.Registerer, st *store.Store) {

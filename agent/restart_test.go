@@ -54,7 +54,11 @@ func TestPartialFetchSurvivesRestart(t *testing.T) {
 	if sent > int64(len(data))-1<<20 {
 		t.Fatalf("the origin sent %d bytes after the restart; the resume should have saved chunk 0", sent)
 	}
-	stored, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", d.Encoded()))
+	// The client's last byte goes out once the blob verifies; the commit (fsync, rename)
+	// follows it.
+	committed := filepath.Join(dir, "blobs", "sha256", d.Encoded())
+	waitFor(t, func() bool { _, err := os.Stat(committed); return err == nil }, "the commit")
+	stored, err := os.ReadFile(committed)
 	if err != nil || !bytes.Equal(stored, data) {
 		t.Fatalf("stored content: %v", err)
 	}

@@ -10,9 +10,9 @@ import (
 )
 
 // Coordinator returns the digest's coordinator: among live nodes, the one whose peer ID is
-// XOR-closest to the digest's DHT key (DESIGN.md, "Fetch pipeline"). Every node of a converged
-// cluster computes the same answer from the DHT's own closest-peers query, so a burst of requests
-// for a blob nobody holds converges on one node, which fetches it from the origin once for all.
+// XOR-closest to the digest's DHT key. Every node of a converged cluster computes the same answer
+// from the DHT's own closest-peers query, so a burst of requests for a blob nobody holds
+// converges on one node, which fetches it from the origin once for all.
 // self is true when this node is the coordinator (or knows no peer).
 func (n *Node) Coordinator(ctx context.Context, d digest.Digest) (p peer.ID, self bool, err error) {
 	c, err := DigestCID(d)

@@ -7,16 +7,30 @@ import (
 	"net/http"
 
 	"github.com/opencontainers/go-digest"
-
-	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
-// Target names where a request's content lives upstream: the registry selected by the
-// request's ns parameter and the repository in its path. Content is addressed by digest,
-// so Target matters only when the content must come from the origin.
-type Target struct {
-	Registry *origin.Registry
-	Repo     string
+// Repository names the repository a request is about: the registry the client named (the
+// request's ns parameter, validated as a host[:port]; "" when it named none) and the repository
+// path. The server does not decide what a registry name means: the Backend does (an agent maps
+// it to one of its upstreams and refuses any other with an error wrapping
+// errdefs.ErrNotConfigured, before any I/O). Content is addressed by digest, so Registry
+// matters only when content must come from an upstream.
+type Repository struct {
+	Registry string
+	Name     string
+}
+
+// Listing is an answer to a listing endpoint (tag list, referrers), relayed to the client as
+// it is: any 2xx or 4xx status, with its body and the headers a client needs.
+type Listing struct {
+	Status      int
+	ContentType string
+	// Link is the pagination header, with links relative to this server.
+	Link string
+	// FiltersApplied is the referrers answer's OCI-Filters-Applied header ("artifactType" when
+	// the list was filtered).
+	FiltersApplied string
+	Body           []byte
 }
 
 // Blob is an open blob, possibly still arriving. The server calls Close exactly once.
@@ -36,9 +50,9 @@ type Blob interface {
 // BlobProvider opens blobs. Errors wrap errdefs classes: ErrNotFound when neither the store nor
 // the origin has the blob.
 type BlobProvider interface {
-	OpenBlob(ctx context.Context, t Target, dgst digest.Digest) (Blob, error)
+	OpenBlob(ctx context.Context, r Repository, dgst digest.Digest) (Blob, error)
 	// StatBlob returns the blob's size without fetching it.
-	StatBlob(ctx context.Context, t Target, dgst digest.Digest) (int64, error)
+	StatBlob(ctx context.Context, r Repository, dgst digest.Digest) (int64, error)
 }
 
 // Manifest is a manifest or index with the media type it was served with.
@@ -53,13 +67,13 @@ type Manifest struct {
 // ManifestProvider resolves tags and returns manifests. ref is a tag or a digest; accept is the
 // client's list of acceptable media types (empty means anything).
 type ManifestProvider interface {
-	GetManifest(ctx context.Context, t Target, ref string, accept []string) (*Manifest, error)
+	GetManifest(ctx context.Context, r Repository, ref string, accept []string) (*Manifest, error)
 }
 
 // Lister answers the listing endpoints, which a mirror passes through to the origin.
 type Lister interface {
-	Tags(ctx context.Context, t Target, n int, last string) (*origin.Passthrough, error)
-	Referrers(ctx context.Context, t Target, dgst digest.Digest, artifactType string) (*origin.Passthrough, error)
+	Tags(ctx context.Context, r Repository, n int, last string) (*Listing, error)
+	Referrers(ctx context.Context, r Repository, dgst digest.Digest, artifactType string) (*Listing, error)
 }
 
 // Backend is everything the pull API needs. The agent implements it.
@@ -71,7 +85,7 @@ type Backend interface {
 
 // TagList is a tag listing answer (distribution-spec "Listing Tags") for repo: tags in order,
 // with link as the Link header of the next page ("" on the last page).
-func TagList(repo string, tags []string, link string) (*origin.Passthrough, error) {
+func TagList(repo string, tags []string, link string) (*Listing, error) {
 	body, err := json.Marshal(struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
@@ -79,5 +93,5 @@ func TagList(repo string, tags []string, link string) (*origin.Passthrough, erro
 	if err != nil {
 		return nil, err
 	}
-	return &origin.Passthrough{Status: http.StatusOK, ContentType: "application/json", Link: link, Body: body}, nil
+	return &Listing{Status: http.StatusOK, ContentType: "application/json", Link: link, Body: body}, nil
 }

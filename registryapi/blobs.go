@@ -7,13 +7,13 @@ import (
 	"time"
 )
 
-func (s *Server) serveBlob(w *statusWriter, r *http.Request, t Target, ref string) {
+func (s *Server) serveBlob(w *statusWriter, r *http.Request, t Repository, ref string) {
 	dgst, err := parseDigest(ref)
 	if err != nil {
-		writeError(w, r, toError(err, CodeBlobUnknown))
+		WriteError(w, r, toError(err, CodeBlobUnknown))
 		return
 	}
-	log := s.log.With("repo", t.Repo, "digest", dgst, "registry", t.Registry.Host())
+	log := s.log.With("repo", t.Name, "digest", dgst, "registry", t.Registry)
 	h := w.Header()
 	h.Set("Docker-Content-Digest", dgst.String())
 	h.Set("Accept-Ranges", "bytes")
@@ -23,7 +23,7 @@ func (s *Server) serveBlob(w *statusWriter, r *http.Request, t Target, ref strin
 		size, err := s.backend.StatBlob(r.Context(), t, dgst)
 		if err != nil {
 			log.Debug("blob stat failed", "err", err)
-			writeError(w, r, toError(err, CodeBlobUnknown))
+			WriteError(w, r, toError(err, CodeBlobUnknown))
 			return
 		}
 		if size >= 0 { // an origin may answer HEAD without a length
@@ -37,7 +37,7 @@ func (s *Server) serveBlob(w *statusWriter, r *http.Request, t Target, ref strin
 	blob, err := s.backend.OpenBlob(r.Context(), t, dgst)
 	if err != nil {
 		log.Info("blob unavailable", "err", err)
-		writeError(w, r, toError(err, CodeBlobUnknown))
+		WriteError(w, r, toError(err, CodeBlobUnknown))
 		return
 	}
 	defer blob.Close()
@@ -47,7 +47,7 @@ func (s *Server) serveBlob(w *statusWriter, r *http.Request, t Target, ref strin
 		if size >= 0 {
 			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 		}
-		writeError(w, r, rerr)
+		WriteError(w, r, rerr)
 		return
 	}
 	status := http.StatusOK

@@ -84,8 +84,11 @@ func toError(err error, notFoundCode string) *Error {
 	}
 }
 
-// writeError sends e as an OCI error body. HEAD responses carry the status and headers only.
-func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
+// WriteError sends e as an OCI error body ({"errors":[e]}), the one writer of OCI errors: the
+// /v2 handlers use it, and so does the node's HTTP surface for what it refuses before /v2 (the
+// admin check). Headers describing content (Content-Range, Docker-Content-Digest) are removed.
+// HEAD responses carry the status and headers only.
+func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
 	for _, k := range []string{"Content-Range", "Docker-Content-Digest", "Accept-Ranges", "Content-Length"} {
 		if k == "Content-Range" && e.Status == http.StatusRequestedRangeNotSatisfiable {

@@ -13,7 +13,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
-	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
 const (
@@ -41,29 +40,20 @@ func newFixture() *fixture {
 	return f
 }
 
-func mustSet(t testing.TB, urls ...string) *origin.Set {
-	t.Helper()
-	s, err := origin.NewSet(urls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // recordingBackend wraps a Backend, counting every call and recording the last arguments. When
 // err is set every call fails with it; blob, tags and referrers override the wrapped answers.
 type recordingBackend struct {
 	Backend
 	err       error
 	blob      Blob
-	tags      *origin.Passthrough
-	referrers *origin.Passthrough
+	tags      *Listing
+	referrers *Listing
 
 	calls atomic.Int64
 	opens atomic.Int64
 
 	mu           sync.Mutex
-	target       Target
+	target       Repository
 	ref          string
 	accept       []string
 	n            int
@@ -71,20 +61,20 @@ type recordingBackend struct {
 	artifactType string
 }
 
-func (b *recordingBackend) record(t Target, ref string) {
+func (b *recordingBackend) record(t Repository, ref string) {
 	b.calls.Add(1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.target, b.ref = t, ref
 }
 
-func (b *recordingBackend) lastTarget() Target {
+func (b *recordingBackend) lastTarget() Repository {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.target
 }
 
-func (b *recordingBackend) OpenBlob(ctx context.Context, t Target, d digest.Digest) (Blob, error) {
+func (b *recordingBackend) OpenBlob(ctx context.Context, t Repository, d digest.Digest) (Blob, error) {
 	b.record(t, d.String())
 	b.opens.Add(1)
 	if b.err != nil {
@@ -96,7 +86,7 @@ func (b *recordingBackend) OpenBlob(ctx context.Context, t Target, d digest.Dige
 	return b.Backend.OpenBlob(ctx, t, d)
 }
 
-func (b *recordingBackend) StatBlob(ctx context.Context, t Target, d digest.Digest) (int64, error) {
+func (b *recordingBackend) StatBlob(ctx context.Context, t Repository, d digest.Digest) (int64, error) {
 	b.record(t, d.String())
 	if b.err != nil {
 		return 0, b.err
@@ -107,7 +97,7 @@ func (b *recordingBackend) StatBlob(ctx context.Context, t Target, d digest.Dige
 	return b.Backend.StatBlob(ctx, t, d)
 }
 
-func (b *recordingBackend) GetManifest(ctx context.Context, t Target, ref string, accept []string) (*Manifest, error) {
+func (b *recordingBackend) GetManifest(ctx context.Context, t Repository, ref string, accept []string) (*Manifest, error) {
 	b.record(t, ref)
 	b.mu.Lock()
 	b.accept = accept
@@ -118,7 +108,7 @@ func (b *recordingBackend) GetManifest(ctx context.Context, t Target, ref string
 	return b.Backend.GetManifest(ctx, t, ref, accept)
 }
 
-func (b *recordingBackend) Tags(ctx context.Context, t Target, n int, last string) (*origin.Passthrough, error) {
+func (b *recordingBackend) Tags(ctx context.Context, t Repository, n int, last string) (*Listing, error) {
 	b.record(t, "")
 	b.mu.Lock()
 	b.n, b.last = n, last
@@ -132,7 +122,7 @@ func (b *recordingBackend) Tags(ctx context.Context, t Target, n int, last strin
 	return b.Backend.Tags(ctx, t, n, last)
 }
 
-func (b *recordingBackend) Referrers(ctx context.Context, t Target, d digest.Digest, artifactType string) (*origin.Passthrough, error) {
+func (b *recordingBackend) Referrers(ctx context.Context, t Repository, d digest.Digest, artifactType string) (*Listing, error) {
 	b.record(t, d.String())
 	b.mu.Lock()
 	b.artifactType = artifactType
@@ -146,13 +136,12 @@ func (b *recordingBackend) Referrers(ctx context.Context, t Target, d digest.Dig
 	return b.Backend.Referrers(ctx, t, d, artifactType)
 }
 
-// newTestServer returns a Server over a recording MemoryBackend with two upstreams, the first
-// being the default.
+// newTestServer returns a Server over a recording MemoryBackend.
 func newTestServer(t testing.TB) (*Server, *recordingBackend, *fixture) {
 	t.Helper()
 	f := newFixture()
 	b := &recordingBackend{Backend: f.mem}
-	return New(b, mustSet(t, "http://127.0.0.1:5001", "https://registry-1.docker.io")), b, f
+	return New(b), b, f
 }
 
 // serve sends one request through the handler. target is the raw request URI, sent unchanged.

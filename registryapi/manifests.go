@@ -7,17 +7,17 @@ import (
 	"strings"
 )
 
-func (s *Server) serveManifest(w *statusWriter, r *http.Request, t Target, refStr string) {
+func (s *Server) serveManifest(w *statusWriter, r *http.Request, t Repository, refStr string) {
 	ref, err := parseReference(refStr)
 	if err != nil {
-		writeError(w, r, toError(err, CodeManifestUnknown))
+		WriteError(w, r, toError(err, CodeManifestUnknown))
 		return
 	}
-	log := s.log.With("repo", t.Repo, "ref", ref.String(), "registry", t.Registry.Host())
+	log := s.log.With("repo", t.Name, "ref", ref.String(), "registry", t.Registry)
 	m, err := s.backend.GetManifest(r.Context(), t, ref.String(), acceptList(r.Header))
 	if err != nil {
 		log.Info("manifest unavailable", "err", err)
-		writeError(w, r, toError(err, CodeManifestUnknown))
+		WriteError(w, r, toError(err, CodeManifestUnknown))
 		return
 	}
 	h := w.Header()

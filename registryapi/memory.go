@@ -11,7 +11,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
-	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
 // MemoryBackend is a Backend holding blobs and manifests in maps, for tests of the handlers and
@@ -67,7 +66,7 @@ func (m *MemoryBackend) PutManifest(repo, tag, mediaType string, body []byte) di
 }
 
 // OpenBlob returns the blob or an error wrapping errdefs.ErrNotFound.
-func (m *MemoryBackend) OpenBlob(_ context.Context, _ Target, d digest.Digest) (Blob, error) {
+func (m *MemoryBackend) OpenBlob(_ context.Context, _ Repository, d digest.Digest) (Blob, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	b, ok := m.blobs[d]
@@ -78,7 +77,7 @@ func (m *MemoryBackend) OpenBlob(_ context.Context, _ Target, d digest.Digest) (
 }
 
 // StatBlob returns the blob's size or an error wrapping errdefs.ErrNotFound.
-func (m *MemoryBackend) StatBlob(_ context.Context, _ Target, d digest.Digest) (int64, error) {
+func (m *MemoryBackend) StatBlob(_ context.Context, _ Repository, d digest.Digest) (int64, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	b, ok := m.blobs[d]
@@ -88,49 +87,49 @@ func (m *MemoryBackend) StatBlob(_ context.Context, _ Target, d digest.Digest) (
 	return int64(len(b)), nil
 }
 
-// GetManifest resolves ref, a tag of t.Repo or a digest; accept is ignored.
-func (m *MemoryBackend) GetManifest(_ context.Context, t Target, ref string, _ []string) (*Manifest, error) {
+// GetManifest resolves ref, a tag of t.Name or a digest; accept is ignored.
+func (m *MemoryBackend) GetManifest(_ context.Context, t Repository, ref string, _ []string) (*Manifest, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	d := digest.Digest(ref)
-	if tagged, ok := m.tags[t.Repo][ref]; ok {
+	if tagged, ok := m.tags[t.Name][ref]; ok {
 		d = tagged
 	}
 	mf, ok := m.manifests[d]
 	if !ok {
-		return nil, fmt.Errorf("manifest %s:%s: %w", t.Repo, ref, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("manifest %s:%s: %w", t.Name, ref, errdefs.ErrNotFound)
 	}
 	mf.Body = slices.Clone(mf.Body)
 	return &mf, nil
 }
 
-// Tags lists t.Repo's tags in order, after last and at most n of them when n > 0, as a
+// Tags lists t.Name's tags in order, after last and at most n of them when n > 0, as a
 // registry would. A repository without tags is not found.
-func (m *MemoryBackend) Tags(_ context.Context, t Target, n int, last string) (*origin.Passthrough, error) {
+func (m *MemoryBackend) Tags(_ context.Context, t Repository, n int, last string) (*Listing, error) {
 	m.mu.RLock()
 	var tags []string
-	for tag := range m.tags[t.Repo] {
+	for tag := range m.tags[t.Name] {
 		if tag > last {
 			tags = append(tags, tag)
 		}
 	}
 	m.mu.RUnlock()
 	if len(tags) == 0 && last == "" {
-		return nil, fmt.Errorf("repository %s: %w", t.Repo, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("repository %s: %w", t.Name, errdefs.ErrNotFound)
 	}
 	slices.Sort(tags)
 	var link string
 	if n > 0 && len(tags) > n {
 		tags = tags[:n]
-		link = fmt.Sprintf(`</v2/%s/tags/list?last=%s&n=%d>; rel="next"`, t.Repo, tags[n-1], n)
+		link = fmt.Sprintf(`</v2/%s/tags/list?last=%s&n=%d>; rel="next"`, t.Name, tags[n-1], n)
 	}
-	return TagList(t.Repo, tags, link)
+	return TagList(t.Name, tags, link)
 }
 
 // Referrers answers with an empty image index: the backend keeps no referrers.
-func (m *MemoryBackend) Referrers(context.Context, Target, digest.Digest, string) (*origin.Passthrough, error) {
+func (m *MemoryBackend) Referrers(context.Context, Repository, digest.Digest, string) (*Listing, error) {
 	const index = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`
-	return &origin.Passthrough{Status: http.StatusOK, ContentType: "application/vnd.oci.image.index.v1+json", Body: []byte(index)}, nil
+	return &Listing{Status: http.StatusOK, ContentType: "application/vnd.oci.image.index.v1+json", Body: []byte(index)}, nil
 }
 
 // memoryBlob is a whole blob in memory.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/names"
-	"github.com/shoal-oci/shoal/registryapi/origin"
+	"github.com/shoal-oci/shoal/internal/oci"
 )
 
 // WithPush makes the server accept pushes and deletes into p (distribution-spec "Push" and
@@ -30,7 +30,7 @@ func (s *Server) servePush(w *statusWriter, r *http.Request, rt route) {
 	case rt.kind == epBlob && r.Method == http.MethodDelete:
 		s.deleteBlob(w, r, rt.name, rt.ref)
 	default:
-		writeError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "method not allowed on this endpoint"))
+		WriteError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "method not allowed on this endpoint"))
 	}
 }
 
@@ -79,7 +79,7 @@ type manifestFields struct {
 func (s *Server) putManifest(w *statusWriter, r *http.Request, repo, refStr string) {
 	ref, err := parseReference(refStr)
 	if err != nil {
-		writeError(w, r, pushError(err, CodeManifestUnknown, CodeManifestInvalid))
+		WriteError(w, r, pushError(err, CodeManifestUnknown, CodeManifestInvalid))
 		return
 	}
 	var tags []string
@@ -88,26 +88,26 @@ func (s *Server) putManifest(w *statusWriter, r *http.Request, repo, refStr stri
 	}
 	for _, tag := range r.URL.Query()["tag"] {
 		if !names.ValidTag(tag) {
-			writeError(w, r, &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid, Message: "invalid tag", Detail: "tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"})
+			WriteError(w, r, &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid, Message: "invalid tag", Detail: "tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"})
 			return
 		}
 		tags = append(tags, tag)
 	}
 	tooLarge := newError(http.StatusRequestEntityTooLarge, CodeSizeInvalid, "manifests are limited to 4 MiB")
-	if r.ContentLength > origin.MaxManifestSize {
-		writeError(w, r, tooLarge)
+	if r.ContentLength > oci.MaxManifestSize {
+		WriteError(w, r, tooLarge)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, origin.MaxManifestSize+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, oci.MaxManifestSize+1))
 	if err != nil {
-		writeError(w, r, newError(http.StatusBadRequest, CodeManifestInvalid, "could not read the manifest"))
+		WriteError(w, r, newError(http.StatusBadRequest, CodeManifestInvalid, "could not read the manifest"))
 		return
 	}
-	if len(body) > origin.MaxManifestSize {
-		writeError(w, r, tooLarge)
+	if len(body) > oci.MaxManifestSize {
+		WriteError(w, r, tooLarge)
 		return
 	}
-	invalid := func(msg string) { writeError(w, r, newError(http.StatusBadRequest, CodeManifestInvalid, msg)) }
+	invalid := func(msg string) { WriteError(w, r, newError(http.StatusBadRequest, CodeManifestInvalid, msg)) }
 	var f manifestFields
 	if err := json.Unmarshal(body, &f); err != nil {
 		invalid("the manifest is not a JSON object")
@@ -134,13 +134,13 @@ func (s *Server) putManifest(w *statusWriter, r *http.Request, repo, refStr stri
 	if d == "" {
 		d = digest.FromBytes(body)
 	} else if d.Algorithm().FromBytes(body) != d {
-		writeError(w, r, newError(http.StatusBadRequest, CodeDigestInvalid, "the manifest does not match the digest it was pushed by"))
+		WriteError(w, r, newError(http.StatusBadRequest, CodeDigestInvalid, "the manifest does not match the digest it was pushed by"))
 		return
 	}
 	log := s.log.With("repo", repo, "ref", ref.String(), "digest", d)
 	if err := s.pusher.PutManifest(r.Context(), repo, tags, &Manifest{MediaType: mt, Digest: d, Body: body, Source: "push"}); err != nil {
 		log.Info("manifest push refused", "err", err)
-		writeError(w, r, pushError(err, CodeManifestUnknown, CodeManifestInvalid))
+		WriteError(w, r, pushError(err, CodeManifestUnknown, CodeManifestInvalid))
 		return
 	}
 	h := w.Header()
@@ -160,7 +160,7 @@ func (s *Server) putManifest(w *statusWriter, r *http.Request, repo, refStr stri
 func (s *Server) deleteManifest(w *statusWriter, r *http.Request, repo, refStr string) {
 	ref, err := parseReference(refStr)
 	if err != nil {
-		writeError(w, r, pushError(err, CodeManifestUnknown, CodeManifestInvalid))
+		WriteError(w, r, pushError(err, CodeManifestUnknown, CodeManifestInvalid))
 		return
 	}
 	if ref.digest != "" {
@@ -169,7 +169,7 @@ func (s *Server) deleteManifest(w *statusWriter, r *http.Request, repo, refStr s
 		err = s.pusher.DeleteTag(r.Context(), repo, ref.tag)
 	}
 	if err != nil {
-		writeError(w, r, pushError(err, CodeManifestUnknown, CodeManifestInvalid))
+		WriteError(w, r, pushError(err, CodeManifestUnknown, CodeManifestInvalid))
 		return
 	}
 	s.log.Info("manifest deleted", "repo", repo, "ref", ref.String())
@@ -180,11 +180,11 @@ func (s *Server) deleteManifest(w *statusWriter, r *http.Request, repo, refStr s
 func (s *Server) deleteBlob(w *statusWriter, r *http.Request, repo, ref string) {
 	d, err := parseDigest(ref)
 	if err != nil {
-		writeError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
 		return
 	}
 	if err := s.pusher.DeleteBlob(r.Context(), repo, d); err != nil {
-		writeError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
 		return
 	}
 	s.log.Info("blob deleted", "repo", repo, "digest", d)

@@ -52,7 +52,7 @@ type BlobPusher interface {
 
 // ManifestPusher stores manifests.
 type ManifestPusher interface {
-	// PutManifest stores m (already checked to be JSON of at most origin.MaxManifestSize bytes
+	// PutManifest stores m (already checked to be JSON of at most oci.MaxManifestSize bytes
 	// hashing to m.Digest) in repo, and points each of tags at it. A config, layer or child
 	// manifest missing from repo is an error wrapping ErrManifestBlobUnknown; a body that is not
 	// a manifest, ErrManifestInvalid.

@@ -1,26 +1,26 @@
-// Package registryapi serves the OCI distribution pull API (/v2) that container runtimes use as
-// a mirror, and (in origin/) talks to the upstream registries. It knows nothing of where bytes
-// come from: a Backend supplies blobs and manifests.
+// Package registryapi serves the OCI distribution API (/v2) that container runtimes use as a
+// mirror: pulls from a Backend, and pushes into a Pusher (WithPush). It knows nothing of where
+// bytes come from, nor of upstream registries: the client's ns parameter reaches the Backend as
+// Repository.Registry, and the Backend decides what it names. The upstream client lives beside
+// it, in registryapi/origin, and this package does not import it.
 package registryapi
 
 import (
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shoal-oci/shoal/internal/errdefs"
-	"github.com/shoal-oci/shoal/registryapi/origin"
+	"github.com/shoal-oci/shoal/internal/names"
 )
 
 // Server is the /v2 HTTP handler of an agent, and of a seed, which also takes pushes (WithPush).
 type Server struct {
-	backend   Backend
-	upstreams *origin.Set
+	backend Backend
 	// pusher, when set, takes uploads, manifest pushes and deletes (WithPush).
 	pusher  Pusher
 	log     *slog.Logger
@@ -38,9 +38,9 @@ func WithRegisterer(r prometheus.Registerer) Option {
 	return func(s *Server) { s.metrics = newMetrics(r) }
 }
 
-// New returns a Server answering from backend for the configured upstreams.
-func New(backend Backend, upstreams *origin.Set, opts ...Option) *Server {
-	s := &Server{backend: backend, upstreams: upstreams, log: slog.New(slog.DiscardHandler)}
+// New returns a Server answering from backend.
+func New(backend Backend, opts ...Option) *Server {
+	s := &Server{backend: backend, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -107,7 +107,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}()
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if rerr != nil {
-		writeError(w, r, rerr)
+		WriteError(w, r, rerr)
 		return
 	}
 	if rt.kind == epUpload || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
@@ -115,7 +115,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			s.servePush(w, r, rt)
 			return
 		}
-		writeError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "this mirror serves pulls only: push, upload and delete are not supported"))
+		WriteError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "this mirror serves pulls only: push, upload and delete are not supported"))
 		return
 	}
 	if rt.kind == epBase {
@@ -127,17 +127,14 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	reg, err := s.upstreams.Select(r.URL.Query().Get("ns"))
-	if err != nil && s.pusher != nil && errors.Is(err, errdefs.ErrNotConfigured) {
-		// Pushed repositories are named by path alone: an ns naming no upstream still reaches
-		// the Backend, with no Registry, and it decides.
-		reg, err = nil, nil
-	}
-	if err != nil {
-		writeError(w, r, toError(err, CodeNameUnknown))
+	ns := r.URL.Query().Get("ns")
+	if ns != "" && !names.ValidRegistryHost(ns) {
+		// Not a registry host at all: no Backend could serve it. 404 makes containerd and other
+		// mirror clients try their next host.
+		WriteError(w, r, newError(http.StatusNotFound, CodeNameUnknown, "the requested registry is not an upstream of this mirror"))
 		return
 	}
-	t := Target{Registry: reg, Repo: rt.name}
+	t := Repository{Registry: strings.ToLower(ns), Name: rt.name}
 	switch rt.kind {
 	case epManifest:
 		s.serveManifest(w, r, t, rt.ref)

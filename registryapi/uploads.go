@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -19,21 +17,21 @@ import (
 func (s *Server) serveUpload(w *statusWriter, r *http.Request, rt route) {
 	if rt.ref == "" {
 		if r.Method != http.MethodPost {
-			writeError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "uploads start with POST"))
+			WriteError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "uploads start with POST"))
 			return
 		}
 		s.startUpload(w, r, rt.name)
 		return
 	}
 	if !validUploadID(rt.ref) {
-		writeError(w, r, newError(http.StatusNotFound, CodeBlobUploadUnknown, "blob upload unknown to registry"))
+		WriteError(w, r, newError(http.StatusNotFound, CodeBlobUploadUnknown, "blob upload unknown to registry"))
 		return
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		size, err := s.pusher.UploadSize(r.Context(), rt.name, rt.ref)
 		if err != nil {
-			writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
+			WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
 			return
 		}
 		uploadHeaders(w, rt.name, rt.ref, size)
@@ -47,13 +45,13 @@ func (s *Server) serveUpload(w *statusWriter, r *http.Request, rt route) {
 		s.finishUpload(w, r, rt.name, rt.ref)
 	case http.MethodDelete:
 		if err := s.pusher.CancelUpload(r.Context(), rt.name, rt.ref); err != nil {
-			writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
+			WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
 			return
 		}
 		w.Header().Set("Content-Length", "0")
 		w.WriteHeader(http.StatusNoContent)
 	default:
-		writeError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "method not allowed on an upload"))
+		WriteError(w, r, newError(http.StatusMethodNotAllowed, CodeUnsupported, "method not allowed on an upload"))
 	}
 }
 
@@ -95,13 +93,13 @@ func (s *Server) startUpload(w *statusWriter, r *http.Request, repo string) {
 	if m := q.Get("mount"); m != "" {
 		d, err := parseDigest(m)
 		if err != nil {
-			writeError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
+			WriteError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
 			return
 		}
 		from := q.Get("from")
 		if from != "" {
 			if e := validateName(from); e != nil {
-				writeError(w, r, e)
+				WriteError(w, r, e)
 				return
 			}
 		}
@@ -112,7 +110,7 @@ func (s *Server) startUpload(w *statusWriter, r *http.Request, repo string) {
 			blobCreated(w, repo, d)
 			return
 		case !errors.Is(err, errdefs.ErrNotFound):
-			writeError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
+			WriteError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
 			return
 		}
 		// Not mountable: the client uploads instead, in the session opened below.
@@ -124,7 +122,7 @@ func (s *Server) startUpload(w *statusWriter, r *http.Request, repo string) {
 	drain(r)
 	id, err := s.pusher.StartUpload(ctx, repo, "")
 	if err != nil {
-		writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
 		return
 	}
 	uploadHeaders(w, repo, id, 0)
@@ -136,12 +134,12 @@ func (s *Server) pushWhole(w *statusWriter, r *http.Request, repo, ds string) {
 	ctx := r.Context()
 	d, err := parseDigest(ds)
 	if err != nil {
-		writeError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
 		return
 	}
 	id, err := s.pusher.StartUpload(ctx, repo, d.Algorithm())
 	if err != nil {
-		writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
 		return
 	}
 	n, err := s.pusher.WriteUpload(ctx, repo, id, 0, r.Body)
@@ -150,11 +148,11 @@ func (s *Server) pushWhole(w *statusWriter, r *http.Request, repo, ds string) {
 	}
 	if err != nil {
 		_ = s.pusher.CancelUpload(ctx, repo, id)
-		writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeSizeInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeSizeInvalid))
 		return
 	}
 	if _, err := s.pusher.FinishUpload(ctx, repo, id, d); err != nil {
-		writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
 		return
 	}
 	s.log.Info("blob pushed", "repo", repo, "digest", d, "bytes", n)
@@ -176,7 +174,7 @@ func (s *Server) appendChunk(w *statusWriter, r *http.Request, repo, id string) 
 		}
 		off, want = start, end-start+1
 		if r.ContentLength >= 0 && r.ContentLength != want {
-			writeError(w, r, newError(http.StatusBadRequest, CodeSizeInvalid, "Content-Length differs from the Content-Range"))
+			WriteError(w, r, newError(http.StatusBadRequest, CodeSizeInvalid, "Content-Length differs from the Content-Range"))
 			return 0, false
 		}
 		body = io.LimitReader(r.Body, want)
@@ -188,11 +186,11 @@ func (s *Server) appendChunk(w *statusWriter, r *http.Request, repo, id string) 
 		s.rangeRefused(w, r, repo, id)
 		return 0, false
 	case err != nil:
-		writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
 		return 0, false
 	case want >= 0 && n-off != want:
 		uploadHeaders(w, repo, id, n)
-		writeError(w, r, newError(http.StatusBadRequest, CodeSizeInvalid, "the body is shorter than the Content-Range"))
+		WriteError(w, r, newError(http.StatusBadRequest, CodeSizeInvalid, "the body is shorter than the Content-Range"))
 		return 0, false
 	}
 	uploadHeaders(w, repo, id, n)
@@ -204,39 +202,11 @@ func (s *Server) appendChunk(w *statusWriter, r *http.Request, repo, id string) 
 func (s *Server) rangeRefused(w *statusWriter, r *http.Request, repo, id string) {
 	size, err := s.pusher.UploadSize(r.Context(), repo, id)
 	if err != nil {
-		writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
 		return
 	}
 	uploadHeaders(w, repo, id, size)
-	writeError(w, r, newError(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "chunks must be uploaded in order, from the end of the upload"))
-}
-
-// parseContentRange reads an upload chunk's Content-Range, "<start>-<end>" inclusive as the
-// distribution spec writes it; the "bytes " and "bytes=" prefixes some clients add are accepted,
-// and a "/<size>" suffix is ignored.
-func parseContentRange(h string) (start, end int64, ok bool) {
-	h = strings.TrimSpace(h)
-	if rest, found := strings.CutPrefix(h, "bytes"); found {
-		h = strings.TrimLeft(rest, " =")
-	}
-	h, _, _ = strings.Cut(h, "/")
-	a, b, found := strings.Cut(h, "-")
-	if !found {
-		return 0, 0, false
-	}
-	parse := func(s string) (int64, bool) {
-		if s == "" || len(s) > 19 || strings.TrimLeft(s, "0123456789") != "" {
-			return 0, false
-		}
-		v, err := strconv.ParseInt(s, 10, 64)
-		return v, err == nil
-	}
-	start, ok1 := parse(a)
-	end, ok2 := parse(b)
-	if !ok1 || !ok2 || end < start {
-		return 0, 0, false
-	}
-	return start, end, true
+	WriteError(w, r, newError(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "chunks must be uploaded in order, from the end of the upload"))
 }
 
 func (s *Server) finishUpload(w *statusWriter, r *http.Request, repo, id string) {
@@ -244,7 +214,7 @@ func (s *Server) finishUpload(w *statusWriter, r *http.Request, repo, id string)
 	ds := r.URL.Query().Get("digest")
 	d, err := parseDigest(ds)
 	if err != nil {
-		writeError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUnknown, CodeDigestInvalid))
 		return
 	}
 	if r.ContentLength != 0 || r.Header.Get("Content-Range") != "" {
@@ -258,7 +228,7 @@ func (s *Server) finishUpload(w *statusWriter, r *http.Request, repo, id string)
 			w.Header().Del(k)
 		}
 		s.log.Info("blob upload refused", "repo", repo, "digest", d, "err", err)
-		writeError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
+		WriteError(w, r, pushError(err, CodeBlobUploadUnknown, CodeBlobUploadInvalid))
 		return
 	}
 	for _, k := range []string{"Range", "Docker-Upload-UUID"} {

@@ -103,7 +103,6 @@ func startAgent(t *testing.T, cfg agent.Config) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Extend(agent.Extension{Routes: seed.NewAdmin(a).Routes()})
 	return serve(t, &node{Agent: a}, a.Serve)
 }
 

@@ -6,6 +6,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/pins"
+	"github.com/shoal-oci/shoal/internal/reference"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/seed/hosted"
 )
@@ -18,10 +22,54 @@ type pinningPusher struct {
 	s *Seed
 }
 
-var (
-	_ registryapi.Pusher  = (*pinningPusher)(nil)
-	_ registryapi.Backend = (*pinningPusher)(nil)
-)
+var _ registryapi.Pusher = (*pinningPusher)(nil)
+
+// frontend is a seed's /v2 Backend: its hosted repositories first, and the agent (upstreams,
+// and the cluster, where other seeds' pushed images are) for the rest. Tag lists and referrers
+// of a repository that is not hosted go to the agent only when it has an upstream for them;
+// with none, the hosted registry answers (not found, and an empty list).
+type frontend struct {
+	hosted *hosted.Registry
+	agent  *agent.Agent
+}
+
+var _ registryapi.Backend = (*frontend)(nil)
+
+func (f *frontend) pick(r registryapi.Repository) registryapi.Backend {
+	if f.hosted.Hosts(r.Name) {
+		return f.hosted
+	}
+	return f.agent
+}
+
+func (f *frontend) pickListing(r registryapi.Repository) registryapi.Backend {
+	if !f.hosted.Hosts(r.Name) {
+		if t, err := f.agent.Target(r.Registry, r.Name); err == nil && t.Registry != nil {
+			return f.agent
+		}
+	}
+	return f.hosted
+}
+
+func (f *frontend) OpenBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (registryapi.Blob, error) {
+	return f.pick(r).OpenBlob(ctx, r, d)
+}
+
+func (f *frontend) StatBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (int64, error) {
+	return f.pick(r).StatBlob(ctx, r, d)
+}
+
+func (f *frontend) GetManifest(ctx context.Context, r registryapi.Repository, ref string, accept []string) (*registryapi.Manifest, error) {
+	return f.pick(r).GetManifest(ctx, r, ref, accept)
+}
+
+func (f *frontend) Tags(ctx context.Context, r registryapi.Repository, n int, last string) (*registryapi.Listing, error) {
+	return f.pickListing(r).Tags(ctx, r, n, last)
+}
+
+func (f *frontend) Referrers(ctx context.Context, r registryapi.Repository, d digest.Digest, artifactType string) (*registryapi.Listing, error) {
+	return f.pickListing(r).Referrers(ctx, r, d, artifactType)
+}
 
 // pinTimeout bounds recording the pin of a pushed tag (a walk of content already in the store).
 const pinTimeout = time.Minute
@@ -33,7 +81,7 @@ func (p *pinningPusher) PutManifest(ctx context.Context, repo string, tags []str
 	// The pushed content is kept by the hosted index already; the pin is for replication, and is
 	// recorded in the background so that a push is not slowed by it.
 	for _, tag := range tags {
-		p.s.pins.spawn(func() { p.s.pinPushed(repo, tag, m.Digest) })
+		p.s.rep.spawn(func() { p.s.pinPushed(repo, tag, m.Digest) })
 	}
 	return nil
 }
@@ -41,20 +89,20 @@ func (p *pinningPusher) PutManifest(ctx context.Context, repo string, tags []str
 // pinPushed records the pin of a pushed tag, created at the push: a replica's or an older push's
 // pin does not replace a newer one.
 func (s *Seed) pinPushed(repo, tag string, d digest.Digest) {
-	ctx, cancel := context.WithTimeout(s.pins.ctx, pinTimeout)
+	ctx, cancel := s.rep.life.Context(pinTimeout)
 	defer cancel()
 	cur, _, pushed, ok := s.hosted.ResolveTag(repo, tag)
 	if !ok || cur != d {
 		return // pushed over or deleted meanwhile; that push records its own pin
 	}
 	// Every platform, from the store: a pushed image is all here.
-	all := PreheatRequest{AllPlatforms: true}
-	pin, err := fetchImage(ctx, s.a, registryapi.Target{Repo: repo}, Ref{Repo: repo, Digest: d}, nil, all, func(Progress) {})
+	all := pins.PreheatRequest{AllPlatforms: true}
+	pin, err := s.pins.FetchImage(ctx, fetch.Target{Repo: repo}, reference.Ref{Repo: repo, Digest: d}, nil, all, func(pins.Progress) {})
 	if err != nil {
 		s.log.Warn("recording the pin of a pushed tag failed", "repo", repo, "tag", tag, "digest", d, "err", err)
 		return
 	}
-	pin.Hosted, pin.Ref, pin.Tag, pin.Replicas, pin.Created = true, repo+":"+tag, tag, s.pins.replicas, pushed
+	pin.Hosted, pin.Ref, pin.Tag, pin.Replicas, pin.Created = true, repo+":"+tag, tag, s.pins.DefaultReplicas(), pushed
 	if _, err := s.a.Store().PutPin(pin); err != nil {
 		s.log.Error("recording the pin of a pushed tag failed", "repo", repo, "tag", tag, "err", err)
 	}
@@ -72,11 +120,12 @@ func (p *pinningPusher) DeleteManifest(ctx context.Context, repo string, d diges
 	if err := p.Registry.DeleteManifest(ctx, repo, d); err != nil {
 		return err
 	}
-	pins, err := p.s.pins.List()
+	all, err := p.s.pins.List()
 	if err != nil {
+		p.s.log.Warn("listing pins to drop those of a deleted manifest", "err", err)
 		return nil
 	}
-	for _, pin := range pins {
+	for _, pin := range all {
 		if pin.Hosted && pin.Repo == repo && pin.Digest == d {
 			_, _ = p.s.pins.Remove(ctx, pin.Ref)
 		}

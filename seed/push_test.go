@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/seed"
 	"github.com/shoal-oci/shoal/test/testutil"
@@ -45,7 +46,7 @@ func TestPushedImageWithoutOrigin(t *testing.T) {
 	ctx := context.Background()
 	waitFor(t, "the pushed tag to be pinned on both seeds", func() bool {
 		for _, s := range []*node{s1, s2} {
-			pins, err := seed.NewClient(s.host, "").Pins(ctx)
+			pins, err := pins.NewClient(s.host, "").Pins(ctx)
 			if err != nil || len(pins) != 1 || pins[0].Ref != "mirror.example/site/app:v1" || !pins[0].Hosted || pins[0].Digest.String() != d.String() {
 				return false
 			}
@@ -90,7 +91,7 @@ func TestRepushedTagWins(t *testing.T) {
 	ctx := context.Background()
 	pinnedEverywhere := func(d string) bool {
 		for _, s := range []*node{s1, s2} {
-			pins, err := seed.NewClient(s.host, "").Pins(ctx)
+			pins, err := pins.NewClient(s.host, "").Pins(ctx)
 			if err != nil || len(pins) != 1 || pins[0].Digest.String() != d {
 				return false
 			}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/seed"
 	"github.com/shoal-oci/shoal/test/testutil"
@@ -36,13 +37,13 @@ func TestReplicasRepaired(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := seed.NewClient(s1.host, "").Pin(ctx, seed.PreheatRequest{Ref: ref, Replicas: 2}, nil); err != nil {
+	if _, err := pins.NewClient(s1.host, "").Pin(ctx, pins.PreheatRequest{Ref: ref, Replicas: 2}, nil); err != nil {
 		t.Fatalf("pin add: %v", err)
 	}
 	holders := func(nodes ...*node) int {
 		n := 0
 		for _, s := range nodes {
-			pins, err := seed.NewClient(s.host, "").Pins(ctx)
+			pins, err := pins.NewClient(s.host, "").Pins(ctx)
 			if err == nil && len(pins) == 1 && pins[0].Ref == ref && pins[0].Replicas == 2 {
 				n++
 			}

@@ -1,6 +1,8 @@
-// Package seed is the origin side of a Shoal cluster: seed nodes, which pin what they hold, take
-// the coordinator role for origin fetches, keep each pinned image on enough seeds, and accept
-// pushes; and the preheat and pin operations that warm a cluster before a rollout.
+// Package seed is the seed role of a Shoal cluster: nodes that pin what they hold, take the
+// coordinator role for origin fetches, keep each pinned image on enough seeds, and accept
+// pushes. A seed is composed from an agent's public parts (its store, pipeline, resolver, p2p
+// node and HTTP surface) plus its own: the hosted repositories (seed/hosted), the replicator and
+// the seed protocol, and a /v2 that takes pushes.
 package seed
 
 import (
@@ -9,12 +11,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/tags"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/seed/hosted"
 )
@@ -39,9 +44,10 @@ const DefaultRepairInterval = 30 * time.Second
 // Seed is a running seed node.
 type Seed struct {
 	a      *agent.Agent
+	st     *store.Store
 	log    *slog.Logger
-	pins   *Pins
-	admin  *Admin
+	pins   *pins.Pins
+	rep    *replicator
 	peer   *seedPeer
 	hosted *hosted.Registry
 }
@@ -59,80 +65,119 @@ func New(cfg Config) (*Seed, error) {
 	p2pCfg := *cfg.Agent.P2P
 	p2pCfg.Seed = true
 	cfg.Agent.P2P = &p2pCfg
-	a, err := agent.New(cfg.Agent)
+	// Pushed repositories are named by path: a request naming a registry that is not an
+	// upstream may be for one of them, or for another seed's, which the cluster serves.
+	cfg.Agent.UnknownRegistriesFromCluster = true
+	st, err := agent.OpenStore(cfg.Agent)
 	if err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
 	}
-	log := a.Logger().With("component", "seed")
-	s := &Seed{a: a, log: log}
-	s.pins = newPins(a, log, cfg.Replicas, cfg.RepairInterval)
-	s.peer = newSeedPeer(a.Node(), s.pins, log)
-	s.pins.peer = s.peer
-	s.admin = &Admin{a: a, pins: s.pins, pinOnPreheat: true}
-	opts := []hosted.Option{hosted.WithLogger(a.Logger().With("component", "hosted")), hosted.WithFallback(a),
-		hosted.WithCommitHook(a.Announce), hosted.WithDeletes(!cfg.NoDeletes)}
+	s := &Seed{st: st}
+	opts := []hosted.Option{hosted.WithCommitHook(s.announce), hosted.WithDeletes(!cfg.NoDeletes)}
+	if cfg.Agent.Logger != nil {
+		opts = append(opts, hosted.WithLogger(cfg.Agent.Logger.With("component", "hosted")))
+	}
 	if cfg.UploadTimeout > 0 {
 		opts = append(opts, hosted.WithUploadTimeout(cfg.UploadTimeout))
 	}
-	if s.hosted, err = hosted.New(a.Store(), opts...); err != nil {
-		a.Close()
+	if s.hosted, err = hosted.New(st, opts...); err != nil {
+		_ = st.Close() // nothing was written yet
 		return nil, fmt.Errorf("seed: %w", err)
 	}
-	pusher := &pinningPusher{Registry: s.hosted, s: s}
-	a.Extend(agent.Extension{
-		Frontend:        pusher,
-		FrontendOptions: []registryapi.Option{registryapi.WithPush(pusher)},
-		HostedTags:      s.hostedTag,
-		Keep:            s.hosted.Referenced,
-		Routes:          s.admin.Routes(),
-		OnClose: func() {
-			// Before the agent closes its store: no new replicas, and background work done.
-			s.peer.close()
-			s.pins.close()
-		},
-	})
+	s.a, err = agent.New(cfg.Agent, agent.WithStore(st), agent.WithHostedTags(hostedTags{s}), agent.WithKeeper(s.hosted))
+	if err != nil {
+		_ = s.hosted.Close()
+		_ = st.Close()
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+	s.log = s.a.Logger().With("component", "seed")
+	s.peer = newSeedPeer(s.a.Node(), s.log)
+	s.pins = s.a.Pins(cfg.Replicas, s.peer)
+	s.rep = newReplicator(s.a, s.pins, s.peer, s.log, cfg.Replicas, cfg.RepairInterval)
+	s.peer.serve(s.rep)
 	return s, nil
 }
 
-// hostedTag answers peers resolving a pushed tag: the newer of this seed's own push and a pin of
-// a pushed image it holds as a replica.
-func (s *Seed) hostedTag(repo, tag string) (digest.Digest, string, time.Time, bool) {
-	d, mt, at, ok := s.hosted.ResolveTag(repo, tag)
-	if pin, pinned := s.a.Store().Pin(store.PinKey(true, repo+":"+tag)); pinned && pin.MediaType != "" && (!ok || pin.Created.After(at)) {
-		return pin.Digest, pin.MediaType, pin.Created, true
+// announce advertises content committed to the hosted repositories. Pushes arrive only once
+// the seed serves, after New, so the agent is there.
+func (s *Seed) announce(d digest.Digest) { s.a.Announce(d) }
+
+// hostedTags answers local resolution and peers resolving a pushed tag: the newer of this seed's
+// own push and a pin of a pushed image it holds as a replica.
+type hostedTags struct{ s *Seed }
+
+func (h hostedTags) HostedTag(repo, tag string) (tags.Record, bool) {
+	d, mt, at, ok := h.s.hosted.ResolveTag(repo, tag)
+	if pin, pinned := h.s.st.Pin(store.PinKey(true, repo+":"+tag)); pinned && pin.MediaType != "" && (!ok || pin.Created.After(at)) {
+		return tags.Record{Digest: pin.Digest, MediaType: pin.MediaType, Resolved: pin.Created}, true
 	}
-	return d, mt, at, ok
+	return tags.Record{Digest: d, MediaType: mt, Resolved: at}, ok
 }
 
 // Agent returns the seed's agent.
 func (s *Seed) Agent() *agent.Agent { return s.a }
 
 // Pins returns the seed's pins.
-func (s *Seed) Pins() *Pins { return s.pins }
+func (s *Seed) Pins() *pins.Pins { return s.pins }
+
+// Handler is the seed's HTTP surface: the agent's, with a /v2 that serves the hosted
+// repositories before the agent's pipeline and takes pushes, and the admin endpoints (a preheat
+// on a seed pins what it fetched).
+func (s *Seed) handler() *registryapi.Server {
+	p := &pinningPusher{Registry: s.hosted, s: s}
+	fe := &frontend{hosted: s.hosted, agent: s.a}
+	return registryapi.New(fe, registryapi.WithLogger(s.a.Logger()), registryapi.WithRegisterer(s.a.Registerer()),
+		registryapi.WithPush(p))
+}
 
 // Run serves on the agent's listen address until ctx ends, repairing replica counts in the
 // background, then closes the seed.
 func (s *Seed) Run(ctx context.Context) error {
-	return s.serve(ctx, func(ctx context.Context) error { return s.a.Run(ctx) })
+	ln, err := s.a.Listen()
+	if err != nil {
+		s.closeRole()
+		return err
+	}
+	return s.Serve(ctx, ln)
 }
 
 // Serve is Run on a listener the caller opened.
 func (s *Seed) Serve(ctx context.Context, ln net.Listener) error {
-	return s.serve(ctx, func(ctx context.Context) error { return s.a.Serve(ctx, ln) })
-}
-
-func (s *Seed) serve(ctx context.Context, run func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	done := make(chan struct{}, 2)
-	go func() { defer func() { done <- struct{}{} }(); s.pins.run(ctx) }()
-	go func() { defer func() { done <- struct{}{} }(); _ = s.hosted.Run(ctx) }()
-	err := run(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.rep.run(ctx) }()
+	go func() { defer wg.Done(); _ = s.hosted.Run(ctx) }() // returns nil when ctx ends
+	// The role's background work stops first (replica fetches go through the agent's pipeline),
+	// then the agent, then what the seed owns: the hosted index and the store.
+	stopped := make(chan struct{})
+	go func() {
+		<-ctx.Done()
+		s.rep.close()
+		s.peer.close()
+		close(stopped)
+	}()
+	h := s.a.Surface(s.handler(), pins.NewAdmin(s.pins, true).Routes())
+	err := s.a.ServeHandler(ctx, ln, h)
 	cancel()
-	<-done
-	<-done
-	if cerr := s.hosted.Close(); cerr != nil && err == nil {
+	<-stopped
+	wg.Wait()
+	if cerr := s.closeOwned(); cerr != nil && err == nil {
 		err = fmt.Errorf("seed: %w", cerr)
 	}
 	return err
+}
+
+// closeRole closes a seed that never served.
+func (s *Seed) closeRole() {
+	s.rep.close()
+	s.peer.close()
+	if err := s.closeOwned(); err != nil {
+		s.log.Warn("closing the seed", "err", err)
+	}
+}
+
+func (s *Seed) closeOwned() error {
+	return errors.Join(s.hosted.Close(), s.st.Close())
 }

@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/seed"
 	"github.com/shoal-oci/shoal/test/testutil"
@@ -37,15 +38,15 @@ func TestPreheatThenOriginDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
-	results := make([]seed.Progress, 2)
+	results := make([]pins.Progress, 2)
 	errs := make([]error, 2)
-	reports := make([][]seed.Progress, 2)
+	reports := make([][]pins.Progress, 2)
 	for i, s := range []*node{s1, s2} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = seed.NewClient(s.host, "").Preheat(ctx, seed.PreheatRequest{Ref: ref, AllPlatforms: true},
-				func(p seed.Progress) { reports[i] = append(reports[i], p) })
+			results[i], errs[i] = pins.NewClient(s.host, "").Preheat(ctx, pins.PreheatRequest{Ref: ref, AllPlatforms: true},
+				func(p pins.Progress) { reports[i] = append(reports[i], p) })
 		}()
 	}
 	wg.Wait()
@@ -87,7 +88,7 @@ func TestPreheatThenOriginDown(t *testing.T) {
 		}
 	}
 	for i, s := range []*node{s1, s2} {
-		pins, err := seed.NewClient(s.host, "").Pins(ctx)
+		pins, err := pins.NewClient(s.host, "").Pins(ctx)
 		if err != nil || len(pins) != 1 || pins[0].Ref != ref || len(pins[0].Digests) != 3+len(blobs) {
 			t.Fatalf("seed %d: pins %+v, %v; want the image pinned", i, pins, err)
 		}
@@ -130,17 +131,17 @@ func TestPreheatThenOriginDown(t *testing.T) {
 func TestPreheatErrors(t *testing.T) {
 	o := startOrigin(t)
 	s := startSeed(t, seed.Config{Agent: agentConfig(t, []string{o.URL()}, nil)})
-	c := seed.NewClient(s.host, "")
+	c := pins.NewClient(s.host, "")
 	ctx := context.Background()
 	for _, tc := range []struct {
-		req  seed.PreheatRequest
+		req  pins.PreheatRequest
 		want string
 	}{
-		{seed.PreheatRequest{Ref: "UPPER/case"}, "400"},
-		{seed.PreheatRequest{Ref: o.Host() + "/x:1", Platforms: []string{"linux"}}, "platform"},
-		{seed.PreheatRequest{Ref: o.Host() + "/x:1", Platforms: []string{"linux/amd64"}, AllPlatforms: true}, "exclusive"},
-		{seed.PreheatRequest{Ref: "elsewhere.example/x:1"}, "not configured"},
-		{seed.PreheatRequest{Ref: o.Host() + "/no/such:tag"}, "not found"},
+		{pins.PreheatRequest{Ref: "UPPER/case"}, "400"},
+		{pins.PreheatRequest{Ref: o.Host() + "/x:1", Platforms: []string{"linux"}}, "platform"},
+		{pins.PreheatRequest{Ref: o.Host() + "/x:1", Platforms: []string{"linux/amd64"}, AllPlatforms: true}, "exclusive"},
+		{pins.PreheatRequest{Ref: "elsewhere.example/x:1"}, "not configured"},
+		{pins.PreheatRequest{Ref: o.Host() + "/no/such:tag"}, "not found"},
 	} {
 		_, err := c.Preheat(ctx, tc.req, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -167,13 +168,13 @@ func TestAdminToken(t *testing.T) {
 	cfg.Agent.AdminToken = "s3cret-token"
 	s := startSeed(t, cfg)
 	ctx := context.Background()
-	req := seed.PreheatRequest{Ref: ref, Platforms: []string{"linux/amd64"}}
+	req := pins.PreheatRequest{Ref: ref, Platforms: []string{"linux/amd64"}}
 	for _, tok := range []string{"", "wrong"} {
-		if _, err := seed.NewClient(s.host, tok).Preheat(ctx, req, nil); err == nil || !strings.Contains(err.Error(), "401") {
+		if _, err := pins.NewClient(s.host, tok).Preheat(ctx, req, nil); err == nil || !strings.Contains(err.Error(), "401") {
 			t.Errorf("preheat with token %q: %v; want 401", tok, err)
 		}
 	}
-	if _, err := seed.NewClient(s.host, "s3cret-token").Preheat(ctx, req, nil); err != nil {
+	if _, err := pins.NewClient(s.host, "s3cret-token").Preheat(ctx, req, nil); err != nil {
 		t.Fatalf("preheat with the token: %v", err)
 	}
 	d, _ := img.Digest()

@@ -32,10 +32,20 @@ func (s *Store) Touch(d digest.Digest) {
 	_ = os.Chtimes(p, now, now)
 }
 
-// GC removes the least recently used content while usage exceeds high, until it is at most low.
-// keep reports content that must stay (pinned); nil keeps nothing. Readers holding removed
-// content open keep reading it. It returns the bytes freed.
-func (s *Store) GC(ctx context.Context, high, low int64, keep func(digest.Digest) bool) (int64, error) {
+// Policy says what GC removes and whom it tells.
+type Policy struct {
+	// High and Low are the watermarks: GC runs while usage exceeds High, until it is at most Low.
+	High, Low int64
+	// Keep reports content that must stay (pinned, hosted); nil keeps nothing.
+	Keep func(digest.Digest) bool
+	// Evicted is told each digest removed (to stop advertising it); nil tells no one.
+	Evicted func(digest.Digest)
+}
+
+// GC removes the least recently used content while usage exceeds p.High, until it is at most
+// p.Low. Readers holding removed content open keep reading it. It returns the bytes freed.
+func (s *Store) GC(ctx context.Context, p Policy) (int64, error) {
+	high, low, keep := p.High, p.Low, p.Keep
 	if used, _ := s.Usage(); high <= 0 || used <= high {
 		return 0, nil
 	}
@@ -83,7 +93,11 @@ func (s *Store) GC(ctx context.Context, high, low int64, keep func(digest.Digest
 			continue
 		}
 		if err := s.Delete(e.d); err != nil {
+			s.log.Warn("evicting failed", "digest", e.d, "err", err)
 			continue
+		}
+		if p.Evicted != nil {
+			p.Evicted(e.d)
 		}
 		freed += e.size
 		s.log.Debug("evicted", "digest", e.d, "bytes", e.size, "last_used", e.used)

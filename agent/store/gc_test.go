@@ -38,7 +38,7 @@ func TestGCEvictsLeastRecentlyUsed(t *testing.T) {
 	s.Touch(ds[0]) // 0 used just now: the LRU victims are 1 and 2
 	keep := func(d digest.Digest) bool { return d == ds[1] }
 
-	freed, err := s.GC(context.Background(), 3500, 2000, keep)
+	freed, err := s.GC(context.Background(), Policy{High: 3500, Low: 2000, Keep: keep})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestGCEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Fatalf("usage %d bytes in %d objects, want 2000 in 2", used, n)
 	}
 	// Under the high watermark nothing happens.
-	if freed, _ := s.GC(context.Background(), 3500, 1000, nil); freed != 0 {
+	if freed, _ := s.GC(context.Background(), Policy{High: 3500, Low: 1000}); freed != 0 {
 		t.Fatalf("GC under the watermark freed %d", freed)
 	}
 }

@@ -79,7 +79,7 @@ func TestGCKeepsPinned(t *testing.T) {
 	if _, err := s.PutPin(Pin{Ref: "r.example/a:v1", Repo: "a", Tag: "v1", Digest: ds[1], Digests: []digest.Digest{ds[1]}, Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GC(t.Context(), 1, 0, s.Pinned); err != nil {
+	if _, err := s.GC(t.Context(), Policy{High: 1, Keep: s.Pinned}); err != nil {
 		t.Fatal(err)
 	}
 	for i, d := range ds {

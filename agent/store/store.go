@@ -51,8 +51,6 @@ type Store struct {
 	placeMu sync.Mutex
 	// chunkSize is the chunk size of the maps built while writing.
 	chunkSize int64
-	// onDelete is told about content removed (GC), to stop advertising it.
-	onDelete func(digest.Digest)
 	// partialMu guards partialOpen, the digests whose partial file a writer has open: a second
 	// writer of the same digest gets a temporary file instead of sharing it.
 	partialMu   sync.Mutex
@@ -67,9 +65,6 @@ type Option func(*Store)
 
 // WithChunkSize sets the chunk size of the maps recorded with content (default chunks.DefaultSize).
 func WithChunkSize(n int64) Option { return func(s *Store) { s.chunkSize = n } }
-
-// WithDeleteHook calls fn with the digest of content after it is deleted.
-func WithDeleteHook(fn func(digest.Digest)) Option { return func(s *Store) { s.onDelete = fn } }
 
 // WithLogger sets the store's logger.
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
@@ -263,9 +258,6 @@ func (s *Store) Delete(d digest.Digest) error {
 	s.bytes.Add(-fi.Size())
 	s.count.Add(-1)
 	s.deleteChunkMap(d)
-	if s.onDelete != nil {
-		s.onDelete(d)
-	}
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMedia).Delete([]byte(d)) })
 }
 

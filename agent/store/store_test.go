@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-oci/shoal/internal/tags"
+
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
@@ -345,7 +347,7 @@ func TestReopen(t *testing.T) {
 	if err := s.Delete(gd); err != nil {
 		t.Fatal(err)
 	}
-	rec := TagRecord{Digest: md, MediaType: manifestType, Resolved: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)}
+	rec := tags.Record{Digest: md, MediaType: manifestType, Resolved: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)}
 	if err := s.PutTag("docker.io/library/alpine:latest", rec); err != nil {
 		t.Fatal(err)
 	}

@@ -4,22 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"time"
 
-	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
-)
 
-// TagRecord is the last resolution of a tag at an origin.
-type TagRecord struct {
-	Digest    digest.Digest `json:"digest"`
-	MediaType string        `json:"mediaType"`
-	Resolved  time.Time     `json:"resolved"`
-}
+	"github.com/shoal-oci/shoal/internal/tags"
+)
 
 // PutTag records a tag resolution under key. Keys are chosen by the caller; a common prefix
 // groups the resolutions of one tag (for different Accept sets).
-func (s *Store) PutTag(key string, rec TagRecord) error {
+func (s *Store) PutTag(key string, rec tags.Record) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -45,13 +38,13 @@ func (s *Store) DeleteTags(prefix string) error {
 }
 
 // Tags returns the resolutions whose keys start with prefix, by key.
-func (s *Store) Tags(prefix string) (map[string]TagRecord, error) {
-	out := map[string]TagRecord{}
+func (s *Store) Tags(prefix string) (map[string]tags.Record, error) {
+	out := map[string]tags.Record{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketTags).Cursor()
 		p := []byte(prefix)
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			var rec TagRecord
+			var rec tags.Record
 			if json.Unmarshal(v, &rec) == nil {
 				out[string(k)] = rec
 			}

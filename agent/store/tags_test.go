@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-oci/shoal/internal/tags"
+
 	"github.com/opencontainers/go-digest"
 )
 
@@ -52,7 +54,7 @@ func TestTags(t *testing.T) {
 				if k == "" {
 					continue // bbolt refuses empty keys
 				}
-				rec := TagRecord{Digest: digest.FromString(k), MediaType: manifestType, Resolved: resolved.Add(time.Duration(i) * time.Second)}
+				rec := tags.Record{Digest: digest.FromString(k), MediaType: manifestType, Resolved: resolved.Add(time.Duration(i) * time.Second)}
 				if err := s.PutTag(k, rec); err != nil {
 					t.Fatal(err)
 				}
@@ -84,7 +86,7 @@ func TestPutTagOverwrites(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	const key = "docker.io/library/alpine:latest|oci"
 	for _, body := range []string{"first", "second"} {
-		if err := s.PutTag(key, TagRecord{Digest: digest.FromString(body), MediaType: manifestType}); err != nil {
+		if err := s.PutTag(key, tags.Record{Digest: digest.FromString(body), MediaType: manifestType}); err != nil {
 			t.Fatal(err)
 		}
 	}

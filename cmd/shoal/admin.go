@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/urfave/cli/v2"
-
-	"github.com/shoal-oci/shoal/seed"
 )
 
 // readTokenFile reads the admin token from path ("" means none).
@@ -40,12 +39,12 @@ func adminClientFlags() []cli.Flag {
 	}
 }
 
-func adminClient(c *cli.Context) (*seed.Client, error) {
+func adminClient(c *cli.Context) (*pins.Client, error) {
 	tok, err := readTokenFile(c.String("admin-token-file"))
 	if err != nil {
 		return nil, err
 	}
-	return seed.NewClient(c.String("seed"), tok), nil
+	return pins.NewClient(c.String("seed"), tok), nil
 }
 
 // imageFlags select what of an image to fetch.
@@ -64,7 +63,7 @@ func preheatCommand() *cli.Command {
 		ArgsUsage: "REF",
 		Flags:     append(adminClientFlags(), imageFlags()...),
 		Action: func(c *cli.Context) error {
-			return runImageJob(c, func(cl *seed.Client, req seed.PreheatRequest, show func(seed.Progress)) (seed.Progress, error) {
+			return runImageJob(c, func(cl *pins.Client, req pins.PreheatRequest, show func(pins.Progress)) (pins.Progress, error) {
 				return cl.Preheat(c.Context, req, show)
 			})
 		},
@@ -83,7 +82,7 @@ func pinCommand() *cli.Command {
 				Flags: append(append(adminClientFlags(), imageFlags()...),
 					&cli.IntFlag{Name: "replicas", Usage: "how many seeds keep the image (default: the seed's --replicas)"}),
 				Action: func(c *cli.Context) error {
-					return runImageJob(c, func(cl *seed.Client, req seed.PreheatRequest, show func(seed.Progress)) (seed.Progress, error) {
+					return runImageJob(c, func(cl *pins.Client, req pins.PreheatRequest, show func(pins.Progress)) (pins.Progress, error) {
 						req.Replicas = c.Int("replicas")
 						return cl.Pin(c.Context, req, show)
 					})
@@ -144,7 +143,7 @@ func pinCommand() *cli.Command {
 }
 
 // runImageJob runs a preheat or a pin for the REF argument, printing progress.
-func runImageJob(c *cli.Context, job func(*seed.Client, seed.PreheatRequest, func(seed.Progress)) (seed.Progress, error)) error {
+func runImageJob(c *cli.Context, job func(*pins.Client, pins.PreheatRequest, func(pins.Progress)) (pins.Progress, error)) error {
 	args, err := positionalArgs(c)
 	if err != nil {
 		return err
@@ -156,7 +155,7 @@ func runImageJob(c *cli.Context, job func(*seed.Client, seed.PreheatRequest, fun
 	if err != nil {
 		return err
 	}
-	req := seed.PreheatRequest{Ref: args[0], Platforms: c.StringSlice("platform"), AllPlatforms: c.Bool("all-platforms")}
+	req := pins.PreheatRequest{Ref: args[0], Platforms: c.StringSlice("platform"), AllPlatforms: c.Bool("all-platforms")}
 	last, err := job(cl, req, progressPrinter(c.App.Writer))
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", c.Command.FullName(), args[0], err)
@@ -171,9 +170,9 @@ func runImageJob(c *cli.Context, job func(*seed.Client, seed.PreheatRequest, fun
 }
 
 // progressPrinter prints a line per report, at most one "progress" line a second.
-func progressPrinter(w io.Writer) func(seed.Progress) {
+func progressPrinter(w io.Writer) func(pins.Progress) {
 	var last time.Time
-	return func(p seed.Progress) {
+	return func(p pins.Progress) {
 		switch p.Event {
 		case "resolved":
 			fmt.Fprintf(w, "%s resolved to %s: %d manifests, %d blobs, %s\n", p.Ref, p.Digest, p.Manifests, p.Blobs, humanize.Bytes(uint64(p.Bytes)))

@@ -14,7 +14,6 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/p2p"
-	"github.com/shoal-oci/shoal/seed"
 )
 
 func env(name string) []string { return []string{"SHOAL_" + name} }
@@ -72,7 +71,6 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			a.Extend(agent.Extension{Routes: seed.NewAdmin(a).Routes()})
 			return a.Run(c.Context)
 		},
 	}

@@ -1,5 +1,8 @@
 // Package chunks verifies pieces of a blob against a chunk map: the chain of SHA-2 states at
-// fixed chunk boundaries (DESIGN.md, "Chunks and their verification").
+// fixed chunk boundaries. A blob's digest alone verifies only the whole blob; the map lets a node
+// swarming a blob from several peers check each chunk as it arrives, blame the peer that sent a
+// bad one, and hand clients a verified prefix before the last byte is in (see
+// docs/architecture.md).
 //
 // SHA-256 and SHA-512 process fixed blocks, so their internal state after a whole number of
 // blocks is well defined. The map of a blob holds that state (the "chain value") before each

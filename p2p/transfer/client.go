@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/tags"
 )
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
@@ -182,29 +183,29 @@ func (c *Client) Pull(ctx context.Context, p peer.ID, registry, repo string, d d
 }
 
 // Resolve asks peer p, the tag's coordinator, what the tag names for the given Accept list.
-func (c *Client) Resolve(ctx context.Context, p peer.ID, registry, repo, tag string, accept []string) (TagRecord, error) {
+func (c *Client) Resolve(ctx context.Context, p peer.ID, registry, repo, tag string, accept []string) (tags.Record, error) {
 	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opResolve, Registry: registry, Repo: repo, Tag: tag, Accept: accept})
 	if err != nil {
-		return TagRecord{}, err
+		return tags.Record{}, err
 	}
 	defer st.Close()
 	if resp.Length > maxTagBody {
 		_ = st.Reset()
-		return TagRecord{}, fmt.Errorf("resolve answer of %d bytes: %w", resp.Length, errdefs.ErrInvalid)
+		return tags.Record{}, fmt.Errorf("resolve answer of %d bytes: %w", resp.Length, errdefs.ErrInvalid)
 	}
 	b := make([]byte, resp.Length)
 	if _, err := io.ReadFull(br, b); err != nil {
-		return TagRecord{}, fmt.Errorf("resolve answer from %s: %v: %w", p, err, errdefs.ErrUnavailable)
+		return tags.Record{}, fmt.Errorf("resolve answer from %s: %v: %w", p, err, errdefs.ErrUnavailable)
 	}
-	var rec TagRecord
+	var rec tags.Record
 	if err := json.Unmarshal(b, &rec); err != nil || rec.Digest.Validate() != nil {
-		return TagRecord{}, fmt.Errorf("resolve answer from %s: %w", p, errdefs.ErrInvalid)
+		return tags.Record{}, fmt.Errorf("resolve answer from %s: %w", p, errdefs.ErrInvalid)
 	}
 	return rec, nil
 }
 
 // Tags asks peer p which manifests it has seen a tag resolve to.
-func (c *Client) Tags(ctx context.Context, p peer.ID, registry, repo, tag string) ([]TagRecord, error) {
+func (c *Client) Tags(ctx context.Context, p peer.ID, registry, repo, tag string) ([]tags.Record, error) {
 	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opTag, Registry: registry, Repo: repo, Tag: tag})
 	if err != nil {
 		return nil, err
@@ -218,7 +219,7 @@ func (c *Client) Tags(ctx context.Context, p peer.ID, registry, repo, tag string
 	if _, err := io.ReadFull(br, b); err != nil {
 		return nil, fmt.Errorf("tag answer from %s: %v: %w", p, err, errdefs.ErrUnavailable)
 	}
-	var recs []TagRecord
+	var recs []tags.Record
 	if err := json.Unmarshal(b, &recs); err != nil {
 		return nil, fmt.Errorf("tag answer from %s: %w", p, errdefs.ErrInvalid)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/tags"
 )
 
 // MemoryContent is an in-memory Content for tests and tools. It serves exactly what it was
@@ -18,7 +19,7 @@ type MemoryContent struct {
 	mu    sync.Mutex
 	blobs map[digest.Digest]memBlob
 	maps  map[digest.Digest]*chunks.Map
-	tags  map[string][]TagRecord
+	tags  map[string][]tags.Record
 }
 
 type memBlob struct {
@@ -28,7 +29,7 @@ type memBlob struct {
 
 // NewMemoryContent returns an empty MemoryContent.
 func NewMemoryContent() *MemoryContent {
-	return &MemoryContent{blobs: map[digest.Digest]memBlob{}, maps: map[digest.Digest]*chunks.Map{}, tags: map[string][]TagRecord{}}
+	return &MemoryContent{blobs: map[digest.Digest]memBlob{}, maps: map[digest.Digest]*chunks.Map{}, tags: map[string][]tags.Record{}}
 }
 
 // Put stores data under d, unchecked.
@@ -46,7 +47,7 @@ func (m *MemoryContent) PutMap(cm *chunks.Map) {
 }
 
 // PutTag adds a tag record.
-func (m *MemoryContent) PutTag(registry, repo, tag string, rec TagRecord) {
+func (m *MemoryContent) PutTag(registry, repo, tag string, rec tags.Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := registry + "/" + repo + ":" + tag
@@ -87,10 +88,10 @@ func (m *MemoryContent) ChunkMap(_ context.Context, d digest.Digest, chunkSize i
 }
 
 // TagRecords implements Content.
-func (m *MemoryContent) TagRecords(registry, repo, tag string) ([]TagRecord, error) {
+func (m *MemoryContent) TagRecords(registry, repo, tag string) ([]tags.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]TagRecord(nil), m.tags[registry+"/"+repo+":"+tag]...), nil
+	return append([]tags.Record(nil), m.tags[registry+"/"+repo+":"+tag]...), nil
 }
 
 type memReader struct {

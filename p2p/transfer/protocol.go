@@ -110,13 +110,6 @@ const (
 	statusInternal    = 500
 )
 
-// TagRecord is a tag resolution a peer has seen at the origin.
-type TagRecord struct {
-	Digest    digest.Digest `json:"digest"`
-	MediaType string        `json:"mediaType"`
-	Resolved  time.Time     `json:"resolved"`
-}
-
 func writeFrame(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {

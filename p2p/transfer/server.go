@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/tags"
 	"github.com/shoal-oci/shoal/internal/throttle"
 )
 
@@ -33,7 +34,7 @@ type Blob interface {
 type Content interface {
 	OpenContent(d digest.Digest) (Blob, error)
 	ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error)
-	TagRecords(registry, repo, tag string) ([]TagRecord, error)
+	TagRecords(registry, repo, tag string) ([]tags.Record, error)
 }
 
 // Puller is implemented by Content that can fetch a blob from an origin on a peer's behalf.
@@ -47,7 +48,7 @@ type Puller interface {
 // coordinator: at the origin (one request per tag and short interval, however many nodes ask)
 // or, when the origin cannot answer, from the last resolution known.
 type Resolver interface {
-	Resolve(ctx context.Context, registry, repo, tag string, accept []string) (TagRecord, error)
+	Resolve(ctx context.Context, registry, repo, tag string, accept []string) (tags.Record, error)
 }
 
 // Holder is implemented by Content that serves blobs it is still fetching, possibly out of

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/tags"
 )
 
 func newHost(t *testing.T) host.Host {
@@ -114,7 +115,7 @@ func TestGetRangesAndMaps(t *testing.T) {
 		}
 	}
 
-	mc.PutTag("r", "repo", "v1", TagRecord{Digest: md, MediaType: "application/vnd.oci.image.manifest.v1+json", Resolved: time.Unix(100, 0)})
+	mc.PutTag("r", "repo", "v1", tags.Record{Digest: md, MediaType: "application/vnd.oci.image.manifest.v1+json", Resolved: time.Unix(100, 0)})
 	recs, err := c.Tags(ctx, p, "r", "repo", "v1")
 	if err != nil || len(recs) != 1 || recs[0].Digest != md {
 		t.Fatalf("tags: %v %v", recs, err)

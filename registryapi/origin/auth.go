@@ -9,6 +9,8 @@ import (
 	"github.com/docker/cli/cli/config/configfile"
 	"github.com/docker/cli/cli/config/types"
 	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/shoal-oci/shoal/internal/reference"
 )
 
 // dockerConfig is a keychain backed by one docker config.json at an explicit path.
@@ -45,7 +47,7 @@ func (dc *dockerConfig) ResolveContext(_ context.Context, target authn.Resource)
 		return nil, err
 	}
 	for _, key := range []string{target.String(), target.RegistryStr()} {
-		if dockerHubHosts[key] {
+		if reference.IsDockerHub(key) {
 			key = authn.DefaultAuthKey
 		}
 		cfg, err := cf.GetAuthConfig(key)

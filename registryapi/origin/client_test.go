@@ -32,6 +32,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
 )
 
 func TestMain(m *testing.M) {
@@ -655,7 +656,7 @@ func TestStallTimeout(t *testing.T) {
 
 func TestManifestLimits(t *testing.T) {
 	t.Parallel()
-	big := bytes.Repeat([]byte(" "), MaxManifestSize+1)
+	big := bytes.Repeat([]byte(" "), oci.MaxManifestSize+1)
 	for _, tc := range []struct {
 		name    string
 		handler http.HandlerFunc

@@ -12,10 +12,13 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
 )
 
-// MaxManifestSize is the most this client reads of a manifest, tag list or referrers index.
-const MaxManifestSize = 4 << 20
+// MaxManifestSize is the most this client reads of a manifest, tag list or referrers index:
+// oci.MaxManifestSize. It stays only for the agent and the registry API, which still name it;
+// once they use oci.MaxManifestSize it goes.
+const MaxManifestSize = oci.MaxManifestSize
 
 // Manifest is a manifest as the origin served it.
 type Manifest struct {
@@ -36,7 +39,7 @@ type Descriptor struct {
 // GetManifest fetches manifest ref (a tag or a digest) of repo from reg, sending accept as the
 // Accept header. Digest is the sha256 of the body, or uses the algorithm of ref when ref is a
 // digest, in which case a body that does not match is an error wrapping errdefs.ErrDigestMismatch.
-// A body over MaxManifestSize is an error wrapping errdefs.ErrTooLarge.
+// A body over oci.MaxManifestSize is an error wrapping errdefs.ErrTooLarge.
 func (c *Client) GetManifest(ctx context.Context, reg *Registry, repo, ref string, accept []string) (m *Manifest, err error) {
 	if err := checkRepo(repo); err != nil {
 		return nil, err
@@ -67,10 +70,10 @@ func (c *Client) GetManifest(ctx context.Context, reg *Registry, repo, ref strin
 		return nil, fmt.Errorf("manifest %s@%s: origin sent %s: %w", repo, want, m.Digest, errdefs.ErrDigestMismatch)
 	}
 	if m.MediaType == "" {
-		var v struct {
-			MediaType string `json:"mediaType"`
-		}
-		_ = json.Unmarshal(body, &v) // a body without the field leaves the type empty
+		// A body without the field leaves the type empty. A field of the wrong type elsewhere
+		// does not matter: decoding carries on past it.
+		var v oci.Manifest
+		_ = json.Unmarshal(body, &v)
 		m.MediaType = v.MediaType
 	}
 	return m, nil
@@ -109,7 +112,7 @@ func (c *Client) HeadManifest(ctx context.Context, reg *Registry, repo, ref stri
 	if want != "" && d != want {
 		return Descriptor{}, fmt.Errorf("manifest %s@%s: origin says %s: %w", repo, want, d, errdefs.ErrDigestMismatch)
 	}
-	if resp.ContentLength > MaxManifestSize {
+	if resp.ContentLength > oci.MaxManifestSize {
 		return Descriptor{}, fmt.Errorf("manifest %s:%s: %d bytes: %w", repo, ref, resp.ContentLength, errdefs.ErrTooLarge)
 	}
 	return Descriptor{MediaType: mediaType(resp.Header), Digest: d, Size: resp.ContentLength}, nil
@@ -119,17 +122,17 @@ func manifestURL(reg *Registry, repo, ref string) string {
 	return reg.endpoint("/v2/"+repo+"/manifests/"+ref, nil).String()
 }
 
-// readLimited reads resp's body, failing with errdefs.ErrTooLarge beyond MaxManifestSize.
+// readLimited reads resp's body, failing with errdefs.ErrTooLarge beyond oci.MaxManifestSize.
 func readLimited(resp *http.Response) ([]byte, error) {
-	if resp.ContentLength > MaxManifestSize {
+	if resp.ContentLength > oci.MaxManifestSize {
 		return nil, fmt.Errorf("%d bytes: %w", resp.ContentLength, errdefs.ErrTooLarge)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > MaxManifestSize {
-		return nil, fmt.Errorf("over %d bytes: %w", MaxManifestSize, errdefs.ErrTooLarge)
+	if len(b) > oci.MaxManifestSize {
+		return nil, fmt.Errorf("over %d bytes: %w", oci.MaxManifestSize, errdefs.ErrTooLarge)
 	}
 	return b, nil
 }

@@ -22,7 +22,7 @@ type Passthrough struct {
 	// FiltersApplied is the referrers answer's OCI-Filters-Applied header: "artifactType" when the
 	// list was filtered by the requested artifactType.
 	FiltersApplied string
-	// Body holds at most MaxManifestSize bytes; a longer body is an error wrapping errdefs.ErrTooLarge.
+	// Body holds at most oci.MaxManifestSize bytes; a longer body is an error wrapping errdefs.ErrTooLarge.
 	Body []byte
 }
 

@@ -9,11 +9,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/reference"
 )
-
-// dockerHubHosts are the names under which Docker Hub is known. Clients say "docker.io", config files
-// say "index.docker.io", and the API lives at "registry-1.docker.io".
-var dockerHubHosts = map[string]bool{"docker.io": true, "index.docker.io": true, "registry-1.docker.io": true}
 
 // Registry is one configured upstream. It is immutable and safe to share.
 type Registry struct {
@@ -75,16 +72,6 @@ func (r *Registry) endpoint(path string, query url.Values) *url.URL {
 	return &u
 }
 
-// hostKey is the identity used to match a namespace against configured registries: the lower-case
-// host[:port], with every Docker Hub alias folded into one.
-func hostKey(host string) string {
-	host = strings.ToLower(host)
-	if dockerHubHosts[host] {
-		return "docker.io"
-	}
-	return host
-}
-
 // Set is the ordered list of configured upstreams. It is immutable and safe to share.
 type Set struct {
 	regs []*Registry
@@ -104,7 +91,7 @@ func NewSet(urls []string) (*Set, error) {
 		if err != nil {
 			return nil, err
 		}
-		k := hostKey(r.Host())
+		k := reference.CanonicalHost(r.Host())
 		if prev, ok := seen[k]; ok {
 			return nil, fmt.Errorf("registry %q duplicates %q: %w", raw, prev, errdefs.ErrInvalid)
 		}
@@ -131,9 +118,9 @@ func (s *Set) Select(ns string) (*Registry, error) {
 	if ns == "" {
 		return s.regs[0], nil
 	}
-	k := hostKey(ns)
+	k := reference.CanonicalHost(ns)
 	for _, r := range s.regs {
-		if hostKey(r.Host()) == k {
+		if reference.CanonicalHost(r.Host()) == k {
 			return r, nil
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/names"
+	"github.com/shoal-oci/shoal/internal/oci"
 )
 
 // Annotations that name an entry of an OCI layout's index.json. containerd's export puts the full
@@ -137,7 +138,7 @@ func layoutEntries(dir string, reg name.Registry, repo string) ([]entry, error) 
 	if err != nil {
 		return nil, err
 	}
-	if fi.Size() > maxManifestBytes {
+	if fi.Size() > oci.MaxManifestSize {
 		return nil, fmt.Errorf("index.json: %d bytes: %w", fi.Size(), errdefs.ErrTooLarge)
 	}
 	p, err := layout.FromPath(dir)

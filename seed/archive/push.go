@@ -18,15 +18,12 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
 )
 
 // pushJobs bounds the blobs of one image or index uploaded at once, as docker push does (3) and
 // crane's default (4).
 const pushJobs = 4
-
-// maxManifestBytes bounds a manifest or index read into memory, as registries do (distribution's
-// default is 4 MiB).
-const maxManifestBytes = 4 << 20
 
 // push copies an image or index to ref: first every blob, each hashed while it streams, then the
 // manifests, children before the index that names them. A blob whose bytes do not match its
@@ -161,8 +158,8 @@ func blobsOf(t remote.Taggable, seen map[v1.Hash]bool) ([]blob, error) {
 // digest its parent (or the layout's index.json) names, before anything is pushed: the registry
 // would otherwise store a manifest under a digest other than the one the archive claimed.
 func verifyManifests(t remote.Taggable, want v1.Descriptor) error {
-	if want.Size > maxManifestBytes {
-		return fmt.Errorf("manifest %s: %d bytes, over the %d-byte limit: %w", want.Digest, want.Size, maxManifestBytes, errdefs.ErrTooLarge)
+	if want.Size > oci.MaxManifestSize {
+		return fmt.Errorf("manifest %s: %d bytes, over the %d-byte limit: %w", want.Digest, want.Size, oci.MaxManifestSize, errdefs.ErrTooLarge)
 	}
 	raw, err := t.RawManifest()
 	if err != nil {

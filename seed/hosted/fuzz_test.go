@@ -13,7 +13,6 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/registryapi"
-	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
 // FuzzPush sends arbitrary push requests (method, path, Content-Range, Content-Type, body) to the
@@ -57,7 +56,7 @@ func FuzzPush(f *testing.F) {
 		f.Fatal(err)
 	}
 	defer reg.Close()
-	srv := registryapi.New(reg, origin.EmptySet(), registryapi.WithPush(reg))
+	srv := registryapi.New(reg, registryapi.WithPush(reg))
 	methods := []string{http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete, http.MethodGet, http.MethodHead}
 
 	f.Fuzz(func(t *testing.T, method byte, target, cr, ct, body string) {

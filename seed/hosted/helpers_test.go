@@ -15,7 +15,6 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/registryapi"
-	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
 // seed is a Registry on a real store behind the registryapi server, on 127.0.0.1.
@@ -40,7 +39,7 @@ func newSeed(t testing.TB, opts ...Option) *seed {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Close() })
-	srv := httptest.NewServer(registryapi.New(reg, origin.EmptySet(), registryapi.WithPush(reg)))
+	srv := httptest.NewServer(registryapi.New(reg, registryapi.WithPush(reg)))
 	t.Cleanup(srv.Close)
 	return &seed{reg: reg, st: st, dir: dir, url: srv.URL, host: strings.TrimPrefix(srv.URL, "http://")}
 }

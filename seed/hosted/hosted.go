@@ -1,7 +1,7 @@
 // Package hosted keeps the repositories pushed to a seed: it takes pushes through the registry
-// API (it is a registryapi.Pusher) and serves them (it is a registryapi.Backend), handing the
-// repositories it does not host to a fallback Backend, the agent that mirrors upstreams, so one
-// seed serves both pushed and mirrored images.
+// API (it is a registryapi.Pusher) and serves them (it is a registryapi.Backend for hosted
+// repositories only; a repository it does not host is not found). A seed puts it in front of
+// its agent, which mirrors upstreams (seed's frontend), so one seed serves both.
 //
 // Hosted repositories are named by repository path alone, with no registry host: the request's
 // ns parameter is ignored for them.
@@ -45,7 +45,6 @@ type Registry struct {
 	db  *bolt.DB
 	log *slog.Logger
 
-	fallback      registryapi.Backend
 	onCommit      func(digest.Digest)
 	deletes       bool
 	uploadTimeout time.Duration
@@ -70,10 +69,6 @@ type Option func(*Registry)
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(r *Registry) { r.log = l } }
-
-// WithFallback serves the repositories that are not hosted from b (the agent). Without it they
-// are unknown.
-func WithFallback(b registryapi.Backend) Option { return func(r *Registry) { r.fallback = b } }
 
 // WithCommitHook calls fn with the digest of each piece of content (blob or manifest) after it
 // is committed to the store, so the seed can announce it to its peers. fn must not block long.

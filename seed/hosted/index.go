@@ -18,7 +18,7 @@ import (
 //	tags       repo NUL tag                      → tagRecord
 //	manifests  repo NUL digest                   → manifestRecord
 //	blobs      repo NUL digest                   → size
-//	referrers  repo NUL subject NUL digest       → descriptor of the referrer
+//	referrers  repo NUL subject NUL digest       → oci.Descriptor of the referrer
 //	refs       digest NUL repo NUL why           → ""     why content is kept: "b" (a blob of repo),
 //	                                                      "m" (a manifest of repo), "c" NUL m
 //	                                                      (a child of manifest m of repo)
@@ -59,16 +59,6 @@ type manifestRecord struct {
 	ArtifactType string          `json:"artifactType,omitempty"`
 	Subject      digest.Digest   `json:"subject,omitempty"`
 	Children     []digest.Digest `json:"children,omitempty"`
-}
-
-// descriptor is an OCI content descriptor, as listed in a referrers index.
-type descriptor struct {
-	MediaType    string            `json:"mediaType"`
-	Digest       digest.Digest     `json:"digest"`
-	Size         int64             `json:"size"`
-	ArtifactType string            `json:"artifactType,omitempty"`
-	Annotations  map[string]string `json:"annotations,omitempty"`
-	URLs         []string          `json:"urls,omitempty"`
 }
 
 // scan calls fn with each key under p (with p removed) and its value, in key order, until fn

@@ -10,28 +10,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
 	"github.com/shoal-oci/shoal/registryapi"
 )
 
-// manifestDoc is what the index needs of a manifest or an index: what it references and how it
-// shows in a referrers list. Unknown fields are ignored, so any OCI or Docker manifest, artifact
-// or not, parses.
-type manifestDoc struct {
-	MediaType    string            `json:"mediaType"`
-	ArtifactType string            `json:"artifactType"`
-	Config       *descriptor       `json:"config"`
-	Layers       []descriptor      `json:"layers"`
-	Blobs        []descriptor      `json:"blobs"`
-	Manifests    []descriptor      `json:"manifests"`
-	Subject      *descriptor       `json:"subject"`
-	Annotations  map[string]string `json:"annotations"`
-}
-
-// children lists what the manifest needs its repository to hold: config, layers and blobs
-// (except non-distributable ones, which name URLs to fetch from), and an index's manifests.
-func (m *manifestDoc) children() ([]digest.Digest, error) {
+// childrenOf lists what a manifest or an index needs its repository to hold: config, layers and
+// blobs (except non-distributable ones, which name URLs to fetch from), and an index's manifests.
+func childrenOf(m *oci.Manifest) ([]digest.Digest, error) {
 	var out []digest.Digest
-	add := func(d descriptor, optional bool) error {
+	add := func(d oci.Descriptor, optional bool) error {
 		if err := d.Digest.Validate(); err != nil {
 			return fmt.Errorf("descriptor digest %q: %w", d.Digest, registryapi.ErrManifestInvalid)
 		}
@@ -45,7 +32,7 @@ func (m *manifestDoc) children() ([]digest.Digest, error) {
 			return nil, err
 		}
 	}
-	for _, list := range [][]descriptor{m.Layers, m.Blobs} {
+	for _, list := range [][]oci.Descriptor{m.Layers, m.Blobs} {
 		for _, d := range list {
 			if err := add(d, true); err != nil {
 				return nil, err
@@ -64,11 +51,11 @@ func (m *manifestDoc) children() ([]digest.Digest, error) {
 // must be held by repo already (errors wrap registryapi.ErrManifestBlobUnknown); a subject need
 // not be.
 func (r *Registry) PutManifest(_ context.Context, repo string, tags []string, m *registryapi.Manifest) error {
-	var doc manifestDoc
+	var doc oci.Manifest
 	if err := json.Unmarshal(m.Body, &doc); err != nil {
 		return fmt.Errorf("manifest %s: %w", m.Digest, registryapi.ErrManifestInvalid)
 	}
-	children, err := doc.children()
+	children, err := childrenOf(&doc)
 	if err != nil {
 		return err
 	}
@@ -121,7 +108,7 @@ func (r *Registry) PutManifest(_ context.Context, repo string, tags []string, m 
 			}
 		}
 		if rec.Subject != "" {
-			desc := descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: rec.Size, ArtifactType: rec.ArtifactType, Annotations: doc.Annotations}
+			desc := oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: rec.Size, ArtifactType: rec.ArtifactType, Annotations: doc.Annotations}
 			if err := putJSON(tx.Bucket(bucketReferrers), key(repo, rec.Subject.String(), d), desc); err != nil {
 				return err
 			}

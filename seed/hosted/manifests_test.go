@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -13,8 +14,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
 	"github.com/shoal-oci/shoal/registryapi"
-	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
 func TestManifestByTagAndDigest(t *testing.T) {
@@ -94,7 +96,7 @@ func TestBadManifests(t *testing.T) {
 		{"wrong digest", digest.FromString("x").String(), mtManifest, body, http.StatusBadRequest, "DIGEST_INVALID"},
 		{"malformed digest", "sha256:1234", mtManifest, body, http.StatusBadRequest, "DIGEST_INVALID"},
 		{"malformed tag", "-bad", mtManifest, body, http.StatusBadRequest, "MANIFEST_INVALID"},
-		{"too large", "t8", mtManifest, append(append([]byte(`{"x":"`), bytes.Repeat([]byte("a"), origin.MaxManifestSize)...), `"}`...), http.StatusRequestEntityTooLarge, "SIZE_INVALID"},
+		{"too large", "t8", mtManifest, append(append([]byte(`{"x":"`), bytes.Repeat([]byte("a"), oci.MaxManifestSize)...), `"}`...), http.StatusRequestEntityTooLarge, "SIZE_INVALID"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,7 +159,7 @@ func TestDeletes(t *testing.T) {
 	d := digest.FromBytes(body)
 	expect(t, "PUT", s.pushManifest(t, repo, "v1", mtManifest, body), http.StatusCreated, "")
 	expect(t, "tag v2", s.pushManifest(t, repo, "v2", mtManifest, body), http.StatusCreated, "")
-	var doc manifestDoc
+	var doc oci.Manifest
 	if err := json.Unmarshal(body, &doc); err != nil {
 		t.Fatal(err)
 	}
@@ -262,60 +264,47 @@ func TestReferrers(t *testing.T) {
 	expect(t, "malformed subject", s.do(t, http.MethodGet, "/v2/"+repo+"/referrers/sha256:abc", nil), http.StatusBadRequest, "DIGEST_INVALID")
 }
 
-// TestFallback: repositories a seed does not host are served by the fallback (the mirror), and
-// a hosted repository is never looked up there.
-func TestFallback(t *testing.T) {
+// TestOnlyHosted: the registry answers for hosted repositories alone (a seed routes the others
+// to its agent), and a repository is hosted from its first push.
+func TestOnlyHosted(t *testing.T) {
 	t.Parallel()
-	mirror := registryapi.NewMemoryBackend()
-	mirrored := []byte(`{"schemaVersion":2,"mediaType":"` + mtManifest + `","layers":[]}`)
-	mirror.PutManifest("library/alpine", "latest", mtManifest, mirrored)
-	blob := mirror.PutBlob([]byte("mirrored blob"))
-
 	dir := t.TempDir()
 	st, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	reg, err := New(st, WithFallback(mirror))
+	reg, err := New(st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer reg.Close()
-	ups, err := origin.NewSet([]string{"http://127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	up, _ := ups.Select("")
-	mirrorT := registryapi.Target{Registry: up, Repo: "library/alpine"}
-	if m, err := reg.GetManifest(ctx, mirrorT, "latest", nil); err != nil || !bytes.Equal(m.Body, mirrored) {
-		t.Fatalf("mirrored manifest: %v", err)
+	repo := registryapi.Repository{Name: "library/alpine"}
+	if reg.Hosts(repo.Name) {
+		t.Fatal("a repository nobody pushed to is hosted")
 	}
-	if _, err := reg.StatBlob(ctx, mirrorT, blob); err != nil {
-		t.Fatalf("mirrored blob: %v", err)
+	if _, err := reg.GetManifest(ctx, repo, "latest", nil); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("manifest of a repository not hosted: %v", err)
 	}
-	// Without an upstream (a seed with no origin), the fallback still answers: the agent then
-	// looks in the cluster, where other seeds' pushed images are.
-	if m, err := reg.GetManifest(ctx, registryapi.Target{Repo: "library/alpine"}, "latest", nil); err != nil || !bytes.Equal(m.Body, mirrored) {
-		t.Errorf("a request naming no upstream did not reach the fallback: %v", err)
-	}
-	// Once pushed to, a repository is hosted: the mirror's answers no longer apply.
-	id, err := reg.StartUpload(ctx, "library/alpine", "")
+	id, err := reg.StartUpload(ctx, repo.Name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.WriteUpload(ctx, "library/alpine", id, 0, strings.NewReader("pushed")); err != nil {
+	if _, err := reg.WriteUpload(ctx, repo.Name, id, 0, strings.NewReader("pushed")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.FinishUpload(ctx, "library/alpine", id, digest.FromString("pushed")); err != nil {
+	if _, err := reg.FinishUpload(ctx, repo.Name, id, digest.FromString("pushed")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.StatBlob(ctx, mirrorT, blob); err == nil {
-		t.Error("a hosted repository served a blob from the mirror")
+	if !reg.Hosts(repo.Name) {
+		t.Error("a repository pushed to is not hosted")
 	}
-	if _, err := reg.StatBlob(ctx, mirrorT, digest.FromString("pushed")); err != nil {
+	if _, err := reg.StatBlob(ctx, repo, digest.FromString("pushed")); err != nil {
 		t.Errorf("pushed blob: %v", err)
+	}
+	if _, err := reg.StatBlob(ctx, registryapi.Repository{Name: "other/repo"}, digest.FromString("pushed")); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("a pushed blob served for another repository: %v", err)
 	}
 }
 

@@ -1,26 +1,67 @@
-package agent
+package fetch
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
-	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/internal/throttle"
+	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
-// Parallel range requests to the origin (DESIGN.md, "Fetch pipeline", step 4): a blob of at least
-// parallelMin bytes is fetched as segments of rangeSegment bytes, rangeStreams at a time, landed
-// out of order in the fetch's file and hashed in order as the contiguous prefix grows. A registry
-// or object store that caps each connection then delivers several times faster. Whether ranges
-// work is probed with the second segment's request before any byte is taken; a registry that
-// ignores Range is read as one stream.
+// ErrNoOrigin is what a fetch from the origin finds when no upstream is configured (a site that
+// runs on its seeds alone) or the target has none.
+var ErrNoOrigin = fmt.Errorf("no origin registry configured: %w", errdefs.ErrNotFound)
+
+// OriginSource fetches whole blobs from the target's upstream registry: a large one by parallel
+// range requests where the registry supports them, else as one stream.
+type OriginSource struct {
+	client   *origin.Client
+	download *throttle.Limiter
+	bytes    prometheus.Counter
+	log      *slog.Logger
+}
+
+var _ Source = (*OriginSource)(nil)
+
+// NewOriginSource returns the origin as a source. bytes counts what arrives by parallel ranges
+// (a stream is counted by the pipeline).
+func NewOriginSource(c *origin.Client, download *throttle.Limiter, bytes prometheus.Counter, log *slog.Logger) *OriginSource {
+	return &OriginSource{client: c, download: download, bytes: bytes, log: log}
+}
+
+// Name is "origin".
+func (*OriginSource) Name() string { return "origin" }
+
+// FetchBlob opens the blob at the origin from byte off on.
+func (s *OriginSource) FetchBlob(ctx context.Context, t Target, d digest.Digest, off, size int64) (io.Closer, int64, error) {
+	if t.Registry == nil {
+		return nil, 0, ErrNoOrigin
+	}
+	body, total, err := s.client.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
+	if err != nil {
+		return nil, 0, err
+	}
+	if rf := s.parallel(ctx, t, d, off, total, body); rf != nil {
+		return rf, total, nil
+	}
+	return body, total, nil
+}
+
+// Parallel range requests to the origin: a blob of at least parallelMin bytes is fetched as
+// segments of rangeSegment bytes, rangeStreams at a time, landed out of order in the fetch's file
+// and hashed in order as the contiguous prefix grows. A registry or object store that caps each
+// connection then delivers several times faster. Whether ranges work is probed with the second
+// segment's request before any byte is taken; a registry that ignores Range is read as one
+// stream.
 //
 // The first request is a plain GET (most blobs are small, and it learns the size); for a large
 // blob that stream is closed after its first segment, so the origin may have sent some more bytes
@@ -32,11 +73,11 @@ const (
 	rangeStreams = 4
 )
 
-// rangeFiller is an origin fetch by parallel ranges (a chunkFiller whose bytes the store hashes
-// in order, like a stream's).
+// rangeFiller is an origin fetch by parallel ranges (a Filler whose bytes the store hashes in
+// order, like a stream's).
 type rangeFiller struct {
-	s    originSource
-	t    registryapi.Target
+	s    *OriginSource
+	t    Target
 	d    digest.Digest
 	from int64 // first byte fetched
 	size int64
@@ -46,14 +87,14 @@ type rangeFiller struct {
 
 // parallel returns a rangeFiller for a blob large enough to gain from parallel ranges, taking
 // over body (the stream from off), or nil when the stream is to be read as it is.
-func (s originSource) parallel(ctx context.Context, t registryapi.Target, d digest.Digest, off, total int64, body io.ReadCloser) *rangeFiller {
+func (s *OriginSource) parallel(ctx context.Context, t Target, d digest.Digest, off, total int64, body io.ReadCloser) *rangeFiller {
 	if total < 0 || total-off < parallelMin {
 		return nil
 	}
-	second, _, err := s.c.GetBlobRange(ctx, t.Registry, t.Repo, d, off+rangeSegment, rangeSegment)
+	second, _, err := s.client.GetBlobRange(ctx, t.Registry, t.Repo, d, off+rangeSegment, rangeSegment)
 	if err != nil {
 		if !errors.Is(err, errdefs.ErrUnsupported) {
-			s.a.log.Debug("range probe failed; one stream", "digest", d, "err", err)
+			s.log.Debug("range probe failed; one stream", "digest", d, "err", err)
 		}
 		return nil
 	}
@@ -68,13 +109,12 @@ func (r *rangeFiller) segment(i int) (off, n int64) {
 }
 
 // Fill fetches every segment, rangeStreams at a time, and hashes the prefix in order as it
-// completes, releasing it to clients and announcing the blob once a chunk is in.
-func (r *rangeFiller) Fill(ctx context.Context, f *fetch) error {
-	a := r.s.a
+// completes, publishing it.
+func (r *rangeFiller) Fill(ctx context.Context, sk Sink) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Held chunks past a resumed prefix are fetched again: the ranges land in order from here.
-	if err := f.w.Absorb(f.w.Written()); err != nil {
+	if err := sk.Absorb(sk.Written()); err != nil {
 		return err
 	}
 	n := r.segments()
@@ -96,22 +136,22 @@ func (r *rangeFiller) Fill(ctx context.Context, f *fetch) error {
 		off, size := r.segment(i)
 		if body == nil {
 			var err error
-			if body, _, err = r.s.c.GetBlobRange(gctx, r.t.Registry, r.t.Repo, r.d, off, size); err != nil {
+			if body, _, err = r.s.client.GetBlobRange(gctx, r.t.Registry, r.t.Repo, r.d, off, size); err != nil {
 				return err
 			}
 		}
 		defer body.Close()
-		src := a.download.PriorityReader(gctx, io.LimitReader(body, size))
+		src := r.s.download.PriorityReader(gctx, io.LimitReader(body, size))
 		bp := bufPool.Get().(*[]byte)
 		defer bufPool.Put(bp)
 		for pos := int64(0); pos < size; {
 			k, err := src.Read(*bp)
 			if k > 0 {
-				if _, werr := f.w.WriteAt((*bp)[:k], off+pos); werr != nil {
+				if _, werr := sk.WriteAt((*bp)[:k], off+pos); werr != nil {
 					return werr
 				}
 				pos += int64(k)
-				a.metrics.fetchedBytes.WithLabelValues("origin").Add(float64(k))
+				r.s.bytes.Add(float64(k))
 			}
 			if err == io.EOF && pos < size {
 				return fmt.Errorf("%s: origin range at %d ended after %d of %d bytes: %w", r.d, off, pos, size, errdefs.ErrUnavailable)
@@ -167,18 +207,13 @@ func (r *rangeFiller) Fill(ctx context.Context, f *fetch) error {
 			upTo, _ = r.segment(absorbed)
 		}
 		mu.Unlock()
-		if upTo > f.w.Written() {
-			if err := f.w.Absorb(upTo); err != nil {
+		if upTo > sk.Written() {
+			if err := sk.Absorb(upTo); err != nil {
 				cancel()
 				<-errc
 				return err
 			}
-			visible := min(f.w.Written(), f.size-1)
-			f.update(func() { f.visible = visible })
-			if !f.announced && visible >= a.cfg.ChunkSize {
-				f.announced = true
-				a.announce(f.d)
-			}
+			sk.Publish()
 		}
 		if absorbed == n {
 			return <-errc
@@ -197,15 +232,13 @@ func (r *rangeFiller) Fill(ctx context.Context, f *fetch) error {
 	}
 }
 
-// MapProviders is empty: no peer's map is involved.
-func (r *rangeFiller) MapProviders() []peer.ID { return nil }
-
 // Close releases the probe's bodies if Fill never ran.
 func (r *rangeFiller) Close() error {
+	var errs []error
 	for _, b := range []io.ReadCloser{r.first, r.second} {
 		if b != nil {
-			b.Close()
+			errs = append(errs, b.Close())
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -1,4 +1,4 @@
-package seed
+package pins
 
 import (
 	"encoding/json"
@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/reference"
 )
 
 // Admin serves the admin endpoints of a node (agent or seed), behind the agent's admin check:
@@ -23,18 +23,18 @@ import (
 // Preheat and pin answer 200 with a stream of JSON lines (Progress) as the work goes on: the
 // last line's event is "done" or "error". A request that cannot start gets a 4xx with an error.
 type Admin struct {
-	a    *agent.Agent
 	pins *Pins
 	// pinOnPreheat makes preheat pin what it fetched (seeds: their content is pinned).
 	pinOnPreheat bool
 }
 
-// NewAdmin returns the admin endpoints of an agent that is not a seed: preheat and local pins.
-func NewAdmin(a *agent.Agent) *Admin {
-	return &Admin{a: a, pins: newPins(a, a.Logger().With("component", "pins"), 1, 0)}
+// NewAdmin returns the admin endpoints over pins; with pinOnPreheat (a seed's), a preheat pins
+// what it fetched.
+func NewAdmin(pins *Pins, pinOnPreheat bool) *Admin {
+	return &Admin{pins: pins, pinOnPreheat: pinOnPreheat}
 }
 
-// Routes are the admin handlers by ServeMux pattern, for agent.Extension.Routes.
+// Routes are the admin handlers by ServeMux pattern, served behind the node's admin check.
 func (ad *Admin) Routes() map[string]http.Handler {
 	return map[string]http.Handler{
 		"POST /shoal/v1/preheat": http.HandlerFunc(ad.preheat),
@@ -70,11 +70,11 @@ func (ad *Admin) run(w http.ResponseWriter, r *http.Request, pin bool) {
 		writeJSONError(w, http.StatusBadRequest, "request body: want JSON {\"ref\": ...}: "+err.Error())
 		return
 	}
-	if _, err := ParseRef(req.Ref); err != nil {
+	if _, err := reference.Parse(req.Ref); err != nil {
 		writeJSONError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if _, err := parsePlatforms(req); err != nil {
+	if _, err := ParsePlatforms(req); err != nil {
 		writeJSONError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -99,7 +99,7 @@ func (ad *Admin) run(w http.ResponseWriter, r *http.Request, pin bool) {
 	if pin {
 		got, err = ad.pins.Add(r.Context(), req, report)
 	} else {
-		got, err = Preheat(r.Context(), ad.a, req, report)
+		got, err = ad.pins.Preheat(r.Context(), req, report)
 	}
 	if err != nil {
 		report(Progress{Event: "error", Ref: req.Ref, Error: err.Error()})
@@ -116,11 +116,12 @@ func (ad *Admin) listPins(w http.ResponseWriter, _ *http.Request) {
 		writeJSONError(w, http.StatusInternalServerError, "listing pins failed")
 		return
 	}
-	if pins == nil {
-		pins = []store.Pin{}
+	out := make([]Pin, 0, len(pins))
+	for _, r := range pins {
+		out = append(out, apiPin(r))
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(pins)
+	_ = json.NewEncoder(w).Encode(out) // a client gone away is its loss
 }
 
 func (ad *Admin) removePin(w http.ResponseWriter, r *http.Request) {

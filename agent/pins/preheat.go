@@ -1,4 +1,4 @@
-package seed
+package pins
 
 import (
 	"context"
@@ -15,10 +15,12 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/resolve"
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
-	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/internal/oci"
+	"github.com/shoal-oci/shoal/internal/reference"
 )
 
 // PreheatRequest asks a node to fetch an image and keep it.
@@ -49,14 +51,6 @@ type Progress struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// manifestAccept is every manifest type a preheat asks for.
-var manifestAccept = []string{
-	"application/vnd.oci.image.index.v1+json",
-	"application/vnd.oci.image.manifest.v1+json",
-	"application/vnd.docker.distribution.manifest.list.v2+json",
-	"application/vnd.docker.distribution.manifest.v2+json",
-}
-
 const (
 	// preheatParallel is how many blobs a preheat fetches at once.
 	preheatParallel = 3
@@ -72,43 +66,43 @@ const (
 // layers — through the node's pipeline (store, peers, the coordinator, the origin), so that each
 // blob comes from the origin about once however many seeds preheat it. It reports progress to
 // report (never concurrently) and returns the record that pins the image.
-func Preheat(ctx context.Context, a *agent.Agent, req PreheatRequest, report func(Progress)) (store.Pin, error) {
-	ref, err := ParseRef(req.Ref)
+func (p *Pins) Preheat(ctx context.Context, req PreheatRequest, report func(Progress)) (store.Pin, error) {
+	ref, err := reference.Parse(req.Ref)
 	if err != nil {
 		return store.Pin{}, err
 	}
-	platforms, err := parsePlatforms(req)
+	platforms, err := ParsePlatforms(req)
 	if err != nil {
 		return store.Pin{}, err
 	}
-	t, err := a.Target(ref.Registry, ref.Repo)
+	t, err := p.targets.Target(ref.Registry, ref.Repo)
 	if err != nil {
 		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
-	return fetchImage(ctx, a, t, ref, platforms, req, report)
+	return p.FetchImage(ctx, t, ref, platforms, req, report)
 }
 
-// fetchImage is Preheat of a parsed reference at a chosen target (a nil Registry: the cluster
-// only, as for a pushed image).
-func fetchImage(ctx context.Context, a *agent.Agent, t registryapi.Target, ref Ref, platforms []v1.Platform, req PreheatRequest, report func(Progress)) (store.Pin, error) {
-	w := &walk{ctx: ctx, a: a, t: t, platforms: platforms, seen: map[digest.Digest]bool{}}
-	root, err := a.GetManifest(ctx, t, ref.Reference(), manifestAccept)
+// FetchImage is Preheat of a parsed reference at a chosen target (a nil Registry: the cluster
+// only, as for a pushed image); platforms nil selects every platform.
+func (p *Pins) FetchImage(ctx context.Context, t fetch.Target, ref reference.Ref, platforms []v1.Platform, req PreheatRequest, report func(Progress)) (store.Pin, error) {
+	w := &walk{p: p, t: t, platforms: platforms, seen: map[digest.Digest]bool{}}
+	root, err := p.manifests.Get(ctx, t, ref.Reference(), oci.ManifestTypes())
 	if err != nil {
 		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
-	if err := w.manifest(root, 0); err != nil {
+	if err := w.manifest(ctx, root, 0); err != nil {
 		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
 	var total int64
 	for _, b := range w.blobs {
 		total += b.Size
 	}
-	p := Progress{Ref: ref.String(), Digest: root.Digest, Manifests: len(w.manifests), Blobs: len(w.blobs), Bytes: total}
+	prog := Progress{Ref: ref.String(), Digest: root.Digest, Manifests: len(w.manifests), Blobs: len(w.blobs), Bytes: total}
 	var mu sync.Mutex
 	emit := func(event string) {
 		mu.Lock()
 		defer mu.Unlock()
-		q := p
+		q := prog
 		q.Event = event
 		report(q)
 	}
@@ -128,7 +122,7 @@ func fetchImage(ctx context.Context, a *agent.Agent, t registryapi.Target, ref R
 				return
 			case <-t.C:
 				mu.Lock()
-				p.BytesDone = done.Load()
+				prog.BytesDone = done.Load()
 				mu.Unlock()
 				emit("progress")
 			}
@@ -138,11 +132,11 @@ func fetchImage(ctx context.Context, a *agent.Agent, t registryapi.Target, ref R
 	g.SetLimit(preheatParallel)
 	for _, b := range w.blobs {
 		g.Go(func() error {
-			if err := fetchBlob(gctx, a, t, b, &done); err != nil {
+			if err := p.fetchBlob(gctx, t, b, &done); err != nil {
 				return fmt.Errorf("blob %s: %w", b.Digest, err)
 			}
 			mu.Lock()
-			p.BlobsDone++
+			prog.BlobsDone++
 			mu.Unlock()
 			return nil
 		})
@@ -153,7 +147,7 @@ func fetchImage(ctx context.Context, a *agent.Agent, t registryapi.Target, ref R
 	if err != nil {
 		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
-	p.BytesDone = done.Load()
+	prog.BytesDone = done.Load()
 	emit("progress")
 	pin := store.Pin{
 		Ref: ref.String(), Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag,
@@ -162,20 +156,19 @@ func fetchImage(ctx context.Context, a *agent.Agent, t registryapi.Target, ref R
 	}
 	pin.Digests = append(pin.Digests, w.manifests...)
 	for _, b := range w.blobs {
-		pin.Digests = append(pin.Digests, digest.Digest(b.Digest.String()))
+		pin.Digests = append(pin.Digests, b.Digest)
 	}
 	return pin, nil
 }
 
 // walk collects an image's manifests and blobs.
 type walk struct {
-	ctx       context.Context
-	a         *agent.Agent
-	t         registryapi.Target
+	p         *Pins
+	t         fetch.Target
 	platforms []v1.Platform // nil: all
 	seen      map[digest.Digest]bool
 	manifests []digest.Digest
-	blobs     []v1.Descriptor
+	blobs     []oci.Descriptor
 }
 
 // add records d, reporting whether it is new; past maxImageObjects the walk fails.
@@ -190,29 +183,22 @@ func (w *walk) add(d digest.Digest) (bool, error) {
 	return true, nil
 }
 
-func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
+func (w *walk) manifest(ctx context.Context, m *resolve.Manifest, depth int) error {
 	if fresh, err := w.add(m.Digest); !fresh || err != nil {
 		return err
 	}
 	w.manifests = append(w.manifests, m.Digest)
-	var probe struct {
-		MediaType string          `json:"mediaType"`
-		Manifests json.RawMessage `json:"manifests"`
-	}
-	if err := json.Unmarshal(m.Body, &probe); err != nil {
+	var doc oci.Manifest
+	if err := json.Unmarshal(m.Body, &doc); err != nil {
 		return fmt.Errorf("manifest %s: %v: %w", m.Digest, err, errdefs.ErrInvalid)
 	}
-	if probe.Manifests != nil {
+	if doc.IsIndex() {
 		if depth >= maxIndexDepth {
 			return fmt.Errorf("index %s nests too deep: %w", m.Digest, errdefs.ErrInvalid)
 		}
-		var idx v1.IndexManifest
-		if err := json.Unmarshal(m.Body, &idx); err != nil {
-			return fmt.Errorf("index %s: %v: %w", m.Digest, err, errdefs.ErrInvalid)
-		}
 		matched := 0
-		for _, c := range idx.Manifests {
-			nested := c.MediaType.IsIndex()
+		for _, c := range doc.Manifests {
+			nested := oci.IsIndexType(c.MediaType)
 			if !nested && !w.wants(c.Platform) {
 				continue // a nested index has no platform of its own: its entries are selected
 			}
@@ -221,11 +207,11 @@ func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
 			if err != nil {
 				return fmt.Errorf("index %s names %q: %w", m.Digest, c.Digest, errdefs.ErrInvalid)
 			}
-			child, err := w.a.GetManifest(w.ctx, w.t, d.String(), manifestAccept)
+			child, err := w.p.manifests.Get(ctx, w.t, d.String(), oci.ManifestTypes())
 			if err != nil {
 				return fmt.Errorf("manifest %s: %w", d, err)
 			}
-			if err := w.manifest(child, depth+1); err != nil {
+			if err := w.manifest(ctx, child, depth+1); err != nil {
 				return err
 			}
 		}
@@ -234,17 +220,11 @@ func (w *walk) manifest(m *registryapi.Manifest, depth int) error {
 		}
 		return nil
 	}
-	// An image manifest (config and layers) or an artifact manifest (blobs, no config).
-	var im struct {
-		v1.Manifest
-		Blobs []v1.Descriptor `json:"blobs"`
-	}
-	if err := json.Unmarshal(m.Body, &im); err != nil {
-		return fmt.Errorf("manifest %s: %v: %w", m.Digest, err, errdefs.ErrInvalid)
-	}
-	descs := append(slices.Clone(im.Layers), im.Blobs...)
-	if im.Config.Digest.Hex != "" {
-		descs = append([]v1.Descriptor{im.Config}, descs...)
+	// An image manifest (config and layers) or an artifact manifest (blobs, no config). A config
+	// without a digest is skipped, not refused.
+	descs := append(slices.Clone(doc.Layers), doc.Blobs...)
+	if doc.Config != nil && doc.Config.Digest != "" {
+		descs = append([]oci.Descriptor{*doc.Config}, descs...)
 	}
 	for _, desc := range descs {
 		if len(desc.URLs) > 0 {
@@ -284,9 +264,9 @@ func (w *walk) wants(p *v1.Platform) bool {
 
 // fetchBlob drives one blob through the pipeline to the store, counting its bytes into done as
 // they arrive (all at once for a blob already held).
-func fetchBlob(ctx context.Context, a *agent.Agent, t registryapi.Target, desc v1.Descriptor, done *atomic.Int64) error {
+func (p *Pins) fetchBlob(ctx context.Context, t fetch.Target, desc oci.Descriptor, done *atomic.Int64) error {
 	var arrived atomic.Int64
-	size, err := a.Fetch(ctx, t, digest.Digest(desc.Digest.String()), countWriter{&arrived, done})
+	size, err := p.blobs.Fetch(ctx, t, desc.Digest, countWriter{&arrived, done})
 	if err != nil {
 		return err
 	}
@@ -308,7 +288,9 @@ func (c countWriter) Write(p []byte) (int, error) {
 
 var _ io.Writer = countWriter{}
 
-func parsePlatforms(req PreheatRequest) ([]v1.Platform, error) {
+// ParsePlatforms returns the platforms a request selects (nil: every platform): its Platforms
+// as os/arch[/variant], or the node's own platform when it names none, unless AllPlatforms.
+func ParsePlatforms(req PreheatRequest) ([]v1.Platform, error) {
 	if req.AllPlatforms {
 		if len(req.Platforms) > 0 {
 			return nil, fmt.Errorf("platforms and all platforms are exclusive: %w", errdefs.ErrInvalid)

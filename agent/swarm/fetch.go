@@ -1,6 +1,7 @@
-package agent
+package swarm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,12 +14,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
 
-// Swarming (DESIGN.md, "Fetch pipeline", step 3). A blob of several chunks is fetched as chunks
+// Swarming. A blob of several chunks is fetched as chunks
 // from every provider that holds them, out of order, straight into the fetch's file:
 //
 //   - Each provider is watched: a long-polled map request answers as soon as the provider holds
@@ -31,7 +33,7 @@ import (
 //     peers once they hold it, or asked for again shortly.
 //   - When every missing chunk is in flight, the last ones are also asked of a second provider
 //     (endgame); the first to verify wins.
-//   - A provider that fails, stalls, or delivers below minPeerRate is dropped from the fetch;
+//   - A provider that fails, stalls, or delivers below its Deadline is dropped from the fetch;
 //     one that sends a chunk failing verification is blamed exactly (see settle).
 //
 // Bytes land in the file as they arrive and are hashed on the way, from the map's state before
@@ -40,7 +42,7 @@ import (
 const (
 	// maxInFlight caps the chunk requests one fetch has open, and nodeInFlight those of all the
 	// node's fetches together: enough to keep a link busy, few enough that each chunk gets a
-	// fair share of it and arrives well within its deadline (see chunkDeadline).
+	// fair share of it and arrives well within its deadline (see Deadline).
 	maxInFlight  = 4
 	nodeInFlight = 6
 	// perPeerInFlight caps the requests one fetch has open at one provider, so that a swarm
@@ -68,8 +70,7 @@ const (
 // swarmFetch fetches one blob from its providers. The fetch's goroutine runs Fill, which
 // schedules; one goroutine per chunk request and per watched provider does the I/O.
 type swarmFetch struct {
-	a     *Agent
-	ctx   context.Context
+	c     *Client
 	d     digest.Digest
 	provs []peer.AddrInfo // from the first lookup
 
@@ -123,8 +124,13 @@ type chunkJob struct {
 	exited  chan struct{} // closed once the job no longer touches the file
 }
 
-func newSwarmFetch(a *Agent, ctx context.Context, d digest.Digest, provs []peer.AddrInfo) *swarmFetch {
-	return &swarmFetch{a: a, ctx: ctx, d: d, provs: provs, failed: map[peer.ID]bool{}}
+var (
+	_ fetch.Filler      = (*swarmFetch)(nil)
+	_ fetch.StateSource = (*swarmFetch)(nil)
+)
+
+func newSwarmFetch(c *Client, d digest.Digest, provs []peer.AddrInfo) *swarmFetch {
+	return &swarmFetch{c: c, d: d, provs: provs, failed: map[peer.ID]bool{}}
 }
 
 func (s *swarmFetch) kick() {
@@ -147,13 +153,95 @@ func (s *swarmFetch) peer(p peer.ID) *swarmPeer {
 
 // usable reports whether p may be asked for anything.
 func (s *swarmFetch) usable(sp *swarmPeer) bool {
-	return !sp.out && !s.a.penalties.penalized(sp.id) && !s.a.penalties.excludedFor(s.d, sp.id)
+	return !sp.out && !s.c.penalties.penalized(sp.id) && !s.c.penalties.excludedFor(s.d, sp.id)
+}
+
+// firstChunk fetches the first chunk from the first provider. For a blob of one chunk it returns
+// the whole blob, verified by its digest; for a larger one it keeps the bytes (unverified) in
+// s.first for Fill to verify once the map is in. It is a swarm request: a provider already
+// sending the chunk declines, and the swarm then takes it from whoever receives it.
+func (s *swarmFetch) firstChunk(ctx context.Context) (io.ReadCloser, int64, bool) {
+	p := s.provs[0].ID
+	ctx, cancel := context.WithTimeout(ctx, s.c.deadline.For(s.c.chunkSize))
+	defer cancel()
+	rng, err := s.c.transfer.GetChunk(ctx, p, s.d, 0, s.c.chunkSize, true)
+	if err != nil {
+		return nil, 0, false
+	}
+	defer rng.Close()
+	rng.SetDeadline(time.Now().Add(s.c.deadline.For(s.c.chunkSize)))
+	n := rng.Length
+	data := s.c.chunkBuf(n)
+	if _, err := io.ReadFull(s.c.download.Reader(ctx, rng), data); err != nil {
+		s.c.putChunkBuf(data)
+		return nil, 0, false
+	}
+	if rng.Size > s.c.chunkSize {
+		s.first, s.firstFrom = data, p
+		return nil, 0, false
+	}
+	if s.d.Algorithm().FromBytes(data) != s.d {
+		s.c.blame(p, s.d, errors.New("blob bytes do not match the digest"))
+		s.failed[p] = true
+		return nil, 0, false
+	}
+	s.c.metrics.Providers.Observe(1)
+	return io.NopCloser(bytes.NewReader(data)), rng.Size, true
+}
+
+// loadMap takes the chunk map and holdings from the first provider that answers, cross-checked
+// against a second one when there is one: two providers disagreeing means one lies, and neither
+// is used.
+func (s *swarmFetch) loadMap(ctx context.Context) error {
+	type result struct {
+		p    peer.ID
+		m    *chunks.Map
+		have *chunks.Set
+	}
+	var got []result
+	for _, p := range s.provs {
+		if len(got) == 2 {
+			break
+		}
+		mctx, cancel := context.WithTimeout(ctx, mapTimeout)
+		m, have, err := s.c.transfer.Holding(mctx, p.ID, s.d, s.c.chunkSize, 0, 0)
+		cancel()
+		if err != nil {
+			if errors.Is(err, chunks.ErrMismatch) {
+				s.c.blame(p.ID, s.d, err)
+			}
+			s.failed[p.ID] = true
+			continue
+		}
+		got = append(got, result{p: p.ID, m: m, have: have})
+	}
+	switch {
+	case len(got) == 0:
+		return fmt.Errorf("%s: no provider answered with a chunk map: %w", s.d, errdefs.ErrUnavailable)
+	case len(got) == 2 && (got[0].m.Size != got[1].m.Size || !got[0].m.Extends(got[1].m) && !got[1].m.Extends(got[0].m)):
+		s.c.log.Warn("providers disagree on a chunk map; using neither", "digest", s.d, "peers", []peer.ID{got[0].p, got[1].p})
+		return fmt.Errorf("%s: providers disagree on its chunk map: %w", s.d, errdefs.ErrUnavailable)
+	}
+	// Providers still fetching the blob send partial maps; start from the first and let the
+	// second extend it (the states both sent are confirmed).
+	s.peers = map[peer.ID]*swarmPeer{}
+	s.m = got[0].m
+	s.from = make([]peer.ID, s.m.Len())
+	s.conf = make([]bool, s.m.Len())
+	for j := range s.from {
+		s.from[j] = got[0].p
+	}
+	s.conf[0] = true // the initial state is fixed
+	for _, g := range got {
+		s.learn(s.peer(g.p), g.m, g.have)
+	}
+	return nil
 }
 
 // Fill fetches every chunk the fetch's file does not hold yet. It returns nil once all are
 // held and verified, chunks.ErrMismatch when a chunk map proved forged, and ErrUnavailable when
 // the providers cannot finish (the pipeline then resumes from the origin at the prefix held).
-func (s *swarmFetch) Fill(ctx context.Context, f *fetch) (err error) {
+func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 	ctx, s.stop = context.WithCancel(ctx)
 	s.events = make(chan struct{}, 1)
 	s.jobs = map[int][]*chunkJob{}
@@ -163,11 +251,11 @@ func (s *swarmFetch) Fill(ctx context.Context, f *fetch) (err error) {
 	defer func() {
 		s.stop()
 		s.wg.Wait()
-		s.prefix = f.w.Written()
+		s.prefix = f.Written()
 	}()
 	s.mu.Lock()
-	s.have = f.w.Held()
-	s.resumed = f.w.Written()
+	s.have = f.Held()
+	s.resumed = f.Written()
 	for _, info := range s.provs {
 		if !s.failed[info.ID] {
 			s.peer(info.ID)
@@ -230,29 +318,29 @@ func (s *swarmFetch) Fill(ctx context.Context, f *fetch) (err error) {
 }
 
 // landFirst writes the short path's first chunk if it verifies against the map.
-func (s *swarmFetch) landFirst(f *fetch) {
+func (s *swarmFetch) landFirst(f fetch.Sink) {
 	first, from := s.first, s.firstFrom
 	s.first = nil
 	if first == nil {
 		return
 	}
-	defer s.a.putChunkBuf(first)
+	defer s.c.putChunkBuf(first)
 	if s.have.Has(0) || !s.m.Covers(0) || s.m.Verify(0, first) != nil {
 		return
 	}
-	if _, err := f.w.WriteAt(first, 0); err != nil {
+	if _, err := f.WriteAt(first, 0); err != nil {
 		return
 	}
 	s.landed(f, 0, from, int64(len(first)))
 }
 
 // landed records chunk i, verified and in the file, as held. Called with s.mu held.
-func (s *swarmFetch) landed(f *fetch, i int, from peer.ID, n int64) {
-	if err := f.w.MarkChunk(i, s.m); err != nil {
+func (s *swarmFetch) landed(f fetch.Sink, i int, from peer.ID, n int64) {
+	if err := f.MarkChunk(i, s.m); err != nil {
 		// The map in use disagrees with the one the partial file was resumed by (recorded in an
 		// earlier run): one of them is forged. The fetch fails, which discards the partial file,
 		// and the next one starts over.
-		s.a.log.Error("recording a verified chunk failed", "digest", s.d, "chunk", i, "err", err)
+		s.c.log.Error("recording a verified chunk failed", "digest", s.d, "chunk", i, "err", err)
 		if errors.Is(err, chunks.ErrMismatch) && s.fatal == nil {
 			s.fatal = fmt.Errorf("%s: chunk map disagrees with the resumed partial: %w", s.d, err)
 		}
@@ -261,19 +349,14 @@ func (s *swarmFetch) landed(f *fetch, i int, from peer.ID, n int64) {
 	s.have.Add(i)
 	s.used[from] += n
 	s.last = time.Now()
-	s.a.metrics.fetchedBytes.WithLabelValues("peer").Add(float64(n))
-	visible := min(f.w.Written(), f.size-1)
-	f.update(func() { f.visible = visible })
-	// Provide the blob from its first verified chunk: peers fetching it at the same moment
-	// find this node and take the chunks it holds.
-	if !f.announced {
-		f.announced = true
-		s.a.announce(s.d)
-	}
+	s.c.metrics.Bytes.Add(float64(n))
+	// Publishing releases the new prefix to the local client and, from this first verified
+	// chunk on, provides the blob: peers fetching it at the same moment take what this node holds.
+	f.Publish()
 }
 
 // schedule starts chunk requests up to the caps. Called with s.mu held.
-func (s *swarmFetch) schedule(ctx context.Context, f *fetch) {
+func (s *swarmFetch) schedule(ctx context.Context, f fetch.Sink) {
 	count := s.have.Len()
 	inflight := 0
 	for _, js := range s.jobs {
@@ -346,7 +429,7 @@ func (s *swarmFetch) lagging(jb *chunkJob, now time.Time) bool {
 }
 
 // start asks the best provider holding chunk i for it. Called with s.mu held.
-func (s *swarmFetch) start(ctx context.Context, f *fetch, i int, dup bool) bool {
+func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) bool {
 	now := time.Now()
 	if j, ok := s.judge[i]; ok {
 		// Only the provider of the chunk's states can settle a suspect; if it cannot be asked,
@@ -383,7 +466,7 @@ func (s *swarmFetch) start(ctx context.Context, f *fetch, i int, dup bool) bool 
 		return false
 	}
 	select {
-	case s.a.chunkSlots <- struct{}{}:
+	case s.c.chunkSlots <- struct{}{}:
 	default:
 		return false // the node's link is spoken for; the next round tries again
 	}
@@ -397,7 +480,7 @@ func (s *swarmFetch) start(ctx context.Context, f *fetch, i int, dup bool) bool 
 }
 
 // run fetches one chunk and verifies it on the way in.
-func (s *swarmFetch) run(ctx context.Context, f *fetch, jb *chunkJob, m *chunks.Map) {
+func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob, m *chunks.Map) {
 	defer s.wg.Done()
 	defer jb.cancel()
 	start := time.Now()
@@ -409,9 +492,9 @@ func (s *swarmFetch) run(ctx context.Context, f *fetch, jb *chunkJob, m *chunks.
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, chunkDeadline(n))
+		ctx, cancel := context.WithTimeout(ctx, s.c.deadline.For(n))
 		defer cancel()
-		rng, err := s.a.peers.GetChunk(ctx, jb.p, s.d, off, n, false)
+		rng, err := s.c.transfer.GetChunk(ctx, jb.p, s.d, off, n, false)
 		if err != nil {
 			return err
 		}
@@ -422,9 +505,9 @@ func (s *swarmFetch) run(ctx context.Context, f *fetch, jb *chunkJob, m *chunks.
 		if d, ok := ctx.Deadline(); ok {
 			rng.SetDeadline(d)
 		}
-		body := s.a.download.Reader(ctx, rng)
+		body := s.c.download.Reader(ctx, rng)
 		if jb.dup {
-			buf = s.a.chunkBuf(n)
+			buf = s.c.chunkBuf(n)
 			if _, err := io.ReadFull(body, buf); err != nil {
 				return err
 			}
@@ -436,7 +519,7 @@ func (s *swarmFetch) run(ctx context.Context, f *fetch, jb *chunkJob, m *chunks.
 		for pos := int64(0); pos < n; {
 			k, rerr := body.Read((*bp)[:min(int64(len(*bp)), n-pos)])
 			if k > 0 {
-				if _, err := f.w.WriteAt((*bp)[:k], off+pos); err != nil {
+				if _, err := f.WriteAt((*bp)[:k], off+pos); err != nil {
 					return err
 				}
 				v.Write((*bp)[:k])
@@ -455,14 +538,14 @@ func (s *swarmFetch) run(ctx context.Context, f *fetch, jb *chunkJob, m *chunks.
 		err = s.landDuplicate(f, jb, buf, off)
 	}
 	if buf != nil {
-		s.a.putChunkBuf(buf)
+		s.c.putChunkBuf(buf)
 	}
 	s.settle(f, jb, err, n, time.Since(start))
 }
 
 // landDuplicate writes a verified endgame duplicate, unless the chunk was landed meanwhile:
 // the other requests for it are stopped first, so no other bytes reach its place.
-func (s *swarmFetch) landDuplicate(f *fetch, jb *chunkJob, buf []byte, off int64) error {
+func (s *swarmFetch) landDuplicate(f fetch.Sink, jb *chunkJob, buf []byte, off int64) error {
 	s.mu.Lock()
 	held := s.have.Has(jb.i)
 	var others []*chunkJob
@@ -479,7 +562,7 @@ func (s *swarmFetch) landDuplicate(f *fetch, jb *chunkJob, buf []byte, off int64
 	for _, o := range others {
 		<-o.exited
 	}
-	_, err := f.w.WriteAt(buf, off)
+	_, err := f.WriteAt(buf, off)
 	if err != nil {
 		return errLost // landed by the other request after all
 	}
@@ -490,11 +573,11 @@ func (s *swarmFetch) landDuplicate(f *fetch, jb *chunkJob, buf []byte, off int64
 var errLost = errors.New("chunk landed from another provider")
 
 // settle records a chunk request's outcome.
-func (s *swarmFetch) settle(f *fetch, jb *chunkJob, err error, n int64, took time.Duration) {
+func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.kick()
-	<-s.a.chunkSlots
+	<-s.c.chunkSlots
 	sp := s.peers[jb.p]
 	sp.inflight--
 	s.jobs[jb.i] = slices.DeleteFunc(s.jobs[jb.i], func(o *chunkJob) bool { return o == jb })
@@ -502,7 +585,7 @@ func (s *swarmFetch) settle(f *fetch, jb *chunkJob, err error, n int64, took tim
 		delete(s.jobs, jb.i)
 	}
 	i := jb.i
-	s.a.log.Debug("chunk request done", "digest", s.d, "chunk", i, "peer", jb.p, "dup", jb.dup, "took", took, "err", err)
+	s.c.log.Debug("chunk request done", "digest", s.d, "chunk", i, "peer", jb.p, "dup", jb.dup, "took", took, "err", err)
 	switch {
 	case err == nil:
 		bps := float64(n) / max(took.Seconds(), 1e-6)
@@ -526,9 +609,9 @@ func (s *swarmFetch) settle(f *fetch, jb *chunkJob, err error, n int64, took tim
 	default:
 		sp.failures++
 		if sp.failures >= 2 || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errdefs.ErrNotFound) {
-			// Failing, or slower than minPeerRate: the rest of the blob comes from others.
+			// Failing, or slower than the Deadline: the rest of the blob comes from others.
 			sp.out = true
-			s.a.log.Debug("dropping a provider from the fetch", "peer", jb.p, "digest", s.d, "chunk", i, "err", err)
+			s.c.log.Debug("dropping a provider from the fetch", "peer", jb.p, "digest", s.d, "chunk", i, "err", err)
 		}
 	}
 }
@@ -543,9 +626,9 @@ func (s *swarmFetch) mismatch(sp *swarmPeer, i int, err error) {
 	src := s.stateSource(i)
 	switch {
 	case s.confirmed(i):
-		s.a.blamePeer(sp.id, s.d, err)
+		s.c.blame(sp.id, s.d, err)
 	case sp.id == src:
-		s.a.blamePeer(sp.id, s.d, err)
+		s.c.blame(sp.id, s.d, err)
 		if _, ok := s.suspect[i]; ok {
 			s.fatal = fmt.Errorf("%s: chunk map from %s: %w", s.d, sp.id, chunks.ErrMismatch)
 		}
@@ -561,7 +644,7 @@ func (s *swarmFetch) mismatch(sp *swarmPeer, i int, err error) {
 // chunk's states, the suspect's copy was the lie. Called with s.mu held.
 func (s *swarmFetch) judged(i int, p peer.ID) {
 	if sus, ok := s.suspect[i]; ok && s.judge[i] == p {
-		s.a.blamePeer(sus, s.d, fmt.Errorf("chunk %d failed verification", i))
+		s.c.blame(sus, s.d, fmt.Errorf("chunk %d failed verification", i))
 	}
 	delete(s.suspect, i)
 	delete(s.judge, i)
@@ -585,7 +668,7 @@ func (s *swarmFetch) confirmed(i int) bool {
 func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have *chunks.Set) {
 	if !m.Extends(s.m) && !s.m.Extends(m) {
 		sp.out = true
-		s.a.log.Warn("a provider's chunk map disagrees with the one in use; not using it", "peer", sp.id, "digest", s.d)
+		s.c.log.Warn("a provider's chunk map disagrees with the one in use; not using it", "peer", sp.id, "digest", s.d)
 		return
 	}
 	if m.Len() > s.m.Len() {
@@ -618,7 +701,7 @@ func (s *swarmFetch) watchMore(ctx context.Context) {
 		}
 		sp.watching = true
 		s.watched++
-		s.a.router.Protect(p, "shoal-transfer")
+		s.c.router.Protect(p, "shoal-transfer")
 		s.wg.Add(1)
 		go s.watch(ctx, sp)
 	}
@@ -653,7 +736,7 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 		cs := s.m.ChunkSize
 		s.mu.Unlock()
 		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		m, have, err := s.a.peers.Holding(hctx, sp.id, s.d, cs, minStates, minHave)
+		m, have, err := s.c.transfer.Holding(hctx, sp.id, s.d, cs, minStates, minHave)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -691,7 +774,7 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 
 // discover adds providers that appeared since the fetch began.
 func (s *swarmFetch) discover(ctx context.Context) {
-	found, err := s.a.providers(ctx, s.d)
+	found, err := s.c.Providers(ctx, s.d)
 	if err != nil {
 		return
 	}
@@ -705,10 +788,10 @@ func (s *swarmFetch) discover(ctx context.Context) {
 	s.watchMore(ctx)
 }
 
-// MapProviders are the providers whose maps gave the states up to the prefix Fill left, beyond
+// stateSuppliers are the providers whose maps gave the states up to the prefix Fill left, beyond
 // what a partial file brought: if another source resumes from there and the blob fails its
 // digest, one of those states was forged, by one of them or by whoever they relayed it from.
-func (s *swarmFetch) MapProviders() []peer.ID {
+func (s *swarmFetch) stateSuppliers() []peer.ID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []peer.ID
@@ -727,35 +810,17 @@ func (s *swarmFetch) Close() error {
 	}
 	s.wg.Wait()
 	if s.first != nil {
-		s.a.putChunkBuf(s.first)
+		s.c.putChunkBuf(s.first)
 		s.first = nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for p := range s.peers {
-		s.a.router.Unprotect(p, "shoal-transfer")
+		s.c.router.Unprotect(p, "shoal-transfer")
 	}
 	if n := len(s.used); n > 0 {
-		s.a.metrics.fetchProviders.Observe(float64(n))
-		s.a.log.Debug("blob chunks came from peers", "digest", s.d, "peers", n)
+		s.c.metrics.Providers.Observe(float64(n))
+		s.c.log.Debug("blob chunks came from peers", "digest", s.d, "peers", n)
 	}
 	return nil
-}
-
-// chunkBuf returns a buffer of n bytes, from a pool when n is the chunk size: a swarm of
-// transfers otherwise leaves a trail of 4 MiB garbage that the collector reaches late.
-func (a *Agent) chunkBuf(n int64) []byte {
-	if n == a.cfg.ChunkSize {
-		if b, ok := a.chunkPool.Get().(*[]byte); ok {
-			return *b
-		}
-	}
-	return make([]byte, n)
-}
-
-func (a *Agent) putChunkBuf(b []byte) {
-	if int64(cap(b)) == a.cfg.ChunkSize {
-		b = b[:cap(b)]
-		a.chunkPool.Put(&b)
-	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,30 +13,32 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/lifetime"
 	"github.com/shoal-oci/shoal/internal/names"
+	"github.com/shoal-oci/shoal/internal/reference"
 	"github.com/shoal-oci/shoal/p2p"
-	"github.com/shoal-oci/shoal/registryapi"
 )
 
-// Pins manages a node's pins: images whose content garbage collection never evicts. On a seed it
-// also keeps each pin's replica count: the seeds holding a pin check, every RepairInterval, how
-// many live seeds hold it, and the one XOR-closest to the pin's digest asks seeds that lack it to
-// pin it too, until Replicas seeds hold it.
-type Pins struct {
+// replicator keeps each pin's replica count on the seeds: the seeds holding a pin check, every
+// RepairInterval, how many live seeds hold it, and the one XOR-closest to the pin's digest asks
+// seeds that lack it to pin it too, until Replicas seeds hold it.
+type replicator struct {
 	a    *agent.Agent
+	pins *pins.Pins
 	log  *slog.Logger
-	peer *seedPeer // nil on a node that is not a seed
+	peer *seedPeer
 	// replicas is the replica count of a pin that names none.
 	replicas int
 	interval time.Duration
 
-	// ctx bounds background work (replicas being fetched, pins of pushed tags); close cancels
+	// life bounds background work (replicas being fetched, pins of pushed tags); close ends
 	// it and waits for wg.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	life *lifetime.Lifetime
+	wg   sync.WaitGroup
 	// adoptSlots bounds the replicas fetched at once for other seeds.
 	adoptSlots chan struct{}
 
@@ -50,96 +51,30 @@ type Pins struct {
 // busy and the asking seed tries again at its next round.
 const maxAdopting = 4
 
-func newPins(a *agent.Agent, log *slog.Logger, replicas int, interval time.Duration) *Pins {
-	p := &Pins{a: a, log: log, replicas: max(replicas, 1), interval: interval, adding: map[string]bool{},
-		adoptSlots: make(chan struct{}, maxAdopting)}
-	p.ctx, p.cancel = context.WithCancel(context.Background())
-	return p
+func newReplicator(a *agent.Agent, p *pins.Pins, peer *seedPeer, log *slog.Logger, replicas int, interval time.Duration) *replicator {
+	return &replicator{a: a, pins: p, peer: peer, log: log, replicas: max(replicas, 1), interval: interval, adding: map[string]bool{},
+		adoptSlots: make(chan struct{}, maxAdopting), life: lifetime.New()}
 }
 
-// close stops background work and waits for it; the agent calls it before closing the store.
-func (p *Pins) close() {
+// close stops background work and waits for it; the seed calls it before the store closes.
+func (p *replicator) close() {
 	p.mu.Lock()
-	p.cancel()
+	p.life.End()
 	p.mu.Unlock()
 	p.wg.Wait()
 }
 
 // spawn runs fn in the background unless close has begun, reporting whether it did.
-func (p *Pins) spawn(fn func()) bool {
+func (p *replicator) spawn(fn func()) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ctx.Err() != nil {
+	if p.life.Ended() {
 		return false
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); fn() }()
 	return true
 }
-
-// Add fetches the image and pins it, reporting progress. The pin is recorded only once every
-// piece of its content is committed.
-func (p *Pins) Add(ctx context.Context, req PreheatRequest, report func(Progress)) (store.Pin, error) {
-	if req.Replicas < 0 || req.Replicas > maxReplicas {
-		return store.Pin{}, fmt.Errorf("replicas %d: want 1 to %d: %w", req.Replicas, maxReplicas, errdefs.ErrInvalid)
-	}
-	pin, err := Preheat(ctx, p.a, req, report)
-	if err != nil {
-		return store.Pin{}, err
-	}
-	if pin.Replicas == 0 {
-		pin.Replicas = p.replicas
-	}
-	if _, err := p.a.Store().PutPin(pin); err != nil {
-		return store.Pin{}, err
-	}
-	p.log.Info("pinned", "ref", pin.Ref, "digest", pin.Digest, "objects", len(pin.Digests), "bytes", pin.Bytes, "replicas", pin.Replicas)
-	return pin, nil
-}
-
-// maxReplicas bounds a pin's replica count.
-const maxReplicas = 64
-
-// Remove unpins ref here and, on a seed, on every seed that holds it, so that repair does not
-// bring it back. ref is an image reference as pinned, or repo:tag of a pushed image. It reports
-// whether any node had the pin.
-func (p *Pins) Remove(ctx context.Context, ref string) (bool, error) {
-	keys := pinKeys(ref)
-	if len(keys) == 0 {
-		return false, fmt.Errorf("pin %q: not an image reference: %w", ref, errdefs.ErrInvalid)
-	}
-	found := false
-	for _, k := range keys {
-		ok, err := p.a.Store().DeletePin(k)
-		if err != nil {
-			return false, err
-		}
-		if p.peer != nil {
-			ok = p.peer.broadcastUnpin(ctx, k) || ok
-		}
-		if ok {
-			found = true
-			p.log.Info("unpinned", "pin", k)
-		}
-	}
-	return found, nil
-}
-
-// pinKeys are the keys a reference given to `pin rm` may be recorded under: an upstream image's
-// normalised reference, and a pushed image's repo:tag.
-func pinKeys(ref string) []string {
-	var keys []string
-	if r, err := ParseRef(ref); err == nil {
-		keys = append(keys, store.PinKey(false, r.String()))
-	}
-	if repo, tag, ok := strings.Cut(ref, ":"); ok && names.ValidRepository(repo) && names.ValidTag(tag) {
-		keys = append(keys, store.PinKey(true, ref))
-	}
-	return keys
-}
-
-// List returns the pins of this node.
-func (p *Pins) List() ([]store.Pin, error) { return p.a.Store().Pins() }
 
 // holding is what a seed holds of a pin: nothing, or a digest chosen at a time.
 type holding struct {
@@ -148,7 +83,7 @@ type holding struct {
 	Created time.Time     `json:"created"`
 }
 
-func (p *Pins) holding(key string) holding {
+func (p *replicator) holding(key string) holding {
 	pin, ok := p.a.Store().Pin(key)
 	if !ok {
 		return holding{}
@@ -160,7 +95,7 @@ func (p *Pins) holding(key string) holding {
 // content by digest (from peers; the origin may be down) and records the pin, unless this node
 // holds a newer pin of the same reference. It returns at once; errdefs.ErrUnavailable when it
 // is fetching as many replicas as it takes at a time.
-func (p *Pins) adopt(pin store.Pin) error {
+func (p *replicator) adopt(pin store.Pin) error {
 	if err := validPin(pin); err != nil {
 		return err
 	}
@@ -187,7 +122,7 @@ func (p *Pins) adopt(pin store.Pin) error {
 			<-p.adoptSlots
 			p.mu.Unlock()
 		}()
-		ctx, cancel := context.WithTimeout(p.ctx, adoptTimeout)
+		ctx, cancel := p.life.Context(adoptTimeout)
 		defer cancel()
 		got, err := p.fetchPinned(ctx, pin)
 		if err != nil {
@@ -216,25 +151,25 @@ func (p *Pins) adopt(pin store.Pin) error {
 
 // fetchPinned fetches a pin's content by digest: a pushed image from the cluster only, an
 // upstream one through the pipeline (peers first).
-func (p *Pins) fetchPinned(ctx context.Context, pin store.Pin) (store.Pin, error) {
-	req := PreheatRequest{Platforms: pin.Platforms, AllPlatforms: pin.AllPlatforms}
-	platforms, err := parsePlatforms(req)
+func (p *replicator) fetchPinned(ctx context.Context, pin store.Pin) (store.Pin, error) {
+	req := pins.PreheatRequest{Platforms: pin.Platforms, AllPlatforms: pin.AllPlatforms}
+	platforms, err := pins.ParsePlatforms(req)
 	if err != nil {
 		return store.Pin{}, err
 	}
-	ref := Ref{Registry: pin.Registry, Repo: pin.Repo, Digest: pin.Digest}
-	t := registryapi.Target{Repo: pin.Repo}
+	ref := reference.Ref{Registry: pin.Registry, Repo: pin.Repo, Digest: pin.Digest}
+	t := fetch.Target{Repo: pin.Repo}
 	if !pin.Hosted {
 		if t, err = p.a.Target(pin.Registry, pin.Repo); err != nil {
 			return store.Pin{}, err
 		}
 	}
-	return fetchImage(ctx, p.a, t, ref, platforms, req, func(Progress) {})
+	return p.pins.FetchImage(ctx, t, ref, platforms, req, func(pins.Progress) {})
 }
 
 func validPin(pin store.Pin) error {
 	bad := func() error { return fmt.Errorf("pin record of %q is inconsistent: %w", pin.Ref, errdefs.ErrInvalid) }
-	if pin.Digest.Validate() != nil || pin.Replicas < 0 || pin.Replicas > maxReplicas || len(pin.Platforms) > 64 {
+	if pin.Digest.Validate() != nil || pin.Replicas < 0 || pin.Replicas > pins.MaxReplicas || len(pin.Platforms) > 64 {
 		return bad()
 	}
 	if pin.Hosted {
@@ -243,7 +178,7 @@ func validPin(pin store.Pin) error {
 		}
 		return nil
 	}
-	r, err := ParseRef(pin.Ref)
+	r, err := reference.Parse(pin.Ref)
 	if err != nil {
 		return err
 	}
@@ -257,7 +192,7 @@ func validPin(pin store.Pin) error {
 const adoptTimeout = time.Hour
 
 // run repairs replica counts until ctx ends.
-func (p *Pins) run(ctx context.Context) {
+func (p *replicator) run(ctx context.Context) {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
 	for {
@@ -272,14 +207,14 @@ func (p *Pins) run(ctx context.Context) {
 
 // repairAll brings every pin with more than one replica up to its count: one holdings request per
 // live seed for all of them, then a repair per pin.
-func (p *Pins) repairAll(ctx context.Context) {
-	pins, err := p.List()
+func (p *replicator) repairAll(ctx context.Context) {
+	all, err := p.pins.List()
 	if err != nil {
 		p.log.Error("listing pins", "err", err)
 		return
 	}
 	var keys []string
-	for _, pin := range pins {
+	for _, pin := range all {
 		if pin.Replicas > 1 {
 			keys = append(keys, pin.Key())
 		}
@@ -308,7 +243,7 @@ func (p *Pins) repairAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	for _, pin := range pins {
+	for _, pin := range all {
 		if ctx.Err() != nil {
 			return
 		}
@@ -323,7 +258,7 @@ func (p *Pins) repairAll(ctx context.Context) {
 // one seed asks, and the ones it asks are the non-holders closest to the digest. A seed that
 // holds a newer pin of the same reference (the tag was pushed or pinned again) makes this pin
 // outdated: this seed then waits to be sent the newer one instead of spreading its own.
-func (p *Pins) repair(ctx context.Context, pin store.Pin, held map[peer.ID]map[string]holding) {
+func (p *replicator) repair(ctx context.Context, pin store.Pin, held map[peer.ID]map[string]holding) {
 	c, err := p2p.DigestCID(pin.Digest)
 	if err != nil {
 		return

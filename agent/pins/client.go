@@ -1,4 +1,4 @@
-package seed
+package pins
 
 import (
 	"bufio"
@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/shoal-oci/shoal/agent/store"
 )
 
 // Client calls a node's admin endpoints (the shoal preheat and pin commands use it).
@@ -141,13 +139,13 @@ func (c *Client) Unpin(ctx context.Context, ref string) error {
 }
 
 // Pins lists the node's pins.
-func (c *Client) Pins(ctx context.Context) ([]store.Pin, error) {
+func (c *Client) Pins(ctx context.Context) ([]Pin, error) {
 	resp, err := c.do(ctx, http.MethodGet, "/shoal/v1/pins", nil)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var pins []store.Pin
+	var pins []Pin
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&pins); err != nil {
 		return nil, fmt.Errorf("reading pins: %w", err)
 	}

@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
+
+// The agent is the /v2 API's Backend: each request's repository is mapped to a Target (which
+// refuses a registry that is not an upstream before any I/O), then answered by the part that
+// owns it.
+var _ registryapi.Backend = (*Agent)(nil)
+
+// requestTarget is the Target of a /v2 request: a registry that is not an upstream is refused
+// before any I/O, unless the node serves those from the cluster alone
+// (Config.UnknownRegistriesFromCluster).
+func (a *Agent) requestTarget(r registryapi.Repository) (fetch.Target, error) {
+	t, err := a.Target(r.Registry, r.Name)
+	if err != nil && a.cfg.UnknownRegistriesFromCluster && errors.Is(err, errdefs.ErrNotConfigured) {
+		return fetch.Target{Repo: r.Name}, nil
+	}
+	return t, err
+}
+
+// OpenBlob serves a blob from the store, or joins or starts the one fetch of it.
+func (a *Agent) OpenBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (registryapi.Blob, error) {
+	t, err := a.requestTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.pipeline.OpenBlob(ctx, t, d)
+}
+
+// StatBlob answers HEAD: from the store, a fetch in flight, or the origin, else a peer when the
+// origin cannot answer.
+func (a *Agent) StatBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (int64, error) {
+	t, err := a.requestTarget(r)
+	if err != nil {
+		return 0, err
+	}
+	if info, err := a.store.Stat(d); err == nil {
+		return info.Size, nil
+	}
+	if size, ok := a.pipeline.InFlightSize(d); ok {
+		return size, nil
+	}
+	if t.Registry == nil {
+		return a.peerBlobSize(ctx, d)
+	}
+	size, err := a.origin.HeadBlob(ctx, t.Registry, t.Repo, d)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrDenied) {
+		// The origin cannot answer: a peer holding the blob can.
+		if psize, perr := a.peerBlobSize(ctx, d); perr == nil {
+			return psize, nil
+		}
+	}
+	return size, err
+}
+
+func (a *Agent) peerBlobSize(ctx context.Context, d digest.Digest) (int64, error) {
+	if a.swarm == nil {
+		return 0, fmt.Errorf("%s: peer-to-peer disabled: %w", d, errdefs.ErrNotFound)
+	}
+	return a.swarm.BlobSize(ctx, d)
+}
+
+// GetManifest returns a manifest by digest or tag.
+func (a *Agent) GetManifest(ctx context.Context, r registryapi.Repository, ref string, accept []string) (*registryapi.Manifest, error) {
+	t, err := a.requestTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	m, err := a.resolver.Get(ctx, t, ref, accept)
+	if err != nil {
+		return nil, err
+	}
+	return &registryapi.Manifest{MediaType: m.MediaType, Digest: m.Digest, Body: m.Body, Source: m.Source}, nil
+}
+
+// Tags passes tag listing through to the origin.
+func (a *Agent) Tags(ctx context.Context, r registryapi.Repository, n int, last string) (*registryapi.Listing, error) {
+	t, err := a.requestTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	if t.Registry == nil {
+		return nil, fmt.Errorf("tags of %s: %w", t.Repo, fetch.ErrNoOrigin)
+	}
+	return listing(a.origin.Tags(ctx, t.Registry, t.Repo, n, last))
+}
+
+// Referrers passes the referrers API through to the origin.
+func (a *Agent) Referrers(ctx context.Context, r registryapi.Repository, d digest.Digest, artifactType string) (*registryapi.Listing, error) {
+	t, err := a.requestTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	if t.Registry == nil {
+		return nil, fmt.Errorf("referrers of %s: %w", d, fetch.ErrNoOrigin)
+	}
+	return listing(a.origin.Referrers(ctx, t.Registry, t.Repo, d, artifactType))
+}
+
+// listing relays an origin's listing answer.
+func listing(p *origin.Passthrough, err error) (*registryapi.Listing, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &registryapi.Listing{Status: p.Status, ContentType: p.ContentType, Link: p.Link, FiltersApplied: p.FiltersApplied, Body: p.Body}, nil
+}
+
+// Transfer is a blob fetch in flight, as the status page shows it.
+type Transfer = fetch.Transfer
+
+// Status reports the node's state.
+func (a *Agent) Status() Status {
+	st := Status{ConnectedPeers: []string{}, Registries: a.cfg.Registries}
+	if a.node != nil {
+		st.PeerID = a.node.ID().String()
+		st.ListenAddrs = a.node.Addrs()
+		for _, p := range a.node.Peers() {
+			st.ConnectedPeers = append(st.ConnectedPeers, p.String())
+		}
+		sort.Strings(st.ConnectedPeers)
+		st.RoutingTableSize = a.node.RoutingTableSize()
+	}
+	st.Store.Bytes, st.Store.Objects = a.store.Usage()
+	st.Transfers = a.pipeline.Transfers()
+	return st
+}
+
+func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(a.Status()); err != nil {
+		a.log.Debug("writing status", "err", err)
+	}
+}

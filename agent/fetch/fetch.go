@@ -1,0 +1,244 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+)
+
+// fetch is one blob being fetched, shared by every local client (and peer) that asks for it
+// meanwhile. Bytes go to a partial file in the store; readers read them back from that file as
+// they are verified. The last byte is held back until the whole blob has verified against its
+// digest, so a client never receives a complete response with wrong content: on a mismatch its
+// response is aborted short.
+type fetch struct {
+	d       digest.Digest
+	p       *Pipeline
+	cancel  context.CancelFunc // stops the fetch (Pipeline.Close)
+	ready   chan struct{}      // closed once size and source are known, or the fetch failed first
+	settled chan struct{}      // closed when the fetch is over: committed, or failed
+
+	// Set before ready is closed, then read-only.
+	size   int64
+	source string
+	w      *store.Writer
+
+	mu      sync.Mutex
+	visible int64 // bytes clients may read
+	done    bool  // no more bytes will come; with err == nil the blob is whole and verified
+	err     error
+	wake    chan struct{} // closed and replaced whenever visible or done changes
+	refs    int           // open reader handles plus the fetching goroutine
+
+	announced bool // advertised to peers before commit (only the fetching goroutine touches it)
+	// suspend keeps the partial file for the next run: the fetch was cut short by shutdown, or
+	// its sources are unavailable for now.
+	suspend bool
+}
+
+func newFetch(p *Pipeline, d digest.Digest, cancel context.CancelFunc) *fetch {
+	return &fetch{d: d, p: p, cancel: cancel, ready: make(chan struct{}), settled: make(chan struct{}),
+		wake: make(chan struct{}), refs: 1}
+}
+
+func (f *fetch) acquire() {
+	f.mu.Lock()
+	f.refs++
+	f.mu.Unlock()
+}
+
+// release drops a reference; the last one closes the partial file (which by then is either
+// committed under its final name, kept for the next run, or removed).
+func (f *fetch) release() {
+	f.mu.Lock()
+	f.refs--
+	last, suspend := f.refs == 0, f.suspend
+	f.mu.Unlock()
+	if !last || f.w == nil {
+		return
+	}
+	var err error
+	if suspend {
+		err = f.w.Suspend()
+	} else {
+		err = f.w.Close()
+	}
+	if err != nil {
+		f.p.log.Warn("closing a fetch's partial file", "digest", f.d, "keep", suspend, "err", err)
+	}
+}
+
+// state returns what readers may read (visible bytes; done once no more will come, with err
+// set if the fetch failed) and a channel closed at the next change.
+func (f *fetch) state() (visible int64, done bool, wake <-chan struct{}, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.visible, f.done, f.wake, f.err
+}
+
+func (f *fetch) update(fn func()) {
+	f.mu.Lock()
+	fn()
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// sink is the Sink of a fetch: its store writer plus publishing.
+type sink struct{ f *fetch }
+
+var _ Sink = sink{}
+
+func (s sink) Size() int64                              { return s.f.size }
+func (s sink) Written() int64                           { return s.f.w.Written() }
+func (s sink) Held() *chunks.Set                        { return s.f.w.Held() }
+func (s sink) WriteAt(p []byte, off int64) (int, error) { return s.f.w.WriteAt(p, off) }
+func (s sink) Absorb(upTo int64) error                  { return s.f.w.Absorb(upTo) }
+func (s sink) MarkChunk(i int, m *chunks.Map) error     { return s.f.w.MarkChunk(i, m) }
+func (s sink) Publish()                                 { s.f.publish() }
+
+// publish is the one place a fetch's progress becomes visible: the verified prefix to local
+// clients (holding back the last byte of a blob of known size, or the last byte so far of one
+// of unknown size, until the digest verifies), and the blob to the cluster as soon as a whole
+// chunk of it is held, so that peers fetching it at the same moment find this node.
+func (f *fetch) publish() {
+	written := f.w.Written()
+	visible := written - 1
+	if f.size >= 0 {
+		visible = min(written, f.size-1)
+	}
+	f.update(func() { f.visible = visible })
+	if f.announced || f.size < 0 {
+		return
+	}
+	if visible >= f.p.chunkSize || f.w.Held().Count() > 0 {
+		f.announced = true
+		f.p.announcer.Announce(f.d)
+	}
+}
+
+// readerBlob is a local client's handle on a fetch in flight (a registryapi.Blob).
+type readerBlob struct {
+	f    *fetch
+	once sync.Once
+}
+
+func (b *readerBlob) Size() int64    { return b.f.size }
+func (b *readerBlob) Source() string { return b.f.source }
+func (b *readerBlob) Close() error   { b.once.Do(b.f.release); return nil }
+
+// CopyRange streams bytes [off, off+n) of the fetch to w as they become visible; n < 0 means to
+// the end. An error after bytes were written means the client's response must be aborted.
+func (b *readerBlob) CopyRange(ctx context.Context, w io.Writer, off, n int64) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var written int64
+	for n != 0 {
+		visible, done, wake, err := b.f.state()
+		if off < visible {
+			chunk := min(visible-off, int64(len(buf)))
+			if n > 0 {
+				chunk = min(chunk, n)
+			}
+			m, rerr := b.f.w.File().ReadAt(buf[:chunk], off)
+			if m > 0 {
+				wn, werr := w.Write(buf[:m])
+				written += int64(wn)
+				off += int64(wn)
+				if n > 0 {
+					n -= int64(wn)
+				}
+				if werr != nil {
+					return written, werr
+				}
+			}
+			if rerr != nil && !errors.Is(rerr, io.EOF) {
+				return written, fmt.Errorf("reading fetch of %s: %w", b.f.d, rerr)
+			}
+			continue
+		}
+		if done {
+			if err != nil {
+				return written, err
+			}
+			if n < 0 {
+				return written, nil
+			}
+			return written, fmt.Errorf("%s: range beyond the blob: %w", b.f.d, io.ErrUnexpectedEOF)
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return written, ctx.Err()
+		}
+	}
+	return written, nil
+}
+
+// InFlight is a blob this node is still fetching, opened for a peer: reads return verified
+// bytes (chunks held, or the prefix released to local clients) and wait a bounded time for
+// bytes that have not landed. Its methods are transfer.Blob's.
+type InFlight struct {
+	f    *fetch
+	once sync.Once
+}
+
+// Size is the blob's size.
+func (c *InFlight) Size() int64 { return c.f.size }
+
+// MediaType is empty: manifests are never fetched through the pipeline.
+func (c *InFlight) MediaType() string { return "" }
+
+// Close releases the fetch.
+func (c *InFlight) Close() error { c.once.Do(c.f.release); return nil }
+
+// inFlightWait bounds how long a peer's read waits for bytes that have not landed.
+const inFlightWait = 30 * time.Second
+
+// ReadAt reads verified bytes, waiting for them up to inFlightWait.
+func (c *InFlight) ReadAt(p []byte, off int64) (int, error) {
+	timer := time.NewTimer(inFlightWait)
+	defer timer.Stop()
+	for {
+		visible, done, wake, err := c.f.state()
+		end := off + int64(len(p))
+		if c.f.w.Holds(off, int64(len(p))) {
+			visible = end
+		}
+		if end <= visible || (done && err == nil) {
+			n, rerr := c.f.w.File().ReadAt(p[:max(0, min(int64(len(p)), visible-off))], off)
+			if rerr == nil && n < len(p) {
+				rerr = io.EOF
+			}
+			return n, rerr
+		}
+		if done {
+			return 0, err
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+			return 0, fmt.Errorf("%s: no bytes at %d for %s: %w", c.f.d, off, inFlightWait, errdefs.ErrUnavailable)
+		}
+	}
+}
+
+// PartialMap is the chunk map of what the fetch holds, nil before its first chunk.
+func (c *InFlight) PartialMap() *chunks.Map { return c.f.w.PartialMap() }
+
+// Holding is the set of chunks held verified and a channel closed at the next change; more is
+// false once no more chunks will come.
+func (c *InFlight) Holding() (have *chunks.Set, changed <-chan struct{}, more bool) {
+	_, done, wake, _ := c.f.state()
+	return c.f.w.Held(), wake, !done
+}

@@ -1,0 +1,64 @@
+package fetch
+
+import (
+	"context"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/chunks"
+)
+
+// Source is one place the pipeline can get a whole blob from, tried in order after the local
+// store: peers, then the origin.
+type Source interface {
+	// Name labels the source in metrics and logs ("peer", "origin").
+	Name() string
+	// FetchBlob opens blob d from byte off on (off > 0 resumes after another source failed);
+	// size is the blob's size when already known, else -1. It returns the body and the whole
+	// blob's size (-1 when unknown). The body is either an io.ReadCloser, the unverified stream
+	// from off that the pipeline lands and hashes in order, or a Filler, which lands the bytes
+	// through the Sink itself.
+	//
+	// An error before any byte sends the pipeline to the next source; ErrDigestMismatch and
+	// context errors end the fetch.
+	FetchBlob(ctx context.Context, t Target, d digest.Digest, off, size int64) (io.Closer, int64, error)
+}
+
+// Filler is a source body that lands the blob out of order: the swarm's chunks, each verified
+// against a chunk map, or parallel origin ranges, hashed in order as the prefix completes.
+// Fill returns nil once the whole blob is in the sink.
+type Filler interface {
+	io.Closer
+	Fill(ctx context.Context, s Sink) error
+}
+
+// StateSource is a Filler whose chunks were verified against chain states that others supplied
+// (peers' chunk maps). If the pipeline resumes from the prefix such a Filler left and the blob
+// then fails its digest, one of those states was forged: StatesForged is called, stops taking
+// the blob from the suppliers of the states beyond what a partial file brought for a while, and
+// returns who they were (none: the failure is the resuming source's own).
+type StateSource interface {
+	StatesForged() []string
+}
+
+// Sink is where a Filler lands a blob: the fetch's partial file in the store. Writes are not
+// visible to anyone until verified; Publish makes what is verified visible and announces the
+// blob to the cluster once a whole chunk of it is held. Its methods are safe for concurrent use.
+type Sink interface {
+	// Size is the blob's size.
+	Size() int64
+	// Written is the verified contiguous prefix.
+	Written() int64
+	// Held is the set of chunks held verified (a copy).
+	Held() *chunks.Set
+	// WriteAt writes bytes at off; they count only once verified (MarkChunk) or absorbed.
+	WriteAt(p []byte, off int64) (int, error)
+	// Absorb hashes the bytes written in order from Written up to upTo, extending the prefix.
+	Absorb(upTo int64) error
+	// MarkChunk records chunk i, verified against m, as held.
+	MarkChunk(i int, m *chunks.Map) error
+	// Publish releases the verified prefix to local clients (all but the blob's last byte,
+	// which waits for the digest) and, from the first whole chunk held, announces the blob.
+	Publish()
+}

@@ -1,0 +1,15 @@
+package fetch
+
+import "github.com/shoal-oci/shoal/registryapi/origin"
+
+// Target is where a blob or manifest lives upstream: one of the node's configured registries and
+// a repository there. A nil Registry means no upstream: the content comes from the cluster alone
+// (a node with no origin, or a seed's pushed repository). Content is addressed by digest, so the
+// Target matters only when the content must come from the origin.
+type Target struct {
+	Registry *origin.Registry
+	Repo     string
+}
+
+// Host is the registry's host[:port], "" with no upstream.
+func (t Target) Host() string { return t.Registry.Host() }

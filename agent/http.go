@@ -1,0 +1,270 @@
+package agent
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shoal-oci/shoal/agent/pins"
+	"github.com/shoal-oci/shoal/registryapi"
+)
+
+// Handler is a plain agent's HTTP surface: its own /v2 (the pull API), /metrics, /healthz,
+// /readyz, /shoal/v1/status, and the admin endpoints for preheat and local pins.
+func (a *Agent) Handler() http.Handler {
+	v2 := registryapi.New(a, registryapi.WithLogger(a.log), registryapi.WithRegisterer(a.registry))
+	return a.Surface(v2, pins.NewAdmin(a.Pins(1, nil), false).Routes())
+}
+
+// Pins returns pins over this node's parts: replicas is the count of a pin that names none,
+// seeds the other seeds (nil on a node that is not a seed).
+func (a *Agent) Pins(replicas int, seeds pins.Seeds) *pins.Pins {
+	return pins.New(pins.Deps{Store: a.store, Manifests: a.resolver, Blobs: a.pipeline, Targets: a,
+		Log: a.log.With("component", "pins"), Replicas: replicas, Seeds: seeds})
+}
+
+// Surface is the node's HTTP surface around a /v2 handler: /v2 requests go to v2 untouched
+// (every /v2 answer must be an OCI one, so ServeMux never cleans or redirects their paths), the
+// rest to the node's own endpoints and the admin routes, by ServeMux pattern. Admin routes and
+// /v2 requests that change content pass the admin check first. A seed serves its own /v2 (with
+// push) through it.
+func (a *Agent) Surface(v2 http.Handler, admin map[string]http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+	mux.HandleFunc("GET /shoal/v1/status", a.serveStatus)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		a.mu.Lock()
+		ok := !a.closing
+		a.mu.Unlock()
+		if !ok {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	for pattern, h := range admin {
+		mux.Handle(pattern, h)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// With a token, the version check (/v2/) asks for it too: that is where registry
+		// clients (skopeo, podman, docker) learn that a registry takes credentials, and without
+		// a challenge there they never send them, so a push fails. A client without credentials
+		// goes on anonymously, and pulls stay open to it.
+		versionCheck := a.cfg.AdminToken != "" && (r.URL.Path == "/v2" || r.URL.Path == "/v2/")
+		if isAdminRequest(r) || versionCheck {
+			if ok, why := a.adminAllowed(r); !ok {
+				denyAdmin(w, r, why, a.cfg.AdminToken != "")
+				return
+			}
+		}
+		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			v2.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// Run serves Handler on cfg.Listen until ctx ends, then shuts down gracefully and closes the
+// agent.
+func (a *Agent) Run(ctx context.Context) error {
+	ln, err := a.Listen()
+	if err != nil {
+		return err
+	}
+	return a.Serve(ctx, ln)
+}
+
+// Listen opens cfg.Listen; on failure the agent is closed.
+func (a *Agent) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		if cerr := a.Close(); cerr != nil {
+			a.log.Warn("closing the agent", "err", cerr)
+		}
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve is Run on a listener the caller opened.
+func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	return a.ServeHandler(ctx, ln, a.Handler())
+}
+
+// ServeHandler serves h (a role's surface, built with Surface) on ln, runs the node's background
+// work (the p2p node, advertising, garbage collection) until ctx ends, then shuts down
+// gracefully and closes the agent.
+func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handler) error {
+	defer a.Close()
+	a.exposed = !isLoopback(ln.Addr())
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	if a.cfg.DebugListen != "" {
+		dbg := &http.Server{Addr: a.cfg.DebugListen, Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("debug listener failed", "err", err)
+			}
+		}()
+		defer dbg.Close()
+		a.log.Info("pprof serving", "debug_listen", a.cfg.DebugListen)
+	}
+	bg, stopBG := context.WithCancel(ctx)
+	var bgDone sync.WaitGroup
+	defer func() { stopBG(); bgDone.Wait() }()
+	if a.node != nil {
+		bgDone.Add(2)
+		go func() {
+			defer bgDone.Done()
+			if err := a.node.Run(bg); err != nil && bg.Err() == nil {
+				a.log.Error("p2p node stopped", "err", err)
+			}
+		}()
+		go func() { defer bgDone.Done(); a.announcer.announceStored(a.store) }()
+		a.log.Info("p2p node started", "peer_id", a.node.ID(), "addrs", a.node.Addrs())
+	}
+	bgDone.Add(1)
+	go func() { defer bgDone.Done(); a.gc.Run(bg) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("agent: %w", err)
+	case <-ctx.Done():
+	}
+	a.mu.Lock()
+	a.closing = true
+	a.mu.Unlock()
+	// Fetches in flight stop now (their partial files are kept for the next run), so that the
+	// requests streaming them end instead of holding the shutdown; requests served from the
+	// store finish.
+	a.resolver.Close()
+	a.pipeline.Close()
+	if a.announcer != nil {
+		a.announcer.close()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close() // the graceful shutdown ran out of time: cut what is left
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// debugHandler serves the runtime profiles (go tool pprof http://ADDR/debug/pprof/profile).
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// adminAllowed reports whether r may use the admin endpoints and the push API: with a token
+// configured, it must carry it (as a bearer token, or as the password of basic auth, which is
+// what `crane auth login` and skopeo's --creds send); with none, only when the agent listens on
+// loopback alone.
+func (a *Agent) adminAllowed(r *http.Request) (ok bool, why string) {
+	token := a.cfg.AdminToken
+	if token == "" {
+		if a.exposed {
+			return false, "admin endpoints and push are off: this node listens beyond loopback without --admin-token-file"
+		}
+		return true, ""
+	}
+	var got string
+	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		got = strings.TrimSpace(v)
+	} else if _, pw, ok := r.BasicAuth(); ok {
+		got = pw
+	}
+	if got == "" {
+		return false, "authentication required: a bearer token from --admin-token-file"
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		return false, "the admin token is not valid"
+	}
+	return true, ""
+}
+
+// isAdminRequest reports requests that need the admin token: the /shoal/v1 endpoints and /v2
+// requests that change content. Pulls stay open to the local runtimes.
+func isAdminRequest(r *http.Request) bool {
+	if strings.HasPrefix(r.URL.Path, "/shoal/v1/") {
+		// The status page is read-only, like /metrics.
+		return !(r.URL.Path == "/shoal/v1/status" && (r.Method == http.MethodGet || r.Method == http.MethodHead))
+	}
+	if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+		return r.Method != http.MethodGet && r.Method != http.MethodHead ||
+			strings.Contains(r.URL.Path, "/blobs/uploads")
+	}
+	return false
+}
+
+// denyAdmin answers an unauthorised admin or push request with an OCI error body: 401 with a
+// challenge when a token would do (so registry clients send their credentials), else 403.
+func denyAdmin(w http.ResponseWriter, r *http.Request, why string, token bool) {
+	e := &registryapi.Error{Status: http.StatusForbidden, Code: registryapi.CodeDenied, Message: why}
+	if token {
+		e.Status, e.Code = http.StatusUnauthorized, registryapi.CodeUnauthorized
+		w.Header().Set("WWW-Authenticate", `Basic realm="shoal"`)
+	}
+	registryapi.WriteError(w, r, e)
+}
+
+// isLoopback reports whether a listener accepts only loopback connections.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// IsLoopbackAddress reports whether a host:port listen address binds loopback only.
+func IsLoopbackAddress(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Status is the JSON document served at /shoal/v1/status.
+type Status struct {
+	PeerID           string     `json:"peerID,omitempty"`
+	ListenAddrs      []string   `json:"listenAddrs,omitempty"`
+	ConnectedPeers   []string   `json:"connectedPeers"`
+	RoutingTableSize int        `json:"routingTableSize"`
+	Registries       []string   `json:"registries"`
+	Store            StoreUsage `json:"store"`
+	Transfers        []Transfer `json:"transfers"`
+}
+
+// StoreUsage is the committed content of the store.
+type StoreUsage struct {
+	Bytes   int64 `json:"bytes"`
+	Objects int64 `json:"objects"`
+}

@@ -1,0 +1,167 @@
+// Package peerserve is the serving side of the peer protocol: what this node answers its peers
+// (transfer.Content and its optional abilities). It serves committed content and blobs still
+// being fetched (their verified chunks), chunk maps, the tag records it holds, and, as a
+// coordinator, starts origin fetches and resolves tags for the cluster. It never fetches on a
+// peer's behalf except when asked as a coordinator. The requesting side is agent/swarm.
+package peerserve
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/resolve"
+	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/names"
+	"github.com/shoal-oci/shoal/internal/tags"
+	"github.com/shoal-oci/shoal/p2p/transfer"
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
+
+// Deps are what a Content is built from.
+type Deps struct {
+	Store    *store.Store
+	Pipeline *fetch.Pipeline
+	Resolver *resolve.Resolver
+	// Upstreams are the registries this node fetches from for the cluster; no other is asked.
+	Upstreams *origin.Set
+	// Hosted answers peers asking about hosted (pushed) repositories: a seed's; nil otherwise.
+	Hosted resolve.HostedTags
+	// ChunkSize is the cluster's chunk size; maps are served in it only.
+	ChunkSize int64
+	// Coordinated counts origin fetches started for the cluster.
+	Coordinated prometheus.Counter
+}
+
+// Content answers peers for one node.
+type Content struct {
+	st          *store.Store
+	pipeline    *fetch.Pipeline
+	resolver    *resolve.Resolver
+	upstreams   *origin.Set
+	hosted      resolve.HostedTags
+	chunkSize   int64
+	coordinated prometheus.Counter
+}
+
+var (
+	_ transfer.Content  = (*Content)(nil)
+	_ transfer.Holder   = (*Content)(nil)
+	_ transfer.Puller   = (*Content)(nil)
+	_ transfer.Resolver = (*Content)(nil)
+)
+
+// New returns a Content.
+func New(deps Deps) *Content {
+	return &Content{st: deps.Store, pipeline: deps.Pipeline, resolver: deps.Resolver, upstreams: deps.Upstreams,
+		hosted: deps.Hosted, chunkSize: deps.ChunkSize, coordinated: deps.Coordinated}
+}
+
+// OpenContent serves committed content, or a blob this node is still fetching: peers then read
+// its verified bytes as they land (a read waits for them).
+func (c *Content) OpenContent(d digest.Digest) (transfer.Blob, error) {
+	b, err := c.st.OpenBlob(d, "cache")
+	if err == nil {
+		return b, nil
+	}
+	if in, ok := c.pipeline.OpenInFlight(d); ok {
+		return in, nil
+	}
+	return nil, err
+}
+
+// ChunkMap answers only in the node's own chunk size (the cluster's, by configuration): a map
+// in another size would cost a full read of the blob per request.
+func (c *Content) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
+	if chunkSize != c.chunkSize {
+		return nil, fmt.Errorf("chunk size %d: this node uses %d: %w", chunkSize, c.chunkSize, errdefs.ErrUnsupported)
+	}
+	if in, ok := c.pipeline.OpenInFlight(d); ok {
+		m := in.PartialMap()
+		_ = in.Close() // only releases the fetch
+		if m != nil {
+			return m, nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, chunkMapTimeout)
+	defer cancel()
+	return c.st.ChunkMap(ctx, d, chunkSize)
+}
+
+// chunkMapTimeout bounds computing a committed blob's chunk map (a full read of it).
+const chunkMapTimeout = 30 * time.Second
+
+// Holding reports the chunks of a blob in flight that this node holds, for peers watching it.
+func (c *Content) Holding(d digest.Digest, chunkSize int64) (*chunks.Set, <-chan struct{}, bool) {
+	if chunkSize != c.chunkSize {
+		return nil, nil, false
+	}
+	in, ok := c.pipeline.OpenInFlight(d)
+	if !ok {
+		return nil, nil, false
+	}
+	defer in.Close()
+	return in.Holding()
+}
+
+// TagRecords are the resolutions of a tag this node recorded.
+func (c *Content) TagRecords(registry, repo, tag string) ([]tags.Record, error) {
+	recs, err := c.st.Tags(tags.Prefix(registry, repo, tag))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tags.Record, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Pull starts fetching d from the origin for the cluster, as its coordinator, and returns once
+// the fetch is under way (or the content is held). Only configured registries are fetched from.
+func (c *Content) Pull(ctx context.Context, registry, repo string, d digest.Digest) error {
+	reg, err := c.upstreams.Select(registry)
+	if err != nil {
+		return err
+	}
+	if !names.ValidRepository(repo) {
+		return fmt.Errorf("repository %q: %w", repo, errdefs.ErrInvalid)
+	}
+	if _, err := c.st.Stat(d); err == nil {
+		return nil
+	}
+	c.coordinated.Inc()
+	return c.pipeline.Pull(ctx, fetch.Target{Registry: reg, Repo: repo}, d)
+}
+
+// Resolve answers a peer asking this node, the tag's coordinator, what a tag names. An empty
+// registry asks about this node's hosted repositories (a seed's pushed images).
+func (c *Content) Resolve(ctx context.Context, registry, repo, tag string, accept []string) (tags.Record, error) {
+	if !names.ValidTag(tag) || !names.ValidRepository(repo) {
+		return tags.Record{}, fmt.Errorf("%q:%q: %w", repo, tag, errdefs.ErrInvalid)
+	}
+	if registry == "" {
+		if c.hosted != nil {
+			if rec, ok := c.hosted.HostedTag(repo, tag); ok {
+				return rec, nil
+			}
+		}
+		return tags.Record{}, fmt.Errorf("%s:%s: not hosted here: %w", repo, tag, errdefs.ErrNotFound)
+	}
+	reg, err := c.upstreams.Select(registry)
+	if err != nil {
+		return tags.Record{}, err
+	}
+	res, err := c.resolver.Tag(ctx, fetch.Target{Registry: reg, Repo: repo}, tag, accept, false)
+	if err != nil {
+		return tags.Record{}, err
+	}
+	// The time the origin was last asked, so that a stale answer stays marked stale.
+	return res.Record(), nil
+}

@@ -1,0 +1,277 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/tags"
+)
+
+// Resolution is a tag's manifest and when the tag was resolved at the origin: now, or earlier
+// for a stale answer served while the origin is down.
+type Resolution struct {
+	Manifest *Manifest
+	Resolved time.Time
+}
+
+// Record is the resolution as a tag record.
+func (res Resolution) Record() tags.Record {
+	return tags.Record{Digest: res.Manifest.Digest, MediaType: res.Manifest.MediaType, Resolved: res.Resolved}
+}
+
+const (
+	// tagCoordinatorTimeout bounds asking the tag's coordinator; past it the node asks the origin.
+	tagCoordinatorTimeout = 5 * time.Second
+	// hostedTimeout bounds asking the seeds what a hosted tag names.
+	hostedTimeout = 3 * time.Second
+	// joinGrace is how long after starting a node that knows no seed waits for one (up to
+	// hostedTimeout per tag) before it answers that no seed hosts a tag.
+	joinGrace = 10 * time.Second
+)
+
+// Tag resolves a tag, trying in order:
+//
+//  1. fresh: this node's record of the tag, younger than the TTL;
+//  2. coordinator (viaCoordinator only): the tag's coordinator, the node XOR-closest to the tag's
+//     DHT key, so that a burst of a thousand nodes costs the origin one request per TTL (a
+//     coordinator resolving for others resolves itself);
+//  3. origin: a HEAD, then a GET only when the manifest is not stored yet;
+//  4. seeds: when the origin has no such tag, denies it, or cannot be reached, the seeds'
+//     hosted (pushed) repositories, the newest push winning;
+//  5. stale: when the origin cannot be reached, the newest record this node or its peers saw.
+//
+// Steps 2 to 5 run once per tag and Accept set at a time, however many clients ask.
+func (r *Resolver) Tag(ctx context.Context, t fetch.Target, tag string, accept []string, viaCoordinator bool) (Resolution, error) {
+	key := tags.Key(t.Host(), t.Repo, tag, accept)
+	if res, ok := r.fresh(key); ok {
+		return res, nil
+	}
+	return do(&r.group, "tag\x00"+key, func() (Resolution, error) {
+		octx, cancel := r.life.Context(originTimeout)
+		defer cancel()
+		return r.resolveOnce(octx, t, tag, accept, key, viaCoordinator)
+	})
+}
+
+// fresh is step 1.
+func (r *Resolver) fresh(key string) (Resolution, bool) {
+	recs, err := r.st.Tags(key)
+	if err != nil {
+		return Resolution{}, false
+	}
+	rec, ok := recs[key]
+	if !ok || time.Since(rec.Resolved) >= r.ttl {
+		return Resolution{}, false
+	}
+	m, err := r.stored(rec.Digest)
+	if err != nil {
+		return Resolution{}, false
+	}
+	return Resolution{m, rec.Resolved}, true
+}
+
+// resolveOnce runs steps 2 to 5 and records what they find.
+func (r *Resolver) resolveOnce(ctx context.Context, t fetch.Target, tag string, accept []string, key string, viaCoordinator bool) (Resolution, error) {
+	var res Resolution
+	var err error
+	if viaCoordinator && t.Registry != nil {
+		res, err = r.atCoordinator(ctx, t, tag, accept)
+	}
+	if res.Manifest == nil {
+		res, err = r.atOrigin(ctx, t, tag, accept)
+	}
+	if err != nil && !errors.Is(err, errdefs.ErrTooLarge) && !errors.Is(err, errdefs.ErrDigestMismatch) {
+		// No origin, or it has no such tag (registries often answer an unknown repository with
+		// 401), or it cannot be reached: a seed may host the repository (an image pushed into
+		// the cluster). Without one, the origin's answer stands.
+		if hres, herr := r.atSeeds(ctx, t, tag, accept); herr == nil {
+			res, err = hres, nil
+		}
+	}
+	if err == nil {
+		if age := time.Since(res.Resolved); age > r.ttl {
+			// The coordinator answered from its last resolution: the origin is down for it too.
+			r.metrics.Stale.Inc()
+			r.log.Warn("origin unreachable for the tag's coordinator; serving its last known resolution (stale)",
+				"repo", t.Repo, "tag", tag, "digest", res.Manifest.Digest, "resolved", res.Resolved)
+		}
+		if perr := r.st.PutTag(key, res.Record()); perr != nil {
+			r.log.Error("recording tag failed", "repo", t.Repo, "tag", tag, "err", perr)
+		}
+		return res, nil
+	}
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		// The origin says the tag is gone: forget it rather than serve it later as stale.
+		if derr := r.st.DeleteTags(tags.Prefix(t.Host(), t.Repo, tag)); derr != nil {
+			r.log.Error("forgetting a deleted tag failed", "repo", t.Repo, "tag", tag, "err", derr)
+		}
+		return Resolution{}, err
+	case errors.Is(err, errdefs.ErrDenied), errors.Is(err, errdefs.ErrTooLarge), errors.Is(err, errdefs.ErrDigestMismatch):
+		return Resolution{}, err
+	}
+	if res, ok := r.stale(ctx, t, tag, accept); ok {
+		r.metrics.Stale.Inc()
+		r.log.Warn("origin unreachable; serving the cluster's last known tag resolution (stale)",
+			"repo", t.Repo, "tag", tag, "digest", res.Manifest.Digest, "resolved", res.Resolved, "source", res.Manifest.Source, "err", err)
+		return res, nil
+	}
+	return Resolution{}, err
+}
+
+// atCoordinator is step 2: it asks the tag's coordinator what the tag names, then gets that
+// manifest by digest (store, peers, origin), verified. It returns no manifest and no error when
+// this node is the coordinator or the coordinator cannot answer: the origin is asked next.
+func (r *Resolver) atCoordinator(ctx context.Context, t fetch.Target, tag string, accept []string) (Resolution, error) {
+	if r.cluster == nil {
+		return Resolution{}, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, tagCoordinatorTimeout)
+	defer cancel()
+	c, self, err := r.cluster.CoordinatorFor(cctx, "shoal-tag:"+tags.Prefix(t.Host(), t.Repo, tag))
+	if err != nil || self {
+		return Resolution{}, nil
+	}
+	rec, err := r.cluster.Resolve(cctx, c, t.Host(), t.Repo, tag, accept)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			// The origin, through the coordinator, says no such tag; the origin is asked
+			// again all the same, as the coordinator's word alone settles nothing.
+			return Resolution{}, err
+		}
+		r.log.Info("tag coordinator did not answer; asking the origin", "repo", t.Repo, "tag", tag, "coordinator", c, "err", err)
+		return Resolution{}, nil
+	}
+	m, err := r.ByDigest(ctx, t, rec.Digest, accept)
+	if err != nil || !accepts(accept, m.MediaType) {
+		return Resolution{}, nil
+	}
+	resolved := rec.Resolved
+	if now := time.Now(); resolved.After(now) {
+		resolved = now // a resolution from the future would look fresh for ever
+	}
+	return Resolution{m, resolved}, nil
+}
+
+// atOrigin is step 3: a HEAD first, which is cheaper and not rate limited by Docker Hub, then a
+// GET only if the manifest isn't stored yet.
+func (r *Resolver) atOrigin(ctx context.Context, t fetch.Target, tag string, accept []string) (Resolution, error) {
+	if t.Registry == nil {
+		return Resolution{}, fmt.Errorf("tag %s:%s: %w", t.Repo, tag, fetch.ErrNoOrigin)
+	}
+	desc, err := r.origin.HeadManifest(ctx, t.Registry, t.Repo, tag, accept)
+	switch {
+	case err == nil:
+		if m, serr := r.stored(desc.Digest); serr == nil {
+			return Resolution{m, time.Now()}, nil
+		}
+	case errors.Is(err, errdefs.ErrUnsupported):
+		// No digest in the HEAD answer: fall through to GET.
+	default:
+		return Resolution{}, err
+	}
+	om, err := r.origin.GetManifest(ctx, t.Registry, t.Repo, tag, accept)
+	if err != nil {
+		return Resolution{}, err
+	}
+	return Resolution{r.keep(om.Digest, om.MediaType, om.Body, "origin"), time.Now()}, nil
+}
+
+// atSeeds is step 4: it asks this node and the cluster's seeds what a tag of a hosted (pushed)
+// repository names, takes the newest push, and gets that manifest by digest, verified.
+func (r *Resolver) atSeeds(ctx context.Context, t fetch.Target, tag string, accept []string) (Resolution, error) {
+	var (
+		mu    sync.Mutex
+		best  tags.Record
+		found bool
+	)
+	consider := func(rec tags.Record) {
+		mu.Lock()
+		defer mu.Unlock()
+		if rec.Digest.Validate() != nil || !accepts(accept, rec.MediaType) {
+			return
+		}
+		if now := time.Now(); rec.Resolved.After(now) {
+			rec.Resolved = now // a record from the future would win every comparison
+		}
+		if !found || rec.Resolved.After(best.Resolved) {
+			best, found = rec, true
+		}
+	}
+	if r.hosted != nil {
+		if rec, ok := r.hosted.HostedTag(t.Repo, tag); ok {
+			consider(rec)
+		}
+	}
+	if r.cluster != nil {
+		hctx, cancel := context.WithTimeout(ctx, hostedTimeout)
+		defer cancel()
+		seeds := r.cluster.Seeds(hctx)
+		// A node that has only just started may not have joined, or found the seeds, yet: give
+		// it the time that takes rather than answer "unknown" to the first pull after a start.
+		for len(seeds) == 0 && time.Since(r.started) < joinGrace && hctx.Err() == nil {
+			select {
+			case <-hctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+			seeds = r.cluster.Seeds(hctx)
+		}
+		var wg sync.WaitGroup
+		for _, p := range seeds {
+			if p == r.cluster.Self() {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if rec, err := r.cluster.Resolve(hctx, p, "", t.Repo, tag, accept); err == nil {
+					consider(rec)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if !found {
+		return Resolution{}, fmt.Errorf("tag %s:%s: no seed hosts it: %w", t.Repo, tag, errdefs.ErrNotFound)
+	}
+	m, err := r.ByDigest(ctx, t, best.Digest, accept)
+	if err != nil {
+		return Resolution{}, err
+	}
+	return Resolution{m, time.Now()}, nil
+}
+
+// stale is step 5: the newest resolution of the tag that this node or its peers saw, whose
+// manifest the client accepts and can be had (from the store, else from peers, verified by
+// digest). Tags from peers are considered only here, while the origin cannot answer.
+func (r *Resolver) stale(ctx context.Context, t fetch.Target, tag string, accept []string) (Resolution, bool) {
+	var candidates []tags.Record
+	if recs, err := r.st.Tags(tags.Prefix(t.Host(), t.Repo, tag)); err == nil {
+		for _, rec := range recs {
+			candidates = append(candidates, rec)
+		}
+	}
+	if r.peers != nil {
+		candidates = append(candidates, r.peers.TagRecords(ctx, t.Host(), t.Repo, tag)...)
+	}
+	sort.Slice(candidates, func(i, j int) bool { return candidates[i].Resolved.After(candidates[j].Resolved) })
+	for _, rec := range candidates {
+		if !accepts(accept, rec.MediaType) {
+			continue
+		}
+		// The record's media type is only a claim: check the manifest's own.
+		if m, err := r.stored(rec.Digest); err == nil && accepts(accept, m.MediaType) {
+			return Resolution{m, rec.Resolved}, true
+		}
+		if m, err := r.fromPeers(ctx, rec.Digest); err == nil && accepts(accept, m.MediaType) {
+			return Resolution{m, rec.Resolved}, true
+		}
+	}
+	return Resolution{}, false
+}

@@ -1,0 +1,359 @@
+// Package swarm is the client side of the peer protocol: it finds the peers that hold a digest,
+// fetches blobs from them as verified chunks from many at once (the pipeline's peer Source),
+// gets manifests and sizes from them, and keeps the penalty box of peers that sent bad bytes.
+// The serving side is agent/peerserve.
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
+	"github.com/shoal-oci/shoal/internal/tags"
+	"github.com/shoal-oci/shoal/internal/throttle"
+	"github.com/shoal-oci/shoal/p2p/transfer"
+)
+
+// Router is what the swarm needs of the peer network: content routing, the digest's
+// coordinator, and connection protection. *p2p.Node implements it.
+type Router interface {
+	FindProviders(ctx context.Context, d digest.Digest) ([]peer.AddrInfo, error)
+	Coordinator(ctx context.Context, d digest.Digest) (p peer.ID, self bool, err error)
+	Peers() []peer.ID
+	Protect(p peer.ID, tag string)
+	Unprotect(p peer.ID, tag string)
+}
+
+// Metrics are the swarm's instruments, created and registered by the node.
+type Metrics struct {
+	// Bytes counts blob bytes received from peers; VerifyFailures counts peer content that failed
+	// verification, and PeerVerifyFailures the same by peer ID; Providers observes how many
+	// peers supplied chunks of one fetch.
+	Bytes              prometheus.Counter
+	VerifyFailures     prometheus.Counter
+	PeerVerifyFailures *prometheus.CounterVec
+	Providers          prometheus.Observer
+}
+
+// Deps are what a Client is built from.
+type Deps struct {
+	Router   Router
+	Transfer *transfer.Client
+	// Download paces what is received from peers.
+	Download *throttle.Limiter
+	// ChunkSize is the cluster's chunk size.
+	ChunkSize int64
+	// Deadline is how slowly a peer may deliver a chunk (zero fields: the defaults).
+	Deadline Deadline
+	Log      *slog.Logger
+	Metrics  Metrics
+}
+
+// Client asks peers for content.
+type Client struct {
+	router    Router
+	transfer  *transfer.Client
+	download  *throttle.Limiter
+	chunkSize int64
+	deadline  Deadline
+	log       *slog.Logger
+	metrics   Metrics
+	penalties penaltyBox
+	// chunkPool recycles chunk-sized buffers.
+	chunkPool sync.Pool
+	// chunkSlots holds one token per swarm chunk request open, nodeInFlight at most.
+	chunkSlots chan struct{}
+}
+
+// New returns a Client.
+func New(deps Deps) *Client {
+	dl := deps.Deadline
+	if dl.Grace <= 0 {
+		dl.Grace = DefaultGrace
+	}
+	if dl.MinRate <= 0 {
+		dl.MinRate = DefaultMinRate
+	}
+	return &Client{router: deps.Router, transfer: deps.Transfer, download: deps.Download, chunkSize: deps.ChunkSize,
+		deadline: dl, log: deps.Log, metrics: deps.Metrics, chunkSlots: make(chan struct{}, nodeInFlight)}
+}
+
+const (
+	// lookupTimeout bounds a provider lookup: past it the pipeline goes on to the origin.
+	lookupTimeout = 2 * time.Second
+	// PenaltyDuration is how long a peer that sent bytes failing verification is ignored.
+	PenaltyDuration = 10 * time.Minute
+	// peerTagTimeout bounds asking peers for a tag while the origin is down.
+	peerTagTimeout = 3 * time.Second
+	// maxTagPeers is how many connected peers are asked for a tag.
+	maxTagPeers = 16
+	// maxManifestProviders and peerManifestTimeout bound asking peers for a manifest, so that
+	// unresponsive providers cannot eat the time the origin fallback needs.
+	maxManifestProviders = 3
+	peerManifestTimeout  = 3 * time.Second
+	// coordinatorTimeout bounds asking the coordinator to fetch a blob: past it, this node goes
+	// to the origin itself.
+	coordinatorTimeout = 5 * time.Second
+	// mapTimeout bounds asking a provider for its chunk map.
+	mapTimeout = 5 * time.Second
+)
+
+// Deadline is the time a peer gets to deliver a chunk: Grace for the request itself, then at
+// least MinRate bytes per second. A slower peer is dropped from the fetch, and the chunk is
+// taken elsewhere.
+type Deadline struct {
+	Grace   time.Duration
+	MinRate int64
+}
+
+// The default Deadline: 10 s of grace, then 256 KiB/s.
+const (
+	DefaultGrace   = 10 * time.Second
+	DefaultMinRate = 256 << 10
+)
+
+// For is the time to deliver n bytes.
+func (d Deadline) For(n int64) time.Duration {
+	return d.Grace + time.Duration(n*int64(time.Second)/d.MinRate)
+}
+
+// blame puts p in the penalty box for sending content of d that failed verification.
+func (c *Client) blame(p peer.ID, d digest.Digest, err error) {
+	c.penalties.penalize(p)
+	c.metrics.VerifyFailures.Inc()
+	c.metrics.PeerVerifyFailures.WithLabelValues(p.String()).Inc()
+	c.log.Error("peer sent content failing verification; ignoring it for a while",
+		"peer", p, "digest", d, "err", err, "penalty", PenaltyDuration)
+}
+
+// Providers looks up peers holding d, without the ones in the penalty box. It fails with an
+// error wrapping errdefs.ErrNotFound when there is none.
+func (c *Client) Providers(ctx context.Context, d digest.Digest) ([]peer.AddrInfo, error) {
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	found, err := c.router.FindProviders(lctx, d)
+	var out []peer.AddrInfo
+	for _, p := range found {
+		if !c.penalties.penalized(p.ID) && !c.penalties.excludedFor(d, p.ID) {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		if err == nil {
+			err = fmt.Errorf("%s: no peer provides it: %w", d, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// Source is the pipeline's peer source: small blobs whole, verified by their digest; larger ones
+// by swarming their chunks, each verified against the blob's chunk map.
+func (c *Client) Source() fetch.Source { return peerSource{c} }
+
+type peerSource struct{ c *Client }
+
+func (peerSource) Name() string { return "peer" }
+
+func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Digest, _, _ int64) (io.Closer, int64, error) {
+	c := s.c
+	provs, err := c.Providers(ctx, d)
+	if err != nil && ctx.Err() == nil {
+		// Nobody found, or the lookup timed out (a loaded DHT): either way the coordinator, not
+		// this node, goes to the origin.
+		provs, err = c.viaCoordinator(ctx, t, d)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	sw := newSwarmFetch(c, d, provs)
+	// The short path: ask the first provider for the first chunk straight away. A blob of one
+	// chunk (manifests' configs, small layers) is then done, verified by its digest, without a
+	// chunk map round trip; a larger one keeps the chunk for when the map comes.
+	if small, size, ok := sw.firstChunk(ctx); ok {
+		return small, size, nil
+	}
+	if err := sw.loadMap(ctx); err != nil {
+		_ = sw.Close()
+		return nil, 0, err
+	}
+	return sw, sw.m.Size, nil
+}
+
+// viaCoordinator handles a blob nobody provides: the digest's coordinator fetches it from the
+// origin once for the cluster and serves it as it arrives, so a thousand nodes asking at once
+// cost the origin one fetch. This node goes to the origin itself only when it is the coordinator
+// (or alone), or when the coordinator does not answer in time: then the error wraps
+// errdefs.ErrNotFound, which sends the pipeline to its next source.
+func (c *Client) viaCoordinator(ctx context.Context, t fetch.Target, d digest.Digest) ([]peer.AddrInfo, error) {
+	cctx, cancel := context.WithTimeout(ctx, coordinatorTimeout)
+	defer cancel()
+	co, self, err := c.router.Coordinator(cctx, d)
+	if err != nil {
+		c.log.Info("no coordinator found; going to the origin", "digest", d, "err", err)
+		return nil, fmt.Errorf("%s: no coordinator: %v: %w", d, err, errdefs.ErrNotFound)
+	}
+	if self {
+		return nil, fmt.Errorf("%s: this node coordinates it: %w", d, errdefs.ErrNotFound)
+	}
+	if err := c.transfer.Pull(cctx, co, t.Host(), t.Repo, d); err != nil {
+		c.log.Info("coordinator did not take the fetch; going to the origin", "digest", d, "coordinator", co, "err", err)
+		return nil, fmt.Errorf("%s: coordinator %s: %w", d, co, errdefs.ErrNotFound)
+	}
+	c.log.Debug("coordinator is fetching the blob for the cluster", "digest", d, "coordinator", co)
+	return []peer.AddrInfo{{ID: co}}, nil
+}
+
+// StatesForged keeps the providers whose maps gave the states this fetch left from being asked
+// for the blob for a while (see fetch.StateSource), and returns them.
+func (s *swarmFetch) StatesForged() []string {
+	ps := s.stateSuppliers()
+	s.c.penalties.excludeFor(s.d, ps)
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// BlobSize asks a provider for a blob's size (an empty range), for HEAD while the origin cannot
+// answer.
+func (c *Client) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
+	provs, err := c.Providers(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	var lastErr error
+	for _, p := range provs {
+		rng, err := c.transfer.Get(ctx, p.ID, d, 0, 0)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		_ = rng.Close() // nothing was read: only the size was wanted
+		return rng.Size, nil
+	}
+	return 0, lastErr
+}
+
+// Manifest fetches a manifest by digest from a provider: whole (manifests are small), verified
+// against its digest, with the media type taken from the manifest itself where it says. A
+// provider sending other bytes is blamed.
+func (c *Client) Manifest(ctx context.Context, d digest.Digest) (body []byte, mediaType string, err error) {
+	provs, err := c.Providers(ctx, d)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(provs) > maxManifestProviders {
+		provs = provs[:maxManifestProviders]
+	}
+	var lastErr error
+	for _, p := range provs {
+		body, mt, err := c.manifestFrom(ctx, p.ID, d)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		return body, mt, nil
+	}
+	return nil, "", lastErr
+}
+
+func (c *Client) manifestFrom(ctx context.Context, p peer.ID, d digest.Digest) ([]byte, string, error) {
+	gctx, cancel := context.WithTimeout(ctx, peerManifestTimeout)
+	defer cancel()
+	rng, err := c.transfer.Get(gctx, p, d, 0, -1)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rng.Close()
+	if rng.Size > oci.MaxManifestSize {
+		return nil, "", fmt.Errorf("%s from %s: %d bytes: %w", d, p, rng.Size, errdefs.ErrTooLarge)
+	}
+	body, err := io.ReadAll(io.LimitReader(rng, oci.MaxManifestSize+1))
+	if err != nil {
+		return nil, "", err
+	}
+	if d.Algorithm().FromBytes(body) != d {
+		c.blame(p, d, errors.New("manifest bytes do not match the digest"))
+		return nil, "", fmt.Errorf("%s from %s: %w", d, p, errdefs.ErrDigestMismatch)
+	}
+	mt := oci.ManifestMediaType(body, rng.MediaType)
+	if mt == "" {
+		return nil, "", fmt.Errorf("%s from %s: no usable media type: %w", d, p, errdefs.ErrInvalid)
+	}
+	return body, mt, nil
+}
+
+// TagRecords asks connected peers what a tag resolved to, for when the origin cannot answer.
+// Records from the future are clamped to now; malformed ones are dropped.
+func (c *Client) TagRecords(ctx context.Context, registry, repo, tag string) []tags.Record {
+	peers := c.router.Peers()
+	if len(peers) > maxTagPeers {
+		peers = peers[:maxTagPeers]
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerTagTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var out []tags.Record
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs, err := c.transfer.Tags(ctx, p, registry, repo, tag)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			now := time.Now()
+			for _, r := range recs {
+				if r.Digest.Validate() != nil {
+					continue
+				}
+				// A record from the future would win every comparison: clamp it to now.
+				if r.Resolved.After(now) {
+					r.Resolved = now
+				}
+				out = append(out, r)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// chunkBuf returns a buffer of n bytes, from a pool when n is the chunk size: a swarm of
+// transfers otherwise leaves a trail of 4 MiB garbage that the collector reaches late.
+func (c *Client) chunkBuf(n int64) []byte {
+	if n == c.chunkSize {
+		if b, ok := c.chunkPool.Get().(*[]byte); ok {
+			return *b
+		}
+	}
+	return make([]byte, n)
+}
+
+func (c *Client) putChunkBuf(b []byte) {
+	if int64(cap(b)) == c.chunkSize {
+		b = b[:cap(b)]
+		c.chunkPool.Put(&b)
+	}
+}
+
+// copyBufSize is the unit of landing a chunk's bytes in the file.
+const copyBufSize = 256 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}

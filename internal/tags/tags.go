@@ -1,0 +1,33 @@
+// Package tags holds a tag's resolution record and the key it is stored under, the one
+// definition that a node's store, its tag resolution and the peer protocol share: peers read
+// each other's records by these keys, so they must never be built in two places.
+package tags
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Record is a tag's resolution at an origin: the manifest it named, with its media type, and
+// when the origin said so.
+type Record struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Resolved  time.Time     `json:"resolved"`
+}
+
+// Prefix groups the resolutions of one tag of repo at registry (a host, "" for hosted content).
+func Prefix(registry, repo, tag string) string {
+	return registry + "/" + repo + ":" + tag + "\x00"
+}
+
+// Key is the record of one resolution: the tag's Prefix plus the client's normalised Accept set,
+// since an origin may answer one tag with different manifests for different Accept lists.
+func Key(registry, repo, tag string, accept []string) string {
+	set := slices.Clone(accept)
+	slices.Sort(set)
+	return Prefix(registry, repo, tag) + strings.Join(slices.Compact(set), ",")
+}
