@@ -2,6 +2,7 @@ package registryapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
 )
 
 // MemoryBackend is a Backend holding blobs and manifests in maps, for tests of the handlers and
@@ -128,8 +130,11 @@ func (m *MemoryBackend) Tags(_ context.Context, t Repository, n int, last string
 
 // Referrers answers with an empty image index: the backend keeps no referrers.
 func (m *MemoryBackend) Referrers(context.Context, Repository, digest.Digest, string) (*Listing, error) {
-	const index = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`
-	return &Listing{Status: http.StatusOK, ContentType: "application/vnd.oci.image.index.v1+json", Body: []byte(index)}, nil
+	body, err := json.Marshal(oci.Index{SchemaVersion: 2, MediaType: oci.MediaTypeImageIndex, Manifests: []oci.Descriptor{}})
+	if err != nil {
+		return nil, err
+	}
+	return &Listing{Status: http.StatusOK, ContentType: oci.MediaTypeImageIndex, Body: body}, nil
 }
 
 // memoryBlob is a whole blob in memory.

@@ -127,7 +127,9 @@ func (p *pinningPusher) DeleteManifest(ctx context.Context, repo string, d diges
 	}
 	for _, pin := range all {
 		if pin.Hosted && pin.Repo == repo && pin.Digest == d {
-			_, _ = p.s.pins.Remove(ctx, pin.Ref)
+			if _, err := p.s.pins.Remove(ctx, pin.Ref); err != nil {
+				p.s.log.Warn("unpinning a deleted manifest failed", "pin", pin.Ref, "err", err)
+			}
 		}
 	}
 	return nil

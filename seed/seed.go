@@ -81,14 +81,11 @@ func New(cfg Config) (*Seed, error) {
 		opts = append(opts, hosted.WithUploadTimeout(cfg.UploadTimeout))
 	}
 	if s.hosted, err = hosted.New(st, opts...); err != nil {
-		_ = st.Close() // nothing was written yet
-		return nil, fmt.Errorf("seed: %w", err)
+		return nil, errors.Join(fmt.Errorf("seed: %w", err), st.Close())
 	}
 	s.a, err = agent.New(cfg.Agent, agent.WithStore(st), agent.WithHostedTags(hostedTags{s}), agent.WithKeeper(s.hosted))
 	if err != nil {
-		_ = s.hosted.Close()
-		_ = st.Close()
-		return nil, fmt.Errorf("seed: %w", err)
+		return nil, errors.Join(fmt.Errorf("seed: %w", err), s.hosted.Close(), st.Close())
 	}
 	s.log = s.a.Logger().With("component", "seed")
 	s.peer = newSeedPeer(s.a.Node(), s.log)

@@ -12,7 +12,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/chunks"
 )
 
-// Partial content (DESIGN.md, "Content store"): a blob being fetched with a known size is written
+// Partial content: a blob being fetched with a known size is written
 // to partial/<algorithm>-<hex>, and the chunk map its chunks are verified against is recorded in
 // the partial bucket as it grows, and when the fetch is suspended (the agent shutting down). After
 // a restart, or a crash, ResumeWriter reopens the file and holds again every chunk that still

@@ -15,11 +15,6 @@ import (
 	"github.com/shoal-oci/shoal/internal/oci"
 )
 
-// MaxManifestSize is the most this client reads of a manifest, tag list or referrers index:
-// oci.MaxManifestSize. It stays only for the agent and the registry API, which still name it;
-// once they use oci.MaxManifestSize it goes.
-const MaxManifestSize = oci.MaxManifestSize
-
 // Manifest is a manifest as the origin served it.
 type Manifest struct {
 	// MediaType comes from Content-Type, else from the body's mediaType field.
