@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/keys"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
 
@@ -338,8 +339,8 @@ func TestWrongSwarmKeyCannotJoinOrFetch(t *testing.T) {
 	o := startOrigin(t)
 	img, _ := devregistry.Image([]int64{1 << 20}, false, "linux/amd64")
 	push(t, o, "test/app:v1", img)
-	key, _ := p2p.NewSwarmKey()
-	other, _ := p2p.NewSwarmKey()
+	key, _ := keys.NewSwarmKey()
+	other, _ := keys.NewSwarmKey()
 	a := startPeer(t, t.TempDir(), key, o.URL())
 	b := startPeer(t, t.TempDir(), key, o.URL(), a.Node().Addrs()...)
 	waitFor(t, func() bool { return b.Node().RoutingTableSize() > 0 }, "b to join")

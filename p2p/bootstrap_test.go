@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/keys"
 )
 
 func TestParseBootstrap(t *testing.T) {
@@ -155,7 +156,7 @@ func TestBootstrapRetriesUntilPeerIsUp(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
 	seedDir := t.TempDir()
-	seedID, err := PeerIDFromDataDir(seedDir)
+	seedID, err := keys.PeerIDFromDataDir(seedDir)
 	if err != nil {
 		t.Fatal(err)
 	}

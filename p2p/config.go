@@ -25,7 +25,7 @@ type Config struct {
 	// (every A/AAAA record is a peer, as with a Kubernetes headless service; resolved on every attempt).
 	// Empty means this node waits for others to join it.
 	Bootstrap []string
-	// SwarmKey is the content of a swarm.key file (see ParseSwarmKey); nil means a public network. Nodes
+	// SwarmKey is the content of a swarm.key file (see keys.ParseSwarmKey); nil means a public network. Nodes
 	// with different keys, or with and without a key, cannot connect.
 	SwarmKey []byte
 	// DataDir holds the identity key (DataDir/identity.key), created on first start. Required.

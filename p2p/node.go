@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/keys"
 )
 
 // ProtocolPrefix is the DHT's protocol prefix: Shoal's DHT speaks /shoal/kad/1.0.0 and never mixes with
@@ -89,7 +90,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := LoadIdentity(cfg.DataDir)
+	key, err := keys.LoadIdentity(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +108,7 @@ func New(cfg Config) (*Node, error) {
 		seed:                cfg.Seed,
 	}
 	if cfg.SwarmKey != nil {
-		if n.psk, err = ParseSwarmKey(cfg.SwarmKey); err != nil {
+		if n.psk, err = keys.ParseSwarmKey(cfg.SwarmKey); err != nil {
 			return nil, err
 		}
 	}

@@ -7,17 +7,18 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/shoal-oci/shoal/p2p/keys"
 )
 
 // TestSwarmKeyIsolation: a keyed cluster admits a node with its key and nobody else. A node with another
 // key, or with none, can neither bootstrap into it nor connect directly, and finds nothing in it.
 func TestSwarmKeyIsolation(t *testing.T) {
 	t.Parallel()
-	key, err := NewSwarmKey()
+	key, err := keys.NewSwarmKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherKey, _ := NewSwarmKey()
+	otherKey, _ := keys.NewSwarmKey()
 	nodes := cluster(t, 2, Config{SwarmKey: key})
 	d := randomDigest(t)
 	if err := nodes[0].Provide(context.Background(), d); err != nil {
@@ -79,7 +80,7 @@ func TestSwarmKeyIsolation(t *testing.T) {
 func TestAllowPeers(t *testing.T) {
 	t.Parallel()
 	friendDir, strangerDir := t.TempDir(), t.TempDir()
-	friendID, err := PeerIDFromDataDir(friendDir)
+	friendID, err := keys.PeerIDFromDataDir(friendDir)
 	if err != nil {
 		t.Fatal(err)
 	}

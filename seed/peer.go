@@ -13,8 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/p2p"
@@ -35,40 +35,9 @@ type seedRequest struct {
 	// Op is "holdings" (what do you hold of these pins), "pin" (hold it too) or "unpin".
 	Op string `json:"op"`
 	// Key is the pin's key (store.Pin.Key) for unpin; Keys are the pins' keys for holdings.
-	Key  string     `json:"key,omitempty"`
-	Keys []string   `json:"keys,omitempty"`
-	Pin  *pinRecord `json:"pin,omitempty"`
-}
-
-// pinRecord is a pin as the seed protocol carries it (its stored form is store.Pin, its admin
-// API form pins.Pin): a change to one of them does not change the wire.
-type pinRecord struct {
-	Hosted       bool            `json:"hosted,omitempty"`
-	Ref          string          `json:"ref"`
-	Registry     string          `json:"registry,omitempty"`
-	Repo         string          `json:"repo"`
-	Tag          string          `json:"tag,omitempty"`
-	Digest       digest.Digest   `json:"digest"`
-	MediaType    string          `json:"mediaType,omitempty"`
-	Digests      []digest.Digest `json:"digests"`
-	Manifests    int             `json:"manifests"`
-	Bytes        int64           `json:"bytes"`
-	Platforms    []string        `json:"platforms,omitempty"`
-	AllPlatforms bool            `json:"allPlatforms,omitempty"`
-	Replicas     int             `json:"replicas,omitempty"`
-	Created      time.Time       `json:"created"`
-}
-
-func wirePin(p store.Pin) *pinRecord {
-	return &pinRecord{Hosted: p.Hosted, Ref: p.Ref, Registry: p.Registry, Repo: p.Repo, Tag: p.Tag, Digest: p.Digest,
-		MediaType: p.MediaType, Digests: p.Digests, Manifests: p.Manifests, Bytes: p.Bytes, Platforms: p.Platforms,
-		AllPlatforms: p.AllPlatforms, Replicas: p.Replicas, Created: p.Created}
-}
-
-func (r *pinRecord) stored() store.Pin {
-	return store.Pin{Hosted: r.Hosted, Ref: r.Ref, Registry: r.Registry, Repo: r.Repo, Tag: r.Tag, Digest: r.Digest,
-		MediaType: r.MediaType, Digests: r.Digests, Manifests: r.Manifests, Bytes: r.Bytes, Platforms: r.Platforms,
-		AllPlatforms: r.AllPlatforms, Replicas: r.Replicas, Created: r.Created}
+	Key  string    `json:"key,omitempty"`
+	Keys []string  `json:"keys,omitempty"`
+	Pin  *pins.Pin `json:"pin,omitempty"`
 }
 
 type seedResponse struct {
@@ -127,7 +96,7 @@ func (sp *seedPeer) handle(st network.Stream) {
 	case "pin":
 		if req.Pin == nil {
 			resp = seedResponse{Error: "no pin record"}
-		} else if err := sp.pins.adopt(req.Pin.stored()); err != nil {
+		} else if err := sp.pins.adopt(req.Pin.Record()); err != nil {
 			resp = seedResponse{Error: err.Error()}
 		}
 	case "unpin":
@@ -192,7 +161,7 @@ func (sp *seedPeer) holdings(ctx context.Context, p peer.ID, keys []string) (map
 }
 
 func (sp *seedPeer) pin(ctx context.Context, p peer.ID, pin store.Pin) error {
-	_, err := sp.call(ctx, p, seedRequest{Op: "pin", Pin: wirePin(pin)})
+	_, err := sp.call(ctx, p, seedRequest{Op: "pin", Pin: ptr(pins.FromRecord(pin))})
 	return err
 }
 
@@ -222,3 +191,5 @@ func (sp *seedPeer) Unpin(ctx context.Context, key string) bool {
 	wg.Wait()
 	return found
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -118,7 +118,7 @@ func (ad *Admin) listPins(w http.ResponseWriter, _ *http.Request) {
 	}
 	out := make([]Pin, 0, len(pins))
 	for _, r := range pins {
-		out = append(out, apiPin(r))
+		out = append(out, FromRecord(r))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out) // a client gone away is its loss

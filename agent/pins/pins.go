@@ -130,7 +130,8 @@ func Keys(ref string) []string {
 // List returns the pins of this node.
 func (p *Pins) List() ([]store.Pin, error) { return p.st.Pins() }
 
-// Pin is a pin as the admin API shows it (a stored record is store.Pin).
+// Pin is a pin as the admin API shows it and the seed protocol carries it; its stored record
+// is store.Pin, which can change without changing either.
 type Pin struct {
 	Hosted       bool            `json:"hosted,omitempty"`
 	Ref          string          `json:"ref"`
@@ -148,9 +149,16 @@ type Pin struct {
 	Created      time.Time       `json:"created"`
 }
 
-// apiPin is the admin API's view of a stored pin.
-func apiPin(r store.Pin) Pin {
+// FromRecord is the API's view of a stored pin.
+func FromRecord(r store.Pin) Pin {
 	return Pin{Hosted: r.Hosted, Ref: r.Ref, Registry: r.Registry, Repo: r.Repo, Tag: r.Tag, Digest: r.Digest,
 		MediaType: r.MediaType, Digests: r.Digests, Manifests: r.Manifests, Bytes: r.Bytes, Platforms: r.Platforms,
 		AllPlatforms: r.AllPlatforms, Replicas: r.Replicas, Created: r.Created}
+}
+
+// Record is the pin as stored.
+func (p Pin) Record() store.Pin {
+	return store.Pin{Hosted: p.Hosted, Ref: p.Ref, Registry: p.Registry, Repo: p.Repo, Tag: p.Tag, Digest: p.Digest,
+		MediaType: p.MediaType, Digests: p.Digests, Manifests: p.Manifests, Bytes: p.Bytes, Platforms: p.Platforms,
+		AllPlatforms: p.AllPlatforms, Replicas: p.Replicas, Created: p.Created}
 }

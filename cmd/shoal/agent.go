@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/keys"
 )
 
 func env(name string) []string { return []string{"SHOAL_" + name} }
@@ -119,7 +120,7 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 			if err != nil {
 				return agent.Config{}, fmt.Errorf("--swarm-key: %w", err)
 			}
-			if _, err := p2p.ParseSwarmKey(key); err != nil {
+			if _, err := keys.ParseSwarmKey(key); err != nil {
 				return agent.Config{}, fmt.Errorf("--swarm-key %s: %w", path, err)
 			}
 			pc.SwarmKey = key

@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/shoal-oci/shoal/p2p/keys"
 	"github.com/urfave/cli/v2"
-
-	"github.com/shoal-oci/shoal/p2p"
 )
 
 func idCommand() *cli.Command {
@@ -19,7 +18,7 @@ func idCommand() *cli.Command {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
 			}
-			id, err := p2p.PeerIDFromDataDir(dir)
+			id, err := keys.PeerIDFromDataDir(dir)
 			if err != nil {
 				return err
 			}
@@ -34,7 +33,7 @@ func swarmKeyCommand() *cli.Command {
 		Name:  "swarm-key",
 		Usage: "print a new libp2p private-network key (save it to a file for --swarm-key)",
 		Action: func(c *cli.Context) error {
-			key, err := p2p.NewSwarmKey()
+			key, err := keys.NewSwarmKey()
 			if err != nil {
 				return err
 			}

@@ -34,6 +34,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/keys"
 )
 
 func main() {
@@ -46,7 +47,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		id, err := p2p.PeerIDFromDataDir(*dataDir)
+		id, err := keys.PeerIDFromDataDir(*dataDir)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

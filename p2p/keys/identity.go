@@ -1,4 +1,7 @@
-package p2p
+// Package keys holds a node's keys: its identity (the libp2p key its peer ID derives from, kept in
+// the data directory) and the swarm key (the pre-shared key of a private network, which admits a
+// node to the cluster).
+package keys
 
 import (
 	"errors"
