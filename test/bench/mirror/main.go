@@ -17,31 +17,32 @@
 // tree with -src), runs the origin in this process and the agent as a child process, all on
 // 127.0.0.1, prints a Markdown table and writes it to docs/benchmarks-mirror.md. Every scenario is
 // repeated -runs times; the tables show medians. -scenarios runs a subset (without a report);
-// -pprof DIR profiles the agent (see profagent/). Temporary files go under -tmp (default
+// -pprof DIR profiles the agent (through its --debug-listen). Temporary files go under -tmp (default
 // $TMPDIR), at most about (4*runs+3)*size + 2*runs*paced-size (15 GiB with the defaults); they
 // and every child process are removed on exit, including on SIGINT or SIGTERM.
 package main
 
 import (
-	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
-
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/shoal-oci/shoal/test/bench/internal/benchblob"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchmeasure"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
 type config struct {
@@ -74,7 +75,7 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "docs/benchmarks-mirror.md", "results file, relative to the module root (\"\" = don't write)")
 	flag.StringVar(&cfg.tmp, "tmp", os.TempDir(), "directory for the temporary origin and agent data")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory")
-	flag.StringVar(&cfg.pprof, "pprof", "", "profile the agent: build ./test/bench/mirror/profagent (the agent package plus pprof) instead of ./cmd/shoal and write CPU and heap profiles of each scenario into this directory")
+	flag.StringVar(&cfg.pprof, "pprof", "", "profile the agent (served on its --debug-listen): write a CPU profile of each scenario, and heap and allocation profiles after the first clients run, into this directory")
 	pacedRate := flag.String("paced-rate", "125MB", "cold scenario: also pull through an origin paced to this many bytes per second (125MB = 1 Gbit/s); 0 = skip")
 	pacedSize := flag.String("paced-size", "256MiB", "blob size for the paced-origin cold runs")
 	flag.StringVar(&cfg.rev, "rev", "", "build the agent from this git revision (e.g. HEAD) instead of the working tree, which others may be editing")
@@ -92,20 +93,23 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	size, err := parseSize(*sizeFlag)
-	if err != nil || size <= 0 {
+	size, err := humanize.ParseBytes(*sizeFlag)
+	if err != nil || size == 0 {
 		fmt.Fprintf(os.Stderr, "-size %q: want a positive size such as 1GiB\n", *sizeFlag)
 		os.Exit(2)
 	}
-	cfg.size, cfg.sizeArg = size, *sizeFlag
-	if cfg.pacedRate, err = parseSize(*pacedRate); err != nil || cfg.pacedRate < 0 {
+	cfg.size, cfg.sizeArg = int64(size), *sizeFlag
+	rate, err := humanize.ParseBytes(*pacedRate)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "-paced-rate %q: want a rate such as 125MB or 0\n", *pacedRate)
 		os.Exit(2)
 	}
-	if cfg.pacedSize, err = parseSize(*pacedSize); err != nil || cfg.pacedSize <= 0 {
+	psize, err := humanize.ParseBytes(*pacedSize)
+	if err != nil || psize == 0 {
 		fmt.Fprintf(os.Stderr, "-paced-size %q: want a positive size\n", *pacedSize)
 		os.Exit(2)
 	}
+	cfg.pacedRate, cfg.pacedSize = int64(rate), int64(psize)
 	cfg.pacedRateArg, cfg.pacedSizeArg = *pacedRate, *pacedSize
 	if cfg.p2p != "loopback" && cfg.p2p != "off" {
 		fmt.Fprintf(os.Stderr, "-p2p %q: want loopback or off\n", cfg.p2p)
@@ -115,62 +119,47 @@ func main() {
 		fmt.Fprintln(os.Stderr, "-runs and -clients must be at least 1")
 		os.Exit(2)
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "\n%v: stopping the agent and removing temporary files\n", s)
-		cancel()
-		benchproc.RunCleanups()
-		os.Exit(130)
-	}()
-
-	err = run(ctx, cfg)
-	benchproc.RunCleanups()
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mirror bench:", err)
-		os.Exit(1)
+	if cfg.rev != "" && cfg.src != "" {
+		fmt.Fprintln(os.Stderr, "-rev and -src exclude each other")
+		os.Exit(2)
 	}
+	benchproc.Main("mirror bench", func(ctx context.Context) error { return run(ctx, cfg) })
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
-}
+// logf logs the benchmark's progress.
+var logf = benchproc.Logf
 
 // env is what the scenarios share.
 type env struct {
 	cfg    config
 	bin    string
-	p2p    string // the agent's peer-to-peer mode: cfg.p2p, or "" when the agent has none
+	p2p    benchproc.P2P // the agent's peer-to-peer mode (m.p2p says which)
 	tmp    string
-	o      *origin
-	paced  *origin // the same blobs, paced to cfg.pacedRate; nil without paced runs
+	o      *benchorigin.Origin
+	paced  *benchorigin.Origin // the same blobs, paced to cfg.pacedRate; nil without paced runs
 	client *http.Client
 	// pattern is random bytes for the write and hash floors.
 	pattern []byte
-	prof    *profiler
+	prof    *benchproc.Profiler
 	res     *results
+}
+
+// startAgent starts an agent with a data directory dir, pulling through registries.
+func (e *env) startAgent(ctx context.Context, registries []string, dir string) (*benchproc.Shoal, error) {
+	return benchproc.Start(ctx, e.bin, benchproc.Options{DataDir: dir, Registries: registries, P2P: e.p2p, Debug: e.prof.On()})
 }
 
 func blobURL(base, d string) string { return base + "/v2/bench/mirror/blobs/" + d }
 
 func run(ctx context.Context, cfg config) error {
-	began := time.Now()
-	root, err := moduleRoot()
+	m := machine{Machine: benchreport.ReadMachine()}
+	root, err := benchproc.ModuleRoot()
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(cfg.tmp, "shoal-bench-mirror-")
+	tmp, err := benchproc.TempDir(cfg.tmp, "shoal-bench-mirror-", cfg.keep)
 	if err != nil {
 		return err
-	}
-	if cfg.keep {
-		logf("keeping %s", tmp)
-	} else {
-		benchproc.AtCleanup(func() { _ = os.RemoveAll(tmp) })
 	}
 	var nHit, nCold, nMem, nPaced int
 	if cfg.scenarios["hit"] {
@@ -189,27 +178,23 @@ func run(ctx context.Context, cfg config) error {
 	// Origin blobs, agent stores (hit and cold in one, one memory run at a time), write floors.
 	need := int64(nBlobs)*cfg.size + int64(nHit+nCold+1)*cfg.size + int64(nCold)*cfg.size +
 		2*int64(nPaced)*cfg.pacedSize
-	if free, err := freeBytes(tmp); err == nil && free < need+need/10 {
-		return fmt.Errorf("%s has %s free; this run needs about %s (use -tmp or a smaller -size)",
-			tmp, human(free), human(need))
+	if err := benchproc.CheckFree(tmp, need); err != nil {
+		return err
 	}
 
-	m := machineInfo()
-	m.loadBefore = loadavg()
-
 	// Build the agent while making the blobs.
-	logf("building the agent; writing %d blobs of %s", nBlobs, human(cfg.size))
-	bin := filepath.Join(tmp, "shoal")
-	pkg := "./cmd/shoal"
-	if cfg.pprof != "" {
-		pkg = "./test/bench/mirror/profagent"
-		if err := os.MkdirAll(cfg.pprof, 0o755); err != nil {
+	src := benchproc.Source{Dir: cfg.src, Desc: "the source tree " + cfg.src + " (-src)"}
+	if cfg.src == "" {
+		if src, err = benchproc.Checkout(ctx, root, tmp, cfg.rev); err != nil {
 			return err
 		}
 	}
+	m.agentBuild = src.Desc
+	logf("building the agent from %s; writing %d blobs of %s", src.Desc, nBlobs, benchreport.IBytes(cfg.size))
+	bin := filepath.Join(tmp, "shoal")
 	var buildErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { m.agentBuild, buildErr = buildAgent(ctx, root, tmp, cfg.rev, cfg.src, pkg, bin) })
+	wg.Go(func() { buildErr = src.Build(ctx, "./cmd/shoal", bin) })
 	originDir := filepath.Join(tmp, "origin")
 	blobs, err := benchblob.MakeN(originDir, cfg.size, nBlobs)
 	var pacedBlobs []string
@@ -224,25 +209,27 @@ func run(ctx context.Context, cfg config) error {
 		return buildErr
 	}
 	// Agents with peer-to-peer sharing listen on 0.0.0.0:4001 by default: keep them on loopback.
-	p2p := ""
+	p2p := benchproc.P2PDefault
 	if out, _ := exec.CommandContext(ctx, bin, "agent", "--help").CombinedOutput(); strings.Contains(string(out), "--p2p-listen") {
-		p2p = cfg.p2p
+		m.p2p, p2p = cfg.p2p, benchproc.P2PLoopback
+		if cfg.p2p == "off" {
+			p2p = benchproc.P2POff
+		}
 	}
-	m.p2p = p2p
 	// Flush the blobs to disk now, so that their writeback does not compete with the measurements.
 	t := time.Now()
 	syscall.Sync()
 	logf("blobs written and synced (sync took %s)", time.Since(t).Round(time.Millisecond))
 
-	o, err := startOrigin(originDir, 0)
+	o, err := benchorigin.Start(originDir, benchorigin.Pacing{})
 	if err != nil {
 		return err
 	}
 	benchproc.AtCleanup(o.Close)
 	registries := []string{o.URL()}
-	var po *origin
+	var po *benchorigin.Origin
 	if nPaced > 0 {
-		if po, err = startOrigin(originDir, cfg.pacedRate); err != nil {
+		if po, err = benchorigin.Start(originDir, benchorigin.Pacing{EachResponse: cfg.pacedRate}); err != nil {
 			return err
 		}
 		benchproc.AtCleanup(po.Close)
@@ -253,13 +240,13 @@ func run(ctx context.Context, cfg config) error {
 		IdleConnTimeout:     time.Minute,
 	}}
 	benchproc.AtCleanup(client.CloseIdleConnections)
-	e := &env{cfg: cfg, bin: bin, p2p: p2p, tmp: tmp, o: o, paced: po, client: client, prof: newProfiler(cfg.pprof),
-		res: &results{cfg: cfg, m: m}, pattern: make([]byte, 4<<20)}
-	_, _ = rand.NewChaCha8([32]byte{1}).Read(e.pattern)
+	e := &env{cfg: cfg, bin: bin, p2p: p2p, tmp: tmp, o: o, paced: po, client: client,
+		prof: &benchproc.Profiler{Dir: cfg.pprof},
+		res:  &results{cfg: cfg, m: m}, pattern: benchmeasure.Pattern(1)}
 
 	if nHit+nCold > 0 {
 		// One agent serves the hit and cold scenarios.
-		a, err := startAgent(ctx, bin, registries, filepath.Join(tmp, "agent-a"), e.p2p, e.prof.agentArgs()...)
+		a, err := e.startAgent(ctx, registries, filepath.Join(tmp, "agent-a"))
 		if err != nil {
 			return err
 		}
@@ -296,16 +283,12 @@ func run(ctx context.Context, cfg config) error {
 		logf("not all scenarios ran: no report")
 		return nil
 	}
-	e.res.m.loadAfter = loadavg()
-	e.res.m.elapsed = time.Since(began)
+	e.res.m.Finish()
 	report := e.res.markdown()
 	fmt.Print(report)
 	if cfg.out != "" {
-		p := cfg.out
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(root, p)
-		}
-		if err := os.WriteFile(p, []byte(report), 0o644); err != nil {
+		p, err := benchreport.WriteFile(root, cfg.out, report, "")
+		if err != nil {
 			return err
 		}
 		logf("wrote %s", p)
@@ -315,51 +298,52 @@ func run(ctx context.Context, cfg config) error {
 
 // hit: blob d is pulled once through agent a and committed; then each run times a GET through
 // the agent and the loopback TCP baseline on the stored file.
-func (e *env) hit(ctx context.Context, a *agentProc, d string) error {
+func (e *env) hit(ctx context.Context, a *benchproc.Shoal, d string) error {
 	size, res := e.cfg.size, e.res
 	logf("cache hit: filling the agent's store")
-	if _, err := fetch(ctx, e.client, blobURL(a.URL, d), size); err != nil {
+	if _, err := benchmeasure.Fetch(ctx, e.client, blobURL(a.URL, d), size); err != nil {
 		return fmt.Errorf("filling the store: %w\n%s", err, a.Output())
 	}
-	if _, err := waitCommitted(ctx, a.DataDir, d, size); err != nil {
+	if _, err := benchproc.WaitCommitted(ctx, a.DataDir, d, size, 2*time.Minute); err != nil {
 		return err
 	}
 	syscall.Sync()
-	stored := committedPath(a.DataDir, d)
-	cacheBefore, _ := metricSum(ctx, a.URL, "shoal_served_bytes_total", `source="cache"`)
-	e.prof.start(ctx, a, "hit")
+	stored := benchproc.CommittedPath(a.DataDir, d)
+	const cache = `shoal_served_bytes_total{source="cache"}`
+	cacheBefore, _ := a.Metric(ctx, cache)
+	e.prof.StartCPU(ctx, a, "agent-hit.cpu.pprof")
 	for i := range e.cfg.runs {
-		var agent fetchResult
+		var agent benchmeasure.Result
 		var base, plain time.Duration
 		var cpu time.Duration
 		agentRun := func() error {
 			cpu0, _ := benchproc.CPUTime(a.Pid())
 			var err error
-			agent, err = fetch(ctx, e.client, blobURL(a.URL, d), size)
+			agent, err = benchmeasure.Fetch(ctx, e.client, blobURL(a.URL, d), size)
 			cpu1, _ := benchproc.CPUTime(a.Pid())
 			cpu = cpu1 - cpu0
 			return err
 		}
 		baseRun := func() error {
 			var err error
-			if base, err = tcpBaseline(ctx, stored, false); err != nil {
+			if base, err = benchmeasure.TCPCopy(ctx, stored, false); err != nil {
 				return err
 			}
-			plain, err = tcpBaseline(ctx, stored, true)
+			plain, err = benchmeasure.TCPCopy(ctx, stored, true)
 			return err
 		}
-		if err := inOrder(i%2 == 0, baseRun, agentRun); err != nil {
+		if err := benchmeasure.InOrder(i%2 == 0, baseRun, agentRun); err != nil {
 			return fmt.Errorf("cache hit run %d: %w", i+1, err)
 		}
-		res.hitAgent = append(res.hitAgent, mbps(size, agent.total))
-		res.hitBase = append(res.hitBase, mbps(size, base))
-		res.hitPlain = append(res.hitPlain, mbps(size, plain))
+		res.hitAgent = append(res.hitAgent, benchreport.MBps(size, agent.Total))
+		res.hitBase = append(res.hitBase, benchreport.MBps(size, base))
+		res.hitPlain = append(res.hitPlain, benchreport.MBps(size, plain))
 		res.hitCPU = append(res.hitCPU, cpu)
 		logf("cache hit run %d: agent %.0f MB/s (CPU %s), loopback TCP %.0f MB/s with sendfile, %.0f MB/s with read/write",
-			i+1, res.hitAgent[i], secs(cpu), res.hitBase[i], res.hitPlain[i])
+			i+1, res.hitAgent[i], benchreport.Secs(cpu), res.hitBase[i], res.hitPlain[i])
 	}
-	e.prof.stop(ctx, a, "hit")
-	cacheAfter, _ := metricSum(ctx, a.URL, "shoal_served_bytes_total", `source="cache"`)
+	e.prof.StopCPU(a)
+	cacheAfter, _ := a.Metric(ctx, cache)
 	res.hitFromCache = int64(cacheAfter - cacheBefore)
 	res.hitOriginGets = e.o.BlobGets(d)
 	return nil
@@ -368,7 +352,7 @@ func (e *env) hit(ctx context.Context, a *agentProc, d string) error {
 // cold: each run GETs a blob the agent has never seen, straight from the origin and through the
 // agent, in alternating order; then measures what writing and hashing that many bytes cost on
 // their own (the "floors" of a verifying store-and-forward cache).
-func (e *env) cold(ctx context.Context, a *agentProc, blobs []string) error {
+func (e *env) cold(ctx context.Context, a *benchproc.Shoal, blobs []string) error {
 	size, res := e.cfg.size, e.res
 	if err := e.warm(ctx, a, e.o, blobs[0]); err != nil {
 		return err
@@ -379,14 +363,14 @@ func (e *env) cold(ctx context.Context, a *agentProc, blobs []string) error {
 	}
 	defer os.RemoveAll(floorDir)
 	originWait := func() (sum, n float64) {
-		sum, _ = metricSum(ctx, a.URL, "shoal_origin_request_duration_seconds_sum", `op="blob"`)
-		n, _ = metricSum(ctx, a.URL, "shoal_origin_request_duration_seconds_count", `op="blob"`)
-		return sum, n
+		const s, c = `shoal_origin_request_duration_seconds_sum{op="blob"}`, `shoal_origin_request_duration_seconds_count{op="blob"}`
+		m, _ := a.Metrics(ctx, s, c)
+		return m[s], m[c]
 	}
 	sum0, n0 := originWait()
-	e.prof.start(ctx, a, "cold")
+	e.prof.StartCPU(ctx, a, "agent-cold.cpu.pprof")
 	for i, d := range blobs {
-		var agent, direct fetchResult
+		var agent, direct benchmeasure.Result
 		var cpu, commit time.Duration
 		agentRun := func() (err error) {
 			agent, cpu, commit, err = e.agentFetch(ctx, a, blobURL(a.URL, d), d, size)
@@ -394,18 +378,18 @@ func (e *env) cold(ctx context.Context, a *agentProc, blobs []string) error {
 		}
 		directRun := func() error {
 			var err error
-			direct, err = fetch(ctx, e.client, blobURL(e.o.URL(), d), size)
+			direct, err = benchmeasure.Fetch(ctx, e.client, blobURL(e.o.URL(), d), size)
 			return err
 		}
-		if err := inOrder(i%2 == 0, directRun, agentRun); err != nil {
+		if err := benchmeasure.InOrder(i%2 == 0, directRun, agentRun); err != nil {
 			return fmt.Errorf("cold run %d: %w\n%s", i+1, err, a.Output())
 		}
 		// The floor file is on the agent's file system, kept until the scenario ends.
-		wf, _, err := writeFloor(floorDir, size, e.pattern)
+		wf, _, _, err := benchmeasure.WriteFloor(floorDir, size, e.pattern)
 		if err != nil {
 			return err
 		}
-		hf := hashFloor(size, e.pattern)
+		hf := benchmeasure.HashFloor(size, e.pattern)
 		res.coldAgent = append(res.coldAgent, agent)
 		res.coldDirect = append(res.coldDirect, direct)
 		res.coldCPU = append(res.coldCPU, cpu)
@@ -414,41 +398,41 @@ func (e *env) cold(ctx context.Context, a *agentProc, blobs []string) error {
 		res.coldHashFloor = append(res.coldHashFloor, hf)
 		res.coldOriginGets = append(res.coldOriginGets, e.o.BlobGets(d))
 		logf("cold run %d: agent TTFB %s total %s (CPU %s); direct TTFB %s total %s; commit +%s; write alone %s, SHA-256 alone %s",
-			i+1, ms(agent.ttfb), secs(agent.total), secs(cpu), ms(direct.ttfb), secs(direct.total),
-			secs(commit), secs(wf), secs(hf))
+			i+1, benchreport.Ms(agent.TTFB), benchreport.Secs(agent.Total), benchreport.Secs(cpu), benchreport.Ms(direct.TTFB), benchreport.Secs(direct.Total),
+			benchreport.Secs(commit), benchreport.Secs(wf), benchreport.Secs(hf))
 	}
-	e.prof.stop(ctx, a, "cold")
+	e.prof.StopCPU(a)
 	if sum1, n1 := originWait(); n1 > n0 {
 		res.coldOriginWait = time.Duration((sum1 - sum0) / (n1 - n0) * float64(time.Second))
-		logf("cold: the agent waited %s on average for the origin's headers", ms(res.coldOriginWait))
+		logf("cold: the agent waited %s on average for the origin's headers", benchreport.Ms(res.coldOriginWait))
 	}
 	return nil
 }
 
 // coldPaced is cold against the paced origin, reached through the agent with ?ns=.
-func (e *env) coldPaced(ctx context.Context, a *agentProc, blobs []string) error {
+func (e *env) coldPaced(ctx context.Context, a *benchproc.Shoal, blobs []string) error {
 	size, res := e.cfg.pacedSize, e.res
 	if err := e.warm(ctx, a, e.paced, blobs[0]); err != nil {
 		return err
 	}
 	for i, d := range blobs {
-		var agent, direct fetchResult
+		var agent, direct benchmeasure.Result
 		agentRun := func() (err error) {
 			agent, _, _, err = e.agentFetch(ctx, a, blobURL(a.URL, d)+"?ns="+e.paced.Host(), d, size)
 			return err
 		}
 		directRun := func() error {
 			var err error
-			direct, err = fetch(ctx, e.client, blobURL(e.paced.URL(), d), size)
+			direct, err = benchmeasure.Fetch(ctx, e.client, blobURL(e.paced.URL(), d), size)
 			return err
 		}
-		if err := inOrder(i%2 == 0, directRun, agentRun); err != nil {
+		if err := benchmeasure.InOrder(i%2 == 0, directRun, agentRun); err != nil {
 			return fmt.Errorf("paced cold run %d: %w\n%s", i+1, err, a.Output())
 		}
 		res.pacedAgent = append(res.pacedAgent, agent)
 		res.pacedDirect = append(res.pacedDirect, direct)
 		logf("cold run %d, origin paced to %s/s: agent TTFB %s total %s; direct TTFB %s total %s", i+1,
-			e.cfg.pacedRateArg, ms(agent.ttfb), secs(agent.total), ms(direct.ttfb), secs(direct.total))
+			e.cfg.pacedRateArg, benchreport.Ms(agent.TTFB), benchreport.Secs(agent.Total), benchreport.Ms(direct.TTFB), benchreport.Secs(direct.Total))
 	}
 	return nil
 }
@@ -456,7 +440,7 @@ func (e *env) coldPaced(ctx context.Context, a *agentProc, blobs []string) error
 // warm makes both paths' keep-alive connections to origin o, and the agent's registry ping and
 // authenticated transport for the repository, with a HEAD of blob d each way (the agent answers a
 // HEAD from the origin without fetching), so that the timed GETs pay for none of them.
-func (e *env) warm(ctx context.Context, a *agentProc, o *origin, d string) error {
+func (e *env) warm(ctx context.Context, a *benchproc.Shoal, o *benchorigin.Origin, d string) error {
 	for _, u := range []string{blobURL(o.URL(), d), blobURL(a.URL, d) + "?ns=" + o.Host()} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
 		resp, err := e.client.Do(req)
@@ -473,14 +457,14 @@ func (e *env) warm(ctx context.Context, a *agentProc, o *origin, d string) error
 
 // agentFetch GETs a cold blob through the agent, measuring the agent's CPU time for it, then
 // waits for the agent to commit the blob (fsync) so that nothing else is timed meanwhile.
-func (e *env) agentFetch(ctx context.Context, a *agentProc, url, d string, size int64) (fetchResult, time.Duration, time.Duration, error) {
+func (e *env) agentFetch(ctx context.Context, a *benchproc.Shoal, url, d string, size int64) (benchmeasure.Result, time.Duration, time.Duration, error) {
 	cpu0, _ := benchproc.CPUTime(a.Pid())
-	r, err := fetch(ctx, e.client, url, size)
+	r, err := benchmeasure.Fetch(ctx, e.client, url, size)
 	if err != nil {
 		return r, 0, 0, err
 	}
 	cpu1, _ := benchproc.CPUTime(a.Pid())
-	commit, err := waitCommitted(ctx, a.DataDir, d, size)
+	commit, err := benchproc.WaitCommitted(ctx, a.DataDir, d, size, 2*time.Minute)
 	return r, cpu1 - cpu0, commit, err
 }
 
@@ -489,7 +473,7 @@ func (e *env) agentFetch(ctx context.Context, a *agentProc, url, d string, size 
 func (e *env) clients(ctx context.Context, blobs []string) error {
 	size, res, n := e.cfg.size, e.res, e.cfg.clients
 	for i, d := range blobs {
-		a, err := startAgent(ctx, e.bin, []string{e.o.URL()}, filepath.Join(e.tmp, fmt.Sprintf("agent-m%d", i)), e.p2p, e.prof.agentArgs()...)
+		a, err := e.startAgent(ctx, []string{e.o.URL()}, filepath.Join(e.tmp, fmt.Sprintf("agent-m%d", i)))
 		if err != nil {
 			return err
 		}
@@ -498,18 +482,18 @@ func (e *env) clients(ctx context.Context, blobs []string) error {
 			return err
 		}
 		if i == 0 {
-			e.prof.start(ctx, a, "clients")
+			e.prof.StartCPU(ctx, a, "agent-clients.cpu.pprof")
 		}
 		var (
 			start   = make(chan struct{})
-			results = make([]fetchResult, n)
+			results = make([]benchmeasure.Result, n)
 			errs    = make([]error, n)
 			cwg     sync.WaitGroup
 		)
 		for c := range n {
 			cwg.Go(func() {
 				<-start
-				results[c], errs[c] = fetch(ctx, e.client, blobURL(a.URL, d), size)
+				results[c], errs[c] = benchmeasure.Fetch(ctx, e.client, blobURL(a.URL, d), size)
 			})
 		}
 		t0 := time.Now()
@@ -519,12 +503,13 @@ func (e *env) clients(ctx context.Context, blobs []string) error {
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("memory run %d: %w\n%s", i+1, err, a.Output())
 		}
-		if _, err := waitCommitted(ctx, a.DataDir, d, size); err != nil {
+		if _, err := benchproc.WaitCommitted(ctx, a.DataDir, d, size, 2*time.Minute); err != nil {
 			return err
 		}
 		if i == 0 {
-			e.prof.stop(ctx, a, "clients")
-			e.prof.heap(ctx, a, "clients")
+			e.prof.StopCPU(a)
+			e.prof.Save(ctx, a, "heap", "agent-clients.heap.pprof")
+			e.prof.Save(ctx, a, "allocs", "agent-clients.allocs.pprof")
 		}
 		hwm, err := benchproc.Status(a.Pid(), "VmHWM")
 		if err != nil {
@@ -536,7 +521,7 @@ func (e *env) clients(ctx context.Context, blobs []string) error {
 		_ = os.RemoveAll(a.DataDir)
 		var slowestTTFB time.Duration
 		for _, r := range results {
-			slowestTTFB = max(slowestTTFB, r.ttfb)
+			slowestTTFB = max(slowestTTFB, r.TTFB)
 		}
 		res.memHWM = append(res.memHWM, hwm)
 		res.memIdle = append(res.memIdle, idle)
@@ -544,168 +529,7 @@ func (e *env) clients(ctx context.Context, blobs []string) error {
 		res.memWall = append(res.memWall, wall)
 		res.memTTFB = append(res.memTTFB, slowestTTFB)
 		logf("memory run %d: %d clients in %s (%.0f MB/s in all), agent VmHWM %s (%s after start), origin GETs %d",
-			i+1, n, secs(wall), mbps(int64(n)*size, wall), mib(hwm), mib(idle), res.memGets[i])
+			i+1, n, benchreport.Secs(wall), benchreport.MBps(int64(n)*size, wall), benchreport.MiB(hwm), benchreport.MiB(idle), res.memGets[i])
 	}
 	return nil
-}
-
-// inOrder runs a then b, or b then a, to spread any order effect over the runs.
-func inOrder(aFirst bool, a, b func() error) error {
-	if !aFirst {
-		a, b = b, a
-	}
-	if err := a(); err != nil {
-		return err
-	}
-	return b()
-}
-
-// metricSum adds up the samples of metric name, on the agent's /metrics, whose labels include
-// label (e.g. `op="blob"`; "" = all).
-func metricSum(ctx context.Context, base, name, label string) (float64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	if _, err := copyLimited(&sb, resp.Body, 4<<20); err != nil {
-		return 0, err
-	}
-	var sum float64
-	for line := range strings.SplitSeq(sb.String(), "\n") {
-		series, value, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
-		metric, labels, _ := strings.Cut(series, "{")
-		if metric != name || !strings.Contains("{"+labels, label) {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %q: %w", name, line, err)
-		}
-		sum += v
-	}
-	return sum, nil
-}
-
-// moduleRoot finds the shoal module's root from the working directory.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run this from inside the shoal module")
-	}
-	b, err := os.ReadFile(gomod)
-	if err != nil {
-		return "", err
-	}
-	if !strings.Contains(string(b), "module github.com/shoal-oci/shoal\n") {
-		return "", fmt.Errorf("%s is not the shoal module", gomod)
-	}
-	return filepath.Dir(gomod), nil
-}
-
-func freeBytes(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * st.Bsize, nil
-}
-
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = strings.TrimSpace(v), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 0, err
-	}
-	return int64(v * float64(mult)), nil
-}
-
-// buildAgent builds pkg into bin from the working tree at root, or from git revision rev
-// extracted under tmp, and describes what it built.
-func buildAgent(ctx context.Context, root, tmp, rev, srcDir, pkg, bin string) (string, error) {
-	git := func(args ...string) (string, error) {
-		out, err := exec.CommandContext(ctx, "git", append([]string{"-C", root}, args...)...).Output()
-		return strings.TrimSpace(string(out)), err
-	}
-	src, desc := root, "the working tree"
-	switch {
-	case srcDir != "":
-		if rev != "" {
-			return "", errors.New("-rev and -src exclude each other")
-		}
-		src, desc = srcDir, "the source tree "+srcDir+" (-src)"
-	case rev == "":
-		if head, err := git("rev-parse", "--short", "HEAD"); err == nil {
-			desc = "the working tree at " + head
-			if st, err := git("status", "--porcelain", "--", "agent", "cmd", "registryapi", "internal", "p2p", "go.mod", "go.sum"); err == nil && st != "" {
-				desc += ", with uncommitted changes"
-			}
-		}
-	default:
-		full, err := git("rev-parse", "--verify", rev+"^{commit}")
-		if err != nil {
-			return "", fmt.Errorf("-rev %q: not a commit", rev)
-		}
-		src = filepath.Join(tmp, "src")
-		if err := os.MkdirAll(src, 0o755); err != nil {
-			return "", err
-		}
-		archive := exec.CommandContext(ctx, "git", "-C", root, "archive", "--format=tar", full)
-		untar := exec.CommandContext(ctx, "tar", "-x", "-C", src)
-		pipe, err := archive.StdoutPipe()
-		if err != nil {
-			return "", err
-		}
-		untar.Stdin = pipe
-		if err := archive.Start(); err != nil {
-			return "", err
-		}
-		if out, err := untar.CombinedOutput(); err != nil {
-			_ = archive.Wait()
-			return "", fmt.Errorf("extracting %s: %v\n%s", rev, err, out)
-		}
-		if err := archive.Wait(); err != nil {
-			return "", fmt.Errorf("git archive %s: %w", rev, err)
-		}
-		desc = fmt.Sprintf("git revision %s (-rev %s)", full[:12], rev)
-	}
-	// The profiling wrapper lives beside this benchmark and may not be in the other tree.
-	if strings.HasSuffix(pkg, "profagent") && src != root {
-		b, err := os.ReadFile(filepath.Join(root, pkg, "main.go"))
-		if err == nil {
-			err = os.MkdirAll(filepath.Join(src, pkg), 0o755)
-		}
-		if err == nil {
-			err = os.WriteFile(filepath.Join(src, pkg, "main.go"), b, 0o644)
-		}
-		if err != nil {
-			return "", err
-		}
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
-	cmd.Dir = src
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s in %s: %v\n%s", pkg, desc, err, out)
-	}
-	return desc, nil
 }

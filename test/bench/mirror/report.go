@@ -1,63 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchmeasure"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
+// machine is the report's Machine section.
 type machine struct {
-	date, goVersion, kernel, cpu, mem string
-	agentBuild, p2p                   string
-	nproc                             int
-	loadBefore, loadAfter             string
-	elapsed                           time.Duration
-}
-
-func machineInfo() machine {
-	m := machine{date: time.Now().UTC().Format("2006-01-02 15:04 MST"), nproc: runtime.NumCPU(), goVersion: runtime.Version()}
-	if out, err := exec.Command("go", "version").Output(); err == nil {
-		m.goVersion = strings.TrimSpace(string(out))
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.kernel = "Linux " + strings.TrimSpace(string(b))
-	}
-	m.cpu = procField("/proc/cpuinfo", "model name")
-	m.mem = procField("/proc/meminfo", "MemTotal")
-	return m
-}
-
-func procField(path, field string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "?"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == field {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
+	benchreport.Machine
+	agentBuild, p2p string
 }
 
 type results struct {
@@ -70,13 +26,13 @@ type results struct {
 	hitFromCache      int64 // bytes the agent reported serving from its store meanwhile
 	hitOriginGets     int   // GETs the origin saw for the hit blob (1: the fill)
 
-	coldAgent, coldDirect   []fetchResult
+	coldAgent, coldDirect   []benchmeasure.Result
 	coldCommitWait          []time.Duration
 	coldCPU                 []time.Duration
 	coldOriginWait          time.Duration // mean time from the agent's origin GET to its headers
 	coldWriteFloor          []time.Duration
 	coldHashFloor           []time.Duration
-	pacedAgent, pacedDirect []fetchResult
+	pacedAgent, pacedDirect []benchmeasure.Result
 	coldOriginGets          []int
 	hitColdHWM              int64
 
@@ -86,24 +42,7 @@ type results struct {
 	memTTFB         []time.Duration
 }
 
-func median[T int64 | float64 | time.Duration | int](v []T) T {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "**no**"
-}
-
-func durs(r []fetchResult, f func(fetchResult) time.Duration) []time.Duration {
+func durs(r []benchmeasure.Result, f func(benchmeasure.Result) time.Duration) []time.Duration {
 	out := make([]time.Duration, len(r))
 	for i, x := range r {
 		out[i] = f(x)
@@ -111,17 +50,13 @@ func durs(r []fetchResult, f func(fetchResult) time.Duration) []time.Duration {
 	return out
 }
 
-func perGiB(d time.Duration, size int64) string {
-	return fmt.Sprintf("%.2f s/GiB", d.Seconds()/(float64(size)/(1<<30)))
-}
-
 func (r *results) markdown() string {
 	c := r.cfg
-	sz := human(c.size)
+	sz := benchreport.IBytes(c.size)
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	ttfb := func(x fetchResult) time.Duration { return x.ttfb }
-	total := func(x fetchResult) time.Duration { return x.total }
+	ttfb := func(x benchmeasure.Result) time.Duration { return x.TTFB }
+	total := func(x benchmeasure.Result) time.Duration { return x.Total }
 
 	p("# Benchmarks: pull-through mirror\n\n")
 	rev := ""
@@ -139,51 +74,51 @@ func (r *results) markdown() string {
 		"is compared with a baseline measured in the same run, on the same machine, over 127.0.0.1.\n\n",
 		c.sizeArg, c.clients, c.runs, c.pacedRateArg, c.pacedSizeArg, rev, c.runs)
 
-	hitA, hitB := median(r.hitAgent), median(r.hitBase)
+	hitA, hitB := benchreport.Median(r.hitAgent), benchreport.Median(r.hitBase)
 	hitRatio := hitA / hitB
-	aT, dT := median(durs(r.coldAgent, ttfb)), median(durs(r.coldDirect, ttfb))
-	aTot, dTot := median(durs(r.coldAgent, total)), median(durs(r.coldDirect, total))
+	aT, dT := benchreport.Median(durs(r.coldAgent, ttfb)), benchreport.Median(durs(r.coldDirect, ttfb))
+	aTot, dTot := benchreport.Median(durs(r.coldAgent, total)), benchreport.Median(durs(r.coldDirect, total))
 	over := aTot.Seconds()/dTot.Seconds() - 1
-	hwm, idle := median(r.memHWM), median(r.memIdle)
+	hwm, idle := benchreport.Median(r.memHWM), benchreport.Median(r.memIdle)
 	minGets, maxGets := slices.Min(r.memGets), slices.Max(r.memGets)
 
 	p("| Scenario | Metric | Shoal agent | Baseline, same run | Agent vs. baseline | Target | Met |\n")
 	p("|---|---|---:|---|---:|---|---|\n")
 	p("| 1. Cache hit, %s | throughput | %.0f MB/s | %.0f MB/s: the agent's stored file sent over loopback TCP with io.Copy (sendfile) | %.0f%% | ≥ 80%% | %s |\n",
-		sz, hitA, hitB, 100*hitRatio, yes(hitRatio >= 0.8))
+		sz, hitA, hitB, 100*hitRatio, benchreport.Met(hitRatio >= 0.8))
 	p("| 2. Cold, %s | time to first byte | %s | %s: GET straight from the origin | %+.1f ms | within 5 ms | %s |\n",
-		sz, ms(aT), ms(dT), float64(aT-dT)/1e6, yes(aT-dT <= 5*time.Millisecond))
+		sz, benchreport.Ms(aT), benchreport.Ms(dT), float64(aT-dT)/1e6, benchreport.Met(aT-dT <= 5*time.Millisecond))
 	p("| 2. Cold, %s | total time | %s (%.0f MB/s) | %s (%.0f MB/s): GET straight from the origin | %+.0f%% | < +10%% | %s |\n",
-		sz, secs(aTot), mbps(c.size, aTot), secs(dTot), mbps(c.size, dTot), 100*over, yes(over < 0.10))
+		sz, benchreport.Secs(aTot), benchreport.MBps(c.size, aTot), benchreport.Secs(dTot), benchreport.MBps(c.size, dTot), 100*over, benchreport.Met(over < 0.10))
 	p("| 3. %d clients, one cold %s blob | agent peak RSS (VmHWM) | %s | %s: the agent's VmHWM once ready, before the clients | | < 100 MiB | %s |\n",
-		c.clients, sz, mib(hwm), mib(idle), yes(hwm < 100<<20))
+		c.clients, sz, benchreport.MiB(hwm), benchreport.MiB(idle), benchreport.Met(hwm < 100<<20))
 	gets := fmt.Sprint(maxGets)
 	if minGets != maxGets {
 		gets = fmt.Sprintf("%d–%d", minGets, maxGets)
 	}
 	p("| 3. %d clients, one cold %s blob | origin GETs for the blob | %s | | | exactly 1 | %s |\n\n",
-		c.clients, sz, gets, yes(minGets == 1 && maxGets == 1))
+		c.clients, sz, gets, benchreport.Met(minGets == 1 && maxGets == 1))
 
-	wf, hf := median(r.coldWriteFloor), median(r.coldHashFloor)
+	wf, hf := benchreport.Median(r.coldWriteFloor), benchreport.Median(r.coldHashFloor)
 	p("Context, same run (no targets):\n\n")
 	p("| Measurement | Median |\n|---|---:|\n")
-	hp := median(r.hitPlain)
+	hp := benchreport.Median(r.hitPlain)
 	p("| cache hit: the same loopback transfer of the stored file with 32 KiB read/write calls instead of sendfile (the agent's own way of sending a stored blob); agent vs. it | %.0f MB/s; %.0f%% |\n",
 		hp, 100*hitA/hp)
 	p("| writing %s of new data into a file on the agent's file system, 256 KiB writes, no fsync (what the agent's store does with a cold blob) | %s (%.0f MB/s) |\n",
-		sz, secs(wf), mbps(c.size, wf))
-	p("| SHA-256 of %s on one core (what the agent does to verify it) | %s (%.0f MB/s) |\n", sz, secs(hf), mbps(c.size, hf))
+		sz, benchreport.Secs(wf), benchreport.MBps(c.size, wf))
+	p("| SHA-256 of %s on one core (what the agent does to verify it) | %s (%.0f MB/s) |\n", sz, benchreport.Secs(hf), benchreport.MBps(c.size, hf))
 	if r.coldOriginWait > 0 {
-		p("| cold: the agent's own wait from sending its GET to the origin's headers (mean, from its shoal_origin_request_duration_seconds) | %s |\n", ms(r.coldOriginWait))
+		p("| cold: the agent's own wait from sending its GET to the origin's headers (mean, from its shoal_origin_request_duration_seconds) | %s |\n", benchreport.Ms(r.coldOriginWait))
 	}
 	p("| agent CPU time (user + system) per GiB: cache hit / cold | %s / %s |\n",
-		perGiB(median(r.hitCPU), c.size), perGiB(median(r.coldCPU), c.size))
+		benchreport.PerGiB(benchreport.Median(r.hitCPU), c.size), benchreport.PerGiB(benchreport.Median(r.coldCPU), c.size))
 	if len(r.pacedAgent) > 0 {
-		pa, pd := median(durs(r.pacedAgent, total)), median(durs(r.pacedDirect, total))
-		pat, pdt := median(durs(r.pacedAgent, ttfb)), median(durs(r.pacedDirect, ttfb))
+		pa, pd := benchreport.Median(durs(r.pacedAgent, total)), benchreport.Median(durs(r.pacedDirect, total))
+		pat, pdt := benchreport.Median(durs(r.pacedAgent, ttfb)), benchreport.Median(durs(r.pacedDirect, ttfb))
 		p("| cold %s blob from an origin paced to %s/s: agent / straight from the origin, total time (overhead) | %s / %s (%+.0f%%) |\n",
-			human(c.pacedSize), c.pacedRateArg, secs(pa), secs(pd), 100*(pa.Seconds()/pd.Seconds()-1))
-		p("| same, time to first byte | %s / %s |\n", ms(pat), ms(pdt))
+			benchreport.IBytes(c.pacedSize), c.pacedRateArg, benchreport.Secs(pa), benchreport.Secs(pd), 100*(pa.Seconds()/pd.Seconds()-1))
+		p("| same, time to first byte | %s / %s |\n", benchreport.Ms(pat), benchreport.Ms(pdt))
 	}
 	p("\nMB/s is 10⁶ bytes per second; MiB is 2²⁰ bytes.\n\n")
 
@@ -193,23 +128,23 @@ func (r *results) markdown() string {
 	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i := range c.runs {
 		p("| %d | %.0f MB/s | %.0f / %.0f MB/s | %s / %s | %s / %s | %s | %s / %s | %s (%.0f MB/s) | %s | %s | %d |\n", i+1,
-			r.hitAgent[i], r.hitBase[i], r.hitPlain[i], ms(r.coldAgent[i].ttfb), secs(r.coldAgent[i].total),
-			ms(r.coldDirect[i].ttfb), secs(r.coldDirect[i].total), secs(r.coldCommitWait[i]),
-			secs(r.coldWriteFloor[i]), secs(r.coldHashFloor[i]),
-			secs(r.memWall[i]), mbps(int64(c.clients)*c.size, r.memWall[i]), ms(r.memTTFB[i]), mib(r.memHWM[i]), r.memGets[i])
+			r.hitAgent[i], r.hitBase[i], r.hitPlain[i], benchreport.Ms(r.coldAgent[i].TTFB), benchreport.Secs(r.coldAgent[i].Total),
+			benchreport.Ms(r.coldDirect[i].TTFB), benchreport.Secs(r.coldDirect[i].Total), benchreport.Secs(r.coldCommitWait[i]),
+			benchreport.Secs(r.coldWriteFloor[i]), benchreport.Secs(r.coldHashFloor[i]),
+			benchreport.Secs(r.memWall[i]), benchreport.MBps(int64(c.clients)*c.size, r.memWall[i]), benchreport.Ms(r.memTTFB[i]), benchreport.MiB(r.memHWM[i]), r.memGets[i])
 	}
 	if len(r.pacedAgent) > 0 {
-		p("\nPaced origin (%s/s), %s blobs, agent / direct:", c.pacedRateArg, human(c.pacedSize))
+		p("\nPaced origin (%s/s), %s blobs, agent / direct:", c.pacedRateArg, benchreport.IBytes(c.pacedSize))
 		for i := range r.pacedAgent {
-			p(" run %d: TTFB %s / %s, total %s / %s;", i+1, ms(r.pacedAgent[i].ttfb), ms(r.pacedDirect[i].ttfb),
-				secs(r.pacedAgent[i].total), secs(r.pacedDirect[i].total))
+			p(" run %d: TTFB %s / %s, total %s / %s;", i+1, benchreport.Ms(r.pacedAgent[i].TTFB), benchreport.Ms(r.pacedDirect[i].TTFB),
+				benchreport.Secs(r.pacedAgent[i].Total), benchreport.Secs(r.pacedDirect[i].Total))
 		}
 		p("\n")
 	}
 	p("\nChecks: the origin saw %d GET for the cache-hit blob over the whole scenario (the fill); the agent reported serving "+
 		"%s from its store during the hit runs, of %s requested; the origin saw %v GETs per cold blob (one direct, one "+
 		"from the agent). Agent VmHWM after the hit and cold scenarios: %s.\n\n",
-		r.hitOriginGets, human(r.hitFromCache), human(int64(c.runs)*c.size), r.coldOriginGets, mib(r.hitColdHWM))
+		r.hitOriginGets, benchreport.IBytes(r.hitFromCache), benchreport.IBytes(int64(c.runs)*c.size), r.coldOriginGets, benchreport.MiB(r.hitColdHWM))
 
 	p("## Method\n\n")
 	p("- The agent is `./cmd/shoal`, built by the benchmark and run as a child process (`shoal agent --log-level warn`, " +
@@ -243,29 +178,6 @@ func (r *results) markdown() string {
 	default:
 		p("- Peer-to-peer sharing: not in this agent\n")
 	}
-	p("- Date: %s\n- nproc: %d; CPU: %s; memory: %s\n- %s\n- Kernel: %s\n", r.m.date, r.m.nproc, r.m.cpu, r.m.mem, r.m.goVersion, r.m.kernel)
-	p("- Load average before / after: %s / %s (the machine may be shared: compare the agent with the baseline of the same run, not across runs)\n",
-		r.m.loadBefore, r.m.loadAfter)
-	p("- Benchmark wall time: %s\n", r.m.elapsed.Round(time.Second))
+	p("%s", r.m.Markdown("the agent with the baseline of the same run, not across runs"))
 	return b.String()
-}
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
-	default:
-		return fmt.Sprintf("%d B", n)
-	}
-}
-
-func mib(n int64) string          { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-func ms(d time.Duration) string   { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
-func secs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
-func copyLimited(w io.Writer, r io.Reader, n int64) (int64, error) {
-	return io.Copy(w, io.LimitReader(r, n))
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,6 +32,10 @@ import (
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchblob"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchmeasure"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
 // dhtResults are scenario 2's (and 3a's) measurements, made in a child process that holds only
@@ -163,7 +165,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	if err != nil {
 		return nil, err
 	}
-	o, err := startOrigin(originDir)
+	o, err := benchorigin.Start(originDir, benchorigin.Pacing{})
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +261,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	heldBy := func(d string) []int {
 		var out []int
 		for i, n := range nodes[1:] {
-			if _, err := os.Stat(committedPath(n.dir, d)); err == nil {
+			if _, err := os.Stat(benchproc.CommittedPath(n.dir, d)); err == nil {
 				out = append(out, i+1)
 			}
 		}
@@ -269,12 +271,12 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	for i, d := range allBlobs {
 		holders[i] = pick()
 		h := nodes[holders[i]]
-		if _, err := fetch(ctx, client, blobURL(h.url, d), cfg.blobSize); err != nil {
+		if _, err := benchmeasure.Fetch(ctx, client, blobURL(h.url, d), cfg.blobSize); err != nil {
 			return nil, fmt.Errorf("pull through holder %d: %w", holders[i], err)
 		}
 	}
 	for i, d := range allBlobs {
-		if _, err := waitCommitted(ctx, nodes[holders[i]].dir, d, cfg.blobSize, 30*time.Second); err != nil {
+		if _, err := benchproc.WaitCommitted(ctx, nodes[holders[i]].dir, d, cfg.blobSize, 30*time.Second); err != nil {
 			return nil, err
 		}
 	}
@@ -292,7 +294,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	}
 	res.AdvertiseSeconds = time.Since(t1).Seconds()
 	logf("dht: %d blobs of %s pulled through random holders; all findable %.2f s after the last commit",
-		len(allBlobs), human(cfg.blobSize), res.AdvertiseSeconds)
+		len(allBlobs), benchreport.IBytes(cfg.blobSize), res.AdvertiseSeconds)
 	blobs := allBlobs[:cfg.trials]
 	for _, d := range blobs {
 		if len(heldBy(d)) > 1 {
@@ -358,28 +360,28 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 		lsum0, lcnt0 := histogram(req.a.Gatherer(), "shoal_dht_lookup_duration_seconds")
 		connected := req.a.Node().Host().Network().Connectedness(nodes[h].a.Node().ID()) == network.Connected
 		trace.Logf(ctx, "trial", "%d start", i+1)
-		got, err := fetch(ctx, client, blobURL(req.url, d), cfg.blobSize)
-		trace.Logf(ctx, "trial", "%d end ttfb=%.3f", i+1, msf(got.ttfb))
+		got, err := benchmeasure.Fetch(ctx, client, blobURL(req.url, d), cfg.blobSize)
+		trace.Logf(ctx, "trial", "%d end ttfb=%.3f", i+1, msf(got.TTFB))
 		if err != nil {
 			res.Failures = append(res.Failures, fmt.Sprintf("trial %d (holder %d, requester %d): %v", i+1, h, r, err))
 			continue
 		}
 		lsum1, lcnt1 := histogram(req.a.Gatherer(), "shoal_dht_lookup_duration_seconds")
 		peer1 := gathered(req.a.Gatherer(), "shoal_fetched_bytes_total", "source", "peer")
-		res.TTFB = append(res.TTFB, msf(got.ttfb))
+		res.TTFB = append(res.TTFB, msf(got.TTFB))
 		if connected {
-			res.TTFBConnected = append(res.TTFBConnected, msf(got.ttfb))
+			res.TTFBConnected = append(res.TTFBConnected, msf(got.TTFB))
 		} else {
-			res.TTFBNewConn = append(res.TTFBNewConn, msf(got.ttfb))
+			res.TTFBNewConn = append(res.TTFBNewConn, msf(got.TTFB))
 		}
-		res.Total = append(res.Total, msf(got.total))
+		res.Total = append(res.Total, msf(got.Total))
 		if lcnt1-lcnt0 == 1 {
 			res.Lookup = append(res.Lookup, (lsum1-lsum0)*1e3)
-			res.Rest = append(res.Rest, msf(got.ttfb)-(lsum1-lsum0)*1e3)
+			res.Rest = append(res.Rest, msf(got.TTFB)-(lsum1-lsum0)*1e3)
 		}
 		// Baseline: the same GET answered from a store (the holder's), same client, same moment.
-		if hit, err := fetch(ctx, client, blobURL(nodes[h].url, d), cfg.blobSize); err == nil {
-			res.HitTTFB = append(res.HitTTFB, msf(hit.ttfb))
+		if hit, err := benchmeasure.Fetch(ctx, client, blobURL(nodes[h].url, d), cfg.blobSize); err == nil {
+			res.HitTTFB = append(res.HitTTFB, msf(hit.TTFB))
 		}
 		if int64(peer1-peer0) == cfg.blobSize {
 			res.PeerOK++

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
-
 	"context"
 	"fmt"
 	"os"
@@ -10,6 +8,10 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchmeasure"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
 // procResults are scenario 3b's measurements: N agent processes in one cluster.
@@ -31,7 +33,7 @@ type procResults struct {
 func (e *env) procs(ctx context.Context, d string) error {
 	n, res := e.cfg.procs, &e.res.pr
 	res.n, res.pullSize = n, e.cfg.procBlob
-	agents := make([]*agentProc, n)
+	agents := make([]*benchproc.Shoal, n)
 	defer func() {
 		for _, a := range agents {
 			if a != nil {
@@ -41,7 +43,7 @@ func (e *env) procs(ctx context.Context, d string) error {
 	}()
 	t0 := time.Now()
 	var err error
-	if agents[0], err = startAgent(ctx, e.bin, []string{e.o.URL()}, filepath.Join(e.tmp, "proc00"), agentOpts{}); err != nil {
+	if agents[0], err = e.startAgent(ctx, filepath.Join(e.tmp, "proc00"), false); err != nil {
 		return err
 	}
 	boot := []string{agents[0].Multiaddr()}
@@ -52,7 +54,7 @@ func (e *env) procs(ctx context.Context, d string) error {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			agents[i], errs[i] = startAgent(ctx, e.bin, []string{e.o.URL()}, filepath.Join(e.tmp, fmt.Sprintf("proc%02d", i)), agentOpts{bootstrap: boot})
+			agents[i], errs[i] = e.startAgent(ctx, filepath.Join(e.tmp, fmt.Sprintf("proc%02d", i)), false, boot...)
 		})
 	}
 	wg.Wait()
@@ -65,7 +67,7 @@ func (e *env) procs(ctx context.Context, d string) error {
 	rtMin := func() int {
 		m := n
 		for _, a := range agents {
-			st, err := getStatus(ctx, a.URL)
+			st, err := a.Status(ctx)
 			if err != nil {
 				return 0
 			}
@@ -87,28 +89,28 @@ func (e *env) procs(ctx context.Context, d string) error {
 		res.idleRSS = append(res.idleRSS, v)
 	}
 	logf("procs: %d agent processes joined in %s (smallest routing table %d); median VmRSS %s",
-		n, secs(res.joinTime), res.rtMin, mib(median(res.idleRSS)))
+		n, benchreport.Secs(res.joinTime), res.rtMin, benchreport.MiB(benchreport.Median(res.idleRSS)))
 
 	gets0 := e.o.BlobGets(d)
-	provides0, err := metric(ctx, agents[0].URL, `shoal_provides_total{result="ok"}`)
+	provides0, err := agents[0].Metric(ctx, `shoal_provides_total{result="ok"}`)
 	if err != nil {
 		return err
 	}
 	for i, a := range agents {
-		if _, err := os.Stat(committedPath(a.DataDir, d)); err == nil {
+		if _, err := os.Stat(benchproc.CommittedPath(a.DataDir, d)); err == nil {
 			res.notes = append(res.notes, fmt.Sprintf("agent %d held the blob already (fetched from the origin for the cluster)", i))
 			continue
 		}
-		if _, err := fetch(ctx, e.client, blobURL(a.URL, d), e.cfg.procBlob); err != nil {
+		if _, err := benchmeasure.Fetch(ctx, e.client, blobURL(a.URL, d), e.cfg.procBlob); err != nil {
 			return fmt.Errorf("procs: pull through agent %d: %w\n%s", i, err, a.Output())
 		}
-		if _, err := waitCommitted(ctx, a.DataDir, d, e.cfg.procBlob, time.Minute); err != nil {
+		if _, err := benchproc.WaitCommitted(ctx, a.DataDir, d, e.cfg.procBlob, time.Minute); err != nil {
 			return err
 		}
 		if i > 0 {
 			// Each pull through an agent must be answered by its peers.
-			v, _ := metric(ctx, a.URL, `shoal_fetched_bytes_total{source="peer"}`)
-			o, _ := metric(ctx, a.URL, `shoal_fetched_bytes_total{source="origin"}`)
+			v, _ := a.Metric(ctx, `shoal_fetched_bytes_total{source="peer"}`)
+			o, _ := a.Metric(ctx, `shoal_fetched_bytes_total{source="origin"}`)
 			if int64(v) == e.cfg.procBlob && o == 0 {
 				res.peerPulls++
 			} else {
@@ -118,7 +120,7 @@ func (e *env) procs(ctx context.Context, d string) error {
 			// Give the others a provider to find: wait until the first agent has sent its
 			// provider records.
 			err := benchproc.WaitFor(ctx, 20*time.Second, 10*time.Millisecond, "first agent announces the blob", func() bool {
-				v, err := metric(ctx, a.URL, `shoal_provides_total{result="ok"}`)
+				v, err := a.Metric(ctx, `shoal_provides_total{result="ok"}`)
 				return err == nil && v > provides0
 			})
 			if err != nil {
@@ -137,7 +139,7 @@ func (e *env) procs(ctx context.Context, d string) error {
 		res.hwm = append(res.hwm, hwm)
 	}
 	logf("procs: blob pulled through all %d (%d of %d from peers, origin GETs %d); VmHWM median %s, max %s",
-		n, res.peerPulls, n-1, res.originGets, mib(median(res.hwm)), mib(slices.Max(res.hwm)))
+		n, res.peerPulls, n-1, res.originGets, benchreport.MiB(benchreport.Median(res.hwm)), benchreport.MiB(slices.Max(res.hwm)))
 	return nil
 }
 

@@ -1,108 +1,39 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"os"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
+// machine is the report's Machine section.
 type machine struct {
-	date, goVersion, kernel, cpu, mem string
-	agentBuild                        string
-	nproc                             int
-	loadBefore, loadAfter             string
-	elapsed                           time.Duration
-}
-
-func machineInfo(root string) machine {
-	m := machine{date: time.Now().UTC().Format("2006-01-02 15:04 MST"), nproc: runtime.NumCPU(), goVersion: runtime.Version()}
-	if out, err := exec.Command("go", "version").Output(); err == nil {
-		m.goVersion = strings.TrimSpace(string(out))
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.kernel = "Linux " + strings.TrimSpace(string(b))
-	}
-	m.cpu = procField("/proc/cpuinfo", "model name")
-	m.mem = procField("/proc/meminfo", "MemTotal")
-	return m
-}
-
-func procField(path, field string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "?"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == field {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
+	benchreport.Machine
+	agentBuild string
 }
 
 type results struct {
-	cfg       config
-	m         machine
-	agentNote string
-	tr        transferResults
-	dht       *dhtResults
-	pr        procResults
-}
-
-func median[T int64 | float64 | time.Duration | int](v []T) T {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "**no**"
-}
-
-func perGiB(d time.Duration, size int64) string {
-	return fmt.Sprintf("%.2f s/GiB", d.Seconds()/(float64(size)/(1<<30)))
+	cfg config
+	m   machine
+	tr  transferResults
+	dht *dhtResults
+	pr  procResults
 }
 
 func rates(size int64, ds []time.Duration) []float64 {
 	out := make([]float64, len(ds))
 	for i, d := range ds {
-		out[i] = mbps(size, d)
+		out[i] = benchreport.MBps(size, d)
 	}
 	return out
 }
 
 func (r *results) markdown() string {
 	c, tr, dh, pr := r.cfg, &r.tr, r.dht, &r.pr
-	sz := human(c.size)
+	sz := benchreport.IBytes(c.size)
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
@@ -118,19 +49,19 @@ func (r *results) markdown() string {
 	peerT := make([]time.Duration, len(tr.peer))
 	ttfb := make([]time.Duration, len(tr.peer))
 	for i, x := range tr.peer {
-		peerT[i], ttfb[i] = x.total, x.ttfb
+		peerT[i], ttfb[i] = x.Total, x.TTFB
 	}
-	peerR, tcpR, rawR := median(rates(c.size, peerT)), median(rates(c.size, tr.tcp)), median(rates(c.size, tr.raw))
+	peerR, tcpR, rawR := benchreport.Median(rates(c.size, peerT)), benchreport.Median(rates(c.size, tr.tcp)), benchreport.Median(rates(c.size, tr.raw))
 	ratio := peerR / tcpR
 	p95 := pct(dh.TTFB, 95)
 
 	p("| # | Scenario | Metric | Shoal | Baseline, same run | Shoal vs. baseline | Target | Met |\n")
 	p("|---|---|---|---:|---|---:|---|---|\n")
 	p("| 1 | %s blob, agent process B ← agent process A over libp2p | throughput (B's /v2 GET, request to last byte) | %.0f MB/s | %.0f MB/s: loopback TCP, `io.Copy(conn, file)` → `io.Copy(io.Discard, conn)` | %.0f%% | ≥ 60%% | %s |\n",
-		sz, peerR, tcpR, 100*ratio, yes(ratio >= 0.6))
+		sz, peerR, tcpR, 100*ratio, benchreport.Met(ratio >= 0.6))
 	p("| 1 | same | — | | %.0f MB/s: one raw libp2p stream (TCP + TLS 1.3 + yamux, hosts built by `p2p.New`, in one process), `io.Copy(stream, file)` | %.0f%% of raw libp2p (raw libp2p is %.0f%% of TCP) | | |\n",
 		rawR, 100*peerR/rawR, 100*rawR/tcpR)
-	serR, pipeR := median(rates(c.size, tr.storeSerial)), median(rates(c.size, tr.storePipe))
+	serR, pipeR := benchreport.Median(rates(c.size, tr.storeSerial)), benchreport.Median(rates(c.size, tr.storePipe))
 	p("| 1 | same | — | | %.0f MB/s / %.0f MB/s: the same raw stream with the receiver doing the least a verifying store-and-forward node must (SHA-256 of each 4 MiB chunk, write it to a new file on B's file system), in one goroutine / pipelined over two | %.0f%% / %.0f%% | | |\n",
 		serR, pipeR, 100*peerR/serR, 100*peerR/pipeR)
 	all := make([]time.Duration, len(tr.cpuB))
@@ -138,14 +69,14 @@ func (r *results) markdown() string {
 		all[i] = tr.cpuA[i] + tr.cpuB[i] + tr.cpuClient[i]
 	}
 	p("| 1 | same | CPU per GiB, every end (A + B + the HTTP client; the baselines: sender + receiver) | %s | TCP %s; raw libp2p %s | %.1f× / %.1f× | | |\n",
-		perGiB(median(all), c.size), perGiB(median(tr.cpuTCP), c.size), perGiB(median(tr.cpuRaw), c.size),
-		median(all).Seconds()/median(tr.cpuTCP).Seconds(), median(all).Seconds()/median(tr.cpuRaw).Seconds())
-	p("| 1 | same | CPU of receiving agent B (user + system) | %s | | | | |\n", perGiB(median(tr.cpuB), c.size))
-	p("| 1 | same | CPU of sending agent A | %s | | | | |\n", perGiB(median(tr.cpuA), c.size))
-	p("| 1 | same | time to first byte at B's client | %s | | | | |\n", ms(median(ttfb)))
+		benchreport.PerGiB(benchreport.Median(all), c.size), benchreport.PerGiB(benchreport.Median(tr.cpuTCP), c.size), benchreport.PerGiB(benchreport.Median(tr.cpuRaw), c.size),
+		benchreport.Median(all).Seconds()/benchreport.Median(tr.cpuTCP).Seconds(), benchreport.Median(all).Seconds()/benchreport.Median(tr.cpuRaw).Seconds())
+	p("| 1 | same | CPU of receiving agent B (user + system) | %s | | | | |\n", benchreport.PerGiB(benchreport.Median(tr.cpuB), c.size))
+	p("| 1 | same | CPU of sending agent A | %s | | | | |\n", benchreport.PerGiB(benchreport.Median(tr.cpuA), c.size))
+	p("| 1 | same | time to first byte at B's client | %s | | | | |\n", benchreport.Ms(benchreport.Median(ttfb)))
 	p("| 2 | %d agents in one process, %d seeds, %d trials, %s blobs | requester's GET → first byte, p50 / p95 / p99 | %.1f / %.1f / %.1f ms | %.1f / %.1f / %.1f ms: the same GET answered by the holder from its store, right after | %+.1f ms at p95 | p95 < 20 ms | %s |\n",
-		dh.Nodes, dh.Seeds, dh.Trials, human(dh.BlobSize), pct(dh.TTFB, 50), p95, pct(dh.TTFB, 99),
-		pct(dh.HitTTFB, 50), pct(dh.HitTTFB, 95), pct(dh.HitTTFB, 99), p95-pct(dh.HitTTFB, 95), yes(p95 < 20 && len(dh.Failures) == 0))
+		dh.Nodes, dh.Seeds, dh.Trials, benchreport.IBytes(dh.BlobSize), pct(dh.TTFB, 50), p95, pct(dh.TTFB, 99),
+		pct(dh.HitTTFB, 50), pct(dh.HitTTFB, 95), pct(dh.HitTTFB, 99), p95-pct(dh.HitTTFB, 95), benchreport.Met(p95 < 20 && len(dh.Failures) == 0))
 	p("| 2 | same | FindProviders from a third node, p50 / p95 / p99 | %.1f / %.1f / %.1f ms | | | | |\n",
 		pct(dh.Find, 50), pct(dh.Find, 95), pct(dh.Find, 99))
 	p("| 2 | same | the requester's own DHT lookup inside its GET, p50 / p95 / p99 | %.1f / %.1f / %.1f ms | | | | |\n",
@@ -154,10 +85,10 @@ func (r *results) markdown() string {
 		pct(dh.Rest, 50), pct(dh.Rest, 95), pct(dh.Rest, 99))
 	n := float64(dh.Nodes)
 	p("| 3 | %d agents in one process | memory per agent: (RSS after − before) / %d; Go heap in use / %d | %s; %s | process before the agents: RSS %s, heap %s | | | |\n",
-		dh.Nodes, dh.Nodes, dh.Nodes, mib(int64(float64(dh.RSSAfter-dh.RSSBefore)/n)), mib(int64(float64(dh.HeapAfter-dh.HeapBefore)/n)),
-		mib(dh.RSSBefore), mib(int64(dh.HeapBefore)))
+		dh.Nodes, dh.Nodes, dh.Nodes, benchreport.MiB(int64(float64(dh.RSSAfter-dh.RSSBefore)/n)), benchreport.MiB(int64(float64(dh.HeapAfter-dh.HeapBefore)/n)),
+		benchreport.MiB(dh.RSSBefore), benchreport.MiB(int64(dh.HeapBefore)))
 	p("| 3 | %d agent processes in one cluster | VmHWM per process, median / max | %s / %s | VmRSS once joined, before any pull: median %s | | | |\n\n",
-		pr.n, mib(median(pr.hwm)), mib(slices.Max(pr.hwm)), mib(median(pr.idleRSS)))
+		pr.n, benchreport.MiB(benchreport.Median(pr.hwm)), benchreport.MiB(slices.Max(pr.hwm)), benchreport.MiB(benchreport.Median(pr.idleRSS)))
 
 	p("MB/s is 10⁶ bytes per second; MiB is 2²⁰ bytes. Percentiles are nearest-rank over the successful trials.\n\n")
 
@@ -166,9 +97,9 @@ func (r *results) markdown() string {
 	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i := range tr.peer {
 		p("| %d | %.0f MB/s | %s | %.0f MB/s | %.0f MB/s | %.0f / %.0f MB/s | %s | %s | %s | %.0f MB/s (%s) | %.0f MB/s | %s / %s |\n", i+1,
-			mbps(c.size, tr.peer[i].total), ms(tr.peer[i].ttfb), mbps(c.size, tr.tcp[i]), mbps(c.size, tr.raw[i]),
-			mbps(c.size, tr.storeSerial[i]), mbps(c.size, tr.storePipe[i]), secs(tr.cpuB[i]), secs(tr.cpuA[i]), secs(tr.commit[i]), mbps(c.size, tr.writeFloor[i]), secs(tr.writeCPU[i]),
-			mbps(c.size, tr.hashFloor[i]), human(int64(tr.peerBytes[i])), human(int64(tr.originByte[i])))
+			benchreport.MBps(c.size, tr.peer[i].Total), benchreport.Ms(tr.peer[i].TTFB), benchreport.MBps(c.size, tr.tcp[i]), benchreport.MBps(c.size, tr.raw[i]),
+			benchreport.MBps(c.size, tr.storeSerial[i]), benchreport.MBps(c.size, tr.storePipe[i]), benchreport.Secs(tr.cpuB[i]), benchreport.Secs(tr.cpuA[i]), benchreport.Secs(tr.commit[i]), benchreport.MBps(c.size, tr.writeFloor[i]), benchreport.Secs(tr.writeCPU[i]),
+			benchreport.MBps(c.size, tr.hashFloor[i]), benchreport.IBytes(int64(tr.peerBytes[i])), benchreport.IBytes(int64(tr.originByte[i])))
 	}
 	allPeer := true
 	for i := range tr.peer {
@@ -177,7 +108,7 @@ func (r *results) markdown() string {
 	p("\nChecks: A pulled the blob from the origin at %.0f MB/s before the runs; the origin was then blocked (blob requests answered 503). "+
 		"B fetched every byte from its peer in every run: %s; the origin saw %d blob GETs and refused %d blob requests while B pulled; "+
 		"A's shoal_peer_served_bytes_total grew by %s per run (median; B's transfers read the blob from offset 0 once).\n\n",
-		mbps(c.size, tr.aPull.total), yes(allPeer), tr.originGets, tr.originRefused, human(int64(median(tr.servedA))))
+		benchreport.MBps(c.size, tr.aPull.Total), benchreport.Met(allPeer), tr.originGets, tr.originRefused, benchreport.IBytes(int64(benchreport.Median(tr.servedA))))
 	if len(tr.profiles) > 0 {
 		p("CPU profiles (-pprof): %s.\n\n", strings.Join(tr.profiles, ", "))
 	}
@@ -191,7 +122,7 @@ func (r *results) markdown() string {
 	p("- Trials: %d of %d GETs succeeded with every byte from a peer (origin blocked; it refused %d blob requests); FindProviders from the third node found a node holding the blob (the holder or the requester) %d times of %d.\n",
 		dh.PeerOK, dh.Trials, dh.Refused, dh.FindHits, len(dh.Find))
 	p("- The trial loop took %.1f s of wall time and %.1f s of CPU time of the process (%.0f%% of the machine's %d cores); the process's garbage collector ran %d cycles and used %.1f s of CPU (%.0f%% of the process's).\n",
-		dh.TrialSeconds, dh.TrialCPUSeconds, 100*dh.TrialCPUSeconds/dh.TrialSeconds/float64(r.m.nproc), r.m.nproc,
+		dh.TrialSeconds, dh.TrialCPUSeconds, 100*dh.TrialCPUSeconds/dh.TrialSeconds/float64(r.m.NProc), r.m.NProc,
 		dh.GCCycles, dh.GCCPUSeconds, 100*dh.GCCPUSeconds/dh.TrialCPUSeconds)
 	p("- Requesters already connected to the holder before their GET: %d of %d (TTFB p50 / p95 %.1f / %.1f ms)",
 		len(dh.TTFBConnected), len(dh.TTFB), pct(dh.TTFBConnected, 50), pct(dh.TTFBConnected, 95))
@@ -239,20 +170,20 @@ func (r *results) markdown() string {
 		p("- Metrics not matching (the GET itself succeeded with the origin blocked): %s.\n", strings.Join(dh.Notes, "; "))
 	}
 	p("- Memory of the process (origin, HTTP client and %d agents): RSS %s before the agents, %s after the trials (peak %s); Go heap in use %s → %s; runtime Sys %s → %s; goroutines %d → %d (%.0f per agent).\n\n",
-		dh.Nodes, mib(dh.RSSBefore), mib(dh.RSSAfter), mib(dh.HWM), mib(int64(dh.HeapBefore)), mib(int64(dh.HeapAfter)),
-		mib(int64(dh.SysBefore)), mib(int64(dh.SysAfter)), dh.GoroutinesBefore, dh.Goroutines, float64(dh.Goroutines-dh.GoroutinesBefore)/n)
+		dh.Nodes, benchreport.MiB(dh.RSSBefore), benchreport.MiB(dh.RSSAfter), benchreport.MiB(dh.HWM), benchreport.MiB(int64(dh.HeapBefore)), benchreport.MiB(int64(dh.HeapAfter)),
+		benchreport.MiB(int64(dh.SysBefore)), benchreport.MiB(int64(dh.SysAfter)), dh.GoroutinesBefore, dh.Goroutines, float64(dh.Goroutines-dh.GoroutinesBefore)/n)
 
 	p("## 3. Agent processes, details\n\n")
 	p("%d processes joined in %s (smallest routing table %d). A %s blob was then pulled through each in turn: %d of %d got every byte from peers; the origin served %d GET for it. VmRSS after: median %s, max %s; VmHWM: median %s, max %s.\n\n",
-		pr.n, secs(pr.joinTime), pr.rtMin, human(pr.pullSize), pr.peerPulls, pr.n-1, pr.originGets,
-		mib(median(pr.rss)), mib(slices.Max(pr.rss)), mib(median(pr.hwm)), mib(slices.Max(pr.hwm)))
+		pr.n, benchreport.Secs(pr.joinTime), pr.rtMin, benchreport.IBytes(pr.pullSize), pr.peerPulls, pr.n-1, pr.originGets,
+		benchreport.MiB(benchreport.Median(pr.rss)), benchreport.MiB(slices.Max(pr.rss)), benchreport.MiB(benchreport.Median(pr.hwm)), benchreport.MiB(slices.Max(pr.hwm)))
 	if len(pr.notes) > 0 {
 		p("The others (with coordinators, the node that fetches a blob from the origin for the cluster is one of them): %s.\n\n", strings.Join(pr.notes, "; "))
 	}
 
 	p("## Method\n\n")
-	p("- Agent binary: %s. Agents run as child processes with `--log-level warn`, `--p2p-listen /ip4/127.0.0.1/tcp/<free port>` and `--bootstrap <multiaddr>/p2p/<id>` (the ID from `id --data-dir`). "+
-		"The origin is go-containerregistry's registry in the benchmark process, serving random-byte blob files with sendfile.\n", r.agentNote)
+	p("- Agent binary: ./cmd/shoal (`shoal agent`). Agents run as child processes with `--log-level warn`, `--p2p-listen /ip4/127.0.0.1/tcp/<free port>` and `--bootstrap <multiaddr>/p2p/<id>` (the ID from `id --data-dir`). " +
+		"The origin is go-containerregistry's registry in the benchmark process, serving random-byte blob files with sendfile.\n")
 	p("- 1: A pulls the blob through its /v2 API from the origin and commits it; the origin is then blocked. Each run starts a fresh B with an empty data directory, bootstrapped to A, " +
 		"waits until B is connected and A has announced, then times one GET through B (request sent → last byte; a Go net/http client reading to io.Discard) and the two baselines " +
 		"on A's stored (page-cached) file, in alternating order: plain TCP (dial included) and one raw libp2p stream over an established connection between two hosts built by `p2p.New` " +
@@ -273,44 +204,9 @@ func (r *results) markdown() string {
 
 	p("## Machine\n\n")
 	p("- Agents built from %s\n", r.m.agentBuild)
-	p("- Date: %s\n- nproc: %d; CPU: %s; memory: %s\n- %s\n- Kernel: %s\n", r.m.date, r.m.nproc, r.m.cpu, r.m.mem, r.m.goVersion, r.m.kernel)
-	p("- Load average before / after: %s / %s (the machine may be shared: compare Shoal with the baselines of the same run, not across runs)\n",
-		r.m.loadBefore, r.m.loadAfter)
-	p("- Benchmark wall time: %s\n", r.m.elapsed.Round(time.Second))
+	p("%s", r.m.Markdown("Shoal with the baselines of the same run, not across runs"))
 	return b.String()
 }
 
 // analysisMarker starts the hand-written part of the results file, which a rerun keeps.
 const analysisMarker = "<!-- Hand-written below this line; `go run ./test/bench/p2p` keeps it when it rewrites the file above. -->"
-
-// keepAnalysis returns the hand-written part of an existing results file (from the marker on),
-// or "".
-func keepAnalysis(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	if i := strings.Index(string(b), analysisMarker); i >= 0 {
-		return string(b[i:])
-	}
-	return ""
-}
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
-	default:
-		return fmt.Sprintf("%d B", n)
-	}
-}
-
-func mib(n int64) string          { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-func ms(d time.Duration) string   { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
-func secs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }

@@ -1,33 +1,33 @@
 package main
 
 import (
-	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
-
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchmeasure"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
 // transferResults are scenario 1's measurements, one element per run.
 type transferResults struct {
-	peer                  []fetchResult   // B's GET through its /v2 API, the bytes coming from A
-	tcp, raw              []time.Duration // baselines on A's stored file
-	storeSerial           []time.Duration // raw libp2p + SHA-256 per 4 MiB + write to a new file, one goroutine
-	storePipe             []time.Duration // the same, reading+hashing and writing in two goroutines
-	cpuB, cpuA            []time.Duration // CPU time (user + system) of B and A during B's GET
-	cpuClient             []time.Duration // this process's CPU during B's GET (the HTTP client, mostly)
-	cpuTCP, cpuRaw        []time.Duration // this process's CPU during each baseline (both of its ends)
-	commit                []time.Duration // B: last byte delivered → blob committed
+	peer                  []benchmeasure.Result // B's GET through its /v2 API, the bytes coming from A
+	tcp, raw              []time.Duration       // baselines on A's stored file
+	storeSerial           []time.Duration       // raw libp2p + SHA-256 per 4 MiB + write to a new file, one goroutine
+	storePipe             []time.Duration       // the same, reading+hashing and writing in two goroutines
+	cpuB, cpuA            []time.Duration       // CPU time (user + system) of B and A during B's GET
+	cpuClient             []time.Duration       // this process's CPU during B's GET (the HTTP client, mostly)
+	cpuTCP, cpuRaw        []time.Duration       // this process's CPU during each baseline (both of its ends)
+	commit                []time.Duration       // B: last byte delivered → blob committed
 	writeFloor, hashFloor []time.Duration
 	writeCPU              []time.Duration // CPU time of the write floor
 	peerBytes, originByte []float64       // B's shoal_fetched_bytes_total by source, per run
 	servedA               []float64       // A's shoal_peer_served_bytes_total increase, per run
-	aPull                 fetchResult
+	aPull                 benchmeasure.Result
 	originGets            int // origin GETs for the blob while B pulled (must be 0)
 	originRefused         int // blob requests the blocked origin refused (must be 0)
 	profiles              []string
@@ -44,20 +44,20 @@ func blobURL(base, d string) string { return base + "/v2/" + repo + "/blobs/" + 
 // two in-process hosts.
 func (e *env) transfer(ctx context.Context, d string) error {
 	size, res := e.cfg.size, &e.res.tr
-	a, err := startAgent(ctx, e.bin, []string{e.o.URL()}, filepath.Join(e.tmp, "agent-a"), agentOpts{debug: e.cfg.pprof != ""})
+	a, err := e.startAgent(ctx, filepath.Join(e.tmp, "agent-a"), true)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = a.Stop() }()
-	logf("transfer: A (%s) pulls the %s blob from the origin", a.PeerID, human(size))
-	if res.aPull, err = fetch(ctx, e.client, blobURL(a.URL, d), size); err != nil {
+	logf("transfer: A (%s) pulls the %s blob from the origin", a.PeerID, benchreport.IBytes(size))
+	if res.aPull, err = benchmeasure.Fetch(ctx, e.client, blobURL(a.URL, d), size); err != nil {
 		return fmt.Errorf("pull through A: %w\n%s", err, a.Output())
 	}
-	if _, err := waitCommitted(ctx, a.DataDir, d, size, 2*time.Minute); err != nil {
+	if _, err := benchproc.WaitCommitted(ctx, a.DataDir, d, size, 2*time.Minute); err != nil {
 		return err
 	}
 	syscall.Sync()
-	stored := committedPath(a.DataDir, d)
+	stored := benchproc.CommittedPath(a.DataDir, d)
 	e.o.Block(true)
 	defer e.o.Block(false)
 	gets0 := e.o.BlobGets(d)
@@ -74,19 +74,18 @@ func (e *env) transfer(ctx context.Context, d string) error {
 	defer raw.Close()
 
 	for i := range e.cfg.runs {
-		b, err := startAgent(ctx, e.bin, []string{e.o.URL()}, filepath.Join(e.tmp, fmt.Sprintf("agent-b%d", i+1)),
-			agentOpts{bootstrap: []string{a.Multiaddr()}, debug: e.cfg.pprof != ""})
+		b, err := e.startAgent(ctx, filepath.Join(e.tmp, fmt.Sprintf("agent-b%d", i+1)), true, a.Multiaddr())
 		if err != nil {
 			return err
 		}
 		err = benchproc.WaitFor(ctx, 20*time.Second, 10*time.Millisecond, "B joins A", func() bool {
-			st, err := getStatus(ctx, b.URL)
+			st, err := b.Status(ctx)
 			return err == nil && len(st.ConnectedPeers) > 0 && st.RoutingTableSize > 0
 		})
 		if err == nil && i == 0 {
 			// A starts announcing once it has a peer; its own record is what B's lookup finds.
 			err = benchproc.WaitFor(ctx, 20*time.Second, 10*time.Millisecond, "A announces the blob", func() bool {
-				v, err := metric(ctx, a.URL, `shoal_provides_total{result="ok"}`)
+				v, err := a.Metric(ctx, `shoal_provides_total{result="ok"}`)
 				return err == nil && v >= 1
 			})
 		}
@@ -96,32 +95,32 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 
-		var pr fetchResult
+		var pr benchmeasure.Result
 		var cpuA, cpuB, cpuClient, cpuTCP, cpuRaw, commit time.Duration
 		var peerBytes, originBytes, served float64
 		peerRun := func() error {
-			served0, _ := metric(ctx, a.URL, "shoal_peer_served_bytes_total")
-			e.profStart(ctx, b, fmt.Sprintf("receiver-B-run%d", i+1))
-			e.profStart(ctx, a, fmt.Sprintf("sender-A-run%d", i+1))
+			served0, _ := a.Metric(ctx, "shoal_peer_served_bytes_total")
+			e.prof.StartCPU(ctx, b, fmt.Sprintf("receiver-B-run%d.cpu.pprof", i+1))
+			e.prof.StartCPU(ctx, a, fmt.Sprintf("sender-A-run%d.cpu.pprof", i+1))
 			a0, _ := benchproc.CPUTime(a.Pid())
 			b0, _ := benchproc.CPUTime(b.Pid())
 			c0 := selfCPU()
-			r, err := fetch(ctx, e.client, blobURL(b.URL, d), size)
+			r, err := benchmeasure.Fetch(ctx, e.client, blobURL(b.URL, d), size)
 			cpuClient = selfCPU() - c0
 			a1, _ := benchproc.CPUTime(a.Pid())
 			b1, _ := benchproc.CPUTime(b.Pid())
-			e.profStop(ctx, b, fmt.Sprintf("receiver-B-run%d", i+1))
-			e.profStop(ctx, a, fmt.Sprintf("sender-A-run%d", i+1))
+			e.prof.StopCPU(b)
+			e.prof.StopCPU(a)
 			if err != nil {
 				return fmt.Errorf("GET through B: %w\nB:\n%s", err, b.Output())
 			}
 			pr, cpuA, cpuB = r, a1-a0, b1-b0
-			if commit, err = waitCommitted(ctx, b.DataDir, d, size, 2*time.Minute); err != nil {
+			if commit, err = benchproc.WaitCommitted(ctx, b.DataDir, d, size, 2*time.Minute); err != nil {
 				return err
 			}
-			peerBytes, _ = metric(ctx, b.URL, `shoal_fetched_bytes_total{source="peer"}`)
-			originBytes, _ = metric(ctx, b.URL, `shoal_fetched_bytes_total{source="origin"}`)
-			served1, _ := metric(ctx, a.URL, "shoal_peer_served_bytes_total")
+			peerBytes, _ = b.Metric(ctx, `shoal_fetched_bytes_total{source="peer"}`)
+			originBytes, _ = b.Metric(ctx, `shoal_fetched_bytes_total{source="origin"}`)
+			served1, _ := a.Metric(ctx, "shoal_peer_served_bytes_total")
 			served = served1 - served0
 			return nil
 		}
@@ -129,7 +128,7 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		baseRun := func() error {
 			var err error
 			c0 := selfCPU()
-			if tcp, err = tcpBaseline(ctx, stored); err != nil {
+			if tcp, err = benchmeasure.TCPCopy(ctx, stored, false); err != nil {
 				return fmt.Errorf("TCP baseline: %w", err)
 			}
 			c1 := selfCPU()
@@ -139,7 +138,7 @@ func (e *env) transfer(ctx context.Context, d string) error {
 			cpuTCP, cpuRaw = c1-c0, selfCPU()-c1
 			return nil
 		}
-		err = inOrder(i%2 == 1, baseRun, peerRun)
+		err = benchmeasure.InOrder(i%2 == 1, baseRun, peerRun)
 		stopErr := b.Stop()
 		_ = os.RemoveAll(b.DataDir)
 		if err != nil {
@@ -162,11 +161,11 @@ func (e *env) transfer(ctx context.Context, d string) error {
 			return fmt.Errorf("store floor: %w", err)
 		}
 		time.Sleep(3 * time.Second)
-		wf, wcpu, wfile, err := writeFloor(floorDir, size, e.pattern)
+		wf, wcpu, wfile, err := benchmeasure.WriteFloor(floorDir, size, e.pattern)
 		if err != nil {
 			return err
 		}
-		hf := hashFloor(size, e.pattern)
+		hf := benchmeasure.HashFloor(size, e.pattern)
 		// The floor file stays until the scenario ends, so that its pages are not handed to the
 		// next B.
 		_ = wfile
@@ -189,62 +188,10 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		res.originByte = append(res.originByte, originBytes)
 		res.servedA = append(res.servedA, served)
 		logf("transfer run %d: peer %.0f MB/s (TTFB %s, B CPU %s, A CPU %s; from peer %s, from origin %s); TCP %.0f MB/s; raw libp2p %.0f MB/s; raw libp2p+verify+store %.0f MB/s serial, %.0f MB/s pipelined; write alone %.0f MB/s (CPU %s), SHA-256 alone %.0f MB/s",
-			i+1, mbps(size, pr.total), ms(pr.ttfb), secs(cpuB), secs(cpuA), human(int64(peerBytes)), human(int64(originBytes)),
-			mbps(size, tcp), mbps(size, rawT), mbps(size, storeSer), mbps(size, storePipe), mbps(size, wf), secs(wcpu), mbps(size, hf))
+			i+1, benchreport.MBps(size, pr.Total), benchreport.Ms(pr.TTFB), benchreport.Secs(cpuB), benchreport.Secs(cpuA), benchreport.IBytes(int64(peerBytes)), benchreport.IBytes(int64(originBytes)),
+			benchreport.MBps(size, tcp), benchreport.MBps(size, rawT), benchreport.MBps(size, storeSer), benchreport.MBps(size, storePipe), benchreport.MBps(size, wf), benchreport.Secs(wcpu), benchreport.MBps(size, hf))
 	}
 	res.originGets = e.o.BlobGets(d) - gets0
 	res.originRefused = e.o.BlockedRequests()
 	return nil
-}
-
-// inOrder runs a then b, or b then a, to spread any order effect over the runs.
-func inOrder(aFirst bool, a, b func() error) error {
-	if !aFirst {
-		a, b = b, a
-	}
-	if err := a(); err != nil {
-		return err
-	}
-	return b()
-}
-
-// profStart and profStop take a CPU profile of an agent (benchagent with --debug-listen) when
-// -pprof is set; best effort.
-func (e *env) profStart(ctx context.Context, a *agentProc, name string) {
-	if e.cfg.pprof == "" || a.Debug == "" {
-		return
-	}
-	if _, err := post(ctx, a.Debug+"/debug/cpu/start"); err != nil {
-		logf("pprof %s: %v", name, err)
-	}
-}
-
-func (e *env) profStop(ctx context.Context, a *agentProc, name string) {
-	if e.cfg.pprof == "" || a.Debug == "" {
-		return
-	}
-	b, err := post(ctx, a.Debug+"/debug/cpu/stop")
-	p := filepath.Join(e.cfg.pprof, name+".cpu.pprof")
-	if err == nil {
-		err = os.WriteFile(p, b, 0o644)
-	}
-	if err != nil {
-		logf("pprof %s: %v", name, err)
-		return
-	}
-	e.res.tr.profiles = append(e.res.tr.profiles, p)
-}
-
-func post(ctx context.Context, url string) ([]byte, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("%s: %s: %s", url, resp.Status, b)
-	}
-	return b, err
 }

@@ -31,13 +31,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -72,14 +69,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "push:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, cfg)
-	stop()
-	benchproc.RunCleanups()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "push:", err)
-		os.Exit(1)
-	}
+	benchproc.Main("push", func(ctx context.Context) error { return run(ctx, cfg) })
 }
 
 func parseBytes(s string) (int64, error) {
@@ -101,23 +91,28 @@ type result struct {
 }
 
 func run(ctx context.Context, cfg config) error {
-	dir, err := os.MkdirTemp(cfg.tmp, "shoal-push-bench-")
+	dir, err := benchproc.TempDir(cfg.tmp, "shoal-push-bench-", false)
 	if err != nil {
 		return err
 	}
-	benchproc.AtCleanup(func() { os.RemoveAll(dir) })
 	fmt.Printf("writing a %s random blob under %s\n", humanize.IBytes(uint64(cfg.size)), dir)
 	d, err := benchblob.Make(filepath.Join(dir, "src"), cfg.size, 1)
 	if err != nil {
 		return err
 	}
 	src := filepath.Join(dir, "src", "sha256", strings.TrimPrefix(d, "sha256:"))
-	bin := filepath.Join(dir, "shoal")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/shoal").CombinedOutput(); err != nil {
-		return fmt.Errorf("building shoal (run from the module root): %v\n%s", err, out)
+	root, err := benchproc.ModuleRoot()
+	if err != nil {
+		return err
 	}
+	bin := filepath.Join(dir, "shoal")
+	if err := (benchproc.Source{Dir: root, Desc: "the working tree"}).Build(ctx, "./cmd/shoal", bin); err != nil {
+		return err
+	}
+	// A seed with no origin, on free loopback ports.
 	seedDir := filepath.Join(dir, "seed")
-	s, err := startSeed(ctx, bin, seedDir)
+	s, err := benchproc.Start(ctx, bin, benchproc.Options{Command: "seed", DataDir: seedDir,
+		Registries: []string{"none"}, P2P: benchproc.P2PLoopback})
 	if err != nil {
 		return err
 	}
@@ -131,16 +126,16 @@ func run(ctx context.Context, cfg config) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			cpu0, _ := benchproc.CPUTime(s.cmd.Process.Pid)
+			cpu0, _ := benchproc.CPUTime(s.Pid())
 			start := time.Now()
 			switch m {
 			case "file":
 				err = writeFile(src, filepath.Join(seedDir, "bench-file"))
 			default:
-				err = push(ctx, s.url, m, src, d, cfg.size, cfg.chunk)
+				err = push(ctx, s.URL, m, src, d, cfg.size, cfg.chunk)
 			}
 			took := time.Since(start)
-			cpu1, _ := benchproc.CPUTime(s.cmd.Process.Pid)
+			cpu1, _ := benchproc.CPUTime(s.Pid())
 			if err != nil {
 				return fmt.Errorf("run %d, %s: %w", r+1, m, err)
 			}
@@ -152,14 +147,14 @@ func run(ctx context.Context, cfg config) error {
 			if m == "file" {
 				err = os.Remove(filepath.Join(seedDir, "bench-file"))
 			} else {
-				err = deleteBlob(ctx, s.url, d)
+				err = deleteBlob(ctx, s.URL, d)
 			}
 			if err != nil {
 				return fmt.Errorf("run %d, %s: cleaning up: %w", r+1, m, err)
 			}
 		}
 	}
-	rss, _ := benchproc.Status(s.cmd.Process.Pid, "VmHWM")
+	rss, _ := benchproc.Status(s.Pid(), "VmHWM")
 	gib := float64(cfg.size) / (1 << 30)
 	for _, m := range modes {
 		res := results[m]
@@ -341,63 +336,6 @@ func resolve(base, loc string) (string, error) {
 		return "", err
 	}
 	return b.ResolveReference(l).String(), nil
-}
-
-type seedProc struct {
-	cmd *exec.Cmd
-	url string
-	out *benchproc.Output
-}
-
-// startSeed starts a seed with no origin on free loopback ports and waits for /readyz.
-func startSeed(ctx context.Context, bin, dataDir string) (*seedProc, error) {
-	addr, err := benchproc.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	p2pAddr, err := benchproc.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	host, port, _ := strings.Cut(p2pAddr, ":")
-	s := &seedProc{url: "http://" + addr, out: &benchproc.Output{Limit: 1 << 20}}
-	s.cmd = exec.Command(bin, "seed", "--listen", addr, "--data-dir", dataDir, "--registry", "none",
-		"--p2p-listen", "/ip4/"+host+"/tcp/"+port, "--log-level", "warn")
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
-	benchproc.AtCleanup(func() {
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	err = benchproc.WaitFor(ctx, 30*time.Second, 20*time.Millisecond, "the seed to be ready", func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-		}
-		resp, err := http.Get(s.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	select {
-	case <-done:
-		return nil, fmt.Errorf("the seed exited:\n%s", s.out.String())
-	default:
-	}
-	return s, err
 }
 
 func renderReport(cfg config, results map[string]*result, modes []string, rss int64) string {

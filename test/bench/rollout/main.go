@@ -32,22 +32,23 @@
 package main
 
 import (
-	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
-
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
 type config struct {
@@ -106,15 +107,22 @@ func main() {
 		fmt.Fprintf(os.Stderr, format+"\n", args...)
 		os.Exit(2)
 	}
-	var err error
-	if cfg.size, err = parseSize(*size); err != nil || cfg.size <= 0 {
+	// SI unless written with an "i": 200MB is 200·10⁶ bytes, 200MiB 200·2²⁰.
+	parse := func(s string) int64 {
+		n, err := humanize.ParseBytes(s)
+		if err != nil {
+			return -1
+		}
+		return int64(n)
+	}
+	if cfg.size = parse(*size); cfg.size <= 0 {
 		usage("-size %q: want a positive size such as 200MB", *size)
 	}
 	cfg.agentArgs = strings.Fields(*extra)
-	if cfg.link, err = parseSize(*link); err != nil || cfg.link < 0 {
+	if cfg.link = parse(*link); cfg.link < 0 {
 		usage("-link %q: want a rate such as 25MB (0 = unlimited)", *link)
 	}
-	if cfg.originRate, err = parseSize(*orate); err != nil || cfg.originRate < 0 {
+	if cfg.originRate = parse(*orate); cfg.originRate < 0 {
 		usage("-origin-rate %q: want a rate such as 50MB (0 = unlimited)", *orate)
 	}
 	if cfg.nodes < 2 || cfg.layers < 1 || cfg.runs < 1 || cfg.parallel < 1 || cfg.wave <= 0 || cfg.wave > 1 {
@@ -141,81 +149,52 @@ func main() {
 		usage("-scenarios: none given")
 	}
 	cfg.args = strings.Join(os.Args[1:], " ")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "\n%v: stopping the agents and removing temporary files\n", s)
-		cancel()
-		benchproc.RunCleanups()
-		os.Exit(130)
-	}()
-	err = run(ctx, cfg)
-	benchproc.RunCleanups()
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "rollout bench:", err)
-		os.Exit(1)
-	}
+	benchproc.Main("rollout bench", func(ctx context.Context) error { return run(ctx, cfg) })
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
-}
+// logf logs the benchmark's progress.
+var logf = benchproc.Logf
 
 // env is what the scenarios share.
 type env struct {
 	cfg config
 	bin string
 	tmp string
-	o   *origin
+	o   *benchorigin.Origin
 	im  *image
+	// prof takes CPU profiles of node 0 (with -pprof).
+	prof *benchproc.Profiler
 }
 
 // imageBytes is what one pull downloads besides the manifest: config and layers.
 func (e *env) imageBytes() int64 { return e.im.layerBytes() + e.im.config.Size }
 
 func run(ctx context.Context, cfg config) error {
-	began := time.Now()
-	root, err := moduleRoot()
+	m := machine{Machine: benchreport.ReadMachine()}
+	root, err := benchproc.ModuleRoot()
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(cfg.tmp, "shoal-bench-rollout-")
+	tmp, err := benchproc.TempDir(cfg.tmp, "shoal-bench-rollout-", cfg.keep)
 	if err != nil {
 		return err
-	}
-	if cfg.keep {
-		logf("keeping %s", tmp)
-	} else {
-		benchproc.AtCleanup(func() { _ = os.RemoveAll(tmp) })
 	}
 	// The origin's image, and N copies in the agents' stores of one scenario.
-	if need := cfg.size * int64(cfg.nodes+2); true {
-		if free, err := freeBytes(tmp); err == nil && free < need+need/10 {
-			return fmt.Errorf("%s has %s free; this run needs about %s (use -tmp or a smaller -size)", tmp, human(free), human(need))
-		}
+	if err := benchproc.CheckFree(tmp, cfg.size*int64(cfg.nodes+2)); err != nil {
+		return err
 	}
-	m := machineInfo()
-	m.loadBefore = loadavg()
-	e := &env{cfg: cfg, tmp: tmp}
+	e := &env{cfg: cfg, tmp: tmp, prof: &benchproc.Profiler{Dir: cfg.profDir}}
 
-	src, desc := root, ""
-	if cfg.rev != "" {
-		if src, desc, err = extractRev(ctx, root, tmp, cfg.rev); err != nil {
-			return err
-		}
-	} else {
-		desc = buildDesc(ctx, root)
+	src, err := benchproc.Checkout(ctx, root, tmp, cfg.rev)
+	if err != nil {
+		return err
 	}
-	m.agentBuild = desc
-	logf("building the agent from %s; writing a %s image in %d layers", desc, human(cfg.size), cfg.layers)
+	m.agentBuild = src.Desc
+	logf("building the agent from %s; writing a %s image in %d layers", src.Desc, human(cfg.size), cfg.layers)
 	e.bin = filepath.Join(tmp, "shoal")
 	var buildErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { buildErr = goBuild(ctx, src, "./cmd/shoal", e.bin) })
+	wg.Go(func() { buildErr = src.Build(ctx, "./cmd/shoal", e.bin) })
 	e.im, err = makeImage(filepath.Join(tmp, "origin"), cfg.size, cfg.layers)
 	wg.Wait()
 	if err = errors.Join(err, buildErr); err != nil {
@@ -224,7 +203,7 @@ func run(ctx context.Context, cfg config) error {
 	t := time.Now()
 	syscall.Sync()
 	logf("built; image written and synced (sync took %s)", time.Since(t).Round(time.Millisecond))
-	if e.o, err = startOrigin(filepath.Join(tmp, "origin"), cfg.originRate); err != nil {
+	if e.o, err = benchorigin.Start(filepath.Join(tmp, "origin"), benchorigin.Pacing{Egress: cfg.originRate}); err != nil {
 		return err
 	}
 	benchproc.AtCleanup(e.o.Close)
@@ -242,148 +221,20 @@ func run(ctx context.Context, cfg config) error {
 			results = append(results, res)
 		}
 	}
-	m.loadAfter = loadavg()
-	m.elapsed = time.Since(began)
+	m.Finish()
 	rep := &report{cfg: cfg, m: m, im: e.im, imageBytes: e.imageBytes(), results: results}
 	md := rep.markdown()
 	fmt.Fprint(os.Stderr, md)
-	write := func(p, content string) error {
-		if p == "" {
-			return nil
+	for _, f := range []struct{ path, content, keepFrom string }{{cfg.out, md, analysisMarker}, {cfg.svg, rep.svg(), ""}} {
+		if f.path == "" {
+			continue
 		}
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(root, p)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		p, err := benchreport.WriteFile(root, f.path, f.content, f.keepFrom)
+		if err != nil {
 			return err
 		}
 		logf("wrote %s", p)
-		return nil
-	}
-	if cfg.out != "" {
-		p := cfg.out
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(root, p)
-		}
-		if kept := keepAnalysis(p); kept != "" {
-			md += "\n" + kept
-		}
-	}
-	if err := errors.Join(write(cfg.out, md), write(cfg.svg, rep.svg())); err != nil {
-		return err
 	}
 	fmt.Println(rep.json())
 	return nil
-}
-
-func goBuild(ctx context.Context, root, pkg, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
-}
-
-// buildDesc describes the tree the agent was built from.
-func buildDesc(ctx context.Context, root string) string {
-	git := func(args ...string) (string, error) {
-		out, err := exec.CommandContext(ctx, "git", append([]string{"-C", root}, args...)...).Output()
-		return strings.TrimRight(string(out), "\n"), err
-	}
-	head, err := git("rev-parse", "--short=12", "HEAD")
-	if err != nil {
-		return "the working tree (no git revision)"
-	}
-	desc := "the working tree at git revision " + head
-	if st, err := git("status", "--porcelain", "--", "agent", "cmd", "registryapi", "internal", "p2p", "go.mod", "go.sum"); err == nil && st != "" {
-		var files []string
-		for l := range strings.SplitSeq(st, "\n") {
-			if len(l) > 3 {
-				files = append(files, strings.TrimSpace(l[3:]))
-			}
-		}
-		desc += ", with uncommitted changes to " + strings.Join(files, ", ")
-	}
-	return desc
-}
-
-// extractRev extracts git revision rev into tmp/src and returns the tree and a description.
-func extractRev(ctx context.Context, root, tmp, rev string) (string, string, error) {
-	out, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--verify", rev+"^{commit}").Output()
-	if err != nil {
-		return "", "", fmt.Errorf("-rev %q: not a commit", rev)
-	}
-	full := strings.TrimSpace(string(out))
-	src := filepath.Join(tmp, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return "", "", err
-	}
-	archive := exec.CommandContext(ctx, "git", "-C", root, "archive", "--format=tar", full)
-	untar := exec.CommandContext(ctx, "tar", "-x", "-C", src)
-	pipe, err := archive.StdoutPipe()
-	if err != nil {
-		return "", "", err
-	}
-	untar.Stdin = pipe
-	if err := archive.Start(); err != nil {
-		return "", "", err
-	}
-	if b, err := untar.CombinedOutput(); err != nil {
-		_ = archive.Wait()
-		return "", "", fmt.Errorf("extracting %s: %v\n%s", rev, err, b)
-	}
-	if err := archive.Wait(); err != nil {
-		return "", "", fmt.Errorf("git archive %s: %w", rev, err)
-	}
-	return src, fmt.Sprintf("git revision %s (-rev %s)", full[:12], rev), nil
-}
-
-// moduleRoot finds the shoal module's root from the working directory.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run this from inside the shoal module")
-	}
-	b, err := os.ReadFile(gomod)
-	if err != nil {
-		return "", err
-	}
-	if !strings.Contains(string(b), "module github.com/shoal-oci/shoal\n") {
-		return "", fmt.Errorf("%s is not the shoal module", gomod)
-	}
-	return filepath.Dir(gomod), nil
-}
-
-func freeBytes(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * st.Bsize, nil
-}
-
-// parseSize reads 200MB (10^6), 200MiB (2^20), 1.5GB, 4096 or 4096B.
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"kB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = strings.TrimSpace(v), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 0, err
-	}
-	return int64(v * float64(mult)), nil
 }

@@ -1,66 +1,22 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
+// machine is the report's Machine section.
 type machine struct {
-	date, goVersion, kernel, cpu, mem string
-	agentBuild                        string
-	nproc                             int
-	loadBefore, loadAfter             string
-	elapsed                           time.Duration
-}
-
-func machineInfo() machine {
-	m := machine{date: time.Now().UTC().Format("2006-01-02 15:04 MST"), nproc: runtime.NumCPU(), goVersion: runtime.Version()}
-	if out, err := exec.Command("go", "version").Output(); err == nil {
-		m.goVersion = strings.TrimSpace(string(out))
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.kernel = "Linux " + strings.TrimSpace(string(b))
-	}
-	m.cpu = procField("/proc/cpuinfo", "model name")
-	m.mem = procField("/proc/meminfo", "MemTotal")
-	return m
-}
-
-func procField(path, field string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "?"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == field {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
+	benchreport.Machine
+	agentBuild string
 }
 
 // percentile is the nearest-rank percentile (p in 0..100; 100 is the maximum).
@@ -72,18 +28,6 @@ func percentile[T int64 | float64 | time.Duration](v []T, p float64) T {
 	slices.Sort(s)
 	rank := int(math.Ceil(p / 100 * float64(len(s))))
 	return s[min(max(rank, 1), len(s))-1]
-}
-
-func median[T int64 | float64 | time.Duration](v []T) T {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if n := len(s); n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return s[len(s)/2]
 }
 
 func human(n int64) string {
@@ -98,7 +42,6 @@ func human(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-func mib(n int64) string          { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 func perSec(n int64) string       { return human(n) + "/s" }
 
@@ -147,7 +90,7 @@ func (r *report) aggregate(name string) *agg {
 				a.hwm = append(a.hwm, n.hwm)
 			}
 		}
-		a.originServed += s.origin.bytes
+		a.originServed += s.origin.Bytes
 		a.agentsCPU += s.agentsCPU
 		a.benchCPU += s.benchCPU
 		if s.seed != nil {
@@ -229,18 +172,8 @@ func (r *report) svgLink() string {
 	return filepath.ToSlash(rel)
 }
 
+// analysisMarker starts the hand-written part of the results file, which a rerun keeps.
 const analysisMarker = "<!-- analysis: kept by the benchmark when it rewrites this file -->"
-
-func keepAnalysis(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	if i := strings.Index(string(b), analysisMarker); i >= 0 {
-		return string(b[i:])
-	}
-	return ""
-}
 
 func (r *report) markdown() string {
 	var b strings.Builder
@@ -310,29 +243,29 @@ func (r *report) markdown() string {
 			secs(percentile(a.durs, 50)), secs(percentile(a.durs, 95)), secs(percentile(a.durs, 99)), secs(percentile(a.durs, 100)),
 			bd, percentile(a.durs, 100).Seconds()/bd, vs,
 			secs(percentile(a.ttfb, 50)), secs(percentile(a.ttfb, 95)), secs(percentile(a.ttfb, 100)), within, len(a.ttfb),
-			secs(median(a.wall)))
+			secs(benchreport.Median(a.wall)))
 	}
-	p("\n| Scenario | origin bytes ÷ S | origin blob GETs (Range) | agents' bytes from origin / from peers | peak RSS per agent, median / max | CPU s, all agents | CPU s, benchmark process | agents (+ seed) + benchmark, share of the %d cores | machine CPU busy (all processes) | iowait |\n", r.m.nproc)
+	p("\n| Scenario | origin bytes ÷ S | origin blob GETs (Range) | agents' bytes from origin / from peers | peak RSS per agent, median / max | CPU s, all agents | CPU s, benchmark process | agents (+ seed) + benchmark, share of the %d cores | machine CPU busy (all processes) | iowait |\n", r.m.NProc)
 	p("|---|---:|---:|---|---|---:|---:|---:|---:|---:|\n")
 	for _, n := range names {
 		a := aggs[n]
 		gets, ranges := 0, 0
 		for _, s := range a.runs {
-			for _, v := range s.origin.blobGets {
+			for _, v := range s.origin.BlobGets {
 				gets += v
 			}
-			ranges += s.origin.rangeGets
+			ranges += s.origin.RangeGets
 		}
 		runs := float64(len(a.runs))
 		var window time.Duration
 		for _, s := range a.runs {
 			window += s.window
 		}
-		share := (a.agentsCPU + a.seedCPU + a.benchCPU).Seconds() / (window.Seconds() * float64(r.m.nproc))
+		share := (a.agentsCPU + a.seedCPU + a.benchCPU).Seconds() / (window.Seconds() * float64(r.m.NProc))
 		p("| %s | %.2f | %.0f (%.0f) | %s / %s | %s / %s | %.1f | %.1f | %.0f%% | %.0f%% | %.0f%% |\n", n,
 			float64(a.originServed)/S/runs, float64(gets)/runs, float64(ranges)/runs,
 			human(int64(float64(a.originBytes)/runs)), human(int64(float64(a.peerBytes)/runs)),
-			mib(median(a.hwm)), mib(slices.Max(append([]int64{0}, a.hwm...))),
+			benchreport.MiB(benchreport.Median(a.hwm)), benchreport.MiB(slices.Max(append([]int64{0}, a.hwm...))),
 			a.agentsCPU.Seconds()/runs, a.benchCPU.Seconds()/runs, 100*share,
 			100*float64(a.machineBusy)/float64(max(a.machineAll, 1)), 100*float64(a.iowait)/float64(max(a.machineAll, 1)))
 	}
@@ -375,12 +308,7 @@ func (r *report) markdown() string {
 
 	p("## Machine\n\n")
 	p("- Agents built from %s\n", r.m.agentBuild)
-	p("- Date: %s\n", r.m.date)
-	p("- nproc: %d; CPU: %s; memory: %s\n", r.m.nproc, r.m.cpu, r.m.mem)
-	p("- %s\n", r.m.goVersion)
-	p("- Kernel: %s\n", r.m.kernel)
-	p("- Load average before / after: %s / %s (the machine may be shared: compare scenarios of the same run, not across runs)\n", r.m.loadBefore, r.m.loadAfter)
-	p("- Benchmark wall time: %s\n", r.m.elapsed.Round(time.Second))
+	p("%s", r.m.Markdown("scenarios of the same run, not across runs"))
 	return b.String()
 }
 
@@ -399,7 +327,7 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 	if sd := s.seed; sd != nil {
 		o := sd.preheatOrigin
 		p("**Preheat:** `shoal preheat --seed <seed> %s` took %s (the manifest resolved after %s; bound %.1f s); the origin served %s (%.2f× S) in %d blob GETs (%d with Range) and %d manifest requests. ",
-			sd.ref, secs(sd.preheat), secs(sd.resolved), r.preheatBound(), human(o.bytes), float64(o.bytes)/S, sumGets(o.blobGets), o.rangeGets, o.manifestN)
+			sd.ref, secs(sd.preheat), secs(sd.resolved), r.preheatBound(), human(o.Bytes), float64(o.Bytes)/S, sumGets(o.BlobGets), o.RangeGets, o.Manifests)
 		if sd.refused {
 			p("Then the origin was stopped: a new connection to it was refused. ")
 		} else {
@@ -418,19 +346,19 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 		p("During the pulls the agents tried the origin %d times (%d failed) and %d of %d agents answered the tag themselves from the cluster's last resolution (%d stale resolutions); the seed, the tag's coordinator if the agents asked it, answered from its own last resolution %d times (its origin requests in all, the preheat's included: %d, %d failed). ",
 			reqs, errs, staleNodes, len(s.nodes), stale, sd.staleTags, sd.originReqs, sd.originErr)
 		p("The seed served %s to peers (%.2f× S), fetched %s from the origin in all (the preheat), used %.1f CPU s over the pulls and peaked at %s (VmHWM)",
-			human(sd.servedPeers), float64(sd.servedPeers)/S, human(sd.fromOrigin), sd.cpu.Seconds(), mib(sd.hwm))
+			human(sd.servedPeers), float64(sd.servedPeers)/S, human(sd.fromOrigin), sd.cpu.Seconds(), benchreport.MiB(sd.hwm))
 		if sd.exitErr != "" {
 			p("; **%s**", sd.exitErr)
 		}
 		p(".\n\n")
 	}
 	p("Last byte %s after the first ask; every agent had committed everything %s later. ", secs(s.wall), secs(s.commitLag))
-	p("The origin served %s (%.2f× S) in %d blob GETs (%d with Range) and %d manifest requests", human(s.origin.bytes), float64(s.origin.bytes)/S, sumGets(s.origin.blobGets), s.origin.rangeGets, s.origin.manifestN)
+	p("The origin served %s (%.2f× S) in %d blob GETs (%d with Range) and %d manifest requests", human(s.origin.Bytes), float64(s.origin.Bytes)/S, sumGets(s.origin.BlobGets), s.origin.RangeGets, s.origin.Manifests)
 	var layerGets []string
 	for i, l := range r.im.layers {
-		layerGets = append(layerGets, fmt.Sprintf("layer %d: %d", i+1, s.origin.blobGets[l.Digest]))
+		layerGets = append(layerGets, fmt.Sprintf("layer %d: %d", i+1, s.origin.BlobGets[l.Digest]))
 	}
-	p(" (%s; config: %d).", strings.Join(layerGets, ", "), s.origin.blobGets[r.im.config.Digest])
+	p(" (%s; config: %d).", strings.Join(layerGets, ", "), s.origin.BlobGets[r.im.config.Digest])
 	busy, peak := originBusy(s.timeline, r.cfg.originRate)
 	p(" Origin egress at ≥ 90%% of O for %s of the %s; peak aggregate rate to the runtimes %s (1 s windows).", secs(busy), secs(s.wall), perSec(peak))
 	p(" The agents used %.1f CPU s (%.0f%% user, %.0f%% system); while idle before the pulls (joined, nothing asked) they used %.2f CPU s in %s, %.1f%% of a core per agent.",
@@ -481,7 +409,7 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 		note = strings.ReplaceAll(note, "|", "\\|")
 		p("| %d | %s | %s | %.3f s | %.3f s | %s | %s | %s | %s | %.2f | %d | %s |\n", i,
 			secs(n.pull.start.Sub(s.t0)), secs(n.pull.duration()), n.pull.manifest.Seconds(), n.pull.firstLayer.Seconds(),
-			human(n.fromOrigin), human(n.fromPeers), human(n.servedPeers), mib(n.hwm), n.cpu.Seconds(), n.pull.retries, note)
+			human(n.fromOrigin), human(n.fromPeers), human(n.servedPeers), benchreport.MiB(n.hwm), n.cpu.Seconds(), n.pull.retries, note)
 	}
 	p("\n</details>\n\n")
 
@@ -629,9 +557,9 @@ func (r *report) scenarioJSON(name string) jsonScenario {
 		BoundSeconds: round3(r.bound(name)),
 		P50:          round3(percentile(a.durs, 50).Seconds()), P95: round3(percentile(a.durs, 95).Seconds()),
 		P99: round3(percentile(a.durs, 99).Seconds()), Max: round3(percentile(a.durs, 100).Seconds()),
-		LastDone: round3(median(a.wall).Seconds()),
+		LastDone: round3(benchreport.Median(a.wall).Seconds()),
 		TTFBP50:  round3(percentile(a.ttfb, 50).Seconds()), TTFBMax: round3(percentile(a.ttfb, 100).Seconds()), TTFBWithin1s: within,
-		PeakRSSMedian: median(a.hwm), PeakRSSMax: slices.Max(append([]int64{0}, a.hwm...)),
+		PeakRSSMedian: benchreport.Median(a.hwm), PeakRSSMax: slices.Max(append([]int64{0}, a.hwm...)),
 		AgentsCPU: round3(a.agentsCPU.Seconds() / float64(runs)), BenchCPU: round3(a.benchCPU.Seconds() / float64(runs)),
 		FromPeers: a.peerBytes / int64(runs),
 	}.withSeed(a)
@@ -646,7 +574,7 @@ func (j jsonScenario) withSeed(a *agg) jsonScenario {
 			continue
 		}
 		pre = append(pre, s.seed.preheat)
-		origin += s.seed.preheatOrigin.bytes
+		origin += s.seed.preheatOrigin.Bytes
 		served += s.seed.servedPeers
 		for _, n := range s.nodes {
 			stale += n.staleTags
@@ -656,7 +584,7 @@ func (j jsonScenario) withSeed(a *agg) jsonScenario {
 		return j
 	}
 	k := int64(len(pre))
-	p := round3(median(pre).Seconds())
+	p := round3(benchreport.Median(pre).Seconds())
 	origin, served, stale = origin/k, served/k, stale/k
 	j.PreheatSeconds, j.PreheatOriginBytes, j.SeedServedBytes, j.StaleTags = &p, &origin, &served, &stale
 	return j

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
-
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +12,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 )
 
 // nodeResult is one node of one scenario run.
@@ -56,7 +55,7 @@ type scenarioResult struct {
 	t0         time.Time     // the first pull started
 	wall       time.Duration // first pull started → last pull's last byte
 	commitLag  time.Duration // last pull's last byte → every agent has committed everything
-	origin     originCounts
+	origin     benchorigin.Counts
 	agentsCPU  time.Duration // all agents, first pull started → committed
 	agentsUser time.Duration // of which user time
 	idleCPU    time.Duration // all agents over idleWindow before the pulls
@@ -87,7 +86,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	}
 	root := filepath.Join(e.tmp, fmt.Sprintf("%s-%d", name, run))
 	defer func() { _ = os.RemoveAll(root) }()
-	agents := make([]*agentProc, cfg.nodes)
+	agents := make([]*benchproc.Shoal, cfg.nodes)
 	stopAll := func() []error {
 		errs := make([]error, len(agents))
 		var wg sync.WaitGroup
@@ -119,13 +118,13 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		}()
 	}
 	dir := func(i int) string { return filepath.Join(root, fmt.Sprintf("node%02d", i)) }
-	opts := agentOpts{p2p: res.p2p, link: cfg.link, needID: res.p2p && sr == nil, logLevel: cfg.agentLog, extra: cfg.agentArgs}
+	opts := agentOpts{p2p: res.p2p, needID: res.p2p && sr == nil}
 	if sr != nil {
 		opts.bootstrap = []string{sr.proc.Multiaddr()}
 	}
 	var err error
-	opts.debug = cfg.profDir != ""
-	if agents[0], err = startAgent(ctx, e.bin, e.o.URL(), dir(0), 0, opts); err != nil {
+	opts.debug = e.prof.On()
+	if agents[0], err = e.startAgent(ctx, dir(0), 0, opts); err != nil {
 		return nil, err
 	}
 	opts.needID, opts.debug = false, false
@@ -139,7 +138,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			agents[i], errs[i] = startAgent(ctx, e.bin, e.o.URL(), dir(i), i, opts)
+			agents[i], errs[i] = e.startAgent(ctx, dir(i), i, opts)
 		})
 	}
 	wg.Wait()
@@ -160,7 +159,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 			return nil, err
 		}
 		logf("%s run %d: preheated the seed in %s; the origin served %.2f× the image", name, run, secs(sr.preheat),
-			float64(sr.preheatOrigin.bytes)/float64(e.imageBytes()))
+			float64(sr.preheatOrigin.Bytes)/float64(e.imageBytes()))
 		if err := e.stopOrigin(sr); err != nil {
 			return nil, err
 		}
@@ -190,7 +189,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	}
 	bench0, _ := benchproc.CPUTime(0)
 	mach0 := readMachineCPU()
-	orig0 := e.o.counts()
+	orig0 := e.o.Counts()
 	client0 := clientBytes.Load()
 
 	sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
@@ -208,7 +207,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 				return
 			case <-tk.C:
 				res.timeline = append(res.timeline, sample{t: time.Since(res.t0),
-					originBytes: e.o.counts().bytes - orig0.bytes, clientBy: clientBytes.Load() - client0})
+					originBytes: e.o.Counts().Bytes - orig0.Bytes, clientBy: clientBytes.Load() - client0})
 			}
 		}
 	}()
@@ -261,7 +260,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 			if a.Exited() {
 				continue
 			}
-			st, err := getStatus(ctx, a.URL)
+			st, err := a.Status(ctx)
 			if err != nil || len(st.Transfers) > 0 {
 				return false
 			}
@@ -275,14 +274,14 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	res.machine = readMachineCPU().sub(mach0)
 	bench1, _ := benchproc.CPUTime(0)
 	res.benchCPU = bench1 - bench0
-	res.origin = e.o.counts().since(orig0)
+	res.origin = e.o.Counts().Since(orig0)
 
 	samples := []string{`shoal_fetched_bytes_total{source="origin"}`, `shoal_fetched_bytes_total{source="peer"}`, `shoal_peer_served_bytes_total`,
 		`shoal_origin_requests_total`, `shoal_origin_errors_total`, `shoal_stale_tag_resolutions_total`}
 	for i, a := range agents {
 		n := &res.nodes[i]
 		if a.Exited() {
-			n.exitErr = fmt.Sprintf("agent exited during the scenario: %v", a.waitErr)
+			n.exitErr = fmt.Sprintf("agent exited during the scenario: %v", a.WaitErr())
 			continue
 		}
 		u1, s1, _ := benchproc.CPUTimes(a.Pid())
@@ -290,19 +289,19 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		res.agentsCPU += n.cpu
 		res.agentsUser += u1 - user0[i]
 		n.hwm, _ = benchproc.Status(a.Pid(), "VmHWM")
-		if m, err := metrics(ctx, a.URL, samples...); err == nil {
+		if m, err := a.Metrics(ctx, samples...); err == nil {
 			n.fromOrigin, n.fromPeers, n.servedPeers = int64(m[samples[0]]), int64(m[samples[1]]), int64(m[samples[2]])
 			n.originReqs, n.originErr, n.staleTags = int64(m[samples[3]]), int64(m[samples[4]]), int64(m[samples[5]])
 		}
 	}
 	if sr != nil {
 		if sr.proc.Exited() {
-			sr.exitErr = fmt.Sprintf("seed exited during the scenario: %v", sr.proc.waitErr)
+			sr.exitErr = fmt.Sprintf("seed exited during the scenario: %v", sr.proc.WaitErr())
 		} else {
 			c, _ := benchproc.CPUTime(sr.proc.Pid())
 			sr.cpu = c - seedCPU0
 			sr.hwm, _ = benchproc.Status(sr.proc.Pid(), "VmHWM")
-			if m, err := metrics(ctx, sr.proc.URL, samples...); err == nil {
+			if m, err := sr.proc.Metrics(ctx, samples...); err == nil {
 				sr.fromOrigin, sr.servedPeers = int64(m[samples[0]]), int64(m[samples[2]])
 				sr.originReqs, sr.originErr, sr.staleTags = int64(m[samples[3]]), int64(m[samples[4]]), int64(m[samples[5]])
 			}
@@ -340,17 +339,17 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	}
 	logf("%s run %d: pulls p50 %s, max %s; origin served %.2f× the image; agents %s CPU; %d failed",
 		name, run, secs(percentile(res.durations(), 50)), secs(percentile(res.durations(), 100)),
-		float64(res.origin.bytes)/float64(e.imageBytes()), secs(res.agentsCPU), res.failed)
+		float64(res.origin.Bytes)/float64(e.imageBytes()), secs(res.agentsCPU), res.failed)
 	return res, nil
 }
 
 // waitJoined waits until every agent has a connected peer (and, for up to 10 s more, until
 // every routing table holds min(N-1, 8) peers, so that lookups see the cluster).
-func (e *env) waitJoined(ctx context.Context, agents []*agentProc, res *scenarioResult) error {
+func (e *env) waitJoined(ctx context.Context, agents []*benchproc.Shoal, res *scenarioResult) error {
 	rt := func() (connected bool, rtMin int) {
 		connected, rtMin = true, len(agents)
 		for _, a := range agents {
-			st, err := getStatus(ctx, a.URL)
+			st, err := a.Status(ctx)
 			if err != nil || len(st.ConnectedPeers) == 0 {
 				return false, 0
 			}
@@ -374,7 +373,7 @@ var (
 )
 
 // collectLogs groups the processes' WARN and ERROR lines by level and message.
-func collectLogs(agents []*agentProc) []*logLine {
+func collectLogs(agents []*benchproc.Shoal) []*logLine {
 	byKey := map[string]*logLine{}
 	for _, a := range agents {
 		if a == nil {
@@ -435,7 +434,7 @@ func (r *scenarioResult) durations() []time.Duration {
 }
 
 // profile takes 20 s CPU profiles of agent a and of this process, from 5 s on.
-func (e *env) profile(ctx context.Context, a *agentProc, name string) {
+func (e *env) profile(ctx context.Context, a *benchproc.Shoal, name string) {
 	select {
 	case <-ctx.Done():
 		return
@@ -463,20 +462,11 @@ func (e *env) profile(ctx context.Context, a *agentProc, name string) {
 		}
 		pprof.StopCPUProfile()
 	})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.Debug+"/debug/pprof/profile?seconds=20", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		logf("pprof of node 0: %v", err)
-		wg.Wait()
-		return
+	e.prof.StartCPU(ctx, a, name+"-node00.pprof")
+	select {
+	case <-ctx.Done():
+	case <-time.After(20 * time.Second):
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err == nil {
-		err = os.WriteFile(filepath.Join(e.cfg.profDir, name+"-node00.pprof"), b, 0o644)
-	}
-	if err != nil {
-		logf("pprof of node 0: %v", err)
-	}
+	e.prof.StopCPU(a)
 	wg.Wait()
 }

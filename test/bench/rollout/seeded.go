@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 )
 
@@ -19,14 +20,14 @@ import (
 // bootstrap from, warmed with `shoal preheat` while the origin is up, and serving the rollout
 // alone once the origin is stopped.
 type seedRun struct {
-	proc *agentProc
+	proc *benchproc.Shoal
 	ref  string // what was preheated: <origin host>/<repo>:<tag>
 
-	preheat       time.Duration // `shoal preheat` started → it exited successfully
-	resolved      time.Duration // → its "resolved" line (the manifest is in, the totals known)
-	preheatOrigin originCounts  // what the origin served during the preheat
-	preheatOut    string        // the command's output
-	refused       bool          // after the stop, a connection to the origin was refused
+	preheat       time.Duration      // `shoal preheat` started → it exited successfully
+	resolved      time.Duration      // → its "resolved" line (the manifest is in, the totals known)
+	preheatOrigin benchorigin.Counts // what the origin served during the preheat
+	preheatOut    string             // the command's output
+	refused       bool               // after the stop, a connection to the origin was refused
 
 	// Over the pulls, measured like an agent's.
 	cpu                     time.Duration
@@ -40,9 +41,7 @@ type seedRun struct {
 // startSeed starts the scenario's seed: `shoal seed` with an agent's flags (the same link rates),
 // the origin as its registry, and a known peer ID for the agents' --bootstrap.
 func (e *env) startSeed(ctx context.Context, dir string) (*seedRun, error) {
-	p, err := startAgent(ctx, e.bin, e.o.URL(), dir, -1, agentOpts{
-		seed: true, p2p: true, needID: true, link: e.cfg.link, logLevel: e.cfg.agentLog, extra: e.cfg.agentArgs,
-	})
+	p, err := e.startAgent(ctx, dir, -1, agentOpts{seed: true, p2p: true, needID: true})
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +52,7 @@ func (e *env) startSeed(ctx context.Context, dir string) (*seedRun, error) {
 // preheat runs `shoal preheat --seed <seed> <ref>` (the operator's command, from the build under
 // test) and records how long it took and what the origin served meanwhile.
 func (e *env) preheat(ctx context.Context, sr *seedRun) error {
-	o0 := e.o.counts()
+	o0 := e.o.Counts()
 	cmd := exec.CommandContext(ctx, e.bin, "preheat", "--seed", strings.TrimPrefix(sr.proc.URL, "http://"), sr.ref)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
@@ -82,7 +81,7 @@ func (e *env) preheat(ctx context.Context, sr *seedRun) error {
 	err = cmd.Wait()
 	sr.preheat = time.Since(t)
 	sr.preheatOut = out.String()
-	sr.preheatOrigin = e.o.counts().since(o0)
+	sr.preheatOrigin = e.o.Counts().Since(o0)
 	if err != nil {
 		return fmt.Errorf("shoal preheat %s: %v\n%s%s", sr.ref, err, sr.preheatOut, stderr.String())
 	}

@@ -1,6 +1,8 @@
-// Package benchproc holds what the benchmark programs need around their child processes: cleanups
-// that run once on exit or signal, a bounded output buffer, free loopback ports, per-process
-// memory and CPU from /proc, and a bounded wait.
+// Package benchproc holds what the benchmark programs need around their child processes: building
+// the shoal binary (from the working tree or a git revision), starting and stopping `shoal agent`
+// and `shoal seed` processes and reading what they report (status, metrics, committed blobs, CPU
+// and heap profiles); cleanups that run once on exit or signal (Main), a bounded output buffer,
+// free loopback ports, per-process memory and CPU from /proc, and a bounded wait.
 package benchproc
 
 import (
