@@ -25,6 +25,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/throttle"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
+	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
@@ -123,11 +124,14 @@ type Agent struct {
 	node  *p2p.Node
 	swarm *swarm.Client
 
+	// v2 is the agent's own /v2 server, built by the first Handler call.
+	v2     *registryapi.Server
+	v2Once sync.Once
+
 	// started is when New returned, for the grace given to a node that has not joined yet.
 	started time.Time
 	// exposed is set when the agent listens beyond loopback: admin endpoints then need a token.
 	exposed bool
-	wg      sync.WaitGroup
 
 	mu      sync.Mutex
 	closing bool
@@ -307,7 +311,6 @@ func (a *Agent) Close() error {
 	if a.announcer != nil {
 		a.announcer.close()
 	}
-	a.wg.Wait()
 	if a.node != nil {
 		if err := a.node.Close(); err != nil {
 			a.log.Warn("closing p2p node", "err", err)

@@ -22,9 +22,12 @@ import (
 
 // Handler is a plain agent's HTTP surface: its own /v2 (the pull API), /metrics, /healthz,
 // /readyz, /shoal/v1/status, and the admin endpoints for preheat and local pins.
+// It may be called more than once; the /v2 server (and its metrics) is built once.
 func (a *Agent) Handler() http.Handler {
-	v2 := registryapi.New(a, registryapi.WithLogger(a.log), registryapi.WithRegisterer(a.registry))
-	return a.Surface(v2, pins.NewAdmin(a.Pins(1, nil), false).Routes())
+	a.v2Once.Do(func() {
+		a.v2 = registryapi.New(a, registryapi.WithLogger(a.log), registryapi.WithRegisterer(a.registry))
+	})
+	return a.Surface(a.v2, pins.NewAdmin(a.Pins(1, nil), false).Routes())
 }
 
 // Pins returns pins over this node's parts: replicas is the count of a pin that names none,

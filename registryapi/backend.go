@@ -38,7 +38,8 @@ type Blob interface {
 	// Size is the blob's length in bytes, or -1 while it is unknown (an origin that sent no
 	// Content-Length).
 	Size() int64
-	// Source says where the bytes come from: "cache", "origin", later "peer".
+	// Source says where the bytes come from, for metrics and logs ("cache", "partial", "peer",
+	// "origin", "hosted", "memory").
 	Source() string
 	// CopyRange writes bytes [off, off+n) to w in order, waiting for bytes still being fetched;
 	// n < 0 means to the end. It returns the number of bytes written. An error after bytes were
@@ -60,7 +61,8 @@ type Manifest struct {
 	MediaType string
 	Digest    digest.Digest
 	Body      []byte
-	// Source says where the manifest came from: "cache" or "origin".
+	// Source says where the manifest came from, for metrics and logs ("cache", "peer", "origin",
+	// "hosted", "memory").
 	Source string
 }
 

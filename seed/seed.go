@@ -117,10 +117,9 @@ func (s *Seed) Agent() *agent.Agent { return s.a }
 // Pins returns the seed's pins.
 func (s *Seed) Pins() *pins.Pins { return s.pins }
 
-// Handler is the seed's HTTP surface: the agent's, with a /v2 that serves the hosted
-// repositories before the agent's pipeline and takes pushes, and the admin endpoints (a preheat
-// on a seed pins what it fetched).
-func (s *Seed) handler() *registryapi.Server {
+// v2 is the seed's /v2 server: hosted repositories before the agent's pipeline, and pushes.
+// Serve puts it in the agent's surface with the admin endpoints (where a preheat pins).
+func (s *Seed) v2() *registryapi.Server {
 	p := &pinningPusher{Registry: s.hosted, s: s}
 	fe := &frontend{hosted: s.hosted, agent: s.a}
 	return registryapi.New(fe, registryapi.WithLogger(s.a.Logger()), registryapi.WithRegisterer(s.a.Registerer()),
@@ -155,7 +154,7 @@ func (s *Seed) Serve(ctx context.Context, ln net.Listener) error {
 		s.peer.close()
 		close(stopped)
 	}()
-	h := s.a.Surface(s.handler(), pins.NewAdmin(s.pins, true).Routes())
+	h := s.a.Surface(s.v2(), pins.NewAdmin(s.pins, true).Routes())
 	err := s.a.ServeHandler(ctx, ln, h)
 	cancel()
 	<-stopped

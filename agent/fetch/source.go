@@ -20,8 +20,9 @@ type Source interface {
 	// from off that the pipeline lands and hashes in order, or a Filler, which lands the bytes
 	// through the Sink itself.
 	//
-	// An error before any byte sends the pipeline to the next source; ErrDigestMismatch and
-	// context errors end the fetch.
+	// Any error from FetchBlob sends the pipeline to the next source. Once bytes are landing,
+	// ErrDigestMismatch and context errors end the fetch; another failure resumes it from the
+	// next source (or the origin again) at the verified prefix.
 	FetchBlob(ctx context.Context, t Target, d digest.Digest, off, size int64) (io.Closer, int64, error)
 }
 

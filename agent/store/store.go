@@ -1,11 +1,13 @@
 // Package store is a node's content store: committed blobs and manifests, one file per digest,
-// and the small metadata beside them (media types, tag resolutions) in a bbolt database.
+// blobs still being fetched, and the small metadata beside them in a bbolt database.
 //
 // Layout under the data directory:
 //
 //	blobs/<algorithm>/<encoded>   committed content, never modified after the rename
+//	partial/<algorithm>-<hex>     blobs of known size being fetched, kept across restarts
 //	tmp/                          content being written; cleared at start
-//	meta.db                       bbolt: media types, tag resolutions, partial maps and pins
+//	meta.db                       bbolt: media types, tag resolutions, chunk maps of committed
+//	                              content, maps of partial files, and pins
 //
 // Content becomes visible only through Writer.Commit, which verifies the digest, fsyncs the file,
 // records metadata, renames the file into place and fsyncs the directory. A crash at any moment

@@ -1,14 +1,17 @@
-// Package transfer is Shoal's peer protocol for content: byte ranges of committed blobs and
-// manifests, their chunk maps, and the tag resolutions a peer has seen. It runs over libp2p
-// streams (TLS over TCP between cluster members) and knows nothing of HTTP or the store:
-// a Content implementation answers for the local node.
+// Package transfer is Shoal's peer protocol for content: byte ranges of blobs and manifests (held
+// committed, or verified chunks of a blob still arriving), their chunk maps and the chunks held,
+// and the tag resolutions a peer has seen. It runs over libp2p streams (TLS over TCP between
+// cluster members) and knows nothing of HTTP or the store: a Content implementation answers for
+// the local node.
 //
-// A "pull" asks a node to fetch a blob from a configured origin for the cluster (it is the
-// digest's coordinator); the answer comes once the fetch has started, and the blob is then
-// provided and served while it arrives.
+// Only two operations make a node do work beyond answering from what it holds, and only as a
+// coordinator: a "pull" asks it to fetch a blob from a configured origin for the cluster (the
+// answer comes once the fetch has started, and the blob is then provided and served while it
+// arrives), and a "resolve" asks it what a tag names.
 //
 // Wire format, one request per stream: the requester writes a frame, the server answers with a
-// frame and, for "get" and "map", a body of exactly the announced length, then closes.
+// frame and, for "get", "map", "tag" and "resolve", a body of exactly the announced length, then
+// closes.
 // A frame is a uvarint length followed by that many bytes of JSON. Requests are at most 4 KiB
 // and response headers at most 64 KiB; every read and write has a deadline.
 package transfer
