@@ -733,7 +733,7 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 				minStates = sp.mapLen + 1
 			}
 		}
-		cs := s.m.ChunkSize
+		cs, size := s.m.ChunkSize, s.m.Size // s.m is replaced under s.mu as maps grow
 		s.mu.Unlock()
 		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		m, have, err := s.c.transfer.Holding(hctx, sp.id, s.d, cs, minStates, minHave)
@@ -755,7 +755,7 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			continue
 		}
 		errs = 0
-		if m.Size != s.m.Size {
+		if m.Size != size {
 			s.mu.Lock()
 			sp.out = true
 			s.mu.Unlock()
