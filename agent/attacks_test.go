@@ -180,8 +180,10 @@ func TestTricklingPeerIsDropped(t *testing.T) {
 }
 
 // In the middle of a swarm: four nodes pull a blob at once while a peer serves forged chunks
-// under a self-consistent forged map. Every node ends with the right content (a runtime retries a
-// pull whose response was cut short), nothing wrong is stored, and the liar is blamed.
+// under a self-consistent forged map. Every node ends with the right content, nothing wrong is
+// stored, and the liar is blamed. A pull built on the forged map is cut short (a runtime retries
+// it); the retry goes to the origin, not to the other nodes, which may be relaying the forged
+// map while their own fetches go on, so it succeeds however the nodes' fetches overlap.
 func TestForgerInASwarm(t *testing.T) {
 	o := startOrigin(t)
 	data, d := randomBlob(t, 6<<20)
@@ -210,7 +212,7 @@ func TestForgerInASwarm(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for attempt := 0; attempt < 3; attempt++ { // as a runtime retries a failed pull
+			for attempt := 0; attempt < 2; attempt++ { // as a runtime retries a failed pull
 				var body []byte
 				if body, errs[i] = getBlob(t, nd.host, "test/big", d); errs[i] == nil && !bytes.Equal(body, data) {
 					errs[i] = fmt.Errorf("wrong content")

@@ -168,6 +168,11 @@ func (peerSource) Name() string { return "peer" }
 
 func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Digest, _, _ int64) (io.Closer, int64, error) {
 	c := s.c
+	if t.Registry != nil && c.penalties.excludedFor(d, anyPeer) {
+		// A fetch of d failed lately on peers' chain states (StatesForged): any peer, the
+		// coordinator included, may relay them still. With no origin, peers are all there is.
+		return nil, 0, fmt.Errorf("%s: peers' chunk maps of it failed verification lately; taking it from the origin: %w", d, errdefs.ErrUnavailable)
+	}
 	provs, err := c.Providers(ctx, d)
 	if err != nil && ctx.Err() == nil {
 		// Nobody found, or the lookup timed out (a loaded DHT): either way the coordinator, not
@@ -215,11 +220,17 @@ func (c *Client) viaCoordinator(ctx context.Context, t fetch.Target, d digest.Di
 	return []peer.AddrInfo{{ID: co}}, nil
 }
 
-// StatesForged keeps the providers whose maps gave the states this fetch left from being asked
-// for the blob for a while (see fetch.StateSource), and returns them.
+// StatesForged keeps peers from being asked for the blob for a while (see fetch.StateSource), and
+// returns the providers whose maps gave the states this fetch left. Which of them forged the
+// states cannot be told (an honest peer relays the states it was given), and neither can the
+// other peers relaying them: every node that adopted the forged map serves it while its own
+// fetch goes on, the coordinator too when its fetch is from peers. So no peer is asked for the
+// digest while it can come from the origin, and the client's retry goes there.
 func (s *swarmFetch) StatesForged() []string {
 	ps := s.stateSuppliers()
-	s.c.penalties.excludeFor(s.d, ps)
+	if len(ps) > 0 {
+		s.c.penalties.excludeFor(s.d, append(ps, anyPeer))
+	}
 	out := make([]string, len(ps))
 	for i, p := range ps {
 		out[i] = p.String()

@@ -41,6 +41,10 @@ func (b *penaltyBox) excludeFor(d digest.Digest, ps []peer.ID) {
 	}
 }
 
+// anyPeer, excluded for a digest, keeps every peer out of its fetches (while the target has an
+// origin to fetch from instead).
+const anyPeer peer.ID = ""
+
 // excludedFor reports whether p is kept out of fetches of d.
 func (b *penaltyBox) excludedFor(d digest.Digest, p peer.ID) bool {
 	b.mu.Lock()
