@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -29,12 +30,7 @@ func (n *Node) Coordinator(ctx context.Context, d digest.Digest) (p peer.ID, sel
 // origin is down), and every node that sees the same seeds picks the same one.
 func (n *Node) CoordinatorFor(ctx context.Context, key string) (p peer.ID, self bool, err error) {
 	if seeds := n.KnownSeeds(); len(seeds) > 0 {
-		best := seeds[0]
-		for _, q := range seeds[1:] {
-			if kb.Closer(q, best, key) {
-				best = q
-			}
-		}
+		best := ByDistance(key, seeds)[0]
 		return best, best == n.ID(), nil
 	}
 	closest, err := n.ClosestPeers(ctx, key)
@@ -44,14 +40,13 @@ func (n *Node) CoordinatorFor(ctx context.Context, key string) (p peer.ID, self 
 		}
 		return n.ID(), true, nil
 	}
-	best := closest[0]
-	for _, q := range closest[1:] {
-		if kb.Closer(q, best, key) {
-			best = q
-		}
-	}
-	if kb.Closer(n.ID(), best, key) {
-		return n.ID(), true, nil
-	}
-	return best, false, nil
+	best := ByDistance(key, append(closest, n.ID()))[0]
+	return best, best == n.ID(), nil
+}
+
+// ByDistance returns ps sorted by XOR distance to the DHT key key, closest first (the one rule
+// for "the node closest to a key" that coordinators and seeds' replica leaders share). ps is
+// not modified.
+func ByDistance(key string, ps []peer.ID) []peer.ID {
+	return kb.SortClosestPeers(slices.Clone(ps), kb.ConvertKey(key))
 }

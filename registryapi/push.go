@@ -67,15 +67,6 @@ func pushError(err error, notFound, invalid string) *Error {
 	}
 }
 
-// manifestFields are the parts of a manifest the edge checks: the media type it declares and
-// its subject, echoed in OCI-Subject.
-type manifestFields struct {
-	MediaType string `json:"mediaType"`
-	Subject   *struct {
-		Digest digest.Digest `json:"digest"`
-	} `json:"subject"`
-}
-
 func (s *Server) putManifest(w *statusWriter, r *http.Request, repo, refStr string) {
 	ref, err := parseReference(refStr)
 	if err != nil {
@@ -108,7 +99,9 @@ func (s *Server) putManifest(w *statusWriter, r *http.Request, repo, refStr stri
 		return
 	}
 	invalid := func(msg string) { WriteError(w, r, newError(http.StatusBadRequest, CodeManifestInvalid, msg)) }
-	var f manifestFields
+	// The edge reads the media type the manifest declares and its subject (echoed in
+	// OCI-Subject); the Pusher checks the rest.
+	var f oci.Manifest
 	if err := json.Unmarshal(body, &f); err != nil {
 		invalid("the manifest is not a JSON object")
 		return

@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
-	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
@@ -281,21 +279,10 @@ func (p *replicator) repair(ctx context.Context, pin store.Pin, held map[peer.ID
 	if outdated || len(holders) >= pin.Replicas {
 		return
 	}
-	leader := holders[0]
-	for _, h := range holders[1:] {
-		if kb.Closer(h, leader, key) {
-			leader = h
-		}
-	}
-	if leader != self {
+	if leader := p2p.ByDistance(key, holders)[0]; leader != self {
 		return
 	}
-	slices.SortFunc(others, func(x, y peer.ID) int {
-		if kb.Closer(x, y, key) {
-			return -1
-		}
-		return 1
-	})
+	others = p2p.ByDistance(key, others)
 	need := min(pin.Replicas-len(holders), len(others))
 	if need == 0 {
 		p.log.Warn("a pin has fewer replicas than asked and no seed to add", "pin", pin.Key(), "holders", len(holders), "replicas", pin.Replicas)
