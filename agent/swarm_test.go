@@ -18,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/devregistry"
+	"github.com/shoal-oci/shoal/internal/tags"
 )
 
 // pullAll has every node GET the blob at the same moment and returns the bodies.
@@ -263,6 +265,23 @@ func TestTagBurstCostsOneOriginRequest(t *testing.T) {
 	}
 	push(t, o, "test/app:v1", img)
 	nodes := cluster(t, 6, o.URL())
+	// One coordinator per tag is a property of a converged cluster: wait until every node names
+	// the same one (a node whose view of the DHT is still partial may name another, and that one
+	// asks the origin too, as designed).
+	key := "shoal-tag:" + tags.Prefix(o.Host(), "test/app", "v1")
+	waitFor(t, func() bool {
+		var first peer.ID
+		for i, nd := range nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, _, err := nd.Node().CoordinatorFor(ctx, key)
+			cancel()
+			if err != nil || (i > 0 && c != first) {
+				return false
+			}
+			first = c
+		}
+		return true
+	}, "the nodes to agree on the tag's coordinator")
 	o.ResetCounts()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(nodes))

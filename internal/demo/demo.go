@@ -121,8 +121,9 @@ func Run(ctx context.Context, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "\nThe origin served %d blob GETs for %d blobs (%s in all): each blob once, for the whole cluster.\n", gets, blobs, human(origin.BytesServed()))
-	fmt.Fprintln(out, "Nodes 2 and 3 fetched every layer from their peers, in chunks verified against the blob's digest;")
-	fmt.Fprintln(out, "node 1's second pull came from its own store.")
+	fmt.Fprintln(out, "Each blob was fetched from the origin by its coordinator, the node closest to it in the DHT; every")
+	fmt.Fprintln(out, "other pull took it from peers, in chunks verified against the blob's digest (a coordinator's own")
+	fmt.Fprintln(out, "pull finds it in its store), and node 1's second pull came from its own store.")
 	return nil
 }
 

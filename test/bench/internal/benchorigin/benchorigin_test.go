@@ -38,7 +38,12 @@ func TestOrigin(t *testing.T) {
 	if code, n := get(t, u); code != http.StatusOK || n != 100<<10 {
 		t.Fatalf("GET: %d, %d bytes", code, n)
 	}
+	// The handler counts the body once it has written it, which may be just after the client
+	// read its last byte: wait for the count, briefly.
 	c := o.Counts()
+	for deadline := time.Now().Add(5 * time.Second); c.BlobBytes < 100<<10 && time.Now().Before(deadline); c = o.Counts() {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if o.BlobGets(d) != 1 || c.BlobBytes != 100<<10 || c.Bytes != c.BlobBytes {
 		t.Fatalf("counts %+v, blob GETs %d", c, o.BlobGets(d))
 	}
