@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"github.com/opencontainers/go-digest"
@@ -25,6 +26,12 @@ type Source interface {
 	// next source (or the origin again) at the verified prefix.
 	FetchBlob(ctx context.Context, t Target, d digest.Digest, off, size int64) (io.Closer, int64, error)
 }
+
+// ErrNextSource is what a source answers when it does not supply a blob this time and the
+// pipeline should go on to the next one: the peer source when this node is the blob's
+// coordinator, or the coordinator did not take the fetch. It is not a verdict on the blob
+// (ErrNotFound says the blob does not exist where it was asked for).
+var ErrNextSource = errors.New("this source does not supply the blob; the next one does")
 
 // Filler is a source body that lands the blob out of order: the swarm's chunks, each verified
 // against a chunk map, or parallel origin ranges, hashed in order as the prefix completes.

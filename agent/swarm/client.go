@@ -171,7 +171,7 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 	if t.Registry != nil && c.penalties.excludedFor(d, anyPeer) {
 		// A fetch of d failed lately on peers' chain states (StatesForged): any peer, the
 		// coordinator included, may relay them still. With no origin, peers are all there is.
-		return nil, 0, fmt.Errorf("%s: peers' chunk maps of it failed verification lately; taking it from the origin: %w", d, errdefs.ErrUnavailable)
+		return nil, 0, fmt.Errorf("%s: peers' chunk maps of it failed verification lately; taking it from the origin: %w", d, fetch.ErrNextSource)
 	}
 	provs, err := c.Providers(ctx, d)
 	if err != nil && ctx.Err() == nil {
@@ -200,21 +200,21 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 // origin once for the cluster and serves it as it arrives, so a thousand nodes asking at once
 // cost the origin one fetch. This node goes to the origin itself only when it is the coordinator
 // (or alone), or when the coordinator does not answer in time: then the error wraps
-// errdefs.ErrNotFound, which sends the pipeline to its next source.
+// fetch.ErrNextSource.
 func (c *Client) viaCoordinator(ctx context.Context, t fetch.Target, d digest.Digest) ([]peer.AddrInfo, error) {
 	cctx, cancel := context.WithTimeout(ctx, coordinatorTimeout)
 	defer cancel()
 	co, self, err := c.router.Coordinator(cctx, d)
 	if err != nil {
 		c.log.Info("no coordinator found; going to the origin", "digest", d, "err", err)
-		return nil, fmt.Errorf("%s: no coordinator: %v: %w", d, err, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("%s: no coordinator: %v: %w", d, err, fetch.ErrNextSource)
 	}
 	if self {
-		return nil, fmt.Errorf("%s: this node coordinates it: %w", d, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("%s: this node coordinates it: %w", d, fetch.ErrNextSource)
 	}
 	if err := c.transfer.Pull(cctx, co, t.Host(), t.Repo, d); err != nil {
 		c.log.Info("coordinator did not take the fetch; going to the origin", "digest", d, "coordinator", co, "err", err)
-		return nil, fmt.Errorf("%s: coordinator %s: %w", d, co, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("%s: coordinator %s: %v: %w", d, co, err, fetch.ErrNextSource)
 	}
 	c.log.Debug("coordinator is fetching the blob for the cluster", "digest", d, "coordinator", co)
 	return []peer.AddrInfo{{ID: co}}, nil
