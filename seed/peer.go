@@ -15,7 +15,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/shoal-oci/shoal/agent/pins"
-	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/p2p"
 )
@@ -34,7 +33,7 @@ const (
 type seedRequest struct {
 	// Op is "holdings" (what do you hold of these pins), "pin" (hold it too) or "unpin".
 	Op string `json:"op"`
-	// Key is the pin's key (store.Pin.Key) for unpin; Keys are the pins' keys for holdings.
+	// Key is the pin's key (pins.Pin.Key) for unpin; Keys are the pins' keys for holdings.
 	Key  string    `json:"key,omitempty"`
 	Keys []string  `json:"keys,omitempty"`
 	Pin  *pins.Pin `json:"pin,omitempty"`
@@ -96,11 +95,11 @@ func (sp *seedPeer) handle(st network.Stream) {
 	case "pin":
 		if req.Pin == nil {
 			resp = seedResponse{Error: "no pin record"}
-		} else if err := sp.pins.adopt(req.Pin.Record()); err != nil {
+		} else if err := sp.pins.adopt(*req.Pin); err != nil {
 			resp = seedResponse{Error: err.Error()}
 		}
 	case "unpin":
-		found, err := sp.pins.a.Store().DeletePin(req.Key)
+		found, err := sp.pins.pins.Delete(req.Key)
 		if err != nil {
 			resp = seedResponse{Error: "recording failed"}
 			break
@@ -160,8 +159,8 @@ func (sp *seedPeer) holdings(ctx context.Context, p peer.ID, keys []string) (map
 	return out, nil
 }
 
-func (sp *seedPeer) pin(ctx context.Context, p peer.ID, pin store.Pin) error {
-	_, err := sp.call(ctx, p, seedRequest{Op: "pin", Pin: ptr(pins.FromRecord(pin))})
+func (sp *seedPeer) pin(ctx context.Context, p peer.ID, pin pins.Pin) error {
+	_, err := sp.call(ctx, p, seedRequest{Op: "pin", Pin: &pin})
 	return err
 }
 
@@ -191,5 +190,3 @@ func (sp *seedPeer) Unpin(ctx context.Context, key string) bool {
 	wg.Wait()
 	return found
 }
-
-func ptr[T any](v T) *T { return &v }

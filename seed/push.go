@@ -103,7 +103,7 @@ func (s *Seed) pinPushed(repo, tag string, d digest.Digest) {
 		return
 	}
 	pin.Hosted, pin.Ref, pin.Tag, pin.Replicas, pin.Created = true, repo+":"+tag, tag, s.pins.DefaultReplicas(), pushed
-	if _, err := s.a.Store().PutPin(pin); err != nil {
+	if _, err := s.pins.Put(pin); err != nil {
 		s.log.Error("recording the pin of a pushed tag failed", "repo", repo, "tag", tag, "err", err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/agent/pins"
-	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/lifetime"
 	"github.com/shoal-oci/shoal/internal/names"
@@ -82,7 +81,7 @@ type holding struct {
 }
 
 func (p *replicator) holding(key string) holding {
-	pin, ok := p.a.Store().Pin(key)
+	pin, ok := p.pins.Get(key)
 	if !ok {
 		return holding{}
 	}
@@ -93,11 +92,11 @@ func (p *replicator) holding(key string) holding {
 // content by digest (from peers; the origin may be down) and records the pin, unless this node
 // holds a newer pin of the same reference. It returns at once; errdefs.ErrUnavailable when it
 // is fetching as many replicas as it takes at a time.
-func (p *replicator) adopt(pin store.Pin) error {
+func (p *replicator) adopt(pin pins.Pin) error {
 	if err := validPin(pin); err != nil {
 		return err
 	}
-	if cur, ok := p.a.Store().Pin(pin.Key()); ok && (cur.Digest == pin.Digest || cur.Created.After(pin.Created)) {
+	if cur, ok := p.pins.Get(pin.Key()); ok && (cur.Digest == pin.Digest || cur.Created.After(pin.Created)) {
 		return nil
 	}
 	p.mu.Lock()
@@ -128,7 +127,7 @@ func (p *replicator) adopt(pin store.Pin) error {
 			return
 		}
 		pin.Digests, pin.Manifests, pin.Bytes = got.Digests, got.Manifests, got.Bytes
-		put, err := p.a.Store().PutPin(pin)
+		put, err := p.pins.Put(pin)
 		if err != nil {
 			p.log.Error("recording a replicated pin failed", "pin", pin.Key(), "err", err)
 			return
@@ -149,23 +148,23 @@ func (p *replicator) adopt(pin store.Pin) error {
 
 // fetchPinned fetches a pin's content by digest: a pushed image from the cluster only, an
 // upstream one through the pipeline (peers first).
-func (p *replicator) fetchPinned(ctx context.Context, pin store.Pin) (store.Pin, error) {
+func (p *replicator) fetchPinned(ctx context.Context, pin pins.Pin) (pins.Pin, error) {
 	req := pins.PreheatRequest{Platforms: pin.Platforms, AllPlatforms: pin.AllPlatforms}
 	platforms, err := pins.ParsePlatforms(req)
 	if err != nil {
-		return store.Pin{}, err
+		return pins.Pin{}, err
 	}
 	ref := reference.Ref{Registry: pin.Registry, Repo: pin.Repo, Digest: pin.Digest}
 	t := fetch.Target{Repo: pin.Repo}
 	if !pin.Hosted {
 		if t, err = p.a.Target(pin.Registry, pin.Repo); err != nil {
-			return store.Pin{}, err
+			return pins.Pin{}, err
 		}
 	}
 	return p.pins.FetchImage(ctx, t, ref, platforms, req, func(pins.Progress) {})
 }
 
-func validPin(pin store.Pin) error {
+func validPin(pin pins.Pin) error {
 	bad := func() error { return fmt.Errorf("pin record of %q is inconsistent: %w", pin.Ref, errdefs.ErrInvalid) }
 	if pin.Digest.Validate() != nil || pin.Replicas < 0 || pin.Replicas > pins.MaxReplicas || len(pin.Platforms) > 64 {
 		return bad()
@@ -256,7 +255,7 @@ func (p *replicator) repairAll(ctx context.Context) {
 // one seed asks, and the ones it asks are the non-holders closest to the digest. A seed that
 // holds a newer pin of the same reference (the tag was pushed or pinned again) makes this pin
 // outdated: this seed then waits to be sent the newer one instead of spreading its own.
-func (p *replicator) repair(ctx context.Context, pin store.Pin, held map[peer.ID]map[string]holding) {
+func (p *replicator) repair(ctx context.Context, pin pins.Pin, held map[peer.ID]map[string]holding) {
 	c, err := p2p.DigestCID(pin.Digest)
 	if err != nil {
 		return

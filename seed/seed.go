@@ -105,7 +105,7 @@ type hostedTags struct{ s *Seed }
 
 func (h hostedTags) HostedTag(repo, tag string) (tags.Record, bool) {
 	d, mt, at, ok := h.s.hosted.ResolveTag(repo, tag)
-	if pin, pinned := h.s.st.Pin(store.PinKey(true, repo+":"+tag)); pinned && pin.MediaType != "" && (!ok || pin.Created.After(at)) {
+	if pin, pinned := pins.Lookup(h.s.st, pins.KeyOf(true, repo+":"+tag)); pinned && pin.MediaType != "" && (!ok || pin.Created.After(at)) {
 		return tags.Record{Digest: pin.Digest, MediaType: pin.MediaType, Resolved: pin.Created}, true
 	}
 	return tags.Record{Digest: d, MediaType: mt, Resolved: at}, ok

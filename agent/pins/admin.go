@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/reference"
 )
@@ -93,7 +92,7 @@ func (ad *Admin) run(w http.ResponseWriter, r *http.Request, pin bool) {
 		}
 	}
 	var (
-		got store.Pin
+		got Pin
 		err error
 	)
 	if pin {
@@ -116,12 +115,8 @@ func (ad *Admin) listPins(w http.ResponseWriter, _ *http.Request) {
 		writeJSONError(w, http.StatusInternalServerError, "listing pins failed")
 		return
 	}
-	out := make([]Pin, 0, len(pins))
-	for _, r := range pins {
-		out = append(out, FromRecord(r))
-	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out) // a client gone away is its loss
+	_ = json.NewEncoder(w).Encode(pins) // a client gone away is its loss
 }
 
 func (ad *Admin) removePin(w http.ResponseWriter, r *http.Request) {

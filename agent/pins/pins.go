@@ -6,6 +6,7 @@ package pins
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -72,19 +73,19 @@ func (p *Pins) DefaultReplicas() int { return p.replicas }
 
 // Add fetches the image and pins it, reporting progress. The pin is recorded only once every
 // piece of its content is committed.
-func (p *Pins) Add(ctx context.Context, req PreheatRequest, report func(Progress)) (store.Pin, error) {
+func (p *Pins) Add(ctx context.Context, req PreheatRequest, report func(Progress)) (Pin, error) {
 	if req.Replicas < 0 || req.Replicas > MaxReplicas {
-		return store.Pin{}, fmt.Errorf("replicas %d: want 1 to %d: %w", req.Replicas, MaxReplicas, errdefs.ErrInvalid)
+		return Pin{}, fmt.Errorf("replicas %d: want 1 to %d: %w", req.Replicas, MaxReplicas, errdefs.ErrInvalid)
 	}
 	pin, err := p.Preheat(ctx, req, report)
 	if err != nil {
-		return store.Pin{}, err
+		return Pin{}, err
 	}
 	if pin.Replicas == 0 {
 		pin.Replicas = p.replicas
 	}
-	if _, err := p.st.PutPin(pin); err != nil {
-		return store.Pin{}, err
+	if _, err := p.Put(pin); err != nil {
+		return Pin{}, err
 	}
 	p.log.Info("pinned", "ref", pin.Ref, "digest", pin.Digest, "objects", len(pin.Digests), "bytes", pin.Bytes, "replicas", pin.Replicas)
 	return pin, nil
@@ -99,7 +100,7 @@ func (p *Pins) Remove(ctx context.Context, ref string) (bool, error) {
 	}
 	found := false
 	for _, k := range keys {
-		ok, err := p.st.DeletePin(k)
+		ok, err := p.Delete(k)
 		if err != nil {
 			return false, err
 		}
@@ -119,46 +120,101 @@ func (p *Pins) Remove(ctx context.Context, ref string) (bool, error) {
 func Keys(ref string) []string {
 	var keys []string
 	if r, err := reference.Parse(ref); err == nil {
-		keys = append(keys, store.PinKey(false, r.String()))
+		keys = append(keys, KeyOf(false, r.String()))
 	}
 	if repo, tag, ok := strings.Cut(ref, ":"); ok && names.ValidRepository(repo) && names.ValidTag(tag) {
-		keys = append(keys, store.PinKey(true, ref))
+		keys = append(keys, KeyOf(true, ref))
 	}
 	return keys
 }
 
-// List returns the pins of this node.
-func (p *Pins) List() ([]store.Pin, error) { return p.st.Pins() }
-
-// Pin is a pin as the admin API shows it and the seed protocol carries it; its stored record
-// is store.Pin, which can change without changing either.
+// Pin is an image pinned on a node: its record in the store (which reads only Digests and
+// Created, to keep the content and order pins), the admin API's answer, and what the seed
+// protocol carries to replicate it. It is recorded under Key.
 type Pin struct {
-	Hosted       bool            `json:"hosted,omitempty"`
-	Ref          string          `json:"ref"`
-	Registry     string          `json:"registry,omitempty"`
-	Repo         string          `json:"repo"`
-	Tag          string          `json:"tag,omitempty"`
-	Digest       digest.Digest   `json:"digest"`
-	MediaType    string          `json:"mediaType,omitempty"`
-	Digests      []digest.Digest `json:"digests"`
-	Manifests    int             `json:"manifests"`
-	Bytes        int64           `json:"bytes"`
-	Platforms    []string        `json:"platforms,omitempty"`
-	AllPlatforms bool            `json:"allPlatforms,omitempty"`
-	Replicas     int             `json:"replicas,omitempty"`
-	Created      time.Time       `json:"created"`
+	// Hosted marks an image pushed to a seed: Repo and Tag name it in the hosted repositories,
+	// which have no registry, and Ref is repo:tag.
+	Hosted bool `json:"hosted,omitempty"`
+	// Ref is the image reference as pinned, normalised: registry/repo:tag or registry/repo@digest;
+	// a hosted (pushed) image has no registry part.
+	Ref      string `json:"ref"`
+	Registry string `json:"registry,omitempty"`
+	Repo     string `json:"repo"`
+	Tag      string `json:"tag,omitempty"`
+	// Digest is the root manifest (an index or a manifest) the reference resolved to, and
+	// MediaType its media type.
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType,omitempty"`
+	// Digests is every piece of content the pin keeps: its Manifests manifests first, then
+	// configs and layers.
+	Digests   []digest.Digest `json:"digests"`
+	Manifests int             `json:"manifests"`
+	// Bytes is the total size of Digests.
+	Bytes int64 `json:"bytes"`
+	// Platforms and AllPlatforms are the index entries the pin selected, so another seed
+	// replicating it selects the same.
+	Platforms    []string `json:"platforms,omitempty"`
+	AllPlatforms bool     `json:"allPlatforms,omitempty"`
+	// Replicas is how many seeds should hold the image (0 or 1: this node only).
+	Replicas int `json:"replicas,omitempty"`
+	// Created is when the pin's content was chosen: the push of a hosted tag, or the preheat
+	// that resolved the reference. Replicas carry it unchanged, so the newest choice wins.
+	Created time.Time `json:"created"`
 }
 
-// FromRecord is the API's view of a stored pin.
-func FromRecord(r store.Pin) Pin {
-	return Pin{Hosted: r.Hosted, Ref: r.Ref, Registry: r.Registry, Repo: r.Repo, Tag: r.Tag, Digest: r.Digest,
-		MediaType: r.MediaType, Digests: r.Digests, Manifests: r.Manifests, Bytes: r.Bytes, Platforms: r.Platforms,
-		AllPlatforms: r.AllPlatforms, Replicas: r.Replicas, Created: r.Created}
+// Key is what the pin is recorded under: hosted and upstream images never share a key.
+func (p Pin) Key() string { return KeyOf(p.Hosted, p.Ref) }
+
+// KeyOf is the key of the pin of ref.
+func KeyOf(hosted bool, ref string) string {
+	if hosted {
+		return "hosted:" + ref
+	}
+	return ref
 }
 
-// Record is the pin as stored.
-func (p Pin) Record() store.Pin {
-	return store.Pin{Hosted: p.Hosted, Ref: p.Ref, Registry: p.Registry, Repo: p.Repo, Tag: p.Tag, Digest: p.Digest,
-		MediaType: p.MediaType, Digests: p.Digests, Manifests: p.Manifests, Bytes: p.Bytes, Platforms: p.Platforms,
-		AllPlatforms: p.AllPlatforms, Replicas: p.Replicas, Created: p.Created}
+// Put records pin unless a pin of the same key was created later, reporting whether it did.
+func (p *Pins) Put(pin Pin) (bool, error) {
+	rec, err := json.Marshal(pin)
+	if err != nil {
+		return false, err
+	}
+	return p.st.PutPin(pin.Key(), rec)
+}
+
+// Get returns the pin recorded under key.
+func (p *Pins) Get(key string) (Pin, bool) { return Lookup(p.st, key) }
+
+// Lookup returns the pin recorded under key in st (an unreadable record is no pin).
+func Lookup(st *store.Store, key string) (Pin, bool) {
+	rec, ok := st.Pin(key)
+	if !ok {
+		return Pin{}, false
+	}
+	var pin Pin
+	if err := json.Unmarshal(rec, &pin); err != nil {
+		return Pin{}, false
+	}
+	return pin, true
+}
+
+// Delete removes the pin of key here only, reporting whether there was one.
+func (p *Pins) Delete(key string) (bool, error) { return p.st.DeletePin(key) }
+
+// List returns the pins of this node, ordered by key. Unreadable records are skipped.
+func (p *Pins) List() ([]Pin, error) {
+	recs, err := p.st.Pins()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Pin, 0, len(recs))
+	for _, rec := range recs {
+		var pin Pin
+		if err := json.Unmarshal(rec, &pin); err != nil {
+			p.log.Warn("an unreadable pin record", "err", err)
+			continue
+		}
+		out = append(out, pin)
+	}
+	return out, nil
 }

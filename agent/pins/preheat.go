@@ -17,7 +17,6 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/agent/resolve"
-	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/oci"
 	"github.com/shoal-oci/shoal/internal/reference"
@@ -66,32 +65,32 @@ const (
 // layers — through the node's pipeline (store, peers, the coordinator, the origin), so that each
 // blob comes from the origin about once however many seeds preheat it. It reports progress to
 // report (never concurrently) and returns the record that pins the image.
-func (p *Pins) Preheat(ctx context.Context, req PreheatRequest, report func(Progress)) (store.Pin, error) {
+func (p *Pins) Preheat(ctx context.Context, req PreheatRequest, report func(Progress)) (Pin, error) {
 	ref, err := reference.Parse(req.Ref)
 	if err != nil {
-		return store.Pin{}, err
+		return Pin{}, err
 	}
 	platforms, err := ParsePlatforms(req)
 	if err != nil {
-		return store.Pin{}, err
+		return Pin{}, err
 	}
 	t, err := p.targets.Target(ref.Registry, ref.Repo)
 	if err != nil {
-		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
+		return Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
 	return p.FetchImage(ctx, t, ref, platforms, req, report)
 }
 
 // FetchImage is Preheat of a parsed reference at a chosen target (a nil Registry: the cluster
 // only, as for a pushed image); platforms nil selects every platform.
-func (p *Pins) FetchImage(ctx context.Context, t fetch.Target, ref reference.Ref, platforms []v1.Platform, req PreheatRequest, report func(Progress)) (store.Pin, error) {
+func (p *Pins) FetchImage(ctx context.Context, t fetch.Target, ref reference.Ref, platforms []v1.Platform, req PreheatRequest, report func(Progress)) (Pin, error) {
 	w := &walk{p: p, t: t, platforms: platforms, seen: map[digest.Digest]bool{}}
 	root, err := p.manifests.Get(ctx, t, ref.Reference(), oci.ManifestTypes())
 	if err != nil {
-		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
+		return Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
 	if err := w.manifest(ctx, root, 0); err != nil {
-		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
+		return Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
 	var total int64
 	for _, b := range w.blobs {
@@ -145,11 +144,11 @@ func (p *Pins) FetchImage(ctx context.Context, t fetch.Target, ref reference.Ref
 	close(stop)
 	ticker.Wait()
 	if err != nil {
-		return store.Pin{}, fmt.Errorf("%s: %w", ref, err)
+		return Pin{}, fmt.Errorf("%s: %w", ref, err)
 	}
 	prog.BytesDone = done.Load()
 	emit("progress")
-	pin := store.Pin{
+	pin := Pin{
 		Ref: ref.String(), Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag,
 		Digest: root.Digest, MediaType: root.MediaType, Bytes: total, Replicas: req.Replicas, Created: time.Now().UTC(),
 		Platforms: req.Platforms, AllPlatforms: req.AllPlatforms, Manifests: len(w.manifests),

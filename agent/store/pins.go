@@ -11,67 +11,34 @@ import (
 
 var bucketPins = []byte("pins")
 
-// Pin keeps an image's content from garbage collection. It is recorded under its Key.
-type Pin struct {
-	// Hosted marks an image pushed to a seed: Repo and Tag name it in the hosted repositories,
-	// which have no registry, and Ref is repo:tag.
-	Hosted bool `json:"hosted,omitempty"`
-	// Ref is the image reference as pinned, normalised: registry/repo:tag or registry/repo@digest;
-	// a hosted (pushed) image has no registry part.
-	Ref      string `json:"ref"`
-	Registry string `json:"registry,omitempty"`
-	Repo     string `json:"repo"`
-	Tag      string `json:"tag,omitempty"`
-	// Digest is the root manifest (an index or a manifest) the reference resolved to, and
-	// MediaType its media type.
-	Digest    digest.Digest `json:"digest"`
-	MediaType string        `json:"mediaType,omitempty"`
-	// Digests is every piece of content the pin keeps: its Manifests manifests first, then
-	// configs and layers.
-	Digests   []digest.Digest `json:"digests"`
-	Manifests int             `json:"manifests"`
-	// Bytes is the total size of Digests.
-	Bytes int64 `json:"bytes"`
-	// Platforms and AllPlatforms are the index entries the pin selected, so another seed
-	// replicating it selects the same.
-	Platforms    []string `json:"platforms,omitempty"`
-	AllPlatforms bool     `json:"allPlatforms,omitempty"`
-	// Replicas is how many seeds should hold the image (0 or 1: this node only).
-	Replicas int `json:"replicas,omitempty"`
-	// Created is when the pin's content was chosen: the push of a hosted tag, or the preheat
-	// that resolved the reference. Replicas carry it unchanged, so the newest choice wins.
-	Created time.Time `json:"created"`
+// A pin keeps content from garbage collection. The store knows of a pin only what it needs:
+// its key, the digests it keeps and when its content was chosen. The rest of the record is its
+// owner's (agent/pins: which image, which platforms, how many replicas), kept as the JSON the
+// owner wrote, which must carry those two fields as "digests" and "created".
+type pinFields struct {
+	Digests []digest.Digest `json:"digests"`
+	Created time.Time       `json:"created"`
 }
 
-// Key is what the pin is recorded under: hosted and upstream images never share a key.
-func (p Pin) Key() string { return PinKey(p.Hosted, p.Ref) }
-
-// PinKey is the key of the pin of ref.
-func PinKey(hosted bool, ref string) string {
-	if hosted {
-		return "hosted:" + ref
-	}
-	return ref
-}
-
-// PutPin records p unless a pin of the same key was created later (a newer push or preheat of
-// the same reference), reporting whether it did. It is durable when PutPin returns.
-func (s *Store) PutPin(p Pin) (bool, error) {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return false, err
+// PutPin records the JSON record rec under key unless a pin of the same key was created later
+// (a newer push or preheat of the same reference), reporting whether it did. It is durable when
+// PutPin returns.
+func (s *Store) PutPin(key string, rec []byte) (bool, error) {
+	var f pinFields
+	if err := json.Unmarshal(rec, &f); err != nil {
+		return false, fmt.Errorf("store: pin record of %q: %w", key, err)
 	}
 	put := false
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketPins)
-		if v := bk.Get([]byte(p.Key())); v != nil {
-			var cur Pin
-			if json.Unmarshal(v, &cur) == nil && cur.Created.After(p.Created) {
+		if v := bk.Get([]byte(key)); v != nil {
+			var cur pinFields
+			if json.Unmarshal(v, &cur) == nil && cur.Created.After(f.Created) {
 				return nil
 			}
 		}
 		put = true
-		return bk.Put([]byte(p.Key()), b)
+		return bk.Put([]byte(key), rec)
 	})
 	if err != nil {
 		return false, fmt.Errorf("store: recording pin: %w", err)
@@ -95,33 +62,28 @@ func (s *Store) DeletePin(key string) (bool, error) {
 	return found, nil
 }
 
-// Pins returns every pin, ordered by key.
-func (s *Store) Pins() ([]Pin, error) {
-	var out []Pin
+// Pins returns every pin record, ordered by key.
+func (s *Store) Pins() ([][]byte, error) {
+	var out [][]byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPins).ForEach(func(_, v []byte) error {
-			var p Pin
-			if err := json.Unmarshal(v, &p); err != nil {
-				return nil // an unreadable record pins nothing; it does not stop the others
-			}
-			out = append(out, p)
+			out = append(out, append([]byte(nil), v...))
 			return nil
 		})
 	})
 	return out, err
 }
 
-// Pin returns the pin recorded under key.
-func (s *Store) Pin(key string) (Pin, bool) {
-	var p Pin
-	var ok bool
-	_ = s.db.View(func(tx *bolt.Tx) error {
+// Pin returns the record of the pin of key.
+func (s *Store) Pin(key string) ([]byte, bool) {
+	var rec []byte
+	_ = s.db.View(func(tx *bolt.Tx) error { // a read that fails finds no pin
 		if v := tx.Bucket(bucketPins).Get([]byte(key)); v != nil {
-			ok = json.Unmarshal(v, &p) == nil
+			rec = append([]byte(nil), v...)
 		}
 		return nil
 	})
-	return p, ok
+	return rec, rec != nil
 }
 
 // Pinned reports whether any pin keeps d. It reads an in-memory index, so GC can ask per file.
@@ -130,9 +92,18 @@ func (s *Store) Pinned(d digest.Digest) bool {
 	defer s.pinMu.Unlock()
 	if s.pinned == nil {
 		s.pinned = map[digest.Digest]int{}
-		pins, _ := s.Pins()
-		for _, p := range pins {
-			for _, x := range p.Digests {
+		recs, err := s.Pins()
+		if err != nil {
+			s.log.Error("reading pins; GC keeps everything until they can be read", "err", err)
+			s.pinned = nil
+			return true
+		}
+		for _, rec := range recs {
+			var f pinFields
+			if json.Unmarshal(rec, &f) != nil {
+				continue // an unreadable record pins nothing; it does not stop the others
+			}
+			for _, x := range f.Digests {
 				s.pinned[x]++
 			}
 		}

@@ -1,11 +1,32 @@
 package store
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 )
+
+// testPin is a pin record as an owner writes it: the store reads only digests and created.
+type testPin struct {
+	Ref     string          `json:"ref"`
+	Digests []digest.Digest `json:"digests"`
+	Created time.Time       `json:"created"`
+}
+
+func putPin(t *testing.T, s *Store, key string, p testPin) bool {
+	t.Helper()
+	rec, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put, err := s.PutPin(key, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return put
+}
 
 // Pins keep their digests from GC, a later pin of the same key replaces an earlier one but never
 // the reverse, hosted and upstream pins of the same name are distinct, and pins survive a reopen.
@@ -14,36 +35,30 @@ func TestPins(t *testing.T) {
 	s := openStore(t, dir)
 	d1, d2, blob := digest.FromString("one"), digest.FromString("two"), digest.FromString("layer")
 	t0 := time.Now().UTC()
-	up := Pin{Ref: "registry.example/team/app:v1", Registry: "registry.example", Repo: "team/app", Tag: "v1",
-		Digest: d1, Digests: []digest.Digest{d1, blob}, Created: t0}
-	if put, err := s.PutPin(up); err != nil || !put {
-		t.Fatalf("PutPin: %v %v", put, err)
+	const key = "registry.example/team/app:v1"
+	if !putPin(t, s, key, testPin{Ref: key, Digests: []digest.Digest{d1, blob}, Created: t0}) {
+		t.Fatal("PutPin refused a first pin")
 	}
 	if !s.Pinned(d1) || !s.Pinned(blob) || s.Pinned(d2) {
 		t.Fatal("Pinned does not follow the pin's digests")
 	}
-	older := up
-	older.Digest, older.Digests, older.Created = d2, []digest.Digest{d2}, t0.Add(-time.Minute)
-	if put, err := s.PutPin(older); err != nil || put {
-		t.Fatalf("an older pin replaced a newer one: %v %v", put, err)
+	if putPin(t, s, key, testPin{Ref: key, Digests: []digest.Digest{d2}, Created: t0.Add(-time.Minute)}) {
+		t.Fatal("an older pin replaced a newer one")
 	}
-	newer := older
-	newer.Created = t0.Add(time.Minute)
-	if put, err := s.PutPin(newer); err != nil || !put {
-		t.Fatalf("a newer pin was refused: %v %v", put, err)
+	if !putPin(t, s, key, testPin{Ref: key, Digests: []digest.Digest{d2}, Created: t0.Add(time.Minute)}) {
+		t.Fatal("a newer pin was refused")
 	}
 	if !s.Pinned(d2) || s.Pinned(d1) {
 		t.Fatal("the index kept the replaced pin's digests")
 	}
-	hosted := Pin{Hosted: true, Ref: "team/app:v1", Repo: "team/app", Tag: "v1", Digest: d1, Digests: []digest.Digest{d1}, Created: t0}
-	if _, err := s.PutPin(hosted); err != nil {
-		t.Fatal(err)
+	putPin(t, s, "hosted:team/app:v1", testPin{Ref: "team/app:v1", Digests: []digest.Digest{d1}, Created: t0})
+	rec, ok := s.Pin("hosted:team/app:v1")
+	var p testPin
+	if !ok || json.Unmarshal(rec, &p) != nil || p.Ref != "team/app:v1" {
+		t.Fatalf("the record came back as %s (found %v)", rec, ok)
 	}
-	if p, ok := s.Pin(PinKey(true, "team/app:v1")); !ok || !p.Hosted || p.Digest != d1 {
-		t.Fatalf("hosted pin: %+v %v", p, ok)
-	}
-	if _, ok := s.Pin("team/app:v1"); ok {
-		t.Fatal("a hosted pin answered for the upstream key")
+	if _, err := s.PutPin("bad", []byte("not json")); err == nil {
+		t.Error("a record that is not JSON was recorded")
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -53,10 +68,10 @@ func TestPins(t *testing.T) {
 	if err != nil || len(pins) != 2 {
 		t.Fatalf("after reopening: %d pins, %v", len(pins), err)
 	}
-	if found, err := s.DeletePin(up.Key()); err != nil || !found {
+	if found, err := s.DeletePin(key); err != nil || !found {
 		t.Fatalf("DeletePin: %v %v", found, err)
 	}
-	if found, _ := s.DeletePin(up.Key()); found {
+	if found, _ := s.DeletePin(key); found {
 		t.Fatal("a deleted pin was found again")
 	}
 	if s.Pinned(d2) || !s.Pinned(d1) {
@@ -76,9 +91,7 @@ func TestGCKeepsPinned(t *testing.T) {
 		}
 		ds = append(ds, d)
 	}
-	if _, err := s.PutPin(Pin{Ref: "r.example/a:v1", Repo: "a", Tag: "v1", Digest: ds[1], Digests: []digest.Digest{ds[1]}, Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	putPin(t, s, "r.example/a:v1", testPin{Ref: "r.example/a:v1", Digests: []digest.Digest{ds[1]}, Created: time.Now()})
 	if _, err := s.GC(t.Context(), Policy{High: 1, Keep: s.Pinned}); err != nil {
 		t.Fatal(err)
 	}
