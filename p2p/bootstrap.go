@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,13 +16,10 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 	mss "github.com/multiformats/go-multistream"
-
-	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/bootaddr"
 )
 
 const (
-	// dnsPrefix marks a bootstrap entry naming a DNS name whose every address is a peer.
-	dnsPrefix = "dns:"
 	// dnsSample caps how many of a DNS name's addresses one attempt dials: a headless service of a
 	// 1000-node DaemonSet has 1000 records, and joining needs only a few of them.
 	dnsSample = 8
@@ -37,108 +33,6 @@ const (
 	// refreshWait bounds how long an attempt waits for the routing table refresh that follows it.
 	refreshWait = time.Second
 )
-
-// BootstrapEntry is one parsed Config.Bootstrap entry. Exactly one of its forms is set.
-type BootstrapEntry struct {
-	// Peer is set for a multiaddr that names its peer (/ip4/10.0.0.1/tcp/4001/p2p/12D3...).
-	Peer peer.AddrInfo
-	// Addr is set for a TCP multiaddr without /p2p (/ip4/10.0.0.1/tcp/4001, /dns4/seed/tcp/4001): the peer's
-	// ID is learned on every attempt with a TLS handshake, so a peer that changed identity is still found.
-	Addr ma.Multiaddr
-	// DNSName and Port are set for "dns:<name>:<port>": every A and AAAA record of the name is a peer
-	// listening on Port (a Kubernetes headless service). The name is resolved on every attempt.
-	DNSName string
-	Port    int
-}
-
-// String returns the entry in the form ParseBootstrap reads.
-func (e BootstrapEntry) String() string {
-	switch {
-	case e.DNSName != "":
-		return dnsPrefix + net.JoinHostPort(e.DNSName, strconv.Itoa(e.Port))
-	case e.Addr != nil:
-		return e.Addr.String()
-	default:
-		addrs, err := peer.AddrInfoToP2pAddrs(&e.Peer)
-		if err != nil || len(addrs) == 0 {
-			return e.Peer.String()
-		}
-		return addrs[0].String()
-	}
-}
-
-// ParseBootstrap parses and validates one bootstrap entry (see BootstrapEntry for the forms) so that a
-// typo fails at configuration time instead of at the first attempt. Multiaddrs must be TCP over ip4, ip6,
-// dns, dns4 or dns6. Errors wrap errdefs.ErrInvalid.
-func ParseBootstrap(s string) (BootstrapEntry, error) {
-	invalid := func(format string, args ...any) (BootstrapEntry, error) {
-		return BootstrapEntry{}, fmt.Errorf("bootstrap entry %q: %s: %w", s, fmt.Sprintf(format, args...), errdefs.ErrInvalid)
-	}
-	s = strings.TrimSpace(s)
-	if rest, ok := strings.CutPrefix(s, dnsPrefix); ok {
-		host, portStr, err := net.SplitHostPort(rest)
-		if err != nil {
-			return invalid("want dns:<name>:<port>: %v", err)
-		}
-		port, err := strconv.Atoi(portStr)
-		if err != nil || port < 1 || port > 65535 {
-			return invalid("port %q is not a number from 1 to 65535", portStr)
-		}
-		if host == "" {
-			return invalid("empty DNS name")
-		}
-		return BootstrapEntry{DNSName: host, Port: port}, nil
-	}
-	if !strings.HasPrefix(s, "/") {
-		return invalid("want a multiaddr (/ip4/.../tcp/PORT[/p2p/ID]) or dns:<name>:<port>")
-	}
-	a, err := ma.NewMultiaddr(s)
-	if err != nil {
-		return invalid("%v", err)
-	}
-	transport, id := ma.SplitLast(a)
-	if id == nil || id.Protocol().Code != ma.P_P2P {
-		if err := checkTCPAddr(a); err != nil {
-			return invalid("%v", err)
-		}
-		return BootstrapEntry{Addr: a}, nil
-	}
-	if len(transport) == 0 {
-		return invalid("a peer ID needs an address before it")
-	}
-	if err := checkTCPAddr(transport); err != nil {
-		return invalid("%v", err)
-	}
-	info, err := peer.AddrInfoFromP2pAddr(a)
-	if err != nil {
-		return invalid("%v", err)
-	}
-	return BootstrapEntry{Peer: *info}, nil
-}
-
-// checkTCPAddr accepts exactly <ip4|ip6|dns|dns4|dns6>/tcp/<port>.
-func checkTCPAddr(a ma.Multiaddr) error {
-	_, _, err := tcpDialTarget(a)
-	return err
-}
-
-// tcpDialTarget returns the net.Dial network and address of a TCP multiaddr.
-func tcpDialTarget(a ma.Multiaddr) (network, address string, err error) {
-	if len(a) != 2 || a[1].Protocol().Code != ma.P_TCP {
-		return "", "", fmt.Errorf("%s is not a TCP address (want /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>)", a)
-	}
-	switch a[0].Protocol().Code {
-	case ma.P_IP4, ma.P_DNS4:
-		network = "tcp4"
-	case ma.P_IP6, ma.P_DNS6:
-		network = "tcp6"
-	case ma.P_DNS:
-		network = "tcp"
-	default:
-		return "", "", fmt.Errorf("%s is not a TCP address (want /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>)", a)
-	}
-	return network, net.JoinHostPort(a[0].Value(), a[1].Value()), nil
-}
 
 // bootstrapTarget is one peer to dial in a bootstrap attempt: either known (info) or to be probed.
 type bootstrapTarget struct {
@@ -238,7 +132,7 @@ func (n *Node) bootstrapTargets(ctx context.Context) ([]bootstrapTarget, []error
 				})
 			}
 		case e.Addr != nil:
-			network, addr, err := tcpDialTarget(e.Addr)
+			network, addr, err := bootaddr.TCPDialTarget(e.Addr)
 			if err != nil {
 				errs = append(errs, err)
 				continue

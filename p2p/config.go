@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/bootaddr"
 )
 
 // DefaultListenAddr is where a node listens when Config.ListenAddrs is empty.
@@ -20,7 +21,7 @@ type Config struct {
 	// ListenAddrs are TCP multiaddrs to listen on; default []string{DefaultListenAddr}. TCP only: QUIC is
 	// about 2.7 times slower here and refuses private networks.
 	ListenAddrs []string
-	// Bootstrap lists the peers to join through, in any of three forms (see ParseBootstrap): a multiaddr
+	// Bootstrap lists the peers to join through, in any of three forms (see bootaddr.Parse): a multiaddr
 	// with /p2p/<id>, a multiaddr without it (the ID is learned with a handshake), or "dns:<name>:<port>"
 	// (every A/AAAA record is a peer, as with a Kubernetes headless service; resolved on every attempt).
 	// Empty means this node waits for others to join it.
@@ -45,7 +46,7 @@ type Config struct {
 }
 
 // validate checks the config and fills defaults, returning the parsed forms New needs.
-func (c *Config) validate() (listen []ma.Multiaddr, boot []BootstrapEntry, err error) {
+func (c *Config) validate() (listen []ma.Multiaddr, boot []bootaddr.Entry, err error) {
 	if c.DataDir == "" {
 		return nil, nil, fmt.Errorf("p2p config: DataDir is required: %w", errdefs.ErrInvalid)
 	}
@@ -59,7 +60,7 @@ func (c *Config) validate() (listen []ma.Multiaddr, boot []BootstrapEntry, err e
 	for _, s := range c.ListenAddrs {
 		a, err := ma.NewMultiaddr(s)
 		if err == nil {
-			err = checkTCPAddr(a)
+			err = bootaddr.CheckTCP(a)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("listen address %q: %v", s, err))
@@ -68,7 +69,7 @@ func (c *Config) validate() (listen []ma.Multiaddr, boot []BootstrapEntry, err e
 		listen = append(listen, a)
 	}
 	for _, s := range c.Bootstrap {
-		e, err := ParseBootstrap(s)
+		e, err := bootaddr.Parse(s)
 		if err != nil {
 			errs = append(errs, err)
 			continue

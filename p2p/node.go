@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/bootaddr"
 	"github.com/shoal-oci/shoal/p2p/keys"
 )
 
@@ -44,7 +45,7 @@ var ErrClosed = fmt.Errorf("p2p node closed: %w", errdefs.ErrUnavailable)
 type Node struct {
 	host      host.Host
 	dht       *dht.IpfsDHT
-	bootstrap []BootstrapEntry
+	bootstrap []bootaddr.Entry
 	psk       pnet.PSK
 	probeTLS  *libp2ptls.Transport
 	log       *slog.Logger

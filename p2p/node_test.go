@@ -8,6 +8,7 @@ import (
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/shoal-oci/shoal/p2p/bootaddr"
 )
 
 func TestCloseStopsRun(t *testing.T) {
@@ -53,7 +54,7 @@ func TestAddrsAreBootstrapEntries(t *testing.T) {
 		t.Fatal("no addresses")
 	}
 	for _, a := range addrs {
-		e, err := ParseBootstrap(a)
+		e, err := bootaddr.Parse(a)
 		if err != nil || e.Peer.ID != n.ID() {
 			t.Errorf("Addrs() entry %q parses to %+v, %v", a, e, err)
 		}

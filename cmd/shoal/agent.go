@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/bootaddr"
 	"github.com/shoal-oci/shoal/p2p/keys"
 )
 
@@ -126,7 +127,7 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 			pc.SwarmKey = key
 		}
 		for _, b := range pc.Bootstrap {
-			if _, err := p2p.ParseBootstrap(b); err != nil {
+			if _, err := bootaddr.Parse(b); err != nil {
 				return agent.Config{}, fmt.Errorf("--bootstrap %q: %w", b, err)
 			}
 		}
