@@ -74,9 +74,13 @@ type Node struct {
 	maxBootstrapBackoff time.Duration
 	wrapRouter          func(provider.KadClosestPeersRouter) provider.KadClosestPeersRouter // tests count lookups
 
-	running   atomic.Bool
-	runMu     sync.Mutex     // orders Run's start against Close
-	runWG     sync.WaitGroup // Run in progress; Close waits for it
+	running atomic.Bool
+	runMu   sync.Mutex     // orders Run's start against Close
+	runWG   sync.WaitGroup // Run in progress; Close waits for it
+	// bgWG counts lookups started in the background (KnownSeeds): Close waits for them before
+	// closing the host, since a dial still under way when the host closes crashes libp2p's
+	// swarm (its transports are gone; go-libp2p issue 1545).
+	bgWG      sync.WaitGroup
 	closed    chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -206,6 +210,7 @@ func (n *Node) Close() error {
 		close(n.closed)
 		n.runMu.Unlock()
 		n.runWG.Wait() // Run sees closed, cancels its dials and returns
+		n.bgWG.Wait()  // background lookups see closed too
 		n.provMu.Lock()
 		p := n.prov
 		n.prov = nil

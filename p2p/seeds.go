@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -31,6 +32,9 @@ type seedCache struct {
 	mu      sync.Mutex
 	seeds   []peer.ID
 	expires time.Time
+	// refreshing is set while a background lookup runs, so that a burst of KnownSeeds calls
+	// starts one.
+	refreshing atomic.Bool
 }
 
 // IsSeed reports whether this node has the seed role.
@@ -60,8 +64,14 @@ func (n *Node) KnownSeeds() []peer.ID {
 	out := n.liveSeeds(n.seeds.seeds)
 	stale := !time.Now().Before(n.seeds.expires)
 	n.seeds.mu.Unlock()
-	if stale && !n.isClosed() {
-		n.lookups.DoChan("seeds", func() (any, error) { return n.lookupSeeds(), nil })
+	if stale && n.seeds.refreshing.CompareAndSwap(false, true) {
+		started := n.background(func() {
+			defer n.seeds.refreshing.Store(false)
+			n.lookups.Do("seeds", func() (any, error) { return n.lookupSeeds(), nil })
+		})
+		if !started {
+			n.seeds.refreshing.Store(false)
+		}
 	}
 	return n.withSelf(out)
 }
@@ -121,4 +131,20 @@ func (n *Node) withSelf(seeds []peer.ID) []peer.ID {
 		seeds = append(seeds, n.ID())
 	}
 	return seeds
+}
+
+// background runs fn in a goroutine that Close waits for, unless the node is closing; it reports
+// whether it did.
+func (n *Node) background(fn func()) bool {
+	n.runMu.Lock()
+	defer n.runMu.Unlock()
+	if n.isClosed() {
+		return false
+	}
+	n.bgWG.Add(1)
+	go func() {
+		defer n.bgWG.Done()
+		fn()
+	}()
+	return true
 }
