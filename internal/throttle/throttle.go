@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -15,12 +16,21 @@ import (
 type Limiter struct {
 	l *rate.Limiter
 
-	// Priority streams: while one waits for tokens, ordinary streams take none, so the bytes the
-	// link can carry go to it first.
+	// Priority streams: while one waits for tokens, and for priorityLinger after, ordinary
+	// streams take none, so the bytes the link can carry go to it first. The linger spans the
+	// moment between a priority stream's waits (it reads its source, hands the bytes on, asks
+	// again): without it, every ordinary stream woken at that moment reserved a burst ahead of
+	// the priority stream's next wait, and the priority stream got a quarter of the link among
+	// three others. A priority stream that stops asking (its own source is slow) leaves the link
+	// to the others after the linger.
 	mu      sync.Mutex
 	waiting int           // priority streams waiting for tokens
 	clear   chan struct{} // closed when waiting drops to zero
+	quiet   time.Time     // ordinary streams wait until then (the last priority wait + linger)
 }
+
+// priorityLinger is how long after a priority stream's wait ordinary streams keep waiting.
+const priorityLinger = 20 * time.Millisecond
 
 // New returns a limiter of bytesPerSecond, or nil (unlimited) when bytesPerSecond <= 0. The burst
 // is a tenth of a second of traffic (at least 64 KiB), so the rate holds over short intervals too.
@@ -40,8 +50,19 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 	for {
 		l.mu.Lock()
 		if l.waiting == 0 {
+			quiet := time.Until(l.quiet)
 			l.mu.Unlock()
-			break
+			if quiet <= 0 {
+				break
+			}
+			t := time.NewTimer(quiet)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			continue
 		}
 		clear := l.clear
 		l.mu.Unlock()
@@ -64,6 +85,7 @@ func (l *Limiter) waitPriority(ctx context.Context, n int) error {
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
+		l.quiet = time.Now().Add(priorityLinger)
 		if l.waiting--; l.waiting == 0 {
 			close(l.clear)
 		}

@@ -230,10 +230,11 @@ func TestAbandonedUploads(t *testing.T) {
 	}
 }
 
-// TestRunExpires runs the expiry loop for real with a short timeout.
+// TestRunExpires runs the expiry loop for real with a short timeout: long enough that the
+// session outlives its PATCH on a loaded machine (20 ms did not), short enough to be seen expiring.
 func TestRunExpires(t *testing.T) {
 	t.Parallel()
-	s := newSeed(t, WithUploadTimeout(20*time.Millisecond))
+	s := newSeed(t, WithUploadTimeout(2*time.Second))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.reg.Run(ctx) }()
