@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-oci/shoal/test/bench/internal/benchlibp2p"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchmeasure"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
@@ -67,7 +68,7 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		return err
 	}
 	defer os.RemoveAll(floorDir)
-	raw, err := newRawPair(ctx, filepath.Join(e.tmp, "raw-recv"), filepath.Join(e.tmp, "raw-send"), floorDir)
+	raw, err := benchlibp2p.NewPair(ctx, filepath.Join(e.tmp, "raw-recv"), filepath.Join(e.tmp, "raw-send"), floorDir)
 	if err != nil {
 		return fmt.Errorf("raw libp2p pair: %w", err)
 	}
@@ -132,7 +133,7 @@ func (e *env) transfer(ctx context.Context, d string) error {
 				return fmt.Errorf("TCP baseline: %w", err)
 			}
 			c1 := selfCPU()
-			if rawT, err = raw.run(ctx, stored, discard); err != nil {
+			if rawT, err = raw.Run(ctx, stored, benchlibp2p.Discard); err != nil {
 				return fmt.Errorf("raw libp2p baseline: %w", err)
 			}
 			cpuTCP, cpuRaw = c1-c0, selfCPU()-c1
@@ -153,11 +154,11 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		// the same way, and every file written stays until the scenario ends.
 		var storeSer, storePipe time.Duration
 		time.Sleep(3 * time.Second)
-		if storeSer, err = raw.run(ctx, stored, storeSerial); err != nil {
+		if storeSer, err = raw.Run(ctx, stored, benchlibp2p.StoreSerial); err != nil {
 			return fmt.Errorf("store floor: %w", err)
 		}
 		time.Sleep(3 * time.Second)
-		if storePipe, err = raw.run(ctx, stored, storePipelined); err != nil {
+		if storePipe, err = raw.Run(ctx, stored, benchlibp2p.StorePipelined); err != nil {
 			return fmt.Errorf("store floor: %w", err)
 		}
 		time.Sleep(3 * time.Second)
