@@ -31,6 +31,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/p2p/bootaddr"
 	"github.com/shoal-oci/shoal/p2p/keys"
+	"github.com/shoal-oci/shoal/p2p/limits"
 )
 
 // ProtocolPrefix is the DHT's protocol prefix: Shoal's DHT speaks /shoal/kad/1.0.0 and never mixes with
@@ -122,11 +123,11 @@ func New(cfg Config) (*Node, error) {
 	}
 
 	metricsOn := cfg.Registerer != nil
-	rm, err := resourceManager(metricsOn)
+	rm, err := limits.ResourceManager(metricsOn)
 	if err != nil {
 		return nil, fmt.Errorf("p2p resource manager: %w", err)
 	}
-	cm, err := connManager()
+	cm, err := limits.ConnManager()
 	if err != nil {
 		rm.Close()
 		return nil, fmt.Errorf("p2p connection manager: %w", err)

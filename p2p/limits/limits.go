@@ -1,4 +1,6 @@
-package p2p
+// Package limits holds the resource and connection limits of a Shoal libp2p host: how many
+// connections it keeps, how much memory and how many file descriptors libp2p may use.
+package limits
 
 import (
 	"time"
@@ -12,7 +14,7 @@ import (
 
 // Connection manager watermarks: trimming starts above connHigh and goes down to connLow. A node needs
 // about 20·log2(N/20) DHT connections plus its transfer peers; 400 leaves room for both in clusters of
-// thousands, and peers with transfers in flight are protected (Node.Protect) so trimming never cuts them.
+// thousands, and peers with transfers in flight are protected (p2p.Node.Protect) so trimming never cuts them.
 const (
 	connLow   = 400
 	connHigh  = 600
@@ -40,9 +42,9 @@ const (
 	transientConnsOutbound = 256
 )
 
-// resourceManager builds the resource manager with Shoal's limits. Metrics are reported only when
+// ResourceManager builds the resource manager with Shoal's limits. Metrics are reported only when
 // metricsOn (they go to the registerer libp2p is given).
-func resourceManager(metricsOn bool) (network.ResourceManager, error) {
+func ResourceManager(metricsOn bool) (network.ResourceManager, error) {
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
 	budget := int64(memory.TotalMemory() / 8)
@@ -67,7 +69,7 @@ func resourceManager(metricsOn bool) (network.ResourceManager, error) {
 	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), opts...)
 }
 
-// connManager builds the connection manager; Protect/Unprotect go through it.
-func connManager() (*connmgr.BasicConnMgr, error) {
+// ConnManager builds the connection manager; Protect/Unprotect go through it.
+func ConnManager() (*connmgr.BasicConnMgr, error) {
 	return connmgr.NewConnManager(connLow, connHigh, connmgr.WithGracePeriod(connGrace))
 }
