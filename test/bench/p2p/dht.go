@@ -440,14 +440,14 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 		{"open", func(x steps) float64 { return x.Open }}, {"chunk", func(x steps) float64 { return x.Chunk }},
 		{"verify", func(x steps) float64 { return x.Verify }}, {"store", func(x steps) float64 { return x.Store }}} {
 		v := col(c.f)
-		logf("dht: step %s p50 %.2f p95 %.2f ms", c.name, pct(v, 50), pct(v, 95))
+		logf("dht: step %s p50 %.2f p95 %.2f ms", c.name, benchreport.Percentile(v, 50), benchreport.Percentile(v, 95))
 	}
 	logf("dht: probe: first provider p50 %.2f p95 %.2f ms; lookup end p50 %.2f p95 %.2f ms",
-		pct(res.ProbeFirst, 50), pct(res.ProbeFirst, 95), pct(res.ProbeAll, 50), pct(res.ProbeAll, 95))
+		benchreport.Percentile(res.ProbeFirst, 50), benchreport.Percentile(res.ProbeFirst, 95), benchreport.Percentile(res.ProbeAll, 50), benchreport.Percentile(res.ProbeAll, 95))
 	logf("dht: %d trials: %d fetched from peers, %d failures; TTFB p50 %.1f ms p95 %.1f ms (already connected to the holder: %d, p50 %.1f p95 %.1f; new connection: p50 %.1f p95 %.1f; own lookup p50 %.1f p95 %.1f; store hit p50 %.1f p95 %.1f); FindProviders p50 %.1f ms p95 %.1f ms",
-		cfg.trials, res.PeerOK, len(res.Failures), pct(res.TTFB, 50), pct(res.TTFB, 95),
-		len(res.TTFBConnected), pct(res.TTFBConnected, 50), pct(res.TTFBConnected, 95), pct(res.TTFBNewConn, 50), pct(res.TTFBNewConn, 95),
-		pct(res.Lookup, 50), pct(res.Lookup, 95), pct(res.HitTTFB, 50), pct(res.HitTTFB, 95), pct(res.Find, 50), pct(res.Find, 95))
+		cfg.trials, res.PeerOK, len(res.Failures), benchreport.Percentile(res.TTFB, 50), benchreport.Percentile(res.TTFB, 95),
+		len(res.TTFBConnected), benchreport.Percentile(res.TTFBConnected, 50), benchreport.Percentile(res.TTFBConnected, 95), benchreport.Percentile(res.TTFBNewConn, 50), benchreport.Percentile(res.TTFBNewConn, 95),
+		benchreport.Percentile(res.Lookup, 50), benchreport.Percentile(res.Lookup, 95), benchreport.Percentile(res.HitTTFB, 50), benchreport.Percentile(res.HitTTFB, 95), benchreport.Percentile(res.Find, 50), benchreport.Percentile(res.Find, 95))
 
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
@@ -500,17 +500,6 @@ func histogram(g prometheus.Gatherer, name string) (float64, uint64) {
 		}
 	}
 	return 0, 0
-}
-
-// pct is the p-th percentile (nearest rank) of v.
-func pct(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	k := int(float64(len(s))*p/100+0.999999) - 1
-	return s[max(0, min(k, len(s)-1))]
 }
 
 // steps are the durations (ms) of the steps of the agent's peer fetch, done one by one with the

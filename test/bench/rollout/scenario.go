@@ -15,11 +15,13 @@ import (
 
 	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchruntime"
 )
 
 // nodeResult is one node of one scenario run.
 type nodeResult struct {
-	pull                  *pullResult
+	pull                  *benchruntime.PullResult
 	fromOrigin, fromPeers int64 // the agent's shoal_fetched_bytes_total{source}
 	servedPeers           int64 // the agent's shoal_peer_served_bytes_total
 	originReqs, originErr int64 // shoal_origin_requests_total and shoal_origin_errors_total, all labels
@@ -60,8 +62,8 @@ type scenarioResult struct {
 	agentsUser time.Duration // of which user time
 	idleCPU    time.Duration // all agents over idleWindow before the pulls
 	idleWindow time.Duration
-	benchCPU   time.Duration // this process (origin, 20 runtimes hashing), same window
-	machine    machineCPU    // the whole machine, same window
+	benchCPU   time.Duration        // this process (origin, 20 runtimes hashing), same window
+	machine    benchproc.MachineCPU // the whole machine, same window
 	window     time.Duration
 	timeline   []sample
 	logs       []*logLine
@@ -159,7 +161,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 			return nil, err
 		}
 		logf("%s run %d: preheated the seed in %s; the origin served %.2f× the image", name, run, secs(sr.preheat),
-			float64(sr.preheatOrigin.Bytes)/float64(e.imageBytes()))
+			float64(sr.preheatOrigin.Bytes)/float64(e.im.Bytes()))
 		if err := e.stopOrigin(sr); err != nil {
 			return nil, err
 		}
@@ -188,9 +190,9 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		seedCPU0, _ = benchproc.CPUTime(sr.proc.Pid())
 	}
 	bench0, _ := benchproc.CPUTime(0)
-	mach0 := readMachineCPU()
+	mach0 := benchproc.ReadMachineCPU()
 	orig0 := e.o.Counts()
-	client0 := clientBytes.Load()
+	client0 := e.received.Load()
 
 	sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
@@ -207,7 +209,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 				return
 			case <-tk.C:
 				res.timeline = append(res.timeline, sample{t: time.Since(res.t0),
-					originBytes: e.o.Counts().Bytes - orig0.Bytes, clientBy: clientBytes.Load() - client0})
+					originBytes: e.o.Counts().Bytes - orig0.Bytes, clientBy: e.received.Load() - client0})
 			}
 		}
 	}()
@@ -226,12 +228,10 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		var pw sync.WaitGroup
 		for i := lo; i < hi; i++ {
 			pw.Go(func() {
-				c := newRuntimeClient(cfg.parallel)
-				defer c.CloseIdleConnections()
+				rt := benchruntime.New(cfg.parallel, &e.received)
+				defer rt.Close()
 				<-gate
-				p := pull(sctx, c, agents[i].URL, e.im, cfg.parallel)
-				p.node, p.wave = i, w
-				res.nodes[i].pull = p
+				res.nodes[i].pull = rt.Pull(sctx, agents[i].URL, e.im)
 			})
 		}
 		close(gate)
@@ -239,16 +239,16 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		if waves > 1 {
 			var slowest time.Duration
 			for i := lo; i < hi; i++ {
-				slowest = max(slowest, res.nodes[i].pull.duration())
+				slowest = max(slowest, res.nodes[i].pull.Duration())
 			}
 			logf("%s run %d: wave %d of %d (nodes %d–%d) done, slowest %s", name, run, w+1, waves, lo, hi-1, secs(slowest))
 		}
 	}
-	for _, n := range res.nodes {
-		res.wall = max(res.wall, n.pull.end.Sub(res.t0))
-		if n.pull.err != nil {
+	for i, n := range res.nodes {
+		res.wall = max(res.wall, n.pull.End.Sub(res.t0))
+		if n.pull.Err != nil {
 			res.failed++
-			logf("%s run %d: node %d pull failed: %v", name, run, n.pull.node, n.pull.err)
+			logf("%s run %d: node %d pull failed: %v", name, run, i, n.pull.Err)
 		}
 	}
 
@@ -271,7 +271,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	close(stopSampling)
 	<-samplingDone
 	res.window = time.Since(res.t0)
-	res.machine = readMachineCPU().sub(mach0)
+	res.machine = benchproc.ReadMachineCPU().Sub(mach0)
 	bench1, _ := benchproc.CPUTime(0)
 	res.benchCPU = bench1 - bench0
 	res.origin = e.o.Counts().Since(orig0)
@@ -338,8 +338,8 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		}
 	}
 	logf("%s run %d: pulls p50 %s, max %s; origin served %.2f× the image; agents %s CPU; %d failed",
-		name, run, secs(percentile(res.durations(), 50)), secs(percentile(res.durations(), 100)),
-		float64(res.origin.Bytes)/float64(e.imageBytes()), secs(res.agentsCPU), res.failed)
+		name, run, secs(benchreport.Percentile(res.durations(), 50)), secs(benchreport.Percentile(res.durations(), 100)),
+		float64(res.origin.Bytes)/float64(e.im.Bytes()), secs(res.agentsCPU), res.failed)
 	return res, nil
 }
 
@@ -426,8 +426,8 @@ func firstLine(s string) string {
 func (r *scenarioResult) durations() []time.Duration {
 	var out []time.Duration
 	for _, n := range r.nodes {
-		if n.pull != nil && n.pull.err == nil {
-			out = append(out, n.pull.duration())
+		if n.pull != nil && n.pull.Err == nil {
+			out = append(out, n.pull.Duration())
 		}
 	}
 	return out
