@@ -375,7 +375,7 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 		layerGets = append(layerGets, fmt.Sprintf("layer %d: %d", i+1, s.origin.BlobGets[l.Digest]))
 	}
 	p(" (%s; config: %d).", strings.Join(layerGets, ", "), s.origin.BlobGets[r.im.Config.Digest])
-	busy, peak := originBusy(s.timeline, r.cfg.originRate)
+	busy, peak := s.timeline.Busy(0, r.cfg.originRate, 0.9), s.timeline.Peak(1)
 	p(" Origin egress at ≥ 90%% of O for %s of the %s; peak aggregate rate to the runtimes %s (1 s windows).", secs(busy), secs(s.wall), perSec(peak))
 	p(" The agents used %.1f CPU s (%.0f%% user, %.0f%% system); while idle before the pulls (joined, nothing asked) they used %.2f CPU s in %s, %.1f%% of a core per agent.",
 		s.agentsCPU.Seconds(), 100*s.agentsUser.Seconds()/max(s.agentsCPU.Seconds(), 0.01), 100-100*s.agentsUser.Seconds()/max(s.agentsCPU.Seconds(), 0.01),
@@ -385,7 +385,7 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 	}
 	p("\n\n")
 
-	r.timelineTable(b, s)
+	p("%s", s.timeline.Table("from the first ask (s)", []string{"origin egress, MB/s", "runtimes receive, MB/s"}, s.wall))
 	if sd := s.seed; sd != nil && sd.preheatOut != "" {
 		p("<details><summary>shoal preheat output (seconds since it started)</summary>\n\n```\n%s```\n\n</details>\n\n", sd.preheatOut)
 	}
@@ -439,48 +439,13 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 			p("- … %d more kinds\n", len(s.logs)-12)
 			break
 		}
-		ex := l.example
+		ex := l.Example
 		if len(ex) > 400 {
 			ex = ex[:400] + "…"
 		}
-		p("- `%s`: %d lines from %s, e.g. `%s`\n", l.key, l.count, procCount(l.agents), strings.ReplaceAll(ex, "`", "'"))
+		p("- `%s`: %d lines from %s, e.g. `%s`\n", l.Key, l.Count, procCount(l.Procs), strings.ReplaceAll(ex, "`", "'"))
 	}
 	p("\n")
-}
-
-// timelineTable writes the origin's egress and the runtimes' aggregate receive rate over time,
-// in about 20 windows.
-func (r *report) timelineTable(b *strings.Builder, s *scenarioResult) {
-	tl := s.timeline
-	if len(tl) < 2 {
-		return
-	}
-	w := time.Duration(benchplot.NiceStep(s.wall.Seconds()/20) * float64(time.Second))
-	w = max(w, time.Second)
-	head := []string{"from the first ask (s)"}
-	orow := []string{"origin egress, MB/s"}
-	crow := []string{"runtimes receive, MB/s"}
-	var prev sample
-	next := w
-	for _, x := range tl {
-		if x.t < next && x != tl[len(tl)-1] {
-			continue
-		}
-		dt := (x.t - prev.t).Seconds()
-		if dt <= 0 {
-			continue
-		}
-		head = append(head, fmt.Sprintf("%.0f–%.0f", prev.t.Seconds(), x.t.Seconds()))
-		orow = append(orow, fmt.Sprintf("%.0f", float64(x.originBytes-prev.originBytes)/dt/1e6))
-		crow = append(crow, fmt.Sprintf("%.0f", float64(x.clientBy-prev.clientBy)/dt/1e6))
-		prev = x
-		next = x.t + w
-		if x.t > s.wall+w {
-			break
-		}
-	}
-	fmt.Fprintf(b, "| %s |\n|%s\n| %s |\n| %s |\n\n", strings.Join(head, " | "), strings.Repeat("---:|", len(head)),
-		strings.Join(orow, " | "), strings.Join(crow, " | "))
 }
 
 // procCount says how many processes logged a line: "7 agents", "the seed", "3 agents and the seed".
@@ -509,25 +474,6 @@ func sumGets(m map[string]int) int {
 		n += v
 	}
 	return n
-}
-
-// originBusy is how long the origin sent at ≥ 90% of its bandwidth, and the peak aggregate rate
-// the runtimes received, both over 1 s windows of the timeline.
-func originBusy(tl []sample, originRate int64) (busy time.Duration, peakClients int64) {
-	const w = 4 // samples are 250 ms apart
-	for i := w; i < len(tl); i++ {
-		dt := (tl[i].t - tl[i-w].t).Seconds()
-		if dt <= 0 {
-			continue
-		}
-		o := float64(tl[i].originBytes-tl[i-w].originBytes) / dt
-		c := float64(tl[i].clientBy-tl[i-w].clientBy) / dt
-		peakClients = max(peakClients, int64(c))
-		if originRate > 0 && o >= 0.9*float64(originRate) {
-			busy += tl[i].t - tl[i-1].t
-		}
-	}
-	return busy, peakClients
 }
 
 type jsonScenario struct {

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/pprof"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchruntime"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchtimeline"
 )
 
 // nodeResult is one node of one scenario run.
@@ -29,20 +28,6 @@ type nodeResult struct {
 	hwm                   int64 // VmHWM when the pulls were done
 	cpu                   time.Duration
 	exitErr               string
-}
-
-// sample is one point of the timeline (every 250 ms while the pulls run).
-type sample struct {
-	t                     time.Duration // since the first pull started
-	originBytes, clientBy int64
-}
-
-// logLine is one kind of WARN/ERROR line the agents logged, with how often and one example.
-type logLine struct {
-	key     string
-	count   int
-	agents  map[string]bool // the processes that logged it: "agent 3", "seed"
-	example string
 }
 
 // scenarioResult is one run of one scenario.
@@ -65,8 +50,8 @@ type scenarioResult struct {
 	benchCPU   time.Duration        // this process (origin, 20 runtimes hashing), same window
 	machine    benchproc.MachineCPU // the whole machine, same window
 	window     time.Duration
-	timeline   []sample
-	logs       []*logLine
+	timeline   benchtimeline.Timeline // origin egress and runtimes' receive (in this order) since t0
+	logs       []*benchproc.LogKind
 	failed     int
 	seed       *seedRun // seeded only
 }
@@ -192,27 +177,11 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	bench0, _ := benchproc.CPUTime(0)
 	mach0 := benchproc.ReadMachineCPU()
 	orig0 := e.o.Counts()
-	client0 := e.received.Load()
 
 	sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	res.t0 = time.Now()
-	stopSampling := make(chan struct{})
-	samplingDone := make(chan struct{})
-	go func() {
-		defer close(samplingDone)
-		tk := time.NewTicker(250 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-tk.C:
-				res.timeline = append(res.timeline, sample{t: time.Since(res.t0),
-					originBytes: e.o.Counts().Bytes - orig0.Bytes, clientBy: e.received.Load() - client0})
-			}
-		}
-	}()
+	timeline := benchtimeline.Record(res.t0, func() int64 { return e.o.Counts().Bytes }, e.received.Load)
 
 	var profWG sync.WaitGroup
 	if cfg.profDir != "" {
@@ -268,8 +237,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		return true
 	})
 	res.commitLag = time.Since(endPulls)
-	close(stopSampling)
-	<-samplingDone
+	res.timeline = timeline.Stop()
 	res.window = time.Since(res.t0)
 	res.machine = benchproc.ReadMachineCPU().Sub(mach0)
 	bench1, _ := benchproc.CPUTime(0)
@@ -319,7 +287,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		}
 		procs = append(slices.Clone(agents), sr.proc)
 	}
-	res.logs = collectLogs(procs)
+	res.logs = benchproc.GroupLogs(procs)
 	if cfg.logDir != "" {
 		if err := os.MkdirAll(cfg.logDir, 0o755); err != nil {
 			return nil, err
@@ -364,57 +332,6 @@ func (e *env) waitJoined(ctx context.Context, agents []*benchproc.Shoal, res *sc
 	_ = benchproc.WaitFor(ctx, 10*time.Second, 20*time.Millisecond, "routing tables", func() bool { _, m := rt(); return m >= want })
 	_, res.rtMin = rt()
 	return nil
-}
-
-var (
-	logLevelRe = regexp.MustCompile(`level=(WARN|ERROR)`)
-	logMsgRe   = regexp.MustCompile(`msg="([^"]*)"|msg=(\S+)`)
-	digitsRe   = regexp.MustCompile(`[0-9]+`)
-)
-
-// collectLogs groups the processes' WARN and ERROR lines by level and message.
-func collectLogs(agents []*benchproc.Shoal) []*logLine {
-	byKey := map[string]*logLine{}
-	for _, a := range agents {
-		if a == nil {
-			continue
-		}
-		for l := range strings.SplitSeq(a.Output(), "\n") {
-			lv := logLevelRe.FindStringSubmatch(l)
-			if lv == nil {
-				if strings.TrimSpace(l) != "" && !strings.Contains(l, "level=") {
-					lv = []string{"", "OTHER"} // e.g. a panic
-				} else {
-					continue
-				}
-			}
-			var msg string
-			if m := logMsgRe.FindStringSubmatch(l); m != nil && lv[1] != "OTHER" {
-				msg = m[1] + m[2]
-			} else {
-				// Not one of the agent's structured lines (libp2p's own logger, a panic):
-				// group by the text without its numbers.
-				msg = digitsRe.ReplaceAllString(l, "#")
-				if len(msg) > 120 {
-					msg = msg[:120]
-				}
-			}
-			key := lv[1] + " " + msg
-			ll := byKey[key]
-			if ll == nil {
-				ll = &logLine{key: key, agents: map[string]bool{}, example: l}
-				byKey[key] = ll
-			}
-			ll.count++
-			ll.agents[a.String()] = true
-		}
-	}
-	out := make([]*logLine, 0, len(byKey))
-	for _, l := range byKey {
-		out = append(out, l)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].count > out[j].count })
-	return out
 }
 
 func firstLine(s string) string {
