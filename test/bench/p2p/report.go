@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-oci/shoal/test/bench/internal/benchpeerfetch"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
@@ -134,7 +135,7 @@ func (r *results) markdown() string {
 		"first provider p50 / p95 / p99 %.1f / %.1f / %.1f ms, end of the whole query %.1f / %.1f / %.1f ms. The requester's own lookup (above) is p2p.Node.FindProviders, which stops where the agent's revision says "+
 		"(the whole query, or a grace period after the first provider).\n",
 		benchreport.Percentile(dh.ProbeFirst, 50), benchreport.Percentile(dh.ProbeFirst, 95), benchreport.Percentile(dh.ProbeFirst, 99), benchreport.Percentile(dh.ProbeAll, 50), benchreport.Percentile(dh.ProbeAll, 95), benchreport.Percentile(dh.ProbeAll, 99))
-	col := func(f func(steps) float64) []float64 {
+	col := func(f func(benchpeerfetch.Steps) float64) []float64 {
 		out := make([]float64, len(dh.Steps))
 		for i, x := range dh.Steps {
 			out[i] = f(x)
@@ -144,16 +145,16 @@ func (r *results) markdown() string {
 	p("- The peer fetch's steps done one at a time on a fourth node (same APIs as the agent: FindProviders, transfer.Client Map and Get, chunk verification, a 256 KiB write to a new file in its store's tmp directory), p50 / p95 ms:")
 	for _, c := range []struct {
 		name string
-		f    func(steps) float64
-	}{{"lookup", func(x steps) float64 { return x.Lookup }}, {"chunk map", func(x steps) float64 { return x.Map }},
-		{"range request to its header", func(x steps) float64 { return x.Open }}, {"first chunk", func(x steps) float64 { return x.Chunk }},
-		{"verify", func(x steps) float64 { return x.Verify }}, {"store write", func(x steps) float64 { return x.Store }}} {
+		f    func(benchpeerfetch.Steps) float64
+	}{{"lookup", func(x benchpeerfetch.Steps) float64 { return x.Lookup }}, {"chunk map", func(x benchpeerfetch.Steps) float64 { return x.Map }},
+		{"range request to its header", func(x benchpeerfetch.Steps) float64 { return x.Open }}, {"first chunk", func(x benchpeerfetch.Steps) float64 { return x.Chunk }},
+		{"verify", func(x benchpeerfetch.Steps) float64 { return x.Verify }}, {"store write", func(x benchpeerfetch.Steps) float64 { return x.Store }}} {
 		v := col(c.f)
 		p(" %s %.1f / %.1f;", c.name, benchreport.Percentile(v, 50), benchreport.Percentile(v, 95))
 	}
-	p(" sum of the p50s %.1f ms.\n", benchreport.Percentile(col(func(x steps) float64 { return x.Lookup }), 50)+benchreport.Percentile(col(func(x steps) float64 { return x.Map }), 50)+
-		benchreport.Percentile(col(func(x steps) float64 { return x.Open }), 50)+benchreport.Percentile(col(func(x steps) float64 { return x.Chunk }), 50)+
-		benchreport.Percentile(col(func(x steps) float64 { return x.Verify }), 50)+benchreport.Percentile(col(func(x steps) float64 { return x.Store }), 50))
+	p(" sum of the p50s %.1f ms.\n", benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Lookup }), 50)+benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Map }), 50)+
+		benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Open }), 50)+benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Chunk }), 50)+
+		benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Verify }), 50)+benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Store }), 50))
 	p("- GET total time (1 MiB): p50 %.1f ms, p95 %.1f ms, p99 %.1f ms.\n", benchreport.Percentile(dh.Total, 50), benchreport.Percentile(dh.Total, 95), benchreport.Percentile(dh.Total, 99))
 	if len(dh.Failures) > 0 {
 		p("- Failures (%d):", len(dh.Failures))
