@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -28,12 +27,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-oci/shoal/agent"
-	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/p2p"
-	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchblob"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchmeasure"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchpeerfetch"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
@@ -52,12 +50,12 @@ type dhtResults struct {
 	TTFB, Total []float64 // ms, per successful trial: requester's GET through its /v2 API
 	// TTFB split by whether the requester had a connection to the holder before its GET.
 	TTFBConnected, TTFBNewConn []float64
-	HitTTFB                    []float64 // ms, the same blob GET through its holder, from its store (baseline)
-	Rest                       []float64 // ms, TTFB minus the requester's own lookup, when that is known
-	Lookup                     []float64 // ms, the requester's own DHT lookup inside that GET (its histogram's sum)
-	Find                       []float64 // ms, FindProviders for the same blob from a third node
-	FindHits                   int       // FindProviders answers that included the holder
-	Steps                      []steps   // a peer fetch's steps done by hand on a fourth node
+	HitTTFB                    []float64              // ms, the same blob GET through its holder, from its store (baseline)
+	Rest                       []float64              // ms, TTFB minus the requester's own lookup, when that is known
+	Lookup                     []float64              // ms, the requester's own DHT lookup inside that GET (its histogram's sum)
+	Find                       []float64              // ms, FindProviders for the same blob from a third node
+	FindHits                   int                    // FindProviders answers that included the holder
+	Steps                      []benchpeerfetch.Steps // a peer fetch's steps done by hand on a fourth node
 	// A DHT client's lookup of the same blob: until the holder arrives, and until the lookup ends.
 	ProbeFirst, ProbeAll []float64
 	PeerOK               int // trials whose bytes the requester fetched from a peer
@@ -313,7 +311,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 		h := n.a.Node().Host()
 		seedInfos = append(seedInfos, peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()})
 	}
-	pr, err := newProbe(ctx, seedInfos)
+	pr, err := benchpeerfetch.NewProbe(ctx, seedInfos)
 	if err != nil {
 		return nil, err
 	}
@@ -404,14 +402,15 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 		}
 		res.Find = append(res.Find, msf(took))
 		// The DHT client probe: time to the first provider, and to the end of the lookup.
-		if first, all, err := pr.lookup(ctx, digest.Digest(d), want); err == nil && first > 0 {
+		if first, all, err := pr.Lookup(ctx, digest.Digest(d), want); err == nil && first > 0 {
 			res.ProbeFirst = append(res.ProbeFirst, msf(first))
 			res.ProbeAll = append(res.ProbeAll, msf(all))
 		} else {
 			res.Failures = append(res.Failures, fmt.Sprintf("trial %d: probe lookup: first %s, all %s, %v", i+1, first, all, err))
 		}
 		// The steps of a peer fetch, by hand, from a fourth node that has never looked d up.
-		if st, err := fetchSteps(ctx, nodes[pick(append(held, r, f)...)], want, digest.Digest(d)); err == nil {
+		sn := nodes[pick(append(held, r, f)...)]
+		if st, err := benchpeerfetch.TimeSteps(ctx, sn.a.Node(), filepath.Join(sn.dir, "tmp"), want, digest.Digest(d)); err == nil {
 			res.Steps = append(res.Steps, st)
 		} else {
 			res.Failures = append(res.Failures, fmt.Sprintf("trial %d: fetch steps: %v", i+1, err))
@@ -426,7 +425,7 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	res.GCCycles, res.GCCPUSeconds = gc1.cycles-gc0.cycles, gc1.cpu-gc0.cpu
 
 	res.Refused = o.BlockedRequests()
-	col := func(f func(steps) float64) []float64 {
+	col := func(f func(benchpeerfetch.Steps) float64) []float64 {
 		out := make([]float64, len(res.Steps))
 		for i, x := range res.Steps {
 			out[i] = f(x)
@@ -435,19 +434,19 @@ func runDHT(ctx context.Context, cfg dhtConfig) (*dhtResults, error) {
 	}
 	for _, c := range []struct {
 		name string
-		f    func(steps) float64
-	}{{"lookup", func(x steps) float64 { return x.Lookup }}, {"map", func(x steps) float64 { return x.Map }},
-		{"open", func(x steps) float64 { return x.Open }}, {"chunk", func(x steps) float64 { return x.Chunk }},
-		{"verify", func(x steps) float64 { return x.Verify }}, {"store", func(x steps) float64 { return x.Store }}} {
+		f    func(benchpeerfetch.Steps) float64
+	}{{"lookup", func(x benchpeerfetch.Steps) float64 { return x.Lookup }}, {"map", func(x benchpeerfetch.Steps) float64 { return x.Map }},
+		{"open", func(x benchpeerfetch.Steps) float64 { return x.Open }}, {"chunk", func(x benchpeerfetch.Steps) float64 { return x.Chunk }},
+		{"verify", func(x benchpeerfetch.Steps) float64 { return x.Verify }}, {"store", func(x benchpeerfetch.Steps) float64 { return x.Store }}} {
 		v := col(c.f)
-		logf("dht: step %s p50 %.2f p95 %.2f ms", c.name, pct(v, 50), pct(v, 95))
+		logf("dht: step %s p50 %.2f p95 %.2f ms", c.name, benchreport.Percentile(v, 50), benchreport.Percentile(v, 95))
 	}
 	logf("dht: probe: first provider p50 %.2f p95 %.2f ms; lookup end p50 %.2f p95 %.2f ms",
-		pct(res.ProbeFirst, 50), pct(res.ProbeFirst, 95), pct(res.ProbeAll, 50), pct(res.ProbeAll, 95))
+		benchreport.Percentile(res.ProbeFirst, 50), benchreport.Percentile(res.ProbeFirst, 95), benchreport.Percentile(res.ProbeAll, 50), benchreport.Percentile(res.ProbeAll, 95))
 	logf("dht: %d trials: %d fetched from peers, %d failures; TTFB p50 %.1f ms p95 %.1f ms (already connected to the holder: %d, p50 %.1f p95 %.1f; new connection: p50 %.1f p95 %.1f; own lookup p50 %.1f p95 %.1f; store hit p50 %.1f p95 %.1f); FindProviders p50 %.1f ms p95 %.1f ms",
-		cfg.trials, res.PeerOK, len(res.Failures), pct(res.TTFB, 50), pct(res.TTFB, 95),
-		len(res.TTFBConnected), pct(res.TTFBConnected, 50), pct(res.TTFBConnected, 95), pct(res.TTFBNewConn, 50), pct(res.TTFBNewConn, 95),
-		pct(res.Lookup, 50), pct(res.Lookup, 95), pct(res.HitTTFB, 50), pct(res.HitTTFB, 95), pct(res.Find, 50), pct(res.Find, 95))
+		cfg.trials, res.PeerOK, len(res.Failures), benchreport.Percentile(res.TTFB, 50), benchreport.Percentile(res.TTFB, 95),
+		len(res.TTFBConnected), benchreport.Percentile(res.TTFBConnected, 50), benchreport.Percentile(res.TTFBConnected, 95), benchreport.Percentile(res.TTFBNewConn, 50), benchreport.Percentile(res.TTFBNewConn, 95),
+		benchreport.Percentile(res.Lookup, 50), benchreport.Percentile(res.Lookup, 95), benchreport.Percentile(res.HitTTFB, 50), benchreport.Percentile(res.HitTTFB, 95), benchreport.Percentile(res.Find, 50), benchreport.Percentile(res.Find, 95))
 
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
@@ -500,71 +499,4 @@ func histogram(g prometheus.Gatherer, name string) (float64, uint64) {
 		}
 	}
 	return 0, 0
-}
-
-// pct is the p-th percentile (nearest rank) of v.
-func pct(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	k := int(float64(len(s))*p/100+0.999999) - 1
-	return s[max(0, min(k, len(s)-1))]
-}
-
-// steps are the durations (ms) of the steps of the agent's peer fetch, done one by one with the
-// same public APIs (p2p.Node.FindProviders, transfer.Client) on a node that has never looked the
-// digest up: what a requester's time to first byte is made of, outside the agent's goroutines.
-type steps struct {
-	Lookup, Map, Open, Chunk, Verify, Store float64
-}
-
-func fetchSteps(ctx context.Context, n *inprocNode, holders []peer.ID, d digest.Digest) (steps, error) {
-	var st steps
-	t := time.Now()
-	lap := func() float64 { now := time.Now(); v := msf(now.Sub(t)); t = now; return v }
-	ps, err := n.a.Node().FindProviders(ctx, d)
-	st.Lookup = lap()
-	if err != nil {
-		return st, err
-	}
-	i := slices.IndexFunc(ps, func(p peerInfo) bool { return slices.Contains(holders, p.ID) })
-	if i < 0 {
-		return st, fmt.Errorf("none of the %d providers found holds it", len(ps))
-	}
-	holder := ps[i].ID
-	c := transfer.NewClient(n.a.Node().Host())
-	m, err := c.Map(ctx, holder, d, chunks.DefaultSize)
-	st.Map = lap()
-	if err != nil {
-		return st, err
-	}
-	rg, err := c.Get(ctx, holder, d, 0, -1)
-	st.Open = lap()
-	if err != nil {
-		return st, err
-	}
-	defer rg.Close()
-	_, size := m.Range(0)
-	buf := make([]byte, size)
-	_, err = io.ReadFull(rg, buf)
-	st.Chunk = lap()
-	if err != nil {
-		return st, err
-	}
-	err = m.Verify(0, buf)
-	st.Verify = lap()
-	if err != nil {
-		return st, err
-	}
-	f, err := os.CreateTemp(filepath.Join(n.dir, "tmp"), "steps-*")
-	if err != nil {
-		return st, err
-	}
-	_, err = f.Write(buf[:min(len(buf), 256<<10)])
-	f.Close()
-	os.Remove(f.Name())
-	st.Store = lap()
-	return st, err
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-oci/shoal/test/bench/internal/benchpeerfetch"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 )
 
@@ -53,7 +54,7 @@ func (r *results) markdown() string {
 	}
 	peerR, tcpR, rawR := benchreport.Median(rates(c.size, peerT)), benchreport.Median(rates(c.size, tr.tcp)), benchreport.Median(rates(c.size, tr.raw))
 	ratio := peerR / tcpR
-	p95 := pct(dh.TTFB, 95)
+	p95 := benchreport.Percentile(dh.TTFB, 95)
 
 	p("| # | Scenario | Metric | Shoal | Baseline, same run | Shoal vs. baseline | Target | Met |\n")
 	p("|---|---|---|---:|---|---:|---|---|\n")
@@ -75,14 +76,14 @@ func (r *results) markdown() string {
 	p("| 1 | same | CPU of sending agent A | %s | | | | |\n", benchreport.PerGiB(benchreport.Median(tr.cpuA), c.size))
 	p("| 1 | same | time to first byte at B's client | %s | | | | |\n", benchreport.Ms(benchreport.Median(ttfb)))
 	p("| 2 | %d agents in one process, %d seeds, %d trials, %s blobs | requester's GET → first byte, p50 / p95 / p99 | %.1f / %.1f / %.1f ms | %.1f / %.1f / %.1f ms: the same GET answered by the holder from its store, right after | %+.1f ms at p95 | p95 < 20 ms | %s |\n",
-		dh.Nodes, dh.Seeds, dh.Trials, benchreport.IBytes(dh.BlobSize), pct(dh.TTFB, 50), p95, pct(dh.TTFB, 99),
-		pct(dh.HitTTFB, 50), pct(dh.HitTTFB, 95), pct(dh.HitTTFB, 99), p95-pct(dh.HitTTFB, 95), benchreport.Met(p95 < 20 && len(dh.Failures) == 0))
+		dh.Nodes, dh.Seeds, dh.Trials, benchreport.IBytes(dh.BlobSize), benchreport.Percentile(dh.TTFB, 50), p95, benchreport.Percentile(dh.TTFB, 99),
+		benchreport.Percentile(dh.HitTTFB, 50), benchreport.Percentile(dh.HitTTFB, 95), benchreport.Percentile(dh.HitTTFB, 99), p95-benchreport.Percentile(dh.HitTTFB, 95), benchreport.Met(p95 < 20 && len(dh.Failures) == 0))
 	p("| 2 | same | FindProviders from a third node, p50 / p95 / p99 | %.1f / %.1f / %.1f ms | | | | |\n",
-		pct(dh.Find, 50), pct(dh.Find, 95), pct(dh.Find, 99))
+		benchreport.Percentile(dh.Find, 50), benchreport.Percentile(dh.Find, 95), benchreport.Percentile(dh.Find, 99))
 	p("| 2 | same | the requester's own DHT lookup inside its GET, p50 / p95 / p99 | %.1f / %.1f / %.1f ms | | | | |\n",
-		pct(dh.Lookup, 50), pct(dh.Lookup, 95), pct(dh.Lookup, 99))
+		benchreport.Percentile(dh.Lookup, 50), benchreport.Percentile(dh.Lookup, 95), benchreport.Percentile(dh.Lookup, 99))
 	p("| 2 | same | the rest of the GET's time to first byte (TTFB − own lookup: chunk map, range request, first chunk, verify, store, HTTP), p50 / p95 / p99 | %.1f / %.1f / %.1f ms | | | | |\n",
-		pct(dh.Rest, 50), pct(dh.Rest, 95), pct(dh.Rest, 99))
+		benchreport.Percentile(dh.Rest, 50), benchreport.Percentile(dh.Rest, 95), benchreport.Percentile(dh.Rest, 99))
 	n := float64(dh.Nodes)
 	p("| 3 | %d agents in one process | memory per agent: (RSS after − before) / %d; Go heap in use / %d | %s; %s | process before the agents: RSS %s, heap %s | | | |\n",
 		dh.Nodes, dh.Nodes, dh.Nodes, benchreport.MiB(int64(float64(dh.RSSAfter-dh.RSSBefore)/n)), benchreport.MiB(int64(float64(dh.HeapAfter-dh.HeapBefore)/n)),
@@ -125,16 +126,16 @@ func (r *results) markdown() string {
 		dh.TrialSeconds, dh.TrialCPUSeconds, 100*dh.TrialCPUSeconds/dh.TrialSeconds/float64(r.m.NProc), r.m.NProc,
 		dh.GCCycles, dh.GCCPUSeconds, 100*dh.GCCPUSeconds/dh.TrialCPUSeconds)
 	p("- Requesters already connected to the holder before their GET: %d of %d (TTFB p50 / p95 %.1f / %.1f ms)",
-		len(dh.TTFBConnected), len(dh.TTFB), pct(dh.TTFBConnected, 50), pct(dh.TTFBConnected, 95))
+		len(dh.TTFBConnected), len(dh.TTFB), benchreport.Percentile(dh.TTFBConnected, 50), benchreport.Percentile(dh.TTFBConnected, 95))
 	if len(dh.TTFBNewConn) > 0 {
-		p("; the others, which had to open a libp2p connection (TCP, TLS 1.3, yamux): p50 / p95 %.1f / %.1f ms", pct(dh.TTFBNewConn, 50), pct(dh.TTFBNewConn, 95))
+		p("; the others, which had to open a libp2p connection (TCP, TLS 1.3, yamux): p50 / p95 %.1f / %.1f ms", benchreport.Percentile(dh.TTFBNewConn, 50), benchreport.Percentile(dh.TTFBNewConn, 95))
 	}
 	p(".\n")
 	p("- A DHT client on its own host in the same process (the probe; kad-dht's FindProvidersAsync with Shoal's protocol prefix) timed the same lookups at the DHT level: "+
 		"first provider p50 / p95 / p99 %.1f / %.1f / %.1f ms, end of the whole query %.1f / %.1f / %.1f ms. The requester's own lookup (above) is p2p.Node.FindProviders, which stops where the agent's revision says "+
 		"(the whole query, or a grace period after the first provider).\n",
-		pct(dh.ProbeFirst, 50), pct(dh.ProbeFirst, 95), pct(dh.ProbeFirst, 99), pct(dh.ProbeAll, 50), pct(dh.ProbeAll, 95), pct(dh.ProbeAll, 99))
-	col := func(f func(steps) float64) []float64 {
+		benchreport.Percentile(dh.ProbeFirst, 50), benchreport.Percentile(dh.ProbeFirst, 95), benchreport.Percentile(dh.ProbeFirst, 99), benchreport.Percentile(dh.ProbeAll, 50), benchreport.Percentile(dh.ProbeAll, 95), benchreport.Percentile(dh.ProbeAll, 99))
+	col := func(f func(benchpeerfetch.Steps) float64) []float64 {
 		out := make([]float64, len(dh.Steps))
 		for i, x := range dh.Steps {
 			out[i] = f(x)
@@ -144,17 +145,17 @@ func (r *results) markdown() string {
 	p("- The peer fetch's steps done one at a time on a fourth node (same APIs as the agent: FindProviders, transfer.Client Map and Get, chunk verification, a 256 KiB write to a new file in its store's tmp directory), p50 / p95 ms:")
 	for _, c := range []struct {
 		name string
-		f    func(steps) float64
-	}{{"lookup", func(x steps) float64 { return x.Lookup }}, {"chunk map", func(x steps) float64 { return x.Map }},
-		{"range request to its header", func(x steps) float64 { return x.Open }}, {"first chunk", func(x steps) float64 { return x.Chunk }},
-		{"verify", func(x steps) float64 { return x.Verify }}, {"store write", func(x steps) float64 { return x.Store }}} {
+		f    func(benchpeerfetch.Steps) float64
+	}{{"lookup", func(x benchpeerfetch.Steps) float64 { return x.Lookup }}, {"chunk map", func(x benchpeerfetch.Steps) float64 { return x.Map }},
+		{"range request to its header", func(x benchpeerfetch.Steps) float64 { return x.Open }}, {"first chunk", func(x benchpeerfetch.Steps) float64 { return x.Chunk }},
+		{"verify", func(x benchpeerfetch.Steps) float64 { return x.Verify }}, {"store write", func(x benchpeerfetch.Steps) float64 { return x.Store }}} {
 		v := col(c.f)
-		p(" %s %.1f / %.1f;", c.name, pct(v, 50), pct(v, 95))
+		p(" %s %.1f / %.1f;", c.name, benchreport.Percentile(v, 50), benchreport.Percentile(v, 95))
 	}
-	p(" sum of the p50s %.1f ms.\n", pct(col(func(x steps) float64 { return x.Lookup }), 50)+pct(col(func(x steps) float64 { return x.Map }), 50)+
-		pct(col(func(x steps) float64 { return x.Open }), 50)+pct(col(func(x steps) float64 { return x.Chunk }), 50)+
-		pct(col(func(x steps) float64 { return x.Verify }), 50)+pct(col(func(x steps) float64 { return x.Store }), 50))
-	p("- GET total time (1 MiB): p50 %.1f ms, p95 %.1f ms, p99 %.1f ms.\n", pct(dh.Total, 50), pct(dh.Total, 95), pct(dh.Total, 99))
+	p(" sum of the p50s %.1f ms.\n", benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Lookup }), 50)+benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Map }), 50)+
+		benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Open }), 50)+benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Chunk }), 50)+
+		benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Verify }), 50)+benchreport.Percentile(col(func(x benchpeerfetch.Steps) float64 { return x.Store }), 50))
+	p("- GET total time (1 MiB): p50 %.1f ms, p95 %.1f ms, p99 %.1f ms.\n", benchreport.Percentile(dh.Total, 50), benchreport.Percentile(dh.Total, 95), benchreport.Percentile(dh.Total, 99))
 	if len(dh.Failures) > 0 {
 		p("- Failures (%d):", len(dh.Failures))
 		for i, f := range dh.Failures {

@@ -105,9 +105,10 @@ func (e *env) transfer(ctx context.Context, d string) error {
 			e.prof.StartCPU(ctx, a, fmt.Sprintf("sender-A-run%d.cpu.pprof", i+1))
 			a0, _ := benchproc.CPUTime(a.Pid())
 			b0, _ := benchproc.CPUTime(b.Pid())
-			c0 := selfCPU()
+			c0, _ := benchproc.CPUTime(0)
 			r, err := benchmeasure.Fetch(ctx, e.client, blobURL(b.URL, d), size)
-			cpuClient = selfCPU() - c0
+			c1, _ := benchproc.CPUTime(0)
+			cpuClient = c1 - c0
 			a1, _ := benchproc.CPUTime(a.Pid())
 			b1, _ := benchproc.CPUTime(b.Pid())
 			e.prof.StopCPU(b)
@@ -128,15 +129,16 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		var tcp, rawT time.Duration
 		baseRun := func() error {
 			var err error
-			c0 := selfCPU()
+			c0, _ := benchproc.CPUTime(0)
 			if tcp, err = benchmeasure.TCPCopy(ctx, stored, false); err != nil {
 				return fmt.Errorf("TCP baseline: %w", err)
 			}
-			c1 := selfCPU()
+			c1, _ := benchproc.CPUTime(0)
 			if rawT, err = raw.Run(ctx, stored, benchlibp2p.Discard); err != nil {
 				return fmt.Errorf("raw libp2p baseline: %w", err)
 			}
-			cpuTCP, cpuRaw = c1-c0, selfCPU()-c1
+			c2, _ := benchproc.CPUTime(0)
+			cpuTCP, cpuRaw = c1-c0, c2-c1
 			return nil
 		}
 		err = benchmeasure.InOrder(i%2 == 1, baseRun, peerRun)

@@ -41,6 +41,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,7 @@ import (
 	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchruntime"
 )
 
 type config struct {
@@ -161,13 +163,12 @@ type env struct {
 	bin string
 	tmp string
 	o   *benchorigin.Origin
-	im  *image
+	im  *benchruntime.Image
 	// prof takes CPU profiles of node 0 (with -pprof).
 	prof *benchproc.Profiler
+	// received counts every body byte the runtimes received, for the timeline.
+	received atomic.Int64
 }
-
-// imageBytes is what one pull downloads besides the manifest: config and layers.
-func (e *env) imageBytes() int64 { return e.im.layerBytes() + e.im.config.Size }
 
 func run(ctx context.Context, cfg config) error {
 	m := machine{Machine: benchreport.ReadMachine()}
@@ -195,7 +196,7 @@ func run(ctx context.Context, cfg config) error {
 	var buildErr error
 	var wg sync.WaitGroup
 	wg.Go(func() { buildErr = src.Build(ctx, "./cmd/shoal", e.bin) })
-	e.im, err = makeImage(filepath.Join(tmp, "origin"), cfg.size, cfg.layers)
+	e.im, err = benchruntime.MakeImage(filepath.Join(tmp, "origin"), cfg.size, cfg.layers)
 	wg.Wait()
 	if err = errors.Join(err, buildErr); err != nil {
 		return err
@@ -207,7 +208,7 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	benchproc.AtCleanup(e.o.Close)
-	if err := e.im.push(ctx, e.o.URL()); err != nil {
+	if err := e.im.Push(ctx, e.o.URL()); err != nil {
 		return err
 	}
 
@@ -222,7 +223,7 @@ func run(ctx context.Context, cfg config) error {
 		}
 	}
 	m.Finish()
-	rep := &report{cfg: cfg, m: m, im: e.im, imageBytes: e.imageBytes(), results: results}
+	rep := &report{cfg: cfg, m: m, im: e.im, imageBytes: e.im.Bytes(), results: results}
 	md := rep.markdown()
 	fmt.Fprint(os.Stderr, md)
 	for _, f := range []struct{ path, content, keepFrom string }{{cfg.out, md, analysisMarker}, {cfg.svg, rep.svg(), ""}} {

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
 
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 )
@@ -37,40 +35,4 @@ func (e *env) startAgent(ctx context.Context, dir string, index int, o agentOpts
 	}
 	opts.Args = append(opts.Args, e.cfg.agentArgs...)
 	return benchproc.Start(ctx, e.bin, opts)
-}
-
-// machineCPU is the machine-wide CPU time from /proc/stat: busy (everything but idle and
-// iowait), iowait and the total, all in clock ticks.
-type machineCPU struct{ busy, iowait, total int64 }
-
-func readMachineCPU() machineCPU {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return machineCPU{}
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return machineCPU{}
-	}
-	var m machineCPU
-	for i, s := range f[1:] {
-		if i >= 8 { // guest time is already counted in user
-			break
-		}
-		v, _ := strconv.ParseInt(s, 10, 64)
-		m.total += v
-		switch i {
-		case 3: // idle
-		case 4:
-			m.iowait += v
-		default:
-			m.busy += v
-		}
-	}
-	return m
-}
-
-func (m machineCPU) sub(o machineCPU) machineCPU {
-	return machineCPU{busy: m.busy - o.busy, iowait: m.iowait - o.iowait, total: m.total - o.total}
 }

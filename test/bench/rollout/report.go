@@ -10,24 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-oci/shoal/test/bench/internal/benchplot"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchruntime"
 )
 
 // machine is the report's Machine section.
 type machine struct {
 	benchreport.Machine
 	agentBuild string
-}
-
-// percentile is the nearest-rank percentile (p in 0..100; 100 is the maximum).
-func percentile[T int64 | float64 | time.Duration](v []T, p float64) T {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	rank := int(math.Ceil(p / 100 * float64(len(s))))
-	return s[min(max(rank, 1), len(s))-1]
 }
 
 func human(n int64) string {
@@ -49,7 +40,7 @@ func perSec(n int64) string       { return human(n) + "/s" }
 type report struct {
 	cfg        config
 	m          machine
-	im         *image
+	im         *benchruntime.Image
 	imageBytes int64
 	results    []*scenarioResult
 }
@@ -78,12 +69,12 @@ func (r *report) aggregate(name string) *agg {
 		}
 		a.runs = append(a.runs, s)
 		for _, n := range s.nodes {
-			if n.pull.err == nil {
-				a.durs = append(a.durs, n.pull.duration())
-				a.ttfb = append(a.ttfb, n.pull.firstLayer)
-				a.sinceT0 = append(a.sinceT0, n.pull.end.Sub(s.t0))
+			if n.pull.Err == nil {
+				a.durs = append(a.durs, n.pull.Duration())
+				a.ttfb = append(a.ttfb, n.pull.FirstLayer)
+				a.sinceT0 = append(a.sinceT0, n.pull.End.Sub(s.t0))
 			}
-			a.retries += n.pull.retries
+			a.retries += n.pull.Retries
 			a.originBytes += n.fromOrigin
 			a.peerBytes += n.fromPeers
 			if n.hwm > 0 {
@@ -96,9 +87,9 @@ func (r *report) aggregate(name string) *agg {
 		if s.seed != nil {
 			a.seedCPU += s.seed.cpu
 		}
-		a.machineBusy += s.machine.busy
-		a.machineAll += s.machine.total
-		a.iowait += s.machine.iowait
+		a.machineBusy += s.machine.Busy
+		a.machineAll += s.machine.Total
+		a.iowait += s.machine.IOWait
 		a.failed += s.failed
 		a.wall = append(a.wall, s.wall)
 	}
@@ -195,7 +186,7 @@ func (r *report) markdown() string {
 	}
 	p("\n\n")
 	p("**Setup:** N = %d nodes; image S = %s in %d layers (+ a %d-byte config), random bytes; each node's link B = %s (`--max-upload-rate` and `--max-download-rate`); origin bandwidth O = %s for all its responses together; runs: %d.",
-		cfg.nodes, human(cfg.size), cfg.layers, r.im.config.Size, perSec(cfg.link), perSec(cfg.originRate), cfg.runs)
+		cfg.nodes, human(cfg.size), cfg.layers, r.im.Config.Size, perSec(cfg.link), perSec(cfg.originRate), cfg.runs)
 	seeded := slices.Contains(r.scenarioNames(), "seeded")
 	if seeded {
 		p(" `seeded` adds one `shoal seed` process with the same link as an agent: `--max-upload-rate` and `--max-download-rate` B = %s.", perSec(cfg.link))
@@ -230,7 +221,7 @@ func (r *report) markdown() string {
 		bd := r.bound(n)
 		vs := "—"
 		if base != nil && n != "origin-only" && len(base.durs) > 0 {
-			vs = fmt.Sprintf("%.2f×", percentile(a.durs, 50).Seconds()/percentile(base.durs, 50).Seconds())
+			vs = fmt.Sprintf("%.2f×", benchreport.Percentile(a.durs, 50).Seconds()/benchreport.Percentile(base.durs, 50).Seconds())
 		}
 		within := 0
 		for _, t := range a.ttfb {
@@ -240,9 +231,9 @@ func (r *report) markdown() string {
 		}
 		p("| %s | %d / %d | %s | %s | %s | %s | %.1f s | %.1f× | %s | %s / %s / %s | %d of %d | %s |\n", n,
 			len(a.durs), len(a.runs)*cfg.nodes,
-			secs(percentile(a.durs, 50)), secs(percentile(a.durs, 95)), secs(percentile(a.durs, 99)), secs(percentile(a.durs, 100)),
-			bd, percentile(a.durs, 100).Seconds()/bd, vs,
-			secs(percentile(a.ttfb, 50)), secs(percentile(a.ttfb, 95)), secs(percentile(a.ttfb, 100)), within, len(a.ttfb),
+			secs(benchreport.Percentile(a.durs, 50)), secs(benchreport.Percentile(a.durs, 95)), secs(benchreport.Percentile(a.durs, 99)), secs(benchreport.Percentile(a.durs, 100)),
+			bd, benchreport.Percentile(a.durs, 100).Seconds()/bd, vs,
+			secs(benchreport.Percentile(a.ttfb, 50)), secs(benchreport.Percentile(a.ttfb, 95)), secs(benchreport.Percentile(a.ttfb, 100)), within, len(a.ttfb),
 			secs(benchreport.Median(a.wall)))
 	}
 	p("\n| Scenario | origin bytes ÷ S | origin blob GETs (Range) | agents' bytes from origin / from peers | peak RSS per agent, median / max | CPU s, all agents | CPU s, benchmark process | agents (+ seed) + benchmark, share of the %d cores | machine CPU busy (all processes) | iowait |\n", r.m.NProc)
@@ -299,17 +290,42 @@ func (r *report) markdown() string {
 	p("- Agent: `shoal agent` built from %s, one process per node, each with a fresh data directory per scenario run: `--listen 127.0.0.1:<port> --data-dir <dir> --registry <origin> --log-level %s --max-upload-rate %d --max-download-rate %d%s`, and with P2P `--p2p-listen /ip4/127.0.0.1/tcp/<port>` plus, for every node but node 0, `--bootstrap <node 0's multiaddr>/p2p/<id>`; origin-only uses `--p2p=false`. ", r.m.agentBuild, cfg.agentLog, cfg.link, cfg.link, strings.TrimRight(" "+strings.Join(cfg.agentArgs, " "), " "))
 	p("Before the pulls the benchmark waits until every agent reports a connected peer in /shoal/v1/status (and, for up to 10 s, a routing table of min(N−1, 8)), then 1 s more, then measures the agents' idle CPU over 3 s.\n")
 	if seeded {
-		p("- Seed (`seeded`): `shoal seed` built from the same revision, with the agents' flags (`--max-upload-rate %d --max-download-rate %d`, `--p2p-listen`, `--registry <origin>`, no `--bootstrap`); every agent gets `--bootstrap <the seed's multiaddr>/p2p/<id>`. The preheat is the operator's command, `shoal preheat --seed 127.0.0.1:<port> 127.0.0.1:<origin port>/%s:%s`, run once every agent has joined; the origin is then stopped by closing its listener (`http.Server.Shutdown`), and started again on a new port after the scenario.\n", cfg.link, cfg.link, repoName, tagName)
+		p("- Seed (`seeded`): `shoal seed` built from the same revision, with the agents' flags (`--max-upload-rate %d --max-download-rate %d`, `--p2p-listen`, `--registry <origin>`, no `--bootstrap`); every agent gets `--bootstrap <the seed's multiaddr>/p2p/<id>`. The preheat is the operator's command, `shoal preheat --seed 127.0.0.1:<port> 127.0.0.1:<origin port>/%s:%s`, run once every agent has joined; the origin is then stopped by closing its listener (`http.Server.Shutdown`), and started again on a new port after the scenario.\n", cfg.link, cfg.link, benchruntime.Repository, benchruntime.Tag)
 	}
 	p("- Origin: go-containerregistry's registry in the benchmark process, blobs served from files; every response body goes through one shared token bucket (golang.org/x/time/rate, %s, 64 KiB at a time), and its bytes are counted.\n", perSec(cfg.originRate))
-	p("- Image: %d layers of random bytes (%s in all) pre-generated to files, a config, and an OCI image manifest pushed as %s:%s.\n", cfg.layers, human(cfg.size), repoName, tagName)
-	p("- A pull, per node, is what a runtime does: GET the manifest by tag through the node's /v2 API (`Accept: %s`), check it is the pushed one, then GET the config and every layer through the node, %d at a time in manifest order, each checked for size and SHA-256; a failed blob is asked again (up to 3 attempts; retries are counted). Each node has its own HTTP client and connections.\n", manifestType, cfg.parallel)
+	p("- Image: %d layers of random bytes (%s in all) pre-generated to files, a config, and an OCI image manifest pushed as %s:%s.\n", cfg.layers, human(cfg.size), benchruntime.Repository, benchruntime.Tag)
+	p("- A pull, per node, is what a runtime does: GET the manifest by tag through the node's /v2 API (`Accept: %s`), check it is the pushed one, then GET the config and every layer through the node, %d at a time in manifest order, each checked for size and SHA-256; a failed blob is asked again (up to 3 attempts; retries are counted). Each node has its own HTTP client and connections.\n", benchruntime.ManifestType, cfg.parallel)
 	p("- Measured per node: pull time, the first layer's TTFB, the agent's shoal_fetched_bytes_total{source} and shoal_peer_served_bytes_total, VmHWM (/proc/PID/status), and utime+stime (/proc/PID/stat) over the scenario; the machine's CPU from /proc/stat over the same window.\n\n")
 
 	p("## Machine\n\n")
 	p("- Agents built from %s\n", r.m.agentBuild)
 	p("%s", r.m.Markdown("scenarios of the same run, not across runs"))
 	return b.String()
+}
+
+// svg is the CDF of the per-node pull times of every scenario (all runs pooled): one step line
+// per scenario, the update's completion times since the rollout began as a dashed line, and the
+// bounds as vertical dotted lines.
+func (r *report) svg() string {
+	colors := map[string]string{"create": "#1f77b4", "update": "#2ca02c", "origin-only": "#d62728", "seeded": "#9467bd"}
+	plot := benchplot.CDF{
+		Title: fmt.Sprintf("Per-node pull time, CDF: N=%d, S=%s in %d layers, B=%s, origin %s",
+			r.cfg.nodes, human(r.cfg.size), r.cfg.layers, perSec(r.cfg.link), perSec(r.cfg.originRate)),
+		YLabel: "fraction of nodes done", Unit: "nodes",
+		Bounds: []benchplot.Bound{{Label: "max(S/B, S/O)", Seconds: r.bound("create")}},
+	}
+	for _, n := range r.scenarioNames() {
+		a := r.aggregate(n)
+		// The baseline is drawn wide and first, so that a P2P line on top of it stays visible.
+		plot.Series = append(plot.Series, benchplot.Series{Label: n + " (pull time)", Color: colors[n], Wide: n == "origin-only", Values: a.durs})
+		if n == "update" {
+			plot.Series = append(plot.Series, benchplot.Series{Label: "update (time from the first wave's start to done)", Color: colors[n], Dash: "6 4", Values: a.sinceT0})
+		}
+		if n == "origin-only" {
+			plot.Bounds = append(plot.Bounds, benchplot.Bound{Label: "N·S/O", Seconds: r.bound("origin-only")})
+		}
+	}
+	return plot.SVG()
 }
 
 // runDetails writes one scenario run: waves, timeline, per-node figures, agent logs.
@@ -355,11 +371,11 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 	p("Last byte %s after the first ask; every agent had committed everything %s later. ", secs(s.wall), secs(s.commitLag))
 	p("The origin served %s (%.2f× S) in %d blob GETs (%d with Range) and %d manifest requests", human(s.origin.Bytes), float64(s.origin.Bytes)/S, sumGets(s.origin.BlobGets), s.origin.RangeGets, s.origin.Manifests)
 	var layerGets []string
-	for i, l := range r.im.layers {
+	for i, l := range r.im.Layers {
 		layerGets = append(layerGets, fmt.Sprintf("layer %d: %d", i+1, s.origin.BlobGets[l.Digest]))
 	}
-	p(" (%s; config: %d).", strings.Join(layerGets, ", "), s.origin.BlobGets[r.im.config.Digest])
-	busy, peak := originBusy(s.timeline, r.cfg.originRate)
+	p(" (%s; config: %d).", strings.Join(layerGets, ", "), s.origin.BlobGets[r.im.Config.Digest])
+	busy, peak := s.timeline.Busy(0, r.cfg.originRate, 0.9), s.timeline.Peak(1)
 	p(" Origin egress at ≥ 90%% of O for %s of the %s; peak aggregate rate to the runtimes %s (1 s windows).", secs(busy), secs(s.wall), perSec(peak))
 	p(" The agents used %.1f CPU s (%.0f%% user, %.0f%% system); while idle before the pulls (joined, nothing asked) they used %.2f CPU s in %s, %.1f%% of a core per agent.",
 		s.agentsCPU.Seconds(), 100*s.agentsUser.Seconds()/max(s.agentsCPU.Seconds(), 0.01), 100-100*s.agentsUser.Seconds()/max(s.agentsCPU.Seconds(), 0.01),
@@ -369,7 +385,7 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 	}
 	p("\n\n")
 
-	r.timelineTable(b, s)
+	p("%s", s.timeline.Table("from the first ask (s)", []string{"origin egress, MB/s", "runtimes receive, MB/s"}, s.wall))
 	if sd := s.seed; sd != nil && sd.preheatOut != "" {
 		p("<details><summary>shoal preheat output (seconds since it started)</summary>\n\n```\n%s```\n\n</details>\n\n", sd.preheatOut)
 	}
@@ -380,14 +396,14 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 			var d, t []time.Duration
 			var fo, fp int64
 			for _, n := range s.nodes[lo:hi] {
-				if n.pull.err == nil {
-					d = append(d, n.pull.duration())
-					t = append(t, n.pull.firstLayer)
+				if n.pull.Err == nil {
+					d = append(d, n.pull.Duration())
+					t = append(t, n.pull.FirstLayer)
 				}
 				fo += n.fromOrigin
 				fp += n.fromPeers
 			}
-			p("| %d | %d–%d | %s | %s | %s | %s | %s |\n", w+1, lo, hi-1, secs(percentile(d, 50)), secs(percentile(d, 100)), human(fo), human(fp), secs(percentile(t, 100)))
+			p("| %d | %d–%d | %s | %s | %s | %s | %s |\n", w+1, lo, hi-1, secs(benchreport.Percentile(d, 50)), secs(benchreport.Percentile(d, 100)), human(fo), human(fp), secs(benchreport.Percentile(t, 100)))
 		}
 		p("\n")
 	}
@@ -399,17 +415,17 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(i, j int) bool { return s.nodes[order[i]].pull.end.Before(s.nodes[order[j]].pull.end) })
+	sort.SliceStable(order, func(i, j int) bool { return s.nodes[order[i]].pull.End.Before(s.nodes[order[j]].pull.End) })
 	for _, i := range order {
 		n := s.nodes[i]
 		note := n.exitErr
-		if n.pull.err != nil {
-			note = strings.TrimSpace(note + " pull failed: " + firstLine(n.pull.err.Error()))
+		if n.pull.Err != nil {
+			note = strings.TrimSpace(note + " pull failed: " + firstLine(n.pull.Err.Error()))
 		}
 		note = strings.ReplaceAll(note, "|", "\\|")
 		p("| %d | %s | %s | %.3f s | %.3f s | %s | %s | %s | %s | %.2f | %d | %s |\n", i,
-			secs(n.pull.start.Sub(s.t0)), secs(n.pull.duration()), n.pull.manifest.Seconds(), n.pull.firstLayer.Seconds(),
-			human(n.fromOrigin), human(n.fromPeers), human(n.servedPeers), benchreport.MiB(n.hwm), n.cpu.Seconds(), n.pull.retries, note)
+			secs(n.pull.Start.Sub(s.t0)), secs(n.pull.Duration()), n.pull.Manifest.Seconds(), n.pull.FirstLayer.Seconds(),
+			human(n.fromOrigin), human(n.fromPeers), human(n.servedPeers), benchreport.MiB(n.hwm), n.cpu.Seconds(), n.pull.Retries, note)
 	}
 	p("\n</details>\n\n")
 
@@ -423,48 +439,13 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 			p("- … %d more kinds\n", len(s.logs)-12)
 			break
 		}
-		ex := l.example
+		ex := l.Example
 		if len(ex) > 400 {
 			ex = ex[:400] + "…"
 		}
-		p("- `%s`: %d lines from %s, e.g. `%s`\n", l.key, l.count, procCount(l.agents), strings.ReplaceAll(ex, "`", "'"))
+		p("- `%s`: %d lines from %s, e.g. `%s`\n", l.Key, l.Count, procCount(l.Procs), strings.ReplaceAll(ex, "`", "'"))
 	}
 	p("\n")
-}
-
-// timelineTable writes the origin's egress and the runtimes' aggregate receive rate over time,
-// in about 20 windows.
-func (r *report) timelineTable(b *strings.Builder, s *scenarioResult) {
-	tl := s.timeline
-	if len(tl) < 2 {
-		return
-	}
-	w := time.Duration(niceStep(s.wall.Seconds()/20) * float64(time.Second))
-	w = max(w, time.Second)
-	head := []string{"from the first ask (s)"}
-	orow := []string{"origin egress, MB/s"}
-	crow := []string{"runtimes receive, MB/s"}
-	var prev sample
-	next := w
-	for _, x := range tl {
-		if x.t < next && x != tl[len(tl)-1] {
-			continue
-		}
-		dt := (x.t - prev.t).Seconds()
-		if dt <= 0 {
-			continue
-		}
-		head = append(head, fmt.Sprintf("%.0f–%.0f", prev.t.Seconds(), x.t.Seconds()))
-		orow = append(orow, fmt.Sprintf("%.0f", float64(x.originBytes-prev.originBytes)/dt/1e6))
-		crow = append(crow, fmt.Sprintf("%.0f", float64(x.clientBy-prev.clientBy)/dt/1e6))
-		prev = x
-		next = x.t + w
-		if x.t > s.wall+w {
-			break
-		}
-	}
-	fmt.Fprintf(b, "| %s |\n|%s\n| %s |\n| %s |\n\n", strings.Join(head, " | "), strings.Repeat("---:|", len(head)),
-		strings.Join(orow, " | "), strings.Join(crow, " | "))
 }
 
 // procCount says how many processes logged a line: "7 agents", "the seed", "3 agents and the seed".
@@ -493,25 +474,6 @@ func sumGets(m map[string]int) int {
 		n += v
 	}
 	return n
-}
-
-// originBusy is how long the origin sent at ≥ 90% of its bandwidth, and the peak aggregate rate
-// the runtimes received, both over 1 s windows of the timeline.
-func originBusy(tl []sample, originRate int64) (busy time.Duration, peakClients int64) {
-	const w = 4 // samples are 250 ms apart
-	for i := w; i < len(tl); i++ {
-		dt := (tl[i].t - tl[i-w].t).Seconds()
-		if dt <= 0 {
-			continue
-		}
-		o := float64(tl[i].originBytes-tl[i-w].originBytes) / dt
-		c := float64(tl[i].clientBy-tl[i-w].clientBy) / dt
-		peakClients = max(peakClients, int64(c))
-		if originRate > 0 && o >= 0.9*float64(originRate) {
-			busy += tl[i].t - tl[i-1].t
-		}
-	}
-	return busy, peakClients
 }
 
 type jsonScenario struct {
@@ -555,10 +517,10 @@ func (r *report) scenarioJSON(name string) jsonScenario {
 		Scenario: name, Runs: len(a.runs), PullsOK: len(a.durs), PullsFailed: a.failed,
 		OriginBytes: a.originServed / int64(runs), OriginOverImage: round3(float64(a.originServed) / float64(runs) / float64(r.cfg.size)),
 		BoundSeconds: round3(r.bound(name)),
-		P50:          round3(percentile(a.durs, 50).Seconds()), P95: round3(percentile(a.durs, 95).Seconds()),
-		P99: round3(percentile(a.durs, 99).Seconds()), Max: round3(percentile(a.durs, 100).Seconds()),
+		P50:          round3(benchreport.Percentile(a.durs, 50).Seconds()), P95: round3(benchreport.Percentile(a.durs, 95).Seconds()),
+		P99: round3(benchreport.Percentile(a.durs, 99).Seconds()), Max: round3(benchreport.Percentile(a.durs, 100).Seconds()),
 		LastDone: round3(benchreport.Median(a.wall).Seconds()),
-		TTFBP50:  round3(percentile(a.ttfb, 50).Seconds()), TTFBMax: round3(percentile(a.ttfb, 100).Seconds()), TTFBWithin1s: within,
+		TTFBP50:  round3(benchreport.Percentile(a.ttfb, 50).Seconds()), TTFBMax: round3(benchreport.Percentile(a.ttfb, 100).Seconds()), TTFBWithin1s: within,
 		PeakRSSMedian: benchreport.Median(a.hwm), PeakRSSMax: slices.Max(append([]int64{0}, a.hwm...)),
 		AgentsCPU: round3(a.agentsCPU.Seconds() / float64(runs)), BenchCPU: round3(a.benchCPU.Seconds() / float64(runs)),
 		FromPeers: a.peerBytes / int64(runs),

@@ -5,21 +5,22 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/pprof"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchruntime"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchtimeline"
 )
 
 // nodeResult is one node of one scenario run.
 type nodeResult struct {
-	pull                  *pullResult
+	pull                  *benchruntime.PullResult
 	fromOrigin, fromPeers int64 // the agent's shoal_fetched_bytes_total{source}
 	servedPeers           int64 // the agent's shoal_peer_served_bytes_total
 	originReqs, originErr int64 // shoal_origin_requests_total and shoal_origin_errors_total, all labels
@@ -27,20 +28,6 @@ type nodeResult struct {
 	hwm                   int64 // VmHWM when the pulls were done
 	cpu                   time.Duration
 	exitErr               string
-}
-
-// sample is one point of the timeline (every 250 ms while the pulls run).
-type sample struct {
-	t                     time.Duration // since the first pull started
-	originBytes, clientBy int64
-}
-
-// logLine is one kind of WARN/ERROR line the agents logged, with how often and one example.
-type logLine struct {
-	key     string
-	count   int
-	agents  map[string]bool // the processes that logged it: "agent 3", "seed"
-	example string
 }
 
 // scenarioResult is one run of one scenario.
@@ -60,11 +47,11 @@ type scenarioResult struct {
 	agentsUser time.Duration // of which user time
 	idleCPU    time.Duration // all agents over idleWindow before the pulls
 	idleWindow time.Duration
-	benchCPU   time.Duration // this process (origin, 20 runtimes hashing), same window
-	machine    machineCPU    // the whole machine, same window
+	benchCPU   time.Duration        // this process (origin, 20 runtimes hashing), same window
+	machine    benchproc.MachineCPU // the whole machine, same window
 	window     time.Duration
-	timeline   []sample
-	logs       []*logLine
+	timeline   benchtimeline.Timeline // origin egress and runtimes' receive (in this order) since t0
+	logs       []*benchproc.LogKind
 	failed     int
 	seed       *seedRun // seeded only
 }
@@ -159,7 +146,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 			return nil, err
 		}
 		logf("%s run %d: preheated the seed in %s; the origin served %.2f× the image", name, run, secs(sr.preheat),
-			float64(sr.preheatOrigin.Bytes)/float64(e.imageBytes()))
+			float64(sr.preheatOrigin.Bytes)/float64(e.im.Bytes()))
 		if err := e.stopOrigin(sr); err != nil {
 			return nil, err
 		}
@@ -188,29 +175,13 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		seedCPU0, _ = benchproc.CPUTime(sr.proc.Pid())
 	}
 	bench0, _ := benchproc.CPUTime(0)
-	mach0 := readMachineCPU()
+	mach0 := benchproc.ReadMachineCPU()
 	orig0 := e.o.Counts()
-	client0 := clientBytes.Load()
 
 	sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	res.t0 = time.Now()
-	stopSampling := make(chan struct{})
-	samplingDone := make(chan struct{})
-	go func() {
-		defer close(samplingDone)
-		tk := time.NewTicker(250 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-tk.C:
-				res.timeline = append(res.timeline, sample{t: time.Since(res.t0),
-					originBytes: e.o.Counts().Bytes - orig0.Bytes, clientBy: clientBytes.Load() - client0})
-			}
-		}
-	}()
+	timeline := benchtimeline.Record(res.t0, func() int64 { return e.o.Counts().Bytes }, e.received.Load)
 
 	var profWG sync.WaitGroup
 	if cfg.profDir != "" {
@@ -226,12 +197,10 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		var pw sync.WaitGroup
 		for i := lo; i < hi; i++ {
 			pw.Go(func() {
-				c := newRuntimeClient(cfg.parallel)
-				defer c.CloseIdleConnections()
+				rt := benchruntime.New(cfg.parallel, &e.received)
+				defer rt.Close()
 				<-gate
-				p := pull(sctx, c, agents[i].URL, e.im, cfg.parallel)
-				p.node, p.wave = i, w
-				res.nodes[i].pull = p
+				res.nodes[i].pull = rt.Pull(sctx, agents[i].URL, e.im)
 			})
 		}
 		close(gate)
@@ -239,16 +208,16 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		if waves > 1 {
 			var slowest time.Duration
 			for i := lo; i < hi; i++ {
-				slowest = max(slowest, res.nodes[i].pull.duration())
+				slowest = max(slowest, res.nodes[i].pull.Duration())
 			}
 			logf("%s run %d: wave %d of %d (nodes %d–%d) done, slowest %s", name, run, w+1, waves, lo, hi-1, secs(slowest))
 		}
 	}
-	for _, n := range res.nodes {
-		res.wall = max(res.wall, n.pull.end.Sub(res.t0))
-		if n.pull.err != nil {
+	for i, n := range res.nodes {
+		res.wall = max(res.wall, n.pull.End.Sub(res.t0))
+		if n.pull.Err != nil {
 			res.failed++
-			logf("%s run %d: node %d pull failed: %v", name, run, n.pull.node, n.pull.err)
+			logf("%s run %d: node %d pull failed: %v", name, run, i, n.pull.Err)
 		}
 	}
 
@@ -268,10 +237,9 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		return true
 	})
 	res.commitLag = time.Since(endPulls)
-	close(stopSampling)
-	<-samplingDone
+	res.timeline = timeline.Stop()
 	res.window = time.Since(res.t0)
-	res.machine = readMachineCPU().sub(mach0)
+	res.machine = benchproc.ReadMachineCPU().Sub(mach0)
 	bench1, _ := benchproc.CPUTime(0)
 	res.benchCPU = bench1 - bench0
 	res.origin = e.o.Counts().Since(orig0)
@@ -319,7 +287,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		}
 		procs = append(slices.Clone(agents), sr.proc)
 	}
-	res.logs = collectLogs(procs)
+	res.logs = benchproc.GroupLogs(procs)
 	if cfg.logDir != "" {
 		if err := os.MkdirAll(cfg.logDir, 0o755); err != nil {
 			return nil, err
@@ -338,8 +306,8 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		}
 	}
 	logf("%s run %d: pulls p50 %s, max %s; origin served %.2f× the image; agents %s CPU; %d failed",
-		name, run, secs(percentile(res.durations(), 50)), secs(percentile(res.durations(), 100)),
-		float64(res.origin.Bytes)/float64(e.imageBytes()), secs(res.agentsCPU), res.failed)
+		name, run, secs(benchreport.Percentile(res.durations(), 50)), secs(benchreport.Percentile(res.durations(), 100)),
+		float64(res.origin.Bytes)/float64(e.im.Bytes()), secs(res.agentsCPU), res.failed)
 	return res, nil
 }
 
@@ -366,57 +334,6 @@ func (e *env) waitJoined(ctx context.Context, agents []*benchproc.Shoal, res *sc
 	return nil
 }
 
-var (
-	logLevelRe = regexp.MustCompile(`level=(WARN|ERROR)`)
-	logMsgRe   = regexp.MustCompile(`msg="([^"]*)"|msg=(\S+)`)
-	digitsRe   = regexp.MustCompile(`[0-9]+`)
-)
-
-// collectLogs groups the processes' WARN and ERROR lines by level and message.
-func collectLogs(agents []*benchproc.Shoal) []*logLine {
-	byKey := map[string]*logLine{}
-	for _, a := range agents {
-		if a == nil {
-			continue
-		}
-		for l := range strings.SplitSeq(a.Output(), "\n") {
-			lv := logLevelRe.FindStringSubmatch(l)
-			if lv == nil {
-				if strings.TrimSpace(l) != "" && !strings.Contains(l, "level=") {
-					lv = []string{"", "OTHER"} // e.g. a panic
-				} else {
-					continue
-				}
-			}
-			var msg string
-			if m := logMsgRe.FindStringSubmatch(l); m != nil && lv[1] != "OTHER" {
-				msg = m[1] + m[2]
-			} else {
-				// Not one of the agent's structured lines (libp2p's own logger, a panic):
-				// group by the text without its numbers.
-				msg = digitsRe.ReplaceAllString(l, "#")
-				if len(msg) > 120 {
-					msg = msg[:120]
-				}
-			}
-			key := lv[1] + " " + msg
-			ll := byKey[key]
-			if ll == nil {
-				ll = &logLine{key: key, agents: map[string]bool{}, example: l}
-				byKey[key] = ll
-			}
-			ll.count++
-			ll.agents[a.String()] = true
-		}
-	}
-	out := make([]*logLine, 0, len(byKey))
-	for _, l := range byKey {
-		out = append(out, l)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].count > out[j].count })
-	return out
-}
-
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
@@ -426,8 +343,8 @@ func firstLine(s string) string {
 func (r *scenarioResult) durations() []time.Duration {
 	var out []time.Duration
 	for _, n := range r.nodes {
-		if n.pull != nil && n.pull.err == nil {
-			out = append(out, n.pull.duration())
+		if n.pull != nil && n.pull.Err == nil {
+			out = append(out, n.pull.Duration())
 		}
 	}
 	return out

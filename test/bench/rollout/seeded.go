@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchruntime"
 )
 
 // seedRun is what the seeded scenario adds to a run: one `shoal seed` process that the agents
@@ -46,7 +47,7 @@ func (e *env) startSeed(ctx context.Context, dir string) (*seedRun, error) {
 		return nil, err
 	}
 	host := strings.TrimPrefix(e.o.URL(), "http://")
-	return &seedRun{proc: p, ref: fmt.Sprintf("%s/%s:%s", host, repoName, tagName)}, nil
+	return &seedRun{proc: p, ref: fmt.Sprintf("%s/%s:%s", host, benchruntime.Repository, benchruntime.Tag)}, nil
 }
 
 // preheat runs `shoal preheat --seed <seed> <ref>` (the operator's command, from the build under
@@ -85,8 +86,8 @@ func (e *env) preheat(ctx context.Context, sr *seedRun) error {
 	if err != nil {
 		return fmt.Errorf("shoal preheat %s: %v\n%s%s", sr.ref, err, sr.preheatOut, stderr.String())
 	}
-	if !strings.Contains(sr.preheatOut, "pinned "+sr.ref+"@"+e.im.digest) {
-		return fmt.Errorf("shoal preheat printed no summary naming %s@%s:\n%s", sr.ref, e.im.digest, sr.preheatOut)
+	if !strings.Contains(sr.preheatOut, "pinned "+sr.ref+"@"+e.im.Digest) {
+		return fmt.Errorf("shoal preheat printed no summary naming %s@%s:\n%s", sr.ref, e.im.Digest, sr.preheatOut)
 	}
 	return nil
 }

@@ -2,7 +2,8 @@
 // the shoal binary (from the working tree or a git revision), starting and stopping `shoal agent`
 // and `shoal seed` processes and reading what they report (status, metrics, committed blobs, CPU
 // and heap profiles); cleanups that run once on exit or signal (Main), a bounded output buffer,
-// free loopback ports, per-process memory and CPU from /proc, and a bounded wait.
+// free loopback ports, per-process memory and CPU and the machine's CPU from /proc, and a bounded
+// wait.
 package benchproc
 
 import (
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -101,12 +103,17 @@ func Status(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-// CPUTimes returns a process's user and system CPU time (pid 0: this process).
+// CPUTimes returns a process's user and system CPU time, in /proc's 10 ms ticks (pid 0: this
+// process, from getrusage to the microsecond).
 func CPUTimes(pid int) (user, sys time.Duration, err error) {
-	p := "/proc/self/stat"
-	if pid != 0 {
-		p = fmt.Sprintf("/proc/%d/stat", pid)
+	if pid == 0 {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return 0, 0, err
+		}
+		return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano()), nil
 	}
+	p := fmt.Sprintf("/proc/%d/stat", pid)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return 0, 0, err

@@ -15,8 +15,12 @@ func TestProcReadings(t *testing.T) {
 	if _, err := Status(os.Getpid(), "NoSuchField"); err == nil {
 		t.Fatal("a missing field read as a value")
 	}
+	m0 := ReadMachineCPU()
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) { // burn a little CPU so that it shows
+	}
+	if d := ReadMachineCPU().Sub(m0); d.Busy <= 0 || d.IOWait < 0 || d.Busy+d.IOWait > d.Total {
+		t.Fatalf("machine CPU over 2 busy seconds: %+v", d)
 	}
 	u, s, err := CPUTimes(0)
 	if err != nil || u+s <= 0 {

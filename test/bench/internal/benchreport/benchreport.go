@@ -1,11 +1,13 @@
 // Package benchreport holds what the benchmark programs' Markdown reports share: the machine
 // section (date, go version, kernel, CPU, memory, load, wall time), the units their figures are
-// written in, medians, and writing the results file while keeping its hand-written part.
+// written in, medians and percentiles, and writing the results file while keeping its
+// hand-written part.
 package benchreport
 
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,6 +115,17 @@ func Median[T int64 | float64 | time.Duration | int](v []T) T {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// Percentile is the nearest-rank percentile of v (p in 0..100; 100 is the maximum; 0 for none).
+func Percentile[T int64 | float64 | time.Duration](v []T, p float64) T {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	rank := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[min(max(rank, 1), len(s))-1]
 }
 
 // Met marks whether a target was met.

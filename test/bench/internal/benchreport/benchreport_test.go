@@ -17,6 +17,15 @@ func TestUnits(t *testing.T) {
 	if Median([]int{3, 1, 2}) != 2 || Median([]float64{1, 2, 3, 4}) != 2.5 || Median([]time.Duration{}) != 0 {
 		t.Error("Median")
 	}
+	v := []float64{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	for p, want := range map[float64]float64{0: 1, 10: 1, 11: 2, 50: 5, 95: 10, 99: 10, 100: 10} {
+		if got := Percentile(v, p); got != want {
+			t.Errorf("Percentile(1..10, %v) = %v, want %v", p, got, want)
+		}
+	}
+	if Percentile([]time.Duration{}, 50) != 0 {
+		t.Error("Percentile of none")
+	}
 	if Secs(1500*time.Millisecond) != "1.500 s" || Ms(1500*time.Microsecond) != "1.5 ms" || MiB(3<<19) != "1.5 MiB" {
 		t.Error("Secs, Ms or MiB")
 	}

@@ -1,4 +1,8 @@
-package main
+// Package benchpeerfetch takes the time to first byte of a peer fetch apart, outside the agent's
+// goroutines, for the peer-transfer benchmark: the fetch's steps done one at a time with the
+// agent's public APIs (TimeSteps), and a DHT client that times a provider lookup's first answer
+// and its end (Probe).
+package benchpeerfetch
 
 import (
 	"context"
@@ -18,16 +22,17 @@ import (
 	"github.com/shoal-oci/shoal/p2p"
 )
 
-// probe is a DHT client (not a server: it never enters the agents' routing tables) on its own
-// libp2p host in the scenario-2 process, speaking Shoal's DHT protocol. It times the two moments
-// of one provider lookup that p2p.Node.FindProviders does not tell apart: the first provider
-// arriving, and the lookup ending.
-type probe struct {
+// Probe is a DHT client (not a server: it never enters the agents' routing tables) on its own
+// libp2p host, speaking Shoal's DHT protocol. It times the two moments of one provider lookup
+// that p2p.Node.FindProviders does not tell apart: the first provider arriving, and the lookup
+// ending. Close it when done.
+type Probe struct {
 	h host.Host
 	d *dht.IpfsDHT
 }
 
-func newProbe(ctx context.Context, seeds []peer.AddrInfo) (*probe, error) {
+// NewProbe starts a probe that joins the DHT through seeds.
+func NewProbe(ctx context.Context, seeds []peer.AddrInfo) (*Probe, error) {
 	h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New), libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.DisableMetrics(), libp2p.DisableRelay())
@@ -40,7 +45,7 @@ func newProbe(ctx context.Context, seeds []peer.AddrInfo) (*probe, error) {
 		h.Close()
 		return nil, err
 	}
-	p := &probe{h: h, d: d}
+	p := &Probe{h: h, d: d}
 	for _, s := range seeds {
 		if err := h.Connect(ctx, s); err != nil {
 			p.Close()
@@ -54,14 +59,15 @@ func newProbe(ctx context.Context, seeds []peer.AddrInfo) (*probe, error) {
 	return p, nil
 }
 
-func (p *probe) Close() {
+// Close stops the probe's DHT client and host.
+func (p *Probe) Close() {
 	_ = p.d.Close()
 	_ = p.h.Close()
 }
 
-// lookup times one provider lookup for d: until one of holders arrives (0 if none does) and
-// until the lookup ends.
-func (p *probe) lookup(ctx context.Context, d digest.Digest, holders []peer.ID) (first, all time.Duration, err error) {
+// Lookup times one provider lookup for d, of at most 2 s: until one of holders arrives (0 if none
+// does) and until the lookup ends.
+func (p *Probe) Lookup(ctx context.Context, d digest.Digest, holders []peer.ID) (first, all time.Duration, err error) {
 	c, err := p2p.DigestCID(d)
 	if err != nil {
 		return 0, 0, err
