@@ -65,9 +65,6 @@ func New(cfg Config) (*Seed, error) {
 	p2pCfg := *cfg.Agent.P2P
 	p2pCfg.Seed = true
 	cfg.Agent.P2P = &p2pCfg
-	// Pushed repositories are named by path: a request naming a registry that is not an
-	// upstream may be for one of them, or for another seed's, which the cluster serves.
-	cfg.Agent.UnknownRegistriesFromCluster = true
 	st, err := agent.OpenStore(cfg.Agent)
 	if err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
