@@ -114,7 +114,8 @@ func (s *Seed) Agent() *agent.Agent { return s.a }
 // Pins returns the seed's pins.
 func (s *Seed) Pins() *pins.Pins { return s.pins }
 
-// v2 is the seed's /v2 server: hosted repositories before the agent's pipeline, and pushes.
+// v2 is the seed's /v2 server: the hosted namespace from the hosted repositories (or the
+// cluster), every other ns from the agent's upstreams, and pushes.
 // Serve puts it in the agent's surface with the admin endpoints (where a preheat pins).
 func (s *Seed) v2() *registryapi.Server {
 	p := &pinningPusher{Registry: s.hosted, s: s}
