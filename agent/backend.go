@@ -119,7 +119,7 @@ type Transfer = fetch.Transfer
 
 // Status reports the node's state.
 func (a *Agent) Status() Status {
-	st := Status{ConnectedPeers: []string{}, Registries: a.cfg.Registries}
+	st := Status{ConnectedPeers: []string{}, Registries: a.cfg.Registries, HostedRegistry: a.cfg.HostedRegistry}
 	if a.node != nil {
 		st.PeerID = a.node.ID().String()
 		st.ListenAddrs = a.node.Addrs()
