@@ -72,6 +72,7 @@ func TestPushedRepositoryNeverShadowsUpstream(t *testing.T) {
 		{"the hosted registry at the seed", s.host, hosted, "v1", pushD},
 		{"the hosted registry through an agent", a.host, hosted, "v1", pushD},
 		{"no ns at the seed is the hosted namespace", s.host, "", "v1", pushD},
+		{"a registry the seed does not mirror", s.host, "registry.example", "v1", ""},
 		{"a pushed tag the upstream lacks, through the seed", s.host, o.Host(), "pushed-only", ""},
 		{"a pushed tag the upstream lacks, through an agent", a.host, o.Host(), "pushed-only", ""},
 		{"a pushed tag the upstream lacks, in the hosted namespace", a.host, hosted, "pushed-only", onlyD},
@@ -80,7 +81,7 @@ func TestPushedRepositoryNeverShadowsUpstream(t *testing.T) {
 			got, status := manifestDigest(t, tc.node, "test/app", tc.tag, tc.ns)
 			if tc.want == "" {
 				if status != http.StatusNotFound {
-					t.Fatalf("ns=%s %s: %d %s, want 404 (pushed %s)", tc.ns, tc.tag, status, got, onlyD)
+					t.Fatalf("ns=%s %s: %d %s, want 404 (pushed %s and %s)", tc.ns, tc.tag, status, got, pushD, onlyD)
 				}
 				return
 			}
