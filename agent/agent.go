@@ -22,6 +22,9 @@ import (
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/agent/swarm"
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/names"
+	"github.com/shoal-oci/shoal/internal/reference"
 	"github.com/shoal-oci/shoal/internal/throttle"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
@@ -64,11 +67,15 @@ type Config struct {
 	// PeerDeadline is how slowly a peer may deliver a chunk before it is dropped from a fetch
 	// (zero fields: swarm.DefaultGrace, swarm.DefaultMinRate).
 	PeerDeadline PeerDeadline
-	// UnknownRegistriesFromCluster serves a request whose ns names none of Registries from the
-	// cluster alone (no origin) instead of refusing it: a seed's, whose pushed repositories are
-	// named by path and may be asked for under any ns.
-	UnknownRegistriesFromCluster bool
+	// HostedRegistry is the registry name of the hosted namespace, the repositories pushed to
+	// the cluster's seeds (default DefaultHostedRegistry): a request whose ns names it is served
+	// from the seeds, and no other ns ever is. A registry host[:port] that is none of Registries.
+	HostedRegistry string
 }
+
+// DefaultHostedRegistry is the hosted namespace's registry name when none is configured: a name
+// under .local, which no public registry has.
+const DefaultHostedRegistry = "shoal.local"
 
 // PeerDeadline is the time a peer gets to deliver a chunk: Grace for the request, then at least
 // MinRate bytes per second.
@@ -185,6 +192,13 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
+	if cfg.HostedRegistry == "" {
+		cfg.HostedRegistry = DefaultHostedRegistry
+	}
+	if err := checkHostedRegistry(cfg.HostedRegistry, ups); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	cfg.HostedRegistry = reference.CanonicalHost(cfg.HostedRegistry)
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg)
 	originOpts := []origin.Option{origin.WithObserver(m), origin.WithUserAgent("shoal")}
@@ -285,15 +299,47 @@ func (a *Agent) Announce(d digest.Digest) {
 	}
 }
 
-// Target selects the upstream for a registry host ("" is the first configured one) and a
-// repository. With no upstream configured, the target has a nil Registry: content then comes
-// from the cluster only. An unconfigured registry is an error wrapping errdefs.ErrNotConfigured.
+// Target maps a registry name and a repository to their namespace. The hosted registry
+// (Config.HostedRegistry) is the hosted namespace; "" is the first upstream, or the hosted
+// namespace on a node with no upstream; any other name is an upstream: one of the configured
+// registries, or, on a node with none, one it has no origin for (its content comes from the
+// cluster alone). An unconfigured registry is an error wrapping errdefs.ErrNotConfigured,
+// found without I/O.
 func (a *Agent) Target(registry, repo string) (fetch.Target, error) {
+	if a.IsHosted(registry) || (registry == "" && len(a.upstreams.Registries()) == 0) {
+		return fetch.Target{Repo: repo}, nil
+	}
 	reg, err := a.upstreams.Select(registry)
 	if err != nil {
 		return fetch.Target{}, err
 	}
+	if reg == nil {
+		return fetch.Target{Upstream: reference.CanonicalHost(registry), Repo: repo}, nil
+	}
 	return fetch.Target{Registry: reg, Repo: repo}, nil
+}
+
+// HostedRegistry is the registry name of the hosted namespace, in its canonical spelling.
+func (a *Agent) HostedRegistry() string { return a.cfg.HostedRegistry }
+
+// IsHosted reports whether registry names the hosted namespace (in any spelling of it).
+func (a *Agent) IsHosted(registry string) bool {
+	return registry != "" && reference.CanonicalHost(registry) == a.cfg.HostedRegistry
+}
+
+// checkHostedRegistry refuses a hosted registry name that is not a registry host, or that names
+// one of the upstreams: pushed repositories would then shadow the upstream's.
+func checkHostedRegistry(name string, ups *origin.Set) error {
+	if !names.ValidRegistryHost(name) {
+		return fmt.Errorf("hosted registry %q: want a registry host[:port] such as %s: %w", name, DefaultHostedRegistry, errdefs.ErrInvalid)
+	}
+	for _, r := range ups.Registries() {
+		if reference.CanonicalHost(r.Host()) == reference.CanonicalHost(name) {
+			return fmt.Errorf("hosted registry %q is the upstream %s: pushed repositories would shadow it; choose another name: %w",
+				name, r, errdefs.ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // Close stops fetches in flight, waits for them and the node's background work, and closes the

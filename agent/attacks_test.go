@@ -255,3 +255,28 @@ func TestForgerInASwarm(t *testing.T) {
 		t.Fatal("no node blamed the liar")
 	}
 }
+
+// A peer asks a coordinator to pull a blob naming no registry. An empty registry names the hosted
+// namespace in every operation of the peer protocol (as in resolve and tag), and hosted content
+// has no origin: the coordinator refuses, and its first upstream is not asked for the hosted
+// repository's name.
+func TestPullNamingNoRegistryIsHosted(t *testing.T) {
+	o := startOrigin(t)
+	data, d := randomBlob(t, 100<<10)
+	pushBlob(t, o, "test/app", data, d)
+	coord := startPeer(t, t.TempDir(), nil, o.URL())
+	rogue := startTestPeer(t, transfer.NewMemoryContent(), coord.Node().Addrs()...)
+	c := transfer.NewClient(rogue.Host())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Pull(ctx, coord.Node().ID(), "", "test/app", d); err == nil {
+		t.Error("the coordinator took a pull naming no registry")
+	}
+	if n := o.BlobGets(d.String()); n != 0 {
+		t.Fatalf("the coordinator asked its first upstream for a hosted name (%d GETs of the blob)", n)
+	}
+	// Naming the upstream, the same pull is taken: the refusal is about the namespace.
+	if err := c.Pull(ctx, coord.Node().ID(), o.Host(), "test/app", d); err != nil {
+		t.Fatalf("a pull naming the upstream: %v", err)
+	}
+}

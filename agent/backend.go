@@ -21,15 +21,10 @@ import (
 // owns it.
 var _ registryapi.Backend = (*Agent)(nil)
 
-// requestTarget is the Target of a /v2 request: a registry that is not an upstream is refused
-// before any I/O, unless the node serves those from the cluster alone
-// (Config.UnknownRegistriesFromCluster).
+// requestTarget is the Target of a /v2 request (see Target): a registry that is not an upstream
+// is refused before any I/O.
 func (a *Agent) requestTarget(r registryapi.Repository) (fetch.Target, error) {
-	t, err := a.Target(r.Registry, r.Name)
-	if err != nil && a.cfg.UnknownRegistriesFromCluster && errors.Is(err, errdefs.ErrNotConfigured) {
-		return fetch.Target{Repo: r.Name}, nil
-	}
-	return t, err
+	return a.Target(r.Registry, r.Name)
 }
 
 // OpenBlob serves a blob from the store, or joins or starts the one fetch of it.
@@ -124,7 +119,7 @@ type Transfer = fetch.Transfer
 
 // Status reports the node's state.
 func (a *Agent) Status() Status {
-	st := Status{ConnectedPeers: []string{}, Registries: a.cfg.Registries}
+	st := Status{ConnectedPeers: []string{}, Registries: a.cfg.Registries, HostedRegistry: a.cfg.HostedRegistry}
 	if a.node != nil {
 		st.PeerID = a.node.ID().String()
 		st.ListenAddrs = a.node.Addrs()

@@ -119,7 +119,8 @@ func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handle
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
-	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries)
+	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries,
+		"hosted_registry", a.cfg.HostedRegistry)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	if a.cfg.DebugListen != "" {
@@ -262,6 +263,7 @@ type Status struct {
 	ConnectedPeers   []string   `json:"connectedPeers"`
 	RoutingTableSize int        `json:"routingTableSize"`
 	Registries       []string   `json:"registries"`
+	HostedRegistry   string     `json:"hostedRegistry"`
 	Store            StoreUsage `json:"store"`
 	Transfers        []Transfer `json:"transfers"`
 }

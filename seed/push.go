@@ -24,10 +24,12 @@ type pinningPusher struct {
 
 var _ registryapi.Pusher = (*pinningPusher)(nil)
 
-// frontend is a seed's /v2 Backend: its hosted repositories first, and the agent (upstreams,
-// and the cluster, where other seeds' pushed images are) for the rest. Tag lists and referrers
-// of a repository that is not hosted go to the agent only when it has an upstream for them;
-// with none, the hosted registry answers (not found, and an empty list).
+// frontend is a seed's /v2 Backend. A request in the hosted namespace (its ns names the hosted
+// registry, or it has no ns: what crane, skopeo and oras push to a seed carries none) is answered
+// by the hosted repositories when this seed holds the repository, else by the agent, which finds
+// other seeds' pushes in the cluster. Every other ns goes to the agent's upstream path and never
+// to the hosted repositories, so a pushed repository cannot shadow an upstream one of the same
+// name.
 type frontend struct {
 	hosted *hosted.Registry
 	agent  *agent.Agent
@@ -35,32 +37,45 @@ type frontend struct {
 
 var _ registryapi.Backend = (*frontend)(nil)
 
-func (f *frontend) pick(r registryapi.Repository) registryapi.Backend {
+// inHosted reports whether r is in the hosted namespace.
+func (f *frontend) inHosted(r registryapi.Repository) bool {
+	return r.Registry == "" || f.agent.IsHosted(r.Registry)
+}
+
+// pick is the backend of r, and r as that backend should see it: the agent is told the hosted
+// registry's name, since to it no ns means its first upstream.
+func (f *frontend) pick(r registryapi.Repository) (registryapi.Backend, registryapi.Repository) {
+	if !f.inHosted(r) {
+		return f.agent, r
+	}
 	if f.hosted.Hosts(r.Name) {
+		return f.hosted, r
+	}
+	return f.agent, registryapi.Repository{Registry: f.agent.HostedRegistry(), Name: r.Name}
+}
+
+// pickListing is the backend of tag lists and referrers: the hosted registry for the hosted
+// namespace (the agent has no origin to list), the agent for the rest.
+func (f *frontend) pickListing(r registryapi.Repository) registryapi.Backend {
+	if f.inHosted(r) {
 		return f.hosted
 	}
 	return f.agent
 }
 
-func (f *frontend) pickListing(r registryapi.Repository) registryapi.Backend {
-	if !f.hosted.Hosts(r.Name) {
-		if t, err := f.agent.Target(r.Registry, r.Name); err == nil && t.Registry != nil {
-			return f.agent
-		}
-	}
-	return f.hosted
-}
-
 func (f *frontend) OpenBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (registryapi.Blob, error) {
-	return f.pick(r).OpenBlob(ctx, r, d)
+	b, r := f.pick(r)
+	return b.OpenBlob(ctx, r, d)
 }
 
 func (f *frontend) StatBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (int64, error) {
-	return f.pick(r).StatBlob(ctx, r, d)
+	b, r := f.pick(r)
+	return b.StatBlob(ctx, r, d)
 }
 
 func (f *frontend) GetManifest(ctx context.Context, r registryapi.Repository, ref string, accept []string) (*registryapi.Manifest, error) {
-	return f.pick(r).GetManifest(ctx, r, ref, accept)
+	b, r := f.pick(r)
+	return b.GetManifest(ctx, r, ref, accept)
 }
 
 func (f *frontend) Tags(ctx context.Context, r registryapi.Repository, n int, last string) (*registryapi.Listing, error) {

@@ -5,12 +5,14 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/seed"
@@ -124,7 +126,8 @@ func TestRepushedTagWins(t *testing.T) {
 }
 
 // An agent whose origin denies an unknown repository (as Docker Hub and GHCR answer one, 401)
-// still finds a tag pushed to a seed.
+// finds a tag pushed to a seed in the hosted namespace; under the origin's name, the origin's
+// denial stands: a pushed repository never answers for an upstream's.
 func TestPushedTagThroughAgentWhoseOriginDenies(t *testing.T) {
 	denying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -144,16 +147,13 @@ func TestPushedTagThroughAgentWhoseOriginDenies(t *testing.T) {
 	a := startAgent(t, agentConfig(t, []string{denying.URL}, s.Node().Addrs()))
 	waitFor(t, "the agent to find the seed", func() bool { return len(a.Node().Seeds(context.Background())) == 1 })
 	d, _ := img.Digest()
-	if got := pullIndexDigest(t, a.host+"/site/denied:v1"); got != d.String() {
-		t.Fatalf("resolved %s, want the pushed %s", got, d)
+	if got, status := manifestDigest(t, a.host, "site/denied", "v1", agent.DefaultHostedRegistry); got != d.String() {
+		t.Fatalf("hosted namespace: %d %q, want the pushed %s", status, got, d)
 	}
-	// A tag no seed hosts keeps the origin's answer.
-	resp, err := http.Get("http://" + a.host + "/v2/site/denied/manifests/nope")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("a tag nobody hosts: %s, want the origin's denial", resp.Status)
+	// Without ns (the agent's first upstream) and under the origin's name: the origin's denial.
+	for _, ns := range []string{"", strings.TrimPrefix(denying.URL, "http://")} {
+		if got, status := manifestDigest(t, a.host, "site/denied", "v1", ns); status != http.StatusUnauthorized && status != http.StatusForbidden {
+			t.Fatalf("ns=%q: %d %q, want the origin's denial", ns, status, got)
+		}
 	}
 }

@@ -65,9 +65,6 @@ func New(cfg Config) (*Seed, error) {
 	p2pCfg := *cfg.Agent.P2P
 	p2pCfg.Seed = true
 	cfg.Agent.P2P = &p2pCfg
-	// Pushed repositories are named by path: a request naming a registry that is not an
-	// upstream may be for one of them, or for another seed's, which the cluster serves.
-	cfg.Agent.UnknownRegistriesFromCluster = true
 	st, err := agent.OpenStore(cfg.Agent)
 	if err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
@@ -117,7 +114,8 @@ func (s *Seed) Agent() *agent.Agent { return s.a }
 // Pins returns the seed's pins.
 func (s *Seed) Pins() *pins.Pins { return s.pins }
 
-// v2 is the seed's /v2 server: hosted repositories before the agent's pipeline, and pushes.
+// v2 is the seed's /v2 server: the hosted namespace from the hosted repositories (or the
+// cluster), every other ns from the agent's upstreams, and pushes.
 // Serve puts it in the agent's surface with the admin endpoints (where a preheat pins).
 func (s *Seed) v2() *registryapi.Server {
 	p := &pinningPusher{Registry: s.hosted, s: s}

@@ -125,10 +125,18 @@ func (c *Content) TagRecords(registry, repo, tag string) ([]tags.Record, error) 
 
 // Pull starts fetching d from the origin for the cluster, as its coordinator, and returns once
 // the fetch is under way (or the content is held). Only configured registries are fetched from.
+// An empty registry names the hosted namespace, as in every operation of the peer protocol: it
+// has no origin, so there is nothing to pull.
 func (c *Content) Pull(ctx context.Context, registry, repo string, d digest.Digest) error {
+	if registry == "" {
+		return fmt.Errorf("%s: hosted repositories have no origin: %w", d, errdefs.ErrNotFound)
+	}
 	reg, err := c.upstreams.Select(registry)
 	if err != nil {
 		return err
+	}
+	if reg == nil {
+		return fmt.Errorf("%s: no origin for %s here: %w", d, registry, errdefs.ErrNotFound)
 	}
 	if !names.ValidRepository(repo) {
 		return fmt.Errorf("repository %q: %w", repo, errdefs.ErrInvalid)
@@ -157,6 +165,9 @@ func (c *Content) Resolve(ctx context.Context, registry, repo, tag string, accep
 	reg, err := c.upstreams.Select(registry)
 	if err != nil {
 		return tags.Record{}, err
+	}
+	if reg == nil {
+		return tags.Record{}, fmt.Errorf("%s:%s: no origin for %s here: %w", repo, tag, registry, errdefs.ErrNotFound)
 	}
 	res, err := c.resolver.Tag(ctx, fetch.Target{Registry: reg, Repo: repo}, tag, accept, false)
 	if err != nil {

@@ -42,8 +42,8 @@ const (
 //     DHT key, so that a burst of a thousand nodes costs the origin one request per TTL (a
 //     coordinator resolving for others resolves itself);
 //  3. origin: a HEAD, then a GET only when the manifest is not stored yet;
-//  4. seeds: when the origin has no such tag, denies it, or cannot be reached, the seeds'
-//     hosted (pushed) repositories, the newest push winning;
+//  4. seeds, instead of 2 and 3 for a target in the hosted namespace (which has no origin): the
+//     seeds' hosted (pushed) repositories, the newest push winning;
 //  5. stale: when the origin cannot be reached, the newest record this node or its peers saw.
 //
 // Steps 2 to 5 run once per tag and Accept set at a time, however many clients ask.
@@ -80,18 +80,17 @@ func (r *Resolver) fresh(key string) (Resolution, bool) {
 func (r *Resolver) resolveOnce(ctx context.Context, t fetch.Target, tag string, accept []string, key string, viaCoordinator bool) (Resolution, error) {
 	var res Resolution
 	var err error
-	if viaCoordinator && t.Registry != nil {
-		res, err = r.atCoordinator(ctx, t, tag, accept)
-	}
-	if res.Manifest == nil {
-		res, err = r.atOrigin(ctx, t, tag, accept)
-	}
-	if err != nil && !errors.Is(err, errdefs.ErrTooLarge) && !errors.Is(err, errdefs.ErrDigestMismatch) {
-		// No origin, or it has no such tag (registries often answer an unknown repository with
-		// 401), or it cannot be reached: a seed may host the repository (an image pushed into
-		// the cluster). Without one, the origin's answer stands.
-		if hres, herr := r.atSeeds(ctx, t, tag, accept); herr == nil {
-			res, err = hres, nil
+	switch {
+	case t.Hosted():
+		// The hosted namespace has no origin: its tags are the seeds' pushes. They never answer
+		// for an upstream's tag, nor an upstream for theirs.
+		res, err = r.atSeeds(ctx, t, tag, accept)
+	default:
+		if viaCoordinator && t.Registry != nil {
+			res, err = r.atCoordinator(ctx, t, tag, accept)
+		}
+		if res.Manifest == nil {
+			res, err = r.atOrigin(ctx, t, tag, accept)
 		}
 	}
 	if err == nil {
@@ -184,7 +183,8 @@ func (r *Resolver) atOrigin(ctx context.Context, t fetch.Target, tag string, acc
 }
 
 // atSeeds is step 4: it asks this node and the cluster's seeds what a tag of a hosted (pushed)
-// repository names, takes the newest push, and gets that manifest by digest, verified.
+// repository names, takes the newest push, and gets that manifest by digest, verified. Only for
+// targets in the hosted namespace: the question names no registry ("" on the wire).
 func (r *Resolver) atSeeds(ctx context.Context, t fetch.Target, tag string, accept []string) (Resolution, error) {
 	var (
 		mu    sync.Mutex

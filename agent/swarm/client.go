@@ -202,6 +202,10 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 // (or alone), or when the coordinator does not answer in time: then the error wraps
 // fetch.ErrNextSource.
 func (c *Client) viaCoordinator(ctx context.Context, t fetch.Target, d digest.Digest) ([]peer.AddrInfo, error) {
+	if t.Hosted() {
+		// The hosted namespace has no origin anywhere: a coordinator has nothing to pull from.
+		return nil, fmt.Errorf("%s: no peer provides it, and hosted content has no origin: %w", d, errdefs.ErrNotFound)
+	}
 	cctx, cancel := context.WithTimeout(ctx, coordinatorTimeout)
 	defer cancel()
 	co, self, err := c.router.Coordinator(cctx, d)

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/bootaddr"
 	"github.com/shoal-oci/shoal/p2p/keys"
@@ -28,6 +29,8 @@ func agentFlags() []cli.Flag {
 			Usage: "directory of the content store"},
 		&cli.StringSliceFlag{Name: "registry", EnvVars: env("REGISTRY"),
 			Usage: "upstream registry URL (repeatable); the first serves requests without ?ns= (default: https://registry-1.docker.io; \"none\": no origin, the cluster's seeds only)"},
+		&cli.StringFlag{Name: "hosted-registry", Value: agent.DefaultHostedRegistry, EnvVars: env("HOSTED_REGISTRY"),
+			Usage: "registry name of the repositories pushed to the seeds: a request whose ?ns= names it is served from the seeds, and no other is; not one of the --registry upstreams"},
 		&cli.StringFlag{Name: "docker-config", EnvVars: env("DOCKER_CONFIG"),
 			Usage: "docker config.json with credentials for the upstreams (default: anonymous)"},
 		&cli.DurationFlag{Name: "tag-ttl", Value: agent.DefaultTagTTL, EnvVars: env("TAG_TTL"),
@@ -109,6 +112,9 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	case slices.Contains(regs, "none"):
 		return agent.Config{}, errors.New(`--registry none: "none" cannot be combined with registries`)
 	}
+	if h := c.String("hosted-registry"); !names.ValidRegistryHost(h) {
+		return agent.Config{}, fmt.Errorf("--hosted-registry %q: want a registry host[:port], such as %s", h, agent.DefaultHostedRegistry)
+	}
 	token, err := readTokenFile(c.String("admin-token-file"))
 	if err != nil {
 		return agent.Config{}, err
@@ -138,6 +144,7 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		Listen:          c.String("listen"),
 		DataDir:         c.String("data-dir"),
 		Registries:      regs,
+		HostedRegistry:  c.String("hosted-registry"),
 		DockerConfig:    c.String("docker-config"),
 		TagTTL:          c.Duration("tag-ttl"),
 		StoreMaxBytes:   int64(maxStore),

@@ -100,8 +100,11 @@ func exportCommand() *cli.Command {
 		Usage:     "write an image or index from a seed to an OCI layout, oci-archive or docker-archive",
 		ArgsUsage: "REF PATH",
 		Description: "REF is repo:tag or repo@sha256:... in the seed. PATH must not exist (see --force); it appears\n" +
-			"only once complete.",
+			"only once complete. Without --ns a seed answers from its hosted (pushed) repositories, an agent from\n" +
+			"its first upstream.",
 		Flags: append(archiveFlags(),
+			&cli.StringFlag{Name: "ns",
+				Usage: "registry the image is in, sent as ?ns= like containerd does: an upstream of the seed or agent, or its hosted registry"},
 			&cli.StringFlag{Name: "format", Value: archive.FormatOCIArchive,
 				Usage: "oci (a layout directory), oci-archive (a tar of one) or docker-archive (for `docker load`; one platform)"},
 			&cli.StringFlag{Name: "platform",
@@ -121,6 +124,7 @@ func exportCommand() *cli.Command {
 				return err
 			}
 			ac.Options.Overwrite = c.Bool("force")
+			ac.Options.Namespace = c.String("ns")
 			if s := c.String("platform"); s != "" {
 				p, err := v1.ParsePlatform(s)
 				if err != nil {

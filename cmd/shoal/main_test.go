@@ -46,6 +46,7 @@ func TestAgentConfig(t *testing.T) {
 	out, _ := run(t, "swarm-key")
 	os.WriteFile(key, []byte(out), 0o600)
 	t.Setenv("SHOAL_TAG_TTL", "7s")
+	t.Setenv("SHOAL_HOSTED_REGISTRY", "registry.site:5000")
 	var got []string
 	app := configOnly(t, &got)
 	err := app.Run([]string{"shoal", "agent", "--registry", "http://127.0.0.1:1", "--registry", "https://ghcr.io",
@@ -53,7 +54,7 @@ func TestAgentConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(got, " ") != "http://127.0.0.1:1 https://ghcr.io 7s 127.0.0.1:5000" {
+	if strings.Join(got, " ") != "http://127.0.0.1:1 https://ghcr.io 7s 127.0.0.1:5000 registry.site:5000" {
 		t.Fatalf("config %v", got)
 	}
 	for _, bad := range [][]string{
@@ -64,6 +65,8 @@ func TestAgentConfig(t *testing.T) {
 		{"--chunk-size", "0"},
 		{"--bootstrap", "not an address"},
 		{"--swarm-key", filepath.Join(t.TempDir(), "missing")},
+		{"--hosted-registry", "http://registry.local"},
+		{"--hosted-registry", "registry.local/site"},
 	} {
 		if err := configOnly(t, &got).Run(append([]string{"shoal", "agent"}, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)
@@ -81,7 +84,7 @@ func configOnly(t *testing.T, got *[]string) *cli.App {
 				if err != nil {
 					return err
 				}
-				*got = append(cfg.Registries, cfg.TagTTL.String(), cfg.Listen)
+				*got = append(cfg.Registries, cfg.TagTTL.String(), cfg.Listen, cfg.HostedRegistry)
 				if cfg.P2P == nil || len(cfg.P2P.SwarmKey) == 0 || cfg.StoreMaxBytes != 50<<30 {
 					t.Errorf("p2p %+v, max store %d", cfg.P2P, cfg.StoreMaxBytes)
 				}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/reference"
 )
 
 // Record is a tag's resolution at an origin: the manifest it named, with its media type, and
@@ -19,9 +21,12 @@ type Record struct {
 	Resolved  time.Time     `json:"resolved"`
 }
 
-// Prefix groups the resolutions of one tag of repo at registry (a host, "" for hosted content).
+// Prefix groups the resolutions of one tag of repo at registry: an upstream's host, or "" for
+// the hosted namespace (what is pushed to the seeds, whatever name the site gives it). The host
+// is folded to reference.CanonicalHost, so that nodes configured with different spellings of one
+// registry (upper case, Docker Hub's aliases) store and ask for the same keys.
 func Prefix(registry, repo, tag string) string {
-	return registry + "/" + repo + ":" + tag + "\x00"
+	return reference.CanonicalHost(registry) + "/" + repo + ":" + tag + "\x00"
 }
 
 // Key is the record of one resolution: the tag's Prefix plus the client's normalised Accept set,

@@ -48,6 +48,12 @@ type Options struct {
 	Repository string
 	// Platform picks one image of an index for a docker-archive export, which cannot hold an index.
 	Platform *v1.Platform
+	// Namespace, when set, names the registry Export's image is in: it is sent as ?ns= on every
+	// request, as containerd does to a mirror, so that a seed or an agent serves an upstream's
+	// image (or, naming the hosted registry, a pushed one). Without it a seed answers from its
+	// hosted repositories and an agent from its first upstream. Import ignores it: pushes always
+	// land in a seed's hosted repositories.
+	Namespace string
 	// Overwrite lets Export replace an existing destination; without it Export refuses.
 	Overwrite bool
 	// TempDir is where Import unpacks an oci-archive (as large as the archive); default os.TempDir().
@@ -70,7 +76,28 @@ type Progress struct {
 // connections are reused across its requests, and closed by done when the call is over.
 func (o Options) remoteOptions(ctx context.Context) (opts []remote.Option, done func()) {
 	t := o.transport()
-	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(o.auth()), remote.WithTransport(t)}, t.CloseIdleConnections
+	var rt http.RoundTripper = t
+	if o.Namespace != "" {
+		rt = nsTransport{ns: o.Namespace, inner: t}
+	}
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(o.auth()), remote.WithTransport(rt)}, t.CloseIdleConnections
+}
+
+// nsTransport adds ?ns= to every request but the version check (which takes no ns).
+type nsTransport struct {
+	ns    string
+	inner http.RoundTripper
+}
+
+func (n nsTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Path == "/v2/" {
+		return n.inner.RoundTrip(r)
+	}
+	r = r.Clone(r.Context())
+	q := r.URL.Query()
+	q.Set("ns", n.ns)
+	r.URL.RawQuery = q.Encode()
+	return n.inner.RoundTrip(r)
 }
 
 // registry parses host (host:port, no scheme) into a registry, allowing plain HTTP when

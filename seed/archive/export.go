@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/names"
 )
 
 // Export pulls ref (host:port/repo:tag or host:port/repo@digest) and writes it to dst in format
@@ -43,6 +44,9 @@ func Export(ctx context.Context, ref, dst, format string, opts Options) error {
 	r, err := opts.reference(ref)
 	if err != nil {
 		return err
+	}
+	if opts.Namespace != "" && !names.ValidRegistryHost(opts.Namespace) {
+		return fmt.Errorf("namespace %q: want a registry host[:port]: %w", opts.Namespace, errdefs.ErrInvalid)
 	}
 	if !opts.Overwrite {
 		if _, err := os.Lstat(dst); err == nil {

@@ -1,10 +1,11 @@
 // Package hosted keeps the repositories pushed to a seed: it takes pushes through the registry
 // API (it is a registryapi.Pusher) and serves them (it is a registryapi.Backend for hosted
-// repositories only; a repository it does not host is not found). A seed puts it in front of
-// its agent, which mirrors upstreams (seed's frontend), so one seed serves both.
+// repositories only; a repository it does not host is not found). A seed's frontend routes
+// requests in the hosted namespace to it and every other to the agent, which mirrors upstreams,
+// so one seed serves both without either answering for the other.
 //
-// Hosted repositories are named by repository path alone, with no registry host: the request's
-// ns parameter is ignored for them.
+// The registry knows repositories by path alone: which requests are in the hosted namespace (the
+// ns that names it) is decided before they reach it.
 //
 // Content bytes live in the node's content store (agent/store), where the agent serves them to
 // peers; pushed blobs are committed there only after their digest verifies. The repository index

@@ -15,7 +15,7 @@ import (
 )
 
 // TestExportImportBetweenSeeds moves a multi-platform image into an air-gapped site: `shoal
-// preheat` fills a seed from the origin, `shoal export` writes an oci-archive from it, and
+// preheat` fills a seed from the origin, `shoal export --ns <origin>` writes an oci-archive from it, and
 // `shoal import` loads the archive into a seed of another cluster that has no origin and takes a
 // token; the image keeps its digest there and an agent of that cluster serves it.
 func TestExportImportBetweenSeeds(t *testing.T) {
@@ -28,7 +28,12 @@ func TestExportImportBetweenSeeds(t *testing.T) {
 		t.Fatalf("preheat: %v\n%s", err, out)
 	}
 	archive := filepath.Join(t.TempDir(), "multi.tar")
-	if out, err := testutil.Run(ctx, bin, "export", "--seed", outside.Addr, "--format", "oci-archive", "test/multi:v1", archive); err != nil {
+	// Without --ns a seed answers from its hosted repositories, where nothing is pushed: the
+	// upstream image is named by its registry, as containerd names it to a mirror.
+	if out, err := testutil.Run(ctx, bin, "export", "--seed", outside.Addr, "test/multi:v1", archive); err == nil {
+		t.Fatalf("export of an upstream image from the seed's hosted namespace succeeded:\n%s", out)
+	}
+	if out, err := testutil.Run(ctx, bin, "export", "--seed", outside.Addr, "--ns", f.origin.Addr, "--format", "oci-archive", "test/multi:v1", archive); err != nil {
 		t.Fatalf("export: %v\n%s", err, out)
 	}
 

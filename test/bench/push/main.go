@@ -39,6 +39,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/shoal-oci/shoal/agent"
+
 	"github.com/shoal-oci/shoal/test/bench/internal/benchblob"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 )
@@ -280,8 +282,10 @@ func push(ctx context.Context, base, mode, src, d string, size, chunk int64) err
 	return expect(resp, http.StatusCreated, head(ctx, base, d, size))
 }
 
+// head checks the pushed blob as a pull would see it: in the hosted registry's namespace, where
+// pushes land.
 func head(ctx context.Context, base, d string, size int64) error {
-	resp, err := do(ctx, http.MethodHead, base+"/v2/bench/layer/blobs/"+d, nil, 0, nil)
+	resp, err := do(ctx, http.MethodHead, base+"/v2/bench/layer/blobs/"+d+"?ns="+agent.DefaultHostedRegistry, nil, 0, nil)
 	if err != nil {
 		return err
 	}
