@@ -68,7 +68,19 @@ type Config struct {
 	// cluster alone (no origin) instead of refusing it: a seed's, whose pushed repositories are
 	// named by path and may be asked for under any ns.
 	UnknownRegistriesFromCluster bool
+	// MaxCoordinatedFetches caps the origin fetches this node runs at once for other nodes, as
+	// their coordinator; more are answered busy and the asking node fetches itself (0:
+	// DefaultMaxCoordinatedFetches). Each peer also has a quota of them (peerserve.Quotas).
+	MaxCoordinatedFetches int
+	// NotFoundTTL is how long the origin's "no such blob" is remembered per repository and digest
+	// (0: fetch.DefaultNotFoundTTL; negative: not at all).
+	NotFoundTTL time.Duration
 }
+
+// DefaultMaxCoordinatedFetches is the default of Config.MaxCoordinatedFetches: well above the
+// distinct blobs of a rollout that one coordinator fetches at once, and a bound on what members
+// flooding it with pulls can make it fetch.
+const DefaultMaxCoordinatedFetches = 64
 
 // PeerDeadline is the time a peer gets to deliver a chunk: Grace for the request, then at least
 // MinRate bytes per second.
@@ -173,6 +185,12 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = chunks.DefaultSize
 	}
+	if cfg.MaxCoordinatedFetches <= 0 {
+		cfg.MaxCoordinatedFetches = DefaultMaxCoordinatedFetches
+	}
+	if cfg.NotFoundTTL == 0 {
+		cfg.NotFoundTTL = fetch.DefaultNotFoundTTL
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -205,7 +223,8 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, store: st, ownStore: own, upstreams: ups, origin: oc, registry: reg, metrics: m,
 		started: time.Now()}
 	download := throttle.New(cfg.MaxDownloadRate)
-	originSrc := fetch.NewOriginSource(oc, download, m.fetchedBytes.WithLabelValues("origin"), log)
+	originSrc := fetch.NewOriginSource(oc, download, m.fetchedBytes.WithLabelValues("origin"), log).
+		RememberNotFound(cfg.NotFoundTTL)
 	sources := []fetch.Source{originSrc}
 	var peers resolve.Peers
 	var cluster resolve.Cluster
@@ -233,7 +252,8 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		ann = a.announcer
 	}
 	a.pipeline = fetch.New(fetch.Deps{Store: st, Sources: sources, Origin: originSrc, Announcer: ann,
-		Collector: a.gc, Download: download, ChunkSize: cfg.ChunkSize, Log: log, Metrics: m.fetch()})
+		Collector: a.gc, Download: download, ChunkSize: cfg.ChunkSize, MaxPulls: cfg.MaxCoordinatedFetches,
+		Log: log, Metrics: m.fetch()})
 	var resAnn resolve.Announcer
 	if a.announcer != nil {
 		resAnn = a.announcer

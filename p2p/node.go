@@ -29,9 +29,11 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/admission"
 	"github.com/shoal-oci/shoal/p2p/bootaddr"
 	"github.com/shoal-oci/shoal/p2p/keys"
 	"github.com/shoal-oci/shoal/p2p/limits"
+	"github.com/shoal-oci/shoal/p2p/providerquota"
 )
 
 // ProtocolPrefix is the DHT's protocol prefix: Shoal's DHT speaks /shoal/kad/1.0.0 and never mixes with
@@ -149,7 +151,7 @@ func New(cfg Config) (*Node, error) {
 		opts = append(opts, libp2p.PrivateNetwork(n.psk))
 	}
 	if len(cfg.AllowPeers) > 0 {
-		opts = append(opts, libp2p.ConnectionGater(newAllowGater(cfg.AllowPeers)))
+		opts = append(opts, libp2p.ConnectionGater(admission.Gater(cfg.AllowPeers)))
 	}
 	if metricsOn {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
@@ -175,6 +177,7 @@ func New(cfg Config) (*Node, error) {
 		dht.DisableValues(), // Shoal stores provider records only
 		dht.BootstrapPeers(),
 		dht.AddressFilter(preferNonLoopback),
+		dht.OnRequestHook(providerquota.New(cfg.MaxProviderRecordsPerPeer, 0).Hook),
 	)
 	if err != nil {
 		n.host.Close()
