@@ -62,6 +62,7 @@ type Node struct {
 	provMu sync.RWMutex
 	prov   *reprovider // nil until the node has joined a cluster; guarded by provMu
 
+	records *providerquota.Quota // the provider records stored for other peers
 	lookups singleflight.Group
 	seed    bool
 	seeds   seedCache
@@ -171,13 +172,14 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("p2p listen on %v: %w", cfg.ListenAddrs, err)
 	}
 
+	n.records = providerquota.New(cfg.MaxProviderRecordsPerPeer, 0)
 	n.dht, err = dht.New(n.host,
 		dht.Mode(dht.ModeServer),
 		dht.ProtocolPrefix(ProtocolPrefix),
 		dht.DisableValues(), // Shoal stores provider records only
 		dht.BootstrapPeers(),
 		dht.AddressFilter(preferNonLoopback),
-		dht.OnRequestHook(providerquota.New(cfg.MaxProviderRecordsPerPeer, 0).Hook),
+		dht.OnRequestHook(n.records.Hook),
 	)
 	if err != nil {
 		n.host.Close()
