@@ -23,8 +23,12 @@ func TestPerKey(t *testing.T) {
 		t.Fatal("another key paid for the first")
 	}
 	now = now.Add(time.Second) // two more for a
-	if !q.Allow("a") || !q.Allow("a") || q.Allow("a") {
-		t.Fatal("the refill is not 2 a second")
+	var got []bool
+	for range 3 {
+		got = append(got, q.Allow("a"))
+	}
+	if !got[0] || !got[1] || got[2] {
+		t.Fatalf("after a second: %v, want two more allowed (a refill of 2 a second)", got)
 	}
 	for i := range 100 {
 		q.Allow(fmt.Sprint(i))
