@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -184,5 +185,73 @@ func TestRepeatedNotFoundCostsOneOriginRequest(t *testing.T) {
 	}
 	if n := blobRequests(o, "test/elsewhere"); n != 1 {
 		t.Fatalf("the origin saw %d requests in another repository, want 1", n)
+	}
+}
+
+// The same for tag resolutions: a member asking a coordinator to resolve 200 different tags costs
+// the origin at most its resolve quota of manifest requests, not one each.
+func TestResolveAmplificationIsBounded(t *testing.T) {
+	o := startOrigin(t)
+	const repo = "test/tags"
+	img, err := devregistry.Image([]int64{1024}, false, "linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		push(t, o, fmt.Sprintf("%s:t%d", repo, i), img)
+	}
+	key, err := keys.NewSwarmKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	co := startPeer(t, t.TempDir(), key, o.URL())
+	liar := startMember(t, key, co.Node().Addrs()...)
+	o.ResetCounts()
+
+	c := transfer.NewClient(liar.Host())
+	tagsToAsk := make(chan string, 200)
+	for i := range 200 {
+		tagsToAsk <- fmt.Sprintf("t%d", i)
+	}
+	close(tagsToAsk)
+	var mu sync.Mutex
+	busy := 0
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for tag := range tagsToAsk {
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				_, err := c.Resolve(ctx, co.Node().ID(), o.Host(), repo, tag, nil)
+				cancel()
+				mu.Lock()
+				switch {
+				case errors.Is(err, transfer.ErrBusy):
+					busy++
+				case err != nil:
+					t.Errorf("resolving %s: %v", tag, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	// Each resolution asks the origin with one HEAD of the tag (then a GET while the manifest is
+	// not stored yet).
+	got := 0
+	for k, v := range o.Requests() {
+		if strings.HasPrefix(k, "HEAD /v2/"+repo+"/manifests/t") {
+			got += v
+		}
+	}
+	q := peerserve.DefaultResolveQuota
+	allowed := q.Burst + int(math.Ceil(q.PerSecond*elapsed.Seconds()))
+	t.Logf("200 resolves in %s: %d busy; the origin saw %d HEADs of tags (quota: %d)", elapsed.Round(time.Millisecond), busy, got, allowed)
+	if got > allowed {
+		t.Errorf("the origin saw %d HEADs of tags for one member's 200 resolves, more than its quota of %d", got, allowed)
+	}
+	if busy == 0 {
+		t.Error("the member was never answered busy")
 	}
 }
