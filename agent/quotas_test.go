@@ -255,3 +255,85 @@ func TestResolveAmplificationIsBounded(t *testing.T) {
 		t.Error("the member was never answered busy")
 	}
 }
+
+// A coordinator at its cap of origin fetches for peers (one member holds its only slot with a
+// slow fetch) answers another node's pull busy at once, and that node fetches from the origin
+// itself: its client gets the blob, with no wait on the coordinator.
+func TestBusyCoordinatorSendsRequesterToOrigin(t *testing.T) {
+	o := startOrigin(t)
+	const repo = "test/busy"
+	slow, slowDigest := randomBlob(t, 8<<20)
+	pushBlob(t, o, repo, slow, slowDigest)
+	origin := pacedOrigin(t, o, 256<<10) // the slow blob takes half a minute
+	key, err := keys.NewSwarmKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{origin}, ChunkSize: 1 << 20,
+		P2P: &p2p.Config{ListenAddrs: []string{loopback}, SwarmKey: key}, MaxCoordinatedFetches: 1})
+	liar := startMember(t, key, co.Node().Addrs()...)
+	b := startPeer(t, t.TempDir(), key, origin, co.Node().Addrs()...)
+	waitFor(t, func() bool { return b.Node().RoutingTableSize() >= 2 }, "node B to know both others")
+
+	// A blob whose coordinator, as B sees it, is co.
+	var data []byte
+	var d digest.Digest
+	for range 64 {
+		data, d = randomBlob(t, 32<<10)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		p, self, err := b.Node().Coordinator(ctx, d)
+		cancel()
+		if err == nil && !self && p == co.Node().ID() {
+			break
+		}
+		d = ""
+	}
+	if d == "" {
+		t.Fatal("no blob among 64 is coordinated by the coordinator")
+	}
+	pushBlob(t, o, repo, data, d)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	// Both nodes' origin is the paced proxy: the member names its host.
+	if err := transfer.NewClient(liar.Host()).Pull(ctx, co.Node().ID(), strings.TrimPrefix(origin, "http://"), repo, slowDigest); err != nil {
+		t.Fatalf("the member's pull of the slow blob: %v", err)
+	}
+	if !co.Blobs().InFlight(slowDigest) {
+		t.Fatal("the coordinator is not fetching the slow blob")
+	}
+	body, err := getBlob(t, b.host, repo, d)
+	if err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("B's pull past a busy coordinator: %v", err)
+	}
+	if n := served(t, co, "pull", "429"); n < 1 {
+		t.Fatal("the coordinator never answered busy: B's pull did not meet the cap")
+	}
+	if n := o.BlobGets(d.String()); n != 1 {
+		t.Fatalf("the origin saw %d GETs of B's blob, want 1 (B's own)", n)
+	}
+}
+
+// served is how many peer requests of op the node answered with code.
+func served(t *testing.T, nd *node, op, code string) float64 {
+	t.Helper()
+	mfs, err := nd.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "shoal_peer_requests_served_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["op"] == op && labels["code"] == code {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
