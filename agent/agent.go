@@ -71,11 +71,23 @@ type Config struct {
 	// the cluster's seeds (default DefaultHostedRegistry): a request whose ns names it is served
 	// from the seeds, and no other ns ever is. A registry host[:port] that is none of Registries.
 	HostedRegistry string
+	// MaxCoordinatedFetches caps the origin fetches this node runs at once for other nodes, as
+	// their coordinator; more are answered busy and the asking node fetches itself (0:
+	// DefaultMaxCoordinatedFetches). Each peer also has a quota of them (peerserve.Quotas).
+	MaxCoordinatedFetches int
+	// NotFoundTTL is how long the origin's "no such blob" is remembered per repository and digest
+	// (0: fetch.DefaultNotFoundTTL; negative: not at all).
+	NotFoundTTL time.Duration
 }
 
 // DefaultHostedRegistry is the hosted namespace's registry name when none is configured: a name
 // under .local, which no public registry has.
 const DefaultHostedRegistry = "shoal.local"
+
+// DefaultMaxCoordinatedFetches is the default of Config.MaxCoordinatedFetches: well above the
+// distinct blobs of a rollout that one coordinator fetches at once, and a bound on what members
+// flooding it with pulls can make it fetch.
+const DefaultMaxCoordinatedFetches = 64
 
 // PeerDeadline is the time a peer gets to deliver a chunk: Grace for the request, then at least
 // MinRate bytes per second.
@@ -180,6 +192,12 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = chunks.DefaultSize
 	}
+	if cfg.MaxCoordinatedFetches <= 0 {
+		cfg.MaxCoordinatedFetches = DefaultMaxCoordinatedFetches
+	}
+	if cfg.NotFoundTTL == 0 {
+		cfg.NotFoundTTL = fetch.DefaultNotFoundTTL
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -219,7 +237,8 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, store: st, ownStore: own, upstreams: ups, origin: oc, registry: reg, metrics: m,
 		started: time.Now()}
 	download := throttle.New(cfg.MaxDownloadRate)
-	originSrc := fetch.NewOriginSource(oc, download, m.fetchedBytes.WithLabelValues("origin"), log)
+	originSrc := fetch.NewOriginSource(oc, download, m.fetchedBytes.WithLabelValues("origin"), log).
+		RememberNotFound(cfg.NotFoundTTL)
 	sources := []fetch.Source{originSrc}
 	var peers resolve.Peers
 	var cluster resolve.Cluster
@@ -247,7 +266,8 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		ann = a.announcer
 	}
 	a.pipeline = fetch.New(fetch.Deps{Store: st, Sources: sources, Origin: originSrc, Announcer: ann,
-		Collector: a.gc, Download: download, ChunkSize: cfg.ChunkSize, Log: log, Metrics: m.fetch()})
+		Collector: a.gc, Download: download, ChunkSize: cfg.ChunkSize, MaxPulls: cfg.MaxCoordinatedFetches,
+		Log: log, Metrics: m.fetch()})
 	var resAnn resolve.Announcer
 	if a.announcer != nil {
 		resAnn = a.announcer

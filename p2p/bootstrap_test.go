@@ -24,6 +24,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{name: "quic listen", cfg: Config{DataDir: t.TempDir(), ListenAddrs: []string{"/ip4/127.0.0.1/udp/0/quic-v1"}}},
 		{name: "bad bootstrap", cfg: Config{DataDir: t.TempDir(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []string{"seed:4001"}}},
 		{name: "bad swarm key", cfg: Config{DataDir: t.TempDir(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, SwarmKey: []byte("secret")}},
+		// Beyond loopback, a node needs a swarm key or an allowlist (admission.CheckOpen).
+		{name: "open by default", cfg: Config{DataDir: t.TempDir()}},
+		{name: "open on a wildcard", cfg: Config{DataDir: t.TempDir(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0", "/ip6/::/tcp/0"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/admission"
 	"github.com/shoal-oci/shoal/p2p/bootaddr"
 )
 
@@ -38,8 +39,12 @@ type Config struct {
 	// unless the caller passes it. One open Node per Registerer: Close unregisters the node's metrics.
 	Registerer prometheus.Registerer
 	// AllowPeers, when not empty, is the only set of peers this node talks to (a connection gater);
-	// empty admits any peer that holds the swarm key.
+	// empty admits any peer that holds the swarm key. A node listening beyond loopback needs a
+	// SwarmKey or AllowPeers (admission.CheckOpen).
 	AllowPeers []peer.ID
+	// MaxProviderRecordsPerPeer caps the live provider records this node stores in the DHT for
+	// each other peer; more are refused (0: providerquota.DefaultPerPeer).
+	MaxProviderRecordsPerPeer int
 	// Seed gives this node the seed role: it advertises SeedKey, and every node prefers seeds as
 	// coordinators (the nodes that fetch from the origin for the cluster).
 	Seed bool
@@ -77,6 +82,9 @@ func (c *Config) validate() (listen []ma.Multiaddr, boot []bootaddr.Entry, err e
 		boot = append(boot, e)
 	}
 	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("p2p config: %w: %w", err, errdefs.ErrInvalid)
+	}
+	if err := admission.CheckOpen(listen, c.SwarmKey != nil, len(c.AllowPeers)); err != nil {
 		return nil, nil, fmt.Errorf("p2p config: %w: %w", err, errdefs.ErrInvalid)
 	}
 	return listen, boot, nil

@@ -29,9 +29,11 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/p2p/admission"
 	"github.com/shoal-oci/shoal/p2p/bootaddr"
 	"github.com/shoal-oci/shoal/p2p/keys"
 	"github.com/shoal-oci/shoal/p2p/limits"
+	"github.com/shoal-oci/shoal/p2p/providerquota"
 )
 
 // ProtocolPrefix is the DHT's protocol prefix: Shoal's DHT speaks /shoal/kad/1.0.0 and never mixes with
@@ -60,6 +62,7 @@ type Node struct {
 	provMu sync.RWMutex
 	prov   *reprovider // nil until the node has joined a cluster; guarded by provMu
 
+	records *providerquota.Quota // the provider records stored for other peers
 	lookups singleflight.Group
 	seed    bool
 	seeds   seedCache
@@ -149,7 +152,7 @@ func New(cfg Config) (*Node, error) {
 		opts = append(opts, libp2p.PrivateNetwork(n.psk))
 	}
 	if len(cfg.AllowPeers) > 0 {
-		opts = append(opts, libp2p.ConnectionGater(newAllowGater(cfg.AllowPeers)))
+		opts = append(opts, libp2p.ConnectionGater(admission.Gater(cfg.AllowPeers)))
 	}
 	if metricsOn {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
@@ -169,12 +172,14 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("p2p listen on %v: %w", cfg.ListenAddrs, err)
 	}
 
+	n.records = providerquota.New(cfg.MaxProviderRecordsPerPeer, 0)
 	n.dht, err = dht.New(n.host,
 		dht.Mode(dht.ModeServer),
 		dht.ProtocolPrefix(ProtocolPrefix),
 		dht.DisableValues(), // Shoal stores provider records only
 		dht.BootstrapPeers(),
 		dht.AddressFilter(preferNonLoopback),
+		dht.OnRequestHook(n.records.Hook),
 	)
 	if err != nil {
 		n.host.Close()

@@ -27,6 +27,8 @@ type fetch struct {
 	ready   chan struct{}      // closed once size and source are known, or the fetch failed first
 	settled chan struct{}      // closed when the fetch is over: committed, or failed
 
+	forPeer bool // started by Pull; set under Pipeline.mu before the fetch runs
+
 	// Set before ready is closed, then read-only.
 	size   int64
 	source string

@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/notfound"
 	"github.com/shoal-oci/shoal/internal/throttle"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
@@ -22,20 +24,39 @@ import (
 var ErrNoOrigin = fmt.Errorf("no origin registry configured: %w", errdefs.ErrNotFound)
 
 // OriginSource fetches whole blobs from the target's upstream registry: a large one by parallel
-// range requests where the registry supports them, else as one stream.
+// range requests where the registry supports them, else as one stream. A blob the origin said it
+// does not have is not asked for again in the same repository for NotFoundTTL.
 type OriginSource struct {
 	client   *origin.Client
 	download *throttle.Limiter
 	bytes    prometheus.Counter
 	log      *slog.Logger
+	notFound *notfound.Cache
 }
+
+// DefaultNotFoundTTL is how long an origin's "no such blob" is remembered: long enough that a
+// flood of requests for made-up digests costs the origin one request each per interval, short
+// enough that a blob pushed just after a miss is found at the next try. maxNotFound bounds the
+// memory (the oldest answer is forgotten first).
+const (
+	DefaultNotFoundTTL = 10 * time.Second
+	maxNotFound        = 4096
+)
 
 var _ Source = (*OriginSource)(nil)
 
 // NewOriginSource returns the origin as a source. bytes counts what arrives by parallel ranges
 // (a stream is counted by the pipeline).
 func NewOriginSource(c *origin.Client, download *throttle.Limiter, bytes prometheus.Counter, log *slog.Logger) *OriginSource {
-	return &OriginSource{client: c, download: download, bytes: bytes, log: log}
+	return &OriginSource{client: c, download: download, bytes: bytes, log: log,
+		notFound: notfound.New(DefaultNotFoundTTL, maxNotFound)}
+}
+
+// RememberNotFound sets how long a "no such blob" from the origin is remembered (0 or less: not
+// at all), for every repository and digest. It returns s.
+func (s *OriginSource) RememberNotFound(ttl time.Duration) *OriginSource {
+	s.notFound = notfound.New(ttl, maxNotFound)
+	return s
 }
 
 // Name is "origin".
@@ -46,8 +67,15 @@ func (s *OriginSource) FetchBlob(ctx context.Context, t Target, d digest.Digest,
 	if t.Registry == nil {
 		return nil, 0, ErrNoOrigin
 	}
+	key := t.Host() + "/" + t.Repo + "@" + d.String()
+	if s.notFound.Has(key) {
+		return nil, 0, fmt.Errorf("%s in %s: the origin had no such blob moments ago: %w", d, t.Repo, errdefs.ErrNotFound)
+	}
 	body, total, err := s.client.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
 	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			s.notFound.Add(key)
+		}
 		return nil, 0, err
 	}
 	if rf := s.parallel(ctx, t, d, off, total, body); rf != nil {

@@ -65,9 +65,16 @@ type Deps struct {
 	// ChunkSize is the cluster's unit of verified transfer; a blob is announced from its first
 	// whole chunk.
 	ChunkSize int64
-	Log       *slog.Logger
-	Metrics   Metrics
+	// MaxPulls caps the origin fetches that Pull runs at once for other nodes (0: no cap); past
+	// it Pull fails with ErrBusy.
+	MaxPulls int
+	Log      *slog.Logger
+	Metrics  Metrics
 }
+
+// ErrBusy is Pull declining a new fetch because MaxPulls fetches for peers are under way: the
+// asking node goes to another source (the origin itself) instead.
+var ErrBusy = fmt.Errorf("origin fetches for peers at their cap: %w", errdefs.ErrTooManyRequests)
 
 // Pipeline runs the fetches of one node.
 type Pipeline struct {
@@ -78,20 +85,22 @@ type Pipeline struct {
 	collector Collector
 	download  *throttle.Limiter
 	chunkSize int64
+	maxPulls  int
 	log       *slog.Logger
 	metrics   Metrics
 
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	inflight map[digest.Digest]*fetch
+	pulls    int // fetches in flight started by Pull
 	closing  bool
 }
 
 // New returns a Pipeline. Close stops its fetches.
 func New(deps Deps) *Pipeline {
 	p := &Pipeline{st: deps.Store, sources: deps.Sources, origin: deps.Origin, announcer: deps.Announcer,
-		collector: deps.Collector, download: deps.Download, chunkSize: deps.ChunkSize, log: deps.Log,
-		metrics: deps.Metrics, inflight: map[digest.Digest]*fetch{}}
+		collector: deps.Collector, download: deps.Download, chunkSize: deps.ChunkSize, maxPulls: deps.MaxPulls,
+		log: deps.Log, metrics: deps.Metrics, inflight: map[digest.Digest]*fetch{}}
 	if p.announcer == nil {
 		p.announcer = noAnnouncer{}
 	}
@@ -130,7 +139,7 @@ func (p *Pipeline) OpenBlob(ctx context.Context, t Target, d digest.Digest) (Blo
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, err
 	}
-	f, hit, err := p.join(t, d, p.sources)
+	f, hit, err := p.join(t, d, p.sources, false)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +174,7 @@ func (p *Pipeline) Fetch(ctx context.Context, t Target, d digest.Digest, progres
 	if info, err := p.st.Stat(d); err == nil {
 		return info.Size, nil
 	}
-	f, hit, err := p.join(t, d, p.sources)
+	f, hit, err := p.join(t, d, p.sources, false)
 	if err != nil {
 		return 0, err
 	}
@@ -195,12 +204,13 @@ func (p *Pipeline) Fetch(ctx context.Context, t Target, d digest.Digest, progres
 // Pull starts fetching d from the origin for the cluster, as its coordinator, and returns once
 // the fetch is under way (or the content is held). The coordinator is asked because nobody the
 // asking node trusts provides the blob, so it must not relay what some peer claims: the origin
-// is its only source.
+// is its only source. Joining a fetch in flight is free; a new one fails with ErrBusy while
+// MaxPulls others started here are under way.
 func (p *Pipeline) Pull(ctx context.Context, t Target, d digest.Digest) error {
 	if _, err := p.st.Stat(d); err == nil {
 		return nil
 	}
-	f, hit, err := p.join(t, d, []Source{p.origin})
+	f, hit, err := p.join(t, d, []Source{p.origin}, true)
 	if err != nil {
 		return err
 	}
@@ -215,6 +225,14 @@ func (p *Pipeline) Pull(ctx context.Context, t Target, d digest.Digest) error {
 		return err
 	}
 	return nil
+}
+
+// InFlight reports whether a fetch of d is under way (joining it costs no origin request).
+func (p *Pipeline) InFlight(d digest.Digest) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.inflight[d]
+	return ok
 }
 
 // OpenInFlight returns the fetch of d in flight, for a peer, if its size is known.
@@ -289,8 +307,9 @@ func (p *Pipeline) Close() {
 }
 
 // join returns the fetch in flight for d with a reference taken, starting one if there is none.
-// If the content was committed meanwhile it returns the committed blob instead.
-func (p *Pipeline) join(t Target, d digest.Digest, sources []Source) (*fetch, Blob, error) {
+// If the content was committed meanwhile it returns the committed blob instead. A new fetch for
+// a peer (forPeer) counts toward MaxPulls.
+func (p *Pipeline) join(t Target, d digest.Digest, sources []Source, forPeer bool) (*fetch, Blob, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if f, ok := p.inflight[d]; ok {
@@ -305,11 +324,18 @@ func (p *Pipeline) join(t Target, d digest.Digest, sources []Source) (*fetch, Bl
 	if p.closing {
 		return nil, nil, fmt.Errorf("node is shutting down: %w", errdefs.ErrUnavailable)
 	}
+	if forPeer && p.maxPulls > 0 && p.pulls >= p.maxPulls {
+		return nil, nil, fmt.Errorf("%s: %w", d, ErrBusy)
+	}
 	// A fetch outlives the request that started it (runtimes retry; the bytes are wanted): it
 	// ends with its sources' own bounds, or when the pipeline closes.
 	ctx, cancel := context.WithCancel(context.Background())
 	f := newFetch(p, d, cancel)
 	f.acquire() // the caller's reference; the goroutine owns the first
+	f.forPeer = forPeer
+	if forPeer {
+		p.pulls++
+	}
 	p.inflight[d] = f
 	p.metrics.InFlight.Inc()
 	p.wg.Add(1)
@@ -332,6 +358,9 @@ func (p *Pipeline) run(ctx context.Context, f *fetch, t Target, sources []Source
 	}
 	p.mu.Lock()
 	delete(p.inflight, f.d)
+	if f.forPeer {
+		p.pulls--
+	}
 	p.mu.Unlock()
 	p.metrics.InFlight.Dec()
 	if err != nil && !errors.Is(err, errdefs.ErrDigestMismatch) && (ctx.Err() != nil || errors.Is(err, errdefs.ErrUnavailable)) {

@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/names"
+	"github.com/shoal-oci/shoal/internal/quota"
 	"github.com/shoal-oci/shoal/internal/tags"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/registryapi/origin"
@@ -37,6 +38,41 @@ type Deps struct {
 	ChunkSize int64
 	// Coordinated counts origin fetches started for the cluster.
 	Coordinated prometheus.Counter
+	// Quotas are what each peer may ask of this node as a coordinator (zero fields: defaults).
+	Quotas Quotas
+}
+
+// Quotas bound what one peer can make this node ask the origin, with the node's credentials:
+// Pulls starts of origin fetches (a pull of content held or already being fetched is free) and
+// Resolves tag resolutions. Past its quota a peer is answered busy and goes to the origin
+// itself; the node's own cap on fetches for peers is fetch.Deps.MaxPulls.
+type Quotas struct {
+	Pulls, Resolves Quota
+}
+
+// Quota is a token bucket: Burst requests at once, then PerSecond.
+type Quota struct {
+	Burst     int
+	PerSecond float64
+}
+
+// Default quotas. An honest node asks a coordinator to pull only blobs that nobody provides, and
+// is charged only when its pull starts the fetch: a burst covers the layers of a few images at
+// once; past it the node fetches from the origin itself, as it would without a cluster. Tag
+// resolutions are cheap at the origin (a HEAD) and asked once per tag and TTL.
+var (
+	DefaultPullQuota    = Quota{Burst: 16, PerSecond: 1}
+	DefaultResolveQuota = Quota{Burst: 64, PerSecond: 8}
+)
+
+// maxQuotaPeers bounds the peers whose buckets are kept at once (more than a node connects to).
+const maxQuotaPeers = 4096
+
+func (q Quota) orDefault(d Quota) Quota {
+	if q.Burst <= 0 || q.PerSecond <= 0 {
+		return d
+	}
+	return q
 }
 
 // Content answers peers for one node.
@@ -48,6 +84,8 @@ type Content struct {
 	hosted      resolve.HostedTags
 	chunkSize   int64
 	coordinated prometheus.Counter
+	pulls       *quota.PerKey
+	resolves    *quota.PerKey
 }
 
 var (
@@ -59,8 +97,22 @@ var (
 
 // New returns a Content.
 func New(deps Deps) *Content {
+	pq := deps.Quotas.Pulls.orDefault(DefaultPullQuota)
+	rq := deps.Quotas.Resolves.orDefault(DefaultResolveQuota)
 	return &Content{st: deps.Store, pipeline: deps.Pipeline, resolver: deps.Resolver, upstreams: deps.Upstreams,
-		hosted: deps.Hosted, chunkSize: deps.ChunkSize, coordinated: deps.Coordinated}
+		hosted: deps.Hosted, chunkSize: deps.ChunkSize, coordinated: deps.Coordinated,
+		pulls:    quota.New(pq.PerSecond, pq.Burst, maxQuotaPeers),
+		resolves: quota.New(rq.PerSecond, rq.Burst, maxQuotaPeers)}
+}
+
+// ErrOverQuota declines a peer's request past its quota: it is answered busy.
+var ErrOverQuota = fmt.Errorf("peer over its quota of coordinator requests: %w", errdefs.ErrTooManyRequests)
+
+// charge takes one request of the asking peer from q (a request from no known peer, which the
+// protocol server never makes, is not charged).
+func charge(ctx context.Context, q *quota.PerKey) bool {
+	p, ok := transfer.RemotePeer(ctx)
+	return !ok || q.Allow(p.String())
 }
 
 // OpenContent serves committed content, or a blob this node is still fetching: peers then read
@@ -144,6 +196,9 @@ func (c *Content) Pull(ctx context.Context, registry, repo string, d digest.Dige
 	if _, err := c.st.Stat(d); err == nil {
 		return nil
 	}
+	if !c.pipeline.InFlight(d) && !charge(ctx, c.pulls) {
+		return fmt.Errorf("pull of %s: %w", d, ErrOverQuota)
+	}
 	c.coordinated.Inc()
 	return c.pipeline.Pull(ctx, fetch.Target{Registry: reg, Repo: repo}, d)
 }
@@ -168,6 +223,9 @@ func (c *Content) Resolve(ctx context.Context, registry, repo, tag string, accep
 	}
 	if reg == nil {
 		return tags.Record{}, fmt.Errorf("%s:%s: no origin for %s here: %w", repo, tag, registry, errdefs.ErrNotFound)
+	}
+	if !charge(ctx, c.resolves) {
+		return tags.Record{}, fmt.Errorf("resolve of %s:%s: %w", repo, tag, ErrOverQuota)
 	}
 	res, err := c.resolver.Tag(ctx, fetch.Target{Registry: reg, Repo: repo}, tag, accept, false)
 	if err != nil {

@@ -217,7 +217,10 @@ func (c *Client) viaCoordinator(ctx context.Context, t fetch.Target, d digest.Di
 		return nil, fmt.Errorf("%s: this node coordinates it: %w", d, fetch.ErrNextSource)
 	}
 	if err := c.transfer.Pull(cctx, co, t.Host(), t.Repo, d); err != nil {
-		c.log.Info("coordinator did not take the fetch; going to the origin", "digest", d, "coordinator", co, "err", err)
+		// Busy (this node's quota at the coordinator, or its cap on fetches for peers) is
+		// answered at once: the origin is the next source, never a wait on the coordinator.
+		c.log.Info("coordinator did not take the fetch; going to the origin", "digest", d, "coordinator", co,
+			"busy", errors.Is(err, transfer.ErrBusy), "err", err)
 		return nil, fmt.Errorf("%s: coordinator %s: %v: %w", d, co, err, fetch.ErrNextSource)
 	}
 	c.log.Debug("coordinator is fetching the blob for the cluster", "digest", d, "coordinator", co)

@@ -33,6 +33,7 @@ func TestSeedConfig(t *testing.T) {
 		{[]string{"--replicas", "0"}, "--replicas"},
 		{[]string{"--registry", "none", "--registry", "https://ghcr.io"}, "cannot be combined"},
 		{[]string{"--admin-token-file", filepath.Join(t.TempDir(), "missing")}, "--admin-token-file"},
+		{[]string{"--p2p-listen", "/ip4/0.0.0.0/tcp/4001"}, "shoal swarm-key"},
 	} {
 		app := newApp()
 		var cfg seed.Config
@@ -45,7 +46,7 @@ func TestSeedConfig(t *testing.T) {
 				}
 			}
 		}
-		err := app.Run(append([]string{"shoal", "seed", "--data-dir", t.TempDir()}, tc.args...))
+		err := app.Run(append([]string{"shoal", "seed", "--data-dir", t.TempDir(), "--p2p-listen", "/ip4/127.0.0.1/tcp/0"}, tc.args...))
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%v: %v", tc.args, err)

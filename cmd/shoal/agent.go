@@ -10,13 +10,17 @@ import (
 	"strings"
 
 	"github.com/dustin/go-humanize"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/admission"
 	"github.com/shoal-oci/shoal/p2p/bootaddr"
 	"github.com/shoal-oci/shoal/p2p/keys"
+	"github.com/shoal-oci/shoal/p2p/providerquota"
 )
 
 func env(name string) []string { return []string{"SHOAL_" + name} }
@@ -47,6 +51,12 @@ func agentFlags() []cli.Flag {
 			Usage: "peer to join through (repeatable): a multiaddr with or without /p2p/<id>, or dns:<name>:<port>"},
 		&cli.StringFlag{Name: "swarm-key", EnvVars: env("SWARM_KEY"),
 			Usage: "libp2p private-network key file (from `shoal swarm-key`); peers without the same key cannot connect"},
+		&cli.StringSliceFlag{Name: "allow-peer", EnvVars: env("ALLOW_PEER"),
+			Usage: "peer ID admitted to this node (repeatable; `shoal id` prints a node's); when set, no other peer can connect"},
+		&cli.IntFlag{Name: "provider-records-per-peer", Value: providerquota.DefaultPerPeer, EnvVars: env("PROVIDER_RECORDS_PER_PEER"),
+			Usage: "live DHT provider records this node stores for each other peer; more are refused"},
+		&cli.IntFlag{Name: "max-coordinated-fetches", Value: agent.DefaultMaxCoordinatedFetches, EnvVars: env("MAX_COORDINATED_FETCHES"),
+			Usage: "origin fetches this node runs at once for other nodes, as their coordinator; more are answered busy and the asking node fetches itself"},
 		&cli.StringFlag{Name: "max-download-rate", Value: "0", EnvVars: env("MAX_DOWNLOAD_RATE"),
 			Usage: "cap bytes per second received from peers and origins (e.g. 100MB); 0 = unlimited"},
 		&cli.StringFlag{Name: "max-upload-rate", Value: "0", EnvVars: env("MAX_UPLOAD_RATE"),
@@ -137,6 +147,25 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 				return agent.Config{}, fmt.Errorf("--bootstrap %q: %w", b, err)
 			}
 		}
+		for _, s := range c.StringSlice("allow-peer") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue // SHOAL_ALLOW_PEER set but empty
+			}
+			id, err := peer.Decode(s)
+			if err != nil {
+				return agent.Config{}, fmt.Errorf("--allow-peer %q: not a peer ID: %w", s, err)
+			}
+			pc.AllowPeers = append(pc.AllowPeers, id)
+		}
+		if pc.MaxProviderRecordsPerPeer = c.Int("provider-records-per-peer"); pc.MaxProviderRecordsPerPeer < 1 {
+			return agent.Config{}, fmt.Errorf("--provider-records-per-peer %d: want at least 1", pc.MaxProviderRecordsPerPeer)
+		}
+		if err := checkOpen(pc); err != nil {
+			return agent.Config{}, err
+		}
+	}
+	if c.Int("max-coordinated-fetches") < 1 {
+		return agent.Config{}, fmt.Errorf("--max-coordinated-fetches %d: want at least 1", c.Int("max-coordinated-fetches"))
 	}
 	return agent.Config{
 		P2P:             pc,
@@ -153,7 +182,30 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		MaxUploadRate:   int64(rates[1]),
 		AdminToken:      token,
 		Logger:          log,
+
+		MaxCoordinatedFetches: c.Int("max-coordinated-fetches"),
 	}, nil
+}
+
+// checkOpen refuses a peer listener beyond loopback with neither a swarm key nor an allowlist,
+// saying how to make one.
+func checkOpen(pc *p2p.Config) error {
+	var listen []ma.Multiaddr
+	for _, s := range pc.ListenAddrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("--p2p-listen %q: %w", s, err)
+		}
+		listen = append(listen, a)
+	}
+	if err := admission.CheckOpen(listen, pc.SwarmKey != nil, len(pc.AllowPeers)); err != nil {
+		return fmt.Errorf("--p2p-listen: %w.\n"+
+			"Any host that reaches the port could join the cluster, read what this node holds and have it fetch from the origin. Either:\n"+
+			"  - make a swarm key once with `shoal swarm-key > swarm.key` and give every node --swarm-key swarm.key (SHOAL_SWARM_KEY);\n"+
+			"  - or admit listed peers only with --allow-peer <peer ID> (repeatable, SHOAL_ALLOW_PEER=id1,id2; `shoal id --data-dir DIR` prints a node's ID);\n"+
+			"  - or listen on loopback only: --p2p-listen /ip4/127.0.0.1/tcp/4001 (or --p2p=false)", err)
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

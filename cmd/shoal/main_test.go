@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/shoal-oci/shoal/agent"
 )
 
 // run invokes the CLI in process and returns what it printed.
@@ -67,10 +70,64 @@ func TestAgentConfig(t *testing.T) {
 		{"--swarm-key", filepath.Join(t.TempDir(), "missing")},
 		{"--hosted-registry", "http://registry.local"},
 		{"--hosted-registry", "registry.local/site"},
+		{"--allow-peer", "not-a-peer-id"},
+		{"--provider-records-per-peer", "0"},
+		{"--max-coordinated-fetches", "0"},
 	} {
-		if err := configOnly(t, &got).Run(append([]string{"shoal", "agent"}, bad...)); err == nil {
+		if err := configOnly(t, &got).Run(append([]string{"shoal", "agent", "--swarm-key", key}, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+}
+
+// A peer listener beyond loopback needs a swarm key or an allowlist: any address that is not
+// loopback (a wildcard, a routable address, one of several) makes the start fail, saying how to
+// make a key; --allow-peer and SHOAL_ALLOW_PEER (a comma-separated list) set the allowlist.
+func TestOpenPeerListenerRefused(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "swarm.key")
+	out, _ := run(t, "swarm-key")
+	os.WriteFile(key, []byte(out), 0o600)
+	id1, _ := run(t, "id", "--data-dir", t.TempDir())
+	id2, _ := run(t, "id", "--data-dir", t.TempDir())
+	id1, id2 = strings.TrimSpace(id1), strings.TrimSpace(id2)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   string // SHOAL_ALLOW_PEER
+		open  bool   // refused as open
+		peers int    // allowlist length when accepted
+	}{
+		{name: "default listener", args: nil, open: true},
+		{name: "ipv4 wildcard", args: []string{"--p2p-listen", "/ip4/0.0.0.0/tcp/4001"}, open: true},
+		{name: "ipv6 wildcard", args: []string{"--p2p-listen", "/ip6/::/tcp/4001"}, open: true},
+		{name: "routable address", args: []string{"--p2p-listen", "/ip4/10.1.2.3/tcp/4001"}, open: true},
+		{name: "loopback and wildcard", args: []string{"--p2p-listen", "/ip4/127.0.0.1/tcp/4001", "--p2p-listen", "/ip4/0.0.0.0/tcp/4002"}, open: true},
+		{name: "ipv4 loopback", args: []string{"--p2p-listen", "/ip4/127.0.0.1/tcp/4001"}},
+		{name: "ipv6 loopback", args: []string{"--p2p-listen", "/ip6/::1/tcp/4001"}},
+		{name: "no peer listener", args: []string{"--p2p=false"}},
+		{name: "wildcard with swarm key", args: []string{"--swarm-key", key}},
+		{name: "wildcard with allowlist", args: []string{"--allow-peer", id1, "--allow-peer", id2}, peers: 2},
+		{name: "allowlist from the environment", env: id1 + "," + id2, peers: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("SHOAL_ALLOW_PEER", tc.env)
+			app := newApp()
+			var cfg agent.Config
+			for _, c := range app.Commands {
+				if c.Name == "agent" {
+					c.Action = func(c *cli.Context) (err error) { cfg, err = agentConfig(c, io.Discard); return err }
+				}
+			}
+			err := app.Run(append([]string{"shoal", "agent", "--data-dir", t.TempDir()}, tc.args...))
+			switch {
+			case tc.open && (err == nil || !strings.Contains(err.Error(), "shoal swarm-key") || !strings.Contains(err.Error(), "--allow-peer")):
+				t.Fatalf("err %v, want the refusal saying how to make a swarm key or an allowlist", err)
+			case !tc.open && err != nil:
+				t.Fatal(err)
+			case !tc.open && cfg.P2P != nil && len(cfg.P2P.AllowPeers) != tc.peers:
+				t.Fatalf("allowlist %v, want %d peers", cfg.P2P.AllowPeers, tc.peers)
+			}
+		})
 	}
 }
 

@@ -141,9 +141,11 @@ func readFrame(r *bufio.Reader, limit int, v any) error {
 	return nil
 }
 
-// ErrBusy is a provider declining a chunk it has just sent to enough other peers: the requester
-// takes it from one of them, or asks again shortly. It is not a failure of the provider.
-var ErrBusy = fmt.Errorf("provider busy with the chunk: %w", errdefs.ErrUnavailable)
+// ErrBusy is a peer declining work for now: a provider a chunk it has just sent to enough other
+// peers (the requester takes it from one of them, or asks again shortly), or a coordinator a pull
+// or resolve past the asking peer's quota or its cap on origin fetches (the requester goes to the
+// origin itself). It is not a failure of the peer.
+var ErrBusy = fmt.Errorf("peer busy: %w", errdefs.ErrUnavailable)
 
 // statusError turns a response status into an error class.
 func statusError(resp *response) error {
@@ -165,6 +167,8 @@ func statusError(resp *response) error {
 
 func statusOf(err error) int {
 	switch {
+	case errors.Is(err, errdefs.ErrTooManyRequests):
+		return statusBusy
 	case errors.Is(err, errdefs.ErrNotFound):
 		return statusNotFound
 	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, errdefs.ErrUnsupported):

@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
@@ -39,14 +40,17 @@ type Content interface {
 
 // Puller is implemented by Content that can fetch a blob from an origin on a peer's behalf.
 // Pull returns once the fetch has started (or the content is held): errdefs.ErrNotFound if the
-// origin has no such blob, errdefs.ErrNotConfigured if the registry is not one of this node's.
+// origin has no such blob, errdefs.ErrNotConfigured if the registry is not one of this node's,
+// errdefs.ErrTooManyRequests to decline for now (answered busy: the peer fetches elsewhere). The
+// asking peer is RemotePeer(ctx).
 type Puller interface {
 	Pull(ctx context.Context, registry, repo string, d digest.Digest) error
 }
 
 // Resolver is implemented by Content that resolves tags for the cluster, as the tag's
 // coordinator: at the origin (one request per tag and short interval, however many nodes ask)
-// or, when the origin cannot answer, from the last resolution known.
+// or, when the origin cannot answer, from the last resolution known. The asking peer is
+// RemotePeer(ctx); errdefs.ErrTooManyRequests is answered busy.
 type Resolver interface {
 	Resolve(ctx context.Context, registry, repo, tag string, accept []string) (tags.Record, error)
 }
@@ -207,7 +211,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if !ok || len(req.Accept) > 32 {
 			return fail(fmt.Errorf("resolve: %w", errdefs.ErrUnsupported))
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout-time.Second)
+		ctx, cancel := context.WithTimeout(withPeer(st), requestTimeout-time.Second)
 		defer cancel()
 		rec, err := rs.Resolve(ctx, req.Registry, req.Repo, req.Tag, req.Accept)
 		if err != nil {
@@ -219,7 +223,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if !ok {
 			return fail(fmt.Errorf("pull: %w", errdefs.ErrUnsupported))
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout-time.Second)
+		ctx, cancel := context.WithTimeout(withPeer(st), requestTimeout-time.Second)
 		defer cancel()
 		if err := p.Pull(ctx, req.Registry, req.Repo, req.Digest); err != nil {
 			return fail(err)
@@ -230,9 +234,22 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	}
 }
 
+type peerKey struct{}
+
+// withPeer is a context carrying the peer that opened st, for RemotePeer.
+func withPeer(st network.Stream) context.Context {
+	return context.WithValue(context.Background(), peerKey{}, st.Conn().RemotePeer())
+}
+
+// RemotePeer is the peer whose request a Puller or Resolver is serving.
+func RemotePeer(ctx context.Context) (peer.ID, bool) {
+	p, ok := ctx.Value(peerKey{}).(peer.ID)
+	return p, ok
+}
+
 // publicMessage is what a peer may learn about a failure: the class, not local details.
 func publicMessage(err error) string {
-	for _, cls := range []error{errdefs.ErrNotFound, errdefs.ErrInvalid, errdefs.ErrUnsupported, errdefs.ErrUnavailable} {
+	for _, cls := range []error{errdefs.ErrNotFound, errdefs.ErrInvalid, errdefs.ErrUnsupported, errdefs.ErrTooManyRequests, errdefs.ErrUnavailable} {
 		if errors.Is(err, cls) {
 			return cls.Error()
 		}

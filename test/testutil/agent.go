@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -96,7 +97,8 @@ type Agent struct {
 
 // StartAgent starts `shoal agent` listening on a free 127.0.0.1 port with a fresh data directory
 // and the given upstream registries (URLs such as http://127.0.0.1:5000; the first is the
-// default), and waits until /readyz answers 200. The agent is stopped with SIGTERM when the test
+// default), listening for peers on a free port of 127.0.0.1 unless extraArgs pass a --p2p flag,
+// and waits until /readyz answers 200. The agent is stopped with SIGTERM when the test
 // ends; failing to exit cleanly, or a data race report from a -race build, fails the test.
 func StartAgent(t testing.TB, bin string, registries []string, extraArgs ...string) *Agent {
 	t.Helper()
@@ -117,6 +119,11 @@ func StartNode(t testing.TB, bin, command string, registries []string, extraArgs
 	args := []string{command, "--listen", a.Addr, "--data-dir", a.DataDir, "--log-level", "debug", "--log-format", "json"}
 	for _, r := range registries {
 		args = append(args, "--registry", r)
+	}
+	if !slices.ContainsFunc(extraArgs, func(s string) bool { return strings.HasPrefix(s, "--p2p") }) {
+		// A peer listener beyond loopback needs a swarm key or an allowlist: keep tests on
+		// loopback, where only what the test starts can join.
+		args = append(args, "--p2p-listen", "/ip4/127.0.0.1/tcp/0")
 	}
 	args = append(args, extraArgs...)
 	a.Proc = StartProcess(t, "shoal "+command, bin, args, WithEnv("GORACE=halt_on_error=0"))

@@ -1,4 +1,4 @@
-package p2p
+package admission
 
 import (
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -8,7 +8,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// allowGater admits only the peers of Config.AllowPeers. Inbound connections are checked once the TLS
+// allowGater admits only the peers of an allowlist. Inbound connections are checked once the TLS
 // handshake has authenticated the remote (InterceptSecured); outbound dials are refused before dialing.
 type allowGater struct {
 	allowed map[peer.ID]struct{}
@@ -16,7 +16,8 @@ type allowGater struct {
 
 var _ connmgr.ConnectionGater = (*allowGater)(nil)
 
-func newAllowGater(ids []peer.ID) *allowGater {
+// Gater returns a connection gater that admits only the peers ids, in both directions.
+func Gater(ids []peer.ID) connmgr.ConnectionGater {
 	g := &allowGater{allowed: make(map[peer.ID]struct{}, len(ids))}
 	for _, id := range ids {
 		g.allowed[id] = struct{}{}
