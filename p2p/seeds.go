@@ -10,6 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/p2p/seedauth"
 )
 
 // SeedKey is the DHT key every seed provides, so that nodes find the cluster's seeds through the
@@ -25,6 +27,13 @@ const (
 	noSeedsTTL = 2 * time.Second
 	// seedDialTimeout bounds connecting to a seed the DHT names but this node is not connected to.
 	seedDialTimeout = time.Second
+	// seedCheckTimeout bounds connecting to the peers that claim the seed role and checking
+	// their authorization, after the lookup.
+	seedCheckTimeout = 5 * time.Second
+	// seedChecks is how many claimed seeds are connected to and checked at once.
+	seedChecks = 16
+	// maxSeedCandidates bounds the peers claiming the seed role that one lookup checks.
+	maxSeedCandidates = 256
 )
 
 // seedCache is the last seed lookup.
@@ -40,10 +49,10 @@ type seedCache struct {
 // IsSeed reports whether this node has the seed role.
 func (n *Node) IsSeed() bool { return n.seed }
 
-// Seeds returns the live seeds of the cluster, this node included when it is a seed. A seed is
-// live when this node is connected to it (or connects within a second). The DHT is asked at most
-// every few seconds; at most 8 seeds are found per lookup. Seeds waits for a lookup when the last
-// one is too old; KnownSeeds does not.
+// Seeds returns the live authorized seeds of the cluster (AuthorizedSeed), this node included
+// when it is one. A seed is live when this node is connected to it (or connects within a
+// second). The DHT is asked at most every few seconds. Seeds waits for a lookup when the last one
+// is too old; KnownSeeds does not.
 func (n *Node) Seeds(ctx context.Context) []peer.ID {
 	n.seeds.mu.Lock()
 	if time.Now().Before(n.seeds.expires) {
@@ -76,26 +85,36 @@ func (n *Node) KnownSeeds() []peer.ID {
 	return n.withSelf(out)
 }
 
-// lookupSeeds asks the DHT for the seeds, connects to those this node is not connected to, and
-// records the live ones. It is bounded by the lookup and dial timeouts, and ends when the node
-// closes.
+// lookupSeeds asks the DHT for the peers that advertise the seed role, connects to those this
+// node is not connected to, keeps those the operator authorized (AuthorizedSeed), and records
+// them. It is bounded in time, and ends when the node closes.
 func (n *Node) lookupSeeds() []peer.ID {
-	ctx, cancel := n.untilClosed(context.Background(), n.lookupTimeout+seedDialTimeout)
+	ctx, cancel := n.untilClosed(context.Background(), n.lookupTimeout+seedCheckTimeout)
 	defer cancel()
-	infos, _ := n.findProviders(ctx, SeedKey, true)
+	infos := n.seedCandidates(ctx)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var live []peer.ID
+	slots := make(chan struct{}, seedChecks)
 	for _, info := range infos {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				return
+			}
 			if n.host.Network().Connectedness(info.ID) != network.Connected {
 				dctx, cancel := context.WithTimeout(ctx, seedDialTimeout)
 				defer cancel()
 				if err := n.host.Connect(dctx, info); err != nil {
 					return
 				}
+			}
+			if !n.auth.Authorized(ctx, info.ID) {
+				return
 			}
 			mu.Lock()
 			live = append(live, info.ID)
@@ -114,6 +133,66 @@ func (n *Node) lookupSeeds() []peer.ID {
 	return live
 }
 
+// seedCandidates are the peers that advertise SeedKey, from a provider lookup run to its end
+// with no count: kad-dht's FindProvidersAsync stops at its count, so a capped lookup would let
+// as many fake seeds as the cap hide the real ones. Peers already verified as seeds come first,
+// so that a flood larger than maxSeedCandidates costs the real seeds nothing.
+func (n *Node) seedCandidates(ctx context.Context) []peer.AddrInfo {
+	if n.auth.Authority().Empty() {
+		return nil // this node accepts no seed: nothing to look up
+	}
+	c, err := DigestCID(SeedKey)
+	if err != nil {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, n.lookupTimeout)
+	defer cancel()
+	n.seeds.mu.Lock()
+	known := slices.Clone(n.seeds.seeds)
+	n.seeds.mu.Unlock()
+	var first, rest []peer.AddrInfo
+	for info := range n.dht.FindProvidersAsync(lctx, c, 0) { // 0: the whole lookup, uncapped
+		switch {
+		case info.ID == n.ID(), len(first)+len(rest) >= maxSeedCandidates:
+			// keep draining until the lookup closes the channel
+		case slices.Contains(known, info.ID) || n.auth.Authority().Listed(info.ID):
+			first = append(first, info)
+		default:
+			rest = append(rest, info)
+		}
+	}
+	return append(first, rest...)
+}
+
+// AuthorizedSeed reports whether p is a seed the operator authorized (see
+// Config.SeedAuthorities): this node, when it is one, or a peer presenting a valid statement
+// (asked once and remembered for a while). Only such peers' metadata (tag resolutions, pins)
+// is acted on.
+func (n *Node) AuthorizedSeed(ctx context.Context, p peer.ID) bool {
+	if p == n.ID() {
+		return n.selfSeed
+	}
+	return n.auth.Authorized(ctx, p)
+}
+
+// setupSeedAuthority builds what decides who is a seed, and on an authorized seed serves its
+// statement.
+func (n *Node) setupSeedAuthority(cfg Config) {
+	keys := slices.Clone(cfg.SeedAuthorities)
+	if n.seed && cfg.SeedAuthorityKey != nil {
+		signer := seedauth.NewSigner(cfg.SeedAuthorityKey, n.ID(), 0)
+		keys = append(keys, signer.PublicKey())
+		seedauth.Serve(n.host, signer)
+	}
+	auth := seedauth.NewAuthority(keys, cfg.SeedPeers)
+	n.auth = seedauth.NewChecker(n.host, auth)
+	n.selfSeed = n.seed && (cfg.SeedAuthorityKey != nil || auth.Listed(n.ID()))
+	if n.seed && !n.selfSeed {
+		n.log.Warn("seed role without a seed authority key: other nodes treat this node as a plain peer unless they list its peer ID as a seed",
+			"peer", n.ID())
+	}
+}
+
 // liveSeeds keeps the seeds this node is still connected to: a seed that stopped is dropped at
 // once, not when the cache expires.
 func (n *Node) liveSeeds(seeds []peer.ID) []peer.ID {
@@ -127,7 +206,7 @@ func (n *Node) liveSeeds(seeds []peer.ID) []peer.ID {
 }
 
 func (n *Node) withSelf(seeds []peer.ID) []peer.ID {
-	if n.seed && !slices.Contains(seeds, n.ID()) {
+	if n.selfSeed && !slices.Contains(seeds, n.ID()) {
 		seeds = append(seeds, n.ID())
 	}
 	return seeds
