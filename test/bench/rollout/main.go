@@ -164,6 +164,8 @@ type env struct {
 	im  *image
 	// prof takes CPU profiles of node 0 (with -pprof).
 	prof *benchproc.Profiler
+	// authority authorizes the seed of the seeded scenario; its agents trust it.
+	authority benchproc.SeedAuthority
 }
 
 // imageBytes is what one pull downloads besides the manifest: config and layers.
@@ -184,6 +186,9 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	e := &env{cfg: cfg, tmp: tmp, prof: &benchproc.Profiler{Dir: cfg.profDir}}
+	if e.authority, err = benchproc.NewSeedAuthority(tmp); err != nil {
+		return err
+	}
 
 	src, err := benchproc.Checkout(ctx, root, tmp, cfg.rev)
 	if err != nil {
