@@ -235,3 +235,53 @@ func TestPlainCoordinatorIsOnlyAHint(t *testing.T) {
 		t.Fatalf("origin down, no record: served %q (status %d), want nothing (the liar's is %s)", d, st, fake)
 	}
 }
+
+// notClosestDir returns a data directory whose identity is not the XOR-closest to key among
+// others and itself: a liar that is not the tag's coordinator.
+func notClosestDir(t *testing.T, key string, others ...peer.ID) string {
+	t.Helper()
+	for range 1000 {
+		dir := t.TempDir()
+		id, err := keys.PeerIDFromDataDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p2p.ByDistance(key, append(slices.Clone(others), id))[0] != id {
+			return dir
+		}
+	}
+	t.Fatal("no identity farther from the key found")
+	return ""
+}
+
+// During an origin outage a tag is answered only from the node's own records and authorized
+// seeds: a connected peer that is not the tag's coordinator, holding a newer record of the tag
+// (dated in the future), is not asked, and the node serves its own record.
+func TestOutageTakesNoPeerRecord(t *testing.T) {
+	o := startOrigin(t)
+	genuine := genuineImage(t, o, "test/app:v1")
+	key := "shoal-tag:" + tags.Prefix(o.Host(), "test/app", "v1")
+	dirs := []string{t.TempDir(), t.TempDir()}
+	var ids []peer.ID
+	for _, dir := range dirs {
+		id, err := keys.PeerIDFromDataDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	first := startTrusting(t, dirs[0], o.URL(), false, 0)
+	boot := first.Node().Addrs()
+	liar, fake := startTagLiar(t, notClosestDir(t, key, ids...), false, boot...)
+	b := startTrusting(t, dirs[1], o.URL(), false, time.Nanosecond, boot...)
+	waitProvided(t, b, fake.String())
+	waitFor(t, func() bool { return slices.Contains(b.Node().Peers(), liar.ID()) }, "the liar to be connected")
+
+	if d, st := tagDigest(t, b.host, "test/app", "v1"); d != genuine {
+		t.Fatalf("origin up: served %q (status %d), want %s", d, st, genuine)
+	}
+	o.Close()
+	if d, st := tagDigest(t, b.host, "test/app", "v1"); d != genuine {
+		t.Fatalf("origin down: served %q (status %d), want the node's own record %s (the liar's is %s)", d, st, genuine, fake)
+	}
+}
