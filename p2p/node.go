@@ -197,7 +197,10 @@ func New(cfg Config) (*Node, error) {
 		n.host.Close()
 		return nil, err
 	}
-	n.setupSeedAuthority(cfg)
+	n.auth, n.selfSeed = seedauth.Setup(n.host, n.seed, cfg.SeedAuthorities, cfg.SeedPeers, cfg.SeedAuthorityKey)
+	if n.seed && !n.selfSeed {
+		n.log.Warn("seed role without a seed authority key: other nodes treat this node as a plain peer unless they list it", "peer", n.ID())
+	}
 	if n.seed {
 		// Announced with the node's content once it joins, and re-announced with it.
 		if err := n.Provide(context.Background(), SeedKey); err != nil {

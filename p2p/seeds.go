@@ -10,8 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
-
-	"github.com/shoal-oci/shoal/p2p/seedauth"
 )
 
 // SeedKey is the DHT key every seed provides, so that nodes find the cluster's seeds through the
@@ -25,15 +23,9 @@ const (
 	// noSeedsTTL is how long "no seed" is reused: short, so that a seed that joins is found soon;
 	// a busy node without seeds then looks them up every 2 s, an idle one not at all.
 	noSeedsTTL = 2 * time.Second
-	// seedDialTimeout bounds connecting to a seed the DHT names but this node is not connected to.
-	seedDialTimeout = time.Second
 	// seedCheckTimeout bounds connecting to the peers that claim the seed role and checking
 	// their authorization, after the lookup.
 	seedCheckTimeout = 5 * time.Second
-	// seedChecks is how many claimed seeds are connected to and checked at once.
-	seedChecks = 16
-	// maxSeedCandidates bounds the peers claiming the seed role that one lookup checks.
-	maxSeedCandidates = 256
 )
 
 // seedCache is the last seed lookup.
@@ -85,43 +77,13 @@ func (n *Node) KnownSeeds() []peer.ID {
 	return n.withSelf(out)
 }
 
-// lookupSeeds asks the DHT for the peers that advertise the seed role, connects to those this
-// node is not connected to, keeps those the operator authorized (AuthorizedSeed), and records
-// them. It is bounded in time, and ends when the node closes.
+// lookupSeeds asks the DHT for the peers that advertise the seed role, keeps the live ones the
+// operator authorized (AuthorizedSeed), and records them. It is bounded in time, and ends when
+// the node closes.
 func (n *Node) lookupSeeds() []peer.ID {
 	ctx, cancel := n.untilClosed(context.Background(), n.lookupTimeout+seedCheckTimeout)
 	defer cancel()
-	infos := n.seedCandidates(ctx)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var live []peer.ID
-	slots := make(chan struct{}, seedChecks)
-	for _, info := range infos {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case slots <- struct{}{}:
-				defer func() { <-slots }()
-			case <-ctx.Done():
-				return
-			}
-			if n.host.Network().Connectedness(info.ID) != network.Connected {
-				dctx, cancel := context.WithTimeout(ctx, seedDialTimeout)
-				defer cancel()
-				if err := n.host.Connect(dctx, info); err != nil {
-					return
-				}
-			}
-			if !n.auth.Authorized(ctx, info.ID) {
-				return
-			}
-			mu.Lock()
-			live = append(live, info.ID)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	live := n.auth.Live(ctx, n.seedCandidates(ctx))
 	slices.Sort(live)
 	ttl := seedsTTL
 	if len(live) == 0 {
@@ -135,33 +97,18 @@ func (n *Node) lookupSeeds() []peer.ID {
 
 // seedCandidates are the peers that advertise SeedKey, from a provider lookup run to its end
 // with no count: kad-dht's FindProvidersAsync stops at its count, so a capped lookup would let
-// as many fake seeds as the cap hide the real ones. Peers already verified as seeds come first,
-// so that a flood larger than maxSeedCandidates costs the real seeds nothing.
+// as many fake seeds as the cap hide the real ones.
 func (n *Node) seedCandidates(ctx context.Context) []peer.AddrInfo {
-	if n.auth.Authority().Empty() {
-		return nil // this node accepts no seed: nothing to look up
-	}
 	c, err := DigestCID(SeedKey)
-	if err != nil {
-		return nil
+	if err != nil || n.auth.Authority().Empty() {
+		return nil // with no seed authority, no peer is a seed: nothing to look up
 	}
 	lctx, cancel := context.WithTimeout(ctx, n.lookupTimeout)
 	defer cancel()
 	n.seeds.mu.Lock()
 	known := slices.Clone(n.seeds.seeds)
 	n.seeds.mu.Unlock()
-	var first, rest []peer.AddrInfo
-	for info := range n.dht.FindProvidersAsync(lctx, c, 0) { // 0: the whole lookup, uncapped
-		switch {
-		case info.ID == n.ID(), len(first)+len(rest) >= maxSeedCandidates:
-			// keep draining until the lookup closes the channel
-		case slices.Contains(known, info.ID) || n.auth.Authority().Listed(info.ID):
-			first = append(first, info)
-		default:
-			rest = append(rest, info)
-		}
-	}
-	return append(first, rest...)
+	return n.auth.Candidates(n.dht.FindProvidersAsync(lctx, c, 0), known)
 }
 
 // AuthorizedSeed reports whether p is a seed the operator authorized (see
@@ -173,24 +120,6 @@ func (n *Node) AuthorizedSeed(ctx context.Context, p peer.ID) bool {
 		return n.selfSeed
 	}
 	return n.auth.Authorized(ctx, p)
-}
-
-// setupSeedAuthority builds what decides who is a seed, and on an authorized seed serves its
-// statement.
-func (n *Node) setupSeedAuthority(cfg Config) {
-	keys := slices.Clone(cfg.SeedAuthorities)
-	if n.seed && cfg.SeedAuthorityKey != nil {
-		signer := seedauth.NewSigner(cfg.SeedAuthorityKey, n.ID(), 0)
-		keys = append(keys, signer.PublicKey())
-		seedauth.Serve(n.host, signer)
-	}
-	auth := seedauth.NewAuthority(keys, cfg.SeedPeers)
-	n.auth = seedauth.NewChecker(n.host, auth)
-	n.selfSeed = n.seed && (cfg.SeedAuthorityKey != nil || auth.Listed(n.ID()))
-	if n.seed && !n.selfSeed {
-		n.log.Warn("seed role without a seed authority key: other nodes treat this node as a plain peer unless they list its peer ID as a seed",
-			"peer", n.ID())
-	}
 }
 
 // liveSeeds keeps the seeds this node is still connected to: a seed that stopped is dropped at

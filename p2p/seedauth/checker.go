@@ -2,10 +2,13 @@ package seedauth
 
 import (
 	"context"
+	"crypto/ed25519"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -109,4 +112,82 @@ func (c *Checker) ask(ctx context.Context, p peer.ID, done chan struct{}) bool {
 	}
 	c.verdicts[p] = v
 	return ok
+}
+
+// maxCandidates bounds the peers claiming the seed role that one lookup checks.
+const maxCandidates = 256
+
+// Candidates drains a provider lookup of the seed role into the peers to check (Live): at most
+// 256, this node left out, and those in known (found before) or listed by ID first, so that a
+// flood of claimants larger than the bound costs the real seeds nothing.
+func (c *Checker) Candidates(found <-chan peer.AddrInfo, known []peer.ID) []peer.AddrInfo {
+	var first, rest []peer.AddrInfo
+	for info := range found {
+		switch {
+		case info.ID == c.h.ID(), len(first)+len(rest) >= maxCandidates:
+			// keep draining until the lookup closes the channel
+		case slices.Contains(known, info.ID) || c.auth.Listed(info.ID):
+			first = append(first, info)
+		default:
+			rest = append(rest, info)
+		}
+	}
+	return append(first, rest...)
+}
+
+const (
+	// dialTimeout bounds connecting to a peer that claims the seed role.
+	dialTimeout = time.Second
+	// checks is how many claimants are connected to and checked at once.
+	checks = 16
+)
+
+// Live returns the candidates that are authorized seeds and that this node is connected to or
+// connects to within a second, in no particular order. It checks 16 at a time and stops when
+// ctx ends.
+func (c *Checker) Live(ctx context.Context, candidates []peer.AddrInfo) []peer.ID {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var live []peer.ID
+	slots := make(chan struct{}, checks)
+	for _, info := range candidates {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				return
+			}
+			if c.h.Network().Connectedness(info.ID) != network.Connected {
+				dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+				defer cancel()
+				if err := c.h.Connect(dctx, info); err != nil {
+					return
+				}
+			}
+			if c.Authorized(ctx, info.ID) {
+				mu.Lock()
+				live = append(live, info.ID)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return live
+}
+
+// Setup builds what decides, on the node of h, who is a seed: it trusts keys and the listed
+// peers. A seed with the authority key seedKey also trusts that key, serves its own statement on
+// h, and is a seed in its own eyes (self); so is a seed that lists itself.
+func Setup(h host.Host, seed bool, keys []ed25519.PublicKey, peers []peer.ID, seedKey ed25519.PrivateKey) (c *Checker, self bool) {
+	keys = slices.Clone(keys)
+	if seed && seedKey != nil {
+		s := NewSigner(seedKey, h.ID(), 0)
+		keys = append(keys, s.PublicKey())
+		Serve(h, s)
+	}
+	auth := NewAuthority(keys, peers)
+	return NewChecker(h, auth), seed && (seedKey != nil || auth.Listed(h.ID()))
 }
