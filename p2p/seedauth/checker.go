@@ -3,6 +3,7 @@ package seedauth
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
 const (
@@ -80,12 +83,14 @@ func (c *Checker) Authorized(ctx context.Context, p peer.ID) bool {
 	}
 }
 
-// ask fetches and verifies p's statement and records the verdict. A peer that cannot be asked
-// (ctx ended) is not recorded as refused.
+// ask fetches and verifies p's statement and records the verdict. A peer that could not be
+// asked (no stream, or ctx ended) is not recorded as refused: a real seed must not lose its role
+// for a while over a transient error.
 func (c *Checker) ask(ctx context.Context, p peer.ID, done chan struct{}) bool {
 	st, err := Fetch(ctx, c.h, p)
 	now := time.Now()
 	ok := err == nil && c.auth.Verify(st, p, now) == nil
+	record := ok || (ctx.Err() == nil && !errors.Is(err, errdefs.ErrUnavailable))
 	v := verdict{ok: ok, until: now.Add(refusedTTL)}
 	if ok {
 		v.until = now.Add(maxVerifiedAge)
@@ -97,7 +102,7 @@ func (c *Checker) ask(ctx context.Context, p peer.ID, done chan struct{}) bool {
 	defer c.mu.Unlock()
 	delete(c.inflight, p)
 	close(done)
-	if ctx.Err() != nil && !ok {
+	if !record {
 		return false
 	}
 	if len(c.verdicts) >= maxCached {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	mss "github.com/multiformats/go-multistream"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
@@ -74,11 +76,15 @@ func Serve(h host.Host, s *Signer) {
 }
 
 // Fetch asks peer p for its statement. The statement is only p's claim: Authority.Verify
-// decides.
+// decides. Errors wrap errdefs.ErrNotFound when p does not speak the protocol,
+// errdefs.ErrUnavailable when no stream could be opened, errdefs.ErrInvalid for a bad answer.
 func Fetch(ctx context.Context, h host.Host, p peer.ID) (Statement, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	st, err := h.NewStream(ctx, p, ProtocolID)
+	if errors.Is(err, mss.ErrNotSupported[protocol.ID]{}) {
+		return Statement{}, fmt.Errorf("seed statement of %s: %w: %w", p, err, errdefs.ErrNotFound)
+	}
 	if err != nil {
 		return Statement{}, fmt.Errorf("seed statement of %s: %w: %w", p, err, errdefs.ErrUnavailable)
 	}

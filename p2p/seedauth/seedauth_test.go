@@ -149,3 +149,33 @@ func TestChecker(t *testing.T) {
 		t.Fatal("the signer did not renew a statement close to its expiry")
 	}
 }
+
+// A peer that could not be asked is not remembered as refused (a real seed must not lose its role
+// over a transient error); one that answered that it speaks no statement protocol is.
+func TestCheckerRemembersOnlyAnswers(t *testing.T) {
+	k := newKey(t)
+	seed, plain, asker := newHost(t), newHost(t), newHost(t)
+	c := NewChecker(asker, NewAuthority([]ed25519.PublicKey{pub(k)}, nil))
+	ctx := context.Background()
+	if c.Authorized(ctx, seed.ID()) { // no address known: no stream
+		t.Fatal("an unreachable peer was authorized")
+	}
+	Serve(seed, NewSigner(k, seed.ID(), time.Hour))
+	for _, h := range []host.Host{seed, plain} {
+		if err := asker.Connect(ctx, peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.Authorized(ctx, seed.ID()) {
+		t.Fatal("a seed that was unreachable once stayed refused")
+	}
+	if c.Authorized(ctx, plain.ID()) {
+		t.Fatal("a plain peer was authorized")
+	}
+	c.mu.Lock()
+	v, ok := c.verdicts[plain.ID()]
+	c.mu.Unlock()
+	if !ok || v.ok {
+		t.Fatalf("the plain peer's refusal was not remembered: %+v %v", v, ok)
+	}
+}
