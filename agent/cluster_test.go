@@ -378,7 +378,9 @@ func TestRestartedNodeReadvertisesAndServes(t *testing.T) {
 	img, _ := devregistry.Image([]int64{2<<20 + 7, 300 << 10}, true, "linux/amd64")
 	push(t, o, "test/app:v1", img)
 	dirA := t.TempDir()
-	a := startPeer(t, dirA, nil, o.URL())
+	// A is an authorized seed: only such a peer's last resolution of a tag is taken while the
+	// origin is down.
+	a := startTrusting(t, dirA, o.URL(), true, 0)
 	if _, err := remote.Image(ref(t, a.host+"/test/app:v1")); err != nil {
 		t.Fatal(err)
 	}
@@ -387,14 +389,14 @@ func TestRestartedNodeReadvertisesAndServes(t *testing.T) {
 	a.stop()
 	o.Close()
 
-	a2 := startPeer(t, dirA, nil, o.URL())
-	c := startPeer(t, t.TempDir(), nil, o.URL(), a2.Node().Addrs()...)
+	a2 := startTrusting(t, dirA, o.URL(), true, 0)
+	c := startTrusting(t, t.TempDir(), o.URL(), false, 0, a2.Node().Addrs()...)
 	if a2.Node().ID() != a.Node().ID() {
 		t.Fatal("identity changed across restart")
 	}
 	md, _ := img.Digest()
 	waitProvided(t, c, append(blobDigests(t, img), md.String())...)
-	// By digest and, with the origin down, by tag: the tag comes from the peer's last resolution.
+	// By digest and, with the origin down, by tag: the tag comes from the seed's last resolution.
 	for _, r := range []string{c.host + "/test/app@" + md.String(), c.host + "/test/app:v1"} {
 		got, err := remote.Image(ref(t, r))
 		if err != nil {
@@ -408,8 +410,9 @@ func TestOriginDownClusterServesTagsAndDigests(t *testing.T) {
 	o := startOrigin(t)
 	idx, _ := devregistry.Index([]int64{1<<20 + 3}, "linux/amd64", "linux/arm64")
 	push(t, o, "test/multi:v1", idx)
-	nodes := cluster(t, 3, o.URL())
-	// Node 0 pulls the whole index (both platforms).
+	nodes := seededCluster(t, 3, o.URL())
+	// Node 0, an authorized seed, pulls the whole index (both platforms); with the origin down
+	// the others take the tag from its last resolution.
 	gi, err := remote.Index(ref(t, nodes[0].host+"/test/multi:v1"))
 	if err != nil {
 		t.Fatal(err)

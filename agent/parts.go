@@ -89,7 +89,10 @@ func (c nodeCluster) CoordinatorFor(ctx context.Context, key string) (peer.ID, b
 	return c.node.CoordinatorFor(ctx, key)
 }
 func (c nodeCluster) Seeds(ctx context.Context) []peer.ID { return c.node.Seeds(ctx) }
-func (c nodeCluster) Self() peer.ID                       { return c.node.ID() }
+func (c nodeCluster) AuthorizedSeed(ctx context.Context, p peer.ID) bool {
+	return c.node.AuthorizedSeed(ctx, p)
+}
+func (c nodeCluster) Self() peer.ID { return c.node.ID() }
 func (c nodeCluster) Resolve(ctx context.Context, p peer.ID, registry, repo, tag string, accept []string) (tags.Record, error) {
 	return c.transfer.Resolve(ctx, p, registry, repo, tag, accept)
 }

@@ -256,7 +256,9 @@ func TestCoordinatorKilledMidFetch(t *testing.T) {
 	}
 }
 
-// Six nodes resolve the same tag at once: the tag's coordinator asks the origin once for all.
+// Six nodes resolve the same tag at once: the tag's coordinator, an authorized seed, asks the
+// origin once for all. (Without a seed every node confirms the tag with a HEAD of its own: a
+// plain node's word on a tag is a hint at most.)
 func TestTagBurstCostsOneOriginRequest(t *testing.T) {
 	o := startOrigin(t)
 	img, err := devregistry.Image([]int64{256 << 10}, false, "linux/amd64")
@@ -264,7 +266,7 @@ func TestTagBurstCostsOneOriginRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	push(t, o, "test/app:v1", img)
-	nodes := cluster(t, 6, o.URL())
+	nodes := seededCluster(t, 6, o.URL())
 	// One coordinator per tag is a property of a converged cluster: wait until every node names
 	// the same one (a node whose view of the DHT is still partial may name another, and that one
 	// asks the origin too, as designed).

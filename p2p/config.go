@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,9 +46,21 @@ type Config struct {
 	// MaxProviderRecordsPerPeer caps the live provider records this node stores in the DHT for
 	// each other peer; more are refused (0: providerquota.DefaultPerPeer).
 	MaxProviderRecordsPerPeer int
-	// Seed gives this node the seed role: it advertises SeedKey, and every node prefers seeds as
-	// coordinators (the nodes that fetch from the origin for the cluster).
+	// Seed gives this node the seed role: it advertises SeedKey, and every node that accepts it as
+	// a seed (see SeedAuthorities) prefers seeds as coordinators (the nodes that fetch from the
+	// origin for the cluster).
 	Seed bool
+	// SeedAuthorities are the seed authority public keys (seedauth.ParsePublicKey) this node
+	// trusts: a peer is a seed only if it presents a statement one of them signed for its peer
+	// ID, or is listed in SeedPeers. With neither, no peer is a seed (seeds still serve content,
+	// as any peer).
+	SeedAuthorities []ed25519.PublicKey
+	// SeedPeers are peers this node accepts as seeds without a statement.
+	SeedPeers []peer.ID
+	// SeedAuthorityKey, on a seed, signs the statement that makes this node a seed (its public
+	// key is then trusted too, as if in SeedAuthorities). A seed without it is a seed only to
+	// nodes that list it in SeedPeers.
+	SeedAuthorityKey ed25519.PrivateKey
 }
 
 // validate checks the config and fills defaults, returning the parsed forms New needs.

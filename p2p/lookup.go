@@ -38,13 +38,6 @@ type cachedProviders struct {
 // ctx's error is returned). Concurrent calls for one digest share one lookup, and non-empty answers are
 // reused for 3 s. An empty result with a nil error means no provider is known.
 func (n *Node) FindProviders(ctx context.Context, d digest.Digest) ([]peer.AddrInfo, error) {
-	return n.findProviders(ctx, d, false)
-}
-
-// findProviders is FindProviders; with whole, the lookup runs to its end (it does not stop shortly
-// after the first provider) and is not counted in the content-lookup metrics: the seed lookup,
-// whose answer every node must get in full to pick the same coordinators.
-func (n *Node) findProviders(ctx context.Context, d digest.Digest, whole bool) ([]peer.AddrInfo, error) {
 	c, err := DigestCID(d)
 	if err != nil {
 		return nil, err
@@ -73,7 +66,7 @@ func (n *Node) findProviders(ctx context.Context, d digest.Digest, whole bool) (
 			if len(infos) == n.maxProviders {
 				cancel() // enough: end the lookup; the loop drains what is in flight
 			}
-			if grace == nil && !whole {
+			if grace == nil {
 				// The first provider answers the question that matters to a waiting client;
 				// those that arrive within firstGrace come along, and a transfer finds the rest
 				// later. Waiting for the whole query instead costs tens of milliseconds.
@@ -83,10 +76,8 @@ func (n *Node) findProviders(ctx context.Context, d digest.Digest, whole bool) (
 		if grace != nil {
 			grace.Stop()
 		}
-		if !whole {
-			n.metrics.lookupDuration.Observe(time.Since(start).Seconds())
-			n.metrics.providersFound.Observe(float64(len(infos)))
-		}
+		n.metrics.lookupDuration.Observe(time.Since(start).Seconds())
+		n.metrics.providersFound.Observe(float64(len(infos)))
 		n.storeLookup(key, infos)
 		return infos, nil
 	})

@@ -34,6 +34,7 @@ import (
 	"github.com/shoal-oci/shoal/p2p/keys"
 	"github.com/shoal-oci/shoal/p2p/limits"
 	"github.com/shoal-oci/shoal/p2p/providerquota"
+	"github.com/shoal-oci/shoal/p2p/seedauth"
 )
 
 // ProtocolPrefix is the DHT's protocol prefix: Shoal's DHT speaks /shoal/kad/1.0.0 and never mixes with
@@ -65,9 +66,13 @@ type Node struct {
 	records *providerquota.Quota // the provider records stored for other peers
 	lookups singleflight.Group
 	seed    bool
-	seeds   seedCache
-	cacheMu sync.Mutex
-	cache   map[string]cachedProviders
+	// selfSeed is true when this node is a seed in its own eyes as well as by role: its
+	// authority key is one it trusts, or it lists itself.
+	selfSeed bool
+	auth     *seedauth.Checker
+	seeds    seedCache
+	cacheMu  sync.Mutex
+	cache    map[string]cachedProviders
 
 	// Tunables, fixed by New; tests shorten some.
 	lookupTimeout       time.Duration
@@ -197,6 +202,10 @@ func New(cfg Config) (*Node, error) {
 		n.host.Close()
 		return nil, err
 	}
+	n.auth, n.selfSeed = seedauth.Setup(n.host, n.seed, cfg.SeedAuthorities, cfg.SeedPeers, cfg.SeedAuthorityKey)
+	if n.seed && !n.selfSeed {
+		n.log.Warn("seed role without a seed authority key: other nodes treat this node as a plain peer unless they list it", "peer", n.ID())
+	}
 	if n.seed {
 		// Announced with the node's content once it joins, and re-announced with it.
 		if err := n.Provide(context.Background(), SeedKey); err != nil {
@@ -204,7 +213,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("p2p: advertising the seed role: %w", err)
 		}
 	}
-	n.log.Info("p2p node listening", "peer", n.host.ID(), "addrs", n.Addrs(), "private_network", n.psk != nil, "seed", n.seed)
+	n.log.Info("p2p node listening", "peer", n.host.ID(), "addrs", n.Addrs(), "private_network", n.psk != nil, "seed", n.seed, "authorized_seed", n.selfSeed)
 	return n, nil
 }
 

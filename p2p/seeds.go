@@ -23,8 +23,9 @@ const (
 	// noSeedsTTL is how long "no seed" is reused: short, so that a seed that joins is found soon;
 	// a busy node without seeds then looks them up every 2 s, an idle one not at all.
 	noSeedsTTL = 2 * time.Second
-	// seedDialTimeout bounds connecting to a seed the DHT names but this node is not connected to.
-	seedDialTimeout = time.Second
+	// seedCheckTimeout bounds connecting to the peers that claim the seed role and checking
+	// their authorization, after the lookup.
+	seedCheckTimeout = 5 * time.Second
 )
 
 // seedCache is the last seed lookup.
@@ -40,10 +41,10 @@ type seedCache struct {
 // IsSeed reports whether this node has the seed role.
 func (n *Node) IsSeed() bool { return n.seed }
 
-// Seeds returns the live seeds of the cluster, this node included when it is a seed. A seed is
-// live when this node is connected to it (or connects within a second). The DHT is asked at most
-// every few seconds; at most 8 seeds are found per lookup. Seeds waits for a lookup when the last
-// one is too old; KnownSeeds does not.
+// Seeds returns the live authorized seeds of the cluster (AuthorizedSeed), this node included
+// when it is one. A seed is live when this node is connected to it (or connects within a
+// second). The DHT is asked at most every few seconds. Seeds waits for a lookup when the last one
+// is too old; KnownSeeds does not.
 func (n *Node) Seeds(ctx context.Context) []peer.ID {
 	n.seeds.mu.Lock()
 	if time.Now().Before(n.seeds.expires) {
@@ -76,33 +77,13 @@ func (n *Node) KnownSeeds() []peer.ID {
 	return n.withSelf(out)
 }
 
-// lookupSeeds asks the DHT for the seeds, connects to those this node is not connected to, and
-// records the live ones. It is bounded by the lookup and dial timeouts, and ends when the node
-// closes.
+// lookupSeeds asks the DHT for the peers that advertise the seed role, keeps the live ones the
+// operator authorized (AuthorizedSeed), and records them. It is bounded in time, and ends when
+// the node closes.
 func (n *Node) lookupSeeds() []peer.ID {
-	ctx, cancel := n.untilClosed(context.Background(), n.lookupTimeout+seedDialTimeout)
+	ctx, cancel := n.untilClosed(context.Background(), n.lookupTimeout+seedCheckTimeout)
 	defer cancel()
-	infos, _ := n.findProviders(ctx, SeedKey, true)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var live []peer.ID
-	for _, info := range infos {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if n.host.Network().Connectedness(info.ID) != network.Connected {
-				dctx, cancel := context.WithTimeout(ctx, seedDialTimeout)
-				defer cancel()
-				if err := n.host.Connect(dctx, info); err != nil {
-					return
-				}
-			}
-			mu.Lock()
-			live = append(live, info.ID)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	live := n.auth.Live(ctx, n.seedCandidates(ctx))
 	slices.Sort(live)
 	ttl := seedsTTL
 	if len(live) == 0 {
@@ -112,6 +93,33 @@ func (n *Node) lookupSeeds() []peer.ID {
 	n.seeds.seeds, n.seeds.expires = live, time.Now().Add(ttl)
 	n.seeds.mu.Unlock()
 	return live
+}
+
+// seedCandidates are the peers that advertise SeedKey, from a provider lookup run to its end
+// with no count: kad-dht's FindProvidersAsync stops at its count, so a capped lookup would let
+// as many fake seeds as the cap hide the real ones.
+func (n *Node) seedCandidates(ctx context.Context) []peer.AddrInfo {
+	c, err := DigestCID(SeedKey)
+	if err != nil || n.auth.Authority().Empty() {
+		return nil // with no seed authority, no peer is a seed: nothing to look up
+	}
+	lctx, cancel := context.WithTimeout(ctx, n.lookupTimeout)
+	defer cancel()
+	n.seeds.mu.Lock()
+	known := slices.Clone(n.seeds.seeds)
+	n.seeds.mu.Unlock()
+	return n.auth.Candidates(n.dht.FindProvidersAsync(lctx, c, 0), known)
+}
+
+// AuthorizedSeed reports whether p is a seed the operator authorized (see
+// Config.SeedAuthorities): this node, when it is one, or a peer presenting a valid statement
+// (asked once and remembered for a while). Only such peers' metadata (tag resolutions, pins)
+// is acted on.
+func (n *Node) AuthorizedSeed(ctx context.Context, p peer.ID) bool {
+	if p == n.ID() {
+		return n.selfSeed
+	}
+	return n.auth.Authorized(ctx, p)
 }
 
 // liveSeeds keeps the seeds this node is still connected to: a seed that stopped is dropped at
@@ -127,7 +135,7 @@ func (n *Node) liveSeeds(seeds []peer.ID) []peer.ID {
 }
 
 func (n *Node) withSelf(seeds []peer.ID) []peer.ID {
-	if n.seed && !slices.Contains(seeds, n.ID()) {
+	if n.selfSeed && !slices.Contains(seeds, n.ID()) {
 		seeds = append(seeds, n.ID())
 	}
 	return seeds

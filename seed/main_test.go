@@ -2,6 +2,7 @@ package seed_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"log/slog"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/seedauth"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 	"github.com/shoal-oci/shoal/seed"
 	"github.com/shoal-oci/shoal/test/testutil"
@@ -52,11 +54,22 @@ func testLogger(name string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
 }
 
+// authority is the tests' seed authority: startSeed signs every seed with it, and every node
+// agentConfig configures trusts it.
+var authority = func() ed25519.PrivateKey {
+	k, err := seedauth.NewKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 func agentConfig(t *testing.T, registries []string, bootstrap []string) agent.Config {
 	return agent.Config{
-		DataDir:       t.TempDir(),
-		Registries:    registries,
-		P2P:           &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: bootstrap},
+		DataDir:    t.TempDir(),
+		Registries: registries,
+		P2P: &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: bootstrap,
+			SeedAuthorities: []ed25519.PublicKey{authority.Public().(ed25519.PublicKey)}},
 		ChunkSize:     1 << 20,
 		OriginOptions: fastOrigin,
 	}
@@ -86,9 +99,15 @@ func serve(t *testing.T, n *node, fn func(context.Context, net.Listener) error) 
 	return n
 }
 
+// startSeed starts a seed, authorized by the tests' authority unless cfg names a key.
 func startSeed(t *testing.T, cfg seed.Config) *node {
 	t.Helper()
 	cfg.Agent.Logger = testLogger("seed")
+	if cfg.Agent.P2P != nil && cfg.Agent.P2P.SeedAuthorityKey == nil {
+		pc := *cfg.Agent.P2P
+		pc.SeedAuthorityKey = authority
+		cfg.Agent.P2P = &pc
+	}
 	s, err := seed.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -80,6 +80,15 @@ func (sp *seedPeer) handle(st network.Stream) {
 		_ = st.Reset()
 		return
 	}
+	// Pins are metadata: only a seed the operator authorized may add, remove or ask about
+	// them, whatever else it may do as a peer.
+	ctx, cancel := context.WithTimeout(context.Background(), seedRequestTimeout)
+	defer cancel()
+	if from := st.Conn().RemotePeer(); !sp.node.AuthorizedSeed(ctx, from) {
+		sp.log.Info("refused a seed protocol request from a peer that is not an authorized seed", "op", truncate(req.Op), "peer", from)
+		_ = json.NewEncoder(st).Encode(seedResponse{Error: "not an authorized seed"})
+		return
+	}
 	switch req.Op {
 	case "holdings":
 		if len(req.Keys) > maxHoldingsKeys {
@@ -112,6 +121,13 @@ func (sp *seedPeer) handle(st network.Stream) {
 		resp = seedResponse{Error: fmt.Sprintf("unknown op %q", req.Op)}
 	}
 	_ = json.NewEncoder(st).Encode(resp)
+}
+
+func truncate(s string) string {
+	if len(s) > 32 {
+		return s[:32]
+	}
+	return s
 }
 
 // call sends one request to a seed.
@@ -152,7 +168,11 @@ func (sp *seedPeer) holdings(ctx context.Context, p peer.ID, keys []string) (map
 		if err != nil {
 			return nil, err
 		}
+		now := time.Now()
 		for k, h := range resp.Holdings {
+			if h.Created.After(now) {
+				h.Created = now // a pin from the future would make every other one outdated
+			}
 			out[k] = h
 		}
 	}

@@ -96,6 +96,10 @@ func (p *replicator) adopt(pin pins.Pin) error {
 	if err := validPin(pin); err != nil {
 		return err
 	}
+	if now := time.Now().UTC(); pin.Created.After(now) {
+		// A pin dated in the future would outrank every later pin of the same reference.
+		pin.Created = now
+	}
 	if cur, ok := p.pins.Get(pin.Key()); ok && (cur.Digest == pin.Digest || cur.Created.After(pin.Created)) {
 		return nil
 	}

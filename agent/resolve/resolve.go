@@ -1,8 +1,10 @@
 // Package resolve answers which manifest a reference names: a digest from the store, peers or
 // the origin, verified; a tag by a fixed order of named steps (a fresh record of this node's,
 // the tag's coordinator, the origin, the seeds' hosted repositories, and, while the origin
-// cannot answer, the newest record this node or its peers saw). Manifests it gets are stored
-// and announced like blobs.
+// cannot answer, the newest record this node or an authorized seed saw). A tag's digest is
+// metadata: it is taken only from the origin, this node's records, or seeds the operator
+// authorized; any other peer's answer is confirmed at the origin first. Manifests it gets are
+// stored and announced like blobs.
 package resolve
 
 import (
@@ -32,8 +34,8 @@ import (
 type Peers interface {
 	// Manifest gets a manifest by digest from a peer, verified, with its media type.
 	Manifest(ctx context.Context, d digest.Digest) (body []byte, mediaType string, err error)
-	// TagRecords returns the resolutions of a tag that connected peers saw.
-	TagRecords(ctx context.Context, registry, repo, tag string) []tags.Record
+	// TagRecords returns the resolutions of a tag that peers saw, asking those given.
+	TagRecords(ctx context.Context, peers []peer.ID, registry, repo, tag string) []tags.Record
 }
 
 // Cluster is what tag resolution asks of the peer network: the tag's coordinator and the
@@ -41,8 +43,11 @@ type Peers interface {
 type Cluster interface {
 	// CoordinatorFor returns the node coordinating key, and whether that is this node.
 	CoordinatorFor(ctx context.Context, key string) (p peer.ID, self bool, err error)
-	// Seeds returns the live seeds known.
+	// Seeds returns the live authorized seeds known.
 	Seeds(ctx context.Context) []peer.ID
+	// AuthorizedSeed reports whether p is a seed the operator authorized: only such a peer's
+	// word on a tag is taken without the origin's confirmation.
+	AuthorizedSeed(ctx context.Context, p peer.ID) bool
 	// Self is this node's ID.
 	Self() peer.ID
 	// Resolve asks node p what a tag names; registry "" asks about its hosted repositories.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/tags"
@@ -38,13 +40,15 @@ const (
 // Tag resolves a tag, trying in order:
 //
 //  1. fresh: this node's record of the tag, younger than the TTL;
-//  2. coordinator (viaCoordinator only): the tag's coordinator, the node XOR-closest to the tag's
-//     DHT key, so that a burst of a thousand nodes costs the origin one request per TTL (a
-//     coordinator resolving for others resolves itself);
+//  2. coordinator (viaCoordinator only): the tag's coordinator, an authorized seed (else the
+//     node XOR-closest to the tag's DHT key), so that a burst of a thousand nodes costs the
+//     origin one request per TTL (a coordinator resolving for others resolves itself); a
+//     coordinator that is not an authorized seed is a hint, confirmed by a HEAD at the origin;
 //  3. origin: a HEAD, then a GET only when the manifest is not stored yet;
 //  4. seeds, instead of 2 and 3 for a target in the hosted namespace (which has no origin): the
-//     seeds' hosted (pushed) repositories, the newest push winning;
-//  5. stale: when the origin cannot be reached, the newest record this node or its peers saw.
+//     seeds' hosted (pushed) repositories, the newest push winning; only authorized seeds answer;
+//  5. stale: when the origin cannot be reached, the newest record this node or an authorized
+//     seed saw.
 //
 // Steps 2 to 5 run once per tag and Accept set at a time, however many clients ask.
 func (r *Resolver) Tag(ctx context.Context, t fetch.Target, tag string, accept []string, viaCoordinator bool) (Resolution, error) {
@@ -86,10 +90,11 @@ func (r *Resolver) resolveOnce(ctx context.Context, t fetch.Target, tag string, 
 		// for an upstream's tag, nor an upstream for theirs.
 		res, err = r.atSeeds(ctx, t, tag, accept)
 	default:
+		askedOrigin := false // a plain coordinator's hint was checked at the origin already
 		if viaCoordinator && t.Registry != nil {
-			res, err = r.atCoordinator(ctx, t, tag, accept)
+			res, askedOrigin, err = r.atCoordinator(ctx, t, tag, accept)
 		}
-		if res.Manifest == nil {
+		if res.Manifest == nil && (!askedOrigin || err == nil) {
 			res, err = r.atOrigin(ctx, t, tag, accept)
 		}
 	}
@@ -117,7 +122,7 @@ func (r *Resolver) resolveOnce(ctx context.Context, t fetch.Target, tag string, 
 	}
 	if res, ok := r.stale(ctx, t, tag, accept); ok {
 		r.metrics.Stale.Inc()
-		r.log.Warn("origin unreachable; serving the cluster's last known tag resolution (stale)",
+		r.log.Warn("origin unreachable; serving the last known tag resolution of this node or an authorized seed (stale)",
 			"repo", t.Repo, "tag", tag, "digest", res.Manifest.Digest, "resolved", res.Resolved, "source", res.Manifest.Source, "err", err)
 		return res, nil
 	}
@@ -125,37 +130,55 @@ func (r *Resolver) resolveOnce(ctx context.Context, t fetch.Target, tag string, 
 }
 
 // atCoordinator is step 2: it asks the tag's coordinator what the tag names, then gets that
-// manifest by digest (store, peers, origin), verified. It returns no manifest and no error when
-// this node is the coordinator or the coordinator cannot answer: the origin is asked next.
-func (r *Resolver) atCoordinator(ctx context.Context, t fetch.Target, tag string, accept []string) (Resolution, error) {
+// manifest by digest (store, peers, origin), verified. A digest proves the manifest's integrity,
+// not that the tag names it, so only an authorized seed's answer is taken as it is; any other
+// coordinator's is a hint, confirmed by a HEAD at the origin before it is used (askedOrigin
+// is then true, and an error is the origin's: it is not asked again). It returns no manifest
+// and no error when this node is the coordinator or the coordinator cannot answer: the origin
+// is asked next.
+func (r *Resolver) atCoordinator(ctx context.Context, t fetch.Target, tag string, accept []string) (res Resolution, askedOrigin bool, err error) {
 	if r.cluster == nil {
-		return Resolution{}, nil
+		return Resolution{}, false, nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, tagCoordinatorTimeout)
 	defer cancel()
 	c, self, err := r.cluster.CoordinatorFor(cctx, "shoal-tag:"+tags.Prefix(t.Host(), t.Repo, tag))
 	if err != nil || self {
-		return Resolution{}, nil
+		return Resolution{}, false, nil
 	}
 	rec, err := r.cluster.Resolve(cctx, c, t.Host(), t.Repo, tag, accept)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
 			// The origin, through the coordinator, says no such tag; the origin is asked
 			// again all the same, as the coordinator's word alone settles nothing.
-			return Resolution{}, err
+			return Resolution{}, false, err
 		}
 		r.log.Info("tag coordinator did not answer; asking the origin", "repo", t.Repo, "tag", tag, "coordinator", c, "err", err)
-		return Resolution{}, nil
-	}
-	m, err := r.ByDigest(ctx, t, rec.Digest, accept)
-	if err != nil || !accepts(accept, m.MediaType) {
-		return Resolution{}, nil
+		return Resolution{}, false, nil
 	}
 	resolved := rec.Resolved
 	if now := time.Now(); resolved.After(now) {
 		resolved = now // a resolution from the future would look fresh for ever
 	}
-	return Resolution{m, resolved}, nil
+	if !r.cluster.AuthorizedSeed(cctx, c) {
+		desc, herr := r.origin.HeadManifest(ctx, t.Registry, t.Repo, tag, accept)
+		switch {
+		case errors.Is(herr, errdefs.ErrUnsupported):
+			return Resolution{}, false, nil // no digest in the origin's HEAD: step 3 GETs the tag
+		case herr != nil:
+			// The origin cannot confirm, or says no: a plain coordinator's word is not taken.
+			return Resolution{}, true, herr
+		case desc.Digest != rec.Digest:
+			r.log.Warn("the tag's coordinator, not an authorized seed, named another manifest than the origin; the origin's is used",
+				"repo", t.Repo, "tag", tag, "coordinator", c, "claimed", rec.Digest, "origin", desc.Digest)
+		}
+		rec.Digest, resolved = desc.Digest, time.Now()
+	}
+	m, err := r.ByDigest(ctx, t, rec.Digest, accept)
+	if err != nil || !accepts(accept, m.MediaType) {
+		return Resolution{}, false, nil
+	}
+	return Resolution{m, resolved}, false, nil
 }
 
 // atOrigin is step 3: a HEAD first, which is cheaper and not rate limited by Docker Hub, then a
@@ -247,9 +270,9 @@ func (r *Resolver) atSeeds(ctx context.Context, t fetch.Target, tag string, acce
 	return Resolution{m, time.Now()}, nil
 }
 
-// stale is step 5: the newest resolution of the tag that this node or its peers saw, whose
-// manifest the client accepts and can be had (from the store, else from peers, verified by
-// digest). Tags from peers are considered only here, while the origin cannot answer.
+// stale is step 5: the newest resolution of the tag that this node or an authorized seed saw,
+// whose manifest the client accepts and can be had (from the store, else from peers, verified
+// by digest). Other peers' records are never asked for: a tag's digest is metadata.
 func (r *Resolver) stale(ctx context.Context, t fetch.Target, tag string, accept []string) (Resolution, bool) {
 	var candidates []tags.Record
 	if recs, err := r.st.Tags(tags.Prefix(t.Host(), t.Repo, tag)); err == nil {
@@ -257,8 +280,16 @@ func (r *Resolver) stale(ctx context.Context, t fetch.Target, tag string, accept
 			candidates = append(candidates, rec)
 		}
 	}
-	if r.peers != nil {
-		candidates = append(candidates, r.peers.TagRecords(ctx, t.Host(), t.Repo, tag)...)
+	if r.peers != nil && r.cluster != nil {
+		var seeds []peer.ID
+		for _, p := range r.cluster.Seeds(ctx) {
+			if p != r.cluster.Self() {
+				seeds = append(seeds, p)
+			}
+		}
+		if len(seeds) > 0 {
+			candidates = append(candidates, r.peers.TagRecords(ctx, seeds, t.Host(), t.Repo, tag)...)
+		}
 	}
 	sort.Slice(candidates, func(i, j int) bool { return candidates[i].Resolved.After(candidates[j].Resolved) })
 	for _, rec := range candidates {

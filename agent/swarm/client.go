@@ -96,7 +96,7 @@ const (
 	PenaltyDuration = 10 * time.Minute
 	// peerTagTimeout bounds asking peers for a tag while the origin is down.
 	peerTagTimeout = 3 * time.Second
-	// maxTagPeers is how many connected peers are asked for a tag.
+	// maxTagPeers is how many peers are asked for a tag.
 	maxTagPeers = 16
 	// maxManifestProviders and peerManifestTimeout bound asking peers for a manifest, so that
 	// unresponsive providers cannot eat the time the origin fallback needs.
@@ -314,10 +314,10 @@ func (c *Client) manifestFrom(ctx context.Context, p peer.ID, d digest.Digest) (
 	return body, mt, nil
 }
 
-// TagRecords asks connected peers what a tag resolved to, for when the origin cannot answer.
-// Records from the future are clamped to now; malformed ones are dropped.
-func (c *Client) TagRecords(ctx context.Context, registry, repo, tag string) []tags.Record {
-	peers := c.router.Peers()
+// TagRecords asks peers what a tag resolved to, for when the origin cannot answer. The caller
+// chooses whom to ask: a tag's digest is metadata, taken only from authorized seeds. Records
+// from the future are clamped to now; malformed ones are dropped.
+func (c *Client) TagRecords(ctx context.Context, peers []peer.ID, registry, repo, tag string) []tags.Record {
 	if len(peers) > maxTagPeers {
 		peers = peers[:maxTagPeers]
 	}

@@ -26,7 +26,7 @@ import (
 func env(name string) []string { return []string{"SHOAL_" + name} }
 
 func agentFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5000", EnvVars: env("LISTEN"),
 			Usage: "address of the /v2 registry endpoint, /metrics, /healthz and /readyz"},
 		&cli.StringFlag{Name: "data-dir", Value: "/var/lib/shoal", EnvVars: env("DATA_DIR"),
@@ -69,7 +69,7 @@ func agentFlags() []cli.Flag {
 			Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),
 			Usage: "text or json"},
-	}
+	}, seedAuthorityFlags()...)
 }
 
 func agentCommand() *cli.Command {
@@ -159,6 +159,9 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		}
 		if pc.MaxProviderRecordsPerPeer = c.Int("provider-records-per-peer"); pc.MaxProviderRecordsPerPeer < 1 {
 			return agent.Config{}, fmt.Errorf("--provider-records-per-peer %d: want at least 1", pc.MaxProviderRecordsPerPeer)
+		}
+		if err := applySeedAuthority(c, pc); err != nil {
+			return agent.Config{}, err
 		}
 		if err := checkOpen(pc); err != nil {
 			return agent.Config{}, err

@@ -20,6 +20,7 @@ func seedFlags() []cli.Flag {
 			Usage: "remove a push's upload session, and its bytes, after it is idle this long"},
 		&cli.BoolFlag{Name: "allow-deletes", Value: true, EnvVars: env("ALLOW_DELETES"),
 			Usage: "accept DELETE of pushed manifests, tags and blobs"},
+		seedAuthorityKeyFlag(),
 	)
 }
 

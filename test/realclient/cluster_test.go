@@ -12,10 +12,12 @@ import (
 	"github.com/shoal-oci/shoal/test/testutil"
 )
 
-// TestContainerdThroughCluster runs three `shoal agent` processes on 127.0.0.1 that find each
-// other with --bootstrap (node 2 by address alone, its peer ID learned; node 3 by full multiaddr).
+// TestContainerdThroughCluster runs three shoal processes on 127.0.0.1 that find each other with
+// --bootstrap (node 2 by address alone, its peer ID learned; node 3 by full multiaddr): node 1
+// a `shoal seed` that the others' --seed-authority authorizes, nodes 2 and 3 agents.
 // containerd pulls an image through node 1, then, with the origin stopped, through node 2 with a
-// fresh containerd: the tag resolves from the cluster and every byte comes from node 1.
+// fresh containerd: the tag resolves from the seed's last resolution (a tag's digest is taken
+// from no plain peer) and every byte comes from node 1.
 func TestContainerdThroughCluster(t *testing.T) {
 	testutil.RequireProgram(t, "containerd")
 	testutil.RequireProgram(t, "ctr")
@@ -30,7 +32,7 @@ func TestContainerdThroughCluster(t *testing.T) {
 		return fmt.Sprintf("/ip4/%s/tcp/%s", host, port)
 	}
 	listen1 := p2pAddr()
-	node1 := testutil.StartAgent(t, bin, []string{f.origin.URL}, "--p2p-listen", listen1)
+	node1 := testutil.StartSeed(t, bin, []string{f.origin.URL}, "--p2p-listen", listen1)
 	id1 := status(ctx, t, node1).PeerID
 	node2 := testutil.StartAgent(t, bin, []string{f.origin.URL}, "--p2p-listen", p2pAddr(), "--bootstrap", listen1)
 	node3 := testutil.StartAgent(t, bin, []string{f.origin.URL}, "--p2p-listen", p2pAddr(), "--bootstrap", listen1+"/p2p/"+id1)

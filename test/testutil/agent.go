@@ -111,7 +111,9 @@ func StartSeed(t testing.TB, bin string, registries []string, extraArgs ...strin
 	return StartNode(t, bin, "seed", registries, extraArgs...)
 }
 
-// StartNode starts `shoal COMMAND` (agent or seed) as StartAgent describes.
+// StartNode starts `shoal COMMAND` (agent or seed) as StartAgent describes. Every node trusts
+// the tests' seed authority (SeedAuthority) and every seed signs with it, unless extraArgs
+// name --seed-authority or --seed-authority-key.
 func StartNode(t testing.TB, bin, command string, registries []string, extraArgs ...string) *Agent {
 	t.Helper()
 	a := &Agent{Addr: FreeAddr(t), DataDir: t.TempDir()}
@@ -125,6 +127,7 @@ func StartNode(t testing.TB, bin, command string, registries []string, extraArgs
 		// loopback, where only what the test starts can join.
 		args = append(args, "--p2p-listen", "/ip4/127.0.0.1/tcp/0")
 	}
+	args = append(args, seedAuthorityArgs(t, command, extraArgs)...)
 	args = append(args, extraArgs...)
 	a.Proc = StartProcess(t, "shoal "+command, bin, args, WithEnv("GORACE=halt_on_error=0"))
 	t.Cleanup(func() {

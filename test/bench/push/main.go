@@ -111,10 +111,14 @@ func run(ctx context.Context, cfg config) error {
 	if err := (benchproc.Source{Dir: root, Desc: "the working tree"}).Build(ctx, "./cmd/shoal", bin); err != nil {
 		return err
 	}
-	// A seed with no origin, on free loopback ports.
+	// A seed with no origin, on free loopback ports, authorized as an operator would.
 	seedDir := filepath.Join(dir, "seed")
+	auth, err := benchproc.NewSeedAuthority(dir)
+	if err != nil {
+		return err
+	}
 	s, err := benchproc.Start(ctx, bin, benchproc.Options{Command: "seed", DataDir: seedDir,
-		Registries: []string{"none"}, P2P: benchproc.P2PLoopback})
+		Registries: []string{"none"}, P2P: benchproc.P2PLoopback, Args: auth.Args(true)})
 	if err != nil {
 		return err
 	}

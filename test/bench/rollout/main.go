@@ -168,6 +168,8 @@ type env struct {
 	prof *benchproc.Profiler
 	// received counts every body byte the runtimes received, for the timeline.
 	received atomic.Int64
+	// authority authorizes the seed of the seeded scenario; its agents trust it.
+	authority benchproc.SeedAuthority
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -185,6 +187,9 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	e := &env{cfg: cfg, tmp: tmp, prof: &benchproc.Profiler{Dir: cfg.profDir}}
+	if e.authority, err = benchproc.NewSeedAuthority(tmp); err != nil {
+		return err
+	}
 
 	src, err := benchproc.Checkout(ctx, root, tmp, cfg.rev)
 	if err != nil {

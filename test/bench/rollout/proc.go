@@ -16,6 +16,9 @@ type agentOpts struct {
 	bootstrap []string
 	needID    bool // learn the peer ID first (`shoal id`), for others' --bootstrap
 	debug     bool // serve pprof on a free port
+	// seeded: the cluster has a seed, authorized by the benchmark's seed authority, which every
+	// node trusts (a seed signs with it).
+	seeded bool
 }
 
 // startAgent starts node index (`shoal agent`, or `shoal seed` with o.seed) with data directory
@@ -32,6 +35,9 @@ func (e *env) startAgent(ctx context.Context, dir string, index int, o agentOpts
 	if e.cfg.link > 0 {
 		r := strconv.FormatInt(e.cfg.link, 10)
 		opts.Args = []string{"--max-upload-rate", r, "--max-download-rate", r}
+	}
+	if o.seeded {
+		opts.Args = append(opts.Args, e.authority.Args(o.seed)...)
 	}
 	opts.Args = append(opts.Args, e.cfg.agentArgs...)
 	return benchproc.Start(ctx, e.bin, opts)

@@ -105,7 +105,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		}()
 	}
 	dir := func(i int) string { return filepath.Join(root, fmt.Sprintf("node%02d", i)) }
-	opts := agentOpts{p2p: res.p2p, needID: res.p2p && sr == nil}
+	opts := agentOpts{p2p: res.p2p, needID: res.p2p && sr == nil, seeded: sr != nil}
 	if sr != nil {
 		opts.bootstrap = []string{sr.proc.Multiaddr()}
 	}

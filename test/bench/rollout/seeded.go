@@ -40,9 +40,10 @@ type seedRun struct {
 }
 
 // startSeed starts the scenario's seed: `shoal seed` with an agent's flags (the same link rates),
-// the origin as its registry, and a known peer ID for the agents' --bootstrap.
+// the origin as its registry, the benchmark's seed authority key, and a known peer ID for the
+// agents' --bootstrap.
 func (e *env) startSeed(ctx context.Context, dir string) (*seedRun, error) {
-	p, err := e.startAgent(ctx, dir, -1, agentOpts{seed: true, p2p: true, needID: true})
+	p, err := e.startAgent(ctx, dir, -1, agentOpts{seed: true, p2p: true, needID: true, seeded: true})
 	if err != nil {
 		return nil, err
 	}
