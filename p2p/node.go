@@ -206,6 +206,10 @@ func New(cfg Config) (*Node, error) {
 	if n.seed && !n.selfSeed {
 		n.log.Warn("seed role without a seed authority key: other nodes treat this node as a plain peer unless they list it", "peer", n.ID())
 	}
+	if err := n.watchSeedClaimants(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	if n.seed {
 		// Announced with the node's content once it joins, and re-announced with it.
 		if err := n.Provide(context.Background(), SeedKey); err != nil {

@@ -2,14 +2,17 @@ package p2p
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
+	"github.com/shoal-oci/shoal/p2p/seedauth"
 )
 
 // SeedKey is the DHT key every seed provides, so that nodes find the cluster's seeds through the
@@ -30,9 +33,12 @@ const (
 
 // seedCache is the last seed lookup.
 type seedCache struct {
-	mu      sync.Mutex
-	seeds   []peer.ID
-	expires time.Time
+	mu    sync.Mutex
+	seeds []peer.ID
+	// claimant is when a connected peer not on the list last spoke the statement protocol, and
+	// early when that last ended the cache early (seedClaimantConnected).
+	claimant, early time.Time
+	expires         time.Time
 	// refreshing is set while a background lookup runs, so that a burst of KnownSeeds calls
 	// starts one.
 	refreshing atomic.Bool
@@ -81,6 +87,7 @@ func (n *Node) KnownSeeds() []peer.ID {
 // operator authorized (AuthorizedSeed), and records them. It is bounded in time, and ends when
 // the node closes.
 func (n *Node) lookupSeeds() []peer.ID {
+	start := time.Now()
 	ctx, cancel := n.untilClosed(context.Background(), n.lookupTimeout+seedCheckTimeout)
 	defer cancel()
 	live := n.auth.Live(ctx, n.seedCandidates(ctx))
@@ -91,6 +98,12 @@ func (n *Node) lookupSeeds() []peer.ID {
 	}
 	n.seeds.mu.Lock()
 	n.seeds.seeds, n.seeds.expires = live, time.Now().Add(ttl)
+	if n.seeds.claimant.After(start) {
+		// A claimant connected while the lookup ran and may not be in it: look again soon.
+		if soon := time.Now().Add(claimantRecheck); n.seeds.expires.After(soon) {
+			n.seeds.expires = soon
+		}
+	}
 	n.seeds.mu.Unlock()
 	return live
 }
@@ -108,7 +121,71 @@ func (n *Node) seedCandidates(ctx context.Context) []peer.AddrInfo {
 	n.seeds.mu.Lock()
 	known := slices.Clone(n.seeds.seeds)
 	n.seeds.mu.Unlock()
-	return n.auth.Candidates(n.dht.FindProvidersAsync(lctx, c, 0), known)
+	found := n.auth.Candidates(n.dht.FindProvidersAsync(lctx, c, 0), known)
+	// A seed this node is connected to (its bootstrap peer, say) is a candidate before its DHT
+	// record reaches the node: identify reported that it speaks the statement protocol.
+	for _, p := range n.host.Network().Peers() {
+		if ok, _ := n.host.Peerstore().SupportsProtocols(p, seedauth.ProtocolID); len(ok) == 0 {
+			continue
+		}
+		if !slices.ContainsFunc(found, func(info peer.AddrInfo) bool { return info.ID == p }) {
+			found = append(found, peer.AddrInfo{ID: p})
+		}
+	}
+	return found
+}
+
+// watchSeedClaimants ends the seed list's cache early when a connected peer that speaks the
+// statement protocol is not on it, so that a seed that just joined (or that this node just
+// bootstrapped from) is checked at the next Seeds or KnownSeeds call instead of when "no seed"
+// expires: with the origin down, a tag can be answered only by a seed this node knows. At most
+// one early end per claimantRecheck, so that peers connecting over and over cost bounded lookups.
+func (n *Node) watchSeedClaimants() error {
+	if n.auth.Authority().Empty() {
+		return nil // no peer can be a seed: nothing to recheck
+	}
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	if err != nil {
+		return fmt.Errorf("p2p: watching for seeds: %w", err)
+	}
+	n.bgWG.Add(1)
+	go func() {
+		defer n.bgWG.Done()
+		defer sub.Close()
+		for {
+			select {
+			case <-n.closed:
+				return
+			case e, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				ev := e.(event.EvtPeerIdentificationCompleted)
+				if slices.Contains(ev.Protocols, seedauth.ProtocolID) {
+					n.seedClaimantConnected(ev.Peer)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// claimantRecheck is the least time between two early ends of the seed list's cache.
+const claimantRecheck = 500 * time.Millisecond
+
+func (n *Node) seedClaimantConnected(p peer.ID) {
+	n.seeds.mu.Lock()
+	defer n.seeds.mu.Unlock()
+	if slices.Contains(n.seeds.seeds, p) {
+		return
+	}
+	now := time.Now()
+	n.seeds.claimant = now
+	if next := n.seeds.early.Add(claimantRecheck); now.After(next) {
+		n.seeds.expires, n.seeds.early = time.Time{}, now
+	} else if n.seeds.expires.After(next) {
+		n.seeds.expires = next
+	}
 }
 
 // AuthorizedSeed reports whether p is a seed the operator authorized (see

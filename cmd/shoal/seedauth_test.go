@@ -51,7 +51,7 @@ func TestSeedAuthority(t *testing.T) {
 		}
 	}
 	t.Setenv("SHOAL_SEED_PEER", id.String())
-	if err := app.Run([]string{"shoal", "seed", "--seed-authority", strings.TrimSpace(pub), "--seed-authority-key", keyFile}); err != nil {
+	if err := app.Run([]string{"shoal", "seed", "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--seed-authority", strings.TrimSpace(pub), "--seed-authority-key", keyFile}); err != nil {
 		t.Fatal(err)
 	}
 	pc := got.Agent.P2P
