@@ -43,16 +43,19 @@ type Policy struct {
 }
 
 // GC removes the least recently used content while usage exceeds p.High, until it is at most
-// p.Low. Readers holding removed content open keep reading it. It returns the bytes freed.
+// p.Low. Partial files no fetch has open are content too, used when last written: a failed
+// fetch's leftovers go like any other. Readers holding removed content open keep reading it. It
+// returns the bytes freed.
 func (s *Store) GC(ctx context.Context, p Policy) (int64, error) {
 	high, low, keep := p.High, p.Low, p.Keep
 	if used, _ := s.Usage(); high <= 0 || used <= high {
 		return 0, nil
 	}
 	type entry struct {
-		d    digest.Digest
-		size int64
-		used time.Time
+		d       digest.Digest
+		size    int64
+		used    time.Time
+		partial bool
 	}
 	var entries []entry
 	err := filepath.WalkDir(s.blobDir(), func(p string, de fs.DirEntry, err error) error {
@@ -80,6 +83,13 @@ func (s *Store) GC(ctx context.Context, p Policy) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.partialMu.Lock()
+	for d, size := range s.idle {
+		if info, err := os.Stat(s.partialPath(d)); err == nil {
+			entries = append(entries, entry{d: d, size: size, used: info.ModTime(), partial: true})
+		}
+	}
+	s.partialMu.Unlock()
 	sort.Slice(entries, func(i, j int) bool { return entries[i].used.Before(entries[j].used) })
 	var freed int64
 	for _, e := range entries {
@@ -88,6 +98,13 @@ func (s *Store) GC(ctx context.Context, p Policy) (int64, error) {
 		}
 		if err := ctx.Err(); err != nil {
 			return freed, err
+		}
+		if e.partial {
+			if n := s.DropPartial(e.d); n > 0 {
+				freed += n
+				s.log.Debug("evicted a partial blob", "digest", e.d, "bytes", n, "last_used", e.used)
+			}
+			continue
 		}
 		if keep != nil && keep(e.d) {
 			continue
