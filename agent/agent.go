@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/descriptors"
 	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/gc"
 	"github.com/shoal-oci/shoal/agent/peerserve"
 	"github.com/shoal-oci/shoal/agent/resolve"
 	"github.com/shoal-oci/shoal/agent/store"
@@ -120,7 +121,7 @@ type Agent struct {
 	records   *descriptors.Index
 	sizes     *sizer
 	resolver  *resolve.Resolver
-	gc        *collector
+	gc        *gc.Collector
 	announcer *announcer
 
 	// Peer-to-peer parts; nil when P2P is off.
@@ -238,7 +239,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		a.sizes.node, a.sizes.swarm = node, a.swarm
 		peers, cluster = a.swarm, nodeCluster{node: node, transfer: tc}
 	}
-	a.gc = newCollector(st, cfg.StoreMaxBytes, o.keep, a.withdraw, m.evictedBytes, log)
+	a.gc = gc.New(st, cfg.StoreMaxBytes, keep(st, o.keep), a.withdraw, m.evictedBytes, log)
 	var ann fetch.Announcer
 	if a.announcer != nil {
 		ann = a.announcer

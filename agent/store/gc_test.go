@@ -3,71 +3,16 @@ package store
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"github.com/shoal-oci/shoal/internal/errdefs"
 )
-
-func TestGCEvictsLeastRecentlyUsed(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	var ds []digest.Digest
-	old := time.Now().Add(-time.Hour)
-	for i := 0; i < 4; i++ {
-		body := bytes.Repeat([]byte{byte(i)}, 1000)
-		d := digest.FromBytes(body)
-		if err := s.PutManifest(d, "application/octet-stream", body); err != nil {
-			t.Fatal(err)
-		}
-		// Age them in order: 0 is the oldest.
-		p, _ := s.path(d)
-		mt := old.Add(time.Duration(i) * time.Minute)
-		if err := os.Chtimes(p, mt, mt); err != nil {
-			t.Fatal(err)
-		}
-		ds = append(ds, d)
-	}
-	s.Touch(ds[0]) // 0 used just now: the LRU victims are 1 and 2
-	keep := func(d digest.Digest) bool { return d == ds[1] }
-
-	freed, err := s.GC(context.Background(), Policy{High: 3500, Low: 2000, Keep: keep})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if freed != 2000 {
-		t.Fatalf("freed %d, want 2000", freed)
-	}
-	for i, want := range []bool{true, true, false, false} {
-		_, err := s.Stat(ds[i])
-		if got := err == nil; got != want {
-			t.Errorf("blob %d present=%v, want %v (%v)", i, got, want, err)
-		}
-		if !want && !errors.Is(err, errdefs.ErrNotFound) {
-			t.Errorf("blob %d: %v", i, err)
-		}
-	}
-	if used, n := s.Usage(); used != 2000 || n != 2 {
-		t.Fatalf("usage %d bytes in %d objects, want 2000 in 2", used, n)
-	}
-	// Under the high watermark nothing happens.
-	if freed, _ := s.GC(context.Background(), Policy{High: 3500, Low: 1000}); freed != 0 {
-		t.Fatalf("GC under the watermark freed %d", freed)
-	}
-}
 
 // Content being written counts toward the store's usage: a fetch's reservation of its blob's
 // size, the bytes of one of unknown size, and a partial file kept for a resume, after a restart
-// too. GC sees an idle partial as content and evicts it like any other; one being written it
-// leaves alone.
-func TestPartialsCountAndGCSeesThem(t *testing.T) {
+// too. Entries lists an idle partial for GC, not one a fetch has open, and Remove frees it.
+func TestPartialsCount(t *testing.T) {
 	dir := t.TempDir()
 	const cs = 64 << 10
 	s, err := Open(dir, WithChunkSize(cs))
@@ -118,23 +63,23 @@ func TestPartialsCountAndGCSeesThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if freed, err := s.GC(context.Background(), Policy{High: 1, Low: 0}); err != nil || freed != 0 {
-		t.Fatalf("GC of a partial being written freed %d (%v)", freed, err)
+	if es, _ := s.Entries(context.Background()); len(es) != 0 {
+		t.Fatalf("Entries lists %+v while a fetch has the partial open", es)
 	}
 	if err := w.Suspend(); err != nil {
 		t.Fatal(err)
 	}
-	freed, err := s.GC(context.Background(), Policy{High: 1, Low: 0})
-	if err != nil || freed != 256<<10 {
-		t.Fatalf("GC freed %d (%v), want the idle partial's 256 KiB", freed, err)
+	es, err := s.Entries(context.Background())
+	if err != nil || len(es) != 1 || !es[0].Partial || es[0].Digest != d {
+		t.Fatalf("Entries = %+v (%v), want the idle partial", es, err)
+	}
+	if n, err := s.Remove(es[0]); err != nil || n != 256<<10 {
+		t.Fatalf("Remove freed %d (%v)", n, err)
 	}
 	if used, _ := s.Usage(); used != 0 {
-		t.Errorf("usage after GC = %d", used)
-	}
-	if _, ok := s.Partial(d); ok {
-		t.Error("the evicted partial is still offered for a resume")
+		t.Errorf("usage after Remove = %d", used)
 	}
 	if entries, _ := os.ReadDir(dir + "/partial"); len(entries) != 0 {
-		t.Errorf("partial/ holds %d files after GC", len(entries))
+		t.Errorf("partial/ holds %d files after Remove", len(entries))
 	}
 }

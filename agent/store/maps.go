@@ -3,9 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
@@ -55,14 +52,10 @@ func (s *Store) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) 
 		return nil, err
 	}
 	defer f.Close()
-	b, err := chunks.NewBuilder(d.Algorithm(), chunkSize)
+	m, err := chunks.Read(ctx, f, d.Algorithm(), chunkSize)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := io.Copy(b, &ctxReader{ctx: ctx, r: f}); err != nil {
 		return nil, fmt.Errorf("store: computing chunk map: %w", err)
 	}
-	m := b.Map()
 	if m.Digest != d || m.Size != info.Size {
 		// The file no longer matches its name: never hand out a map for it.
 		s.log.Error("committed content does not match its digest", "digest", d, "hashes_to", m.Digest)
@@ -81,40 +74,4 @@ func (s *Store) deleteChunkMap(d digest.Digest) {
 		}
 		return nil
 	})
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-// Walk calls fn with the digest of every committed piece of content, until fn returns false.
-func (s *Store) Walk(fn func(digest.Digest) bool) error {
-	algs, err := os.ReadDir(s.blobDir())
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	for _, alg := range algs {
-		entries, err := os.ReadDir(filepath.Join(s.blobDir(), alg.Name()))
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			d := digest.NewDigestFromEncoded(digest.Algorithm(alg.Name()), e.Name())
-			if d.Validate() != nil {
-				continue
-			}
-			if !fn(d) {
-				return nil
-			}
-		}
-	}
-	return nil
 }
