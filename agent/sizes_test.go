@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/internal/oci"
+	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
 
@@ -358,5 +359,73 @@ func TestManifestRecordBindsSize(t *testing.T) {
 	status, length, body := getBlobResp(t, b.host, "test/app", db)
 	if status != http.StatusOK || length != int64(len(big)) || !bytes.Equal(body, big) {
 		t.Errorf("GET: %d, Content-Length %d, %d bytes", status, length, len(body))
+	}
+}
+
+// A fetch cut short leaves a partial file for a resume. It counts toward --max-store-size, after
+// a restart too, and garbage collection evicts it like any other content when room is needed.
+func TestStoreLimitCountsPartials(t *testing.T) {
+	o := startOrigin(t)
+	first, d1 := randomBlob(t, 8<<20)
+	second, d2 := randomBlob(t, 3<<20)
+	pushBlob(t, o, "test/big", first, d1)
+	pushBlob(t, o, "test/big", second, d2)
+	dir := t.TempDir()
+	cfg := agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20}
+	slow := cfg
+	slow.MaxDownloadRate = 2 << 20
+	n := startAgentConfig(t, slow)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = getBlob(t, n.host, "test/big", d1) // cut short by the shutdown
+	}()
+	partial := filepath.Join(dir, "partial", "sha256-"+d1.Encoded())
+	waitFor(t, func() bool { st, err := os.Stat(partial); return err == nil && st.Size() >= 4<<20 }, "4 MiB to land")
+	if used := n.Status().Store.Bytes; used != 8<<20 {
+		t.Errorf("store usage during a fetch of 8 MiB = %d; the fetch reserves its size", used)
+	}
+	n.stop()
+	<-done
+	info, err := os.Stat(partial)
+	if err != nil {
+		t.Fatalf("the partial file is gone after the shutdown: %v", err)
+	}
+
+	cfg.StoreMaxBytes = 6 << 20
+	n2 := startAgentConfig(t, cfg)
+	if used := n2.Status().Store.Bytes; used != info.Size() {
+		t.Fatalf("store usage after the restart = %d, want the partial file's %d", used, info.Size())
+	}
+	if body, err := getBlob(t, n2.host, "test/big", d2); err != nil || !bytes.Equal(body, second) {
+		t.Fatalf("pull: %v", err)
+	}
+	// The partial and the new blob's reservation pass the limit: GC evicts the partial.
+	waitFor(t, func() bool { _, err := os.Stat(partial); return os.IsNotExist(err) }, "GC to evict the partial file")
+	waitFor(t, func() bool { return n2.Status().Store.Objects == 1 }, "the commit")
+	if used := n2.Status().Store.Bytes; used != int64(len(second)) {
+		t.Errorf("store usage %d, want the committed blob's %d", used, len(second))
+	}
+}
+
+// A seed (authorized by the operator) is trusted with sizes: with the origin down and no record,
+// a node takes a blob's size from a seed and the bytes from its peers.
+func TestSeedBindsSize(t *testing.T) {
+	o := startOrigin(t)
+	big, d := randomBlob(t, 3<<20)
+	pushBlob(t, o, "test/app", big, d)
+	s := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{o.URL()}, ChunkSize: 1 << 20,
+		P2P: &p2p.Config{ListenAddrs: []string{loopback}, Seed: true}})
+	if body, err := getBlob(t, s.host, "test/app", d); err != nil || !bytes.Equal(body, big) {
+		t.Fatalf("seeding: %v", err)
+	}
+	b := startPeer(t, t.TempDir(), nil, o.URL(), s.Node().Addrs()...)
+	waitProvided(t, b, d.String())
+	waitFor(t, func() bool { return len(b.Node().Seeds(context.Background())) > 0 }, "the seed to be known")
+	o.Close()
+
+	status, length, body := getBlobResp(t, b.host, "test/app", d)
+	if status != http.StatusOK || length != int64(len(big)) || !bytes.Equal(body, big) {
+		t.Fatalf("GET: %d, Content-Length %d, %d bytes", status, length, len(body))
 	}
 }

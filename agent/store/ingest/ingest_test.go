@@ -75,6 +75,10 @@ func TestIngest(t *testing.T) {
 			if in.Size() != int64(len(body)) {
 				t.Fatalf("Size = %d", in.Size())
 			}
+			// A push's bytes count toward the store's usage while it is written.
+			if b, n := s.Usage(); b != int64(len(body)) || n != 0 {
+				t.Errorf("Usage while ingesting = %d bytes, %d objects", b, n)
+			}
 			d := tc.named.FromBytes(body)
 			created, err := in.Commit(d)
 			if err != nil || !created {
@@ -127,6 +131,9 @@ func TestIngestRejects(t *testing.T) {
 	}
 	if e := tmpEntries(t, dir); len(e) != 0 {
 		t.Errorf("tmp/ holds %d entries after Close", len(e))
+	}
+	if b, _ := s.Usage(); b != 0 {
+		t.Errorf("Usage after an abandoned ingest = %d", b)
 	}
 	if _, err := in.Write([]byte("x")); err == nil {
 		t.Error("Write after Close succeeded")
