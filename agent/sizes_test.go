@@ -239,7 +239,7 @@ func TestForgedPartialIsDropped(t *testing.T) {
 		t.Fatalf("GET: %d, Content-Length %d, %d bytes; want 200 and the blob's %d bytes", status, length, len(body), len(data))
 	}
 	// The blob is committed just after the client's last byte.
-	waitFor(t, func() bool { return b.Status().Store.Objects == 1 }, "the commit")
+	waitFor(t, func() bool { st := b.Status().Store; return st.Objects == 1 && st.Pending == 0 }, "the commit")
 	if entries, _ := os.ReadDir(filepath.Join(dir, "partial")); len(entries) != 0 {
 		t.Errorf("partial/ still holds %d files", len(entries))
 	}
@@ -402,7 +402,7 @@ func TestStoreLimitCountsPartials(t *testing.T) {
 	}
 	// The partial and the new blob's reservation pass the limit: GC evicts the partial.
 	waitFor(t, func() bool { _, err := os.Stat(partial); return os.IsNotExist(err) }, "GC to evict the partial file")
-	waitFor(t, func() bool { return n2.Status().Store.Objects == 1 }, "the commit")
+	waitFor(t, func() bool { st := n2.Status().Store; return st.Objects == 1 && st.Pending == 0 }, "the commit")
 	if used := n2.Status().Store.Bytes; used != int64(len(second)) {
 		t.Errorf("store usage %d, want the committed blob's %d", used, len(second))
 	}

@@ -373,13 +373,15 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 	var lastErr error = fmt.Errorf("%s: no source: %w", f.d, errdefs.ErrNotFound)
 	var w *store.Writer
 	var states StateSource // the filler whose peers' chain states the store resumed from, if any
-	bound, bindErr, bound1 := int64(-1), error(nil), false
+	// bind returns the blob's bound size (-1: none known), asking the Sizer once.
+	bound, asked := int64(-1), false
 	bind := func() int64 {
-		if !bound1 && p.sizes != nil {
-			bound1 = true
-			if bound, bindErr = p.sizes.BlobSize(ctx, t, f.d); bindErr != nil || bound < 0 {
-				bound = -1
-				log.Debug("blob size not bound", "err", bindErr)
+		if !asked && p.sizes != nil {
+			asked = true
+			if size, err := p.sizes.BlobSize(ctx, t, f.d); err == nil && size >= 0 {
+				bound = size
+			} else {
+				log.Debug("blob size not bound", "err", err)
 			}
 		}
 		return bound

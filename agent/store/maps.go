@@ -13,23 +13,6 @@ import (
 
 var bucketMaps = []byte("chunkmaps")
 
-// PutChunkMap records the chunk map of committed content, so peers can verify chunks of it.
-// Only a map whose chain was verified (built while hashing in order, or every chunk verified)
-// may be recorded.
-func (s *Store) PutChunkMap(m *chunks.Map) error {
-	b, err := m.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(bucketMaps)
-		if err != nil {
-			return err
-		}
-		return bk.Put([]byte(m.Digest), b)
-	})
-}
-
 // ChunkMap returns the chunk map of committed content for the given chunk size: the recorded one,
 // else one computed by reading the content (and recorded, for content committed before maps
 // existed). Errors wrap errdefs.ErrNotFound when the content is not committed.
@@ -61,7 +44,7 @@ func (s *Store) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) 
 		s.log.Error("committed content does not match its digest", "digest", d, "hashes_to", m.Digest)
 		return nil, fmt.Errorf("%s: committed content does not verify: %w", d, errdefs.ErrDigestMismatch)
 	}
-	if err := s.PutChunkMap(m); err != nil {
+	if err := s.recordMeta(d, "", m); err != nil {
 		s.log.Warn("recording chunk map failed", "digest", d, "err", err)
 	}
 	return m, nil

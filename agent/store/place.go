@@ -42,30 +42,10 @@ func (s *Store) Place(f *os.File, d digest.Digest, size int64, mediaType string,
 	if err != nil {
 		return false, err
 	}
-	var encodedMap []byte
-	if m != nil && m.Digest == d {
-		encodedMap, _ = m.MarshalBinary()
-	}
 	s.placeMu.Lock()
 	defer s.placeMu.Unlock()
-	if mediaType != "" || encodedMap != nil {
-		if err := s.db.Update(func(tx *bolt.Tx) error {
-			if mediaType != "" {
-				if err := tx.Bucket(bucketMedia).Put([]byte(d), []byte(mediaType)); err != nil {
-					return err
-				}
-			}
-			if encodedMap == nil {
-				return nil
-			}
-			bk, err := tx.CreateBucketIfNotExists(bucketMaps)
-			if err != nil {
-				return err
-			}
-			return bk.Put([]byte(d), encodedMap)
-		}); err != nil {
-			return false, fmt.Errorf("store: recording metadata: %w", err)
-		}
+	if err := s.recordMeta(d, mediaType, m); err != nil {
+		return false, fmt.Errorf("store: recording metadata: %w", err)
 	}
 	if _, err := os.Stat(final); err == nil {
 		// Another writer of the same content won: keep its file, drop this one.
@@ -87,6 +67,34 @@ func (s *Store) Place(f *os.File, d digest.Digest, size int64, mediaType string,
 	s.bytes.Add(size)
 	s.count.Add(1)
 	return true, nil
+}
+
+// recordMeta records d's media type (for manifests; "" records none) and chunk map (nil: none)
+// in one transaction. Only a map whose chain was verified may be recorded: built while hashing
+// in order, or every chunk verified against it.
+func (s *Store) recordMeta(d digest.Digest, mediaType string, m *chunks.Map) error {
+	var encodedMap []byte
+	if m != nil && m.Digest == d {
+		encodedMap, _ = m.MarshalBinary()
+	}
+	if mediaType == "" && encodedMap == nil {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if mediaType != "" {
+			if err := tx.Bucket(bucketMedia).Put([]byte(d), []byte(mediaType)); err != nil {
+				return err
+			}
+		}
+		if encodedMap == nil {
+			return nil
+		}
+		bk, err := tx.CreateBucketIfNotExists(bucketMaps)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(d), encodedMap)
+	})
 }
 
 func syncDir(dir string) error {
