@@ -275,6 +275,10 @@ func (a *Agent) Store() *store.Store { return a.store }
 // Blobs returns the fetch pipeline.
 func (a *Agent) Blobs() *fetch.Pipeline { return a.pipeline }
 
+// Descriptors returns the node's records of what the manifests it served list: blob sizes, and
+// the repositories listing each digest.
+func (a *Agent) Descriptors() *descriptors.Index { return a.records }
+
 // Manifests returns tag and manifest resolution.
 func (a *Agent) Manifests() *resolve.Resolver { return a.resolver }
 
