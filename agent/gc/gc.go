@@ -51,8 +51,10 @@ func Collect(ctx context.Context, st *store.Store, p Policy, log *slog.Logger) (
 		if !e.Partial && p.Keep != nil && p.Keep(e.Digest) {
 			continue
 		}
-		n, err := st.Remove(e)
-		if err != nil {
+		n := e.Size
+		if e.Partial {
+			n = st.DropPartial(e.Digest) // nothing when a fetch opened it meanwhile
+		} else if err := st.Delete(e.Digest); err != nil {
 			log.Warn("evicting failed", "digest", e.Digest, "err", err)
 			continue
 		}

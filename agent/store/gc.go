@@ -41,7 +41,7 @@ type Entry struct {
 	Partial bool
 }
 
-// Entries lists what garbage collection may remove.
+// Entries lists what garbage collection may remove (with Delete, or DropPartial for a partial).
 func (s *Store) Entries(ctx context.Context) ([]Entry, error) {
 	var out []Entry
 	err := filepath.WalkDir(s.blobDir(), func(p string, de fs.DirEntry, err error) error {
@@ -71,16 +71,4 @@ func (s *Store) Entries(ctx context.Context) ([]Entry, error) {
 		}
 	}
 	return out, nil
-}
-
-// Remove removes an entry Entries listed: committed content (as Delete), or a partial file (as
-// DropPartial, unless a fetch has opened it meanwhile). It returns the bytes freed.
-func (s *Store) Remove(e Entry) (int64, error) {
-	if e.Partial {
-		return s.DropPartial(e.Digest), nil
-	}
-	if err := s.Delete(e.Digest); err != nil {
-		return 0, err
-	}
-	return e.Size, nil
 }

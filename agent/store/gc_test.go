@@ -11,7 +11,7 @@ import (
 
 // Content being written counts toward the store's usage: a fetch's reservation of its blob's
 // size, the bytes of one of unknown size, and a partial file kept for a resume, after a restart
-// too. Entries lists an idle partial for GC, not one a fetch has open, and Remove frees it.
+// too. Entries lists an idle partial for GC, not one a fetch has open, and DropPartial frees it.
 func TestPartialsCount(t *testing.T) {
 	dir := t.TempDir()
 	const cs = 64 << 10
@@ -73,13 +73,13 @@ func TestPartialsCount(t *testing.T) {
 	if err != nil || len(es) != 1 || !es[0].Partial || es[0].Digest != d {
 		t.Fatalf("Entries = %+v (%v), want the idle partial", es, err)
 	}
-	if n, err := s.Remove(es[0]); err != nil || n != 256<<10 {
-		t.Fatalf("Remove freed %d (%v)", n, err)
+	if n := s.DropPartial(es[0].Digest); n != 256<<10 {
+		t.Fatalf("DropPartial freed %d", n)
 	}
 	if used, _ := s.Usage(); used != 0 {
-		t.Errorf("usage after Remove = %d", used)
+		t.Errorf("usage after DropPartial = %d", used)
 	}
 	if entries, _ := os.ReadDir(dir + "/partial"); len(entries) != 0 {
-		t.Errorf("partial/ holds %d files after Remove", len(entries))
+		t.Errorf("partial/ holds %d files after DropPartial", len(entries))
 	}
 }
