@@ -611,6 +611,7 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 		delete(s.jobs, jb.i)
 	}
 	i := jb.i
+	var lie *sizeLie
 	s.c.log.Debug("chunk request done", "digest", s.d, "chunk", i, "peer", jb.p, "dup", jb.dup, "took", took, "err", err)
 	switch {
 	case err == nil:
@@ -630,10 +631,10 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 		// Beaten in the endgame, or stopped because another request landed the chunk.
 	case errors.Is(err, transfer.ErrBusy):
 		sp.busy = time.Now().Add(busyBackoff)
-	case errors.As(err, new(*sizeLie)):
+	case errors.As(err, &lie):
 		// The map's size is the bound one: a provider saying otherwise lies about the blob.
 		sp.out = true
-		s.c.blameSize(jb.p, s.d, err.(*sizeLie).claimed, s.m.Size)
+		s.c.blameSize(jb.p, s.d, lie.claimed, s.m.Size)
 	case errors.Is(err, chunks.ErrMismatch):
 		s.mismatch(sp, i, err)
 	default:
