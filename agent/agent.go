@@ -16,7 +16,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-oci/shoal/agent/descriptors"
 	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/gc"
 	"github.com/shoal-oci/shoal/agent/peerserve"
 	"github.com/shoal-oci/shoal/agent/resolve"
 	"github.com/shoal-oci/shoal/agent/store"
@@ -135,8 +137,10 @@ type Agent struct {
 	metrics   *metrics
 
 	pipeline  *fetch.Pipeline
+	records   *descriptors.Index
+	sizes     *sizer
 	resolver  *resolve.Resolver
-	gc        *collector
+	gc        *gc.Collector
 	announcer *announcer
 
 	// Peer-to-peer parts; nil when P2P is off.
@@ -234,8 +238,15 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		}
 		own = true
 	}
+	records, err := descriptors.Open(cfg.DataDir, 0)
+	if err != nil {
+		if own {
+			st.Close()
+		}
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	a := &Agent{cfg: cfg, log: log, store: st, ownStore: own, upstreams: ups, origin: oc, registry: reg, metrics: m,
-		started: time.Now()}
+		records: records, sizes: &sizer{records: records, origin: oc}, started: time.Now()}
 	download := throttle.New(cfg.MaxDownloadRate)
 	originSrc := fetch.NewOriginSource(oc, download, m.fetchedBytes.WithLabelValues("origin"), log).
 		RememberNotFound(cfg.NotFoundTTL)
@@ -258,14 +269,15 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		a.swarm = swarm.New(swarm.Deps{Router: node, Transfer: tc, Download: download, ChunkSize: cfg.ChunkSize,
 			Deadline: cfg.PeerDeadline, Log: log, Metrics: m.swarm()})
 		sources = []fetch.Source{a.swarm.Source(), originSrc}
+		a.sizes.node, a.sizes.swarm = node, a.swarm
 		peers, cluster = a.swarm, nodeCluster{node: node, transfer: tc}
 	}
-	a.gc = newCollector(st, cfg.StoreMaxBytes, o.keep, a.withdraw, m.evictedBytes, log)
+	a.gc = gc.New(st, cfg.StoreMaxBytes, keep(st, o.keep), a.withdraw, m.evictedBytes, log)
 	var ann fetch.Announcer
 	if a.announcer != nil {
 		ann = a.announcer
 	}
-	a.pipeline = fetch.New(fetch.Deps{Store: st, Sources: sources, Origin: originSrc, Announcer: ann,
+	a.pipeline = fetch.New(fetch.Deps{Store: st, Sources: sources, Origin: originSrc, Sizes: a.sizes, Announcer: ann,
 		Collector: a.gc, Download: download, ChunkSize: cfg.ChunkSize, MaxPulls: cfg.MaxCoordinatedFetches,
 		Log: log, Metrics: m.fetch()})
 	var resAnn resolve.Announcer
@@ -273,7 +285,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		resAnn = a.announcer
 	}
 	a.resolver = resolve.New(resolve.Deps{Store: st, Origin: oc, Peers: peers, Cluster: cluster, Hosted: o.hosted,
-		Announcer: resAnn, TagTTL: cfg.TagTTL, Started: a.started, Log: log, Metrics: m.resolve()})
+		Announcer: resAnn, Recorder: records, TagTTL: cfg.TagTTL, Started: a.started, Log: log, Metrics: m.resolve()})
 	if a.node != nil {
 		content := peerserve.New(peerserve.Deps{Store: st, Pipeline: a.pipeline, Resolver: a.resolver, Upstreams: ups,
 			Hosted: o.hosted, ChunkSize: cfg.ChunkSize, Coordinated: m.coordinated})
@@ -296,6 +308,10 @@ func (a *Agent) Store() *store.Store { return a.store }
 
 // Blobs returns the fetch pipeline.
 func (a *Agent) Blobs() *fetch.Pipeline { return a.pipeline }
+
+// Descriptors returns the node's records of what the manifests it served list: blob sizes, and
+// the repositories listing each digest.
+func (a *Agent) Descriptors() *descriptors.Index { return a.records }
 
 // Manifests returns tag and manifest resolution.
 func (a *Agent) Manifests() *resolve.Resolver { return a.resolver }
@@ -386,8 +402,9 @@ func (a *Agent) Close() error {
 }
 
 func (a *Agent) closeStore() error {
+	err := a.records.Close()
 	if !a.ownStore {
-		return nil
+		return err
 	}
-	return a.store.Close()
+	return errors.Join(err, a.store.Close())
 }

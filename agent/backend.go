@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -11,7 +10,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent/fetch"
-	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
@@ -36,8 +34,8 @@ func (a *Agent) OpenBlob(ctx context.Context, r registryapi.Repository, d digest
 	return a.pipeline.OpenBlob(ctx, t, d)
 }
 
-// StatBlob answers HEAD: from the store, a fetch in flight, or the origin, else a peer when the
-// origin cannot answer.
+// StatBlob answers HEAD: from the store, a fetch in flight, or the sizes the node trusts (its
+// records of verified manifests, the origin, the seeds); never from another peer's claim.
 func (a *Agent) StatBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (int64, error) {
 	t, err := a.requestTarget(r)
 	if err != nil {
@@ -49,24 +47,7 @@ func (a *Agent) StatBlob(ctx context.Context, r registryapi.Repository, d digest
 	if size, ok := a.pipeline.InFlightSize(d); ok {
 		return size, nil
 	}
-	if t.Registry == nil {
-		return a.peerBlobSize(ctx, d)
-	}
-	size, err := a.origin.HeadBlob(ctx, t.Registry, t.Repo, d)
-	if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrDenied) {
-		// The origin cannot answer: a peer holding the blob can.
-		if psize, perr := a.peerBlobSize(ctx, d); perr == nil {
-			return psize, nil
-		}
-	}
-	return size, err
-}
-
-func (a *Agent) peerBlobSize(ctx context.Context, d digest.Digest) (int64, error) {
-	if a.swarm == nil {
-		return 0, fmt.Errorf("%s: peer-to-peer disabled: %w", d, errdefs.ErrNotFound)
-	}
-	return a.swarm.BlobSize(ctx, d)
+	return a.sizes.BlobSize(ctx, t, d)
 }
 
 // GetManifest returns a manifest by digest or tag.
@@ -130,6 +111,7 @@ func (a *Agent) Status() Status {
 		st.RoutingTableSize = a.node.RoutingTableSize()
 	}
 	st.Store.Bytes, st.Store.Objects = a.store.Usage()
+	st.Store.Pending = a.store.Pending()
 	st.Transfers = a.pipeline.Transfers()
 	return st
 }

@@ -268,8 +268,11 @@ type Status struct {
 	Transfers        []Transfer `json:"transfers"`
 }
 
-// StoreUsage is the committed content of the store.
+// StoreUsage is what the store holds: Bytes, what counts toward --max-store-size, is the
+// committed content and the content being written (Pending: fetches' reservations, pushes,
+// partial files kept for a resume); Objects counts committed content.
 type StoreUsage struct {
 	Bytes   int64 `json:"bytes"`
+	Pending int64 `json:"pending"`
 	Objects int64 `json:"objects"`
 }

@@ -126,7 +126,7 @@ func (m *metrics) registerStore(reg prometheus.Registerer, st *store.Store) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "shoal_store_bytes",
-			Help: "Bytes of committed content in the store.",
+			Help: "Bytes the store holds, counted toward its limit: committed content and content being written.",
 		}, func() float64 { b, _ := st.Usage(); return float64(b) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "shoal_store_objects",

@@ -56,6 +56,10 @@ type Deps struct {
 	// a coordinator's Pull for the cluster.
 	Sources []Source
 	Origin  Source
+	// Sizes binds a blob's size before a source other than the origin is asked, and before a
+	// partial file is resumed (nil: sizes are never bound; peers then supply only blobs they
+	// send whole, verified by digest).
+	Sizes Sizer
 	// Announcer is told of content held (nil: a node without peers).
 	Announcer Announcer
 	// Collector is kicked after each commit (nil: none).
@@ -81,6 +85,7 @@ type Pipeline struct {
 	st        *store.Store
 	sources   []Source
 	origin    Source
+	sizes     Sizer
 	announcer Announcer
 	collector Collector
 	download  *throttle.Limiter
@@ -98,7 +103,7 @@ type Pipeline struct {
 
 // New returns a Pipeline. Close stops its fetches.
 func New(deps Deps) *Pipeline {
-	p := &Pipeline{st: deps.Store, sources: deps.Sources, origin: deps.Origin, announcer: deps.Announcer,
+	p := &Pipeline{st: deps.Store, sources: deps.Sources, origin: deps.Origin, sizes: deps.Sizes, announcer: deps.Announcer,
 		collector: deps.Collector, download: deps.Download, chunkSize: deps.ChunkSize, maxPulls: deps.MaxPulls,
 		log: deps.Log, metrics: deps.Metrics, inflight: map[digest.Digest]*fetch{}}
 	if p.announcer == nil {
@@ -397,32 +402,64 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 	var lastErr error = fmt.Errorf("%s: no source: %w", f.d, errdefs.ErrNotFound)
 	var w *store.Writer
 	var states StateSource // the filler whose peers' chain states the store resumed from, if any
-	if size, ok := p.st.Partial(f.d); ok {
-		// A previous run left part of this blob: keep the chunks that still verify, and ask the
-		// sources only for the rest.
-		var err error
-		if w, err = p.st.ResumeWriter(f.d, size); err != nil {
-			return err
+	// bind returns the blob's bound size (-1: none known), asking the Sizer once.
+	bound, asked := int64(-1), false
+	bind := func() int64 {
+		if !asked && p.sizes != nil {
+			asked = true
+			if size, err := p.sizes.BlobSize(ctx, t, f.d); err == nil && size >= 0 {
+				bound = size
+			} else {
+				log.Debug("blob size not bound", "err", err)
+			}
 		}
-		f.size, f.source, f.w = size, "partial", w
-		visible := min(w.Written(), size-1)
-		f.update(func() { f.visible = visible })
-		close(f.ready)
-		if w.Written() == size {
-			return p.finish(f, "partial", nil) // every chunk was there (a crash before commit)
+		return bound
+	}
+	if size, ok := p.st.Partial(f.d); ok {
+		// A previous run left part of this blob. It is resumed only at the size the node trusts
+		// (a partial's size came from the source of that run), and dropped when that disagrees;
+		// when nobody trusted can say now, it waits for a source that fixes the size (the
+		// origin), and ResumeWriter takes it at that size.
+		switch b := bind(); {
+		case b == size:
+			var err error
+			if w, err = p.st.ResumeWriter(f.d, size); err != nil {
+				return err
+			}
+			f.size, f.source, f.w = size, "partial", w
+			visible := min(w.Written(), size-1)
+			f.update(func() { f.visible = visible })
+			close(f.ready)
+			p.kickCollector()
+			if w.Written() == size {
+				return p.finish(f, "partial", nil) // every chunk was there (a crash before commit)
+			}
+		case b >= 0:
+			log.Warn("dropping a partial blob whose size disagrees with the bound one", "size", size, "bound", b)
+			p.st.DropPartial(f.d)
 		}
 	}
 	resumes := 0
 	for i := 0; i < len(sources); i++ {
 		src := sources[i]
-		off, size := int64(0), int64(-1)
-		if w != nil {
+		off, size := int64(0), bound
+		switch {
+		case w != nil:
 			off, size = w.Written(), f.size
+		case src != p.origin:
+			// Anyone but the origin: the size is bound before a byte is taken.
+			size = bind()
 		}
 		body, got, err := src.FetchBlob(ctx, t, f.d, off, size)
 		if err != nil {
 			log.Debug("source cannot supply blob", "source", src.Name(), "offset", off, "err", err)
 			lastErr = err
+			continue
+		}
+		if w == nil && size >= 0 && got != size {
+			closeBody(body, log)
+			lastErr = fmt.Errorf("%s: %s says %d bytes, the bound size is %d: %w", f.d, src.Name(), got, size, errdefs.ErrDigestMismatch)
+			log.Warn("source disagrees with the blob's bound size", "source", src.Name(), "size", got, "bound", size)
 			continue
 		}
 		if w == nil {
@@ -432,6 +469,7 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 			}
 			f.size, f.source, f.w = got, src.Name(), w
 			close(f.ready)
+			p.kickCollector() // the fetch's reservation may take the store past its limit
 		} else if got >= 0 && f.size >= 0 && got != f.size {
 			closeBody(body, log)
 			lastErr = fmt.Errorf("%s: %s says %d bytes, the first source said %d: %w", f.d, src.Name(), got, f.size, errdefs.ErrDigestMismatch)
@@ -470,6 +508,14 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 		}
 	}
 	return lastErr
+}
+
+// kickCollector asks for a garbage collection pass: content being written counts toward the
+// store's limit, so a fetch that starts may need room made.
+func (p *Pipeline) kickCollector() {
+	if p.collector != nil {
+		p.collector.Kick()
+	}
 }
 
 func closeBody(c io.Closer, log *slog.Logger) {

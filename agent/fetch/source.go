@@ -16,8 +16,11 @@ type Source interface {
 	// Name labels the source in metrics and logs ("peer", "origin").
 	Name() string
 	// FetchBlob opens blob d from byte off on (off > 0 resumes after another source failed);
-	// size is the blob's size when already known, else -1. It returns the body and the whole
-	// blob's size (-1 when unknown). The body is either an io.ReadCloser, the unverified stream
+	// size is the blob's size when already known, else -1. A known size is bound (it came from
+	// metadata the node trusts, see Sizer): the source delivers a blob of exactly that size or
+	// fails. It returns the body and the whole blob's size (-1 when unknown), which the pipeline
+	// takes as the blob's size only from the origin, or when it equals the bound, or when the
+	// source verified the whole blob against its digest before returning it. The body is either an io.ReadCloser, the unverified stream
 	// from off that the pipeline lands and hashes in order, or a Filler, which lands the bytes
 	// through the Sink itself.
 	//
@@ -25,6 +28,16 @@ type Source interface {
 	// ErrDigestMismatch and context errors end the fetch; another failure resumes it from the
 	// next source (or the origin again) at the verified prefix.
 	FetchBlob(ctx context.Context, t Target, d digest.Digest, off, size int64) (io.Closer, int64, error)
+}
+
+// Sizer binds a blob's size before any byte of it from a peer is accepted, from metadata the
+// node trusts: its own records of the manifests it verified, the origin (a HEAD), or an
+// authorized seed. Never from another peer: a peer's size is a claim, and a forged one would
+// become the client's Content-Length and the store's reservation. It fails with an error
+// wrapping errdefs.ErrNotFound when the origin has no such blob and no seed holds it, or
+// errdefs.ErrUnavailable when nobody trusted can say now.
+type Sizer interface {
+	BlobSize(ctx context.Context, t Target, d digest.Digest) (int64, error)
 }
 
 // ErrNextSource is what a source answers when it does not supply a blob this time and the

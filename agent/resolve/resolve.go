@@ -64,6 +64,13 @@ type Announcer interface {
 	Announce(d digest.Digest)
 }
 
+// Recorder is told of every manifest the node answers with, verified, and the repository it
+// answers for: what it lists becomes the node's own record (the sizes of its blobs, bound
+// before any peer's byte of them is taken). *descriptors.Index implements it.
+type Recorder interface {
+	RecordManifest(registry, repo string, body []byte) error
+}
+
 // Metrics are resolution's instruments, created and registered by the node.
 type Metrics struct {
 	// Stale counts tags answered from an old resolution while the origin was unreachable;
@@ -82,6 +89,8 @@ type Deps struct {
 	Cluster   Cluster
 	Hosted    HostedTags
 	Announcer Announcer
+	// Recorder records what the manifests answered list (nil: nothing is recorded).
+	Recorder Recorder
 	// TagTTL is how long a resolution is used without asking again.
 	TagTTL time.Duration
 	// Started is when the node started (a node that has just started waits a little for the
@@ -99,6 +108,7 @@ type Resolver struct {
 	cluster   Cluster
 	hosted    HostedTags
 	announcer Announcer
+	recorder  Recorder
 	ttl       time.Duration
 	started   time.Time
 	log       *slog.Logger
@@ -113,7 +123,7 @@ type Resolver struct {
 // New returns a Resolver. Close ends the work it does for several clients at once.
 func New(deps Deps) *Resolver {
 	r := &Resolver{st: deps.Store, origin: deps.Origin, peers: deps.Peers, cluster: deps.Cluster, hosted: deps.Hosted,
-		announcer: deps.Announcer, ttl: deps.TagTTL, started: deps.Started, log: deps.Log, metrics: deps.Metrics}
+		announcer: deps.Announcer, recorder: deps.Recorder, ttl: deps.TagTTL, started: deps.Started, log: deps.Log, metrics: deps.Metrics}
 	r.life = lifetime.New()
 	return r
 }
@@ -135,15 +145,28 @@ type Manifest struct {
 // Get returns a manifest by digest or by tag. accept is the client's list of media types
 // (empty: any). Errors wrap errdefs classes.
 func (r *Resolver) Get(ctx context.Context, t fetch.Target, ref string, accept []string) (*Manifest, error) {
+	var m *Manifest
 	if strings.Contains(ref, ":") {
 		d, err := digest.Parse(ref)
 		if err != nil {
 			return nil, fmt.Errorf("reference %q: %w", ref, errdefs.ErrInvalid)
 		}
-		return r.ByDigest(ctx, t, d, accept)
+		if m, err = r.ByDigest(ctx, t, d, accept); err != nil {
+			return nil, err
+		}
+	} else {
+		res, err := r.Tag(ctx, t, ref, accept, true)
+		if err != nil {
+			return nil, err
+		}
+		m = res.Manifest
 	}
-	res, err := r.Tag(ctx, t, ref, accept, true)
-	return res.Manifest, err
+	if r.recorder != nil {
+		if err := r.recorder.RecordManifest(t.Host(), t.Repo, m.Body); err != nil {
+			r.log.Warn("recording what a manifest lists failed", "digest", m.Digest, "repo", t.Repo, "err", err)
+		}
+	}
+	return m, nil
 }
 
 // ByDigest returns manifest d from the store, else a peer, else the origin, verified and stored.

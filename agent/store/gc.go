@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -32,29 +31,19 @@ func (s *Store) Touch(d digest.Digest) {
 	_ = os.Chtimes(p, now, now)
 }
 
-// Policy says what GC removes and whom it tells.
-type Policy struct {
-	// High and Low are the watermarks: GC runs while usage exceeds High, until it is at most Low.
-	High, Low int64
-	// Keep reports content that must stay (pinned, hosted); nil keeps nothing.
-	Keep func(digest.Digest) bool
-	// Evicted is told each digest removed (to stop advertising it); nil tells no one.
-	Evicted func(digest.Digest)
+// Entry is a piece of content garbage collection may remove: committed content, used when last
+// touched, or a partial file no fetch has open, used when last written (a failed fetch's
+// leftovers count toward the store's usage like any content).
+type Entry struct {
+	Digest  digest.Digest
+	Size    int64
+	Used    time.Time
+	Partial bool
 }
 
-// GC removes the least recently used content while usage exceeds p.High, until it is at most
-// p.Low. Readers holding removed content open keep reading it. It returns the bytes freed.
-func (s *Store) GC(ctx context.Context, p Policy) (int64, error) {
-	high, low, keep := p.High, p.Low, p.Keep
-	if used, _ := s.Usage(); high <= 0 || used <= high {
-		return 0, nil
-	}
-	type entry struct {
-		d    digest.Digest
-		size int64
-		used time.Time
-	}
-	var entries []entry
+// Entries lists what garbage collection may remove (with Delete, or DropPartial for a partial).
+func (s *Store) Entries(ctx context.Context) ([]Entry, error) {
+	var out []Entry
 	err := filepath.WalkDir(s.blobDir(), func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -65,42 +54,21 @@ func (s *Store) GC(ctx context.Context, p Policy) (int64, error) {
 		if de.IsDir() {
 			return ctx.Err()
 		}
-		alg := filepath.Base(filepath.Dir(p))
-		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), de.Name())
-		if d.Validate() != nil {
-			return nil
+		d := digest.NewDigestFromEncoded(digest.Algorithm(filepath.Base(filepath.Dir(p))), de.Name())
+		if info, err := de.Info(); err == nil && d.Validate() == nil {
+			out = append(out, Entry{Digest: d, Size: info.Size(), Used: info.ModTime()})
 		}
-		info, err := de.Info()
-		if err != nil {
-			return nil
-		}
-		entries = append(entries, entry{d: d, size: info.Size(), used: info.ModTime()})
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].used.Before(entries[j].used) })
-	var freed int64
-	for _, e := range entries {
-		if used, _ := s.Usage(); used <= low {
-			break
+	s.partialMu.Lock()
+	defer s.partialMu.Unlock()
+	for d, size := range s.idle {
+		if info, err := os.Stat(s.partialPath(d)); err == nil {
+			out = append(out, Entry{Digest: d, Size: size, Used: info.ModTime(), Partial: true})
 		}
-		if err := ctx.Err(); err != nil {
-			return freed, err
-		}
-		if keep != nil && keep(e.d) {
-			continue
-		}
-		if err := s.Delete(e.d); err != nil {
-			s.log.Warn("evicting failed", "digest", e.d, "err", err)
-			continue
-		}
-		if p.Evicted != nil {
-			p.Evicted(e.d)
-		}
-		freed += e.size
-		s.log.Debug("evicted", "digest", e.d, "bytes", e.size, "last_used", e.used)
 	}
-	return freed, nil
+	return out, nil
 }

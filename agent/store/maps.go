@@ -3,9 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
@@ -15,23 +12,6 @@ import (
 )
 
 var bucketMaps = []byte("chunkmaps")
-
-// PutChunkMap records the chunk map of committed content, so peers can verify chunks of it.
-// Only a map whose chain was verified (built while hashing in order, or every chunk verified)
-// may be recorded.
-func (s *Store) PutChunkMap(m *chunks.Map) error {
-	b, err := m.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(bucketMaps)
-		if err != nil {
-			return err
-		}
-		return bk.Put([]byte(m.Digest), b)
-	})
-}
 
 // ChunkMap returns the chunk map of committed content for the given chunk size: the recorded one,
 // else one computed by reading the content (and recorded, for content committed before maps
@@ -55,20 +35,16 @@ func (s *Store) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) 
 		return nil, err
 	}
 	defer f.Close()
-	b, err := chunks.NewBuilder(d.Algorithm(), chunkSize)
+	m, err := chunks.Read(ctx, f, d.Algorithm(), chunkSize)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := io.Copy(b, &ctxReader{ctx: ctx, r: f}); err != nil {
 		return nil, fmt.Errorf("store: computing chunk map: %w", err)
 	}
-	m := b.Map()
 	if m.Digest != d || m.Size != info.Size {
 		// The file no longer matches its name: never hand out a map for it.
 		s.log.Error("committed content does not match its digest", "digest", d, "hashes_to", m.Digest)
 		return nil, fmt.Errorf("%s: committed content does not verify: %w", d, errdefs.ErrDigestMismatch)
 	}
-	if err := s.PutChunkMap(m); err != nil {
+	if err := s.recordMeta(d, "", m); err != nil {
 		s.log.Warn("recording chunk map failed", "digest", d, "err", err)
 	}
 	return m, nil
@@ -81,40 +57,4 @@ func (s *Store) deleteChunkMap(d digest.Digest) {
 		}
 		return nil
 	})
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-// Walk calls fn with the digest of every committed piece of content, until fn returns false.
-func (s *Store) Walk(fn func(digest.Digest) bool) error {
-	algs, err := os.ReadDir(s.blobDir())
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	for _, alg := range algs {
-		entries, err := os.ReadDir(filepath.Join(s.blobDir(), alg.Name()))
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			d := digest.NewDigestFromEncoded(digest.Algorithm(alg.Name()), e.Name())
-			if d.Validate() != nil {
-				continue
-			}
-			if !fn(d) {
-				return nil
-			}
-		}
-	}
-	return nil
 }

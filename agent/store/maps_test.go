@@ -57,10 +57,8 @@ func TestCommitRecordsChunkMap(t *testing.T) {
 	if err != nil || m2.Len() != 3 {
 		t.Fatalf("computed map: %v", err)
 	}
-	var seen []digest.Digest
-	s.Walk(func(x digest.Digest) bool { seen = append(seen, x); return true })
-	if len(seen) != 1 || seen[0] != d {
-		t.Fatalf("walk saw %v", seen)
+	if es, err := s.Entries(context.Background()); err != nil || len(es) != 1 || es[0].Digest != d || es[0].Partial {
+		t.Fatalf("Entries = %+v (%v)", es, err)
 	}
 }
 

@@ -33,9 +33,10 @@ func (s *Store) partialPath(d digest.Digest) string {
 }
 
 // cleanPartials drops partial files without a record or older than partialMaxAge, and records
-// without a file.
+// without a file; the others count as idle.
 func (s *Store) cleanPartials() error {
 	keep := map[string]bool{}
+	s.idle = map[digest.Digest]int64{}
 	var stale [][]byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPartial).ForEach(func(k, _ []byte) error {
@@ -51,6 +52,8 @@ func (s *Store) cleanPartials() error {
 				return nil
 			}
 			keep[name] = true
+			s.idle[d] = info.Size()
+			s.pending.Add(info.Size())
 			return nil
 		})
 	})
@@ -134,6 +137,9 @@ func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
 		s.partialOpen = map[digest.Digest]bool{}
 	}
 	s.partialOpen[d] = true
+	// The file is the writer's now: its reservation replaces what the idle file counted.
+	s.pending.Add(-s.idle[d])
+	delete(s.idle, d)
 	s.partialMu.Unlock()
 	m := s.partialMap(d)
 	if m != nil && m.Size != size {
@@ -149,6 +155,7 @@ func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	w := &Writer{s: s, d: d, expected: size, f: f, maps: b, h: builderHash{b}, partial: true}
+	w.reserve(size)
 	if m == nil {
 		return w, nil
 	}
@@ -220,12 +227,47 @@ func (w *Writer) Suspend() error {
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
-	if m == nil || m.Len() <= 1 || err != nil {
+	kept := m != nil && m.Len() > 1 && err == nil
+	if !kept {
 		_ = os.Remove(w.f.Name())
 		w.dropPartial()
 	}
+	w.unreserve()
+	if kept {
+		w.s.keepIdle(w.d, w.f.Name())
+	}
 	w.releasePartial()
 	return err
+}
+
+// keepIdle counts d's partial file, just suspended, as idle. Called before the writer's claim on
+// the file is released, so no other writer has taken it meanwhile.
+func (s *Store) keepIdle(d digest.Digest, path string) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	s.partialMu.Lock()
+	defer s.partialMu.Unlock()
+	s.pending.Add(info.Size() - s.idle[d])
+	s.idle[d] = info.Size()
+}
+
+// DropPartial removes d's partial file and its record unless a writer has it open: a failed
+// fetch's leftovers that disagree with the blob's bound size, or that GC evicts. It returns the
+// bytes freed.
+func (s *Store) DropPartial(d digest.Digest) int64 {
+	s.partialMu.Lock()
+	defer s.partialMu.Unlock()
+	if s.partialOpen[d] {
+		return 0
+	}
+	_ = os.Remove(s.partialPath(d))
+	_ = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPartial).Delete([]byte(d)) })
+	n := s.idle[d]
+	s.pending.Add(-n)
+	delete(s.idle, d)
+	return n
 }
 
 // releasePartial gives back the writer's claim on its digest's partial file.

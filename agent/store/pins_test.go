@@ -78,27 +78,3 @@ func TestPins(t *testing.T) {
 		t.Fatal("the index does not follow deletes")
 	}
 }
-
-// GC with the pins as its keep rule never evicts pinned content.
-func TestGCKeepsPinned(t *testing.T) {
-	s := openStore(t, t.TempDir())
-	var ds []digest.Digest
-	for i := range 3 {
-		body := []byte{byte(i), 1, 2, 3, 4, 5, 6, 7, 8, 9}
-		d := digest.FromBytes(body)
-		if err := s.PutManifest(d, "application/octet-stream", body); err != nil {
-			t.Fatal(err)
-		}
-		ds = append(ds, d)
-	}
-	putPin(t, s, "r.example/a:v1", testPin{Ref: "r.example/a:v1", Digests: []digest.Digest{ds[1]}, Created: time.Now()})
-	if _, err := s.GC(t.Context(), Policy{High: 1, Keep: s.Pinned}); err != nil {
-		t.Fatal(err)
-	}
-	for i, d := range ds {
-		_, err := s.Stat(d)
-		if present := err == nil; present != (i == 1) {
-			t.Errorf("blob %d present = %v after GC; only the pinned one should be", i, present)
-		}
-	}
-}

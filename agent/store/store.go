@@ -48,6 +48,11 @@ type Store struct {
 	log   *slog.Logger
 	bytes atomic.Int64
 	count atomic.Int64
+	// pending is the bytes of content not committed yet: what open writers reserved (the size
+	// of a blob of known size, the bytes written of one of unknown size), ingests' bytes, and
+	// the partial files no writer has open (idle). They count toward Usage, so GC makes room
+	// for them and sees what failed fetches left.
+	pending atomic.Int64
 	// placeMu orders the check-then-act of Commit and Delete (does the file exist, rename or
 	// remove it, count it), so that racing writers of one digest count it once.
 	placeMu sync.Mutex
@@ -57,6 +62,9 @@ type Store struct {
 	// writer of the same digest gets a temporary file instead of sharing it.
 	partialMu   sync.Mutex
 	partialOpen map[digest.Digest]bool
+	// idle is the size of each partial file no writer has open (counted in pending), under
+	// partialMu.
+	idle map[digest.Digest]int64
 	// pinMu guards pinned, the digests kept by pins (how many pins keep each); nil until needed.
 	pinMu  sync.Mutex
 	pinned map[digest.Digest]int
@@ -161,8 +169,20 @@ func (s *Store) scan() error {
 	return nil
 }
 
-// Usage returns the bytes and number of committed objects.
-func (s *Store) Usage() (bytes, objects int64) { return s.bytes.Load(), s.count.Load() }
+// Usage returns the bytes the store holds and the number of committed objects. The bytes are the
+// committed content's and those of content being written (see Pending): --max-store-size
+// bounds both.
+func (s *Store) Usage() (bytes, objects int64) {
+	return s.bytes.Load() + s.pending.Load(), s.count.Load()
+}
+
+// Pending returns the bytes of content not committed yet: reserved by fetches in flight, written
+// by pushes, and held by partial files kept for a resume.
+func (s *Store) Pending() int64 { return s.pending.Load() }
+
+// AddPending counts n more bytes (fewer when negative) of content being written outside a
+// Writer: a push's ingest adds what it writes and removes it when it ends.
+func (s *Store) AddPending(n int64) { s.pending.Add(n) }
 
 // Info describes committed content.
 type Info struct {
@@ -277,13 +297,4 @@ func (s *Store) PutManifest(d digest.Digest, mediaType string, body []byte) erro
 		return err
 	}
 	return w.Commit(mediaType)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

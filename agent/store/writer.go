@@ -1,16 +1,13 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 	"hash"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
@@ -45,6 +42,9 @@ type Writer struct {
 	// released gives the store's claim on that file back, once.
 	partial  bool
 	released sync.Once
+	// reserved is what the writer counts in the store's pending bytes (under mu once writing
+	// ends; Write adds to it for content of unknown size).
+	reserved atomic.Int64
 
 	mu        sync.Mutex
 	verified  bool
@@ -62,6 +62,7 @@ func (s *Store) NewWriter(d digest.Digest, size int64) (*Writer, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	w := &Writer{s: s, d: d, expected: size, f: f}
+	w.reserve(size)
 	if b, err := chunks.NewBuilder(d.Algorithm(), s.chunkSize); err == nil {
 		w.maps = b
 		w.h = builderHash{b}
@@ -95,6 +96,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
 	}
 	n, err := w.f.WriteAt(p, w.n)
+	if w.expected < 0 {
+		w.reserve(int64(n))
+	}
 	w.mapMu.Lock()
 	w.h.Write(p[:n])
 	w.n += int64(n)
@@ -326,62 +330,23 @@ func (w *Writer) Commit(mediaType string) error {
 	if err := w.f.Sync(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	final, _ := w.s.path(w.d)
-	w.s.placeMu.Lock()
-	defer w.s.placeMu.Unlock()
-	// Metadata first: a crash after it and before the rename leaves a harmless record,
-	// never a committed manifest without its media type. The chunk map was built while hashing
-	// in order, so it is as verified as the content.
-	var encodedMap []byte
+	// The chunk map was built while hashing in order, so it is as verified as the content; only
+	// a map every chunk was verified against is recorded, and after a resume the builder's own
+	// states (the verified prefix, then what it hashed) are the map.
+	var m *chunks.Map
 	switch {
 	case w.adopted != nil && w.allVerified && w.adopted.ChunkSize == w.s.chunkSize:
-		// Only a map every chunk was verified against is recorded; after a resume the
-		// builder's own states (the verified prefix, then what it hashed) are the map.
-		encodedMap, _ = w.adopted.MarshalBinary()
+		m = w.adopted
 	case w.maps != nil && w.n > w.s.chunkSize:
-		encodedMap, _ = w.maps.Map().MarshalBinary()
+		m = w.maps.Map()
 	}
-	if mediaType != "" || encodedMap != nil {
-		if err := w.s.db.Update(func(tx *bolt.Tx) error {
-			if mediaType != "" {
-				if err := tx.Bucket(bucketMedia).Put([]byte(w.d), []byte(mediaType)); err != nil {
-					return err
-				}
-			}
-			if encodedMap != nil {
-				bk, err := tx.CreateBucketIfNotExists(bucketMaps)
-				if err != nil {
-					return err
-				}
-				return bk.Put([]byte(w.d), encodedMap)
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("store: recording metadata: %w", err)
-		}
-	}
-	dir := filepath.Dir(final)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	_, statErr := os.Stat(final)
-	existed := statErr == nil
-	if !existed && !errors.Is(statErr, fs.ErrNotExist) {
-		return fmt.Errorf("store: %w", statErr)
-	}
-	if err := os.Rename(w.f.Name(), final); err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("store: %w", err)
+	if _, err := w.s.Place(w.f, w.d, w.n, mediaType, m); err != nil {
+		return err
 	}
 	w.committed = true
 	w.dropPartial()
 	w.releasePartial()
-	if !existed {
-		w.s.bytes.Add(w.n)
-		w.s.count.Add(1)
-	}
+	w.unreserve()
 	return nil
 }
 
@@ -398,9 +363,22 @@ func (w *Writer) Close() error {
 		_ = os.Remove(w.f.Name())
 		w.dropPartial()
 	}
+	w.unreserve()
 	w.releasePartial()
 	return err
 }
+
+// reserve counts n more bytes of the writer's in the store's pending bytes.
+func (w *Writer) reserve(n int64) {
+	if n > 0 {
+		w.reserved.Add(n)
+		w.s.pending.Add(n)
+	}
+}
+
+// unreserve takes the writer's bytes out of pending: it was committed (the content counts as
+// committed now), closed, or suspended (its kept file counts as idle).
+func (w *Writer) unreserve() { w.s.pending.Add(-w.reserved.Swap(0)) }
 
 // builderHash lets the writer feed a chunks.Builder through the hash.Hash it writes to. Only
 // Write is used.

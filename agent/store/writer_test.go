@@ -54,10 +54,14 @@ func TestCommitRejects(t *testing.T) {
 			if _, err := s.Stat(tc.d); !errors.Is(err, errdefs.ErrNotFound) {
 				t.Errorf("Stat after a failed Commit = %v, want ErrNotFound", err)
 			}
-			checkUsage(t, s, 0, 0)
+			if _, n := s.Usage(); n != 0 {
+				t.Errorf("%d objects after a failed Commit", n)
+			}
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
+			// What the writer reserved or wrote counted until Close, not after.
+			checkUsage(t, s, 0, 0)
 			if names := dirEntries(t, filepath.Join(dir, "tmp")); len(names) != 0 {
 				t.Errorf("tmp holds %q after Close", names)
 			}

@@ -166,7 +166,7 @@ type peerSource struct{ c *Client }
 
 func (peerSource) Name() string { return "peer" }
 
-func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Digest, _, _ int64) (io.Closer, int64, error) {
+func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Digest, _, size int64) (io.Closer, int64, error) {
 	c := s.c
 	if t.Registry != nil && c.penalties.excludedFor(d, anyPeer) {
 		// A fetch of d failed lately on peers' chain states (StatesForged): any peer, the
@@ -182,12 +182,17 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 	if err != nil {
 		return nil, 0, err
 	}
-	sw := newSwarmFetch(c, d, provs)
+	sw := newSwarmFetch(c, d, provs, size)
 	// The short path: ask the first provider for the first chunk straight away. A blob of one
 	// chunk (manifests' configs, small layers) is then done, verified by its digest, without a
 	// chunk map round trip; a larger one keeps the chunk for when the map comes.
-	if small, size, ok := sw.firstChunk(ctx); ok {
-		return small, size, nil
+	if small, n, ok := sw.firstChunk(ctx); ok {
+		return small, n, nil
+	}
+	if size < 0 {
+		// A larger blob needs its size bound first (fetch.Sizer): a peer's map could claim any.
+		_ = sw.Close()
+		return nil, 0, fmt.Errorf("%s: its size is not known from the origin, a seed or a manifest; not taking more than a chunk of it from peers: %w", d, errdefs.ErrUnavailable)
 	}
 	if err := sw.loadMap(ctx); err != nil {
 		_ = sw.Close()
@@ -245,16 +250,14 @@ func (s *swarmFetch) StatesForged() []string {
 	return out
 }
 
-// BlobSize asks a provider for a blob's size (an empty range), for HEAD while the origin cannot
-// answer.
-func (c *Client) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
-	provs, err := c.Providers(ctx, d)
-	if err != nil {
-		return 0, err
-	}
-	var lastErr error
-	for _, p := range provs {
-		rng, err := c.transfer.Get(ctx, p.ID, d, 0, 0)
+// BlobSizeFrom asks the given peers, in order, for a blob's size (an empty range), and returns
+// the first answer. The caller chooses whom to trust with a size: authorized seeds.
+func (c *Client) BlobSizeFrom(ctx context.Context, ps []peer.ID, d digest.Digest) (int64, error) {
+	lastErr := fmt.Errorf("%s: no peer to ask for its size: %w", d, errdefs.ErrNotFound)
+	for _, p := range ps {
+		gctx, cancel := context.WithTimeout(ctx, peerManifestTimeout)
+		rng, err := c.transfer.Get(gctx, p, d, 0, 0)
+		cancel()
 		if err != nil {
 			lastErr = err
 			continue
@@ -263,6 +266,13 @@ func (c *Client) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
 		return rng.Size, nil
 	}
 	return 0, lastErr
+}
+
+// blameSize blames p for claiming that d has another size than the bound one, and keeps it out
+// of d's fetches: the bound size came from metadata the node trusts, so the claim is a lie.
+func (c *Client) blameSize(p peer.ID, d digest.Digest, claimed, bound int64) {
+	c.penalties.excludeFor(d, []peer.ID{p})
+	c.blame(p, d, fmt.Errorf("claims %d bytes, the bound size is %d", claimed, bound))
 }
 
 // Manifest fetches a manifest by digest from a provider: whole (manifests are small), verified

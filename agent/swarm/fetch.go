@@ -73,6 +73,9 @@ type swarmFetch struct {
 	c     *Client
 	d     digest.Digest
 	provs []peer.AddrInfo // from the first lookup
+	// size is the blob's bound size (fetch.Sizer), -1 when none is known: then only a blob
+	// sent whole in the first chunk, verified by its digest, is taken.
+	size int64
 
 	// Set up by firstChunk and loadMap, before Fill.
 	first     []byte // chunk 0 from the short path, unverified
@@ -129,8 +132,8 @@ var (
 	_ fetch.StateSource = (*swarmFetch)(nil)
 )
 
-func newSwarmFetch(c *Client, d digest.Digest, provs []peer.AddrInfo) *swarmFetch {
-	return &swarmFetch{c: c, d: d, provs: provs, failed: map[peer.ID]bool{}}
+func newSwarmFetch(c *Client, d digest.Digest, provs []peer.AddrInfo, size int64) *swarmFetch {
+	return &swarmFetch{c: c, d: d, provs: provs, size: size, failed: map[peer.ID]bool{}}
 }
 
 func (s *swarmFetch) kick() {
@@ -170,23 +173,32 @@ func (s *swarmFetch) firstChunk(ctx context.Context) (io.ReadCloser, int64, bool
 	}
 	defer rng.Close()
 	rng.SetDeadline(time.Now().Add(s.c.deadline.For(s.c.chunkSize)))
+	if s.size >= 0 && rng.Size != s.size {
+		s.c.blameSize(p, s.d, rng.Size, s.size)
+		s.failed[p] = true
+		return nil, 0, false
+	}
 	n := rng.Length
 	data := s.c.chunkBuf(n)
 	if _, err := io.ReadFull(s.c.download.Reader(ctx, rng), data); err != nil {
 		s.c.putChunkBuf(data)
 		return nil, 0, false
 	}
-	if rng.Size > s.c.chunkSize {
+	if s.size > s.c.chunkSize {
 		s.first, s.firstFrom = data, p
 		return nil, 0, false
 	}
+	// The whole blob, if it hashes to the digest: its size is then proven, whatever was claimed.
 	if s.d.Algorithm().FromBytes(data) != s.d {
-		s.c.blame(p, s.d, errors.New("blob bytes do not match the digest"))
-		s.failed[p] = true
+		if s.size >= 0 || rng.Size <= s.c.chunkSize {
+			s.c.blame(p, s.d, errors.New("blob bytes do not match the digest"))
+			s.failed[p] = true
+		}
+		s.c.putChunkBuf(data)
 		return nil, 0, false
 	}
 	s.c.metrics.Providers.Observe(1)
-	return io.NopCloser(bytes.NewReader(data)), rng.Size, true
+	return io.NopCloser(bytes.NewReader(data)), int64(len(data)), true
 }
 
 // loadMap takes the chunk map and holdings from the first provider that answers, cross-checked
@@ -203,6 +215,9 @@ func (s *swarmFetch) loadMap(ctx context.Context) error {
 		if len(got) == 2 {
 			break
 		}
+		if s.failed[p.ID] {
+			continue
+		}
 		mctx, cancel := context.WithTimeout(ctx, mapTimeout)
 		m, have, err := s.c.transfer.Holding(mctx, p.ID, s.d, s.c.chunkSize, 0, 0)
 		cancel()
@@ -210,6 +225,11 @@ func (s *swarmFetch) loadMap(ctx context.Context) error {
 			if errors.Is(err, chunks.ErrMismatch) {
 				s.c.blame(p.ID, s.d, err)
 			}
+			s.failed[p.ID] = true
+			continue
+		}
+		if m.Size != s.size {
+			s.c.blameSize(p.ID, s.d, m.Size, s.size)
 			s.failed[p.ID] = true
 			continue
 		}
@@ -500,7 +520,7 @@ func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob, m *chu
 		}
 		defer rng.Close()
 		if rng.Size != m.Size {
-			return fmt.Errorf("peer says %d bytes, the map %d: %w", rng.Size, m.Size, chunks.ErrMismatch)
+			return &sizeLie{claimed: rng.Size}
 		}
 		if d, ok := ctx.Deadline(); ok {
 			rng.SetDeadline(d)
@@ -569,6 +589,12 @@ func (s *swarmFetch) landDuplicate(f fetch.Sink, jb *chunkJob, buf []byte, off i
 	return nil
 }
 
+// sizeLie is a provider answering a chunk request with another size of the blob than the bound
+// one.
+type sizeLie struct{ claimed int64 }
+
+func (e *sizeLie) Error() string { return fmt.Sprintf("peer says the blob is %d bytes", e.claimed) }
+
 // errLost is an endgame request beaten by another: not the provider's fault.
 var errLost = errors.New("chunk landed from another provider")
 
@@ -585,6 +611,7 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 		delete(s.jobs, jb.i)
 	}
 	i := jb.i
+	var lie *sizeLie
 	s.c.log.Debug("chunk request done", "digest", s.d, "chunk", i, "peer", jb.p, "dup", jb.dup, "took", took, "err", err)
 	switch {
 	case err == nil:
@@ -604,6 +631,10 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 		// Beaten in the endgame, or stopped because another request landed the chunk.
 	case errors.Is(err, transfer.ErrBusy):
 		sp.busy = time.Now().Add(busyBackoff)
+	case errors.As(err, &lie):
+		// The map's size is the bound one: a provider saying otherwise lies about the blob.
+		sp.out = true
+		s.c.blameSize(jb.p, s.d, lie.claimed, s.m.Size)
 	case errors.Is(err, chunks.ErrMismatch):
 		s.mismatch(sp, i, err)
 	default:
@@ -759,6 +790,7 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			s.mu.Lock()
 			sp.out = true
 			s.mu.Unlock()
+			s.c.blameSize(sp.id, s.d, m.Size, size)
 			return
 		}
 		s.mu.Lock()

@@ -40,7 +40,7 @@ func agentFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "tag-ttl", Value: agent.DefaultTagTTL, EnvVars: env("TAG_TTL"),
 			Usage: "how long a tag resolution is reused before asking the origin again"},
 		&cli.StringFlag{Name: "max-store-size", Value: "0", EnvVars: env("MAX_STORE_SIZE"),
-			Usage: "evict least recently used content past this size (e.g. 50GiB, 200GB); 0 = no limit"},
+			Usage: "evict least recently used content past this size (e.g. 50GiB, 200GB), counting fetches in flight and partial files; 0 = no limit"},
 		&cli.StringFlag{Name: "chunk-size", Value: "4MiB", EnvVars: env("CHUNK_SIZE"),
 			Usage: "unit of verified peer transfer, a multiple of 128 bytes; the same on every node of a cluster"},
 		&cli.BoolFlag{Name: "p2p", Value: true, EnvVars: env("P2P"),

@@ -15,6 +15,7 @@ package chunks
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding"
@@ -22,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 
 	"github.com/opencontainers/go-digest"
 
@@ -290,6 +292,29 @@ func (b *Builder) Write(p []byte) (int, error) {
 
 // Size is the number of bytes written.
 func (b *Builder) Size() int64 { return b.n }
+
+// Read returns the chunk map of everything r yields, hashed with alg in chunks of chunkSize; its
+// Digest is what the bytes hash to. ctx ends the read between buffers.
+func Read(ctx context.Context, r io.Reader, alg digest.Algorithm, chunkSize int64) (*Map, error) {
+	b, err := NewBuilder(alg, chunkSize)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 256<<10)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n, err := r.Read(buf)
+		_, _ = b.Write(buf[:n])
+		if err == io.EOF {
+			return b.Map(), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
 
 // Digest is the digest of the bytes written so far.
 func (b *Builder) Digest() digest.Digest { return digest.NewDigest(b.alg, b.h) }

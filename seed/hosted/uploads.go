@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/agent/store/ingest"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi"
 )
@@ -21,7 +21,7 @@ import (
 // over from one request to the next.
 type upload struct {
 	id, repo string
-	in       *store.Ingest
+	in       *ingest.Ingest
 	// turn serializes the requests on the session, whose bytes arrive in order: a request holds
 	// its one token. A channel rather than a mutex, so a request waiting behind a slow one gives
 	// up when its client does.
@@ -58,7 +58,7 @@ func (r *Registry) StartUpload(_ context.Context, repo string, alg digest.Algori
 	case full:
 		return "", fmt.Errorf("hosted: %d uploads open: %w", r.maxUploads, errdefs.ErrTooManyRequests)
 	}
-	in, err := r.st.NewIngest(alg)
+	in, err := ingest.New(r.st, alg)
 	if err != nil {
 		return "", err
 	}

@@ -62,18 +62,6 @@ func TestContainerdThroughCluster(t *testing.T) {
 	if err := f.origin.Proc.Stop(); err != nil {
 		t.Logf("origin stopped: %v", err)
 	}
-	// Node 1's content is advertised within moments; HEAD through node 2 answers from a peer
-	// once it is, since the origin is gone.
-	for _, d := range f.oci.Blobs {
-		waitUntil(ctx, t, "node 2 to find "+d, func() bool {
-			resp, err := http.Head(node2.URL + "/v2/test/oci/blobs/" + d + "?ns=" + f.origin.Addr)
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
-	}
 	// Node 2 may have fetched a blob from the origin for the cluster during node 1's pull (as that
 	// blob's coordinator): only what it fetched for its own pull counts.
 	fetched := func() (peers, origin float64) {
@@ -84,6 +72,29 @@ func TestContainerdThroughCluster(t *testing.T) {
 		peers, _ = testutil.Sum(samples, "shoal_fetched_bytes_total", map[string]string{"source": "peer"})
 		origin, _ = testutil.Sum(samples, "shoal_fetched_bytes_total", map[string]string{"source": "origin"})
 		return peers, origin
+	}
+	// Node 1's content is advertised within moments: node 2 takes the manifest from a peer once
+	// it is, since the origin is gone. HEAD of the blobs through node 2 then answers from the
+	// sizes that manifest lists; a peer's claim is never an answer.
+	waitUntil(ctx, t, "node 2 to find the manifest", func() bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, node2.URL+"/v2/test/oci/manifests/"+f.oci.Manifest+"?ns="+f.origin.Addr, nil)
+		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	for _, d := range f.oci.Blobs {
+		resp, err := http.Head(node2.URL + "/v2/test/oci/blobs/" + d + "?ns=" + f.origin.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.ContentLength <= 0 {
+			t.Fatalf("HEAD of %s through node 2 with the origin down: %d, length %d", d, resp.StatusCode, resp.ContentLength)
+		}
 	}
 	peers0, origin0 := fetched()
 	pull(node2)

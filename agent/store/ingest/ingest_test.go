@@ -1,4 +1,4 @@
-package store
+package ingest
 
 import (
 	"bytes"
@@ -10,9 +10,20 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
+
+func openStore(t *testing.T, dir string) *store.Store {
+	t.Helper()
+	s, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
 
 func tmpEntries(t *testing.T, dir string) []os.DirEntry {
 	t.Helper()
@@ -23,9 +34,9 @@ func tmpEntries(t *testing.T, dir string) []os.DirEntry {
 	return entries
 }
 
-func ingest(t *testing.T, s *Store, alg digest.Algorithm, parts ...[]byte) *Ingest {
+func ingest(t *testing.T, s *store.Store, alg digest.Algorithm, parts ...[]byte) *Ingest {
 	t.Helper()
-	in, err := s.NewIngest(alg)
+	in, err := New(s, alg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +66,7 @@ func TestIngest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			s, err := Open(dir, WithChunkSize(64<<10))
+			s, err := store.Open(dir, store.WithChunkSize(64<<10))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -63,6 +74,10 @@ func TestIngest(t *testing.T) {
 			in := ingest(t, s, tc.hashed, body[:1000], body[1000:])
 			if in.Size() != int64(len(body)) {
 				t.Fatalf("Size = %d", in.Size())
+			}
+			// A push's bytes count toward the store's usage while it is written.
+			if b, n := s.Usage(); b != int64(len(body)) || n != 0 {
+				t.Errorf("Usage while ingesting = %d bytes, %d objects", b, n)
 			}
 			d := tc.named.FromBytes(body)
 			created, err := in.Commit(d)
@@ -117,10 +132,13 @@ func TestIngestRejects(t *testing.T) {
 	if e := tmpEntries(t, dir); len(e) != 0 {
 		t.Errorf("tmp/ holds %d entries after Close", len(e))
 	}
+	if b, _ := s.Usage(); b != 0 {
+		t.Errorf("Usage after an abandoned ingest = %d", b)
+	}
 	if _, err := in.Write([]byte("x")); err == nil {
 		t.Error("Write after Close succeeded")
 	}
-	if _, err := s.NewIngest("md5"); err == nil {
+	if _, err := New(s, "md5"); err == nil {
 		t.Error("an unavailable algorithm was accepted")
 	}
 }
