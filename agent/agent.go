@@ -246,10 +246,11 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: log, store: st, ownStore: own, upstreams: ups, origin: oc, registry: reg, metrics: m,
-		records: records, sizes: &sizer{records: records, origin: oc}, started: time.Now()}
+		records: records, started: time.Now()}
 	download := throttle.New(cfg.MaxDownloadRate)
 	originSrc := fetch.NewOriginSource(oc, download, m.fetchedBytes.WithLabelValues("origin"), log).
 		RememberNotFound(cfg.NotFoundTTL)
+	a.sizes = &sizer{records: records, origin: originSrc}
 	sources := []fetch.Source{originSrc}
 	var peers resolve.Peers
 	var cluster resolve.Cluster

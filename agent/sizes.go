@@ -14,7 +14,6 @@ import (
 	"github.com/shoal-oci/shoal/agent/swarm"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/p2p"
-	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
 // sizer binds blob sizes (fetch.Sizer) from metadata the node trusts, in order of cost: its own
@@ -24,7 +23,7 @@ import (
 // in the store.
 type sizer struct {
 	records *descriptors.Index
-	origin  *origin.Client
+	origin  *fetch.OriginSource
 	node    *p2p.Node     // nil without peers
 	swarm   *swarm.Client // nil without peers
 }
@@ -45,7 +44,7 @@ func (s *sizer) BlobSize(ctx context.Context, t fetch.Target, d digest.Digest) (
 	err := fmt.Errorf("%s: %w", d, fetch.ErrNoOrigin)
 	if t.Registry != nil {
 		var size int64
-		size, err = s.origin.HeadBlob(ctx, t.Registry, t.Repo, d)
+		size, err = s.origin.BlobSize(ctx, t, d)
 		switch {
 		case err == nil && size >= 0:
 			return size, nil

@@ -21,7 +21,6 @@ import (
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/internal/oci"
-	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
 
@@ -414,12 +413,11 @@ func TestSeedBindsSize(t *testing.T) {
 	o := startOrigin(t)
 	big, d := randomBlob(t, 3<<20)
 	pushBlob(t, o, "test/app", big, d)
-	s := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{o.URL()}, ChunkSize: 1 << 20,
-		P2P: &p2p.Config{ListenAddrs: []string{loopback}, Seed: true}})
+	s := startTrusting(t, t.TempDir(), o.URL(), true, 0)
 	if body, err := getBlob(t, s.host, "test/app", d); err != nil || !bytes.Equal(body, big) {
 		t.Fatalf("seeding: %v", err)
 	}
-	b := startPeer(t, t.TempDir(), nil, o.URL(), s.Node().Addrs()...)
+	b := startTrusting(t, t.TempDir(), o.URL(), false, 0, s.Node().Addrs()...)
 	waitProvided(t, b, d.String())
 	waitFor(t, func() bool { return len(b.Node().Seeds(context.Background())) > 0 }, "the seed to be known")
 	o.Close()

@@ -84,6 +84,23 @@ func (s *OriginSource) FetchBlob(ctx context.Context, t Target, d digest.Digest,
 	return body, total, nil
 }
 
+// BlobSize asks the origin for the blob's size (a HEAD), answering from the memory of its recent
+// "no such blob" as FetchBlob does, and adding to it.
+func (s *OriginSource) BlobSize(ctx context.Context, t Target, d digest.Digest) (int64, error) {
+	if t.Registry == nil {
+		return 0, ErrNoOrigin
+	}
+	key := t.Host() + "/" + t.Repo + "@" + d.String()
+	if s.notFound.Has(key) {
+		return 0, fmt.Errorf("%s in %s: the origin had no such blob moments ago: %w", d, t.Repo, errdefs.ErrNotFound)
+	}
+	size, err := s.client.HeadBlob(ctx, t.Registry, t.Repo, d)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		s.notFound.Add(key)
+	}
+	return size, err
+}
+
 // Parallel range requests to the origin: a blob of at least parallelMin bytes is fetched as
 // segments of rangeSegment bytes, rangeStreams at a time, landed out of order in the fetch's file
 // and hashed in order as the contiguous prefix grows. A registry or object store that caps each
