@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-oci/shoal/agent/access"
 	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/origin"
@@ -32,9 +35,30 @@ func (a *Agent) requestTarget(r registryapi.Repository) (fetch.Target, error) {
 	return t, err
 }
 
+// authorized maps a request to its Target, carrying the client's credential, and decides whether
+// the client may read q's object there (agent/access): a private repository's content goes only
+// to a credential its origin accepts, unless the operator made the node's own credentials
+// node-wide for the registry. The context it returns names the repository for peers.
+func (a *Agent) authorized(ctx context.Context, r registryapi.Repository, q access.Request) (context.Context, fetch.Target, error) {
+	t, err := a.requestTarget(r)
+	if err != nil {
+		return ctx, t, err
+	}
+	client, _ := credential.FromContext(ctx)
+	q.Registry, q.Repo, q.Credential, q.Local = t.Registry, t.Repo, client.Credential, true
+	if err := a.access.Authorize(ctx, q); err != nil {
+		return ctx, t, err
+	}
+	if private, _ := a.access.Private(ctx, t.Registry, t.Repo); private {
+		// Forwarded to peers, and used at the origin by a node without credentials of its own.
+		t.Credential = client.Credential
+	}
+	return credential.NewContext(ctx, t.Access()), t, nil
+}
+
 // OpenBlob serves a blob from the store, or joins or starts the one fetch of it.
 func (a *Agent) OpenBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (registryapi.Blob, error) {
-	t, err := a.requestTarget(r)
+	ctx, t, err := a.authorized(ctx, r, access.Request{Kind: access.Blob, Digest: d})
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +68,7 @@ func (a *Agent) OpenBlob(ctx context.Context, r registryapi.Repository, d digest
 // StatBlob answers HEAD: from the store, a fetch in flight, or the origin, else a peer when the
 // origin cannot answer.
 func (a *Agent) StatBlob(ctx context.Context, r registryapi.Repository, d digest.Digest) (int64, error) {
-	t, err := a.requestTarget(r)
+	ctx, t, err := a.authorized(ctx, r, access.Request{Kind: access.Blob, Digest: d})
 	if err != nil {
 		return 0, err
 	}
@@ -76,7 +100,15 @@ func (a *Agent) peerBlobSize(ctx context.Context, d digest.Digest) (int64, error
 
 // GetManifest returns a manifest by digest or tag.
 func (a *Agent) GetManifest(ctx context.Context, r registryapi.Repository, ref string, accept []string) (*registryapi.Manifest, error) {
-	t, err := a.requestTarget(r)
+	q := access.Request{Kind: access.Manifest, Tag: ref}
+	if strings.Contains(ref, ":") {
+		d, err := digest.Parse(ref)
+		if err != nil {
+			return nil, fmt.Errorf("reference %q: %w", ref, errdefs.ErrInvalid)
+		}
+		q = access.Request{Kind: access.Manifest, Digest: d}
+	}
+	ctx, t, err := a.authorized(ctx, r, q)
 	if err != nil {
 		return nil, err
 	}
@@ -84,12 +116,14 @@ func (a *Agent) GetManifest(ctx context.Context, r registryapi.Repository, ref s
 	if err != nil {
 		return nil, err
 	}
+	// What the repository lists, for deciding later requests without asking the origin.
+	a.access.Learn(t.Registry, t.Repo, q.Digest == "", m.Digest, m.Body)
 	return &registryapi.Manifest{MediaType: m.MediaType, Digest: m.Digest, Body: m.Body, Source: m.Source}, nil
 }
 
 // Tags passes tag listing through to the origin.
 func (a *Agent) Tags(ctx context.Context, r registryapi.Repository, n int, last string) (*registryapi.Listing, error) {
-	t, err := a.requestTarget(r)
+	ctx, t, err := a.authorized(ctx, r, access.Request{Kind: access.Listing})
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +135,7 @@ func (a *Agent) Tags(ctx context.Context, r registryapi.Repository, n int, last 
 
 // Referrers passes the referrers API through to the origin.
 func (a *Agent) Referrers(ctx context.Context, r registryapi.Repository, d digest.Digest, artifactType string) (*registryapi.Listing, error) {
-	t, err := a.requestTarget(r)
+	ctx, t, err := a.authorized(ctx, r, access.Request{Kind: access.Listing})
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/throttle"
 	"github.com/shoal-oci/shoal/registryapi/origin"
@@ -46,6 +47,9 @@ func (s *OriginSource) FetchBlob(ctx context.Context, t Target, d digest.Digest,
 	if t.Registry == nil {
 		return nil, 0, ErrNoOrigin
 	}
+	// A node without credentials of its own for a private repository fetches it with its
+	// client's, which the origin accepted (registryapi/origin).
+	ctx = credential.NewContext(ctx, t.Access())
 	body, total, err := s.client.GetBlobAt(ctx, t.Registry, t.Repo, d, off, size)
 	if err != nil {
 		return nil, 0, err
@@ -111,7 +115,7 @@ func (r *rangeFiller) segment(i int) (off, n int64) {
 // Fill fetches every segment, rangeStreams at a time, and hashes the prefix in order as it
 // completes, publishing it.
 func (r *rangeFiller) Fill(ctx context.Context, sk Sink) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(credential.NewContext(ctx, r.t.Access()))
 	defer cancel()
 	// Held chunks past a resumed prefix are fetched again: the ranges land in order from here.
 	if err := sk.Absorb(sk.Written()); err != nil {

@@ -1,6 +1,9 @@
 package fetch
 
-import "github.com/shoal-oci/shoal/registryapi/origin"
+import (
+	"github.com/shoal-oci/shoal/internal/credential"
+	"github.com/shoal-oci/shoal/registryapi/origin"
+)
 
 // Target is where a blob or manifest lives upstream: one of the node's configured registries and
 // a repository there. A nil Registry means no upstream: the content comes from the cluster alone
@@ -9,6 +12,15 @@ import "github.com/shoal-oci/shoal/registryapi/origin"
 type Target struct {
 	Registry *origin.Registry
 	Repo     string
+	// Credential is the credential of the client the content is fetched for, forwarded to the
+	// peers asked for it: a peer serves a private repository's content only to a credential the
+	// origin accepts (agent/access). Zero for none.
+	Credential credential.Credential
+}
+
+// Access is what a request to a peer for this target carries.
+func (t Target) Access() credential.Access {
+	return credential.Access{Registry: t.Host(), Repo: t.Repo, Credential: t.Credential}
 }
 
 // Host is the registry's host[:port], "" with no upstream.

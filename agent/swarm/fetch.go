@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
@@ -73,6 +74,8 @@ type swarmFetch struct {
 	c     *Client
 	d     digest.Digest
 	provs []peer.AddrInfo // from the first lookup
+	// access is the repository and credential every request of this fetch carries.
+	access credential.Access
 
 	// Set up by firstChunk and loadMap, before Fill.
 	first     []byte // chunk 0 from the short path, unverified
@@ -129,8 +132,8 @@ var (
 	_ fetch.StateSource = (*swarmFetch)(nil)
 )
 
-func newSwarmFetch(c *Client, d digest.Digest, provs []peer.AddrInfo) *swarmFetch {
-	return &swarmFetch{c: c, d: d, provs: provs, failed: map[peer.ID]bool{}}
+func newSwarmFetch(c *Client, d digest.Digest, provs []peer.AddrInfo, a credential.Access) *swarmFetch {
+	return &swarmFetch{c: c, d: d, provs: provs, access: a, failed: map[peer.ID]bool{}}
 }
 
 func (s *swarmFetch) kick() {
@@ -242,7 +245,7 @@ func (s *swarmFetch) loadMap(ctx context.Context) error {
 // held and verified, chunks.ErrMismatch when a chunk map proved forged, and ErrUnavailable when
 // the providers cannot finish (the pipeline then resumes from the origin at the prefix held).
 func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
-	ctx, s.stop = context.WithCancel(ctx)
+	ctx, s.stop = context.WithCancel(credential.NewContext(ctx, s.access))
 	s.events = make(chan struct{}, 1)
 	s.jobs = map[int][]*chunkJob{}
 	s.suspect, s.judge = map[int]peer.ID{}, map[int]peer.ID{}
