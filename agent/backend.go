@@ -22,7 +22,10 @@ import (
 // The agent is the /v2 API's Backend: each request's repository is mapped to a Target (which
 // refuses a registry that is not an upstream before any I/O), then answered by the part that
 // owns it.
-var _ registryapi.Backend = (*Agent)(nil)
+var (
+	_ registryapi.Backend    = (*Agent)(nil)
+	_ registryapi.Challenger = (*Agent)(nil)
+)
 
 // requestTarget is the Target of a /v2 request: a registry that is not an upstream is refused
 // before any I/O, unless the node serves those from the cluster alone
@@ -54,6 +57,16 @@ func (a *Agent) authorized(ctx context.Context, r registryapi.Repository, q acce
 		t.Credential = client.Credential
 	}
 	return credential.NewContext(ctx, t.Access()), t, nil
+}
+
+// BaseChallenge asks clients of the base endpoint for credentials when the registry has private
+// repositories (agent/access).
+func (a *Agent) BaseChallenge(ctx context.Context, registry string) string {
+	t, err := a.requestTarget(registryapi.Repository{Registry: registry})
+	if err != nil {
+		return ""
+	}
+	return a.access.BaseChallenge(ctx, t.Registry)
 }
 
 // OpenBlob serves a blob from the store, or joins or starts the one fetch of it.

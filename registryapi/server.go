@@ -120,6 +120,15 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.kind == epBase {
+		if ch, ok := s.backend.(Challenger); ok && r.Header.Get("Authorization") == "" {
+			if ns := r.URL.Query().Get("ns"); ns == "" || names.ValidRegistryHost(ns) {
+				if challenge := ch.BaseChallenge(r.Context(), strings.ToLower(ns)); challenge != "" {
+					WriteError(w, r, &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
+						Message: "authentication required", Challenge: challenge})
+					return
+				}
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", "2")
 		w.WriteHeader(http.StatusOK)

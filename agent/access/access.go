@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -117,6 +118,7 @@ type Checker struct {
 	known      *known
 
 	privacy  *cache[origin.Privacy]
+	pings    *cache[string]   // registry host → the challenge its base endpoint relays ("" for none)
 	accepted *cache[struct{}] // credential key + repository → when the origin last accepted it
 	probes   singleflight.Group
 	checks   singleflight.Group
@@ -140,6 +142,7 @@ func New(deps Deps, cfg Config) (*Checker, error) {
 		membership: deps.Membership, decisions: deps.Decisions, log: deps.Log, now: deps.Now,
 		nodeWide: make(map[string]bool),
 		privacy:  newCache[origin.Privacy](cfg.MaxEntries, maxStalePrivacy),
+		pings:    newCache[string](64, cfg.PrivacyTTL),
 		accepted: newCache[struct{}](cfg.MaxEntries, max(cfg.OfflineWindow, cfg.TTL))}
 	if c.records == nil {
 		c.records = NewMemoryRecords(64 << 10)
@@ -435,4 +438,42 @@ func (c *Checker) Unnamed(ctx context.Context, d digest.Digest) error {
 	}
 	c.count("no_repository")
 	return &credential.Refusal{Repo: listed[0].Repo}
+}
+
+// BaseChallenge is the challenge the node's base endpoint (/v2/) answers an anonymous client with
+// for reg, or "" to answer 200 as a public registry does. Clients of the containers libraries
+// (skopeo, podman, CRI-O) learn from that endpoint whether to send credentials at all, so a
+// registry with private repositories must challenge there: one this node found private
+// repositories on, or one whose own base endpoint demands Basic credentials (it serves nothing
+// anonymously). A registry that challenges only to hand out anonymous tokens (Docker Hub) is
+// answered 200, so public pulls go on as before.
+func (c *Checker) BaseChallenge(ctx context.Context, reg *origin.Registry) string {
+	if reg == nil {
+		return ""
+	}
+	if ch, ok := c.known.anyOf(reg.Host()); ok {
+		if ch == "" {
+			ch = `Basic realm="` + reg.Host() + `"`
+		}
+		return ch
+	}
+	now := c.now()
+	if ch, _, ok := c.pings.get(reg.Host(), now); ok {
+		return ch
+	}
+	v, err, _ := c.probes.Do("ping "+reg.Host(), func() (any, error) {
+		status, ch, err := c.origin.Ping(context.WithoutCancel(ctx), reg)
+		if err != nil {
+			return "", err
+		}
+		if status != http.StatusUnauthorized || !strings.HasPrefix(strings.ToLower(ch), "basic") {
+			ch = ""
+		}
+		c.pings.put(reg.Host(), ch, c.now())
+		return ch, nil
+	})
+	if err != nil {
+		return ""
+	}
+	return v.(string)
 }

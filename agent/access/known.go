@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -91,4 +92,17 @@ func (k *known) save() error {
 		return err
 	}
 	return os.Rename(tmp.Name(), k.path)
+}
+
+// anyOf returns the challenge of a repository of registry host recorded private, if any.
+func (k *known) anyOf(host string) (string, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	prefix := host + "/"
+	for key, ch := range k.m {
+		if strings.HasPrefix(key, prefix) {
+			return ch, true
+		}
+	}
+	return "", false
 }

@@ -24,6 +24,7 @@ type Membership interface {
 type Origin interface {
 	Probe(ctx context.Context, reg *origin.Registry, repo string) (origin.Privacy, error)
 	Check(ctx context.Context, reg *origin.Registry, repo string, obj origin.Object, cred credential.Credential) (status int, challenge string, err error)
+	Ping(ctx context.Context, reg *origin.Registry) (status int, challenge string, err error)
 }
 
 var _ Origin = (*origin.Client)(nil)

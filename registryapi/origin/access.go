@@ -150,3 +150,10 @@ func (c *Client) ask(ctx context.Context, rt http.RoundTripper, method, u string
 	}
 	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), nil
 }
+
+// Ping asks reg's base endpoint (/v2/) anonymously and returns its status and challenge: a
+// registry whose base endpoint wants Basic credentials serves nothing anonymously.
+func (c *Client) Ping(ctx context.Context, reg *Registry) (status int, challenge string, err error) {
+	defer c.observe(reg, opPrivacyProbe, time.Now(), &status, &err)
+	return c.ask(ctx, c.unauthenticated(reg), http.MethodGet, reg.endpoint("/v2/", nil).String(), credential.Credential{})
+}
