@@ -16,7 +16,7 @@
 // Wire format, one request per stream: the requester writes a frame, the server answers with a
 // frame and, for "get", "map", "tag" and "resolve", a body of exactly the announced length, then
 // closes.
-// A frame is a uvarint length followed by that many bytes of JSON. Requests are at most 4 KiB
+// A frame is a uvarint length followed by that many bytes of JSON. Requests are at most 12 KiB
 // and response headers at most 64 KiB; every read and write has a deadline.
 package transfer
 
