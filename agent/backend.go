@@ -48,6 +48,10 @@ func (a *Agent) authorized(ctx context.Context, r registryapi.Repository, q acce
 		return ctx, t, err
 	}
 	client, _ := credential.FromContext(ctx)
+	if a.cfg.AdminToken != "" && client.Credential.Header() == "Bearer "+a.cfg.AdminToken {
+		// The node's admin token (a seed's push clients send it) never goes to an origin or a peer.
+		client.Credential = credential.Credential{}
+	}
 	q.Registry, q.Repo, q.Credential, q.Local = t.Registry, t.Repo, client.Credential, true
 	if err := a.access.Authorize(ctx, q); err != nil {
 		return ctx, t, err
