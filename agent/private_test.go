@@ -208,7 +208,11 @@ func TestPrivateRepositoryPeers(t *testing.T) {
 		return agent.Config{DataDir: dir, Registries: []string{f.origin.URL}, DockerConfig: dockerConfig, ChunkSize: 64 << 10,
 			P2P: &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: boot}}
 	}
-	holder := startAgentConfig(t, cfg(t.TempDir(), f.origin.DockerConfig(t, "alice"), nil))
+	hc := cfg(t.TempDir(), f.origin.DockerConfig(t, "alice"), nil)
+	// Every request asks the origin again, so that with the origin down the holder answers from
+	// the offline window, not from a decision still fresh.
+	hc.PrivateAccessTTL = time.Nanosecond
+	holder := startAgentConfig(t, hc)
 	bare := startAgentConfig(t, cfg(t.TempDir(), "", holder.Node().Addrs()))
 	alice, bob := f.origin.Auth("alice"), f.origin.Auth("bob")
 

@@ -123,11 +123,14 @@ func TestRepushedTagWins(t *testing.T) {
 	}
 }
 
-// An agent whose origin denies an unknown repository (as Docker Hub and GHCR answer one, 401)
-// still finds a tag pushed to a seed.
-func TestPushedTagThroughAgentWhoseOriginDenies(t *testing.T) {
+// An agent whose origin refuses anonymous reads of a repository (as Docker Hub and GHCR answer
+// for a private or unknown one, 401) treats it as private: a client without credentials is
+// refused, even though a seed holds a pushed tag of the same name. A pushed repository does not
+// answer for an upstream's.
+func TestPushedTagDoesNotAnswerForADenyingUpstream(t *testing.T) {
 	denying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("WWW-Authenticate", `Basic realm="denying"`)
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write([]byte(`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`))
 	}))
@@ -143,12 +146,17 @@ func TestPushedTagThroughAgentWhoseOriginDenies(t *testing.T) {
 	}
 	a := startAgent(t, agentConfig(t, []string{denying.URL}, s.Node().Addrs()))
 	waitFor(t, "the agent to find the seed", func() bool { return len(a.Node().Seeds(context.Background())) == 1 })
-	d, _ := img.Digest()
-	if got := pullIndexDigest(t, a.host+"/site/denied:v1"); got != d.String() {
-		t.Fatalf("resolved %s, want the pushed %s", got, d)
+	resp, err := http.Get("http://" + a.host + "/v2/site/denied/manifests/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != `Basic realm="denying"` {
+		t.Fatalf("a pushed tag under a denying upstream's name: %s (challenge %q), want 401 with the origin's challenge",
+			resp.Status, resp.Header.Get("WWW-Authenticate"))
 	}
 	// A tag no seed hosts keeps the origin's answer.
-	resp, err := http.Get("http://" + a.host + "/v2/site/denied/manifests/nope")
+	resp, err = http.Get("http://" + a.host + "/v2/site/denied/manifests/nope")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,8 @@ const (
 	DefaultPrivacyTTL = 10 * time.Minute
 	// DefaultMaxEntries bounds each decision cache.
 	DefaultMaxEntries = 4096
+	// pingTimeout bounds the base endpoint's question to the origin.
+	pingTimeout = 5 * time.Second
 	// maxStalePrivacy is how long a privacy probe is kept for use during an outage.
 	maxStalePrivacy = 24 * time.Hour
 )
@@ -462,7 +464,10 @@ func (c *Checker) BaseChallenge(ctx context.Context, reg *origin.Registry) strin
 		return ch
 	}
 	v, err, _ := c.probes.Do("ping "+reg.Host(), func() (any, error) {
-		status, ch, err := c.origin.Ping(context.WithoutCancel(ctx), reg)
+		// Bounded tightly: a client waits on it for the base endpoint's answer.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+		defer cancel()
+		status, ch, err := c.origin.Ping(pctx, reg)
 		if err != nil {
 			return "", err
 		}
