@@ -44,6 +44,11 @@ const (
 	DefaultPrivacyTTL = 10 * time.Minute
 	// DefaultMaxEntries bounds each decision cache.
 	DefaultMaxEntries = 4096
+	// probeTimeout bounds a privacy probe; probeRetry is how long after a failed one the origin
+	// is taken as unreachable for that repository, so that an outage (even one that swallows
+	// packets) does not make every request wait for a probe.
+	probeTimeout = 10 * time.Second
+	probeRetry   = 30 * time.Second
 	// pingTimeout bounds the base endpoint's question to the origin.
 	pingTimeout = 5 * time.Second
 	// maxStalePrivacy is how long a privacy probe is kept for use during an outage.
@@ -121,6 +126,7 @@ type Checker struct {
 
 	privacy  *cache[origin.Privacy]
 	pings    *cache[string]   // registry host → the challenge its base endpoint relays ("" for none)
+	failed   *cache[struct{}] // repositories whose probe failed lately: not probed again for a while
 	accepted *cache[struct{}] // credential key + repository → when the origin last accepted it
 	probes   singleflight.Group
 	checks   singleflight.Group
@@ -145,6 +151,7 @@ func New(deps Deps, cfg Config) (*Checker, error) {
 		nodeWide: make(map[string]bool),
 		privacy:  newCache[origin.Privacy](cfg.MaxEntries, maxStalePrivacy),
 		pings:    newCache[string](64, cfg.PrivacyTTL),
+		failed:   newCache[struct{}](cfg.MaxEntries, probeRetry),
 		accepted: newCache[struct{}](cfg.MaxEntries, max(cfg.OfflineWindow, cfg.TTL))}
 	if c.records == nil {
 		c.records = NewMemoryRecords(64 << 10)
@@ -381,10 +388,18 @@ func (c *Checker) repoPrivacy(ctx context.Context, reg *origin.Registry, repo st
 	if cached && now.Sub(at) <= c.cfg.PrivacyTTL {
 		return p, nil
 	}
+	if _, _, failed := c.failed.get(key, now); failed {
+		return c.unprobed(p, cached, key)
+	}
 	ch := c.probes.DoChan(key, func() (any, error) {
-		// Bounded by the origin client's own timeouts; shared by every caller of this repository.
-		p, err := c.origin.Probe(context.WithoutCancel(ctx), reg, repo)
+		// Shared by every caller of this repository, so not bound to the first one's context.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+		defer cancel()
+		p, err := c.origin.Probe(pctx, reg, repo)
 		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) {
+				c.failed.put(key, struct{}{}, c.now())
+			}
 			return nil, err
 		}
 		c.privacy.put(key, p, c.now())
@@ -403,16 +418,21 @@ func (c *Checker) repoPrivacy(ctx context.Context, reg *origin.Registry, repo st
 		if errors.Is(r.Err, errdefs.ErrInvalid) {
 			return origin.Privacy{}, r.Err
 		}
-		if cached {
-			c.log.Warn("privacy probe failed: using the last answer", "repo", repo, "registry", reg.Host(), "private", p.Private, "err", r.Err)
-			return p, nil
-		}
-		if challenge, ok := c.known.get(key); ok {
-			return origin.Privacy{Private: true, Challenge: challenge}, nil
-		}
-		c.log.Debug("privacy probe failed and the repository was never found private: public", "repo", repo, "err", r.Err)
-		return origin.Privacy{}, nil
+		c.log.Warn("privacy probe failed: answering from what is known", "repo", repo, "registry", reg.Host(), "err", r.Err)
+		return c.unprobed(p, cached, key)
 	}
+}
+
+// unprobed is a repository's privacy while the origin cannot answer: the last probe's answer,
+// else the state file's record of it as private, else public.
+func (c *Checker) unprobed(last origin.Privacy, cached bool, key string) (origin.Privacy, error) {
+	if cached {
+		return last, nil
+	}
+	if challenge, ok := c.known.get(key); ok {
+		return origin.Privacy{Private: true, Challenge: challenge}, nil
+	}
+	return origin.Privacy{}, nil
 }
 
 func (c *Checker) count(result string) {

@@ -237,4 +237,12 @@ func TestPrivateRepositoriesSurviveRestarts(t *testing.T) {
 	if p, err := c2.Private(context.Background(), reg, "pub/app"); err != nil || p {
 		t.Fatalf("after a restart with the origin down, pub/app: private %v, %v", p, err)
 	}
+	// A failed probe is not repeated for every request of an outage.
+	_, before := f2.count()
+	for range 10 {
+		_, _ = c2.Private(context.Background(), reg, "pub/app")
+	}
+	if _, after := f2.count(); after != before {
+		t.Fatalf("%d probes of an unreachable origin within %s, want none", after-before, probeRetry)
+	}
 }
