@@ -64,6 +64,8 @@ func TestAgentConfig(t *testing.T) {
 		{"--chunk-size", "0"},
 		{"--bootstrap", "not an address"},
 		{"--swarm-key", filepath.Join(t.TempDir(), "missing")},
+		{"--node-wide-credentials", "ghcr.io"}, // without --docker-config: nothing to share
+		{"--node-wide-credentials", "not a host/x", "--docker-config", "/dev/null"},
 	} {
 		if err := configOnly(t, &got).Run(append([]string{"shoal", "agent"}, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)
