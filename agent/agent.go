@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-oci/shoal/agent/access"
 	"github.com/shoal-oci/shoal/agent/descriptors"
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/agent/gc"
@@ -80,6 +82,16 @@ type Config struct {
 	// NotFoundTTL is how long the origin's "no such blob" is remembered per repository and digest
 	// (0: fetch.DefaultNotFoundTTL; negative: not at all).
 	NotFoundTTL time.Duration
+	// NodeWideCredentials are registry hosts for which the node's own DockerConfig credentials
+	// serve private repositories to every local client, without a credential of its own. Peers
+	// always need a credential the origin accepts.
+	NodeWideCredentials []string
+	// PrivateAccessTTL is how long the origin's acceptance of a client credential for a private
+	// repository is used before it is asked again (default access.DefaultTTL).
+	PrivateAccessTTL time.Duration
+	// PrivateOfflineWindow is how long after the origin last accepted a credential it is still
+	// served while the origin cannot be reached (default access.DefaultOfflineWindow).
+	PrivateOfflineWindow time.Duration
 }
 
 // DefaultHostedRegistry is the hosted namespace's registry name when none is configured: a name
@@ -140,6 +152,7 @@ type Agent struct {
 	records   *descriptors.Index
 	sizes     *sizer
 	resolver  *resolve.Resolver
+	access    *access.Checker
 	gc        *gc.Collector
 	announcer *announcer
 
@@ -247,6 +260,14 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: log, store: st, ownStore: own, upstreams: ups, origin: oc, registry: reg, metrics: m,
 		records: records, started: time.Now()}
+	a.access, err = access.New(access.Deps{Origin: oc, Upstreams: ups, Records: newListings(records), Decisions: m.accessDecisions,
+		Log: log.With("component", "access")},
+		access.Config{NodeWide: cfg.NodeWideCredentials, TTL: cfg.PrivateAccessTTL, OfflineWindow: cfg.PrivateOfflineWindow,
+			StateFile: filepath.Join(cfg.DataDir, "private-repos.json")})
+	if err != nil {
+		a.closeStore()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	download := throttle.New(cfg.MaxDownloadRate)
 	originSrc := fetch.NewOriginSource(oc, download, m.fetchedBytes.WithLabelValues("origin"), log).
 		RememberNotFound(cfg.NotFoundTTL)
@@ -289,7 +310,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		Announcer: resAnn, Recorder: records, TagTTL: cfg.TagTTL, Started: a.started, Log: log, Metrics: m.resolve()})
 	if a.node != nil {
 		content := peerserve.New(peerserve.Deps{Store: st, Pipeline: a.pipeline, Resolver: a.resolver, Upstreams: ups,
-			Hosted: o.hosted, ChunkSize: cfg.ChunkSize, Coordinated: m.coordinated})
+			Hosted: o.hosted, ChunkSize: cfg.ChunkSize, Coordinated: m.coordinated, Access: a.access})
 		transfer.NewServer(a.node.Host(), content, log.With("component", "transfer"), m,
 			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)))
 	}

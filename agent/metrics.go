@@ -32,6 +32,7 @@ type metrics struct {
 	peerServed         *prometheus.CounterVec
 	peerServedBytes    prometheus.Counter
 	coordinated        prometheus.Counter
+	accessDecisions    *prometheus.CounterVec
 	fetchProviders     prometheus.Histogram
 }
 
@@ -97,6 +98,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_peer_served_bytes_total",
 			Help: "Content bytes sent to peers.",
 		}),
+		accessDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_private_access_decisions_total",
+			Help: "Decisions on requests for private repositories and for digests known as private content, by result (accepted, cached, refused, no_credential, node_wide, not_listed, offline_window, unknown, no_repository).",
+		}, []string{"result"}),
 		evictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_store_evicted_bytes_total",
 			Help: "Bytes of least recently used content removed to keep the store under --max-store-size.",
@@ -105,7 +110,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
 		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight, m.evictedBytes,
-		m.peerVerifyFailures, m.peerServed, m.peerServedBytes, m.coordinated, m.fetchProviders)
+		m.peerVerifyFailures, m.peerServed, m.peerServedBytes, m.coordinated, m.fetchProviders,
+		m.accessDecisions)
 	return m
 }
 

@@ -51,7 +51,9 @@ func TestPartialFetchSurvivesRestart(t *testing.T) {
 	}
 	// Chunk 0 survived; chunk 1 was damaged, so the origin resumes at 1 MiB, not 0.
 	sent := o.BytesServed() - before
-	if sent > int64(len(data))-1<<20 {
+	// Besides blob bytes, the origin answers the restarted node's privacy probe (a HEAD, whose
+	// error body the test registry counts): a few hundred bytes at most.
+	if sent > int64(len(data))-1<<20+1<<10 {
 		t.Fatalf("the origin sent %d bytes after the restart; the resume should have saved chunk 0", sent)
 	}
 	// The client's last byte goes out once the blob verifies; the commit (fsync, rename)

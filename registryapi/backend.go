@@ -78,6 +78,14 @@ type Lister interface {
 	Referrers(ctx context.Context, r Repository, dgst digest.Digest, artifactType string) (*Listing, error)
 }
 
+// Challenger is implemented by a Backend whose base endpoint (/v2/) must ask anonymous clients
+// for credentials: BaseChallenge returns the WWW-Authenticate header for the registry a client
+// names ("" to answer 200). Clients such as skopeo and podman send credentials only to a
+// registry whose base endpoint challenged them.
+type Challenger interface {
+	BaseChallenge(ctx context.Context, registry string) string
+}
+
 // Backend is everything the pull API needs. The agent implements it.
 type Backend interface {
 	BlobProvider

@@ -15,6 +15,9 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Detail  any    `json:"detail,omitempty"`
+	// Challenge, on a 401, is the WWW-Authenticate header to send: the origin's, relayed so the
+	// client fetches a token with its own pull secret.
+	Challenge string `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -62,6 +65,16 @@ func toError(err error, notFoundCode string) *Error {
 			msg = "manifest unknown to registry"
 		}
 		return newError(http.StatusNotFound, notFoundCode, msg)
+	case errors.Is(err, errdefs.ErrUnauthorized):
+		e := newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required: the upstream registry does not serve this repository anonymously")
+		var ch interface{ WWWAuthenticate() string }
+		if errors.As(err, &ch) {
+			e.Challenge = ch.WWWAuthenticate()
+		}
+		if e.Challenge == "" {
+			e.Challenge = `Basic realm="shoal"`
+		}
+		return e
 	case errors.Is(err, errdefs.ErrNotConfigured):
 		// 404 makes containerd and other mirror clients try their next host.
 		return newError(http.StatusNotFound, CodeNameUnknown, "the requested registry is not an upstream of this mirror")
@@ -98,6 +111,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if e.Challenge != "" && e.Status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", e.Challenge)
+	}
 	body, _ := json.Marshal(struct {
 		Errors []*Error `json:"errors"`
 	}{[]*Error{e}})

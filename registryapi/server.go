@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/names"
 )
 
@@ -119,6 +120,15 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.kind == epBase {
+		if ch, ok := s.backend.(Challenger); ok && r.Header.Get("Authorization") == "" {
+			if ns := r.URL.Query().Get("ns"); ns == "" || names.ValidRegistryHost(ns) {
+				if challenge := ch.BaseChallenge(r.Context(), strings.ToLower(ns)); challenge != "" {
+					WriteError(w, r, &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
+						Message: "authentication required", Challenge: challenge})
+					return
+				}
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", "2")
 		w.WriteHeader(http.StatusOK)
@@ -135,6 +145,10 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := Repository{Registry: strings.ToLower(ns), Name: rt.name}
+	// The client's credential travels with the request: the Backend proves it at the origin
+	// before serving private content, and may forward it to peers. It is never logged.
+	r = r.WithContext(credential.NewContext(r.Context(), credential.Access{Registry: t.Registry, Repo: t.Name,
+		Credential: credential.FromHeader(r.Header.Get("Authorization"))}))
 	switch rt.kind {
 	case epManifest:
 		s.serveManifest(w, r, t, rt.ref)

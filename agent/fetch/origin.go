@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/notfound"
 	"github.com/shoal-oci/shoal/internal/throttle"
@@ -67,6 +68,9 @@ func (s *OriginSource) FetchBlob(ctx context.Context, t Target, d digest.Digest,
 	if t.Registry == nil {
 		return nil, 0, ErrNoOrigin
 	}
+	// A node without credentials of its own for a private repository fetches it with its
+	// client's, which the origin accepted (registryapi/origin).
+	ctx = credential.NewContext(ctx, t.Access())
 	key := t.Host() + "/" + t.Repo + "@" + d.String()
 	if s.notFound.Has(key) {
 		return nil, 0, fmt.Errorf("%s in %s: the origin had no such blob moments ago: %w", d, t.Repo, errdefs.ErrNotFound)
@@ -94,7 +98,7 @@ func (s *OriginSource) BlobSize(ctx context.Context, t Target, d digest.Digest) 
 	if s.notFound.Has(key) {
 		return 0, fmt.Errorf("%s in %s: the origin had no such blob moments ago: %w", d, t.Repo, errdefs.ErrNotFound)
 	}
-	size, err := s.client.HeadBlob(ctx, t.Registry, t.Repo, d)
+	size, err := s.client.HeadBlob(credential.NewContext(ctx, t.Access()), t.Registry, t.Repo, d)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		s.notFound.Add(key)
 	}
@@ -156,7 +160,7 @@ func (r *rangeFiller) segment(i int) (off, n int64) {
 // Fill fetches every segment, rangeStreams at a time, and hashes the prefix in order as it
 // completes, publishing it.
 func (r *rangeFiller) Fill(ctx context.Context, sk Sink) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(credential.NewContext(ctx, r.t.Access()))
 	defer cancel()
 	// Held chunks past a resumed prefix are fetched again: the ranges land in order from here.
 	if err := sk.Absorb(sk.Written()); err != nil {

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/reference"
 	"github.com/shoal-oci/shoal/registryapi/origin"
 )
@@ -18,6 +19,15 @@ type Target struct {
 	// with a nil Registry, the target is in the hosted namespace.
 	Upstream string
 	Repo     string
+	// Credential is the credential of the client the content is fetched for, forwarded to the
+	// peers asked for it: a peer serves a private repository's content only to a credential the
+	// origin accepts (agent/access). Zero for none.
+	Credential credential.Credential
+}
+
+// Access is what a request to a peer for this target carries.
+func (t Target) Access() credential.Access {
+	return credential.Access{Registry: t.Host(), Repo: t.Repo, Credential: t.Credential}
 }
 
 // Hosted reports whether the target is in the hosted namespace, which has no origin: its tags

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-oci/shoal/agent/access"
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/agent/resolve"
 	"github.com/shoal-oci/shoal/agent/store"
@@ -40,6 +41,8 @@ type Deps struct {
 	Coordinated prometheus.Counter
 	// Quotas are what each peer may ask of this node as a coordinator (zero fields: defaults).
 	Quotas Quotas
+	// Access decides which requests for private content are served; nil serves every one.
+	Access Access
 }
 
 // Quotas bound what one peer can make this node ask the origin, with the node's credentials:
@@ -75,6 +78,12 @@ func (q Quota) orDefault(d Quota) Quota {
 	return q
 }
 
+// Access decides who may read a private repository's content. *access.Checker implements it.
+type Access interface {
+	Authorize(ctx context.Context, q access.Request) error
+	Unnamed(ctx context.Context, d digest.Digest) error
+}
+
 // Content answers peers for one node.
 type Content struct {
 	st          *store.Store
@@ -86,13 +95,15 @@ type Content struct {
 	coordinated prometheus.Counter
 	pulls       *quota.PerKey
 	resolves    *quota.PerKey
+	access      Access
 }
 
 var (
-	_ transfer.Content  = (*Content)(nil)
-	_ transfer.Holder   = (*Content)(nil)
-	_ transfer.Puller   = (*Content)(nil)
-	_ transfer.Resolver = (*Content)(nil)
+	_ transfer.Content    = (*Content)(nil)
+	_ transfer.Holder     = (*Content)(nil)
+	_ transfer.Puller     = (*Content)(nil)
+	_ transfer.Resolver   = (*Content)(nil)
+	_ transfer.Authorizer = (*Content)(nil)
 )
 
 // New returns a Content.
@@ -100,7 +111,7 @@ func New(deps Deps) *Content {
 	pq := deps.Quotas.Pulls.orDefault(DefaultPullQuota)
 	rq := deps.Quotas.Resolves.orDefault(DefaultResolveQuota)
 	return &Content{st: deps.Store, pipeline: deps.Pipeline, resolver: deps.Resolver, upstreams: deps.Upstreams,
-		hosted: deps.Hosted, chunkSize: deps.ChunkSize, coordinated: deps.Coordinated,
+		hosted: deps.Hosted, chunkSize: deps.ChunkSize, coordinated: deps.Coordinated, access: deps.Access,
 		pulls:    quota.New(pq.PerSecond, pq.Burst, maxQuotaPeers),
 		resolves: quota.New(rq.PerSecond, rq.Burst, maxQuotaPeers)}
 }
@@ -113,6 +124,40 @@ var ErrOverQuota = fmt.Errorf("peer over its quota of coordinator requests: %w",
 func charge(ctx context.Context, q *quota.PerKey) bool {
 	p, ok := transfer.RemotePeer(ctx)
 	return !ok || q.Allow(p.String())
+}
+
+// Authorize decides whether a peer's request is served: a private repository's content, tags
+// and resolutions go only to a credential its origin accepts for that repository (the one the
+// peer forwarded for its client), and a digest asked for under no repository of this node's
+// only when this node does not know it as private content.
+func (c *Content) Authorize(ctx context.Context, a transfer.Access) error {
+	if c.access == nil {
+		return nil
+	}
+	q := access.Request{Repo: a.Repo, Credential: a.Credential}
+	switch a.Op {
+	case "tag", "resolve":
+		if a.Registry == "" {
+			return nil // hosted repositories: the role's, not an upstream's
+		}
+		q.Kind, q.Tag = access.Manifest, a.Tag
+	case "pull":
+		q.Kind, q.Digest = access.Blob, a.Digest
+	default:
+		q.Kind, q.Digest = access.Content, a.Digest
+	}
+	reg, err := c.upstreams.Select(a.Registry)
+	if a.Registry == "" || a.Repo == "" || err != nil || reg == nil {
+		if q.Kind == access.Content {
+			return c.access.Unnamed(ctx, a.Digest)
+		}
+		if err != nil {
+			return err
+		}
+		return nil
+	}
+	q.Registry = reg
+	return c.access.Authorize(ctx, q)
 }
 
 // OpenContent serves committed content, or a blob this node is still fetching: peers then read

@@ -23,6 +23,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/lifetime"
 	"github.com/shoal-oci/shoal/internal/oci"
@@ -181,6 +182,7 @@ func (r *Resolver) ByDigest(ctx context.Context, t fetch.Target, d digest.Digest
 		}
 		octx, cancel := r.life.Context(originTimeout)
 		defer cancel()
+		octx = credential.NewContext(octx, t.Access()) // what peers asked for it need
 		if m, err := r.fromPeers(octx, d); err == nil {
 			return m, nil
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/tags"
 )
@@ -59,6 +60,7 @@ func (r *Resolver) Tag(ctx context.Context, t fetch.Target, tag string, accept [
 	return do(&r.group, "tag\x00"+key, func() (Resolution, error) {
 		octx, cancel := r.life.Context(originTimeout)
 		defer cancel()
+		octx = credential.NewContext(octx, t.Access()) // what peers asked for it need
 		return r.resolveOnce(octx, t, tag, accept, key, viaCoordinator)
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/oci"
 	"github.com/shoal-oci/shoal/internal/tags"
@@ -168,6 +169,9 @@ func (peerSource) Name() string { return "peer" }
 
 func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Digest, _, size int64) (io.Closer, int64, error) {
 	c := s.c
+	// Every request of this fetch names the repository and carries the client's credential:
+	// peers serve a private repository's content only to a credential its origin accepts.
+	ctx = credential.NewContext(ctx, t.Access())
 	if t.Registry != nil && c.penalties.excludedFor(d, anyPeer) {
 		// A fetch of d failed lately on peers' chain states (StatesForged): any peer, the
 		// coordinator included, may relay them still. With no origin, peers are all there is.
@@ -182,7 +186,7 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 	if err != nil {
 		return nil, 0, err
 	}
-	sw := newSwarmFetch(c, d, provs, size)
+	sw := newSwarmFetch(c, d, provs, size, t.Access())
 	// The short path: ask the first provider for the first chunk straight away. A blob of one
 	// chunk (manifests' configs, small layers) is then done, verified by its digest, without a
 	// chunk map round trip; a larger one keeps the chunk for when the map comes.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
@@ -76,6 +77,8 @@ type swarmFetch struct {
 	// size is the blob's bound size (fetch.Sizer), -1 when none is known: then only a blob
 	// sent whole in the first chunk, verified by its digest, is taken.
 	size int64
+	// access is the repository and credential every request of this fetch carries.
+	access credential.Access
 
 	// Set up by firstChunk and loadMap, before Fill.
 	first     []byte // chunk 0 from the short path, unverified
@@ -132,8 +135,8 @@ var (
 	_ fetch.StateSource = (*swarmFetch)(nil)
 )
 
-func newSwarmFetch(c *Client, d digest.Digest, provs []peer.AddrInfo, size int64) *swarmFetch {
-	return &swarmFetch{c: c, d: d, provs: provs, size: size, failed: map[peer.ID]bool{}}
+func newSwarmFetch(c *Client, d digest.Digest, provs []peer.AddrInfo, size int64, a credential.Access) *swarmFetch {
+	return &swarmFetch{c: c, d: d, provs: provs, size: size, access: a, failed: map[peer.ID]bool{}}
 }
 
 func (s *swarmFetch) kick() {
@@ -262,7 +265,7 @@ func (s *swarmFetch) loadMap(ctx context.Context) error {
 // held and verified, chunks.ErrMismatch when a chunk map proved forged, and ErrUnavailable when
 // the providers cannot finish (the pipeline then resumes from the origin at the prefix held).
 func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
-	ctx, s.stop = context.WithCancel(ctx)
+	ctx, s.stop = context.WithCancel(credential.NewContext(ctx, s.access))
 	s.events = make(chan struct{}, 1)
 	s.jobs = map[int][]*chunkJob{}
 	s.suspect, s.judge = map[int]peer.ID{}, map[int]peer.ID{}

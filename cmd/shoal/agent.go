@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/agent/access"
 	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/admission"
@@ -37,6 +38,12 @@ func agentFlags() []cli.Flag {
 			Usage: "registry name of the repositories pushed to the seeds: a request whose ?ns= names it is served from the seeds, and no other is; not one of the --registry upstreams"},
 		&cli.StringFlag{Name: "docker-config", EnvVars: env("DOCKER_CONFIG"),
 			Usage: "docker config.json with credentials for the upstreams (default: anonymous)"},
+		&cli.StringSliceFlag{Name: "node-wide-credentials", EnvVars: env("NODE_WIDE_CREDENTIALS"),
+			Usage: "registry host (repeatable) whose private repositories every local client may read with the --docker-config credentials; otherwise each client needs its own, checked at the origin"},
+		&cli.DurationFlag{Name: "private-access-ttl", Value: access.DefaultTTL, EnvVars: env("PRIVATE_ACCESS_TTL"),
+			Usage: "how long the origin's acceptance of a client credential for a private repository is reused (one origin request per credential, repository and TTL)"},
+		&cli.DurationFlag{Name: "private-offline-window", Value: access.DefaultOfflineWindow, EnvVars: env("PRIVATE_OFFLINE_WINDOW"),
+			Usage: "while the origin is unreachable, serve private content only to credentials it accepted within this window"},
 		&cli.DurationFlag{Name: "tag-ttl", Value: agent.DefaultTagTTL, EnvVars: env("TAG_TTL"),
 			Usage: "how long a tag resolution is reused before asking the origin again"},
 		&cli.StringFlag{Name: "max-store-size", Value: "0", EnvVars: env("MAX_STORE_SIZE"),
@@ -170,6 +177,15 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	if c.Int("max-coordinated-fetches") < 1 {
 		return agent.Config{}, fmt.Errorf("--max-coordinated-fetches %d: want at least 1", c.Int("max-coordinated-fetches"))
 	}
+	nodeWide := c.StringSlice("node-wide-credentials")
+	for _, h := range nodeWide {
+		if !names.ValidRegistryHost(h) {
+			return agent.Config{}, fmt.Errorf("--node-wide-credentials %q: want a registry host[:port], e.g. ghcr.io", h)
+		}
+	}
+	if len(nodeWide) > 0 && c.String("docker-config") == "" {
+		return agent.Config{}, fmt.Errorf("--node-wide-credentials needs --docker-config: the node's own credentials are what it shares")
+	}
 	return agent.Config{
 		P2P:             pc,
 		DebugListen:     c.String("debug-listen"),
@@ -187,6 +203,10 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		Logger:          log,
 
 		MaxCoordinatedFetches: c.Int("max-coordinated-fetches"),
+
+		NodeWideCredentials:  nodeWide,
+		PrivateAccessTTL:     c.Duration("private-access-ttl"),
+		PrivateOfflineWindow: c.Duration("private-offline-window"),
 	}, nil
 }
 

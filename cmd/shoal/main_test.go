@@ -73,6 +73,8 @@ func TestAgentConfig(t *testing.T) {
 		{"--allow-peer", "not-a-peer-id"},
 		{"--provider-records-per-peer", "0"},
 		{"--max-coordinated-fetches", "0"},
+		{"--node-wide-credentials", "ghcr.io"}, // without --docker-config: nothing to share
+		{"--node-wide-credentials", "not a host/x", "--docker-config", "/dev/null"},
 	} {
 		if err := configOnly(t, &got).Run(append([]string{"shoal", "agent", "--swarm-key", key}, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)

@@ -19,6 +19,9 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrDenied means a remote refused our credentials or the request is not permitted.
 	ErrDenied = errors.New("denied")
+	// ErrUnauthorized means the content is private and the client presented no credential the
+	// origin accepts for it (see internal/credential).
+	ErrUnauthorized = errors.New("unauthorized")
 	// ErrTooManyRequests means a remote rate-limited us.
 	ErrTooManyRequests = errors.New("too many requests")
 	// ErrNotConfigured means a request named an upstream registry this node does not serve.

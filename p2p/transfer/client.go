@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/tags"
 )
@@ -51,7 +52,17 @@ type ctxStream struct {
 func (s ctxStream) Close() error { s.stop(); return s.Stream.Close() }
 func (s ctxStream) Reset() error { s.stop(); return s.Stream.Reset() }
 
+// roundTrip sends req to p. The repository and credential a request is for come from ctx
+// (credential.NewContext): a serving node needs them to answer for a private repository.
 func (c *Client) roundTrip(ctx context.Context, p peer.ID, req request) (network.Stream, *bufio.Reader, *response, error) {
+	if a, ok := credential.FromContext(ctx); ok {
+		if req.Repo == "" && a.Repo != "" {
+			req.Registry, req.Repo = a.Registry, a.Repo
+		}
+		if req.Registry == a.Registry && req.Repo == a.Repo {
+			req.Auth = a.Credential.Header()
+		}
+	}
 	raw, err := c.h.NewStream(ctx, p, ProtocolID)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("stream to %s: %v: %w", p, err, errdefs.ErrUnavailable)

@@ -9,10 +9,14 @@
 // answer comes once the fetch has started, and the blob is then provided and served while it
 // arrives), and a "resolve" asks it what a tag names.
 //
+// A request for content carries the repository it is for and the credential of the client it
+// is for; a node's Content may refuse a private repository's content to a credential its origin
+// does not accept (Authorizer).
+//
 // Wire format, one request per stream: the requester writes a frame, the server answers with a
 // frame and, for "get", "map", "tag" and "resolve", a body of exactly the announced length, then
 // closes.
-// A frame is a uvarint length followed by that many bytes of JSON. Requests are at most 4 KiB
+// A frame is a uvarint length followed by that many bytes of JSON. Requests are at most 12 KiB
 // and response headers at most 64 KiB; every read and write has a deadline.
 package transfer
 
@@ -36,7 +40,8 @@ import (
 const ProtocolID protocol.ID = "/shoal/content/1"
 
 const (
-	maxRequestFrame  = 4 << 10
+	// maxRequestFrame leaves room for a forwarded credential (credential.MaxLen).
+	maxRequestFrame  = 12 << 10
 	maxResponseFrame = 64 << 10
 	// maxTagBody bounds a tag answer.
 	maxTagBody = 64 << 10
@@ -84,6 +89,11 @@ type request struct {
 	Tag      string `json:"tag,omitempty"`
 	// Accept is the client's media types, for resolve.
 	Accept []string `json:"accept,omitempty"`
+	// Auth is the requesting node's client's credential (its Authorization header) for
+	// Registry and Repo: a server serves a private repository's content only to a credential
+	// the origin accepts for it. For get and map, Registry and Repo name the repository the
+	// content is asked for; absent, the content is asked for without one.
+	Auth string `json:"auth,omitempty"`
 }
 
 // response is the header of an answer.
@@ -106,6 +116,7 @@ type response struct {
 const (
 	statusOK          = 200
 	statusBadRequest  = 400
+	statusDenied      = 401
 	statusNotFound    = 404
 	statusRangeError  = 416
 	statusBusy        = 429
@@ -155,6 +166,8 @@ func statusError(resp *response) error {
 		return ErrBusy
 	case statusNotFound:
 		cls = errdefs.ErrNotFound
+	case statusDenied:
+		cls = errdefs.ErrUnauthorized
 	case statusBadRequest, statusRangeError:
 		cls = errdefs.ErrInvalid
 	}
@@ -171,6 +184,8 @@ func statusOf(err error) int {
 		return statusBusy
 	case errors.Is(err, errdefs.ErrNotFound):
 		return statusNotFound
+	case errors.Is(err, errdefs.ErrUnauthorized), errors.Is(err, errdefs.ErrDenied):
+		return statusDenied
 	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, errdefs.ErrUnsupported):
 		return statusBadRequest
 	case errors.Is(err, errdefs.ErrUnavailable):

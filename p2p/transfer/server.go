@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/tags"
 	"github.com/shoal-oci/shoal/internal/throttle"
@@ -53,6 +54,26 @@ type Puller interface {
 // RemotePeer(ctx); errdefs.ErrTooManyRequests is answered busy.
 type Resolver interface {
 	Resolve(ctx context.Context, registry, repo, tag string, accept []string) (tags.Record, error)
+}
+
+// Access is what a peer's request names: the operation, the content or tag it asks for, the
+// repository it asks for it under ("" when it named none) and the credential of the client it
+// asks for.
+type Access struct {
+	Op       string
+	Digest   digest.Digest
+	Registry string
+	Repo     string
+	Tag      string
+	// Credential is the forwarded credential; never log it (its String is a hash).
+	Credential credential.Credential
+}
+
+// Authorizer is implemented by Content that decides which requests it answers: before every
+// get, map, tag, resolve and pull, Authorize returns nil to serve it, an error wrapping
+// errdefs.ErrUnauthorized to refuse it (the peer sees 401), or another class.
+type Authorizer interface {
+	Authorize(ctx context.Context, a Access) error
 }
 
 // Holder is implemented by Content that serves blobs it is still fetching, possibly out of
@@ -137,6 +158,18 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	case opGet, opMap, opPull:
 		if err := req.Digest.Validate(); err != nil {
 			return fail(fmt.Errorf("digest: %w", errdefs.ErrInvalid))
+		}
+	}
+	if az, ok := s.content.(Authorizer); ok {
+		switch req.Op {
+		case opGet, opMap, opTag, opResolve, opPull:
+			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout-time.Second)
+			err := az.Authorize(ctx, Access{Op: req.Op, Digest: req.Digest, Registry: req.Registry, Repo: req.Repo,
+				Tag: req.Tag, Credential: credential.FromHeader(req.Auth)})
+			cancel()
+			if err != nil {
+				return fail(err)
+			}
 		}
 	}
 	switch req.Op {
@@ -249,7 +282,7 @@ func RemotePeer(ctx context.Context) (peer.ID, bool) {
 
 // publicMessage is what a peer may learn about a failure: the class, not local details.
 func publicMessage(err error) string {
-	for _, cls := range []error{errdefs.ErrNotFound, errdefs.ErrInvalid, errdefs.ErrUnsupported, errdefs.ErrTooManyRequests, errdefs.ErrUnavailable} {
+	for _, cls := range []error{errdefs.ErrNotFound, errdefs.ErrInvalid, errdefs.ErrUnsupported, errdefs.ErrTooManyRequests, errdefs.ErrUnavailable, errdefs.ErrUnauthorized} {
 		if errors.Is(err, cls) {
 			return cls.Error()
 		}

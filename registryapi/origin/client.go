@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
@@ -221,6 +222,35 @@ func (c *Client) transport(ctx context.Context, reg *Registry, repo string) (htt
 	}
 }
 
+// transportFor is the transport for a request for repo: the node's own (with its credentials,
+// or anonymous), unless the node has no credentials for repo and ctx carries a client's for it
+// (credential.NewContext, set for a private repository's content once the origin accepted that
+// credential): then the client's Authorization header is sent as it is, to reg's host only.
+func (c *Client) transportFor(ctx context.Context, reg *Registry, repo string) (http.RoundTripper, error) {
+	a, ok := credential.FromContext(ctx)
+	if ok && !a.Credential.IsZero() && a.Repo == repo && strings.EqualFold(a.Registry, reg.Host()) {
+		if auth, err := authn.Resolve(ctx, c.keychain, reg.name.Repo(repo)); err == nil && auth == authn.Anonymous {
+			return clientCredential{host: reg.Host(), header: a.Credential.Header(), inner: c.unauthenticated(reg)}, nil
+		}
+	}
+	return c.transport(ctx, reg, repo)
+}
+
+// clientCredential sends a client's Authorization header with requests to host, and never to
+// another (a redirect to object storage).
+type clientCredential struct {
+	host, header string
+	inner        http.RoundTripper
+}
+
+func (t clientCredential) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.EqualFold(req.URL.Host, t.host) {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", t.header)
+	}
+	return t.inner.RoundTrip(req)
+}
+
 // unauthenticated is the stack under ggcr's authentication for reg: retries, user agent and,
 // for an https registry, a refusal to fall back to plain HTTP.
 func (c *Client) unauthenticated(reg *Registry) http.RoundTripper {
@@ -256,7 +286,7 @@ func (c *Client) send(ctx context.Context, reg *Registry, repo, method, u string
 
 // sendWith is send with extra request headers.
 func (c *Client) sendWith(ctx context.Context, reg *Registry, repo, method, u string, accept []string, extra http.Header) (*http.Response, error) {
-	rt, err := c.transport(ctx, reg, repo)
+	rt, err := c.transportFor(ctx, reg, repo)
 	if err != nil {
 		return nil, classify(err)
 	}

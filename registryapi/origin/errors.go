@@ -46,3 +46,6 @@ func check(resp *http.Response, want ...int) error {
 	}
 	return classify(err)
 }
+
+// asTransportError is errors.As for ggcr's *transport.Error.
+func asTransportError(err error, target **transport.Error) bool { return errors.As(err, target) }
