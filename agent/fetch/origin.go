@@ -71,7 +71,7 @@ func (s *OriginSource) FetchBlob(ctx context.Context, t Target, d digest.Digest,
 	// A node without credentials of its own for a private repository fetches it with its
 	// client's, which the origin accepted (registryapi/origin).
 	ctx = credential.NewContext(ctx, t.Access())
-	key := t.Host() + "/" + t.Repo + "@" + d.String()
+	key := notFoundKey(t, d)
 	if s.notFound.Has(key) {
 		return nil, 0, fmt.Errorf("%s in %s: the origin had no such blob moments ago: %w", d, t.Repo, errdefs.ErrNotFound)
 	}
@@ -88,13 +88,20 @@ func (s *OriginSource) FetchBlob(ctx context.Context, t Target, d digest.Digest,
 	return body, total, nil
 }
 
+// notFoundKey names what a remembered 404 answered: the repository, the digest, and the
+// credential it was asked with (a registry may answer 404 to a credential that cannot read a
+// repository, which must not hide the blob from one that can).
+func notFoundKey(t Target, d digest.Digest) string {
+	return t.Host() + "/" + t.Repo + "@" + d.String() + " " + t.Credential.Key()
+}
+
 // BlobSize asks the origin for the blob's size (a HEAD), answering from the memory of its recent
 // "no such blob" as FetchBlob does, and adding to it.
 func (s *OriginSource) BlobSize(ctx context.Context, t Target, d digest.Digest) (int64, error) {
 	if t.Registry == nil {
 		return 0, ErrNoOrigin
 	}
-	key := t.Host() + "/" + t.Repo + "@" + d.String()
+	key := notFoundKey(t, d)
 	if s.notFound.Has(key) {
 		return 0, fmt.Errorf("%s in %s: the origin had no such blob moments ago: %w", d, t.Repo, errdefs.ErrNotFound)
 	}
