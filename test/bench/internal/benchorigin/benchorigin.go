@@ -172,9 +172,15 @@ type Requests struct {
 }
 
 func (q Requests) since(b Requests) Requests {
-	return Requests{BlobGets: q.BlobGets - b.BlobGets, BlobHeads: q.BlobHeads - b.BlobHeads,
-		ManifestGets: q.ManifestGets - b.ManifestGets, ManifestHeads: q.ManifestHeads - b.ManifestHeads,
-		Other: q.Other - b.Other, Unauthorized: q.Unauthorized - b.Unauthorized}
+	return q.Add(Requests{BlobGets: -b.BlobGets, BlobHeads: -b.BlobHeads, ManifestGets: -b.ManifestGets,
+		ManifestHeads: -b.ManifestHeads, Other: -b.Other, Unauthorized: -b.Unauthorized})
+}
+
+// Add is q plus b, kind by kind.
+func (q Requests) Add(b Requests) Requests {
+	return Requests{BlobGets: q.BlobGets + b.BlobGets, BlobHeads: q.BlobHeads + b.BlobHeads,
+		ManifestGets: q.ManifestGets + b.ManifestGets, ManifestHeads: q.ManifestHeads + b.ManifestHeads,
+		Other: q.Other + b.Other, Unauthorized: q.Unauthorized + b.Unauthorized}
 }
 
 // Total is every request counted.
