@@ -8,6 +8,9 @@
 //     when the previous one has finished;
 //   - origin-only: the same N simultaneous pulls with --p2p=false: the baseline, measured in the
 //     same run;
+//   - create-private (only when asked for): create with the origin refusing anonymous reads (HTTP
+//     Basic) and every runtime sending its node's credential (one of -private-users), the agents
+//     having none of their own: what authorizing a private image costs, beside create;
 //   - seeded (only when asked for): create with a `shoal seed` process (link B like an agent)
 //     that the agents bootstrap from, preheated with `shoal preheat` while the origin is up; the
 //     origin is then stopped (its listener closed) and the N nodes pull from the seed and each
@@ -24,7 +27,7 @@
 // Usage, from the module root:
 //
 //	go run ./test/bench/rollout [-nodes 20] [-size 200MB] [-layers 4] [-link 25MB] [-origin-rate 50MB]
-//	    [-scenarios create,update,origin-only[,seeded]] [-runs 1]
+//	    [-scenarios create,update,origin-only[,create-private,seeded]] [-runs 1] [-private-users 1]
 //
 // Sizes and rates are SI (MB = 10^6 bytes) unless written with an "i" (MiB). Every process it
 // starts is in its own process group with Pdeathsig set, stopped at the end or on a signal;
@@ -62,6 +65,7 @@ type config struct {
 	originRate int64
 	scenarios  []string
 	runs       int
+	users      int // create-private: distinct credentials among the nodes
 	wave       float64
 	parallel   int
 	timeout    time.Duration
@@ -79,7 +83,7 @@ type config struct {
 // the origin, is asked for by name.
 var (
 	defaultScenarios = []string{"create", "update", "origin-only"}
-	allScenarios     = append(slices.Clone(defaultScenarios), "seeded")
+	allScenarios     = append(slices.Clone(defaultScenarios), "create-private", "seeded")
 )
 
 func main() {
@@ -89,7 +93,8 @@ func main() {
 	flag.IntVar(&cfg.layers, "layers", 4, "L: layers in the image")
 	link := flag.String("link", "25MB", "B: each agent's --max-upload-rate and --max-download-rate, bytes/s")
 	orate := flag.String("origin-rate", "50MB", "the origin's egress bandwidth, bytes/s, shared by all its responses")
-	scen := flag.String("scenarios", strings.Join(defaultScenarios, ","), "scenarios to run, in this order (create, update, origin-only, seeded)")
+	scen := flag.String("scenarios", strings.Join(defaultScenarios, ","), "scenarios to run, in this order ("+strings.Join(allScenarios, ", ")+")")
+	flag.IntVar(&cfg.users, "private-users", 1, "create-private: distinct credentials, node i's runtime using user i mod this (1: one pull secret for all)")
 	flag.IntVar(&cfg.runs, "runs", 1, "repetitions of every scenario (percentiles pool the nodes of all runs)")
 	flag.Float64Var(&cfg.wave, "wave", 0.2, "update: fraction of the nodes in each wave")
 	flag.IntVar(&cfg.parallel, "parallel", 3, "blobs a node's runtime downloads at a time (containerd: 3)")
@@ -127,8 +132,8 @@ func main() {
 	if cfg.originRate = parse(*orate); cfg.originRate < 0 {
 		usage("-origin-rate %q: want a rate such as 50MB (0 = unlimited)", *orate)
 	}
-	if cfg.nodes < 2 || cfg.layers < 1 || cfg.runs < 1 || cfg.parallel < 1 || cfg.wave <= 0 || cfg.wave > 1 {
-		usage("-nodes must be at least 2, -layers, -runs and -parallel at least 1, -wave in (0, 1]")
+	if cfg.nodes < 2 || cfg.layers < 1 || cfg.runs < 1 || cfg.parallel < 1 || cfg.users < 1 || cfg.wave <= 0 || cfg.wave > 1 {
+		usage("-nodes must be at least 2, -layers, -runs, -parallel and -private-users at least 1, -wave in (0, 1]")
 	}
 	if cfg.size < int64(cfg.layers) {
 		usage("-size must be at least one byte per layer")
@@ -137,7 +142,7 @@ func main() {
 	for s := range strings.SplitSeq(*scen, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case "create", "update", "origin-only", "seeded":
+		case "create", "update", "origin-only", "create-private", "seeded":
 			if !seen[s] {
 				cfg.scenarios = append(cfg.scenarios, s)
 			}

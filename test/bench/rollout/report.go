@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchplot"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchruntime"
@@ -260,6 +261,18 @@ func (r *report) markdown() string {
 			a.agentsCPU.Seconds()/runs, a.benchCPU.Seconds()/runs, 100*share,
 			100*float64(a.machineBusy)/float64(max(a.machineAll, 1)), 100*float64(a.iowait)/float64(max(a.machineAll, 1)))
 	}
+	p("\n| Scenario | origin requests | blob GETs | blob HEADs | manifest GETs | manifest HEADs | other (tag lists, /v2/) | 401 answers | HEADs + 401s per node | agents' origin requests (their count) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, n := range names {
+		q, agentReqs, runs := aggs[n].requests()
+		p("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f |\n", n, float64(q.Total())/runs, float64(q.BlobGets)/runs, float64(q.BlobHeads)/runs,
+			float64(q.ManifestGets)/runs, float64(q.ManifestHeads)/runs, float64(q.Other)/runs, float64(q.Unauthorized)/runs,
+			float64(q.BlobHeads+q.ManifestHeads+q.Unauthorized)/runs/float64(cfg.nodes), float64(agentReqs)/runs)
+	}
+	p("\nOrigin requests are per run, counted by the origin during the pulls (a request refused for its credential counts only as a 401)")
+	if cfg.runs > 1 {
+		p(", averaged over the %d runs", cfg.runs)
+	}
+	p(".\n")
 	p("\nTimes are per node, from the manifest request to the last byte of its last blob (nearest-rank percentiles over the successful pulls")
 	if cfg.runs > 1 {
 		p(" of all %d runs", cfg.runs)
@@ -278,6 +291,8 @@ func (r *report) markdown() string {
 				a.runs[0].waveSize, cfg.wave*100, r.waves(), r.waves(), r.bound("update"), float64(r.waves())*r.bound("update"))
 		case "origin-only":
 			p("The same simultaneous pulls as `create`, with `--p2p=false` on every agent.\n\n")
+		case "create-private":
+			p("`create` with a private image: the origin answers every request without a known credential (HTTP Basic) with 401 and `WWW-Authenticate: Basic`, the agents have no credentials of their own, and every runtime sends its node's credential (%d distinct among the %d nodes: node i uses user i mod %d) on every request, as containerd does after the challenge.\n\n", cfg.users, cfg.nodes, cfg.users)
 		case "seeded":
 			p("`create` with a seed: one `shoal seed` process (link B, like an agent) starts first and all %d agents bootstrap from it; once they have joined, `shoal preheat` has the seed fetch the image from the origin; then the origin is stopped (its listener closed: every request to it is refused at once) and all %d nodes ask for the image at the same instant, by tag, as in `create`. A node can get the tag only from the cluster's last resolution (the seed's) and the bytes only from the seed and its peers. Every pull is checked as in the other scenarios: the manifest by tag must be the pushed one and every blob's size and SHA-256 must match.\n\n", cfg.nodes, cfg.nodes)
 		}
@@ -307,7 +322,7 @@ func (r *report) markdown() string {
 // per scenario, the update's completion times since the rollout began as a dashed line, and the
 // bounds as vertical dotted lines.
 func (r *report) svg() string {
-	colors := map[string]string{"create": "#1f77b4", "update": "#2ca02c", "origin-only": "#d62728", "seeded": "#9467bd"}
+	colors := map[string]string{"create": "#1f77b4", "update": "#2ca02c", "origin-only": "#d62728", "seeded": "#9467bd", "create-private": "#ff7f0e"}
 	plot := benchplot.CDF{
 		Title: fmt.Sprintf("Per-node pull time, CDF: N=%d, S=%s in %d layers, B=%s, origin %s",
 			r.cfg.nodes, human(r.cfg.size), r.cfg.layers, perSec(r.cfg.link), perSec(r.cfg.originRate)),
@@ -369,7 +384,8 @@ func (r *report) runDetails(b *strings.Builder, s *scenarioResult) {
 		p(".\n\n")
 	}
 	p("Last byte %s after the first ask; every agent had committed everything %s later. ", secs(s.wall), secs(s.commitLag))
-	p("The origin served %s (%.2f× S) in %d blob GETs (%d with Range) and %d manifest requests", human(s.origin.Bytes), float64(s.origin.Bytes)/S, sumGets(s.origin.BlobGets), s.origin.RangeGets, s.origin.Manifests)
+	q := s.origin.Requests
+	p("The origin served %s (%.2f× S) in %d blob GETs (%d with Range), %d manifest GETs, %d manifest HEADs, %d blob HEADs, %d other requests and %d 401 answers", human(s.origin.Bytes), float64(s.origin.Bytes)/S, sumGets(s.origin.BlobGets), s.origin.RangeGets, q.ManifestGets, q.ManifestHeads, q.BlobHeads, q.Other, q.Unauthorized)
 	var layerGets []string
 	for i, l := range r.im.Layers {
 		layerGets = append(layerGets, fmt.Sprintf("layer %d: %d", i+1, s.origin.BlobGets[l.Digest]))
@@ -468,6 +484,18 @@ func procCount(procs map[string]bool) string {
 	return agents
 }
 
+// requests are the origin's requests by kind and the agents' own count of theirs, summed over
+// the runs, and the number of runs.
+func (a *agg) requests() (q benchorigin.Requests, agentReqs int64, runs float64) {
+	for _, s := range a.runs {
+		q = q.Add(s.origin.Requests)
+		for _, n := range s.nodes {
+			agentReqs += n.originReqs
+		}
+	}
+	return q, agentReqs, float64(max(len(a.runs), 1))
+}
+
 func sumGets(m map[string]int) int {
 	n := 0
 	for _, v := range m {
@@ -477,26 +505,27 @@ func sumGets(m map[string]int) int {
 }
 
 type jsonScenario struct {
-	Scenario        string  `json:"scenario"`
-	Runs            int     `json:"runs"`
-	PullsOK         int     `json:"pulls_ok"`
-	PullsFailed     int     `json:"pulls_failed"`
-	OriginBytes     int64   `json:"origin_bytes"`
-	OriginOverImage float64 `json:"origin_bytes_over_image"`
-	BoundSeconds    float64 `json:"bound_seconds"`
-	P50             float64 `json:"p50_seconds"`
-	P95             float64 `json:"p95_seconds"`
-	P99             float64 `json:"p99_seconds"`
-	Max             float64 `json:"max_seconds"`
-	LastDone        float64 `json:"last_node_done_seconds"`
-	TTFBP50         float64 `json:"first_layer_ttfb_p50_seconds"`
-	TTFBMax         float64 `json:"first_layer_ttfb_max_seconds"`
-	TTFBWithin1s    int     `json:"first_layer_ttfb_within_1s"`
-	PeakRSSMedian   int64   `json:"peak_rss_median_bytes"`
-	PeakRSSMax      int64   `json:"peak_rss_max_bytes"`
-	AgentsCPU       float64 `json:"agents_cpu_seconds"`
-	BenchCPU        float64 `json:"bench_cpu_seconds"`
-	FromPeers       int64   `json:"agents_bytes_from_peers"`
+	Scenario        string               `json:"scenario"`
+	Runs            int                  `json:"runs"`
+	PullsOK         int                  `json:"pulls_ok"`
+	PullsFailed     int                  `json:"pulls_failed"`
+	OriginBytes     int64                `json:"origin_bytes"`
+	OriginOverImage float64              `json:"origin_bytes_over_image"`
+	BoundSeconds    float64              `json:"bound_seconds"`
+	P50             float64              `json:"p50_seconds"`
+	P95             float64              `json:"p95_seconds"`
+	P99             float64              `json:"p99_seconds"`
+	Max             float64              `json:"max_seconds"`
+	LastDone        float64              `json:"last_node_done_seconds"`
+	TTFBP50         float64              `json:"first_layer_ttfb_p50_seconds"`
+	TTFBMax         float64              `json:"first_layer_ttfb_max_seconds"`
+	TTFBWithin1s    int                  `json:"first_layer_ttfb_within_1s"`
+	PeakRSSMedian   int64                `json:"peak_rss_median_bytes"`
+	PeakRSSMax      int64                `json:"peak_rss_max_bytes"`
+	AgentsCPU       float64              `json:"agents_cpu_seconds"`
+	BenchCPU        float64              `json:"bench_cpu_seconds"`
+	FromPeers       int64                `json:"agents_bytes_from_peers"`
+	OriginRequests  benchorigin.Requests `json:"origin_requests_all_runs"`
 	// seeded only: the median preheat, what the origin served during it, and the seed's uploads.
 	PreheatSeconds     *float64 `json:"preheat_seconds,omitempty"`
 	PreheatOriginBytes *int64   `json:"preheat_origin_bytes,omitempty"`
@@ -507,6 +536,7 @@ type jsonScenario struct {
 func (r *report) scenarioJSON(name string) jsonScenario {
 	a := r.aggregate(name)
 	runs := max(len(a.runs), 1)
+	q, _, _ := a.requests()
 	within := 0
 	for _, t := range a.ttfb {
 		if t <= time.Second {
@@ -523,7 +553,7 @@ func (r *report) scenarioJSON(name string) jsonScenario {
 		TTFBP50:  round3(benchreport.Percentile(a.ttfb, 50).Seconds()), TTFBMax: round3(benchreport.Percentile(a.ttfb, 100).Seconds()), TTFBWithin1s: within,
 		PeakRSSMedian: benchreport.Median(a.hwm), PeakRSSMax: slices.Max(append([]int64{0}, a.hwm...)),
 		AgentsCPU: round3(a.agentsCPU.Seconds() / float64(runs)), BenchCPU: round3(a.benchCPU.Seconds() / float64(runs)),
-		FromPeers: a.peerBytes / int64(runs),
+		FromPeers: a.peerBytes / int64(runs), OriginRequests: q,
 	}.withSeed(a)
 }
 

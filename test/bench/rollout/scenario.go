@@ -86,6 +86,15 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 		return errs
 	}
 	defer stopAll()
+	if name == "create-private" {
+		users := map[string]string{}
+		for i := range cfg.users {
+			u, pw := credential(i)
+			users[u] = pw
+		}
+		e.o.RequireAuth(users)
+		defer e.o.RequireAuth(nil)
+	}
 
 	// Start: node 0 first (the others bootstrap through it, or all through the seed), then the
 	// rest, 4 at a time.
@@ -199,6 +208,9 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 			pw.Go(func() {
 				rt := benchruntime.New(cfg.parallel, &e.received)
 				defer rt.Close()
+				if name == "create-private" {
+					rt.Authorization = benchorigin.BasicAuth(credential(i % cfg.users))
+				}
 				<-gate
 				res.nodes[i].pull = rt.Pull(sctx, agents[i].URL, e.im)
 			})
@@ -332,6 +344,11 @@ func (e *env) waitJoined(ctx context.Context, agents []*benchproc.Shoal, res *sc
 	_ = benchproc.WaitFor(ctx, 10*time.Second, 20*time.Millisecond, "routing tables", func() bool { _, m := rt(); return m >= want })
 	_, res.rtMin = rt()
 	return nil
+}
+
+// credential is create-private's user i and its password.
+func credential(i int) (user, password string) {
+	return fmt.Sprintf("user%d", i), fmt.Sprintf("secret-%d", i)
 }
 
 func firstLine(s string) string {

@@ -1,7 +1,7 @@
 // Package benchorigin is the upstream registry of the benchmark programs: go-containerregistry's
 // registry in the benchmark's own process, on 127.0.0.1, serving blob files from disk and
-// counting what it serves. It can pace what it sends, refuse blob requests (Block), and be
-// stopped and started again.
+// counting what it serves. It can pace what it sends, refuse blob requests (Block), refuse
+// anonymous reads (RequireAuth: a private repository), and be stopped and started again.
 //
 // Why not internal/devregistry: it keeps blobs in memory (fine for small ones, but 1 GiB each,
 // several of them, would sit in this process's heap) and its counting wrapper hides the
@@ -17,6 +17,8 @@ package benchorigin
 
 import (
 	"context"
+	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log"
@@ -58,6 +60,7 @@ type Origin struct {
 	host  string       // the listener's host:port (kept while stopped: what the agents were given)
 
 	blocked atomic.Bool
+	users   atomic.Pointer[map[string]string] // RequireAuth's; nil: anyone may read
 
 	bytes     atomic.Int64 // response body bytes sent, everything
 	blobBytes atomic.Int64 // of which blob GET bodies
@@ -67,6 +70,7 @@ type Origin struct {
 	rangeGets   int            // blob GETs with a Range header (resumes)
 	manifestN   int            // manifest GETs and HEADs
 	blockedReqs int            // blob requests refused while blocked
+	req         Requests
 }
 
 // egressChunk is the most one write waits for at a time under Egress pacing: small enough that
@@ -155,6 +159,33 @@ type Counts struct {
 	Bytes, BlobBytes     int64          // response body bytes; of which blob GETs'
 	BlobGets             map[string]int // blob digest → GETs
 	RangeGets, Manifests int            // blob GETs with a Range header; manifest GETs and HEADs
+	Requests             Requests       // every request, by kind
+}
+
+// Requests counts an origin's requests by kind. A request refused for its credentials counts
+// only as Unauthorized; one refused while blocked only in BlockedRequests.
+type Requests struct {
+	BlobGets, BlobHeads         int
+	ManifestGets, ManifestHeads int
+	Other                       int // tag lists, the /v2/ ping, pushes
+	Unauthorized                int // answered 401 (RequireAuth)
+}
+
+func (q Requests) since(b Requests) Requests {
+	return q.Add(Requests{BlobGets: -b.BlobGets, BlobHeads: -b.BlobHeads, ManifestGets: -b.ManifestGets,
+		ManifestHeads: -b.ManifestHeads, Other: -b.Other, Unauthorized: -b.Unauthorized})
+}
+
+// Add is q plus b, kind by kind.
+func (q Requests) Add(b Requests) Requests {
+	return Requests{BlobGets: q.BlobGets + b.BlobGets, BlobHeads: q.BlobHeads + b.BlobHeads,
+		ManifestGets: q.ManifestGets + b.ManifestGets, ManifestHeads: q.ManifestHeads + b.ManifestHeads,
+		Other: q.Other + b.Other, Unauthorized: q.Unauthorized + b.Unauthorized}
+}
+
+// Total is every request counted.
+func (q Requests) Total() int {
+	return q.BlobGets + q.BlobHeads + q.ManifestGets + q.ManifestHeads + q.Other + q.Unauthorized
 }
 
 // Counts is what the origin has served so far.
@@ -162,13 +193,14 @@ func (o *Origin) Counts() Counts {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return Counts{Bytes: o.bytes.Load(), BlobBytes: o.blobBytes.Load(), BlobGets: maps.Clone(o.blobGets),
-		RangeGets: o.rangeGets, Manifests: o.manifestN}
+		RangeGets: o.rangeGets, Manifests: o.manifestN, Requests: o.req}
 }
 
 // Since is c minus an earlier snapshot b.
 func (c Counts) Since(b Counts) Counts {
 	out := Counts{Bytes: c.Bytes - b.Bytes, BlobBytes: c.BlobBytes - b.BlobBytes, BlobGets: map[string]int{},
-		RangeGets: c.RangeGets - b.RangeGets, Manifests: c.Manifests - b.Manifests}
+		RangeGets: c.RangeGets - b.RangeGets, Manifests: c.Manifests - b.Manifests,
+		Requests: c.Requests.since(b.Requests)}
 	for k, v := range c.BlobGets {
 		if d := v - b.BlobGets[k]; d != 0 {
 			out.BlobGets[k] = d
@@ -179,6 +211,16 @@ func (c Counts) Since(b Counts) Counts {
 
 func (o *Origin) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !o.authorized(r) {
+			o.mu.Lock()
+			o.req.Unauthorized++
+			o.mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("WWW-Authenticate", `Basic realm="benchorigin"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
 		blob := false
 		if i := strings.LastIndex(r.URL.Path, "/blobs/"); i >= 0 {
 			if o.blocked.Load() {
@@ -190,18 +232,36 @@ func (o *Origin) wrap(h http.Handler) http.Handler {
 				_, _ = io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"blocked by the benchmark"}]}`)
 				return
 			}
-			if r.Method == http.MethodGet {
+			o.mu.Lock()
+			switch r.Method {
+			case http.MethodGet:
 				blob = true
-				o.mu.Lock()
+				o.req.BlobGets++
 				o.blobGets[r.URL.Path[i+len("/blobs/"):]]++
 				if r.Header.Get("Range") != "" {
 					o.rangeGets++
 				}
-				o.mu.Unlock()
+			case http.MethodHead:
+				o.req.BlobHeads++
+			default:
+				o.req.Other++
 			}
+			o.mu.Unlock()
 		} else if strings.Contains(r.URL.Path, "/manifests/") {
 			o.mu.Lock()
 			o.manifestN++
+			switch r.Method {
+			case http.MethodGet:
+				o.req.ManifestGets++
+			case http.MethodHead:
+				o.req.ManifestHeads++
+			default:
+				o.req.Other++
+			}
+			o.mu.Unlock()
+		} else {
+			o.mu.Lock()
+			o.req.Other++
 			o.mu.Unlock()
 		}
 		cw := countingWriter{ResponseWriter: w, o: o, blob: blob}
@@ -214,6 +274,34 @@ func (o *Origin) wrap(h http.Handler) http.Handler {
 			h.ServeHTTP(&sendfileWriter{cw}, r)
 		}
 	})
+}
+
+// RequireAuth makes the origin answer every request without one of users' credentials (HTTP
+// Basic, user → password) with 401 and a Basic challenge, as a registry whose repositories are
+// private; nil lets anyone read again. Set it before the clients start: it does not wait for
+// requests in flight.
+func (o *Origin) RequireAuth(users map[string]string) {
+	if users == nil {
+		o.users.Store(nil)
+		return
+	}
+	u := maps.Clone(users)
+	o.users.Store(&u)
+}
+
+func (o *Origin) authorized(r *http.Request) bool {
+	users := o.users.Load()
+	if users == nil {
+		return true
+	}
+	u, p, ok := r.BasicAuth()
+	want, known := (*users)[u]
+	return ok && known && subtle.ConstantTimeCompare([]byte(p), []byte(want)) == 1
+}
+
+// BasicAuth is the Authorization header value of user's credential.
+func BasicAuth(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
 // countingWriter counts the response body bytes that go through its Write.

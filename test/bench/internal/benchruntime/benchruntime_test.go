@@ -66,3 +66,38 @@ func TestPull(t *testing.T) {
 		t.Fatalf("a pull of a corrupt layer: %v, %d retries", p.Err, p.Retries)
 	}
 }
+
+// A runtime with a credential pulls from an origin that refuses anonymous reads, sending it on
+// every request; without it the pull fails with the origin's 401.
+func TestPullWithCredential(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	im, err := MakeImage(dir, 64<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := benchorigin.Start(dir, benchorigin.Pacing{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	if err := im.Push(ctx, o.URL()); err != nil {
+		t.Fatal(err)
+	}
+	o.RequireAuth(map[string]string{"node": "pw"})
+	var received atomic.Int64
+	rt := New(2, &received)
+	t.Cleanup(rt.Close)
+	if p := rt.Pull(ctx, o.URL(), im); p.Err == nil || !strings.Contains(p.Err.Error(), "401") {
+		t.Fatalf("an anonymous pull of a private image: %v", p.Err)
+	}
+	base := o.Counts().Requests
+	rt.Authorization = benchorigin.BasicAuth("node", "pw")
+	if p := rt.Pull(ctx, o.URL(), im); p.Err != nil || p.Bytes != im.Bytes() {
+		t.Fatalf("a pull with the credential: %v, %d bytes", p.Err, p.Bytes)
+	}
+	if q := o.Counts().Requests; q.Unauthorized != base.Unauthorized || q.ManifestGets != base.ManifestGets+1 || q.BlobGets != base.BlobGets+3 {
+		t.Fatalf("requests before %+v, after %+v", base, q)
+	}
+}

@@ -40,6 +40,10 @@ func (p *PullResult) Duration() time.Duration { return p.End.Sub(p.Start) }
 // Runtime is one node's container runtime: its own HTTP connections to its own agent, and
 // `parallel` blob downloads at a time. Close it when its pulls are done.
 type Runtime struct {
+	// Authorization, when set, is sent with every request: a pull secret's credential, which
+	// containerd sends on every request to a registry once it has been challenged for it.
+	Authorization string
+
 	client   *http.Client
 	parallel int
 	received *atomic.Int64
@@ -64,7 +68,6 @@ func (rt *Runtime) Close() { rt.client.CloseIdleConnections() }
 // digest. A blob that fails is asked again from the start, up to 3 attempts. A failed pull has
 // Err set; its timings cover what was done.
 func (rt *Runtime) Pull(ctx context.Context, base string, want *Image) *PullResult {
-	c := rt.client
 	r := &PullResult{Start: time.Now()}
 	fail := func(err error) *PullResult {
 		r.Err, r.End = err, time.Now()
@@ -73,7 +76,7 @@ func (rt *Runtime) Pull(ctx context.Context, base string, want *Image) *PullResu
 	url := fmt.Sprintf("%s/v2/%s/manifests/%s", base, Repository, Tag)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	req.Header.Set("Accept", ManifestType)
-	resp, err := c.Do(req)
+	resp, err := rt.do(req)
 	if err != nil {
 		return fail(fmt.Errorf("manifest: %w", err))
 	}
@@ -149,7 +152,7 @@ func (rt *Runtime) Pull(ctx context.Context, base string, want *Image) *PullResu
 func (rt *Runtime) getBlob(ctx context.Context, base string, d Descriptor) (time.Duration, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v2/%s/blobs/%s", base, Repository, d.Digest), nil)
 	start := time.Now()
-	resp, err := rt.client.Do(req)
+	resp, err := rt.do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -188,6 +191,13 @@ func (rt *Runtime) getBlob(ctx context.Context, base string, d Descriptor) (time
 		return ttfb, fmt.Errorf("content is %s", got)
 	}
 	return ttfb, nil
+}
+
+func (rt *Runtime) do(req *http.Request) (*http.Response, error) {
+	if rt.Authorization != "" {
+		req.Header.Set("Authorization", rt.Authorization)
+	}
+	return rt.client.Do(req)
 }
 
 // bufPool holds the runtimes' read buffers.
