@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/test/testutil"
@@ -304,4 +305,36 @@ func TestPrivateRepositoryPeers(t *testing.T) {
 			t.Errorf("origin down: no credential got %d for blob %s, want 401", status, b)
 		}
 	}
+}
+
+// A coordinator with no credentials of its own fetches and resolves a private repository for a
+// peer with the credential the peer forwarded (and the origin accepted), so a private rollout
+// still costs the origin one copy: an anonymous fetch would be refused, and every asking node
+// would go to the origin itself.
+func TestCoordinatorUsesTheAskingPeersCredential(t *testing.T) {
+	f := newPrivateFixture(t)
+	coord := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{f.origin.URL}, ChunkSize: 64 << 10,
+		P2P: &p2p.Config{ListenAddrs: []string{loopback}}})
+	tc, cid := peerClient(t, coord.Node().Addrs(), coord)
+	alice := f.origin.Auth("alice")
+	ctx, cancel := context.WithTimeout(as(f, "test/private", alice), time.Minute)
+	defer cancel()
+
+	rec, err := tc.Resolve(ctx, cid, f.origin.Addr, "test/private", "v1", oci.ManifestTypes())
+	if err != nil || rec.Digest.String() != f.private.Manifest {
+		t.Fatalf("resolve through a coordinator without credentials: %v %v, want %s", rec.Digest, err, f.private.Manifest)
+	}
+	layer := digest.Digest(f.private.Blobs[len(f.private.Blobs)-1])
+	if err := tc.Pull(ctx, cid, f.origin.Addr, "test/private", layer); err != nil {
+		t.Fatalf("pull through a coordinator without credentials: %v", err)
+	}
+	waitFor(t, func() bool {
+		rng, err := tc.Get(ctx, cid, layer, 0, -1)
+		if err != nil {
+			return false
+		}
+		defer rng.Close()
+		got, err := io.ReadAll(rng)
+		return err == nil && bytes.Equal(got, f.blobs[layer.String()])
+	}, "the coordinator to hold the layer it fetched with the peer's credential")
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-oci/shoal/agent/resolve"
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/internal/quota"
@@ -245,7 +246,7 @@ func (c *Content) Pull(ctx context.Context, registry, repo string, d digest.Dige
 		return fmt.Errorf("pull of %s: %w", d, ErrOverQuota)
 	}
 	c.coordinated.Inc()
-	return c.pipeline.Pull(ctx, fetch.Target{Registry: reg, Repo: repo}, d)
+	return c.pipeline.Pull(ctx, fetch.Target{Registry: reg, Repo: repo, Credential: asking(ctx)}, d)
 }
 
 // Resolve answers a peer asking this node, the tag's coordinator, what a tag names. An empty
@@ -272,10 +273,18 @@ func (c *Content) Resolve(ctx context.Context, registry, repo, tag string, accep
 	if !charge(ctx, c.resolves) {
 		return tags.Record{}, fmt.Errorf("resolve of %s:%s: %w", repo, tag, ErrOverQuota)
 	}
-	res, err := c.resolver.Tag(ctx, fetch.Target{Registry: reg, Repo: repo}, tag, accept, false)
+	res, err := c.resolver.Tag(ctx, fetch.Target{Registry: reg, Repo: repo, Credential: asking(ctx)}, tag, accept, false)
 	if err != nil {
 		return tags.Record{}, err
 	}
 	// The time the origin was last asked, so that a stale answer stays marked stale.
 	return res.Record(), nil
+}
+
+// asking is the credential the asking peer forwarded for its client, which Authorize checked at
+// the origin: a coordinator with no credentials of its own fetches or resolves a private
+// repository for the peer with it, as the node does for a local client.
+func asking(ctx context.Context) credential.Credential {
+	a, _ := credential.FromContext(ctx)
+	return a.Credential
 }

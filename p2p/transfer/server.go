@@ -244,7 +244,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if !ok || len(req.Accept) > 32 {
 			return fail(fmt.Errorf("resolve: %w", errdefs.ErrUnsupported))
 		}
-		ctx, cancel := context.WithTimeout(withPeer(st), requestTimeout-time.Second)
+		ctx, cancel := context.WithTimeout(withPeer(st, req), requestTimeout-time.Second)
 		defer cancel()
 		rec, err := rs.Resolve(ctx, req.Registry, req.Repo, req.Tag, req.Accept)
 		if err != nil {
@@ -256,7 +256,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if !ok {
 			return fail(fmt.Errorf("pull: %w", errdefs.ErrUnsupported))
 		}
-		ctx, cancel := context.WithTimeout(withPeer(st), requestTimeout-time.Second)
+		ctx, cancel := context.WithTimeout(withPeer(st, req), requestTimeout-time.Second)
 		defer cancel()
 		if err := p.Pull(ctx, req.Registry, req.Repo, req.Digest); err != nil {
 			return fail(err)
@@ -269,9 +269,12 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 
 type peerKey struct{}
 
-// withPeer is a context carrying the peer that opened st, for RemotePeer.
-func withPeer(st network.Stream) context.Context {
-	return context.WithValue(context.Background(), peerKey{}, st.Conn().RemotePeer())
+// withPeer is a context carrying the peer that opened st, for RemotePeer, and the repository and
+// credential its request names (credential.FromContext), which Authorize checked.
+func withPeer(st network.Stream, req *request) context.Context {
+	ctx := context.WithValue(context.Background(), peerKey{}, st.Conn().RemotePeer())
+	return credential.NewContext(ctx, credential.Access{Registry: req.Registry, Repo: req.Repo,
+		Credential: credential.FromHeader(req.Auth)})
 }
 
 // RemotePeer is the peer whose request a Puller or Resolver is serving.
@@ -282,7 +285,7 @@ func RemotePeer(ctx context.Context) (peer.ID, bool) {
 
 // publicMessage is what a peer may learn about a failure: the class, not local details.
 func publicMessage(err error) string {
-	for _, cls := range []error{errdefs.ErrNotFound, errdefs.ErrInvalid, errdefs.ErrUnsupported, errdefs.ErrTooManyRequests, errdefs.ErrUnavailable, errdefs.ErrUnauthorized} {
+	for _, cls := range []error{errdefs.ErrNotFound, errdefs.ErrInvalid, errdefs.ErrUnsupported, errdefs.ErrTooManyRequests, errdefs.ErrUnavailable, errdefs.ErrUnauthorized, errdefs.ErrDenied} {
 		if errors.Is(err, cls) {
 			return cls.Error()
 		}
