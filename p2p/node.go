@@ -35,6 +35,7 @@ import (
 	"github.com/shoal-oci/shoal/p2p/limits"
 	"github.com/shoal-oci/shoal/p2p/providerquota"
 	"github.com/shoal-oci/shoal/p2p/seedauth"
+	"github.com/shoal-oci/shoal/p2p/seedfind"
 )
 
 // ProtocolPrefix is the DHT's protocol prefix: Shoal's DHT speaks /shoal/kad/1.0.0 and never mixes with
@@ -66,13 +67,9 @@ type Node struct {
 	records *providerquota.Quota // the provider records stored for other peers
 	lookups singleflight.Group
 	seed    bool
-	// selfSeed is true when this node is a seed in its own eyes as well as by role: its
-	// authority key is one it trusts, or it lists itself.
-	selfSeed bool
-	auth     *seedauth.Checker
-	seeds    seedCache
-	cacheMu  sync.Mutex
-	cache    map[string]cachedProviders
+	seeds   *seedfind.Finder
+	cacheMu sync.Mutex
+	cache   map[string]cachedProviders
 
 	// Tunables, fixed by New; tests shorten some.
 	lookupTimeout       time.Duration
@@ -83,13 +80,9 @@ type Node struct {
 	maxBootstrapBackoff time.Duration
 	wrapRouter          func(provider.KadClosestPeersRouter) provider.KadClosestPeersRouter // tests count lookups
 
-	running atomic.Bool
-	runMu   sync.Mutex     // orders Run's start against Close
-	runWG   sync.WaitGroup // Run in progress; Close waits for it
-	// bgWG counts lookups started in the background (KnownSeeds): Close waits for them before
-	// closing the host, since a dial still under way when the host closes crashes libp2p's
-	// swarm (its transports are gone; go-libp2p issue 1545).
-	bgWG      sync.WaitGroup
+	running   atomic.Bool
+	runMu     sync.Mutex     // orders Run's start against Close
+	runWG     sync.WaitGroup // Run in progress; Close waits for it
 	closed    chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -101,6 +94,10 @@ type Node struct {
 // no default bootstrap peers. The node listens when New returns but joins no cluster until Run.
 func New(cfg Config) (*Node, error) {
 	listen, boot, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	seedCID, err := DigestCID(SeedKey)
 	if err != nil {
 		return nil, err
 	}
@@ -202,11 +199,13 @@ func New(cfg Config) (*Node, error) {
 		n.host.Close()
 		return nil, err
 	}
-	n.auth, n.selfSeed = seedauth.Setup(n.host, n.seed, cfg.SeedAuthorities, cfg.SeedPeers, cfg.SeedAuthorityKey)
-	if n.seed && !n.selfSeed {
+	auth, selfSeed := seedauth.Setup(n.host, n.seed, cfg.SeedAuthorities, cfg.SeedPeers, cfg.SeedAuthorityKey)
+	if n.seed && !selfSeed {
 		n.log.Warn("seed role without a seed authority key: other nodes treat this node as a plain peer unless they list it", "peer", n.ID())
 	}
-	if err := n.watchSeedClaimants(); err != nil {
+	n.seeds = seedfind.New(seedfind.Config{Host: n.host, Providers: n.dht, Key: seedCID, Auth: auth,
+		Self: selfSeed, LookupTimeout: n.lookupTimeout})
+	if err := n.seeds.Start(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -217,7 +216,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("p2p: advertising the seed role: %w", err)
 		}
 	}
-	n.log.Info("p2p node listening", "peer", n.host.ID(), "addrs", n.Addrs(), "private_network", n.psk != nil, "seed", n.seed, "authorized_seed", n.selfSeed)
+	n.log.Info("p2p node listening", "peer", n.host.ID(), "addrs", n.Addrs(), "private_network", n.psk != nil, "seed", n.seed, "authorized_seed", selfSeed)
 	return n, nil
 }
 
@@ -228,8 +227,8 @@ func (n *Node) Close() error {
 		n.runMu.Lock()
 		close(n.closed)
 		n.runMu.Unlock()
-		n.runWG.Wait() // Run sees closed, cancels its dials and returns
-		n.bgWG.Wait()  // background lookups see closed too
+		n.runWG.Wait()  // Run sees closed, cancels its dials and returns
+		n.seeds.Close() // before the host: background seed lookups may be dialling
 		n.provMu.Lock()
 		p := n.prov
 		n.prov = nil

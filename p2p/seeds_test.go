@@ -26,9 +26,7 @@ func testAuthority(t testing.TB) (ed25519.PrivateKey, []ed25519.PublicKey) {
 
 // refreshSeeds forgets n's last seed lookup, so that Seeds looks them up again.
 func refreshSeeds(n *Node) {
-	n.seeds.mu.Lock()
-	n.seeds.expires = time.Time{}
-	n.seeds.mu.Unlock()
+	n.seeds.Expire()
 }
 
 // Seeds are found through the DHT, every node picks the same seed as a digest's coordinator,

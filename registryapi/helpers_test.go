@@ -1,4 +1,4 @@
-package registryapi
+package registryapi_test
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/registryapi/registrytest"
 )
 
 const (
@@ -25,16 +27,16 @@ const (
 // testBlob is 20 bytes, so ranges are easy to read.
 var testBlob = []byte("0123456789abcdefghij")
 
-// fixture is a MemoryBackend holding one blob and one manifest tagged "latest" in testRepo.
+// fixture is a registrytest.Backend holding one blob and one manifest tagged "latest" in testRepo.
 type fixture struct {
-	mem      *MemoryBackend
+	mem      *registrytest.Backend
 	blob     digest.Digest
 	manifest digest.Digest
 	body     []byte
 }
 
 func newFixture() *fixture {
-	f := &fixture{mem: NewMemoryBackend(), body: []byte(`{"schemaVersion":2,"mediaType":"` + testMediaType + `"}`)}
+	f := &fixture{mem: registrytest.NewBackend(), body: []byte(`{"schemaVersion":2,"mediaType":"` + testMediaType + `"}`)}
 	f.blob = f.mem.PutBlob(testBlob)
 	f.manifest = f.mem.PutManifest(testRepo, "latest", testMediaType, f.body)
 	return f
@@ -43,17 +45,17 @@ func newFixture() *fixture {
 // recordingBackend wraps a Backend, counting every call and recording the last arguments. When
 // err is set every call fails with it; blob, tags and referrers override the wrapped answers.
 type recordingBackend struct {
-	Backend
+	registryapi.Backend
 	err       error
-	blob      Blob
-	tags      *Listing
-	referrers *Listing
+	blob      registryapi.Blob
+	tags      *registryapi.Listing
+	referrers *registryapi.Listing
 
 	calls atomic.Int64
 	opens atomic.Int64
 
 	mu           sync.Mutex
-	target       Repository
+	target       registryapi.Repository
 	ref          string
 	accept       []string
 	n            int
@@ -61,20 +63,20 @@ type recordingBackend struct {
 	artifactType string
 }
 
-func (b *recordingBackend) record(t Repository, ref string) {
+func (b *recordingBackend) record(t registryapi.Repository, ref string) {
 	b.calls.Add(1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.target, b.ref = t, ref
 }
 
-func (b *recordingBackend) lastTarget() Repository {
+func (b *recordingBackend) lastTarget() registryapi.Repository {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.target
 }
 
-func (b *recordingBackend) OpenBlob(ctx context.Context, t Repository, d digest.Digest) (Blob, error) {
+func (b *recordingBackend) OpenBlob(ctx context.Context, t registryapi.Repository, d digest.Digest) (registryapi.Blob, error) {
 	b.record(t, d.String())
 	b.opens.Add(1)
 	if b.err != nil {
@@ -86,7 +88,7 @@ func (b *recordingBackend) OpenBlob(ctx context.Context, t Repository, d digest.
 	return b.Backend.OpenBlob(ctx, t, d)
 }
 
-func (b *recordingBackend) StatBlob(ctx context.Context, t Repository, d digest.Digest) (int64, error) {
+func (b *recordingBackend) StatBlob(ctx context.Context, t registryapi.Repository, d digest.Digest) (int64, error) {
 	b.record(t, d.String())
 	if b.err != nil {
 		return 0, b.err
@@ -97,7 +99,7 @@ func (b *recordingBackend) StatBlob(ctx context.Context, t Repository, d digest.
 	return b.Backend.StatBlob(ctx, t, d)
 }
 
-func (b *recordingBackend) GetManifest(ctx context.Context, t Repository, ref string, accept []string) (*Manifest, error) {
+func (b *recordingBackend) GetManifest(ctx context.Context, t registryapi.Repository, ref string, accept []string) (*registryapi.Manifest, error) {
 	b.record(t, ref)
 	b.mu.Lock()
 	b.accept = accept
@@ -108,7 +110,7 @@ func (b *recordingBackend) GetManifest(ctx context.Context, t Repository, ref st
 	return b.Backend.GetManifest(ctx, t, ref, accept)
 }
 
-func (b *recordingBackend) Tags(ctx context.Context, t Repository, n int, last string) (*Listing, error) {
+func (b *recordingBackend) Tags(ctx context.Context, t registryapi.Repository, n int, last string) (*registryapi.Listing, error) {
 	b.record(t, "")
 	b.mu.Lock()
 	b.n, b.last = n, last
@@ -122,7 +124,7 @@ func (b *recordingBackend) Tags(ctx context.Context, t Repository, n int, last s
 	return b.Backend.Tags(ctx, t, n, last)
 }
 
-func (b *recordingBackend) Referrers(ctx context.Context, t Repository, d digest.Digest, artifactType string) (*Listing, error) {
+func (b *recordingBackend) Referrers(ctx context.Context, t registryapi.Repository, d digest.Digest, artifactType string) (*registryapi.Listing, error) {
 	b.record(t, d.String())
 	b.mu.Lock()
 	b.artifactType = artifactType
@@ -136,12 +138,12 @@ func (b *recordingBackend) Referrers(ctx context.Context, t Repository, d digest
 	return b.Backend.Referrers(ctx, t, d, artifactType)
 }
 
-// newTestServer returns a Server over a recording MemoryBackend.
-func newTestServer(t testing.TB) (*Server, *recordingBackend, *fixture) {
+// newTestServer returns a Server over a recording registrytest.Backend.
+func newTestServer(t testing.TB) (*registryapi.Server, *recordingBackend, *fixture) {
 	t.Helper()
 	f := newFixture()
 	b := &recordingBackend{Backend: f.mem}
-	return New(b), b, f
+	return registryapi.New(b), b, f
 }
 
 // serve sends one request through the handler. target is the raw request URI, sent unchanged.

@@ -1,4 +1,4 @@
-package registryapi
+package registryapi_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/oci"
+	"github.com/shoal-oci/shoal/registryapi"
 )
 
 // fakePusher answers every push call with err (when set) and records what it was given; it
@@ -25,7 +26,7 @@ type fakePusher struct {
 
 	mu       sync.Mutex
 	calls    []string
-	manifest *Manifest
+	manifest *registryapi.Manifest
 	tags     []string
 	written  []byte
 }
@@ -70,7 +71,7 @@ func (p *fakePusher) MountBlob(_ context.Context, repo, from string, _ digest.Di
 	return p.record("mount " + repo + " " + from)
 }
 
-func (p *fakePusher) PutManifest(_ context.Context, repo string, tags []string, m *Manifest) error {
+func (p *fakePusher) PutManifest(_ context.Context, repo string, tags []string, m *registryapi.Manifest) error {
 	err := p.record("put " + repo)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -90,11 +91,11 @@ func (p *fakePusher) DeleteBlob(_ context.Context, repo string, _ digest.Digest)
 	return p.record("delete blob " + repo)
 }
 
-func pushServer(t *testing.T, p Pusher) (*Server, *recordingBackend) {
+func pushServer(t *testing.T, p registryapi.Pusher) (*registryapi.Server, *recordingBackend) {
 	t.Helper()
 	f := newFixture()
 	b := &recordingBackend{Backend: f.mem}
-	return New(b, WithPush(p)), b
+	return registryapi.New(b, registryapi.WithPush(p)), b
 }
 
 func send(h http.Handler, method, target string, body []byte, header ...string) *httptest.ResponseRecorder {
@@ -126,12 +127,12 @@ func TestPushManifestEdge(t *testing.T) {
 		{name: "media type from the body", target: "/v2/a/b/manifests/v1", body: withSubject, status: 201, mediaType: testMediaType, tags: []string{"v1"}},
 		{name: "Content-Type parameters dropped", target: "/v2/a/b/manifests/v1", body: noType, header: []string{"Content-Type: application/x-custom+json; charset=utf-8"}, status: 201, mediaType: "application/x-custom+json", tags: []string{"v1"}},
 		{name: "by digest with tag parameters", target: "/v2/a/b/manifests/" + digest.FromBytes(noType).String() + "?tag=x&tag=y", body: noType, header: []string{"Content-Type: " + testMediaType}, status: 201, mediaType: testMediaType, tags: []string{"x", "y"}},
-		{name: "no media type anywhere", target: "/v2/a/b/manifests/v1", body: noType, status: 400, code: CodeManifestInvalid},
-		{name: "malformed Content-Type", target: "/v2/a/b/manifests/v1", body: noType, header: []string{"Content-Type: ;;"}, status: 400, code: CodeManifestInvalid},
-		{name: "bad tag parameter", target: "/v2/a/b/manifests/v1?tag=-x", body: noType, header: []string{"Content-Type: " + testMediaType}, status: 400, code: CodeManifestInvalid},
-		{name: "digest mismatch", target: "/v2/a/b/manifests/" + digest.FromString("other").String(), body: noType, header: []string{"Content-Type: " + testMediaType}, status: 400, code: CodeDigestInvalid},
+		{name: "no media type anywhere", target: "/v2/a/b/manifests/v1", body: noType, status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "malformed Content-Type", target: "/v2/a/b/manifests/v1", body: noType, header: []string{"Content-Type: ;;"}, status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "bad tag parameter", target: "/v2/a/b/manifests/v1?tag=-x", body: noType, header: []string{"Content-Type: " + testMediaType}, status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "digest mismatch", target: "/v2/a/b/manifests/" + digest.FromString("other").String(), body: noType, header: []string{"Content-Type: " + testMediaType}, status: 400, code: registryapi.CodeDigestInvalid},
 		{name: "sha512 digest", target: "/v2/a/b/manifests/" + digest.SHA512.FromBytes(noType).String(), body: noType, header: []string{"Content-Type: " + testMediaType}, status: 201, mediaType: testMediaType},
-		{name: "bad name", target: "/v2/A/b/manifests/v1", body: noType, status: 400, code: CodeNameInvalid},
+		{name: "bad name", target: "/v2/A/b/manifests/v1", body: noType, status: 400, code: registryapi.CodeNameInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -167,13 +168,13 @@ func TestPushManifestTooLarge(t *testing.T) {
 	p := &fakePusher{}
 	s, _ := pushServer(t, p)
 	big := bytes.Repeat([]byte(" "), oci.MaxManifestSize+1)
-	checkError(t, send(s, http.MethodPut, "/v2/a/b/manifests/v1", big, "Content-Type: "+testMediaType), http.MethodPut, http.StatusRequestEntityTooLarge, CodeSizeInvalid)
+	checkError(t, send(s, http.MethodPut, "/v2/a/b/manifests/v1", big, "Content-Type: "+testMediaType), http.MethodPut, http.StatusRequestEntityTooLarge, registryapi.CodeSizeInvalid)
 	// Without a Content-Length (chunked), the read is bounded all the same.
 	r := httptest.NewRequest(http.MethodPut, "/v2/a/b/manifests/v1", io.MultiReader(bytes.NewReader(big), strings.NewReader("{}")))
 	r.ContentLength = -1
 	rec := httptest.NewRecorder()
 	s.ServeHTTP(rec, r)
-	checkError(t, rec, http.MethodPut, http.StatusRequestEntityTooLarge, CodeSizeInvalid)
+	checkError(t, rec, http.MethodPut, http.StatusRequestEntityTooLarge, registryapi.CodeSizeInvalid)
 	if len(p.calls) != 0 {
 		t.Errorf("pusher got %v", p.calls)
 	}
@@ -190,20 +191,20 @@ func TestPushErrors(t *testing.T) {
 		status               int
 		code                 string
 	}{
-		{"unknown upload", http.MethodPatch, "/v2/a/b/blobs/uploads/id-1", fmt.Errorf("%w %w", leak, ErrUploadUnknown), 404, CodeBlobUploadUnknown},
-		{"upload status", http.MethodGet, "/v2/a/b/blobs/uploads/id-1", fmt.Errorf("%w %w", leak, ErrUploadUnknown), 404, CodeBlobUploadUnknown},
-		{"out of order", http.MethodPatch, "/v2/a/b/blobs/uploads/id-1", &UploadRangeError{Offset: 5, Size: 0}, 416, CodeRangeInvalid},
-		{"digest mismatch", http.MethodPut, "/v2/a/b/blobs/uploads/id-1?digest=" + digest.FromString("x").String(), fmt.Errorf("%w %w", leak, errdefs.ErrDigestMismatch), 400, CodeDigestInvalid},
-		{"too large", http.MethodPost, "/v2/a/b/blobs/uploads/?digest=" + digest.FromString("x").String(), fmt.Errorf("%w %w", leak, errdefs.ErrTooLarge), 413, CodeSizeInvalid},
-		{"too many uploads", http.MethodPost, "/v2/a/b/blobs/uploads/", fmt.Errorf("%w %w", leak, errdefs.ErrTooManyRequests), 429, CodeTooManyRequests},
-		{"blob unknown to manifest", http.MethodPut, "/v2/a/b/manifests/v1", fmt.Errorf("%w %w", leak, ErrManifestBlobUnknown), 400, CodeManifestBlobUnkwn},
-		{"manifest invalid", http.MethodPut, "/v2/a/b/manifests/v1", fmt.Errorf("%w %w", leak, ErrManifestInvalid), 400, CodeManifestInvalid},
-		{"deletes disabled", http.MethodDelete, "/v2/a/b/manifests/v1", fmt.Errorf("%w %w", leak, errdefs.ErrUnsupported), 405, CodeUnsupported},
-		{"manifest unknown", http.MethodDelete, "/v2/a/b/manifests/" + digest.FromString("x").String(), fmt.Errorf("%w %w", leak, errdefs.ErrNotFound), 404, CodeManifestUnknown},
-		{"blob unknown", http.MethodDelete, "/v2/a/b/blobs/" + digest.FromString("x").String(), fmt.Errorf("%w %w", leak, errdefs.ErrNotFound), 404, CodeBlobUnknown},
-		{"anything else", http.MethodDelete, "/v2/a/b/blobs/" + digest.FromString("x").String(), leak, 500, CodeUnknown},
-		{"method", http.MethodPost, "/v2/a/b/manifests/v1", nil, 405, CodeUnsupported},
-		{"GET on the upload root", http.MethodGet, "/v2/a/b/blobs/uploads/", nil, 405, CodeUnsupported},
+		{"unknown upload", http.MethodPatch, "/v2/a/b/blobs/uploads/id-1", fmt.Errorf("%w %w", leak, registryapi.ErrUploadUnknown), 404, registryapi.CodeBlobUploadUnknown},
+		{"upload status", http.MethodGet, "/v2/a/b/blobs/uploads/id-1", fmt.Errorf("%w %w", leak, registryapi.ErrUploadUnknown), 404, registryapi.CodeBlobUploadUnknown},
+		{"out of order", http.MethodPatch, "/v2/a/b/blobs/uploads/id-1", &registryapi.UploadRangeError{Offset: 5, Size: 0}, 416, registryapi.CodeRangeInvalid},
+		{"digest mismatch", http.MethodPut, "/v2/a/b/blobs/uploads/id-1?digest=" + digest.FromString("x").String(), fmt.Errorf("%w %w", leak, errdefs.ErrDigestMismatch), 400, registryapi.CodeDigestInvalid},
+		{"too large", http.MethodPost, "/v2/a/b/blobs/uploads/?digest=" + digest.FromString("x").String(), fmt.Errorf("%w %w", leak, errdefs.ErrTooLarge), 413, registryapi.CodeSizeInvalid},
+		{"too many uploads", http.MethodPost, "/v2/a/b/blobs/uploads/", fmt.Errorf("%w %w", leak, errdefs.ErrTooManyRequests), 429, registryapi.CodeTooManyRequests},
+		{"blob unknown to manifest", http.MethodPut, "/v2/a/b/manifests/v1", fmt.Errorf("%w %w", leak, registryapi.ErrManifestBlobUnknown), 400, registryapi.CodeManifestBlobUnkwn},
+		{"manifest invalid", http.MethodPut, "/v2/a/b/manifests/v1", fmt.Errorf("%w %w", leak, registryapi.ErrManifestInvalid), 400, registryapi.CodeManifestInvalid},
+		{"deletes disabled", http.MethodDelete, "/v2/a/b/manifests/v1", fmt.Errorf("%w %w", leak, errdefs.ErrUnsupported), 405, registryapi.CodeUnsupported},
+		{"manifest unknown", http.MethodDelete, "/v2/a/b/manifests/" + digest.FromString("x").String(), fmt.Errorf("%w %w", leak, errdefs.ErrNotFound), 404, registryapi.CodeManifestUnknown},
+		{"blob unknown", http.MethodDelete, "/v2/a/b/blobs/" + digest.FromString("x").String(), fmt.Errorf("%w %w", leak, errdefs.ErrNotFound), 404, registryapi.CodeBlobUnknown},
+		{"anything else", http.MethodDelete, "/v2/a/b/blobs/" + digest.FromString("x").String(), leak, 500, registryapi.CodeUnknown},
+		{"method", http.MethodPost, "/v2/a/b/manifests/v1", nil, 405, registryapi.CodeUnsupported},
+		{"GET on the upload root", http.MethodGet, "/v2/a/b/blobs/uploads/", nil, 405, registryapi.CodeUnsupported},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -227,34 +228,5 @@ func TestPushIgnoresNamespace(t *testing.T) {
 	send(s, http.MethodGet, "/v2/a/b/manifests/v1?ns=unknown.example", nil)
 	if b.calls.Load() != 1 || b.lastTarget().Registry != "unknown.example" {
 		t.Errorf("backend calls %d, target %+v", b.calls.Load(), b.lastTarget())
-	}
-}
-
-func TestParseContentRange(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in         string
-		start, end int64
-		ok         bool
-	}{
-		{"0-9", 0, 9, true},
-		{"10-10", 10, 10, true},
-		{"bytes 0-9", 0, 9, true},
-		{"bytes=0-9/100", 0, 9, true},
-		{" 5-6 ", 5, 6, true},
-		{"9-0", 0, 0, false},
-		{"-1", 0, 0, false},
-		{"1-", 0, 0, false},
-		{"a-b", 0, 0, false},
-		{"1--2", 0, 0, false},
-		{"+1-2", 0, 0, false},
-		{"99999999999999999999-1", 0, 0, false},
-		{"", 0, 0, false},
-	}
-	for _, tc := range tests {
-		start, end, ok := parseContentRange(tc.in)
-		if ok != tc.ok || start != tc.start || end != tc.end {
-			t.Errorf("parseContentRange(%q) = %d, %d, %v", tc.in, start, end, ok)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package registryapi
+package registryapi_test
 
 import (
 	"bufio"
@@ -18,6 +18,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/registryapi/registrytest"
 )
 
 const (
@@ -71,65 +73,65 @@ func TestBadRequests(t *testing.T) {
 		code   string
 	}{
 		// Names.
-		{name: "upper case name", target: "/v2/Library/alpine/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "trailing slash in name", target: "/v2/library/alpine//manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "double slash in name", target: "/v2/library//alpine/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "leading slash in name", target: "/v2//library/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "empty name", target: "/v2//manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "dot dot name", target: "/v2/../manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "dot dot inside name", target: "/v2/a/../b/blobs/" + goodDigest, status: 400, code: CodeNameInvalid},
-		{name: "escaped dot dot name", target: "/v2/%2e%2e/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "escaped dot dot inside name", target: "/v2/a/%2E%2E/b/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "escaped slash in name", target: "/v2/library%2Falpine/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "256 character name", target: "/v2/" + long + "/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "name with leading separator", target: "/v2/-a/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "name with triple underscore", target: "/v2/a___b/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "name with space", target: "/v2/a%20b/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "name with NUL", target: "/v2/a%00b/manifests/latest", status: 400, code: CodeNameInvalid},
-		{name: "bad name on tags", target: "/v2/A/tags/list", status: 400, code: CodeNameInvalid},
-		{name: "bad name on referrers", target: "/v2/A/referrers/" + goodDigest, status: 400, code: CodeNameInvalid},
-		{name: "bad name on blobs", target: "/v2/A/blobs/" + goodDigest, status: 400, code: CodeNameInvalid},
+		{name: "upper case name", target: "/v2/Library/alpine/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "trailing slash in name", target: "/v2/library/alpine//manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "double slash in name", target: "/v2/library//alpine/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "leading slash in name", target: "/v2//library/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "empty name", target: "/v2//manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "dot dot name", target: "/v2/../manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "dot dot inside name", target: "/v2/a/../b/blobs/" + goodDigest, status: 400, code: registryapi.CodeNameInvalid},
+		{name: "escaped dot dot name", target: "/v2/%2e%2e/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "escaped dot dot inside name", target: "/v2/a/%2E%2E/b/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "escaped slash in name", target: "/v2/library%2Falpine/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "256 character name", target: "/v2/" + long + "/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "name with leading separator", target: "/v2/-a/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "name with triple underscore", target: "/v2/a___b/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "name with space", target: "/v2/a%20b/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "name with NUL", target: "/v2/a%00b/manifests/latest", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "bad name on tags", target: "/v2/A/tags/list", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "bad name on referrers", target: "/v2/A/referrers/" + goodDigest, status: 400, code: registryapi.CodeNameInvalid},
+		{name: "bad name on blobs", target: "/v2/A/blobs/" + goodDigest, status: 400, code: registryapi.CodeNameInvalid},
 
 		// Traversal and paths outside the API.
-		{name: "traversal from v2", target: "/v2/../../etc/passwd", status: 404, code: CodeNameUnknown},
-		{name: "escaped traversal from v2", target: "/v2/%2e%2e/%2e%2e/etc/passwd", status: 404, code: CodeNameUnknown},
-		{name: "traversal in digest", target: "/v2/a/blobs/sha256:../../x", status: 404, code: CodeNameUnknown},
-		{name: "escaped colon and dots in digest", target: "/v2/a/blobs/sha256%3A..", status: 400, code: CodeDigestInvalid},
-		{name: "escaped slash in digest", target: "/v2/a/blobs/sha256:..%2F..%2Fx", status: 400, code: CodeDigestInvalid},
-		{name: "traversal in tag", target: "/v2/a/manifests/../../../etc/passwd", status: 404, code: CodeNameUnknown},
-		{name: "escaped traversal in tag", target: "/v2/a/manifests/..%2F..%2Fetc", status: 400, code: CodeManifestInvalid},
-		{name: "not under v2", target: "/etc/passwd", status: 404, code: CodeNameUnknown},
-		{name: "v2 prefix without slash", target: "/v2x/a/manifests/latest", status: 404, code: CodeNameUnknown},
-		{name: "unknown endpoint", target: "/v2/a/foo", status: 404, code: CodeNameUnknown},
-		{name: "catalog", target: "/v2/_catalog", status: 404, code: CodeNameUnknown},
-		{name: "manifest without reference", target: "/v2/a/manifests/", status: 404, code: CodeNameUnknown},
-		{name: "blob without digest", target: "/v2/a/blobs/", status: 404, code: CodeNameUnknown},
-		{name: "referrers without digest", target: "/v2/a/referrers/", status: 404, code: CodeNameUnknown},
-		{name: "tags list without name", target: "/v2/tags/list", status: 404, code: CodeNameUnknown},
+		{name: "traversal from v2", target: "/v2/../../etc/passwd", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "escaped traversal from v2", target: "/v2/%2e%2e/%2e%2e/etc/passwd", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "traversal in digest", target: "/v2/a/blobs/sha256:../../x", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "escaped colon and dots in digest", target: "/v2/a/blobs/sha256%3A..", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "escaped slash in digest", target: "/v2/a/blobs/sha256:..%2F..%2Fx", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "traversal in tag", target: "/v2/a/manifests/../../../etc/passwd", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "escaped traversal in tag", target: "/v2/a/manifests/..%2F..%2Fetc", status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "not under v2", target: "/etc/passwd", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "v2 prefix without slash", target: "/v2x/a/manifests/latest", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "unknown endpoint", target: "/v2/a/foo", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "catalog", target: "/v2/_catalog", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "manifest without reference", target: "/v2/a/manifests/", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "blob without digest", target: "/v2/a/blobs/", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "referrers without digest", target: "/v2/a/referrers/", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "tags list without name", target: "/v2/tags/list", status: 404, code: registryapi.CodeNameUnknown},
 
 		// Digests, on blobs, manifests and referrers.
-		{name: "short digest", target: "/v2/a/blobs/sha256:abc", status: 400, code: CodeDigestInvalid},
-		{name: "long digest", target: "/v2/a/blobs/" + goodDigest + "00", status: 400, code: CodeDigestInvalid},
-		{name: "bad hex", target: "/v2/a/blobs/sha256:" + strings.Repeat("z", 64), status: 400, code: CodeDigestInvalid},
-		{name: "upper case hex", target: "/v2/a/blobs/sha256:" + strings.ToUpper(goodDigest[7:]), status: 400, code: CodeDigestInvalid},
-		{name: "unknown algorithm", target: "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", status: 400, code: CodeDigestInvalid},
-		{name: "empty encoded part", target: "/v2/a/blobs/sha256:", status: 400, code: CodeDigestInvalid},
-		{name: "empty algorithm", target: "/v2/a/blobs/:" + goodDigest[7:], status: 400, code: CodeDigestInvalid},
-		{name: "no colon", target: "/v2/a/blobs/" + goodDigest[7:], status: 400, code: CodeDigestInvalid},
-		{name: "upper case algorithm", target: "/v2/a/blobs/SHA256:" + goodDigest[7:], status: 400, code: CodeDigestInvalid},
-		{name: "sha512 with sha256 length", target: "/v2/a/blobs/sha512:" + goodDigest[7:], status: 400, code: CodeDigestInvalid},
-		{name: "bad manifest digest", target: "/v2/a/manifests/sha256:abc", status: 400, code: CodeDigestInvalid},
-		{name: "unknown manifest algorithm", target: "/v2/a/manifests/md5:d41d8cd98f00b204e9800998ecf8427e", status: 400, code: CodeDigestInvalid},
-		{name: "empty manifest digest", target: "/v2/a/manifests/sha256:", status: 400, code: CodeDigestInvalid},
-		{name: "bad referrers digest", target: "/v2/a/referrers/latest", status: 400, code: CodeDigestInvalid},
-		{name: "short referrers digest", target: "/v2/a/referrers/sha256:abc", status: 400, code: CodeDigestInvalid},
+		{name: "short digest", target: "/v2/a/blobs/sha256:abc", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "long digest", target: "/v2/a/blobs/" + goodDigest + "00", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "bad hex", target: "/v2/a/blobs/sha256:" + strings.Repeat("z", 64), status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "upper case hex", target: "/v2/a/blobs/sha256:" + strings.ToUpper(goodDigest[7:]), status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "unknown algorithm", target: "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "empty encoded part", target: "/v2/a/blobs/sha256:", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "empty algorithm", target: "/v2/a/blobs/:" + goodDigest[7:], status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "no colon", target: "/v2/a/blobs/" + goodDigest[7:], status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "upper case algorithm", target: "/v2/a/blobs/SHA256:" + goodDigest[7:], status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "sha512 with sha256 length", target: "/v2/a/blobs/sha512:" + goodDigest[7:], status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "bad manifest digest", target: "/v2/a/manifests/sha256:abc", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "unknown manifest algorithm", target: "/v2/a/manifests/md5:d41d8cd98f00b204e9800998ecf8427e", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "empty manifest digest", target: "/v2/a/manifests/sha256:", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "bad referrers digest", target: "/v2/a/referrers/latest", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "short referrers digest", target: "/v2/a/referrers/sha256:abc", status: 400, code: registryapi.CodeDigestInvalid},
 
 		// Tags.
-		{name: "129 character tag", target: "/v2/a/manifests/" + tag129, status: 400, code: CodeManifestInvalid},
-		{name: "tag starting with dot", target: "/v2/a/manifests/.latest", status: 400, code: CodeManifestInvalid},
-		{name: "tag starting with dash", target: "/v2/a/manifests/-latest", status: 400, code: CodeManifestInvalid},
-		{name: "tag with escaped char", target: "/v2/a/manifests/la%20test", status: 400, code: CodeManifestInvalid},
-		{name: "dot dot tag", target: "/v2/a/manifests/..", status: 400, code: CodeManifestInvalid},
+		{name: "129 character tag", target: "/v2/a/manifests/" + tag129, status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "tag starting with dot", target: "/v2/a/manifests/.latest", status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "tag starting with dash", target: "/v2/a/manifests/-latest", status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "tag with escaped char", target: "/v2/a/manifests/la%20test", status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "dot dot tag", target: "/v2/a/manifests/..", status: 400, code: registryapi.CodeManifestInvalid},
 	} {
 		for _, method := range []string{http.MethodGet, http.MethodHead} {
 			t.Run(tc.name+"/"+method, func(t *testing.T) {
@@ -217,7 +219,7 @@ func TestUnsupportedMethods(t *testing.T) {
 			t.Parallel()
 			s, b, _ := newTestServer(t)
 			rec := serve(s, tc.method, tc.target, nil)
-			checkError(t, rec, tc.method, http.StatusMethodNotAllowed, CodeUnsupported)
+			checkError(t, rec, tc.method, http.StatusMethodNotAllowed, registryapi.CodeUnsupported)
 			if n := b.calls.Load(); n != 0 {
 				t.Errorf("backend called %d times", n)
 			}
@@ -268,7 +270,7 @@ func TestNamespaces(t *testing.T) {
 				s, b, _ := newTestServer(t)
 				rec := serve(s, ep.method, ep.path+tc.query, nil)
 				if tc.refused {
-					checkError(t, rec, ep.method, http.StatusNotFound, CodeNameUnknown)
+					checkError(t, rec, ep.method, http.StatusNotFound, registryapi.CodeNameUnknown)
 					if n := b.calls.Load(); n != 0 {
 						t.Errorf("backend called %d times for a malformed registry", n)
 					}
@@ -302,11 +304,11 @@ func TestManifests(t *testing.T) {
 		{name: "GET by digest", method: http.MethodGet, ref: f.manifest.String(), status: 200},
 		{name: "HEAD by tag", method: http.MethodHead, ref: "latest", status: 200},
 		{name: "HEAD by digest", method: http.MethodHead, ref: f.manifest.String(), status: 200},
-		{name: "128 character tag", method: http.MethodGet, ref: strings.Repeat("t", 128), status: 404, code: CodeManifestUnknown},
-		{name: "unknown tag", method: http.MethodGet, ref: "nope", status: 404, code: CodeManifestUnknown},
-		{name: "unknown tag HEAD", method: http.MethodHead, ref: "nope", status: 404, code: CodeManifestUnknown},
-		{name: "unknown digest", method: http.MethodGet, ref: goodDigest, status: 404, code: CodeManifestUnknown},
-		{name: "blob digest is no manifest", method: http.MethodGet, ref: f.blob.String(), status: 404, code: CodeManifestUnknown},
+		{name: "128 character tag", method: http.MethodGet, ref: strings.Repeat("t", 128), status: 404, code: registryapi.CodeManifestUnknown},
+		{name: "unknown tag", method: http.MethodGet, ref: "nope", status: 404, code: registryapi.CodeManifestUnknown},
+		{name: "unknown tag HEAD", method: http.MethodHead, ref: "nope", status: 404, code: registryapi.CodeManifestUnknown},
+		{name: "unknown digest", method: http.MethodGet, ref: goodDigest, status: 404, code: registryapi.CodeManifestUnknown},
+		{name: "blob digest is no manifest", method: http.MethodGet, ref: f.blob.String(), status: 404, code: registryapi.CodeManifestUnknown},
 		{
 			name: "accept list", method: http.MethodGet, ref: "latest", status: 200,
 			accept: []string{
@@ -382,8 +384,8 @@ func TestBlobs(t *testing.T) {
 		{name: "GET empty blob", method: http.MethodGet, dgst: digest.FromBytes(nil).String(), status: 200, body: []byte{}, opens: 1},
 		{name: "GET sha512", method: http.MethodGet, dgst: sha512Digest.String(), status: 200, body: sha512Blob, opens: 1},
 		{name: "HEAD sha512", method: http.MethodHead, dgst: sha512Digest.String(), status: 200, body: sha512Blob},
-		{name: "GET unknown", method: http.MethodGet, dgst: goodDigest[:len(goodDigest)-1] + "0", status: 404, code: CodeBlobUnknown, opens: 1},
-		{name: "HEAD unknown", method: http.MethodHead, dgst: goodDigest[:len(goodDigest)-1] + "0", status: 404, code: CodeBlobUnknown},
+		{name: "GET unknown", method: http.MethodGet, dgst: goodDigest[:len(goodDigest)-1] + "0", status: 404, code: registryapi.CodeBlobUnknown, opens: 1},
+		{name: "HEAD unknown", method: http.MethodHead, dgst: goodDigest[:len(goodDigest)-1] + "0", status: 404, code: registryapi.CodeBlobUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -436,24 +438,24 @@ func TestBackendErrors(t *testing.T) {
 		code   string // "" means the code depends on the endpoint (not found)
 	}{
 		{name: "not found", err: wrap(errdefs.ErrNotFound), status: 404},
-		{name: "unavailable", err: wrap(errdefs.ErrUnavailable), status: 503, code: CodeUnavailable},
-		{name: "deadline", err: wrap(context.DeadlineExceeded), status: 503, code: CodeUnavailable},
-		{name: "too many requests", err: wrap(errdefs.ErrTooManyRequests), status: 429, code: CodeTooManyRequests},
-		{name: "denied", err: wrap(errdefs.ErrDenied), status: 403, code: CodeDenied},
-		{name: "too large", err: wrap(errdefs.ErrTooLarge), status: 502, code: CodeManifestInvalid},
-		{name: "digest mismatch", err: wrap(errdefs.ErrDigestMismatch), status: 502, code: CodeDigestInvalid},
-		{name: "not configured", err: wrap(errdefs.ErrNotConfigured), status: 404, code: CodeNameUnknown},
+		{name: "unavailable", err: wrap(errdefs.ErrUnavailable), status: 503, code: registryapi.CodeUnavailable},
+		{name: "deadline", err: wrap(context.DeadlineExceeded), status: 503, code: registryapi.CodeUnavailable},
+		{name: "too many requests", err: wrap(errdefs.ErrTooManyRequests), status: 429, code: registryapi.CodeTooManyRequests},
+		{name: "denied", err: wrap(errdefs.ErrDenied), status: 403, code: registryapi.CodeDenied},
+		{name: "too large", err: wrap(errdefs.ErrTooLarge), status: 502, code: registryapi.CodeManifestInvalid},
+		{name: "digest mismatch", err: wrap(errdefs.ErrDigestMismatch), status: 502, code: registryapi.CodeDigestInvalid},
+		{name: "not configured", err: wrap(errdefs.ErrNotConfigured), status: 404, code: registryapi.CodeNameUnknown},
 		{name: "invalid", err: wrap(errdefs.ErrInvalid), status: 400},
-		{name: "unsupported", err: wrap(errdefs.ErrUnsupported), status: 405, code: CodeUnsupported},
-		{name: "unknown error", err: errors.New(leakMarker), status: 500, code: CodeUnknown},
-		{name: "joined unknown errors", err: errors.Join(errors.New(leakMarker), io.ErrUnexpectedEOF), status: 500, code: CodeUnknown},
-		{name: "OCI error passes as is", err: fmt.Errorf("x: %w", &Error{Status: 401, Code: CodeUnauthorized, Message: "authentication required"}), status: 401, code: CodeUnauthorized},
+		{name: "unsupported", err: wrap(errdefs.ErrUnsupported), status: 405, code: registryapi.CodeUnsupported},
+		{name: "unknown error", err: errors.New(leakMarker), status: 500, code: registryapi.CodeUnknown},
+		{name: "joined unknown errors", err: errors.Join(errors.New(leakMarker), io.ErrUnexpectedEOF), status: 500, code: registryapi.CodeUnknown},
+		{name: "OCI error passes as is", err: fmt.Errorf("x: %w", &registryapi.Error{Status: 401, Code: registryapi.CodeUnauthorized, Message: "authentication required"}), status: 401, code: registryapi.CodeUnauthorized},
 	} {
 		f := newFixture()
 		notFound := map[string]string{
-			"GET manifest": CodeManifestUnknown, "HEAD manifest": CodeManifestUnknown,
-			"GET blob": CodeBlobUnknown, "HEAD blob": CodeBlobUnknown,
-			"GET tags": CodeNameUnknown, "GET referrers": CodeManifestUnknown,
+			"GET manifest": registryapi.CodeManifestUnknown, "HEAD manifest": registryapi.CodeManifestUnknown,
+			"GET blob": registryapi.CodeBlobUnknown, "HEAD blob": registryapi.CodeBlobUnknown,
+			"GET tags": registryapi.CodeNameUnknown, "GET referrers": registryapi.CodeManifestUnknown,
 		}
 		for _, ep := range endpoints(f) {
 			t.Run(tc.name+"/"+ep.name, func(t *testing.T) {
@@ -517,7 +519,7 @@ func TestBlobAbort(t *testing.T) {
 			t.Parallel()
 			f := newFixture()
 			blob := &failingBlob{content: content, size: tc.size, sent: tc.sent, closed: make(chan struct{})}
-			srv := httptest.NewServer(New(&recordingBackend{Backend: f.mem, blob: blob}))
+			srv := httptest.NewServer(registryapi.New(&recordingBackend{Backend: f.mem, blob: blob}))
 			defer srv.Close()
 			req, err := http.NewRequest(http.MethodGet, srv.URL+"/v2/a/blobs/"+digest.FromBytes(content).String(), nil)
 			if err != nil {
@@ -549,7 +551,7 @@ func TestBlobAbort(t *testing.T) {
 }
 
 // cancelBlob fails the way a blob does when its client went away.
-type cancelBlob struct{ memoryBlob }
+type cancelBlob struct{ registrytest.Blob }
 
 func (cancelBlob) CopyRange(ctx context.Context, _ io.Writer, _, _ int64) (int64, error) {
 	return 0, ctx.Err()
@@ -559,7 +561,7 @@ func (cancelBlob) CopyRange(ctx context.Context, _ io.Writer, _, _ int64) (int64
 func TestClientGone(t *testing.T) {
 	t.Parallel()
 	f := newFixture()
-	s := New(&recordingBackend{Backend: f.mem, blob: cancelBlob{memoryBlob(testBlob)}})
+	s := registryapi.New(&recordingBackend{Backend: f.mem, blob: cancelBlob{registrytest.Blob(testBlob)}})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/v2/a/blobs/"+f.blob.String(), nil)
@@ -578,7 +580,7 @@ func TestTags(t *testing.T) {
 		name     string
 		method   string
 		query    string
-		answer   *Listing // nil: the MemoryBackend's
+		answer   *registryapi.Listing // nil: the registrytest.Backend's
 		status   int
 		code     string // for errors made by the server
 		wantN    int
@@ -592,28 +594,28 @@ func TestTags(t *testing.T) {
 		{name: "n and last", method: http.MethodGet, query: "?n=2&last=b", status: 200, wantN: 2, wantLast: "b",
 			wantBody: `{"name":"library/alpine","tags":["c","latest"]}`},
 		{name: "n zero", method: http.MethodGet, query: "?n=0", status: 200, wantN: 0},
-		{name: "n capped", method: http.MethodGet, query: "?n=1000000", status: 200, wantN: maxTagsPage},
-		{name: "n negative", method: http.MethodGet, query: "?n=-1", status: 400, code: CodeUnsupported},
-		{name: "n not a number", method: http.MethodGet, query: "?n=ten", status: 400, code: CodeUnsupported},
-		{name: "n overflows", method: http.MethodGet, query: "?n=99999999999999999999999", status: 400, code: CodeUnsupported},
-		{name: "n fraction", method: http.MethodGet, query: "?n=1.5", status: 400, code: CodeUnsupported},
-		{name: "last not a tag", method: http.MethodGet, query: "?last=.x", status: 400, code: CodeUnsupported},
-		{name: "last too long", method: http.MethodGet, query: "?last=" + strings.Repeat("t", 129), status: 400, code: CodeUnsupported},
-		{name: "last with slash", method: http.MethodGet, query: "?last=..%2F..%2Fx", status: 400, code: CodeUnsupported},
-		{name: "bad n on HEAD", method: http.MethodHead, query: "?n=x", status: 400, code: CodeUnsupported},
+		{name: "n capped", method: http.MethodGet, query: "?n=1000000", status: 200, wantN: registryapi.MaxTagsPage},
+		{name: "n negative", method: http.MethodGet, query: "?n=-1", status: 400, code: registryapi.CodeUnsupported},
+		{name: "n not a number", method: http.MethodGet, query: "?n=ten", status: 400, code: registryapi.CodeUnsupported},
+		{name: "n overflows", method: http.MethodGet, query: "?n=99999999999999999999999", status: 400, code: registryapi.CodeUnsupported},
+		{name: "n fraction", method: http.MethodGet, query: "?n=1.5", status: 400, code: registryapi.CodeUnsupported},
+		{name: "last not a tag", method: http.MethodGet, query: "?last=.x", status: 400, code: registryapi.CodeUnsupported},
+		{name: "last too long", method: http.MethodGet, query: "?last=" + strings.Repeat("t", 129), status: 400, code: registryapi.CodeUnsupported},
+		{name: "last with slash", method: http.MethodGet, query: "?last=..%2F..%2Fx", status: 400, code: registryapi.CodeUnsupported},
+		{name: "bad n on HEAD", method: http.MethodHead, query: "?n=x", status: 400, code: registryapi.CodeUnsupported},
 		{
 			name: "origin page passes through", method: http.MethodGet, status: 200,
-			answer:   &Listing{Status: 200, ContentType: "application/json", Link: link, Body: []byte(`{"name":"library/alpine","tags":["a","b"]}`)},
+			answer:   &registryapi.Listing{Status: 200, ContentType: "application/json", Link: link, Body: []byte(`{"name":"library/alpine","tags":["a","b"]}`)},
 			wantLink: link, wantBody: `{"name":"library/alpine","tags":["a","b"]}`,
 		},
 		{
 			name: "origin 404 passes through", method: http.MethodGet, status: 404,
-			answer:   &Listing{Status: 404, ContentType: "application/json", Body: []byte(`{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}`)},
+			answer:   &registryapi.Listing{Status: 404, ContentType: "application/json", Body: []byte(`{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}`)},
 			wantBody: `{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}`,
 		},
 		{
 			name: "HEAD has no body", method: http.MethodHead, status: 200,
-			answer:   &Listing{Status: 200, ContentType: "application/json", Link: link, Body: []byte(`{"tags":[]}`)},
+			answer:   &registryapi.Listing{Status: 200, ContentType: "application/json", Link: link, Body: []byte(`{"tags":[]}`)},
 			wantLink: link,
 		},
 	} {
@@ -664,7 +666,7 @@ func TestReferrers(t *testing.T) {
 	for _, tc := range []struct {
 		name             string
 		query            string
-		answer           *Listing
+		answer           *registryapi.Listing
 		status           int
 		wantType         string
 		wantArtifactType string
@@ -675,7 +677,7 @@ func TestReferrers(t *testing.T) {
 			wantType: "application/vnd.oci.image.index.v1+json", wantArtifactType: "application/vnd.example.sbom", wantBody: index},
 		{
 			name: "origin without referrers API", status: 404,
-			answer:   &Listing{Status: 404, ContentType: "application/json", Body: []byte(`{"errors":[{"code":"NAME_UNKNOWN","message":"x"}]}`)},
+			answer:   &registryapi.Listing{Status: 404, ContentType: "application/json", Body: []byte(`{"errors":[{"code":"NAME_UNKNOWN","message":"x"}]}`)},
 			wantType: "application/json", wantBody: `{"errors":[{"code":"NAME_UNKNOWN","message":"x"}]}`,
 		},
 	} {
@@ -703,7 +705,7 @@ func TestReferrers(t *testing.T) {
 }
 
 // unknownSizeBlob is a blob still arriving from an origin that sent no length.
-type unknownSizeBlob struct{ memoryBlob }
+type unknownSizeBlob struct{ registrytest.Blob }
 
 func (unknownSizeBlob) Size() int64 { return -1 }
 
@@ -723,14 +725,14 @@ func TestBlobUnknownSize(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture()
-			s := New(&recordingBackend{Backend: f.mem, blob: unknownSizeBlob{memoryBlob(testBlob)}})
+			s := registryapi.New(&recordingBackend{Backend: f.mem, blob: unknownSizeBlob{registrytest.Blob(testBlob)}})
 			var h http.Header
 			if tc.rng != "" {
 				h = http.Header{"Range": {tc.rng}}
 			}
 			rec := serve(s, tc.method, "/v2/a/blobs/"+f.blob.String(), h)
 			if tc.status == 416 {
-				checkError(t, rec, tc.method, tc.status, CodeRangeInvalid)
+				checkError(t, rec, tc.method, tc.status, registryapi.CodeRangeInvalid)
 				if cr := rec.Header().Get("Content-Range"); cr != "" {
 					t.Errorf("Content-Range = %q for a blob of unknown size", cr)
 				}
@@ -762,13 +764,13 @@ func TestOverTheWire(t *testing.T) {
 		status int
 		code   string
 	}{
-		{name: "traversal", line: "GET /v2/../../etc/passwd HTTP/1.1", status: 404, code: CodeNameUnknown},
-		{name: "traversal in digest", line: "GET /v2/a/blobs/sha256:../../x HTTP/1.1", status: 404, code: CodeNameUnknown},
-		{name: "escaped colon", line: "GET /v2/a/blobs/sha256%3A.. HTTP/1.1", status: 400, code: CodeDigestInvalid},
-		{name: "escaped dots", line: "GET /v2/%2e%2e/%2e%2e/manifests/latest HTTP/1.1", status: 400, code: CodeNameInvalid},
-		{name: "escaped slash", line: "GET /v2/a%2F..%2F..%2Fb/manifests/latest HTTP/1.1", status: 400, code: CodeNameInvalid},
-		{name: "absolute form", line: "GET http://evil.example.com/v2/../x HTTP/1.1", status: 404, code: CodeNameUnknown},
-		{name: "upload", line: "POST /v2/a/blobs/uploads/ HTTP/1.1", status: 405, code: CodeUnsupported},
+		{name: "traversal", line: "GET /v2/../../etc/passwd HTTP/1.1", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "traversal in digest", line: "GET /v2/a/blobs/sha256:../../x HTTP/1.1", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "escaped colon", line: "GET /v2/a/blobs/sha256%3A.. HTTP/1.1", status: 400, code: registryapi.CodeDigestInvalid},
+		{name: "escaped dots", line: "GET /v2/%2e%2e/%2e%2e/manifests/latest HTTP/1.1", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "escaped slash", line: "GET /v2/a%2F..%2F..%2Fb/manifests/latest HTTP/1.1", status: 400, code: registryapi.CodeNameInvalid},
+		{name: "absolute form", line: "GET http://evil.example.com/v2/../x HTTP/1.1", status: 404, code: registryapi.CodeNameUnknown},
+		{name: "upload", line: "POST /v2/a/blobs/uploads/ HTTP/1.1", status: 405, code: registryapi.CodeUnsupported},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
@@ -795,5 +797,72 @@ func TestOverTheWire(t *testing.T) {
 	}
 	if n := b.calls.Load(); n != 0 {
 		t.Errorf("backend called %d times", n)
+	}
+}
+
+// TestBlobRanges checks Range requests end to end through the handler against a 20-byte blob.
+func TestBlobRanges(t *testing.T) {
+	t.Parallel()
+	size := strconv.Itoa(len(testBlob))
+	for _, tc := range []struct {
+		name         string
+		method       string
+		header       string
+		status       int
+		contentRange string
+		body         string
+	}{
+		{name: "no range", header: "", status: 200, body: string(testBlob)},
+		{name: "first ten", header: "bytes=0-9", status: 206, contentRange: "bytes 0-9/20", body: "0123456789"},
+		{name: "open ended", header: "bytes=5-", status: 206, contentRange: "bytes 5-19/20", body: "56789abcdefghij"},
+		{name: "suffix", header: "bytes=-3", status: 206, contentRange: "bytes 17-19/20", body: "hij"},
+		{name: "suffix longer than the blob", header: "bytes=-30", status: 206, contentRange: "bytes 0-19/20", body: string(testBlob)},
+		{name: "end clamped", header: "bytes=10-100", status: 206, contentRange: "bytes 10-19/20", body: "abcdefghij"},
+		{name: "last byte", header: "bytes=19-19", status: 206, contentRange: "bytes 19-19/20", body: "j"},
+		{name: "start at size", header: "bytes=20-", status: 416, contentRange: "bytes */20"},
+		{name: "start beyond size", header: "bytes=1000-", status: 416, contentRange: "bytes */20"},
+		{name: "multiple ranges", header: "bytes=0-1,3-4", status: 416, contentRange: "bytes */20"},
+		{name: "garbage", header: "bytes=a-b", status: 416, contentRange: "bytes */20"},
+		{name: "other unit", header: "items=0-1", status: 416, contentRange: "bytes */20"},
+		{name: "reversed", header: "bytes=5-2", status: 416, contentRange: "bytes */20"},
+		{name: "range ignored on HEAD", method: http.MethodHead, header: "bytes=0-9", status: 200},
+		{name: "bad range ignored on HEAD", method: http.MethodHead, header: "bytes=a-b", status: 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, _, f := newTestServer(t)
+			method := tc.method
+			if method == "" {
+				method = http.MethodGet
+			}
+			var h http.Header
+			if tc.header != "" {
+				h = http.Header{"Range": {tc.header}}
+			}
+			rec := serve(s, method, "/v2/"+testRepo+"/blobs/"+f.blob.String(), h)
+			if got := rec.Header().Get("Content-Range"); got != tc.contentRange {
+				t.Errorf("Content-Range = %q, want %q", got, tc.contentRange)
+			}
+			if tc.status == http.StatusRequestedRangeNotSatisfiable {
+				checkError(t, rec, method, tc.status, registryapi.CodeRangeInvalid)
+				return
+			}
+			if rec.Code != tc.status {
+				t.Fatalf("status = %d, want %d (body %q)", rec.Code, tc.status, rec.Body)
+			}
+			wantLen := strconv.Itoa(len(tc.body))
+			if method == http.MethodHead {
+				wantLen = size
+			}
+			if got := rec.Header().Get("Content-Length"); got != wantLen {
+				t.Errorf("Content-Length = %q, want %q", got, wantLen)
+			}
+			if got := rec.Body.String(); got != tc.body {
+				t.Errorf("body = %q, want %q", got, tc.body)
+			}
+			if got := rec.Header().Get("Accept-Ranges"); got != "bytes" {
+				t.Errorf("Accept-Ranges = %q", got)
+			}
+		})
 	}
 }

@@ -1,4 +1,6 @@
-package registryapi
+// Package registrytest holds what tests of /v2 servers and their clients share, as net/http/httptest
+// does for HTTP: an in-memory registryapi.Backend to serve from.
+package registrytest
 
 import (
 	"context"
@@ -13,31 +15,32 @@ import (
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/oci"
+	"github.com/shoal-oci/shoal/registryapi"
 )
 
-// MemoryBackend is a Backend holding blobs and manifests in maps, for tests of the handlers and
-// of clients against them. Content is shared by all repositories and registries, since it is
+// Backend is a registryapi.Backend holding blobs and manifests in maps, for tests of the
+// handlers and of clients against them. Content is shared by all repositories and registries, since it is
 // addressed by digest; tags belong to a repository. It is safe for concurrent use.
-type MemoryBackend struct {
+type Backend struct {
 	mu        sync.RWMutex
 	blobs     map[digest.Digest][]byte
-	manifests map[digest.Digest]Manifest
+	manifests map[digest.Digest]registryapi.Manifest
 	tags      map[string]map[string]digest.Digest // repo → tag → digest
 }
 
-var _ Backend = (*MemoryBackend)(nil)
+var _ registryapi.Backend = (*Backend)(nil)
 
-// NewMemoryBackend returns an empty MemoryBackend.
-func NewMemoryBackend() *MemoryBackend {
-	return &MemoryBackend{
+// NewBackend returns an empty Backend.
+func NewBackend() *Backend {
+	return &Backend{
 		blobs:     map[digest.Digest][]byte{},
-		manifests: map[digest.Digest]Manifest{},
+		manifests: map[digest.Digest]registryapi.Manifest{},
 		tags:      map[string]map[string]digest.Digest{},
 	}
 }
 
 // PutBlob stores b under its sha256 digest and returns the digest.
-func (m *MemoryBackend) PutBlob(b []byte) digest.Digest {
+func (m *Backend) PutBlob(b []byte) digest.Digest {
 	d := digest.FromBytes(b)
 	m.PutBlobAs(d, b)
 	return d
@@ -45,7 +48,7 @@ func (m *MemoryBackend) PutBlob(b []byte) digest.Digest {
 
 // PutBlobAs stores b under d without checking that b hashes to d, so that tests can use other
 // algorithms or content that does not match its digest.
-func (m *MemoryBackend) PutBlobAs(d digest.Digest, b []byte) {
+func (m *Backend) PutBlobAs(d digest.Digest, b []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.blobs[d] = slices.Clone(b)
@@ -53,11 +56,11 @@ func (m *MemoryBackend) PutBlobAs(d digest.Digest, b []byte) {
 
 // PutManifest stores a manifest with its media type and, when tag is not empty, tags it in repo.
 // It returns the manifest's sha256 digest.
-func (m *MemoryBackend) PutManifest(repo, tag, mediaType string, body []byte) digest.Digest {
+func (m *Backend) PutManifest(repo, tag, mediaType string, body []byte) digest.Digest {
 	d := digest.FromBytes(body)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.manifests[d] = Manifest{MediaType: mediaType, Digest: d, Body: slices.Clone(body), Source: "memory"}
+	m.manifests[d] = registryapi.Manifest{MediaType: mediaType, Digest: d, Body: slices.Clone(body), Source: "memory"}
 	if tag != "" {
 		if m.tags[repo] == nil {
 			m.tags[repo] = map[string]digest.Digest{}
@@ -68,18 +71,18 @@ func (m *MemoryBackend) PutManifest(repo, tag, mediaType string, body []byte) di
 }
 
 // OpenBlob returns the blob or an error wrapping errdefs.ErrNotFound.
-func (m *MemoryBackend) OpenBlob(_ context.Context, _ Repository, d digest.Digest) (Blob, error) {
+func (m *Backend) OpenBlob(_ context.Context, _ registryapi.Repository, d digest.Digest) (registryapi.Blob, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	b, ok := m.blobs[d]
 	if !ok {
 		return nil, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
 	}
-	return memoryBlob(b), nil
+	return Blob(b), nil
 }
 
 // StatBlob returns the blob's size or an error wrapping errdefs.ErrNotFound.
-func (m *MemoryBackend) StatBlob(_ context.Context, _ Repository, d digest.Digest) (int64, error) {
+func (m *Backend) StatBlob(_ context.Context, _ registryapi.Repository, d digest.Digest) (int64, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	b, ok := m.blobs[d]
@@ -90,7 +93,7 @@ func (m *MemoryBackend) StatBlob(_ context.Context, _ Repository, d digest.Diges
 }
 
 // GetManifest resolves ref, a tag of t.Name or a digest; accept is ignored.
-func (m *MemoryBackend) GetManifest(_ context.Context, t Repository, ref string, _ []string) (*Manifest, error) {
+func (m *Backend) GetManifest(_ context.Context, t registryapi.Repository, ref string, _ []string) (*registryapi.Manifest, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	d := digest.Digest(ref)
@@ -107,7 +110,7 @@ func (m *MemoryBackend) GetManifest(_ context.Context, t Repository, ref string,
 
 // Tags lists t.Name's tags in order, after last and at most n of them when n > 0, as a
 // registry would. A repository without tags is not found.
-func (m *MemoryBackend) Tags(_ context.Context, t Repository, n int, last string) (*Listing, error) {
+func (m *Backend) Tags(_ context.Context, t registryapi.Repository, n int, last string) (*registryapi.Listing, error) {
 	m.mu.RLock()
 	var tags []string
 	for tag := range m.tags[t.Name] {
@@ -125,26 +128,34 @@ func (m *MemoryBackend) Tags(_ context.Context, t Repository, n int, last string
 		tags = tags[:n]
 		link = fmt.Sprintf(`</v2/%s/tags/list?last=%s&n=%d>; rel="next"`, t.Name, tags[n-1], n)
 	}
-	return TagList(t.Name, tags, link)
+	return registryapi.TagList(t.Name, tags, link)
 }
 
 // Referrers answers with an empty image index: the backend keeps no referrers.
-func (m *MemoryBackend) Referrers(context.Context, Repository, digest.Digest, string) (*Listing, error) {
+func (m *Backend) Referrers(context.Context, registryapi.Repository, digest.Digest, string) (*registryapi.Listing, error) {
 	body, err := json.Marshal(oci.Index{SchemaVersion: 2, MediaType: oci.MediaTypeImageIndex, Manifests: []oci.Descriptor{}})
 	if err != nil {
 		return nil, err
 	}
-	return &Listing{Status: http.StatusOK, ContentType: oci.MediaTypeImageIndex, Body: body}, nil
+	return &registryapi.Listing{Status: http.StatusOK, ContentType: oci.MediaTypeImageIndex, Body: body}, nil
 }
 
-// memoryBlob is a whole blob in memory.
-type memoryBlob []byte
+// Blob is a whole blob in memory, a registryapi.Blob.
+type Blob []byte
 
-func (b memoryBlob) Size() int64    { return int64(len(b)) }
-func (b memoryBlob) Source() string { return "memory" }
-func (b memoryBlob) Close() error   { return nil }
+var _ registryapi.Blob = Blob(nil)
 
-func (b memoryBlob) CopyRange(_ context.Context, w io.Writer, off, n int64) (int64, error) {
+// Size is the blob's length.
+func (b Blob) Size() int64 { return int64(len(b)) }
+
+// Source is "memory".
+func (b Blob) Source() string { return "memory" }
+
+// Close does nothing.
+func (b Blob) Close() error { return nil }
+
+// CopyRange writes n bytes from off to w, or up to the end when n is negative.
+func (b Blob) CopyRange(_ context.Context, w io.Writer, off, n int64) (int64, error) {
 	if off < 0 || off > int64(len(b)) {
 		return 0, fmt.Errorf("offset %d of %d bytes: %w", off, len(b), errdefs.ErrInvalid)
 	}
