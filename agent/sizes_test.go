@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/internal/oci"
+	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
 
@@ -425,5 +426,48 @@ func TestSeedBindsSize(t *testing.T) {
 	status, length, body := getBlobResp(t, b.host, "test/app", d)
 	if status != http.StatusOK || length != int64(len(big)) || !bytes.Equal(body, big) {
 		t.Fatalf("GET: %d, Content-Length %d, %d bytes", status, length, len(body))
+	}
+}
+
+// A blob whose size nothing trusted gives (no origin, no record, no seed) still comes whole, in
+// one chunk verified by its digest, from any of its providers: providers that hold nothing (a
+// provider record outlives the node that made it) are skipped, not taken as the end of the
+// fetch. Three of the four providers of each blob hold nothing, in an order the DHT decides.
+func TestUnknownSizeSkipsProvidersThatFail(t *testing.T) {
+	ctx := context.Background()
+	n := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), ChunkSize: 1 << 20,
+		P2P: &p2p.Config{ListenAddrs: []string{loopback}}})
+	honest := transfer.NewMemoryContent()
+	holder := startTestPeer(t, honest, n.Node().Addrs()...)
+	var blobs [][]byte
+	var ds []digest.Digest
+	for range 3 {
+		b, d := randomBlob(t, 32<<10)
+		honest.Put(d, "", b)
+		blobs, ds = append(blobs, b), append(ds, d)
+	}
+	var peers []*p2p.Node
+	for range 3 {
+		peers = append(peers, startTestPeer(t, transfer.NewMemoryContent(), n.Node().Addrs()...))
+	}
+	for _, d := range ds {
+		for _, p := range append(peers, holder) {
+			if err := p.Provide(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, d := range ds {
+		waitFor(t, func() bool {
+			lctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			ps, _ := n.Node().FindProviders(lctx, d)
+			return len(ps) == 4
+		}, "the four providers of "+d.String())
+	}
+	for i, d := range ds {
+		if body, err := getBlob(t, n.host, "site/app", d); err != nil || !bytes.Equal(body, blobs[i]) {
+			t.Fatalf("blob %d: %v", i, err)
+		}
 	}
 }

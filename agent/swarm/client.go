@@ -190,10 +190,17 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 	// The short path: ask the first provider for the first chunk straight away. A blob of one
 	// chunk (manifests' configs, small layers) is then done, verified by its digest, without a
 	// chunk map round trip; a larger one keeps the chunk for when the map comes.
-	if small, n, ok := sw.firstChunk(ctx); ok {
+	if small, n, ok := sw.firstChunk(ctx, provs[0].ID); ok {
 		return small, n, nil
 	}
 	if size < 0 {
+		// Only a blob of one chunk, whole, can be taken: the first provider may be gone (its
+		// record outlives it) or lie, so ask the next ones the same way.
+		for _, p := range provs[1:min(len(provs), maxWholeTries)] {
+			if small, n, ok := sw.firstChunk(ctx, p.ID); ok {
+				return small, n, nil
+			}
+		}
 		// A larger blob needs its size bound first (fetch.Sizer): a peer's map could claim any.
 		_ = sw.Close()
 		return nil, 0, fmt.Errorf("%s: its size is not known from the origin, a seed or a manifest; not taking more than a chunk of it from peers: %w", d, errdefs.ErrUnavailable)
@@ -204,6 +211,10 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 	}
 	return sw, sw.m.Size, nil
 }
+
+// maxWholeTries bounds the providers asked for a blob whose size is not known, each for the blob
+// whole in one chunk.
+const maxWholeTries = 8
 
 // viaCoordinator handles a blob nobody provides: the digest's coordinator fetches it from the
 // origin once for the cluster and serves it as it arrives, so a thousand nodes asking at once

@@ -166,8 +166,7 @@ func (s *swarmFetch) usable(sp *swarmPeer) bool {
 // the whole blob, verified by its digest; for a larger one it keeps the bytes (unverified) in
 // s.first for Fill to verify once the map is in. It is a swarm request: a provider already
 // sending the chunk declines, and the swarm then takes it from whoever receives it.
-func (s *swarmFetch) firstChunk(ctx context.Context) (io.ReadCloser, int64, bool) {
-	p := s.provs[0].ID
+func (s *swarmFetch) firstChunk(ctx context.Context, p peer.ID) (io.ReadCloser, int64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.c.deadline.For(s.c.chunkSize))
 	defer cancel()
 	rng, err := s.c.transfer.GetChunk(ctx, p, s.d, 0, s.c.chunkSize, true)
