@@ -392,7 +392,7 @@ func checkHostedRegistry(name string, ups *origin.Set) error {
 		return fmt.Errorf("hosted registry %q: want a registry host[:port] such as %s: %w", name, DefaultHostedRegistry, errdefs.ErrInvalid)
 	}
 	for _, r := range ups.Registries() {
-		if reference.CanonicalHost(r.Host()) == reference.CanonicalHost(name) {
+		if reference.CanonicalHost(r.Name()) == reference.CanonicalHost(name) {
 			return fmt.Errorf("hosted registry %q is the upstream %s: pushed repositories would shadow it; choose another name: %w",
 				name, r, errdefs.ErrInvalid)
 		}
