@@ -39,6 +39,8 @@ func TestLayers(t *testing.T) {
 				"github.com/libp2p/", "go.etcd.io/bbolt"}},
 		{name: "the origin client stands beside the server", pkg: "registryapi/origin", allow: internal,
 			banned: []string{"registryapi", "agent", "agent/*", "seed", "seed/*", "p2p", "p2p/*", "github.com/libp2p/"}},
+		{name: "path-prefix routing sits in front of the server, knowing neither", pkg: "registryapi/hostpath", allow: internal,
+			banned: []string{"registryapi", "registryapi/origin", "agent", "agent/*", "seed", "seed/*", "p2p", "p2p/*", "github.com/libp2p/"}},
 		{name: "a node's keys", pkg: "p2p/keys", allow: internal,
 			banned: []string{"agent", "agent/*", "seed", "seed/*", "registryapi", "registryapi/*", "p2p"}},
 		{name: "bootstrap addresses", pkg: "p2p/bootaddr", allow: internal,
