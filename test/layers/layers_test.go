@@ -86,7 +86,7 @@ func TestLayers(t *testing.T) {
 			allow:  append([]string{"agent/fetch", "agent/resolve", "agent/store", "registryapi/origin"}, internal...),
 			banned: []string{"agent/swarm", "agent/peerserve", "p2p", "p2p/*", "registryapi", "seed", "seed/*"}},
 		{name: "the node wires the parts, and knows no role", pkg: "agent",
-			allow:  append([]string{"agent/*", "p2p", "p2p/transfer", "registryapi", "registryapi/origin"}, internal...),
+			allow:  append([]string{"agent/*", "p2p", "p2p/transfer", "registryapi", "registryapi/hostpath", "registryapi/origin"}, internal...),
 			banned: []string{"seed", "seed/*"}},
 		{name: "hosted repositories are storage behind the /v2 interfaces", pkg: "seed/hosted",
 			allow:  append([]string{"agent/store", "agent/store/ingest", "registryapi"}, internal...),
