@@ -28,34 +28,40 @@ import (
 // It must not do I/O: it runs on every pull request.
 type Known func(host string) bool
 
-// Route returns next behind the path-prefix rule above.
+// Route returns next behind the path-prefix rule above. The pagination links of a routed
+// listing (tags, referrers) get the prefix back, so that a client following them stays on the
+// registry it asked.
 func Route(next http.Handler, known Known) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			r = rewrite(r, known)
+			var prefix string
+			if r, prefix = rewrite(r, known); prefix != "" && isListing(r.URL.Path) {
+				w = &linkWriter{ResponseWriter: w, prefix: prefix}
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// rewrite returns r with the registry prefix moved from its path to ns, or r itself.
-func rewrite(r *http.Request, known Known) *http.Request {
+// rewrite returns r with the registry prefix moved from its path to ns, and the prefix as it was
+// written; or r itself and "".
+func rewrite(r *http.Request, known Known) (*http.Request, string) {
 	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/v2/")
 	if !ok {
-		return r
+		return r, ""
 	}
 	first, repoPath, ok := strings.Cut(rest, "/")
 	if !ok || !namesRepository(repoPath) {
-		return r
+		return r, ""
 	}
 	host := strings.ToLower(first)
 	if !looksLikeHost(host) || !known(host) {
-		return r
+		return r, ""
 	}
 	q := r.URL.Query()
 	if ns := q.Get("ns"); ns != "" {
 		if reference.CanonicalHost(ns) != reference.CanonicalHost(host) {
-			return r
+			return r, ""
 		}
 	} else {
 		q.Set("ns", host)
@@ -63,13 +69,38 @@ func rewrite(r *http.Request, known Known) *http.Request {
 	raw := "/v2/" + repoPath
 	p, err := url.PathUnescape(raw)
 	if err != nil {
-		return r
+		return r, ""
 	}
 	r = r.Clone(r.Context())
 	r.URL.Path, r.URL.RawPath, r.URL.RawQuery = p, raw, q.Encode()
 	r.RequestURI = r.URL.RequestURI()
-	return r
+	return r, first
 }
+
+func isListing(path string) bool {
+	return strings.HasSuffix(path, "/tags/list") || strings.Contains(path, "/referrers/")
+}
+
+// linkWriter puts the registry prefix back into the relative /v2 links of a Link header.
+type linkWriter struct {
+	http.ResponseWriter
+	prefix string
+	fixed  bool
+}
+
+func (w *linkWriter) fix() {
+	if w.fixed {
+		return
+	}
+	w.fixed = true
+	if l := w.Header().Get("Link"); l != "" {
+		w.Header().Set("Link", strings.ReplaceAll(l, "</v2/", "</v2/"+w.prefix+"/"))
+	}
+}
+
+func (w *linkWriter) WriteHeader(code int) { w.fix(); w.ResponseWriter.WriteHeader(code) }
+
+func (w *linkWriter) Write(p []byte) (int, error) { w.fix(); return w.ResponseWriter.Write(p) }
 
 // namesRepository reports whether a path after /v2/ still names a repository before its endpoint (so that
 // /v2/ghcr.io/manifests/v1 stays the repository "ghcr.io"), and is not an upload.

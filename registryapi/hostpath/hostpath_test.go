@@ -56,3 +56,26 @@ func TestRoute(t *testing.T) {
 		})
 	}
 }
+
+// A routed listing's pagination links keep the prefix, so a client following them stays on the
+// registry it asked; other answers' headers are left alone.
+func TestRouteLinks(t *testing.T) {
+	t.Parallel()
+	next := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Link", `</v2/org/app/tags/list?last=b&n=2>; rel="next"`)
+		_, _ = w.Write([]byte("{}"))
+	})
+	h := Route(next, func(h string) bool { return h == "ghcr.io" })
+	for target, want := range map[string]string{
+		"/v2/ghcr.io/org/app/tags/list?n=2":            `</v2/ghcr.io/org/app/tags/list?last=b&n=2>; rel="next"`,
+		"/v2/ghcr.io/org/app/tags/list?n=2&ns=ghcr.io": `</v2/ghcr.io/org/app/tags/list?last=b&n=2>; rel="next"`,
+		"/v2/org/app/tags/list?n=2":                    `</v2/org/app/tags/list?last=b&n=2>; rel="next"`,
+		"/v2/ghcr.io/org/app/manifests/v1":             `</v2/org/app/tags/list?last=b&n=2>; rel="next"`,
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if got := rec.Header().Get("Link"); got != want {
+			t.Errorf("GET %s: Link %q, want %q", target, got, want)
+		}
+	}
+}
