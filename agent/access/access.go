@@ -382,7 +382,7 @@ func (c *Checker) check(ctx context.Context, q Request, key string) (int, string
 // old (up to a day), else the state file's: a repository recorded private stays private, any
 // other is taken as public (as before privacy was known; see docs/private.md).
 func (c *Checker) repoPrivacy(ctx context.Context, reg *origin.Registry, repo string) (origin.Privacy, error) {
-	key := reg.Host() + "/" + repo
+	key := reg.Name() + "/" + repo // names are unique; two aliases may share a host
 	now := c.now()
 	p, at, cached := c.privacy.get(key, now)
 	if cached && now.Sub(at) <= c.cfg.PrivacyTTL {
