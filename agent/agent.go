@@ -40,10 +40,15 @@ import (
 type Config struct {
 	// Listen is the address of the /v2, metrics and health endpoints.
 	Listen string
+	// MetricsListen, when set, serves /metrics, /healthz and /readyz on a second address as well
+	// (and no /v2 there), so that /v2 can stay on loopback while Prometheus and the kubelet's
+	// probes reach the pod's address.
+	MetricsListen string
 	// DataDir holds the content store.
 	DataDir string
-	// Registries are the upstream registry URLs; the first serves requests without ns. None
-	// means no origin: content and tags come from the cluster (its seeds) alone.
+	// Registries are the upstream registry URLs, or "name=URL" aliases (origin.ParseUpstream);
+	// the first serves requests without ns. None means no origin: content and tags come from the
+	// cluster (its seeds) alone.
 	Registries []string
 	// DockerConfig is a docker config.json with credentials for the upstreams ("" = anonymous).
 	DockerConfig string
@@ -172,6 +177,8 @@ type Agent struct {
 	mu      sync.Mutex
 	closing bool
 	closed  bool
+	// serving is set once the HTTP server accepts requests (ServeHandler): /readyz waits for it.
+	serving bool
 }
 
 // OpenStore opens the store of cfg's data directory as New would.
@@ -377,6 +384,17 @@ func (a *Agent) Target(registry, repo string) (fetch.Target, error) {
 	return fetch.Target{Registry: reg, Repo: repo}, nil
 }
 
+// servesRegistry reports whether registry (host[:port]) names a namespace this node serves: an
+// upstream's name or alias, or the hosted registry. A /v2/<registry>/<repo> path is routed by it
+// (registryapi/hostpath). No I/O.
+func (a *Agent) servesRegistry(registry string) bool {
+	if a.IsHosted(registry) {
+		return true
+	}
+	reg, err := a.upstreams.Select(registry)
+	return err == nil && reg != nil
+}
+
 // HostedRegistry is the registry name of the hosted namespace, in its canonical spelling.
 func (a *Agent) HostedRegistry() string { return a.cfg.HostedRegistry }
 
@@ -392,7 +410,7 @@ func checkHostedRegistry(name string, ups *origin.Set) error {
 		return fmt.Errorf("hosted registry %q: want a registry host[:port] such as %s: %w", name, DefaultHostedRegistry, errdefs.ErrInvalid)
 	}
 	for _, r := range ups.Registries() {
-		if reference.CanonicalHost(r.Host()) == reference.CanonicalHost(name) {
+		if reference.CanonicalHost(r.Name()) == reference.CanonicalHost(name) {
 			return fmt.Errorf("hosted registry %q is the upstream %s: pushed repositories would shadow it; choose another name: %w",
 				name, r, errdefs.ErrInvalid)
 		}

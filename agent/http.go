@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/pins"
 	"github.com/shoal-oci/shoal/registryapi"
+	"github.com/shoal-oci/shoal/registryapi/hostpath"
 )
 
 // Handler is a plain agent's HTTP surface: its own /v2 (the pull API), /metrics, /healthz,
@@ -42,21 +43,13 @@ func (a *Agent) Pins(replicas int, seeds pins.Seeds) *pins.Pins {
 // rest to the node's own endpoints and the admin routes, by ServeMux pattern. Admin routes and
 // /v2 requests that change content pass the admin check first. A seed serves its own /v2 (with
 // push) through it.
+//
+// Pulls may name their registry as the first component of the path (/v2/ghcr.io/org/app/...), for
+// clients that send no ns (registryapi/hostpath).
 func (a *Agent) Surface(v2 http.Handler, admin map[string]http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+	v2 = hostpath.Route(v2, a.servesRegistry)
+	mux := a.probes()
 	mux.HandleFunc("GET /shoal/v1/status", a.serveStatus)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		a.mu.Lock()
-		ok := !a.closing
-		a.mu.Unlock()
-		if !ok {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	})
 	for pattern, h := range admin {
 		mux.Handle(pattern, h)
 	}
@@ -78,6 +71,30 @@ func (a *Agent) Surface(v2 http.Handler, admin map[string]http.Handler) http.Han
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// probes serves /metrics, /healthz and /readyz: on the main listener, and alone on
+// cfg.MetricsListen.
+//
+// /readyz answers 200 once the store is open (New) and the HTTP server accepts requests, until
+// shutdown begins. It does not wait for peers: a node with no peer, or whose bootstrap peers do
+// not answer, serves from its store and its origins, so a one-node cluster is ready, and a
+// DaemonSet's pods do not hold each other back at a rollout.
+func (a *Agent) probes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		a.mu.Lock()
+		ok := a.serving && !a.closing
+		a.mu.Unlock()
+		if !ok {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	return mux
 }
 
 // Run serves Handler on cfg.Listen until ctx ends, then shuts down gracefully and closes the
@@ -119,10 +136,30 @@ func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handle
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
+	var metrics *http.Server
+	if a.cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", a.cfg.MetricsListen)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("agent: metrics listener: %w", err)
+		}
+		metrics = &http.Server{Handler: a.probes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: srv.ErrorLog}
+		go func() {
+			if err := metrics.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("metrics listener failed", "err", err)
+			}
+		}()
+		defer metrics.Close()
+		a.log.Info("metrics serving", "metrics_listen", mln.Addr().String())
+	}
 	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries,
 		"hosted_registry", a.cfg.HostedRegistry)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	a.mu.Lock()
+	a.serving = true // ln accepts connections already; Serve answers them
+	a.mu.Unlock()
 	if a.cfg.DebugListen != "" {
 		dbg := &http.Server{Addr: a.cfg.DebugListen, Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {

@@ -201,7 +201,7 @@ func (c *Checker) Authorize(ctx context.Context, q Request) error {
 	if !p.Private {
 		return c.public(ctx, q)
 	}
-	if q.Local && c.nodeWide[reference.CanonicalHost(q.Registry.Host())] {
+	if q.Local && c.nodeWide[reference.CanonicalHost(q.Registry.Name())] {
 		c.count("node_wide")
 		return nil
 	}
@@ -228,7 +228,7 @@ func (c *Checker) Learn(reg *origin.Registry, repo string, byTag bool, d digest.
 	if reg == nil {
 		return
 	}
-	r := Repository{Registry: reference.CanonicalHost(reg.Host()), Repo: repo}
+	r := Repository{Registry: reference.CanonicalHost(reg.Name()), Repo: repo}
 	if !byTag && !has(c.records.Listed(d), r) {
 		return
 	}
@@ -241,7 +241,7 @@ func (c *Checker) public(ctx context.Context, q Request) error {
 	if q.Digest == "" {
 		return nil
 	}
-	r := Repository{Registry: reference.CanonicalHost(q.Registry.Host()), Repo: q.Repo}
+	r := Repository{Registry: reference.CanonicalHost(q.Registry.Name()), Repo: q.Repo}
 	listed := c.records.Listed(q.Digest)
 	if len(listed) == 0 || has(listed, r) {
 		return nil
@@ -271,7 +271,7 @@ func (c *Checker) public(ctx context.Context, q Request) error {
 
 // private answers for a private repository and a credential.
 func (c *Checker) private(ctx context.Context, q Request, challenge string) error {
-	r := Repository{Registry: reference.CanonicalHost(q.Registry.Host()), Repo: q.Repo}
+	r := Repository{Registry: reference.CanonicalHost(q.Registry.Name()), Repo: q.Repo}
 	key := q.Credential.Key() + " " + r.Registry + "/" + r.Repo
 	now := c.now()
 	_, at, known := c.accepted.get(key, now)
@@ -382,7 +382,7 @@ func (c *Checker) check(ctx context.Context, q Request, key string) (int, string
 // old (up to a day), else the state file's: a repository recorded private stays private, any
 // other is taken as public (as before privacy was known; see docs/private.md).
 func (c *Checker) repoPrivacy(ctx context.Context, reg *origin.Registry, repo string) (origin.Privacy, error) {
-	key := reg.Host() + "/" + repo
+	key := reg.Name() + "/" + repo // names are unique; two aliases may share a host
 	now := c.now()
 	p, at, cached := c.privacy.get(key, now)
 	if cached && now.Sub(at) <= c.cfg.PrivacyTTL {

@@ -35,10 +35,12 @@ func (t Target) Access() credential.Access {
 func (t Target) Hosted() bool { return t.Registry == nil && t.Upstream == "" }
 
 // Host names the target's namespace as peers exchange it: the upstream's host in its canonical
-// spelling (reference.CanonicalHost), or "" for the hosted namespace.
+// spelling (reference.CanonicalHost), or "" for the hosted namespace. For an alias
+// ("docker.io=https://harbor.corp") it is the alias's name, not the host it is served by, so
+// nodes that reach one registry through different caches share its tags and content.
 func (t Target) Host() string {
 	if t.Registry != nil {
-		return reference.CanonicalHost(t.Registry.Host())
+		return reference.CanonicalHost(t.Registry.Name())
 	}
 	return t.Upstream
 }

@@ -30,10 +30,12 @@ func agentFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5000", EnvVars: env("LISTEN"),
 			Usage: "address of the /v2 registry endpoint, /metrics, /healthz and /readyz"},
+		&cli.StringFlag{Name: "metrics-listen", EnvVars: env("METRICS_LISTEN"),
+			Usage: "also serve /metrics, /healthz and /readyz (not /v2) on this address, e.g. :9090 for Prometheus and probes while --listen stays on loopback; off by default"},
 		&cli.StringFlag{Name: "data-dir", Value: "/var/lib/shoal", EnvVars: env("DATA_DIR"),
 			Usage: "directory of the content store"},
 		&cli.StringSliceFlag{Name: "registry", EnvVars: env("REGISTRY"),
-			Usage: "upstream registry URL (repeatable); the first serves requests without ?ns= (default: https://registry-1.docker.io; \"none\": no origin, the cluster's seeds only)"},
+			Usage: "upstream registry URL (repeatable), or NAME=URL[/PREFIX] to serve registry NAME from another host, e.g. docker.io=https://harbor.corp/dockerhub-proxy; the first serves requests without ?ns= or a /v2/<registry>/ prefix (default: https://registry-1.docker.io; \"none\": no origin, the cluster's seeds only)"},
 		&cli.StringFlag{Name: "hosted-registry", Value: agent.DefaultHostedRegistry, EnvVars: env("HOSTED_REGISTRY"),
 			Usage: "registry name of the repositories pushed to the seeds: a request whose ?ns= names it is served from the seeds, and no other is; not one of the --registry upstreams"},
 		&cli.StringFlag{Name: "docker-config", EnvVars: env("DOCKER_CONFIG"),
@@ -189,6 +191,7 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	return agent.Config{
 		P2P:             pc,
 		DebugListen:     c.String("debug-listen"),
+		MetricsListen:   c.String("metrics-listen"),
 		Listen:          c.String("listen"),
 		DataDir:         c.String("data-dir"),
 		Registries:      regs,

@@ -50,14 +50,16 @@ func TestAgentConfig(t *testing.T) {
 	os.WriteFile(key, []byte(out), 0o600)
 	t.Setenv("SHOAL_TAG_TTL", "7s")
 	t.Setenv("SHOAL_HOSTED_REGISTRY", "registry.site:5000")
+	t.Setenv("SHOAL_METRICS_LISTEN", ":9090")
 	var got []string
 	app := configOnly(t, &got)
 	err := app.Run([]string{"shoal", "agent", "--registry", "http://127.0.0.1:1", "--registry", "https://ghcr.io",
+		"--registry", "docker.io=https://harbor.corp/dockerhub-proxy",
 		"--swarm-key", key, "--max-store-size", "50GiB", "--bootstrap", "dns:shoal.example:4001", "--chunk-size", "1MiB"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(got, " ") != "http://127.0.0.1:1 https://ghcr.io 7s 127.0.0.1:5000 registry.site:5000" {
+	if strings.Join(got, " ") != "http://127.0.0.1:1 https://ghcr.io docker.io=https://harbor.corp/dockerhub-proxy 7s 127.0.0.1:5000 registry.site:5000 :9090" {
 		t.Fatalf("config %v", got)
 	}
 	for _, bad := range [][]string{
@@ -143,7 +145,7 @@ func configOnly(t *testing.T, got *[]string) *cli.App {
 				if err != nil {
 					return err
 				}
-				*got = append(cfg.Registries, cfg.TagTTL.String(), cfg.Listen, cfg.HostedRegistry)
+				*got = append(cfg.Registries, cfg.TagTTL.String(), cfg.Listen, cfg.HostedRegistry, cfg.MetricsListen)
 				if cfg.P2P == nil || len(cfg.P2P.SwarmKey) == 0 || cfg.StoreMaxBytes != 50<<30 {
 					t.Errorf("p2p %+v, max store %d", cfg.P2P, cfg.StoreMaxBytes)
 				}

@@ -65,7 +65,7 @@ func (c *Client) Probe(ctx context.Context, reg *Registry, repo string) (p Priva
 	}
 	status := 0
 	defer c.observe(reg, opPrivacyProbe, time.Now(), &status, &err)
-	u := reg.endpoint("/v2/"+repo+"/tags/list", nil).String()
+	u := reg.endpoint("/v2/"+reg.remote(repo)+"/tags/list", nil).String()
 	raw := c.unauthenticated(reg)
 	status, challenge, err := c.ask(ctx, raw, http.MethodHead, u, credential.Credential{})
 	if err != nil {
@@ -81,7 +81,7 @@ func (c *Client) Probe(ctx context.Context, reg *Registry, repo string) (p Priva
 	actx, cancel := context.WithTimeout(ctx, authTimeout)
 	defer cancel()
 	rt, terr := transport.NewWithContext(actx, reg.name, authn.Anonymous, raw,
-		[]string{"repository:" + repo + ":" + transport.PullScope})
+		[]string{"repository:" + reg.remote(repo) + ":" + transport.PullScope})
 	if terr != nil {
 		if !isRefusal(terr) {
 			return Privacy{}, fmt.Errorf("origin: anonymous token: %v: %w", terr, errdefs.ErrUnavailable)
@@ -120,7 +120,7 @@ func (c *Client) Check(ctx context.Context, reg *Registry, repo string, obj Obje
 	if obj.method == http.MethodGet {
 		q = url.Values{"n": {"1"}}
 	}
-	u := reg.endpoint("/v2/"+repo+"/"+obj.path, q).String()
+	u := reg.endpoint("/v2/"+reg.remote(repo)+"/"+obj.path, q).String()
 	return c.ask(ctx, c.unauthenticated(reg), obj.method, u, cred)
 }
 

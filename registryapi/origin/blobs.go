@@ -121,5 +121,5 @@ func (c *Client) HeadBlob(ctx context.Context, reg *Registry, repo string, dgst 
 }
 
 func blobURL(reg *Registry, repo string, dgst digest.Digest) string {
-	return reg.endpoint("/v2/"+repo+"/blobs/"+dgst.String(), nil).String()
+	return reg.endpoint("/v2/"+reg.remote(repo)+"/blobs/"+dgst.String(), nil).String()
 }

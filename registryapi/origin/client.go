@@ -190,13 +190,13 @@ func (c *Client) transport(ctx context.Context, reg *Registry, repo string) (htt
 	ch := c.auths.DoChan(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), authTimeout)
 		defer cancel()
-		res := reg.name.Repo(repo)
+		res := reg.name.Repo(reg.remote(repo))
 		auth, err := authn.Resolve(ctx, c.keychain, res)
 		if err != nil {
 			return nil, fmt.Errorf("credentials for %s: %w", res, err)
 		}
 		rt, err := transport.NewWithContext(ctx, reg.name, auth, c.unauthenticated(reg),
-			[]string{"repository:" + repo + ":" + transport.PullScope})
+			[]string{"repository:" + reg.remote(repo) + ":" + transport.PullScope})
 		if err != nil {
 			return nil, err
 		}
@@ -229,7 +229,7 @@ func (c *Client) transport(ctx context.Context, reg *Registry, repo string) (htt
 func (c *Client) transportFor(ctx context.Context, reg *Registry, repo string) (http.RoundTripper, error) {
 	a, ok := credential.FromContext(ctx)
 	if ok && !a.Credential.IsZero() && a.Repo == repo && strings.EqualFold(a.Registry, reg.Host()) {
-		if auth, err := authn.Resolve(ctx, c.keychain, reg.name.Repo(repo)); err == nil && auth == authn.Anonymous {
+		if auth, err := authn.Resolve(ctx, c.keychain, reg.name.Repo(reg.remote(repo))); err == nil && auth == authn.Anonymous {
 			return clientCredential{host: reg.Host(), header: a.Credential.Header(), inner: c.unauthenticated(reg)}, nil
 		}
 	}

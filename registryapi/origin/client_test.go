@@ -762,15 +762,31 @@ func TestPassthrough(t *testing.T) {
 
 func TestLocalLinks(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ name, in, want string }{
+	plain, err := ParseUpstream("https://reg.example:5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias, err := ParseUpstream("docker.io=https://reg.example:5000/hub-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, in, want string
+		reg            *Registry
+	}{
 		{name: "empty", in: "", want: ""},
+		{name: "alias prefix", reg: alias, in: `<https://reg.example:5000/v2/hub-proxy/library/a/tags/list?last=x>; rel="next"`, want: `</v2/library/a/tags/list?last=x>; rel="next"`},
+		{name: "alias relative", reg: alias, in: `</v2/hub-proxy/a/tags/list?last=x>; rel="next"`, want: `</v2/a/tags/list?last=x>; rel="next"`},
 		{name: "relative", in: `</v2/a/tags/list?n=1&last=x>; rel="next"`, want: `</v2/a/tags/list?n=1&last=x>; rel="next"`},
 		{name: "origin host", in: `<https://Reg.example:5000/v2/a/tags/list?last=x>; rel="next"`, want: `</v2/a/tags/list?last=x>; rel="next"`},
 		{name: "other host", in: `<https://cdn.example/v2/a?x=1>; rel="next"`, want: `<https://cdn.example/v2/a?x=1>; rel="next"`},
 		{name: "two links", in: `<https://reg.example:5000/p?1>; rel="next", <https://reg.example:5000/p?0>; rel="prev"`, want: `</p?1>; rel="next", </p?0>; rel="prev"`},
 		{name: "unterminated", in: `<https://reg.example:5000/p`, want: `<https://reg.example:5000/p`},
 	} {
-		if got := localLinks(tc.in, "reg.example:5000"); got != tc.want {
+		if tc.reg == nil {
+			tc.reg = plain
+		}
+		if got := localLinks(tc.in, tc.reg); got != tc.want {
 			t.Errorf("%s: localLinks(%q) = %q, want %q", tc.name, tc.in, got, tc.want)
 		}
 	}

@@ -114,7 +114,7 @@ func (c *Client) HeadManifest(ctx context.Context, reg *Registry, repo, ref stri
 }
 
 func manifestURL(reg *Registry, repo, ref string) string {
-	return reg.endpoint("/v2/"+repo+"/manifests/"+ref, nil).String()
+	return reg.endpoint("/v2/"+reg.remote(repo)+"/manifests/"+ref, nil).String()
 }
 
 // readLimited reads resp's body, failing with errdefs.ErrTooLarge beyond oci.MaxManifestSize.

@@ -40,7 +40,7 @@ func (c *Client) Tags(ctx context.Context, reg *Registry, repo string, n int, la
 	if last != "" {
 		q.Set("last", last)
 	}
-	return c.passthrough(ctx, reg, repo, opTags, reg.endpoint("/v2/"+repo+"/tags/list", q).String())
+	return c.passthrough(ctx, reg, repo, opTags, reg.endpoint("/v2/"+reg.remote(repo)+"/tags/list", q).String())
 }
 
 // Referrers lists the manifests that refer to dgst in repo on reg, filtered by artifactType when
@@ -56,7 +56,7 @@ func (c *Client) Referrers(ctx context.Context, reg *Registry, repo string, dgst
 	if artifactType != "" {
 		q.Set("artifactType", artifactType)
 	}
-	return c.passthrough(ctx, reg, repo, opReferrers, reg.endpoint("/v2/"+repo+"/referrers/"+dgst.String(), q).String())
+	return c.passthrough(ctx, reg, repo, opReferrers, reg.endpoint("/v2/"+reg.remote(repo)+"/referrers/"+dgst.String(), q).String())
 }
 
 func (c *Client) passthrough(ctx context.Context, reg *Registry, repo, op, u string) (p *Passthrough, err error) {
@@ -78,14 +78,16 @@ func (c *Client) passthrough(ctx context.Context, reg *Registry, repo, op, u str
 	return &Passthrough{
 		Status:         resp.StatusCode,
 		ContentType:    resp.Header.Get("Content-Type"),
-		Link:           localLinks(resp.Header.Get("Link"), reg.Host()),
+		Link:           localLinks(resp.Header.Get("Link"), reg),
 		FiltersApplied: resp.Header.Get("OCI-Filters-Applied"),
 		Body:           body,
 	}, nil
 }
 
-// localLinks rewrites each <URL> in a Link header that points at host to its path and query.
-func localLinks(link, host string) string {
+// localLinks rewrites each <URL> in a Link header that points at reg's host to its path and
+// query, without the alias's repository prefix.
+func localLinks(link string, reg *Registry) string {
+	host := reg.Host()
 	var b strings.Builder
 	for {
 		start := strings.IndexByte(link, '<')
@@ -100,6 +102,11 @@ func localLinks(link, host string) string {
 		target := link[start+1 : end]
 		if u, err := url.Parse(target); err == nil && u.IsAbs() && strings.EqualFold(u.Host, host) {
 			target = u.RequestURI()
+		}
+		if reg.prefix != "" {
+			if rest, ok := strings.CutPrefix(target, "/v2/"+reg.prefix+"/"); ok {
+				target = "/v2/" + rest
+			}
 		}
 		b.WriteString(link[:start+1])
 		b.WriteString(target)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/internal/reference"
 )
 
@@ -16,6 +17,12 @@ import (
 type Registry struct {
 	url  url.URL       // scheme://host, both lower case, nothing else
 	name name.Registry // the same registry for ggcr's transport
+	// alias is the registry name clients and peers use for this upstream when it is served by
+	// another host (ParseUpstream's "name=URL"); "" when the name is the host.
+	alias string
+	// prefix is the repository path prepended at the origin for an alias ("dockerhub-proxy" for
+	// "docker.io=https://harbor.corp/dockerhub-proxy"); "" for none.
+	prefix string
 }
 
 // ParseRegistry parses an upstream URL such as "https://registry-1.docker.io" or "http://127.0.0.1:5001".
@@ -52,7 +59,60 @@ func ParseRegistry(rawURL string) (*Registry, error) {
 	return &Registry{url: url.URL{Scheme: u.Scheme, Host: n.RegistryStr()}, name: n}, nil
 }
 
-// Host returns host[:port] in lower case, e.g. "registry-1.docker.io" or "127.0.0.1:5001".
+// ParseUpstream parses one --registry value: an upstream URL (ParseRegistry), or "name=URL", an
+// alias: requests for the registry name (ns=name, or a /v2/<name>/ path prefix) are served by the
+// upstream at URL, typically a pull-through cache such as Harbor or Artifactory. For an alias the
+// URL may carry a path, prepended to every repository at the origin:
+// "docker.io=https://harbor.corp/dockerhub-proxy" serves docker.io's library/nginx from
+// harbor.corp's dockerhub-proxy/library/nginx. Name is the identity (Name) that tag keys, peers and
+// access records use, so nodes with different aliases for one registry agree; the URL's host gets
+// the node's credentials from its docker config, and clients' own credentials, which they hold for
+// the name, are never sent to it. Errors wrap errdefs.ErrInvalid.
+func ParseUpstream(spec string) (*Registry, error) {
+	alias, rawURL, ok := strings.Cut(spec, "=")
+	if !ok {
+		return ParseRegistry(spec)
+	}
+	alias = strings.ToLower(alias)
+	if !names.ValidRegistryHost(alias) {
+		return nil, fmt.Errorf("registry %q: %q is not a registry host[:port]: %w", spec, alias, errdefs.ErrInvalid)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("registry %q: %w: %w", spec, err, errdefs.ErrInvalid)
+	}
+	prefix := strings.Trim(u.Path, "/")
+	if prefix != "" && (u.RawPath != "" || !names.ValidRepository(prefix)) {
+		return nil, fmt.Errorf("registry %q: the path %q is not a repository prefix: %w", spec, u.Path, errdefs.ErrInvalid)
+	}
+	u.Path, u.RawPath = "", ""
+	r, err := ParseRegistry(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("registry %q: %w", spec, err)
+	}
+	r.alias, r.prefix = alias, prefix
+	return r, nil
+}
+
+// Name is the registry name clients and peers know this upstream by: the alias of
+// "name=URL", else Host.
+func (r *Registry) Name() string {
+	if r != nil && r.alias != "" {
+		return r.alias
+	}
+	return r.Host()
+}
+
+// remote is repo's path at the origin, under the alias's path prefix.
+func (r *Registry) remote(repo string) string {
+	if r.prefix == "" {
+		return repo
+	}
+	return r.prefix + "/" + repo
+}
+
+// Host returns host[:port] in lower case, e.g. "registry-1.docker.io" or "127.0.0.1:5001": where
+// requests go, which for an alias is not the registry's Name.
 func (r *Registry) Host() string {
 	if r == nil {
 		return ""
@@ -60,8 +120,18 @@ func (r *Registry) Host() string {
 	return r.url.Host
 }
 
-// String returns the registry's URL, e.g. "https://registry-1.docker.io".
-func (r *Registry) String() string { return r.url.String() }
+// String returns the registry's URL, e.g. "https://registry-1.docker.io", preceded by
+// "name=" for an alias and followed by its path prefix.
+func (r *Registry) String() string {
+	s := r.url.String()
+	if r.prefix != "" {
+		s += "/" + r.prefix
+	}
+	if r.alias != "" {
+		s = r.alias + "=" + s
+	}
+	return s
+}
 
 // endpoint returns the URL of an API path on r. The path is escaped by url.URL, never concatenated
 // into the host.
@@ -77,9 +147,9 @@ type Set struct {
 	regs []*Registry
 }
 
-// NewSet parses urls in order. It needs at least one, and refuses two that name the same registry
-// (the same host, or two Docker Hub aliases), since Select could not tell them apart. Errors wrap
-// errdefs.ErrInvalid.
+// NewSet parses urls in order, each an upstream URL or a "name=URL" alias (ParseUpstream). It
+// needs at least one, and refuses two with the same Name (the same host, or two Docker Hub
+// spellings), since Select could not tell them apart. Errors wrap errdefs.ErrInvalid.
 func NewSet(urls []string) (*Set, error) {
 	if len(urls) == 0 {
 		return nil, fmt.Errorf("no upstream registry configured: %w", errdefs.ErrInvalid)
@@ -87,11 +157,11 @@ func NewSet(urls []string) (*Set, error) {
 	s := &Set{}
 	seen := make(map[string]string, len(urls))
 	for _, raw := range urls {
-		r, err := ParseRegistry(raw)
+		r, err := ParseUpstream(raw)
 		if err != nil {
 			return nil, err
 		}
-		k := reference.CanonicalHost(r.Host())
+		k := reference.CanonicalHost(r.Name())
 		if prev, ok := seen[k]; ok {
 			return nil, fmt.Errorf("registry %q duplicates %q: %w", raw, prev, errdefs.ErrInvalid)
 		}
@@ -107,8 +177,9 @@ func NewSet(urls []string) (*Set, error) {
 func EmptySet() *Set { return &Set{} }
 
 // Select returns the upstream for a request's ns parameter: the first registry when ns is empty,
-// else the one whose host[:port] matches ns case-insensitively, where "docker.io",
-// "index.docker.io" and "registry-1.docker.io" all mean Docker Hub. Any other ns yields an error
+// else the one whose Name (host[:port], or alias) matches ns case-insensitively, where
+// "docker.io", "index.docker.io" and "registry-1.docker.io" all mean Docker Hub. An alias's URL
+// host is not a name it answers to. Any other ns yields an error
 // wrapping errdefs.ErrNotConfigured. Select never does I/O, so a request for an unknown registry
 // causes no outbound connection.
 func (s *Set) Select(ns string) (*Registry, error) {
@@ -120,7 +191,7 @@ func (s *Set) Select(ns string) (*Registry, error) {
 	}
 	k := reference.CanonicalHost(ns)
 	for _, r := range s.regs {
-		if reference.CanonicalHost(r.Host()) == k {
+		if reference.CanonicalHost(r.Name()) == k {
 			return r, nil
 		}
 	}

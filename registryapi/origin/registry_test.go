@@ -123,3 +123,79 @@ func TestSelect(t *testing.T) {
 		t.Errorf("Select(registry-1.docker.io) with docker.io configured = %v, %v", r, err)
 	}
 }
+
+func TestParseUpstream(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, spec, regName, host, remote, str string
+		err                                    error
+	}{
+		{name: "plain url", spec: "https://ghcr.io", regName: "ghcr.io", host: "ghcr.io", remote: "a/b", str: "https://ghcr.io"},
+		{name: "alias", spec: "docker.io=https://harbor.corp", regName: "docker.io", host: "harbor.corp", remote: "a/b", str: "docker.io=https://harbor.corp"},
+		{name: "alias with prefix", spec: "docker.io=https://harbor.corp/dockerhub-proxy/", regName: "docker.io", host: "harbor.corp",
+			remote: "dockerhub-proxy/a/b", str: "docker.io=https://harbor.corp/dockerhub-proxy"},
+		{name: "alias with nested prefix", spec: "GHCR.io=http://127.0.0.1:5001/cache/ghcr", regName: "ghcr.io", host: "127.0.0.1:5001",
+			remote: "cache/ghcr/a/b", str: "ghcr.io=http://127.0.0.1:5001/cache/ghcr"},
+		{name: "alias with port", spec: "localhost:5000=http://127.0.0.1:5001", regName: "localhost:5000", host: "127.0.0.1:5001", remote: "a/b",
+			str: "localhost:5000=http://127.0.0.1:5001"},
+		{name: "path without alias", spec: "https://harbor.corp/proxy", err: errdefs.ErrInvalid},
+		{name: "name is a url", spec: "https://docker.io=https://harbor.corp", err: errdefs.ErrInvalid},
+		{name: "empty name", spec: "=https://harbor.corp", err: errdefs.ErrInvalid},
+		{name: "no url", spec: "docker.io=", err: errdefs.ErrInvalid},
+		{name: "url without scheme", spec: "docker.io=harbor.corp", err: errdefs.ErrInvalid},
+		{name: "upper-case prefix", spec: "docker.io=https://harbor.corp/Proxy", err: errdefs.ErrInvalid},
+		{name: "escaped prefix", spec: "docker.io=https://harbor.corp/a%2Fb", err: errdefs.ErrInvalid},
+		{name: "dot-dot prefix", spec: "docker.io=https://harbor.corp/../x", err: errdefs.ErrInvalid},
+		{name: "query", spec: "docker.io=https://harbor.corp/p?x=1", err: errdefs.ErrInvalid},
+		{name: "credentials", spec: "docker.io=https://u:p@harbor.corp", err: errdefs.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := ParseUpstream(tc.spec)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("ParseUpstream(%q) = %v, %v; want error %v", tc.spec, r, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseUpstream(%q): %v", tc.spec, err)
+			}
+			if r.Name() != tc.regName || r.Host() != tc.host || r.remote("a/b") != tc.remote || r.String() != tc.str {
+				t.Errorf("ParseUpstream(%q) = name %q, host %q, remote %q, string %q; want %q, %q, %q, %q", tc.spec,
+					r.Name(), r.Host(), r.remote("a/b"), r.String(), tc.regName, tc.host, tc.remote, tc.str)
+			}
+		})
+	}
+}
+
+// An alias answers to its name (and, for Docker Hub, every spelling of it), never to its URL's
+// host, and two entries with one name are refused.
+func TestSelectAlias(t *testing.T) {
+	t.Parallel()
+	s, err := NewSet([]string{"http://127.0.0.1:5001", "docker.io=https://harbor.corp/hub", "ghcr.io=https://harbor.corp/ghcr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ns, want := range map[string]string{
+		"docker.io":            "docker.io=https://harbor.corp/hub",
+		"index.docker.io":      "docker.io=https://harbor.corp/hub",
+		"registry-1.docker.io": "docker.io=https://harbor.corp/hub",
+		"ghcr.io":              "ghcr.io=https://harbor.corp/ghcr",
+	} {
+		if r, err := s.Select(ns); err != nil || r.String() != want {
+			t.Errorf("Select(%q) = %v, %v; want %s", ns, r, err, want)
+		}
+	}
+	if r, err := s.Select("harbor.corp"); !errors.Is(err, errdefs.ErrNotConfigured) {
+		t.Errorf("Select(the alias's host) = %v, %v; want ErrNotConfigured", r, err)
+	}
+	for _, urls := range [][]string{
+		{"https://registry-1.docker.io", "docker.io=https://harbor.corp"},
+		{"index.docker.io=https://a.corp", "docker.io=https://harbor.corp"},
+	} {
+		if _, err := NewSet(urls); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("NewSet(%q) = %v, want ErrInvalid (one name twice)", urls, err)
+		}
+	}
+}
