@@ -106,6 +106,7 @@ func TestContainerd2(t *testing.T) {
 		t.Logf("shoal doctor:\n%s", out)
 		pullAndCheck(ctx, t, cri, agent, origin.Addr+"/"+byTag.repo+":v1", byTag)
 		pullAndCheck(ctx, t, cri, agent, origin.Addr+"/"+byDigest.repo+"@"+byDigest.content.Manifest, byDigest)
+		requireTransferService(t, cri)
 	})
 
 	t.Run("colon-separated config_path", func(t *testing.T) {
@@ -124,9 +125,20 @@ func TestContainerd2(t *testing.T) {
 		if out, err := cri.Crictl(ctx, "pull", ref); err != nil {
 			t.Fatalf("crictl pull %s: %v\n%s", ref, err, out)
 		}
+		requireTransferService(t, cri)
 		if missing, _, err := agent.Committed(img.digests()...); err != nil || len(missing) != len(img.digests()) {
 			t.Errorf("the agent holds %d of %d digests: containerd 2.x read the colon-separated config_path after all; doctor's warning is out of date (%v)",
 				len(img.digests())-len(missing), len(img.digests()), err)
 		}
 	})
+}
+
+// requireTransferService fails unless containerd pulled in its default mode, through the
+// transfer service: it logs when a CRI setting makes it fall back to the local pull.
+func requireTransferService(t *testing.T, cri *testutil.CRI) {
+	t.Helper()
+	if strings.Contains(cri.Proc.Output(), "Falling back to local image pull") {
+		t.Errorf("containerd fell back to the local image pull; the test means its default mode, the transfer service:\n%s",
+			lastLines(cri.Proc.Output(), 20))
+	}
 }
