@@ -5,7 +5,7 @@
 // These clients name no registry to a mirror (containerd's ?ns=), so each mirror location
 // carries the registry as a path prefix, <agent>/<registry host>: a pull of
 // docker.io/library/alpine asks the agent for /v2/docker.io/library/alpine/..., and one agent
-// serves every registry.
+// serves every registry. A port's colon is written '_' there (names.PathPrefix).
 package crio
 
 import (
@@ -21,6 +21,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/runtimeconf"
 )
 
@@ -71,9 +72,14 @@ func (r registry) prefix() string {
 }
 
 // MirrorLocation is the agent's mirror location for a registry: the agent's host:port with the
-// registry host as a path prefix (127.0.0.1:5000/docker.io).
-func MirrorLocation(agent *url.URL, registryHost string) string {
-	return agent.Host + "/" + registryHost
+// registry host as a path prefix (127.0.0.1:5000/docker.io; a port's colon is written '_', as
+// in 127.0.0.1:5000/127.0.0.1_5001, since an image name's path allows no colon).
+func MirrorLocation(agent *url.URL, registryHost string) (string, error) {
+	p, ok := names.PathPrefix(registryHost)
+	if !ok {
+		return "", fmt.Errorf("registry %s cannot be named in a mirror's path (an IPv6 address?): give it a host name", registryHost)
+	}
+	return agent.Host + "/" + p, nil
 }
 
 // Configure writes <Dir>/99-shoal.conf: for each registry a [[registry]] whose first mirror is
@@ -249,7 +255,11 @@ func render(agent *url.URL, regs []runtimeconf.Registry, existing map[string]reg
 		if e.Location == "" {
 			e.Location = r.Host
 		}
-		mirror := endpoint{Location: MirrorLocation(agent, r.Host), Insecure: agent.Scheme == "http"}
+		loc, err := MirrorLocation(agent, r.Host)
+		if err != nil {
+			return nil, err
+		}
+		mirror := endpoint{Location: loc, Insecure: agent.Scheme == "http"}
 		mirrors := []endpoint{mirror}
 		for _, m := range e.Mirrors {
 			if m.Location != mirror.Location {
@@ -287,7 +297,11 @@ func check(b []byte, agent *url.URL, regs []runtimeconf.Registry) error {
 		if i < 0 {
 			return fmt.Errorf("no entry for %s", r.Host)
 		}
-		if m := c.Registries[i].Mirrors; len(m) == 0 || m[0].Location != MirrorLocation(agent, r.Host) {
+		loc, err := MirrorLocation(agent, r.Host)
+		if err != nil {
+			return err
+		}
+		if m := c.Registries[i].Mirrors; len(m) == 0 || m[0].Location != loc {
 			return fmt.Errorf("%s: first mirror is not the agent", r.Host)
 		}
 	}

@@ -87,7 +87,7 @@ location = "mirror.corp/quay"
 		mirrors          []string
 	}{
 		{"docker.io", "docker.io", false, []string{"127.0.0.1:5000/docker.io", "hub-cache.corp"}},
-		{"127.0.0.1:5001", "127.0.0.1:5001", true, []string{"127.0.0.1:5000/127.0.0.1:5001"}},
+		{"127.0.0.1:5001", "127.0.0.1:5001", true, []string{"127.0.0.1:5000/127.0.0.1_5001"}},
 		{"quay.io", "quay.io", false, []string{"127.0.0.1:5000/quay.io", "mirror.corp/quay"}},
 	} {
 		r, ok := got[tt.prefix]
