@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/urfave/cli/v2"
 
@@ -24,16 +25,16 @@ func runtimeFlags() []cli.Flag {
 	}
 }
 
-func runtimeOptions(c *cli.Context) (agentURL string, regs []runtimeconf.Registry, err error) {
+func runtimeOptions(c *cli.Context) (*url.URL, []runtimeconf.Registry, error) {
 	u, err := runtimeconf.ParseAgent(c.String("agent"))
 	if err != nil {
-		return "", nil, fmt.Errorf("--agent: %w", err)
+		return nil, nil, fmt.Errorf("--agent: %w", err)
 	}
-	regs, err = runtimeconf.ParseRegistries(c.StringSlice("registry"))
+	regs, err := runtimeconf.ParseRegistries(c.StringSlice("registry"))
 	if err != nil {
-		return "", nil, fmt.Errorf("--registry: %w", err)
+		return nil, nil, fmt.Errorf("--registry: %w", err)
 	}
-	return u.String(), regs, nil
+	return u, regs, nil
 }
 
 func configureCommand() *cli.Command {
@@ -56,11 +57,10 @@ func configureCommand() *cli.Command {
 					if c.Bool("remove") {
 						changes, err = containerd.Remove(c.String("config-path"))
 					} else {
-						agentURL, regs, perr := runtimeOptions(c)
+						u, regs, perr := runtimeOptions(c)
 						if perr != nil {
 							return perr
 						}
-						u, _ := runtimeconf.ParseAgent(agentURL)
 						changes, err = containerd.Configure(containerd.Options{ConfigPath: c.String("config-path"),
 							Agent: u, Registries: regs, Default: c.Bool("default")})
 					}
@@ -83,11 +83,10 @@ func configureCommand() *cli.Command {
 					if c.Bool("remove") {
 						changes, err = crio.Remove(c.String("dir"))
 					} else {
-						agentURL, regs, perr := runtimeOptions(c)
+						u, regs, perr := runtimeOptions(c)
 						if perr != nil {
 							return perr
 						}
-						u, _ := runtimeconf.ParseAgent(agentURL)
 						changes, err = crio.Configure(crio.Options{Dir: c.String("dir"), MainConfig: c.String("registries-conf"),
 							Agent: u, Registries: regs})
 					}
@@ -118,11 +117,10 @@ func doctorCommand() *cli.Command {
 			&cli.StringFlag{Name: "config-path", Value: containerd.DefaultConfigPath, EnvVars: env("CONTAINERD_CONFIG_PATH"),
 				Usage: "the config_path to suggest when containerd's config sets none"}),
 		Action: func(c *cli.Context) error {
-			agentURL, regs, err := runtimeOptions(c)
+			u, regs, err := runtimeOptions(c)
 			if err != nil {
 				return err
 			}
-			u, _ := runtimeconf.ParseAgent(agentURL)
 			findings := containerd.Check(containerd.DoctorOptions{ConfigFile: c.String("containerd-config"),
 				ConfigPath: c.String("config-path"), Agent: u, Registries: regs})
 			findings = append(findings, runtimeconf.CheckAgent(c.Context, http.DefaultClient, u)...)
