@@ -7,7 +7,6 @@ package runtimes
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -130,5 +129,3 @@ func pullAndCheck(ctx context.Context, t *testing.T, cri *testutil.CRI, agent *t
 	}
 	agent.RequireServed(ctx, t, 1, len(img.content.Blobs), img.digests()...)
 }
-
-func fmtArgs(format string, args ...any) string { return fmt.Sprintf(format, args...) }
