@@ -84,8 +84,8 @@ func Configure(o Options) ([]runtimeconf.Change, error) {
 	}
 	// Registries Shoal mirrored before and no longer does get their files back.
 	keep := map[string]bool{}
-	for _, h := range hosts {
-		keep[dirName(h.name)] = true
+	for _, p := range plans {
+		keep[filepath.Base(p.dir)] = true
 	}
 	stale, err := restoreAll(o.ConfigPath, func(name string) bool { return !keep[name] })
 	changes = append(changes, stale...)
@@ -109,12 +109,21 @@ type registryDir struct {
 	server string // "" for _default: containerd falls back to the image's own registry
 }
 
-// dirName is the directory containerd looks in for a registry host (its hostPaths also accept
-// host:port as written, which is what this is).
-func dirName(host string) string { return host }
+// hostDir is the directory containerd reads for a registry host under root: for host:port it
+// looks for host_port_ first, then host:port as written (core/remotes/docker/config hostPaths).
+// An existing host_port_ directory is used; otherwise the name as written.
+func hostDir(root, host string) string {
+	if i := strings.LastIndex(host, ":"); i > 0 {
+		alt := filepath.Join(root, host[:i]+"_"+host[i+1:]+"_")
+		if exists(alt) {
+			return alt
+		}
+	}
+	return filepath.Join(root, host)
+}
 
 func planHost(root string, h registryDir, agent *url.URL) (plan, error) {
-	dir := filepath.Join(root, dirName(h.name))
+	dir := hostDir(root, h.name)
 	p := plan{dir: dir, perm: 0o644}
 	path := filepath.Join(dir, hostsName)
 	cur, err := os.ReadFile(path)

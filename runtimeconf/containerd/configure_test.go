@@ -377,3 +377,20 @@ func TestConfigureMissingBackupIsAnError(t *testing.T) {
 		t.Errorf("configure with Shoal's file but no saved original: %v", err)
 	}
 }
+
+func TestConfigureUsesContainerdsPortDirectory(t *testing.T) {
+	// containerd reads registry.corp_5000_/ before registry.corp:5000/: an existing one is where
+	// Shoal's file must go.
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "registry.corp_5000_", "hosts.toml"), "server = \"https://registry.corp:5000\"\n")
+	if _, err := Configure(Options{ConfigPath: root, Agent: agentURL, Registries: regs(t, "registry.corp:5000")}); err != nil {
+		t.Fatal(err)
+	}
+	order, _ := hostsOf(t, filepath.Join(root, "registry.corp_5000_", "hosts.toml"))
+	if len(order) != 1 || order[0] != agentURL.String() {
+		t.Errorf("hosts %v", order)
+	}
+	if _, err := os.Stat(filepath.Join(root, "registry.corp:5000")); !os.IsNotExist(err) {
+		t.Errorf("wrote a second directory containerd would not read: %v", err)
+	}
+}

@@ -158,7 +158,7 @@ func Check(o DoctorOptions) []runtimeconf.Finding {
 func checkHostsDir(dirs []string, host string, agent *url.URL) runtimeconf.Finding {
 	for _, name := range []string{host, DefaultHost} {
 		for _, d := range dirs {
-			dir := filepath.Join(d, dirName(name))
+			dir := hostDir(d, name)
 			if !exists(dir) {
 				continue
 			}
