@@ -56,7 +56,13 @@ func rewrite(r *http.Request, known Known) (*http.Request, string) {
 	}
 	host := strings.ToLower(first)
 	if !looksLikeHost(host) || !known(host) {
-		return r, ""
+		// A host with a port is written host_port (names.PathPrefix): a repository name allows
+		// no colon, so that is how CRI-O and skopeo can name 127.0.0.1:5001.
+		h, ok := names.HostFromPathPrefix(host)
+		if !ok || h == host || !known(h) {
+			return r, ""
+		}
+		host = h
 	}
 	q := r.URL.Query()
 	if ns := q.Get("ns"); ns != "" {

@@ -23,6 +23,8 @@ func TestRoute(t *testing.T) {
 		{name: "prefix", target: "/v2/ghcr.io/org/app/manifests/v1", wantPath: "/v2/org/app/manifests/v1", wantNS: "ghcr.io"},
 		{name: "prefix upper case", target: "/v2/GHCR.IO/org/app/blobs/sha256:ab", wantPath: "/v2/org/app/blobs/sha256:ab", wantNS: "ghcr.io"},
 		{name: "host and port", target: "/v2/127.0.0.1:5001/app/tags/list", wantPath: "/v2/app/tags/list", wantNS: "127.0.0.1:5001"},
+		{name: "host_port, as CRI-O writes a port", target: "/v2/127.0.0.1_5001/app/manifests/v1", wantPath: "/v2/app/manifests/v1", wantNS: "127.0.0.1:5001"},
+		{name: "host_port not served", target: "/v2/127.0.0.1_5002/app/manifests/v1", wantPath: "/v2/127.0.0.1_5002/app/manifests/v1"},
 		{name: "localhost", target: "/v2/localhost/app/manifests/v1", wantPath: "/v2/app/manifests/v1", wantNS: "localhost"},
 		{name: "referrers", target: "/v2/docker.io/library/app/referrers/sha256:ab", wantPath: "/v2/library/app/referrers/sha256:ab", wantNS: "docker.io"},
 		{name: "head", method: http.MethodHead, target: "/v2/ghcr.io/org/app/manifests/v1", wantPath: "/v2/org/app/manifests/v1", wantNS: "ghcr.io"},

@@ -99,6 +99,12 @@ func TestLayers(t *testing.T) {
 		{name: "import and export are plain registry clients", pkg: "seed/archive", allow: internal,
 			banned: []string{"agent", "agent/*", "seed/hosted", "p2p", "p2p/*", "registryapi", "registryapi/*",
 				"github.com/libp2p/", "go.etcd.io/bbolt"}},
+		{name: "the runtime's mirror files and their check", pkg: "runtimeconf", allow: internal,
+			banned: []string{"agent", "agent/*", "seed", "seed/*", "p2p", "p2p/*", "registryapi", "registryapi/*",
+				"github.com/libp2p/", "go.etcd.io/bbolt"}},
+		{name: "containerd's and CRI-O's formats", pkg: "runtimeconf/*", allow: append([]string{"runtimeconf"}, internal...),
+			banned: []string{"agent", "agent/*", "seed", "seed/*", "p2p", "p2p/*", "registryapi", "registryapi/*",
+				"github.com/libp2p/", "go.etcd.io/bbolt"}},
 		{name: "the seed role is built from the agent's public parts", pkg: "seed",
 			allow: append([]string{"agent", "agent/*", "p2p", "registryapi", "seed/hosted"}, internal...)},
 	}

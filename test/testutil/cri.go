@@ -1,0 +1,157 @@
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// CRI is a private containerd daemon with its CRI plugin, the kubelet's side of a node: its own
+// root, state and sockets under a short directory in /tmp, pulls through the registry hosts
+// under ConfigPath, driven with crictl. Needs root.
+type CRI struct {
+	Socket string
+	Dir    string // root of everything the daemon writes
+	Config string // its config.toml
+	crictl string
+	// crictlConfig is crictl's config file, naming this daemon.
+	crictlConfig string
+	Proc         *Process
+}
+
+// CRIOptions says which containerd to run and how its registry config is written.
+type CRIOptions struct {
+	// Binary is the containerd to run; "" means "containerd" on PATH (Debian's 1.x).
+	Binary string
+	// Version is the config version: 2 (containerd 1.x, the CRI plugin's own registry section)
+	// or 3 (containerd 2.x, the images plugin's).
+	Version int
+	// ConfigPath is the registry config_path (hosts.toml directories); "" leaves it unset.
+	ConfigPath string
+}
+
+// StartCRI starts containerd with its CRI plugin and waits until crictl reaches it. The test is
+// skipped when containerd or crictl is missing, except under CI.
+func StartCRI(t testing.TB, o CRIOptions) *CRI {
+	t.Helper()
+	bin := o.Binary
+	if bin == "" {
+		bin = RequireProgram(t, "containerd")
+	}
+	crictl := RequireProgram(t, "crictl")
+	if os.Geteuid() != 0 {
+		if InCI() {
+			t.Fatal("containerd tests need root")
+		}
+		t.Skip("containerd tests need root")
+	}
+	dir, err := os.MkdirTemp("/tmp", "shoal-cri-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("removing containerd dir: %v", err)
+		}
+	})
+	c := &CRI{Socket: filepath.Join(dir, "c.sock"), Dir: dir, Config: filepath.Join(dir, "config.toml"), crictl: crictl}
+	common := fmt.Sprintf(`root = %[1]q
+state = %[2]q
+
+[grpc]
+  address = %[3]q
+
+[ttrpc]
+  address = %[4]q
+
+[debug]
+  level = "debug"
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Socket, c.Socket+".ttrpc")
+	var config string
+	switch o.Version {
+	case 2:
+		// restrict_oom_score_adj: these machines lack CAP_SYS_RESOURCE.
+		config = "version = 2\n" + common + fmt.Sprintf(`
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[1]q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = %[2]q
+  conf_dir = %[3]q
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "native"
+`, filepath.Join(dir, "opt"), filepath.Join(dir, "cni-bin"), filepath.Join(dir, "cni-conf"))
+		if o.ConfigPath != "" {
+			config += fmt.Sprintf("\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = %q\n", o.ConfigPath)
+		}
+	case 3:
+		config = "version = 3\n" + common + fmt.Sprintf(`
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = [%[1]q]
+  conf_dir = %[2]q
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "native"
+
+[[plugins."io.containerd.transfer.v1.local".unpack_config]]
+  platform = "linux"
+  snapshotter = "native"
+`, filepath.Join(dir, "cni-bin"), filepath.Join(dir, "cni-conf"))
+		if o.ConfigPath != "" {
+			config += fmt.Sprintf("\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = %q\n", o.ConfigPath)
+		}
+	default:
+		t.Fatalf("config version %d: want 2 or 3", o.Version)
+	}
+	if err := os.WriteFile(c.Config, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// crictl's own config: the endpoints, so that it neither reads the machine's /etc/crictl.yaml
+	// nor warns on stderr (mixed into the JSON the tests read) that there is none.
+	endpoint := "unix://" + c.Socket
+	crictlConfig := fmt.Sprintf("runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 60\n", endpoint, endpoint)
+	c.crictlConfig = filepath.Join(dir, "crictl.yaml")
+	if err := os.WriteFile(c.crictlConfig, []byte(crictlConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.Proc = StartProcess(t, "containerd", bin, []string{"--config", c.Config})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := WaitListening(ctx, c.Proc, "unix", c.Socket); err != nil {
+		t.Fatalf("containerd never listened: %v\n%s", err, tail(c.Proc.Output(), 8<<10))
+	}
+	// The CRI plugin's image service is up once crictl can list images.
+	for {
+		out, err := c.Crictl(ctx, "images")
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("crictl never reached containerd's CRI plugin: %v\n%s\n%s", err, out, tail(c.Proc.Output(), 8<<10))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return c
+}
+
+// Crictl runs crictl against this containerd and returns its combined output.
+func (c *CRI) Crictl(ctx context.Context, args ...string) (string, error) {
+	return Run(ctx, c.crictl, append([]string{"--config", c.crictlConfig}, args...)...)
+}
