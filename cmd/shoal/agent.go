@@ -76,6 +76,7 @@ func agentFlags() []cli.Flag {
 			Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),
 			Usage: "text or json"},
+		checkConfigFlag,
 	}, seedAuthorityFlags()...)
 }
 
@@ -86,7 +87,7 @@ func agentCommand() *cli.Command {
 		Flags: agentFlags(),
 		Action: func(c *cli.Context) error {
 			cfg, err := agentConfig(c, c.App.ErrWriter)
-			if err != nil {
+			if err != nil || c.Bool(checkConfigFlag.Name) {
 				return err
 			}
 			a, err := agent.New(cfg)
@@ -209,6 +210,12 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		PrivateOfflineWindow: c.Duration("private-offline-window"),
 	}, nil
 }
+
+// checkConfigFlag makes agent and seed stop once their flags and the files they name (keys,
+// tokens, credentials) are read and checked: a deployment's arguments can be tried without
+// starting a node (the Helm chart's tests run every rendered container's arguments this way).
+var checkConfigFlag = &cli.BoolFlag{Name: "check-config",
+	Usage: "check the flags and the files they name (keys, tokens), then exit without starting"}
 
 // checkOpen refuses a peer listener beyond loopback with neither a swarm key nor an allowlist,
 // saying how to make one.

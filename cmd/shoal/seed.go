@@ -32,7 +32,7 @@ func seedCommand() *cli.Command {
 		Flags: seedFlags(),
 		Action: func(c *cli.Context) error {
 			cfg, err := seedConfig(c)
-			if err != nil {
+			if err != nil || c.Bool(checkConfigFlag.Name) {
 				return err
 			}
 			s, err := seed.New(cfg)
