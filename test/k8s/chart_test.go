@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,6 +105,7 @@ func TestChart(t *testing.T) {
 			checkAgent(t, objs)
 			checkSeeds(t, objs)
 			checkTrust(t, objs)
+			checkMonitoring(t, objs)
 			runPods(t, objs, fx.external)
 		})
 	}
@@ -163,7 +165,16 @@ func checkAgent(t *testing.T, objs objects) {
 	if !slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == "data" && v.HostPath != nil }) {
 		t.Error("no hostPath data volume")
 	}
+	for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+		if c.Image != agent.Image {
+			t.Errorf("container %s runs %s, the agent %s", c.Name, c.Image, agent.Image)
+		}
+	}
 	if b, ok := argValue(agent.Args, "--bootstrap"); ok {
+		// On the host network, only this policy resolves the cluster's Service names.
+		if pod.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+			t.Errorf("dnsPolicy %q: the dns: bootstrap name would not resolve", pod.DNSPolicy)
+		}
 		checkBootstrap(t, objs, b, ds.Spec.Template.Labels)
 	} else if !slices.Contains(agent.Args, "--p2p=false") {
 		t.Error("agent has peers but no --bootstrap")
@@ -347,5 +358,46 @@ func TestRenderedManifestsUpToDate(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("deploy/shoal.yaml is not what the chart renders; regenerate it with\n" +
 			"  helm template shoal charts/shoal --namespace shoal-system -f deploy/values.yaml > deploy/shoal.yaml")
+	}
+}
+
+// checkMonitoring: every ServiceMonitor endpoint names a port of a Service it selects, and the
+// dashboard is JSON.
+func checkMonitoring(t *testing.T, objs objects) {
+	for name, o := range objs["ServiceMonitor"] {
+		var sm struct {
+			Spec struct {
+				Selector struct {
+					MatchLabels map[string]string `json:"matchLabels"`
+				} `json:"selector"`
+				Endpoints []struct {
+					Port string `json:"port"`
+				} `json:"endpoints"`
+			} `json:"spec"`
+		}
+		b, _ := json.Marshal(*o.Obj.(*map[string]any))
+		if err := json.Unmarshal(b, &sm); err != nil {
+			t.Fatal(err)
+		}
+		for _, ep := range sm.Spec.Endpoints {
+			found := false
+			for _, so := range objs["Service"] {
+				svc := so.Obj.(*corev1.Service)
+				if !labels.SelectorFromSet(sm.Spec.Selector.MatchLabels).Matches(labels.Set(svc.Labels)) {
+					continue
+				}
+				found = found || slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == ep.Port })
+			}
+			if !found {
+				t.Errorf("ServiceMonitor %s: no selected Service has a port %q", name, ep.Port)
+			}
+		}
+	}
+	if o, ok := objs.get("ConfigMap", release+"-dashboard"); ok {
+		for k, v := range o.(*corev1.ConfigMap).Data {
+			if !json.Valid([]byte(v)) {
+				t.Errorf("dashboard %s is not JSON", k)
+			}
+		}
 	}
 }
