@@ -183,6 +183,8 @@ func TestCheckConfig(t *testing.T) {
 		{"seed without token off loopback", append(append([]string{"seed"}, common...), "--listen", "0.0.0.0:1"), false},
 		{"agent with a missing key", append([]string{"agent"}, append(common, "--swarm-key", key+".missing")...), false},
 		{"seed with a bad authority key", append([]string{"seed", "--seed-authority-key", token}, common...), false},
+		{"agent with a registry that is no URL", append([]string{"agent", "--registry", "ftp://registry.example"}, common...), false},
+		{"seed with one registry twice", append([]string{"seed", "--registry", "https://docker.io", "--registry", "https://registry-1.docker.io"}, common...), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := run(t, tc.args...)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -33,7 +34,7 @@ func seedCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			cfg, err := seedConfig(c)
 			if err != nil || c.Bool(checkConfigFlag.Name) {
-				return err
+				return errors.Join(err, checkUpstreams(cfg.Agent))
 			}
 			s, err := seed.New(cfg)
 			if err != nil {
