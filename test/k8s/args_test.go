@@ -2,10 +2,12 @@ package k8s
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,6 +70,7 @@ type node struct {
 	external map[string]map[string]string // Secrets and ConfigMaps the values name but the chart does not make
 	pod      *corev1.PodSpec
 	claims   map[string]bool // volumeClaimTemplates
+	written  []string        // the hosts.toml files configure wrote
 }
 
 // mount lays out c's volumes under the node's root and returns the mount paths, longest first.
@@ -205,6 +208,23 @@ func (n *node) rebase(arg string, mounts []string) string {
 	return arg
 }
 
+// pathValue is the absolute file path an argument names ("" for none; libp2p multiaddrs are not
+// paths).
+func pathValue(arg string) string {
+	if i := strings.Index(arg, "="); strings.HasPrefix(arg, "-") && i > 0 {
+		arg = arg[i+1:]
+	}
+	for _, m := range []string{"/ip4/", "/ip6/", "/dns", "/tcp/"} {
+		if strings.HasPrefix(arg, m) {
+			return ""
+		}
+	}
+	if strings.HasPrefix(arg, "/") {
+		return arg
+	}
+	return ""
+}
+
 // run runs one command of container c (its args, or an exec hook's command) with the shoal
 // binary, on the node's files and with the container's environment only. agent and seed get
 // --check-config, so they check everything and start nothing.
@@ -213,7 +233,12 @@ func (n *node) run(c *corev1.Container, argv []string) (string, error) {
 	env := n.env(c)
 	args := make([]string, 0, len(argv)+1)
 	for _, a := range argv {
-		args = append(args, n.rebase(expand(a, env), mounts))
+		a = n.rebase(expand(a, env), mounts)
+		if p := pathValue(a); p != "" && !strings.HasPrefix(p, n.root+"/") {
+			// Never let a chart's mistake touch this machine's own files.
+			return "", fmt.Errorf("%s names a path outside the container's volumes", a)
+		}
+		args = append(args, a)
 	}
 	if len(args) > 0 && (args[0] == "agent" || args[0] == "seed") {
 		args = append(args, "--check-config")
@@ -299,8 +324,49 @@ func runPods(t *testing.T, objs objects, external map[string]map[string]string) 
 						out = "..." + out[len(out)-800:]
 					}
 					t.Errorf("%s: shoal %s: %v\n%s", s.what, strings.Join(s.argv, " "), err, out)
+					continue
 				}
+				n.checkMirrorFiles(s.what, s.argv)
 			}
 		})
+	}
+}
+
+// checkMirrorFiles: after `configure containerd` every registry it was given has a hosts.toml
+// naming the agent under the node's config path; after `--remove` none of the files written
+// before is left (the node had none of its own), wherever the remove was pointed.
+func (n *node) checkMirrorFiles(what string, argv []string) {
+	if len(argv) < 2 || argv[0] != "configure" || argv[1] != "containerd" {
+		return
+	}
+	if slices.Contains(argv, "--remove") {
+		for _, f := range n.written {
+			if b, err := os.ReadFile(f); err == nil {
+				n.t.Errorf("%s left %s behind:\n%s", what, f, b)
+			}
+		}
+		return
+	}
+	configPath, _ := argValue(argv, "--config-path")
+	agentURL, _ := argValue(argv, "--agent")
+	var hosts []string
+	for _, a := range argv {
+		if h, ok := strings.CutPrefix(a, "--registry="); ok {
+			hosts = append(hosts, h)
+		}
+	}
+	if slices.Contains(argv, "--default") {
+		hosts = append(hosts, "_default")
+	}
+	for _, h := range hosts {
+		f := filepath.Join(n.root, configPath, h, "hosts.toml")
+		n.written = append(n.written, f)
+		b, err := os.ReadFile(f)
+		switch {
+		case err != nil:
+			n.t.Errorf("%s wrote no hosts.toml for %s: %v", what, h, err)
+		case !strings.Contains(string(b), agentURL):
+			n.t.Errorf("%s: %s/hosts.toml does not name the agent %s:\n%s", what, h, agentURL, b)
+		}
 	}
 }
