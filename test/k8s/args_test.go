@@ -351,8 +351,8 @@ func (n *node) checkMirrorFiles(what string, argv []string) {
 	agentURL, _ := argValue(argv, "--agent")
 	var hosts []string
 	for _, a := range argv {
-		if h, ok := strings.CutPrefix(a, "--registry="); ok {
-			hosts = append(hosts, h)
+		if r, ok := strings.CutPrefix(a, "--registry="); ok {
+			hosts = append(hosts, registryHost(r))
 		}
 	}
 	if slices.Contains(argv, "--default") {
@@ -369,4 +369,20 @@ func (n *node) checkMirrorFiles(what string, argv []string) {
 			n.t.Errorf("%s: %s/hosts.toml does not name the agent %s:\n%s", what, h, agentURL, b)
 		}
 	}
+}
+
+// registryHost is the directory containerd looks in for a registry given in any of the agent's
+// forms: a host, a URL, or name=URL (the name); Docker Hub's endpoints are docker.io.
+func registryHost(r string) string {
+	if name, _, ok := strings.Cut(r, "="); ok {
+		r = name
+	}
+	if _, rest, ok := strings.Cut(r, "://"); ok {
+		r, _, _ = strings.Cut(rest, "/")
+	}
+	switch r {
+	case "registry-1.docker.io", "index.docker.io":
+		return "docker.io"
+	}
+	return r
 }

@@ -70,6 +70,7 @@ var valuesCases = []struct {
 	{file: "no-seeds.yaml", kinds: []string{"DaemonSet", "Service", "Secret", "ConfigMap"}},
 	{file: "plain-mirror.yaml", kinds: []string{"DaemonSet", "Service"}},
 	{file: "alias.yaml", kinds: []string{"DaemonSet", "StatefulSet"}, seeds: true},
+	{file: "air-gapped.yaml", kinds: []string{"DaemonSet", "StatefulSet"}, seeds: true},
 	{file: "../../../deploy/values.yaml", kinds: []string{"DaemonSet", "StatefulSet", "Service", "PodDisruptionBudget"}, seeds: true},
 }
 

@@ -143,3 +143,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
         path: config.json
 {{- end }}
 {{- end -}}
+
+{{/* What containerd sends to the agent: the given list, or every upstream and the hosted registry. */}}
+{{- define "shoal.mirroredRegistries" -}}
+{{- $regs := .Values.runtime.containerd.mirroredRegistries -}}
+{{- if not $regs -}}
+{{- $regs = without .Values.registries "none" -}}
+{{- if include "shoal.seedsEnabled" . -}}
+{{- $regs = append $regs (.Values.hostedRegistry | default "shoal.local") -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $regs -}}
+{{- end -}}
