@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-oci/shoal/p2p/bootaddr"
 	"github.com/shoal-oci/shoal/p2p/keys"
 	"github.com/shoal-oci/shoal/p2p/providerquota"
+	"github.com/shoal-oci/shoal/registryapi/origin"
 )
 
 func env(name string) []string { return []string{"SHOAL_" + name} }
@@ -78,6 +79,7 @@ func agentFlags() []cli.Flag {
 			Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),
 			Usage: "text or json"},
+		checkConfigFlag,
 	}, seedAuthorityFlags()...)
 }
 
@@ -88,8 +90,8 @@ func agentCommand() *cli.Command {
 		Flags: agentFlags(),
 		Action: func(c *cli.Context) error {
 			cfg, err := agentConfig(c, c.App.ErrWriter)
-			if err != nil {
-				return err
+			if err != nil || c.Bool(checkConfigFlag.Name) {
+				return errors.Join(err, checkUpstreams(cfg))
 			}
 			a, err := agent.New(cfg)
 			if err != nil {
@@ -211,6 +213,23 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		PrivateAccessTTL:     c.Duration("private-access-ttl"),
 		PrivateOfflineWindow: c.Duration("private-offline-window"),
 	}, nil
+}
+
+// checkConfigFlag makes agent and seed stop once their flags and the files they name (keys,
+// tokens, credentials) are read and checked: a deployment's arguments can be tried without
+// starting a node (the Helm chart's tests run every rendered container's arguments this way).
+var checkConfigFlag = &cli.BoolFlag{Name: "check-config",
+	Usage: "check the flags and the files they name (keys, tokens), then exit without starting"}
+
+// checkUpstreams parses the upstream registries as the agent will, for --check-config.
+func checkUpstreams(cfg agent.Config) error {
+	if len(cfg.Registries) == 0 {
+		return nil // --registry none, or a config that failed before
+	}
+	if _, err := origin.NewSet(cfg.Registries); err != nil {
+		return fmt.Errorf("--registry: %w", err)
+	}
+	return nil
 }
 
 // checkOpen refuses a peer listener beyond loopback with neither a swarm key nor an allowlist,

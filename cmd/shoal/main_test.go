@@ -158,3 +158,41 @@ func configOnly(t *testing.T, got *[]string) *cli.App {
 	}
 	return app
 }
+
+// --check-config runs the real agent and seed commands up to their checked config and returns
+// without starting a node: good arguments pass (nothing listens: port 1 is never bound), and a
+// bad file is still refused.
+func TestCheckConfig(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "swarm.key")
+	out, _ := run(t, "swarm-key")
+	os.WriteFile(key, []byte(out), 0o600)
+	token := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(token, []byte("secret\n"), 0o600)
+	authKey := filepath.Join(t.TempDir(), "seed-authority.key")
+	pub, err := run(t, "seed-authority", "create", "--key", authKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--check-config", "--data-dir", t.TempDir(), "--swarm-key", key,
+		"--listen", "127.0.0.1:1", "--p2p-listen", "/ip4/127.0.0.1/tcp/1", "--seed-authority", strings.TrimSpace(pub)}
+	for _, tc := range []struct {
+		name string
+		args []string
+		ok   bool
+	}{
+		{"agent", append([]string{"agent"}, common...), true},
+		{"seed", append([]string{"seed", "--admin-token-file", token, "--seed-authority-key", authKey}, common...), true},
+		{"seed without token off loopback", append(append([]string{"seed"}, common...), "--listen", "0.0.0.0:1"), false},
+		{"agent with a missing key", append([]string{"agent"}, append(common, "--swarm-key", key+".missing")...), false},
+		{"seed with a bad authority key", append([]string{"seed", "--seed-authority-key", token}, common...), false},
+		{"agent with a registry that is no URL", append([]string{"agent", "--registry", "ftp://registry.example"}, common...), false},
+		{"seed with one registry twice", append([]string{"seed", "--registry", "https://docker.io", "--registry", "https://registry-1.docker.io"}, common...), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := run(t, tc.args...)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err %v (output %q), want ok=%v", err, out, tc.ok)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -32,8 +33,8 @@ func seedCommand() *cli.Command {
 		Flags: seedFlags(),
 		Action: func(c *cli.Context) error {
 			cfg, err := seedConfig(c)
-			if err != nil {
-				return err
+			if err != nil || c.Bool(checkConfigFlag.Name) {
+				return errors.Join(err, checkUpstreams(cfg.Agent))
 			}
 			s, err := seed.New(cfg)
 			if err != nil {
