@@ -138,9 +138,12 @@ func platformImage(p v1.Platform, base v1.Layer, bin string, epoch time.Time, la
 
 // compile cross-compiles a static shoal: no cgo, no build paths, no build ID, stripped, with the
 // version stamped; GOAMD64 and GOARM64 are pinned so the host's environment cannot change the code.
+// -buildvcs=false: Go would otherwise embed the commit only where it can read the repository (a
+// clone, not a source tarball or, here, a git worktree), so one commit would give two binaries;
+// the commit is in the image's revision label instead.
 func compile(ctx context.Context, cfg Config, p v1.Platform, out string) error {
 	ldflags := "-s -w -buildid= -X main.buildVersion=" + cfg.Version
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags="+ldflags, "-o", out, shoalPackage)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags="+ldflags, "-o", out, shoalPackage)
 	cmd.Dir = cfg.Dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Architecture,
 		"GOAMD64=v1", "GOARM64=v8.0", "GOFLAGS=-mod=readonly")
@@ -180,7 +183,7 @@ func (cfg *Config) fillFromGit(ctx context.Context) error {
 		cmd.Dir = cfg.Dir
 		out, err := cmd.Output()
 		if err != nil {
-			return "", fmt.Errorf("git %s: %w (give --version and --source-date-epoch outside a git checkout)", strings.Join(args, " "), err)
+			return "", fmt.Errorf("git %s: %w (give --version, --revision and --source-date-epoch outside a git checkout)", strings.Join(args, " "), err)
 		}
 		return strings.TrimSpace(string(out)), nil
 	}

@@ -39,6 +39,7 @@ func newApp() *cli.App {
 			&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP to the --push registries"},
 			&cli.StringFlag{Name: "platforms", Value: "linux/amd64,linux/arm64", Usage: "comma-separated `OS/ARCH` list"},
 			&cli.StringFlag{Name: "version", Usage: "version stamped into the binary and the labels (default: git describe --tags --always --dirty)"},
+			&cli.StringFlag{Name: "revision", Usage: "the commit, for the org.opencontainers.image.revision label (default: git rev-parse HEAD)"},
 			&cli.Int64Flag{Name: "source-date-epoch", EnvVars: []string{"SOURCE_DATE_EPOCH"}, Value: -1,
 				Usage: "Unix time of every file and record in the image (default: the commit time, git log -1 --format=%ct)"},
 			&cli.StringFlag{Name: "source", Value: DefaultSource, Usage: "the org.opencontainers.image.source label"},
@@ -46,6 +47,7 @@ func newApp() *cli.App {
 		Action: func(c *cli.Context) error {
 			cfg := Config{
 				Version:   c.String("version"),
+				Revision:  c.String("revision"),
 				Source:    c.String("source"),
 				Platforms: c.String("platforms"),
 			}
