@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,14 +63,17 @@ func digest(t *testing.T, d interface{ Digest() (v1.Hash, error) }) string {
 	return h.String()
 }
 
-// TestBuildIsReproducible builds the image again, later and into a fresh temporary directory:
-// the index digest must not change. A build from another source date must give other
-// manifests, or the date would not be what fixes the times.
+// TestBuildIsReproducible builds the image again, later, from a copy of the source tree in
+// another directory without .git (as from a source tarball): the index digest must not change.
+// A build from another source date must give other manifests, or the date would not be what
+// fixes the times.
 func TestBuildIsReproducible(t *testing.T) {
 	first := built(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	again, err := Build(ctx, testConfig(testEpoch, "linux/amd64,linux/arm64"))
+	cfg := testConfig(testEpoch, "linux/amd64,linux/arm64")
+	cfg.Dir = copySource(t)
+	again, err := Build(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +87,46 @@ func TestBuildIsReproducible(t *testing.T) {
 	if digest(t, image(t, later, "amd64")) == digest(t, image(t, first, "amd64")) {
 		t.Fatal("another source date gave the same amd64 image: the date does not reach the image")
 	}
+}
+
+// copySource copies the module's files, without .git, into a new directory.
+func copySource(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	dst := filepath.Join(t.TempDir(), "src")
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.Name() == ".git":
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		case d.IsDir():
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		case !d.Type().IsRegular():
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatalf("copying the source: %v", err)
+	}
+	return dst
 }
 
 func image(t *testing.T, b *Built, arch string) v1.Image {
