@@ -246,14 +246,8 @@ func (c *Checker) public(ctx context.Context, q Request) error {
 	if len(listed) == 0 || has(listed, r) {
 		return nil
 	}
-	for _, other := range listed {
-		reg, err := c.upstreams.Select(other.Registry)
-		if err != nil || reg == nil {
-			continue
-		}
-		if p, err := c.repoPrivacy(ctx, reg, other.Repo); err == nil && !p.Private {
-			return nil
-		}
+	if c.anyPublic(ctx, listed) {
+		return nil
 	}
 	ok, err := c.membership.Lists(ctx, q.Registry, q.Repo, q.Digest, credential.Credential{})
 	if err != nil {
@@ -441,6 +435,20 @@ func (c *Checker) count(result string) {
 	}
 }
 
+// anyPublic reports whether one of the repositories is known public: content it lists is anyone's.
+func (c *Checker) anyPublic(ctx context.Context, repos []Repository) bool {
+	for _, other := range repos {
+		reg, err := c.upstreams.Select(other.Registry)
+		if err != nil || reg == nil {
+			continue
+		}
+		if p, err := c.repoPrivacy(ctx, reg, other.Repo); err == nil && !p.Private {
+			return true
+		}
+	}
+	return false
+}
+
 // Unnamed answers for a digest asked for under no repository (a peer of an earlier version, or
 // one whose upstream this node does not have): served unless this node knows it only as a
 // private repository's, since no credential can be checked without a repository.
@@ -449,14 +457,8 @@ func (c *Checker) Unnamed(ctx context.Context, d digest.Digest) error {
 	if len(listed) == 0 {
 		return nil
 	}
-	for _, other := range listed {
-		reg, err := c.upstreams.Select(other.Registry)
-		if err != nil || reg == nil {
-			continue
-		}
-		if p, err := c.repoPrivacy(ctx, reg, other.Repo); err == nil && !p.Private {
-			return nil
-		}
+	if c.anyPublic(ctx, listed) {
+		return nil
 	}
 	c.count("no_repository")
 	return &credential.Refusal{Repo: listed[0].Repo}
