@@ -3,9 +3,11 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -34,10 +36,15 @@ type privateFixture struct {
 }
 
 func newPrivateFixture(t *testing.T) *privateFixture {
+	return newPrivateFixtureWith(t, testutil.StartAuthDockerRegistry)
+}
+
+// newPrivateFixtureWith is newPrivateFixture with the origin start chooses (htpasswd or token auth).
+func newPrivateFixtureWith(t *testing.T, start func(testing.TB, map[string]string) *testutil.AuthRegistry) *privateFixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	o := testutil.StartAuthDockerRegistry(t, map[string]string{"alice": "alice-secret", "bob": "bob-secret"})
+	o := start(t, map[string]string{"alice": "alice-secret", "bob": "bob-secret"})
 	f := &privateFixture{origin: o, blobs: map[string][]byte{}}
 	for _, im := range []struct {
 		repo string
@@ -337,4 +344,66 @@ func TestCoordinatorUsesTheAskingPeersCredential(t *testing.T) {
 		got, err := io.ReadAll(rng)
 		return err == nil && bytes.Equal(got, f.blobs[layer.String()])
 	}, "the coordinator to hold the layer it fetched with the peer's credential")
+}
+
+// token does what containerd does with a challenge an agent relays from a token-auth origin: it
+// asks the agent for test/private:v1 without credentials, reads the Bearer challenge (the origin's
+// realm, service and scope), and trades user's Basic credential ("" for none: an anonymous
+// token) for a token at that realm.
+func (f *privateFixture) token(t *testing.T, host, user string) string {
+	t.Helper()
+	status, h, _ := request(t, http.MethodGet, host, "/v2/test/private/manifests/v1", "")
+	ch := h.Get("WWW-Authenticate")
+	scheme, params, _ := strings.Cut(ch, " ")
+	if status != http.StatusUnauthorized || scheme != "Bearer" {
+		t.Fatalf("anonymous request: %d, challenge %q; want 401 with the origin's Bearer challenge", status, ch)
+	}
+	p := map[string]string{}
+	for _, kv := range strings.Split(params, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		p[k] = strings.Trim(v, `"`)
+	}
+	if p["realm"] != f.origin.Realm || p["scope"] != "repository:test/private:pull" {
+		t.Fatalf("challenge %q: want the origin's realm %s and a pull scope for test/private", ch, f.origin.Realm)
+	}
+	req, err := http.NewRequest(http.MethodGet, p["realm"]+"?service="+url.QueryEscape(p["service"])+"&scope="+url.QueryEscape(p["scope"]), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, f.origin.Users[user])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != http.StatusOK || tok.Token == "" {
+		t.Fatalf("token for %q: %d %v", user, resp.StatusCode, err)
+	}
+	return tok.Token
+}
+
+// The same rules hold behind token auth, as Docker Hub, GHCR and Harbor run it: the agent relays
+// the origin's Bearer challenge, the client trades its own credential for a token at the origin's
+// realm, and the agent checks that token at the origin. An anonymous token or none is refused, by
+// the node and through a peer of it; a user's token is served, also through a node without
+// credentials, which forwards it to the holder.
+func TestPrivateRepositoryBehindTokenAuth(t *testing.T) {
+	f := newPrivateFixtureWith(t, testutil.StartTokenDockerRegistry)
+	cfg := func(boot []string) agent.Config {
+		return agent.Config{DataDir: t.TempDir(), Registries: []string{f.origin.URL}, ChunkSize: 64 << 10,
+			P2P: &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: boot}}
+	}
+	holder := startAgentConfig(t, cfg(nil))
+	f.requireRefused(t, holder.host, "", "no credential")
+	f.requireRefused(t, holder.host, "Bearer "+f.token(t, holder.host, ""), "an anonymous token")
+	alice := "Bearer " + f.token(t, holder.host, "alice")
+	f.requireServed(t, holder.host, alice, "alice's token")
+
+	peer := startAgentConfig(t, cfg(holder.Node().Addrs()))
+	waitProvided(t, peer, append([]string{f.private.Manifest}, f.private.Blobs...)...)
+	f.requireRefused(t, peer.host, "", "no credential, through a peer")
+	f.requireServed(t, peer.host, "Bearer "+f.token(t, peer.host, "bob"), "bob's token, through a peer")
 }

@@ -15,10 +15,15 @@ import (
 // privateOrigin is docker-registry with htpasswd auth (so every repository is private) holding
 // test/private:v1, readable by alice.
 func privateOrigin(t *testing.T) (*testutil.AuthRegistry, testutil.Content) {
+	return privateOriginWith(t, testutil.StartAuthDockerRegistry)
+}
+
+// privateOriginWith is privateOrigin with the auth start chooses (htpasswd, or token auth).
+func privateOriginWith(t *testing.T, start func(testing.TB, map[string]string) *testutil.AuthRegistry) (*testutil.AuthRegistry, testutil.Content) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	o := testutil.StartAuthDockerRegistry(t, map[string]string{"alice": "alice-secret"})
+	o := start(t, map[string]string{"alice": "alice-secret"})
 	img := testutil.NewImage(t, testutil.OCI, testutil.Linux("amd64"), layers, layerSize)
 	o.Push(ctx, t, "alice", "test/private:v1", img)
 	return o, testutil.ImageContent(t, img)
@@ -42,17 +47,24 @@ func requireNothingServed(ctx context.Context, t *testing.T, a *testutil.Agent) 
 // (the agent holds credentials of its own, and the image, but does not lend them), with `--user`
 // it is served by the agent, which relays the origin's challenge so that ctr answers it. An agent
 // without credentials of its own serves a client that has them, using the client's at the origin.
+// Behind token auth (Docker Hub's, GHCR's and Harbor's kind), ctr trades its credential for a
+// token at the origin's realm, and the agent checks the token.
 func TestContainerdPrivateImage(t *testing.T) {
 	testutil.RequireProgram(t, "containerd")
 	testutil.RequireProgram(t, "ctr")
-	o, img := privateOrigin(t)
 	bin := shoal.Path(t)
-	ref := o.Addr + "/test/private:v1"
 	for _, tt := range []struct {
 		name      string
+		start     func(testing.TB, map[string]string) *testutil.AuthRegistry
 		nodeCreds bool
-	}{{"agent with credentials of its own", true}, {"agent without credentials", false}} {
+	}{
+		{"agent with credentials of its own", testutil.StartAuthDockerRegistry, true},
+		{"agent without credentials", testutil.StartAuthDockerRegistry, false},
+		{"token auth, agent without credentials", testutil.StartTokenDockerRegistry, false},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
+			o, img := privateOriginWith(t, tt.start)
+			ref := o.Addr + "/test/private:v1"
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			var args []string
@@ -71,7 +83,7 @@ func TestContainerdPrivateImage(t *testing.T) {
 
 			out, err := ctd.Ctr(ctx, append(pull, "--user", "alice:"+o.Users["alice"], ref)...)
 			if err != nil {
-				t.Fatalf("ctr pull with credentials through the agent: %v", err)
+				t.Fatalf("ctr pull with credentials through the agent: %v\n%s", err, out)
 			}
 			t.Logf("ctr pull: %s", lastLine(out))
 			got, err := ctrImageDigest(ctx, ctd, ref)

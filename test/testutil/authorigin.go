@@ -33,23 +33,32 @@ type AuthRegistry struct {
 // HTTP on a free 127.0.0.1 port. It is skipped like StartDockerRegistry.
 func StartAuthDockerRegistry(t testing.TB, users map[string]string) *AuthRegistry {
 	t.Helper()
-	bin := RequireProgram(t, "docker-registry")
-	dir := t.TempDir()
-	r := &AuthRegistry{DockerRegistry: &DockerRegistry{Addr: FreeAddr(t)}, Users: users, Realm: "shoal-test",
-		Storage: filepath.Join(dir, "storage")}
-	r.URL = "http://" + r.Addr
-	var htpasswd []byte
-	for u, p := range users {
-		h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
-		if err != nil {
+	return startAuthDockerRegistry(t, users, "shoal-test", func(dir string) string {
+		var htpasswd []byte
+		for u, p := range users {
+			h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			htpasswd = fmt.Appendf(htpasswd, "%s:%s\n", u, h)
+		}
+		htpath := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpath, htpasswd, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		htpasswd = fmt.Appendf(htpasswd, "%s:%s\n", u, h)
-	}
-	htpath := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(htpath, htpasswd, 0o600); err != nil {
-		t.Fatal(err)
-	}
+		return "  htpasswd:\n    realm: shoal-test\n    path: " + htpath + "\n"
+	})
+}
+
+// startAuthDockerRegistry starts docker-registry with the auth section authConfig writes (given
+// a directory for its files); realm names the registry's realm.
+func startAuthDockerRegistry(t testing.TB, users map[string]string, realm string, authConfig func(dir string) string) *AuthRegistry {
+	t.Helper()
+	bin := RequireProgram(t, "docker-registry")
+	dir := t.TempDir()
+	r := &AuthRegistry{DockerRegistry: &DockerRegistry{Addr: FreeAddr(t)}, Users: users, Realm: realm,
+		Storage: filepath.Join(dir, "storage")}
+	r.URL = "http://" + r.Addr
 	config := fmt.Sprintf(`version: 0.1
 log:
   level: info
@@ -61,15 +70,12 @@ storage:
     uploadpurging:
       enabled: false
 auth:
-  htpasswd:
-    realm: %s
-    path: %s
-http:
+%shttp:
   addr: %s
 health:
   storagedriver:
     enabled: false
-`, r.Storage, r.Realm, htpath, r.Addr)
+`, r.Storage, authConfig(dir), r.Addr)
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
