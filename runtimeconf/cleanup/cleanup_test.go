@@ -209,7 +209,7 @@ func TestWaitFailsBounded(t *testing.T) {
 			want: "503 Service Unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Wait(waitCtx(t, 200*time.Millisecond), WaitOptions{Endpoint: tc.endpoint, Resolver: tc.resolver,
+			err := Wait(waitCtx(t, 500*time.Millisecond), WaitOptions{Endpoint: tc.endpoint, Resolver: tc.resolver,
 				Interval: 10 * time.Millisecond})
 			if !errors.Is(err, ErrNotDone) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want ErrNotDone saying %q", err, tc.want)

@@ -82,6 +82,13 @@ func Wait(ctx context.Context, o WaitOptions) error {
 	defer ticker.Stop()
 	for {
 		addrs, err := round(ctx, o, host, port)
+		if ctx.Err() != nil {
+			// The deadline cut this round short: say what the last whole round found.
+			if last == nil {
+				last = err
+			}
+			return notDone(o, last, streak, len(prev))
+		}
 		switch {
 		case err != nil:
 			streak, prev, last = 0, nil, err
@@ -99,13 +106,17 @@ func Wait(ctx context.Context, o WaitOptions) error {
 		}
 		select {
 		case <-ctx.Done():
-			if last == nil {
-				last = fmt.Errorf("%d of %d rounds with the same %d pods done", streak, o.Rounds, len(prev))
-			}
-			return fmt.Errorf("%w (%s): %v", ErrNotDone, o.Endpoint, last)
+			return notDone(o, last, streak, len(prev))
 		case <-ticker.C:
 		}
 	}
+}
+
+func notDone(o WaitOptions, last error, streak, pods int) error {
+	if last == nil {
+		last = fmt.Errorf("%d of %d rounds with the same %d pods done", streak, o.Rounds, pods)
+	}
+	return fmt.Errorf("%w (%s): %v", ErrNotDone, o.Endpoint, last)
 }
 
 // round resolves host and probes every address; it returns the sorted addresses when all
