@@ -410,6 +410,9 @@ func restore(dir string) (*runtimeconf.Change, error) {
 	if m.backup {
 		bpath := filepath.Join(dir, backupName)
 		if err := os.Rename(bpath, path); err != nil {
+			if errors.Is(err, fs.ErrNotExist) && !stillShoals(path) {
+				return nil, nil // another Remove (the agent's preStop, the cleanup hook) restored it first
+			}
 			return nil, fmt.Errorf("restoring %s from %s: %w", path, bpath, err)
 		}
 		if err := runtimeconf.SyncDir(dir); err != nil {
@@ -417,7 +420,9 @@ func restore(dir string) (*runtimeconf.Change, error) {
 		}
 		return &runtimeconf.Change{Path: path, Action: runtimeconf.Restored, Note: "the file that was there before Shoal's"}, nil
 	}
-	if err := os.Remove(path); err != nil {
+	if err := os.Remove(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // removed by another Remove at the same time
+	} else if err != nil {
 		return nil, fmt.Errorf("removing %s: %w", path, err)
 	}
 	note := "Shoal created it"
@@ -430,6 +435,16 @@ func restore(dir string) (*runtimeconf.Change, error) {
 		return nil, err
 	}
 	return &runtimeconf.Change{Path: path, Action: runtimeconf.Removed, Note: note}, nil
+}
+
+// stillShoals reports whether path is still a hosts.toml Shoal wrote; a missing file is not.
+func stillShoals(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	_, managed := readMarker(b)
+	return managed
 }
 
 func sortStrings(s []string) { slices.Sort(s) }

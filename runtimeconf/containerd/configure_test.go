@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -392,5 +393,48 @@ func TestConfigureUsesContainerdsPortDirectory(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "registry.corp:5000")); !os.IsNotExist(err) {
 		t.Errorf("wrote a second directory containerd would not read: %v", err)
+	}
+}
+
+// On uninstall the agent's preStop and the post-delete cleanup pod may both run Remove on one
+// node at once: whichever restores a file first wins, and the other finds nothing of Shoal's left
+// there, which is not an error. Each round races two Removes over files with and without the
+// operator's own file before Shoal's.
+func TestConcurrentRemove(t *testing.T) {
+	var list []string
+	for i := range 24 {
+		list = append(list, "registry"+strconv.Itoa(i)+".example")
+	}
+	for round := range 20 {
+		dir := filepath.Join(t.TempDir(), "certs.d")
+		for i, r := range list {
+			if i%2 == 0 {
+				writeFile(t, filepath.Join(dir, r, hostsName), "server = \"https://"+r+"\"\n")
+			}
+		}
+		if _, err := Configure(Options{ConfigPath: dir, Agent: agentURL, Registries: regs(t, list...)}); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := Remove(dir)
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: a Remove racing another failed: %v", round, err)
+			}
+		}
+		for i, r := range list {
+			b, err := os.ReadFile(filepath.Join(dir, r, hostsName))
+			switch {
+			case i%2 == 0 && (err != nil || strings.Contains(string(b), markerLine)):
+				t.Fatalf("round %d: %s not restored: %v\n%s", round, r, err, b)
+			case i%2 == 1 && err == nil:
+				t.Fatalf("round %d: %s left behind:\n%s", round, r, b)
+			}
+		}
 	}
 }

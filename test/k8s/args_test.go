@@ -229,6 +229,18 @@ func pathValue(arg string) string {
 // binary, on the node's files and with the container's environment only. agent and seed get
 // --check-config, so they check everything and start nothing.
 func (n *node) run(c *corev1.Container, argv []string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd, err := n.command(ctx, c, argv)
+	if err != nil {
+		return "", err
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// command is the process run would start for argv, not yet started.
+func (n *node) command(ctx context.Context, c *corev1.Container, argv []string) (*exec.Cmd, error) {
 	mounts := n.mount(c)
 	env := n.env(c)
 	args := make([]string, 0, len(argv)+1)
@@ -236,15 +248,13 @@ func (n *node) run(c *corev1.Container, argv []string) (string, error) {
 		a = n.rebase(expand(a, env), mounts)
 		if p := pathValue(a); p != "" && !strings.HasPrefix(p, n.root+"/") {
 			// Never let a chart's mistake touch this machine's own files.
-			return "", fmt.Errorf("%s names a path outside the container's volumes", a)
+			return nil, fmt.Errorf("%s names a path outside the container's volumes", a)
 		}
 		args = append(args, a)
 	}
 	if len(args) > 0 && (args[0] == "agent" || args[0] == "seed") {
 		args = append(args, "--check-config")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	cmd := exec.CommandContext(ctx, shoal(n.t), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + n.root}
 	for k, v := range env {
@@ -252,15 +262,18 @@ func (n *node) run(c *corev1.Container, argv []string) (string, error) {
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cmd, nil
 }
 
 // podSpecs are the pod templates of the rendered workloads, by workload.
 func podSpecs(objs objects) map[string]*corev1.PodSpec {
 	pods := map[string]*corev1.PodSpec{}
 	for name, o := range objs["DaemonSet"] {
-		pods["DaemonSet/"+name] = &o.Obj.(*appsv1.DaemonSet).Spec.Template.Spec
+		ds := o.Obj.(*appsv1.DaemonSet)
+		if ds.Annotations["helm.sh/hook"] != "" {
+			continue // hooks run in their own order (checkCleanupHook)
+		}
+		pods["DaemonSet/"+name] = &ds.Spec.Template.Spec
 	}
 	for name, o := range objs["StatefulSet"] {
 		pods["StatefulSet/"+name] = &o.Obj.(*appsv1.StatefulSet).Spec.Template.Spec

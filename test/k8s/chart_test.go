@@ -64,14 +64,15 @@ var valuesCases = []struct {
 	setPublic bool     // pass the fixtures' seed authority public key with --set
 	kinds     []string // kinds the render must hold
 	seeds     bool
+	noCleanup bool // cleanup.enabled is false
 }{
-	{file: "default.yaml", kinds: []string{"DaemonSet", "StatefulSet", "Service", "Secret", "ConfigMap", "PodDisruptionBudget"}, seeds: true},
+	{file: "default.yaml", kinds: []string{"DaemonSet", "StatefulSet", "Service", "Secret", "ConfigMap", "PodDisruptionBudget", "Job"}, seeds: true},
 	{file: "full.yaml", setPublic: true, kinds: []string{"DaemonSet", "StatefulSet", "Service", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "ConfigMap"}, seeds: true},
 	{file: "no-seeds.yaml", kinds: []string{"DaemonSet", "Service", "Secret", "ConfigMap"}},
 	{file: "plain-mirror.yaml", kinds: []string{"DaemonSet", "Service"}},
 	{file: "alias.yaml", kinds: []string{"DaemonSet", "StatefulSet"}, seeds: true},
 	{file: "air-gapped.yaml", kinds: []string{"DaemonSet", "StatefulSet"}, seeds: true},
-	{file: "../../../deploy/values.yaml", kinds: []string{"DaemonSet", "StatefulSet", "Service", "PodDisruptionBudget"}, seeds: true},
+	{file: "../../../deploy/values.yaml", kinds: []string{"DaemonSet", "StatefulSet", "Service", "PodDisruptionBudget"}, seeds: true, noCleanup: true},
 }
 
 func TestChart(t *testing.T) {
@@ -108,6 +109,7 @@ func TestChart(t *testing.T) {
 			checkTrust(t, objs)
 			checkMonitoring(t, objs)
 			runPods(t, objs, fx.external)
+			checkCleanupHook(t, objs, fx.external, tc.noCleanup)
 		})
 	}
 }
@@ -330,6 +332,9 @@ func TestValuesRejected(t *testing.T) {
 		{"bad public key", "seedAuthority.publicKey=abc", "publicKey"},
 		{"store size", "agent.maxStoreSize=lots", "maxStoreSize"},
 		{"existing authority without its public key", "seedAuthority.existingSecret=mine", "seedAuthority.publicKey"},
+		{"cleanup port the pod cannot bind", "cleanup.port=80", "port"},
+		{"cleanup timeout as a duration", "cleanup.timeoutSeconds=3m", "timeoutSeconds"},
+		{"unknown cleanup key", "cleanup.timeout=180", "timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := render(t, nil, tc.set)
@@ -359,6 +364,30 @@ func TestRenderedManifestsUpToDate(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("deploy/shoal.yaml is not what the chart renders; regenerate it with\n" +
 			"  helm template shoal charts/shoal --namespace shoal-system -f deploy/values.yaml > deploy/shoal.yaml")
+	}
+}
+
+// deploy/cleanup.yaml is the post-delete hook alone, rendered with deploy/values.yaml, for
+// clusters without Helm (docs/kubernetes.md, "Uninstall"). It decodes strictly and must be current:
+//
+//	helm template shoal charts/shoal --namespace shoal-system -f deploy/values.yaml --set cleanup.enabled=true --show-only templates/cleanup.yaml > deploy/cleanup.yaml
+func TestRenderedCleanupUpToDate(t *testing.T) {
+	want, err := helm(t, "template", release, chartDir, "--namespace", namespace, "--values", filepath.Join(repoRoot, "deploy", "values.yaml"),
+		"--set", "cleanup.enabled=true", "--show-only", "templates/cleanup.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := findCleanupHook(t, decode(t, want))
+	if h.ds == nil {
+		t.Fatal("deploy/values.yaml with cleanup.enabled=true renders no cleanup hook")
+	}
+	got, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "cleanup.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Fatalf("deploy/cleanup.yaml is not what the chart renders; regenerate it with\n" +
+			"  helm template shoal charts/shoal --namespace shoal-system -f deploy/values.yaml --set cleanup.enabled=true --show-only templates/cleanup.yaml > deploy/cleanup.yaml")
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	sigsjson "sigs.k8s.io/json"
@@ -73,6 +74,8 @@ func newTyped(apiVersion, kind string) (any, error) {
 	switch apiVersion + " " + kind {
 	case "apps/v1 DaemonSet":
 		return &appsv1.DaemonSet{}, nil
+	case "batch/v1 Job":
+		return &batchv1.Job{}, nil
 	case "apps/v1 StatefulSet":
 		return &appsv1.StatefulSet{}, nil
 	case "v1 Service":

@@ -155,3 +155,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- toJson $regs -}}
 {{- end -}}
+
+{{/* The post-delete cleanup pods: a name of their own, so that no Service of the release selects them. */}}
+{{- define "shoal.cleanupSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "shoal.name" . }}-cleanup
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: cleanup
+{{- end -}}
