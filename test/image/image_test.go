@@ -66,12 +66,13 @@ func TestImageRunsAsPod(t *testing.T) {
 	pause := reg.Addr + "/test/pause:1"
 	pushPause(ctx, t, pause)
 	agent := testutil.StartAgent(t, shoal.Path(t), []string{reg.URL})
-	c := startCRI(t, pause)
-	c.Mirror(t, reg.Addr, agent.Addr)
+	certs := filepath.Join(t.TempDir(), "certs.d")
+	c := testutil.StartCRI(t, testutil.CRIOptions{Version: 2, ConfigPath: certs, SandboxImage: pause, Pods: true})
+	mirror(t, certs, reg.Addr, agent.Addr)
 
 	// The kubelet's pull: index, this platform's manifest, its config and layers, all served by
 	// the agent.
-	if out, err := c.Run(ctx, "pull", ref); err != nil {
+	if out, err := c.CrictlStdout(ctx, "pull", ref); err != nil {
 		t.Fatalf("crictl pull %s: %v\n%s", ref, err, out)
 	}
 	agent.RequireServed(ctx, t, 2, len(mine.Blobs), append([]string{indexDigest, mine.Manifest}, mine.Blobs...)...)
@@ -80,12 +81,12 @@ func TestImageRunsAsPod(t *testing.T) {
 	// by the image's user, 65532), its agent on a free loopback port.
 	data := hostDataDir(t)
 	podAddr := testutil.FreeAddr(t)
-	podJSON := c.WriteJSON(t, "pod.json", fmt.Sprintf(`{
+	podJSON := c.WriteFile(t, "pod.json", fmt.Sprintf(`{
   "metadata": {"name": "shoal", "namespace": "kube-system", "uid": "shoal-e2e", "attempt": 0},
   "log_directory": %q,
   "linux": {"security_context": {"namespace_options": {"network": 2}}}
-}`, filepath.Join(c.dir, "logs")))
-	ctrJSON := c.WriteJSON(t, "agent.json", fmt.Sprintf(`{
+}`, filepath.Join(c.Dir, "logs")))
+	ctrJSON := c.WriteFile(t, "agent.json", fmt.Sprintf(`{
   "metadata": {"name": "agent"},
   "image": {"image": %q},
   "args": ["agent", "--listen", %q, "--registry", %q, "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--data-dir", "/var/lib/shoal"],
@@ -93,15 +94,15 @@ func TestImageRunsAsPod(t *testing.T) {
   "log_path": "agent.log",
   "linux": {"security_context": {"readonly_rootfs": true}}
 }`, ref, podAddr, reg.URL, data))
-	podID, err := c.Run(ctx, "runp", podJSON)
+	podID, err := c.CrictlStdout(ctx, "runp", podJSON)
 	if err != nil {
 		t.Fatalf("crictl runp (a host-network pod): %v", err)
 	}
-	ctrID, err := c.Run(ctx, "create", podID, ctrJSON, podJSON)
+	ctrID, err := c.CrictlStdout(ctx, "create", podID, ctrJSON, podJSON)
 	if err != nil {
 		t.Fatalf("crictl create: %v", err)
 	}
-	if _, err := c.Run(ctx, "start", ctrID); err != nil {
+	if _, err := c.CrictlStdout(ctx, "start", ctrID); err != nil {
 		t.Fatalf("crictl start: %v", err)
 	}
 	podAgent := &testutil.Agent{Addr: podAddr, URL: "http://" + podAddr, DataDir: data}
@@ -112,8 +113,8 @@ func TestImageRunsAsPod(t *testing.T) {
 	appRef := reg.Addr + "/test/app:v1"
 	testutil.Push(ctx, t, appRef, app)
 	appContent := testutil.ImageContent(t, app)
-	c.Mirror(t, reg.Addr, podAddr)
-	if out, err := c.Run(ctx, "pull", appRef); err != nil {
+	mirror(t, certs, reg.Addr, podAddr)
+	if out, err := c.CrictlStdout(ctx, "pull", appRef); err != nil {
 		t.Fatalf("crictl pull %s through the pod: %v\n%s", appRef, err, out)
 	}
 	appDigests := append([]string{appContent.Manifest}, appContent.Blobs...)
@@ -175,7 +176,7 @@ func hostDataDir(t *testing.T) string {
 }
 
 // waitReady polls the containerized agent's readiness, with the container's log on failure.
-func waitReady(ctx context.Context, t *testing.T, c *cri, url string) {
+func waitReady(ctx context.Context, t *testing.T, c *testutil.CRI, url string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -190,8 +191,8 @@ func waitReady(ctx context.Context, t *testing.T, c *cri, url string) {
 		}
 		select {
 		case <-ctx.Done():
-			ps, _ := c.Run(context.Background(), "ps", "-a")
-			logs, _ := os.ReadFile(filepath.Join(c.dir, "logs", "agent.log"))
+			ps, _ := c.CrictlStdout(context.Background(), "ps", "-a")
+			logs, _ := os.ReadFile(filepath.Join(c.Dir, "logs", "agent.log"))
 			t.Fatalf("the containerized agent never became ready at %s (last error %v)\n%s\n%s", url, err, ps, logs)
 		case <-time.After(100 * time.Millisecond):
 		}

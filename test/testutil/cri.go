@@ -1,10 +1,16 @@
 package testutil
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -31,6 +37,12 @@ type CRIOptions struct {
 	Version int
 	// ConfigPath is the registry config_path (hosts.toml directories); "" leaves it unset.
 	ConfigPath string
+	// SandboxImage is the pods' pause image (config version 2); "" leaves containerd's default,
+	// which these machines cannot fetch.
+	SandboxImage string
+	// Pods says the test runs pods (crictl runp): runc must be installed, and every pod is
+	// removed, then whatever is still mounted under Dir detached, when the test ends.
+	Pods bool
 }
 
 // StartCRI starts containerd with its CRI plugin and waits until crictl reaches it. The test is
@@ -42,6 +54,9 @@ func StartCRI(t testing.TB, o CRIOptions) *CRI {
 		bin = RequireProgram(t, "containerd")
 	}
 	crictl := RequireProgram(t, "crictl")
+	if o.Pods {
+		RequireProgram(t, "runc")
+	}
 	if os.Geteuid() != 0 {
 		if InCI() {
 			t.Fatal("containerd tests need root")
@@ -52,7 +67,10 @@ func StartCRI(t testing.TB, o CRIOptions) *CRI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	t.Cleanup(func() { // registered first, so it runs after containerd has stopped
+		if o.Pods {
+			unmountUnder(t, dir)
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("removing containerd dir: %v", err)
 		}
@@ -90,6 +108,10 @@ state = %[2]q
 [plugins."io.containerd.grpc.v1.cri".containerd]
   snapshotter = "native"
 `, filepath.Join(dir, "opt"), filepath.Join(dir, "cni-bin"), filepath.Join(dir, "cni-conf"))
+		if o.SandboxImage != "" {
+			config = strings.Replace(config, "  restrict_oom_score_adj = true\n",
+				fmt.Sprintf("  restrict_oom_score_adj = true\n  sandbox_image = %q\n", o.SandboxImage), 1)
+		}
 		if o.ConfigPath != "" {
 			config += fmt.Sprintf("\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = %q\n", o.ConfigPath)
 		}
@@ -131,6 +153,15 @@ state = %[2]q
 		t.Fatal(err)
 	}
 	c.Proc = StartProcess(t, "containerd", bin, []string{"--config", c.Config})
+	if o.Pods {
+		t.Cleanup(func() { // runs before containerd stops: pods' shims outlive containerd otherwise
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if out, err := c.CrictlStdout(ctx, "rmp", "--all", "--force"); err != nil {
+				t.Errorf("removing pods: %v\n%s", err, out)
+			}
+		})
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := WaitListening(ctx, c.Proc, "unix", c.Socket); err != nil {
@@ -154,4 +185,54 @@ state = %[2]q
 // Crictl runs crictl against this containerd and returns its combined output.
 func (c *CRI) Crictl(ctx context.Context, args ...string) (string, error) {
 	return Run(ctx, c.crictl, append([]string{"--config", c.crictlConfig}, args...)...)
+}
+
+// CrictlStdout runs crictl against this containerd and returns its standard output alone (IDs,
+// for runp and create); an error carries standard error too.
+func (c *CRI) CrictlStdout(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.crictl, append([]string{"--config", c.crictlConfig}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("crictl %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
+
+// WriteFile writes a file (a pod or container config for crictl) in the daemon's directory and
+// returns its path.
+func (c *CRI) WriteFile(t testing.TB, name, body string) string {
+	t.Helper()
+	p := filepath.Join(c.Dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// unmountUnder detaches whatever is still mounted below dir (a container's rootfs, a pod's
+// shm), deepest first, so removing dir never reaches into a mount.
+func unmountUnder(t testing.TB, dir string) {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		t.Errorf("reading mounts: %v", err)
+		return
+	}
+	defer func() { _ = f.Close() }()
+	var points []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 1 && strings.HasPrefix(fields[1], dir+"/") {
+			points = append(points, fields[1])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmounting %s: %v", p, err)
+		}
+	}
 }
