@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -54,39 +53,9 @@ func StartAuthDockerRegistry(t testing.TB, users map[string]string) *AuthRegistr
 // a directory for its files); realm names the registry's realm.
 func startAuthDockerRegistry(t testing.TB, users map[string]string, realm string, authConfig func(dir string) string) *AuthRegistry {
 	t.Helper()
-	bin := RequireProgram(t, "docker-registry")
 	dir := t.TempDir()
-	r := &AuthRegistry{DockerRegistry: &DockerRegistry{Addr: FreeAddr(t)}, Users: users, Realm: realm,
-		Storage: filepath.Join(dir, "storage")}
-	r.URL = "http://" + r.Addr
-	config := fmt.Sprintf(`version: 0.1
-log:
-  level: info
-  formatter: text
-storage:
-  filesystem:
-    rootdirectory: %s
-  maintenance:
-    uploadpurging:
-      enabled: false
-auth:
-%shttp:
-  addr: %s
-health:
-  storagedriver:
-    enabled: false
-`, r.Storage, authConfig(dir), r.Addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r.Proc = StartProcess(t, "docker-registry", bin, []string{"serve", cfgPath})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := WaitHTTP(ctx, r.Proc, r.URL+"/v2/", http.StatusUnauthorized); err != nil {
-		t.Fatalf("docker-registry never answered: %v\n%s", err, tail(r.Proc.Output(), 8<<10))
-	}
-	return r
+	reg := startDockerRegistry(t, dir, authConfig(dir), http.StatusUnauthorized)
+	return &AuthRegistry{DockerRegistry: reg, Users: users, Realm: realm, Storage: filepath.Join(dir, "storage")}
 }
 
 // Auth is user's credential as a client sends it: an Authorization header value.

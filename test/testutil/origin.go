@@ -22,10 +22,19 @@ type DockerRegistry struct {
 // on htpasswd auth). The test is skipped when docker-registry is not installed, except under CI.
 func StartDockerRegistry(t testing.TB) *DockerRegistry {
 	t.Helper()
+	return startDockerRegistry(t, t.TempDir(), "", http.StatusOK)
+}
+
+// startDockerRegistry runs docker-registry with storage under dir and auth, a YAML auth section
+// ("" for none), and waits until its /v2/ answers ready (200, or 401 behind auth).
+func startDockerRegistry(t testing.TB, dir, auth string, ready int) *DockerRegistry {
+	t.Helper()
 	bin := RequireProgram(t, "docker-registry")
-	dir := t.TempDir()
 	r := &DockerRegistry{Addr: FreeAddr(t)}
 	r.URL = "http://" + r.Addr
+	if auth != "" {
+		auth = "auth:\n" + auth
+	}
 	config := fmt.Sprintf(`version: 0.1
 log:
   level: info
@@ -38,12 +47,12 @@ storage:
   maintenance:
     uploadpurging:
       enabled: false
-http:
+%shttp:
   addr: %s
 health:
   storagedriver:
     enabled: false
-`, filepath.Join(dir, "storage"), r.Addr)
+`, filepath.Join(dir, "storage"), auth, r.Addr)
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -51,7 +60,7 @@ health:
 	r.Proc = StartProcess(t, "docker-registry", bin, []string{"serve", cfgPath})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := WaitHTTP(ctx, r.Proc, r.URL+"/v2/", http.StatusOK); err != nil {
+	if err := WaitHTTP(ctx, r.Proc, r.URL+"/v2/", ready); err != nil {
 		t.Fatalf("docker-registry never answered: %v\n%s", err, tail(r.Proc.Output(), 8<<10))
 	}
 	return r
