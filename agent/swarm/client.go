@@ -32,6 +32,9 @@ type Router interface {
 	FindProviders(ctx context.Context, d digest.Digest) ([]peer.AddrInfo, error)
 	Coordinator(ctx context.Context, d digest.Digest) (p peer.ID, self bool, err error)
 	Peers() []peer.ID
+	// KnownSeeds are the authorized seeds this node knows of, without a lookup; ID is this node.
+	KnownSeeds() []peer.ID
+	ID() peer.ID
 	Protect(p peer.ID, tag string)
 	Unprotect(p peer.ID, tag string)
 }
@@ -224,6 +227,17 @@ const maxWholeTries = 8
 func (c *Client) viaCoordinator(ctx context.Context, t fetch.Target, d digest.Digest) ([]peer.AddrInfo, error) {
 	if t.Hosted() {
 		// The hosted namespace has no origin anywhere: a coordinator has nothing to pull from.
+		// Hosted content lives on the seeds, and one that took a push a moment ago may not be
+		// found in the DHT yet: ask them (their bytes are verified like anyone's).
+		var seeds []peer.AddrInfo
+		for _, p := range c.router.KnownSeeds() {
+			if p != c.router.ID() {
+				seeds = append(seeds, peer.AddrInfo{ID: p})
+			}
+		}
+		if len(seeds) > 0 {
+			return seeds, nil
+		}
 		return nil, fmt.Errorf("%s: no peer provides it, and hosted content has no origin: %w", d, errdefs.ErrNotFound)
 	}
 	cctx, cancel := context.WithTimeout(ctx, coordinatorTimeout)
