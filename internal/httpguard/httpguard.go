@@ -19,10 +19,14 @@ import (
 // node listens on, and the names the operator lists.
 type Hosts struct {
 	names map[string]bool
+	// suffixes are the allowed domains given as *.domain, each with its leading dot: a name
+	// under one is allowed, the domain itself is not.
+	suffixes []string
 }
 
 // NewHosts returns the allowlist of a node listening on listen (host:port) with the extra names
-// the operator allows (--allowed-host). A name that is not a DNS name is an error.
+// the operator allows (--allowed-host): a name, or *.domain for every name under domain (a
+// StatefulSet's pods under their Service, say). One that is neither is an error.
 func NewHosts(listen string, extra []string) (*Hosts, error) {
 	h := &Hosts{names: map[string]bool{"localhost": true}}
 	if host, _, err := net.SplitHostPort(listen); err == nil && host != "" && net.ParseIP(host) == nil {
@@ -33,18 +37,25 @@ func NewHosts(listen string, extra []string) (*Hosts, error) {
 			continue // SHOAL_ALLOWED_HOST set but empty
 		}
 		if !ValidName(n) {
-			return nil, fmt.Errorf("%q: want a host name such as seed-1.example.com, without port or scheme", n)
+			return nil, fmt.Errorf("%q: want a host name such as seed-1.example.com or *.seeds.example.com, without port or scheme", n)
+		}
+		if domain, ok := strings.CutPrefix(n, "*."); ok {
+			h.suffixes = append(h.suffixes, "."+canonical(domain))
+			continue
 		}
 		h.names[canonical(n)] = true
 	}
 	return h, nil
 }
 
-// ValidName reports whether s is a DNS host name (letters, digits, hyphens and dots) or an IP
-// address: what --allowed-host takes.
+// ValidName reports whether s is a DNS host name (letters, digits, hyphens and dots), *. and a
+// host name, or an IP address: what --allowed-host takes.
 func ValidName(s string) bool {
 	if net.ParseIP(s) != nil {
 		return true
+	}
+	if domain, ok := strings.CutPrefix(s, "*."); ok {
+		return !strings.HasPrefix(domain, "*") && net.ParseIP(domain) == nil && ValidName(domain)
 	}
 	s = strings.TrimSuffix(s, ".")
 	if s == "" || len(s) > 253 {
@@ -79,7 +90,16 @@ func (h *Hosts) Allowed(hostHeader string) bool {
 	if net.ParseIP(host) != nil {
 		return true
 	}
-	return h.names[canonical(host)]
+	host = canonical(host)
+	if h.names[host] {
+		return true
+	}
+	for _, suffix := range h.suffixes {
+		if strings.HasSuffix(host, suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // FromPage reports whether a browser marked r as sent by a web page: it carries an Origin header

@@ -6,7 +6,7 @@ import (
 )
 
 func TestHosts(t *testing.T) {
-	h, err := NewHosts("seed-1.internal:5000", []string{"Seed.Example.com", " "})
+	h, err := NewHosts("seed-1.internal:5000", []string{"Seed.Example.com", " ", "*.seeds.svc.cluster.local"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,13 +29,17 @@ func TestHosts(t *testing.T) {
 		{"sub.seed.example.com", false},
 		{"localhost.attacker.example", false},
 		{"2130706433", false}, // not an address Go parses: a name, and not on the list
+		{"shoal-seed-0.seeds.svc.cluster.local:5000", true},
+		{"a.b.seeds.svc.cluster.local", true},
+		{"seeds.svc.cluster.local", false}, // *.domain is names under it
+		{"evilseeds.svc.cluster.local", false},
 		{"", false},
 	} {
 		if got := h.Allowed(tc.host); got != tc.want {
 			t.Errorf("Allowed(%q) = %v, want %v", tc.host, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"https://seed.example", "seed.example:5000", "seed example", "-seed.example", "a..b"} {
+	for _, bad := range []string{"https://seed.example", "seed.example:5000", "seed example", "-seed.example", "a..b", "*", "*.*.example.com", "x.*.example.com", "*.10.0.0.1"} {
 		if _, err := NewHosts("127.0.0.1:5000", []string{bad}); err == nil {
 			t.Errorf("NewHosts accepted %q", bad)
 		}
