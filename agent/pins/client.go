@@ -33,7 +33,7 @@ func NewClient(addr, token string) *Client {
 	base := addr
 	if !strings.Contains(base, "://") {
 		scheme := "https://"
-		if u, err := url.Parse("http://" + base); err == nil && IsLoopbackHost(u.Hostname()) {
+		if u, err := url.Parse("http://" + base); err == nil && isLoopbackHost(u.Hostname()) {
 			scheme = "http://"
 		}
 		base = scheme + base
@@ -41,9 +41,9 @@ func NewClient(addr, token string) *Client {
 	return &Client{Base: strings.TrimRight(base, "/"), Token: token}
 }
 
-// IsLoopbackHost reports whether host (no port) is localhost or a loopback address: plain HTTP
+// isLoopbackHost reports whether host (no port) is localhost or a loopback address: plain HTTP
 // to it does not leave the machine.
-func IsLoopbackHost(host string) bool {
+func isLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
@@ -61,7 +61,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		if err != nil {
 			return nil, fmt.Errorf("node URL %q: %w", c.Base, err)
 		}
-		if u.Scheme != "https" && !IsLoopbackHost(u.Hostname()) {
+		if u.Scheme != "https" && !isLoopbackHost(u.Hostname()) {
 			return nil, fmt.Errorf("%s: %w", c.Base, ErrTokenInClear)
 		}
 	}
