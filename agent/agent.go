@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-oci/shoal/agent/swarm"
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/httpguard"
 	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/internal/reference"
 	"github.com/shoal-oci/shoal/internal/throttle"
@@ -73,6 +74,11 @@ type Config struct {
 	// AdminToken, when set, is required (as a bearer token) by the admin endpoints (/shoal/v1)
 	// and the push API; when empty they are open only while the agent listens on loopback.
 	AdminToken string
+	// AllowedHosts are the host names, besides addresses, localhost and the name in Listen, that
+	// the admin endpoints and the push API accept in a request's Host (DNS rebinding).
+	AllowedHosts []string
+	// TLSCertFile and TLSKeyFile, when set, make Listen serve HTTPS with this certificate (PEM).
+	TLSCertFile, TLSKeyFile string
 	// PeerDeadline is how slowly a peer may deliver a chunk before it is dropped from a fetch
 	// (zero fields: swarm.DefaultGrace, swarm.DefaultMinRate).
 	PeerDeadline PeerDeadline
@@ -173,6 +179,8 @@ type Agent struct {
 	started time.Time
 	// exposed is set when the agent listens beyond loopback: admin endpoints then need a token.
 	exposed bool
+	// hosts is the Host allowlist of the admin endpoints and the push API.
+	hosts *httpguard.Hosts
 
 	mu      sync.Mutex
 	closing bool
@@ -241,6 +249,10 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	cfg.HostedRegistry = reference.CanonicalHost(cfg.HostedRegistry)
+	hosts, err := httpguard.NewHosts(cfg.Listen, cfg.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("agent: allowed host %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg)
 	originOpts := []origin.Option{origin.WithObserver(m), origin.WithUserAgent("shoal")}
@@ -266,7 +278,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: log, store: st, ownStore: own, upstreams: ups, origin: oc, registry: reg, metrics: m,
-		records: records, started: time.Now()}
+		records: records, started: time.Now(), hosts: hosts}
 	a.access, err = access.New(access.Deps{Origin: oc, Upstreams: ups, Records: newListings(records), Decisions: m.accessDecisions,
 		Log: log.With("component", "access")},
 		access.Config{NodeWide: cfg.NodeWideCredentials, TTL: cfg.PrivateAccessTTL, OfflineWindow: cfg.PrivateOfflineWindow,

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shoal-oci/shoal/agent/pins"
+	"github.com/shoal-oci/shoal/internal/httpguard"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/hostpath"
 )
@@ -54,12 +55,22 @@ func (a *Agent) Surface(v2 http.Handler, admin map[string]http.Handler) http.Han
 		mux.Handle(pattern, h)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// No answer of the node is a page: a browser must never sniff a blob or a manifest
+		// into one.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		// With a token, the version check (/v2/) asks for it too: that is where registry
 		// clients (skopeo, podman, docker) learn that a registry takes credentials, and without
 		// a challenge there they never send them, so a push fails. A client without credentials
 		// goes on anonymously, and pulls stay open to it.
 		versionCheck := a.cfg.AdminToken != "" && (r.URL.Path == "/v2" || r.URL.Path == "/v2/")
-		if isAdminRequest(r) || versionCheck {
+		admin := isAdminRequest(r)
+		if admin {
+			if e := a.refuseBrowser(r); e != nil {
+				registryapi.WriteError(w, r, e)
+				return
+			}
+		}
+		if admin || versionCheck {
 			if ok, why := a.adminAllowed(r); !ok {
 				denyAdmin(w, r, why, a.cfg.AdminToken != "")
 				return
@@ -143,7 +154,7 @@ func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handle
 			_ = ln.Close()
 			return fmt.Errorf("agent: metrics listener: %w", err)
 		}
-		metrics = &http.Server{Handler: a.probes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		metrics = &http.Server{Handler: nosniff(a.probes()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			ErrorLog: srv.ErrorLog}
 		go func() {
 			if err := metrics.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -156,12 +167,19 @@ func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handle
 	a.log.Info("agent serving", "listen", ln.Addr().String(), "data_dir", a.cfg.DataDir, "registries", a.cfg.Registries,
 		"hosted_registry", a.cfg.HostedRegistry)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if a.cfg.TLSCertFile != "" {
+		go func() { errc <- srv.ServeTLS(ln, a.cfg.TLSCertFile, a.cfg.TLSKeyFile) }()
+	} else {
+		if a.exposed && a.cfg.AdminToken != "" {
+			a.log.Warn("the admin token and pushed content cross the network in clear: give --tls-cert and --tls-key", "listen", ln.Addr().String())
+		}
+		go func() { errc <- srv.Serve(ln) }()
+	}
 	a.mu.Lock()
 	a.serving = true // ln accepts connections already; Serve answers them
 	a.mu.Unlock()
 	if a.cfg.DebugListen != "" {
-		dbg := &http.Server{Addr: a.cfg.DebugListen, Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
+		dbg := &http.Server{Addr: a.cfg.DebugListen, Handler: nosniff(debugHandler()), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error("debug listener failed", "err", err)
@@ -211,6 +229,14 @@ func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handle
 	return nil
 }
 
+// nosniff marks every answer of h as no page for a browser to sniff.
+func nosniff(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
+}
+
 // debugHandler serves the runtime profiles (go tool pprof http://ADDR/debug/pprof/profile).
 func debugHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -247,6 +273,26 @@ func (a *Agent) adminAllowed(r *http.Request) (ok bool, why string) {
 		return false, "the admin token is not valid"
 	}
 	return true, ""
+}
+
+// refuseBrowser keeps web pages away from the admin endpoints and the push API, whatever the
+// token: a Host not on the allowlist (DNS rebinding), a request a browser marks as a page's
+// (Origin, Sec-Fetch-Site), and a POST with a content type a page can send to another origin
+// without a preflight (an HTML form's). docs/operations.md has the rules and what clients send.
+func (a *Agent) refuseBrowser(r *http.Request) *registryapi.Error {
+	if !a.hosts.Allowed(r.Host) {
+		return &registryapi.Error{Status: http.StatusForbidden, Code: registryapi.CodeDenied,
+			Message: "the Host header names no address or allowed name of this node: add the name with --allowed-host"}
+	}
+	if page, why := httpguard.FromPage(r); page {
+		return &registryapi.Error{Status: http.StatusForbidden, Code: registryapi.CodeDenied,
+			Message: "requests from web pages are refused (" + why + ")"}
+	}
+	if r.Method == http.MethodPost && httpguard.SimpleContentType(r) {
+		return &registryapi.Error{Status: http.StatusUnsupportedMediaType, Code: registryapi.CodeUnsupported,
+			Message: "a form's content type is refused here: send application/json, application/octet-stream or none"}
+	}
+	return nil
 }
 
 // isAdminRequest reports requests that need the admin token: the /shoal/v1 endpoints and /v2

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/shoal-oci/shoal/internal/oci"
 )
 
 func (s *Server) serveManifest(w *statusWriter, r *http.Request, t Repository, refStr string) {
@@ -18,6 +20,15 @@ func (s *Server) serveManifest(w *statusWriter, r *http.Request, t Repository, r
 	if err != nil {
 		log.Info("manifest unavailable", "err", err)
 		WriteError(w, r, toError(err, CodeManifestUnknown))
+		return
+	}
+	if !oci.IsManifestType(m.MediaType) {
+		// A manifest's type comes from its body, which whoever built it chose (a peer's, an
+		// origin's, a push's): only the manifest types Shoal knows are served, so that no answer
+		// is ever text/html or another type a browser renders. 404 sends a runtime to its next
+		// host.
+		log.Warn("manifest of an unknown media type refused", "digest", m.Digest, "media_type", m.MediaType, "source", m.Source)
+		WriteError(w, r, newError(http.StatusNotFound, CodeManifestUnknown, "the manifest's media type is not a manifest type this registry serves"))
 		return
 	}
 	h := w.Header()

@@ -123,6 +123,11 @@ func (s *Server) putManifest(w *statusWriter, r *http.Request, repo, refStr stri
 		invalid("the manifest's media type is missing: send it as Content-Type")
 		return
 	}
+	if !oci.IsManifestType(mt) {
+		// Only what can be served back: manifests are served with their media type.
+		invalid("unsupported manifest media type: want an OCI image manifest or index, or a Docker schema 2 manifest or list")
+		return
+	}
 	d := ref.digest
 	if d == "" {
 		d = digest.FromBytes(body)

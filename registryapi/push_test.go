@@ -125,7 +125,10 @@ func TestPushManifestEdge(t *testing.T) {
 	}{
 		{name: "by tag with subject", target: "/v2/a/b/manifests/v1", body: withSubject, header: []string{"Content-Type: " + testMediaType}, status: 201, mediaType: testMediaType, tags: []string{"v1"}},
 		{name: "media type from the body", target: "/v2/a/b/manifests/v1", body: withSubject, status: 201, mediaType: testMediaType, tags: []string{"v1"}},
-		{name: "Content-Type parameters dropped", target: "/v2/a/b/manifests/v1", body: noType, header: []string{"Content-Type: application/x-custom+json; charset=utf-8"}, status: 201, mediaType: "application/x-custom+json", tags: []string{"v1"}},
+		{name: "Content-Type parameters dropped", target: "/v2/a/b/manifests/v1", body: noType, header: []string{"Content-Type: " + oci.MediaTypeDockerManifest + "; charset=utf-8"}, status: 201, mediaType: oci.MediaTypeDockerManifest, tags: []string{"v1"}},
+		{name: "an unknown media type", target: "/v2/a/b/manifests/v1", body: noType, header: []string{"Content-Type: application/x-custom+json"}, status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "text/html as Content-Type", target: "/v2/a/b/manifests/v1", body: noType, header: []string{"Content-Type: text/html"}, status: 400, code: registryapi.CodeManifestInvalid},
+		{name: "text/html in the body", target: "/v2/a/b/manifests/v1", body: []byte(`{"schemaVersion":2,"mediaType":"text/html"}`), status: 400, code: registryapi.CodeManifestInvalid},
 		{name: "by digest with tag parameters", target: "/v2/a/b/manifests/" + digest.FromBytes(noType).String() + "?tag=x&tag=y", body: noType, header: []string{"Content-Type: " + testMediaType}, status: 201, mediaType: testMediaType, tags: []string{"x", "y"}},
 		{name: "no media type anywhere", target: "/v2/a/b/manifests/v1", body: noType, status: 400, code: registryapi.CodeManifestInvalid},
 		{name: "malformed Content-Type", target: "/v2/a/b/manifests/v1", body: noType, header: []string{"Content-Type: ;;"}, status: 400, code: registryapi.CodeManifestInvalid},

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,25 +16,55 @@ import (
 
 // Client calls a node's admin endpoints (the shoal preheat and pin commands use it).
 type Client struct {
-	// Base is the node's URL, e.g. http://127.0.0.1:5000.
+	// Base is the node's URL, e.g. http://127.0.0.1:5000 or https://seed-1.example.com:5000.
 	Base string
-	// Token is the admin token ("" sends none: a node on loopback without a token file).
+	// Token is the admin token ("" sends none: a node on loopback without a token file). It is
+	// never sent over plain HTTP to an address beyond loopback.
 	Token string
-	// HTTP is the client to use (nil: http.DefaultClient). Preheats take as long as the
-	// image's download: give it no overall timeout, and cancel through the context instead.
+	// HTTP is the client to use (nil: http.DefaultClient); give it the node's CA for https.
+	// Preheats take as long as the image's download: give it no overall timeout, and cancel
+	// through the context instead.
 	HTTP *http.Client
 }
 
-// NewClient returns a client of the node at addr (host:port or a URL).
+// NewClient returns a client of the node at addr: a URL, or host:port, which is spoken to over
+// plain HTTP on loopback (127.0.0.0/8, ::1, localhost) and over HTTPS anywhere else.
 func NewClient(addr, token string) *Client {
 	base := addr
 	if !strings.Contains(base, "://") {
-		base = "http://" + base
+		scheme := "https://"
+		if u, err := url.Parse("http://" + base); err == nil && isLoopbackHost(u.Hostname()) {
+			scheme = "http://"
+		}
+		base = scheme + base
 	}
 	return &Client{Base: strings.TrimRight(base, "/"), Token: token}
 }
 
+// isLoopbackHost reports whether host (no port) is localhost or a loopback address: plain HTTP
+// to it does not leave the machine.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ErrTokenInClear is returned instead of sending the admin token over plain HTTP beyond loopback.
+var ErrTokenInClear = errors.New("refusing to send the admin token over plain HTTP beyond loopback: " +
+	"use https:// (the node's --tls-cert), or reach the node on loopback (kubectl port-forward, ssh -L)")
+
 func (c *Client) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	if c.Token != "" {
+		u, err := url.Parse(c.Base)
+		if err != nil {
+			return nil, fmt.Errorf("node URL %q: %w", c.Base, err)
+		}
+		if u.Scheme != "https" && !isLoopbackHost(u.Hostname()) {
+			return nil, fmt.Errorf("%s: %w", c.Base, ErrTokenInClear)
+		}
+	}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -33,9 +36,11 @@ func readTokenFile(path string) (string, error) {
 func adminClientFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "seed", Value: "127.0.0.1:5000", EnvVars: env("SEED"),
-			Usage: "HOST:PORT of the seed (or of the local agent) to ask"},
+			Usage: "the seed (or local agent) to ask: HOST:PORT (plain HTTP on loopback, HTTPS elsewhere) or a URL; a token never goes over plain HTTP beyond loopback"},
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: env("ADMIN_TOKEN_FILE"),
 			Usage: "file holding the node's admin token (needed unless the node listens on loopback without one)"},
+		&cli.StringFlag{Name: "tls-ca", EnvVars: env("TLS_CA"),
+			Usage: "PEM file of the CA certificates that sign the node's --tls-cert (default: the system's)"},
 	}
 }
 
@@ -44,7 +49,30 @@ func adminClient(c *cli.Context) (*pins.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pins.NewClient(c.String("seed"), tok), nil
+	cl := pins.NewClient(c.String("seed"), tok)
+	if path := c.String("tls-ca"); path != "" {
+		pool, err := readCAFile(path)
+		if err != nil {
+			return nil, err
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		cl.HTTP = &http.Client{Transport: t}
+	}
+	return cl, nil
+}
+
+// readCAFile reads the CA certificates of --tls-ca.
+func readCAFile(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }
 
 // imageFlags select what of an image to fetch.

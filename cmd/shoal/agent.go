@@ -1,10 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/agent/access"
+	"github.com/shoal-oci/shoal/internal/httpguard"
 	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/admission"
@@ -75,6 +78,12 @@ func agentFlags() []cli.Flag {
 			Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: env("ADMIN_TOKEN_FILE"),
 			Usage: "file holding the bearer token that the admin endpoints (/shoal/v1) and push require; without it they are open on loopback only"},
+		&cli.StringSliceFlag{Name: "allowed-host", EnvVars: env("ALLOWED_HOST"),
+			Usage: "host name (repeatable) that admin and push requests may name in their Host header, besides IP addresses, localhost and the --listen name, e.g. seed-1.example.com"},
+		&cli.StringFlag{Name: "tls-cert", EnvVars: env("TLS_CERT"),
+			Usage: "PEM certificate (chain) file: serve --listen (/v2 and the admin endpoints) over HTTPS; with --tls-key"},
+		&cli.StringFlag{Name: "tls-key", EnvVars: env("TLS_KEY"),
+			Usage: "PEM private key file of --tls-cert"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"),
@@ -91,13 +100,20 @@ func agentCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			cfg, err := agentConfig(c, c.App.ErrWriter)
 			if err != nil || c.Bool(checkConfigFlag.Name) {
-				return errors.Join(err, checkUpstreams(cfg))
+				return err
+			}
+			// The listener first: a port in use is reported before the data directory is
+			// created or the peer listener opened.
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return fmt.Errorf("--listen: %w", err)
 			}
 			a, err := agent.New(cfg)
 			if err != nil {
+				ln.Close()
 				return err
 			}
-			return a.Run(c.Context)
+			return a.Serve(c.Context, ln)
 		},
 	}
 }
@@ -105,6 +121,19 @@ func agentCommand() *cli.Command {
 func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	log, err := newLogger(logOut, c.String("log-level"), c.String("log-format"))
 	if err != nil {
+		return agent.Config{}, err
+	}
+	for _, name := range []string{"listen", "metrics-listen", "debug-listen"} {
+		if err := checkListenAddr(name, c.String(name), name == "listen"); err != nil {
+			return agent.Config{}, err
+		}
+	}
+	for _, h := range c.StringSlice("allowed-host") {
+		if h = strings.TrimSpace(h); h != "" && !httpguard.ValidName(h) {
+			return agent.Config{}, fmt.Errorf("--allowed-host %q: want a host name such as seed-1.example.com, without port or scheme", h)
+		}
+	}
+	if err := checkTLSFiles(c.String("tls-cert"), c.String("tls-key")); err != nil {
 		return agent.Config{}, err
 	}
 	maxStore, err := humanize.ParseBytes(c.String("max-store-size"))
@@ -132,6 +161,11 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		regs = nil // an air-gapped site: everything comes from the seeds
 	case slices.Contains(regs, "none"):
 		return agent.Config{}, errors.New(`--registry none: "none" cannot be combined with registries`)
+	}
+	if len(regs) > 0 {
+		if _, err := origin.NewSet(regs); err != nil {
+			return agent.Config{}, fmt.Errorf("--registry: %w", err)
+		}
 	}
 	if h := c.String("hosted-registry"); !names.ValidRegistryHost(h) {
 		return agent.Config{}, fmt.Errorf("--hosted-registry %q: want a registry host[:port], such as %s", h, agent.DefaultHostedRegistry)
@@ -190,6 +224,11 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	if len(nodeWide) > 0 && c.String("docker-config") == "" {
 		return agent.Config{}, fmt.Errorf("--node-wide-credentials needs --docker-config: the node's own credentials are what it shares")
 	}
+	for _, name := range []string{"tag-ttl", "private-access-ttl", "private-offline-window"} {
+		if c.Duration(name) < 0 {
+			return agent.Config{}, fmt.Errorf("--%s %s: want a duration of zero or more", name, c.Duration(name))
+		}
+	}
 	return agent.Config{
 		P2P:             pc,
 		DebugListen:     c.String("debug-listen"),
@@ -205,6 +244,9 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		MaxDownloadRate: int64(rates[0]),
 		MaxUploadRate:   int64(rates[1]),
 		AdminToken:      token,
+		AllowedHosts:    c.StringSlice("allowed-host"),
+		TLSCertFile:     c.String("tls-cert"),
+		TLSKeyFile:      c.String("tls-key"),
 		Logger:          log,
 
 		MaxCoordinatedFetches: c.Int("max-coordinated-fetches"),
@@ -221,13 +263,36 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 var checkConfigFlag = &cli.BoolFlag{Name: "check-config",
 	Usage: "check the flags and the files they name (keys, tokens), then exit without starting"}
 
-// checkUpstreams parses the upstream registries as the agent will, for --check-config.
-func checkUpstreams(cfg agent.Config) error {
-	if len(cfg.Registries) == 0 {
-		return nil // --registry none, or a config that failed before
+// checkListenAddr checks a host:port listen address without opening it: every flag is checked
+// before the node creates or opens anything. An empty optional address is off.
+func checkListenAddr(flag, addr string, required bool) error {
+	if addr == "" && !required {
+		return nil
 	}
-	if _, err := origin.NewSet(cfg.Registries); err != nil {
-		return fmt.Errorf("--registry: %w", err)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--%s %q: want HOST:PORT, e.g. 127.0.0.1:5000: %w", flag, addr, err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("--%s %q: bad port: want 0 to 65535", flag, addr)
+	}
+	if host != "" && !httpguard.ValidName(host) {
+		return fmt.Errorf("--%s %q: bad host: want an IP address or a host name", flag, addr)
+	}
+	return nil
+}
+
+// checkTLSFiles loads the certificate and key the node will serve, so that a missing or
+// mismatched file is reported before the node starts.
+func checkTLSFiles(cert, key string) error {
+	switch {
+	case cert == "" && key == "":
+		return nil
+	case cert == "" || key == "":
+		return errors.New("--tls-cert and --tls-key go together: give both, or neither")
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		return fmt.Errorf("--tls-cert %s, --tls-key %s: %w", cert, key, err)
 	}
 	return nil
 }

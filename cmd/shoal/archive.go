@@ -19,7 +19,7 @@ import (
 func archiveFlags() []cli.Flag {
 	return append(adminClientFlags(),
 		&cli.BoolFlag{Name: "insecure", EnvVars: env("INSECURE"),
-			Usage: "allow plain HTTP and unverified TLS to a seed that is not on loopback"})
+			Usage: "allow unverified TLS to a seed that is not on loopback, and plain HTTP when no admin token is given"})
 }
 
 // archiveConfig is what import and export share, filled from archiveFlags.
@@ -34,7 +34,12 @@ func archiveConfigFrom(c *cli.Context) (archiveConfig, error) {
 		return cfg, errors.New("--seed: want HOST:PORT")
 	}
 	var err error
-	cfg.Options.Token, err = readTokenFile(c.String("admin-token-file"))
+	if cfg.Options.Token, err = readTokenFile(c.String("admin-token-file")); err != nil {
+		return cfg, err
+	}
+	if path := c.String("tls-ca"); path != "" {
+		cfg.Options.RootCAs, err = readCAFile(path)
+	}
 	return cfg, err
 }
 

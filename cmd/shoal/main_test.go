@@ -77,6 +77,17 @@ func TestAgentConfig(t *testing.T) {
 		{"--max-coordinated-fetches", "0"},
 		{"--node-wide-credentials", "ghcr.io"}, // without --docker-config: nothing to share
 		{"--node-wide-credentials", "not a host/x", "--docker-config", "/dev/null"},
+		{"--listen", "0.0.0.0:99999"},
+		{"--listen", "127.0.0.1"},
+		{"--listen", "bad host:5000"},
+		{"--metrics-listen", ":99999"},
+		{"--debug-listen", "127.0.0.1:-1"},
+		{"--allowed-host", "https://seed.example"},
+		{"--allowed-host", "seed.example:5000"},
+		{"--tls-cert", "/dev/null"},                           // without --tls-key
+		{"--tls-cert", "/dev/null", "--tls-key", "/dev/null"}, // not PEM
+		{"--registry", "ftp://registry.example"},              // checked without --check-config too
+		{"--tag-ttl", "-1s"},
 	} {
 		if err := configOnly(t, &got).Run(append([]string{"shoal", "agent", "--swarm-key", key}, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)

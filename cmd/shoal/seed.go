@@ -1,8 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
+	"net"
 
 	"github.com/urfave/cli/v2"
 
@@ -34,13 +34,19 @@ func seedCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			cfg, err := seedConfig(c)
 			if err != nil || c.Bool(checkConfigFlag.Name) {
-				return errors.Join(err, checkUpstreams(cfg.Agent))
+				return err
+			}
+			// The listener first, as for an agent: nothing is created before it opens.
+			ln, err := net.Listen("tcp", cfg.Agent.Listen)
+			if err != nil {
+				return fmt.Errorf("--listen: %w", err)
 			}
 			s, err := seed.New(cfg)
 			if err != nil {
+				ln.Close()
 				return err
 			}
-			return s.Run(c.Context)
+			return s.Serve(c.Context, ln)
 		},
 	}
 }

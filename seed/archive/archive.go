@@ -11,6 +11,7 @@ package archive
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -39,8 +40,11 @@ const (
 // to loopback ones, anonymously.
 type Options struct {
 	// Insecure allows plain HTTP and unverified TLS to a registry that is not on loopback, like
-	// crane's --insecure. Loopback registries (127.0.0.0/8, ::1, localhost) always allow plain HTTP.
+	// crane's --insecure; with a Token, only unverified TLS: the token never goes over plain HTTP
+	// beyond loopback. Loopback registries (127.0.0.0/8, ::1, localhost) always allow plain HTTP.
 	Insecure bool
+	// RootCAs, when set, are the CAs that sign the registry's certificate (default: the system's).
+	RootCAs *x509.CertPool
 	// Token, when set, is sent as "Authorization: Bearer <Token>" on every registry request.
 	Token string
 	// Repository overrides the repository that Import pushes each image to, and is where images
@@ -107,7 +111,7 @@ func (o Options) registry(host string) (name.Registry, error) {
 		return name.Registry{}, fmt.Errorf("registry %q: want host:port without a scheme or path: %w", host, errdefs.ErrInvalid)
 	}
 	var nopts []name.Option
-	if o.Insecure || isLoopback(host) {
+	if o.plainHTTP(host) {
 		nopts = append(nopts, name.Insecure)
 	}
 	r, err := name.NewRegistry(host, append(nopts, name.StrictValidation)...)
@@ -115,6 +119,12 @@ func (o Options) registry(host string) (name.Registry, error) {
 		return name.Registry{}, fmt.Errorf("registry %q: %v: %w", host, err, errdefs.ErrInvalid)
 	}
 	return r, nil
+}
+
+// plainHTTP reports whether host may be spoken to over plain HTTP: on loopback, or with
+// Insecure when no token would cross the network in clear.
+func (o Options) plainHTTP(host string) bool {
+	return isLoopback(host) || (o.Insecure && o.Token == "")
 }
 
 func isLoopback(host string) bool {
@@ -134,8 +144,11 @@ func isLoopback(host string) bool {
 // off when Insecure is set (a site's seed often has a self-signed certificate).
 func (o Options) transport() *http.Transport {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
-	if o.Insecure {
+	switch {
+	case o.Insecure:
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by --insecure
+	case o.RootCAs != nil:
+		t.TLSClientConfig = &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}
 	}
 	return t
 }

@@ -105,7 +105,7 @@ func (o Options) reference(ref string) (name.Reference, error) {
 		return nil, err
 	}
 	nopts := []name.Option{name.StrictValidation}
-	if o.Insecure || isLoopback(host) {
+	if o.plainHTTP(host) {
 		nopts = append(nopts, name.Insecure)
 	}
 	r, err := name.ParseReference(ref, nopts...)

@@ -98,8 +98,10 @@ type Agent struct {
 // StartAgent starts `shoal agent` listening on a free 127.0.0.1 port with a fresh data directory
 // and the given upstream registries (URLs such as http://127.0.0.1:5000; the first is the
 // default), listening for peers on a free port of 127.0.0.1 unless extraArgs pass a --p2p flag,
-// and waits until /readyz answers 200. The agent is stopped with SIGTERM when the test
-// ends; failing to exit cleanly, or a data race report from a -race build, fails the test.
+// and waits until /readyz answers 200 (with --tls-cert in extraArgs, until it listens: URL is
+// then https://Addr, and the test brings a client that trusts its CA). The agent is stopped
+// with SIGTERM when the test ends; failing to exit cleanly, or a data race report from a -race
+// build, fails the test.
 func StartAgent(t testing.TB, bin string, registries []string, extraArgs ...string) *Agent {
 	t.Helper()
 	return StartNode(t, bin, "agent", registries, extraArgs...)
@@ -142,6 +144,14 @@ func StartNode(t testing.TB, bin, command string, registries []string, extraArgs
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	if slices.Contains(extraArgs, "--tls-cert") {
+		// HTTPS with the test's own CA: the test waits for /readyz with its client.
+		a.URL = "https://" + a.Addr
+		if err := WaitListening(ctx, a.Proc, "tcp", a.Addr); err != nil {
+			t.Fatalf("shoal %s never listened: %v\n%s", command, err, tail(a.Proc.Output(), 8<<10))
+		}
+		return a
+	}
 	if err := WaitHTTP(ctx, a.Proc, a.URL+"/readyz", http.StatusOK); err != nil {
 		t.Fatalf("shoal %s never became ready: %v\n%s", command, err, tail(a.Proc.Output(), 8<<10))
 	}
