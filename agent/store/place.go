@@ -26,7 +26,7 @@ func (s *Store) ChunkSize() int64 { return s.chunkSize }
 func (s *Store) CreateTemp(pattern string) (*os.File, error) {
 	f, err := os.CreateTemp(s.tmpDir(), pattern)
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, IOError(err)
 	}
 	return f, nil
 }
@@ -45,7 +45,7 @@ func (s *Store) Place(f *os.File, d digest.Digest, size int64, mediaType string,
 	s.placeMu.Lock()
 	defer s.placeMu.Unlock()
 	if err := s.recordMeta(d, mediaType, m); err != nil {
-		return false, fmt.Errorf("store: recording metadata: %w", err)
+		return false, IOError(fmt.Errorf("recording metadata: %w", err))
 	}
 	if _, err := os.Stat(final); err == nil {
 		// Another writer of the same content won: keep its file, drop this one.
@@ -56,16 +56,18 @@ func (s *Store) Place(f *os.File, d digest.Digest, size int64, mediaType string,
 	}
 	dir := filepath.Dir(final)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return false, fmt.Errorf("store: %w", err)
+		return false, IOError(err)
 	}
-	if err := os.Rename(f.Name(), final); err != nil {
-		return false, fmt.Errorf("store: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		return false, fmt.Errorf("store: %w", err)
+	if err := s.ops.rename(f.Name(), final); err != nil {
+		return false, IOError(err)
 	}
 	s.bytes.Add(size)
 	s.count.Add(1)
+	if err := s.syncDir(dir); err != nil {
+		// The content is in place and whole (its file was synced), only its name may not
+		// survive a crash: it is committed, and counted.
+		s.log.Warn("syncing the blob directory failed", "dir", dir, "err", err)
+	}
 	return true, nil
 }
 
@@ -97,11 +99,11 @@ func (s *Store) recordMeta(d digest.Digest, mediaType string, m *chunks.Map) err
 	})
 }
 
-func syncDir(dir string) error {
+func (s *Store) syncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return f.Sync()
+	return s.ops.sync(f)
 }
