@@ -96,3 +96,6 @@ func (s *Store) dropIdlePartials() int64 {
 	}
 	return freed
 }
+
+// Limit is the store's size limit (0: none).
+func (s *Store) Limit() int64 { return s.limit }

@@ -133,6 +133,13 @@ func (r *Registry) WriteUpload(ctx context.Context, repo, id string, off int64, 
 	}
 	buf := make([]byte, copyBufferSize)
 	if _, err := io.CopyBuffer(u.in, io.LimitReader(body, r.maxBlobSize-size), buf); err != nil {
+		if errors.Is(err, errdefs.ErrNoSpace) {
+			// The disk is full: the session's bytes would keep it full. They are removed, and
+			// the client starts over once there is room.
+			r.remove(u)
+			r.log.Warn("upload removed: the store's disk is full", "repo", repo, "upload", id, "bytes", size)
+			return 0, fmt.Errorf("upload %s of %s: %w", id, repo, err)
+		}
 		// What arrived is a prefix of the blob, hashed in order: the client may resume from it.
 		return u.in.Size(), fmt.Errorf("upload %s of %s: %w", id, repo, err)
 	}

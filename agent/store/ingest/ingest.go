@@ -76,7 +76,7 @@ func (in *Ingest) Write(p []byte) (int, error) {
 	in.n += int64(n)
 	in.s.AddPending(int64(n))
 	if err != nil {
-		return n, fmt.Errorf("store: %w", err)
+		return n, store.IOError(err)
 	}
 	return n, nil
 }
@@ -109,7 +109,7 @@ func (in *Ingest) Commit(d digest.Digest) (created bool, err error) {
 		return false, fmt.Errorf("%s: content hashes to %s: %w", d, got, errdefs.ErrDigestMismatch)
 	}
 	if err := in.f.Sync(); err != nil {
-		return false, fmt.Errorf("store: %w", err)
+		return false, store.IOError(err)
 	}
 	// The map was built while hashing these very bytes in order.
 	var m *chunks.Map
