@@ -2,6 +2,7 @@ package seed_test
 
 import (
 	"bytes"
+	"net/http"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/crane"
@@ -26,6 +27,16 @@ func TestPushWithOriginDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.Close()
+	// What crane asks first: a repository the seed does not hold yet is unknown (404), not
+	// unavailable for want of the origin.
+	resp, err := http.Head("http://" + s.host + "/v2/pushed/app/manifests/v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("HEAD of a manifest in a new repository with the origin down: %d, want 404", resp.StatusCode)
+	}
 	if err := crane.Copy(src.Host()+"/pushed/app:v2", s.host+"/pushed/app:v2", crane.Insecure); err != nil {
 		t.Fatalf("crane copy into the seed with its origin down: %v", err)
 	}

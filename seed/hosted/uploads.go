@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/agent/store/ingest"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi"
@@ -182,7 +183,7 @@ func (r *Registry) FinishUpload(ctx context.Context, repo, id string, d digest.D
 		return 0, err
 	}
 	if err := r.db.Update(func(tx *bolt.Tx) error { return addBlob(tx, repo, d, size) }); err != nil {
-		return 0, fmt.Errorf("hosted: indexing blob %s: %w", d, err)
+		return 0, indexError("blob", d, err)
 	}
 	r.log.Info("blob committed", "repo", repo, "digest", d, "bytes", size, "new", created)
 	r.committed(d)
@@ -254,4 +255,13 @@ func (r *Registry) expire(now time.Time) {
 		u.end()
 		r.log.Info("abandoned upload removed", "repo", u.repo, "upload", u.id, "bytes", u.in.Size())
 	}
+}
+
+// indexError is a failed update of the hosted index: errdefs.ErrNoSpace when the disk is full, so
+// the client is told (507) rather than given an internal error.
+func indexError(what string, d digest.Digest, err error) error {
+	if store.NoSpace(err) {
+		return fmt.Errorf("hosted: indexing %s %s: %w: %w", what, d, errdefs.ErrNoSpace, err)
+	}
+	return fmt.Errorf("hosted: indexing %s %s: %w", what, d, err)
 }
