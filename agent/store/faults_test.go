@@ -14,10 +14,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
-// failAfter is a fileOps.writeAt that writes the first budget bytes, then fails like a full
+// failAfter is a diskio.Ops.WriteAt that writes the first budget bytes, then fails like a full
 // disk (a short write and ENOSPC).
 func failAfter(budget int64) func(f *os.File, p []byte, off int64) (int, error) {
 	var used atomic.Int64
@@ -47,21 +48,21 @@ func TestIOErrorsCommitNothing(t *testing.T) {
 	eio := &os.PathError{Op: "fsync", Path: "x", Err: syscall.EIO}
 	for _, tc := range []struct {
 		name    string
-		fault   func(*fileOps)
+		fault   func(*diskio.Ops)
 		partial bool // a ResumeWriter (a fetch's partial file) rather than a temporary file
 		noSpace bool
 	}{
-		{"write, disk full", func(o *fileOps) { o.writeAt = failAfter(100 << 10) }, false, true},
-		{"write to a partial, disk full", func(o *fileOps) { o.writeAt = failAfter(100 << 10) }, true, true},
-		{"write, EIO", func(o *fileOps) {
-			o.writeAt = func(*os.File, []byte, int64) (int, error) { return 0, eio }
+		{"write, disk full", func(o *diskio.Ops) { o.WriteAt = failAfter(100 << 10) }, false, true},
+		{"write to a partial, disk full", func(o *diskio.Ops) { o.WriteAt = failAfter(100 << 10) }, true, true},
+		{"write, EIO", func(o *diskio.Ops) {
+			o.WriteAt = func(*os.File, []byte, int64) (int, error) { return 0, eio }
 		}, true, false},
-		{"fsync", func(o *fileOps) { o.sync = func(*os.File) error { return eio } }, true, false},
-		{"fsync, disk full", func(o *fileOps) {
-			o.sync = func(*os.File) error { return &os.PathError{Op: "fsync", Path: "x", Err: syscall.ENOSPC} }
+		{"fsync", func(o *diskio.Ops) { o.Sync = func(*os.File) error { return eio } }, true, false},
+		{"fsync, disk full", func(o *diskio.Ops) {
+			o.Sync = func(*os.File) error { return &os.PathError{Op: "fsync", Path: "x", Err: syscall.ENOSPC} }
 		}, false, true},
-		{"rename", func(o *fileOps) {
-			o.rename = func(string, string) error { return &os.LinkError{Op: "rename", Err: syscall.EIO} }
+		{"rename", func(o *diskio.Ops) {
+			o.Rename = func(string, string) error { return &os.LinkError{Op: "rename", Err: syscall.EIO} }
 		}, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,7 +111,7 @@ func TestIOErrorsCommitNothing(t *testing.T) {
 			}
 
 			// The fault is gone: the same content commits, and is counted once.
-			s.ops = osOps
+			s.ops = diskio.OS
 			w, err = open(d, int64(len(data)))
 			if err != nil {
 				t.Fatal(err)
@@ -203,7 +204,7 @@ func TestChunkMapComputedOnce(t *testing.T) {
 			first := make(chan struct{})
 			var firstOnce sync.Once
 			gate := make(chan struct{})
-			s.ops.open = func(name string) (*os.File, error) {
+			s.ops.Open = func(name string) (*os.File, error) {
 				reads.Add(1)
 				firstOnce.Do(func() { close(first) })
 				<-gate // the first read waits for the other requests to arrive

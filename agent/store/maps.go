@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
@@ -73,27 +71,16 @@ func (s *Store) computeMap(ctx context.Context, d digest.Digest, chunkSize int64
 	case <-ctx.Done():
 		return nil, fmt.Errorf("store: chunk map of %s: %w", d, ctx.Err())
 	}
-	p, err := s.path(d)
+	f, info, err := s.Open(d)
 	if err != nil {
 		return nil, err
 	}
-	f, err := s.ops.open(p)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)
-		}
-		return nil, fmt.Errorf("store: %w", err)
-	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
 	m, err := chunks.Read(ctx, f, d.Algorithm(), chunkSize)
 	if err != nil {
 		return nil, fmt.Errorf("store: computing chunk map: %w", err)
 	}
-	if m.Digest != d || m.Size != info.Size() {
+	if m.Digest != d || m.Size != info.Size {
 		// The file no longer matches its name: never hand out a map for it.
 		s.log.Error("committed content does not match its digest", "digest", d, "hashes_to", m.Digest)
 		return nil, fmt.Errorf("%s: committed content does not verify: %w", d, errdefs.ErrDigestMismatch)

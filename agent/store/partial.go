@@ -9,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/diskio"
 )
 
 // Partial content: a blob being fetched with a known size is written
@@ -158,7 +159,7 @@ func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
 	f, err := os.OpenFile(s.partialPath(d), flags, 0o644)
 	if err != nil {
 		s.releasePartial(d)
-		return nil, IOError(err)
+		return nil, diskio.Error(err)
 	}
 	w := &Writer{s: s, d: d, expected: size, f: f, maps: b, h: builderHash{b}, partial: true}
 	w.reserve(size)
@@ -226,7 +227,7 @@ func (w *Writer) Suspend() error {
 	m := w.PartialMap()
 	var err error
 	if m != nil && m.Len() > 1 {
-		if err = w.s.ops.sync(w.f); err == nil {
+		if err = w.s.ops.Sync(w.f); err == nil {
 			err = w.recordPartial(m)
 		}
 	}

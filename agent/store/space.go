@@ -1,50 +1,17 @@
 package store
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"syscall"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
-
-// fileOps are the file system calls content is written, synced, renamed and read back through.
-// The store uses the os package's; unit tests replace them to inject the faults real disks have
-// (a full disk, a failing fsync or rename) and to count reads.
-type fileOps struct {
-	writeAt func(f *os.File, p []byte, off int64) (int, error)
-	sync    func(f *os.File) error
-	rename  func(oldpath, newpath string) error
-	open    func(name string) (*os.File, error)
-}
-
-var osOps = fileOps{writeAt: (*os.File).WriteAt, sync: (*os.File).Sync, rename: os.Rename, open: os.Open}
 
 // WithLimit sets the store's size limit (--max-store-size; 0: none): content larger than it is
 // refused before a byte of it is written, since it could never be kept.
 func WithLimit(n int64) Option { return func(s *Store) { s.limit = n } }
-
-// IOError wraps an error of a write into the store: "store: " and the cause, and
-// errdefs.ErrNoSpace when the file system is full (ENOSPC) or over quota (EDQUOT), so that
-// callers drop what they wrote rather than keep it for a retry, and clients get an answer that
-// says so.
-func IOError(err error) error {
-	if err == nil {
-		return nil
-	}
-	if NoSpace(err) && !errors.Is(err, errdefs.ErrNoSpace) {
-		return fmt.Errorf("store: %w: %w", errdefs.ErrNoSpace, err)
-	}
-	return fmt.Errorf("store: %w", err)
-}
-
-// NoSpace reports whether err says the file system is full or over quota.
-func NoSpace(err error) bool {
-	return errors.Is(err, errdefs.ErrNoSpace) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
-}
 
 // checkRoom refuses, with errdefs.ErrNoSpace, content of size bytes that cannot fit: larger than
 // the store's limit, or than the room left on its file system (besides have, the bytes of it
@@ -57,11 +24,7 @@ func (s *Store) checkRoom(size, have int64) error {
 	if s.limit > 0 && size > s.limit {
 		return fmt.Errorf("store: %d bytes is more than the store's limit of %d: %w", size, s.limit, errdefs.ErrNoSpace)
 	}
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(s.root, &fs); err != nil {
-		return nil // no figure: the writes say
-	}
-	if free := int64(fs.Bavail) * int64(fs.Bsize); size-have > free {
+	if free, ok := diskio.Free(s.root); ok && size-have > free {
 		return fmt.Errorf("store: %d bytes do not fit in the %d bytes free on %s: %w", size-have, free, s.root, errdefs.ErrNoSpace)
 	}
 	return nil

@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
@@ -73,8 +74,8 @@ type Store struct {
 	held   map[digest.Digest]int
 	// limit is --max-store-size (0: none); content larger than it is refused.
 	limit int64
-	// ops are the file system calls of writes and map reads (tests inject faults).
-	ops fileOps
+	// ops are the file system calls content is written and read through (tests inject faults).
+	ops diskio.Ops
 	// maps collapses concurrent computations of one chunk map; mapSlots bounds them.
 	maps     singleflight.Group
 	mapSlots chan struct{}
@@ -91,7 +92,7 @@ func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
 // Open opens (creating if needed) the store under dir.
 func Open(dir string, opts ...Option) (*Store, error) {
-	s := &Store{root: dir, log: slog.New(slog.DiscardHandler), chunkSize: chunks.DefaultSize, ops: osOps,
+	s := &Store{root: dir, log: slog.New(slog.DiscardHandler), chunkSize: chunks.DefaultSize, ops: diskio.OS,
 		mapSlots: make(chan struct{}, maxMapComputations)}
 	for _, o := range opts {
 		o(s)
@@ -226,7 +227,7 @@ func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
 	if err != nil {
 		return nil, Info{}, err
 	}
-	f, err := os.Open(p)
+	f, err := s.ops.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, Info{}, fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)

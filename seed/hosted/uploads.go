@@ -12,8 +12,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/agent/store/ingest"
+	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi"
 )
@@ -260,7 +260,7 @@ func (r *Registry) expire(now time.Time) {
 // indexError is a failed update of the hosted index: errdefs.ErrNoSpace when the disk is full, so
 // the client is told (507) rather than given an internal error.
 func indexError(what string, d digest.Digest, err error) error {
-	if store.NoSpace(err) {
+	if diskio.Full(err) {
 		return fmt.Errorf("hosted: indexing %s %s: %w: %w", what, d, errdefs.ErrNoSpace, err)
 	}
 	return fmt.Errorf("hosted: indexing %s %s: %w", what, d, err)
