@@ -202,7 +202,7 @@ func OpenStore(cfg Config) (*store.Store, error) {
 	if chunkSize <= 0 {
 		chunkSize = chunks.DefaultSize
 	}
-	st, err := store.Open(cfg.DataDir, store.WithLogger(log), store.WithChunkSize(chunkSize))
+	st, err := store.Open(cfg.DataDir, store.WithLogger(log), store.WithChunkSize(chunkSize), store.WithLimit(cfg.StoreMaxBytes))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

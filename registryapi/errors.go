@@ -56,6 +56,8 @@ func toError(err error, notFoundCode string) *Error {
 	switch {
 	case errors.As(err, &oe):
 		return oe
+	case errors.Is(err, errdefs.ErrNoSpace):
+		return noSpace()
 	case errors.Is(err, errdefs.ErrNotFound):
 		msg := "content not found"
 		switch notFoundCode {
@@ -95,6 +97,12 @@ func toError(err error, notFoundCode string) *Error {
 	default:
 		return newError(http.StatusInternalServerError, CodeUnknown, "internal error")
 	}
+}
+
+// noSpace is the answer when the node's store has no room: 507, which a runtime's mirror client
+// treats like any 5xx and takes the content from its next host, and a pushing client reports.
+func noSpace() *Error {
+	return newError(http.StatusInsufficientStorage, CodeUnavailable, "the node's store is full")
 }
 
 // WriteError sends e as an OCI error body ({"errors":[e]}), the one writer of OCI errors: the

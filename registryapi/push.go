@@ -42,6 +42,8 @@ func pushError(err error, notFound, invalid string) *Error {
 	switch {
 	case errors.As(err, &oe):
 		return oe
+	case errors.Is(err, errdefs.ErrNoSpace):
+		return noSpace()
 	case errors.As(err, &re):
 		return newError(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "chunks must be uploaded in order, from the end of the upload")
 	case errors.Is(err, ErrUploadUnknown):

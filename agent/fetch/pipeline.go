@@ -368,9 +368,11 @@ func (p *Pipeline) run(ctx context.Context, f *fetch, t Target, sources []Source
 	}
 	p.mu.Unlock()
 	p.metrics.InFlight.Dec()
-	if err != nil && !errors.Is(err, errdefs.ErrDigestMismatch) && (ctx.Err() != nil || errors.Is(err, errdefs.ErrUnavailable)) {
+	if err != nil && !errors.Is(err, errdefs.ErrDigestMismatch) && !errors.Is(err, errdefs.ErrNoSpace) &&
+		(ctx.Err() != nil || errors.Is(err, errdefs.ErrUnavailable)) {
 		// Cut short by shutdown, or by sources unavailable for now: the bytes held so far are
-		// kept for the next fetch of the digest (after a restart too).
+		// kept for the next fetch of the digest (after a restart too). A full disk drops them:
+		// kept, they would keep it full.
 		f.mu.Lock()
 		f.suspend = true
 		f.mu.Unlock()
@@ -492,7 +494,7 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 		if err == nil {
 			return p.finish(f, src.Name(), states)
 		}
-		if errors.Is(err, errdefs.ErrDigestMismatch) || ctx.Err() != nil {
+		if errors.Is(err, errdefs.ErrDigestMismatch) || errors.Is(err, errdefs.ErrNoSpace) || ctx.Err() != nil {
 			if errors.Is(err, errdefs.ErrDigestMismatch) {
 				p.verificationFailed(f, src.Name(), err)
 			}

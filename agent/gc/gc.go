@@ -54,9 +54,11 @@ func Collect(ctx context.Context, st *store.Store, p Policy, log *slog.Logger) (
 		n := e.Size
 		if e.Partial {
 			n = st.DropPartial(e.Digest) // nothing when a fetch opened it meanwhile
-		} else if err := st.Delete(e.Digest); err != nil {
-			log.Warn("evicting failed", "digest", e.Digest, "err", err)
-			continue
+		} else if evicted, err := st.Evict(e.Digest, p.Keep); err != nil || !evicted {
+			if err != nil {
+				log.Warn("evicting failed", "digest", e.Digest, "err", err)
+			}
+			continue // or pinned since the pass began
 		}
 		if !e.Partial && p.Evicted != nil {
 			p.Evicted(e.Digest)

@@ -77,7 +77,9 @@ func (p *Pins) Add(ctx context.Context, req PreheatRequest, report func(Progress
 	if req.Replicas < 0 || req.Replicas > MaxReplicas {
 		return Pin{}, fmt.Errorf("replicas %d: want 1 to %d: %w", req.Replicas, MaxReplicas, errdefs.ErrInvalid)
 	}
-	pin, err := p.Preheat(ctx, req, report)
+	// The content stays held until the pin keeps it.
+	pin, release, err := p.preheat(ctx, req, report)
+	defer release()
 	if err != nil {
 		return Pin{}, err
 	}

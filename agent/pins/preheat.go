@@ -66,35 +66,57 @@ const (
 // blob comes from the origin about once however many seeds preheat it. It reports progress to
 // report (never concurrently) and returns the record that pins the image.
 func (p *Pins) Preheat(ctx context.Context, req PreheatRequest, report func(Progress)) (Pin, error) {
+	pin, release, err := p.preheat(ctx, req, report)
+	release()
+	return pin, err
+}
+
+// preheat is Preheat, holding the image's content until release is called (always).
+func (p *Pins) preheat(ctx context.Context, req PreheatRequest, report func(Progress)) (_ Pin, release func(), _ error) {
+	none := func() {}
 	ref, err := reference.Parse(req.Ref)
 	if err != nil {
-		return Pin{}, err
+		return Pin{}, none, err
 	}
 	platforms, err := ParsePlatforms(req)
 	if err != nil {
-		return Pin{}, err
+		return Pin{}, none, err
 	}
 	t, err := p.targets.Target(ref.Registry, ref.Repo)
 	if err != nil {
-		return Pin{}, fmt.Errorf("%s: %w", ref, err)
+		return Pin{}, none, fmt.Errorf("%s: %w", ref, err)
 	}
-	return p.FetchImage(ctx, t, ref, platforms, req, report)
+	return p.fetchImage(ctx, t, ref, platforms, req, report)
 }
 
 // FetchImage is Preheat of a parsed reference at a chosen target (a nil Registry: the cluster
-// only, as for a pushed image); platforms nil selects every platform.
+// only, as for a pushed image); platforms nil selects every platform. While it runs, the image's
+// content is held from garbage collection (store.Hold); a pin recorded afterwards keeps it, and
+// is refused if GC took any of it meanwhile.
 func (p *Pins) FetchImage(ctx context.Context, t fetch.Target, ref reference.Ref, platforms []v1.Platform, req PreheatRequest, report func(Progress)) (Pin, error) {
+	pin, release, err := p.fetchImage(ctx, t, ref, platforms, req, report)
+	release()
+	return pin, err
+}
+
+// fetchImage is FetchImage, holding the image's content until release is called (always).
+func (p *Pins) fetchImage(ctx context.Context, t fetch.Target, ref reference.Ref, platforms []v1.Platform, req PreheatRequest, report func(Progress)) (_ Pin, release func(), _ error) {
 	w := &walk{p: p, t: t, platforms: platforms, seen: map[digest.Digest]bool{}}
+	release = w.release
 	root, err := p.manifests.Get(ctx, t, ref.Reference(), oci.ManifestTypes())
 	if err != nil {
-		return Pin{}, fmt.Errorf("%s: %w", ref, err)
+		return Pin{}, release, fmt.Errorf("%s: %w", ref, err)
 	}
 	if err := w.manifest(ctx, root, 0); err != nil {
-		return Pin{}, fmt.Errorf("%s: %w", ref, err)
+		return Pin{}, release, fmt.Errorf("%s: %w", ref, err)
 	}
 	var total int64
 	for _, b := range w.blobs {
 		total += b.Size
+	}
+	if limit := p.st.Limit(); limit > 0 && total > limit {
+		// Held in full, it would push everything else out and still not fit.
+		return Pin{}, release, fmt.Errorf("%s: %d bytes of blobs, more than the store's limit of %d: %w", ref, total, limit, errdefs.ErrNoSpace)
 	}
 	prog := Progress{Ref: ref.String(), Digest: root.Digest, Manifests: len(w.manifests), Blobs: len(w.blobs), Bytes: total}
 	var mu sync.Mutex
@@ -144,7 +166,7 @@ func (p *Pins) FetchImage(ctx context.Context, t fetch.Target, ref reference.Ref
 	close(stop)
 	ticker.Wait()
 	if err != nil {
-		return Pin{}, fmt.Errorf("%s: %w", ref, err)
+		return Pin{}, release, fmt.Errorf("%s: %w", ref, err)
 	}
 	prog.BytesDone = done.Load()
 	emit("progress")
@@ -157,7 +179,7 @@ func (p *Pins) FetchImage(ctx context.Context, t fetch.Target, ref reference.Ref
 	for _, b := range w.blobs {
 		pin.Digests = append(pin.Digests, b.Digest)
 	}
-	return pin, nil
+	return pin, release, nil
 }
 
 // walk collects an image's manifests and blobs.
@@ -168,9 +190,13 @@ type walk struct {
 	seen      map[digest.Digest]bool
 	manifests []digest.Digest
 	blobs     []oci.Descriptor
+	// holds release what the walk holds from garbage collection: every digest it found, from
+	// the moment it is found, so that a preheat larger than the room left does not evict its
+	// own first objects to make room for its last ones.
+	holds []func()
 }
 
-// add records d, reporting whether it is new; past maxImageObjects the walk fails.
+// add records d and holds it, reporting whether it is new; past maxImageObjects the walk fails.
 func (w *walk) add(d digest.Digest) (bool, error) {
 	if w.seen[d] {
 		return false, nil
@@ -179,7 +205,16 @@ func (w *walk) add(d digest.Digest) (bool, error) {
 		return false, fmt.Errorf("the image names more than %d objects: %w", maxImageObjects, errdefs.ErrTooLarge)
 	}
 	w.seen[d] = true
+	w.holds = append(w.holds, w.p.st.Hold(d))
 	return true, nil
+}
+
+// release lets garbage collection have what the walk held.
+func (w *walk) release() {
+	for _, r := range w.holds {
+		r()
+	}
+	w.holds = nil
 }
 
 func (w *walk) manifest(ctx context.Context, m *resolve.Manifest, depth int) error {

@@ -13,10 +13,38 @@ import (
 
 var bucketMaps = []byte("chunkmaps")
 
+// maxMapComputations bounds how many chunk maps are computed at once (each a full read of a
+// blob); more wait for a slot, as long as their context allows.
+const maxMapComputations = 4
+
 // ChunkMap returns the chunk map of committed content for the given chunk size: the recorded one,
-// else one computed by reading the content (and recorded, for content committed before maps
-// existed). Errors wrap errdefs.ErrNotFound when the content is not committed.
+// else one computed by reading the content. A map in the store's own chunk size is recorded, so
+// content is read for it at most once (content committed before maps existed, a pushed blob named
+// in another algorithm than it was hashed in); concurrent requests for one map share one read.
+// Errors wrap errdefs.ErrNotFound when the content is not committed.
 func (s *Store) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
+	if m := s.recordedMap(d, chunkSize); m != nil {
+		return m, nil
+	}
+	ch := s.maps.DoChan(fmt.Sprintf("%s/%d", d, chunkSize), func() (any, error) {
+		if m := s.recordedMap(d, chunkSize); m != nil {
+			return m, nil // recorded by a computation that ended meanwhile
+		}
+		return s.computeMap(ctx, d, chunkSize)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*chunks.Map), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("store: chunk map of %s: %w", d, ctx.Err())
+	}
+}
+
+// recordedMap returns d's recorded map if it is in chunkSize, else nil.
+func (s *Store) recordedMap(d digest.Digest, chunkSize int64) *chunks.Map {
 	var raw []byte
 	_ = s.db.View(func(tx *bolt.Tx) error {
 		if bk := tx.Bucket(bucketMaps); bk != nil {
@@ -24,11 +52,24 @@ func (s *Store) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) 
 		}
 		return nil
 	})
-	if len(raw) > 0 {
-		var m chunks.Map
-		if err := m.UnmarshalBinary(raw); err == nil && m.ChunkSize == chunkSize && m.Digest == d {
-			return &m, nil
-		}
+	if len(raw) == 0 {
+		return nil
+	}
+	var m chunks.Map
+	if err := m.UnmarshalBinary(raw); err != nil || m.ChunkSize != chunkSize || m.Digest != d {
+		return nil
+	}
+	return &m
+}
+
+// computeMap reads committed content d for its map, in one of maxMapComputations slots, and
+// records it when it is in the store's chunk size.
+func (s *Store) computeMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
+	select {
+	case s.mapSlots <- struct{}{}:
+		defer func() { <-s.mapSlots }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("store: chunk map of %s: %w", d, ctx.Err())
 	}
 	f, info, err := s.Open(d)
 	if err != nil {
@@ -44,8 +85,11 @@ func (s *Store) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) 
 		s.log.Error("committed content does not match its digest", "digest", d, "hashes_to", m.Digest)
 		return nil, fmt.Errorf("%s: committed content does not verify: %w", d, errdefs.ErrDigestMismatch)
 	}
-	if err := s.recordMeta(d, "", m); err != nil {
-		s.log.Warn("recording chunk map failed", "digest", d, "err", err)
+	// Only the store's own chunk size is recorded: one map per blob, and the one peers ask for.
+	if chunkSize == s.chunkSize {
+		if err := s.recordMeta(d, "", m); err != nil {
+			s.log.Warn("recording chunk map failed", "digest", d, "err", err)
+		}
 	}
 	return m, nil
 }

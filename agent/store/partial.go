@@ -1,7 +1,6 @@
 package store
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -10,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/diskio"
 )
 
 // Partial content: a blob being fetched with a known size is written
@@ -126,6 +126,13 @@ func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
 	if err != nil || size < 0 {
 		return s.NewWriter(d, size) // no maps for this algorithm: nothing to resume by
 	}
+	var have int64
+	if info, err := os.Stat(s.partialPath(d)); err == nil {
+		have = info.Size()
+	}
+	if err := s.makeRoom(size, have); err != nil {
+		return nil, err
+	}
 	s.partialMu.Lock()
 	if s.partialOpen[d] {
 		// An earlier writer of d is still open (a failed fetch still serving a peer): this one
@@ -152,7 +159,7 @@ func (s *Store) ResumeWriter(d digest.Digest, size int64) (*Writer, error) {
 	f, err := os.OpenFile(s.partialPath(d), flags, 0o644)
 	if err != nil {
 		s.releasePartial(d)
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, diskio.Error(err)
 	}
 	w := &Writer{s: s, d: d, expected: size, f: f, maps: b, h: builderHash{b}, partial: true}
 	w.reserve(size)
@@ -220,7 +227,7 @@ func (w *Writer) Suspend() error {
 	m := w.PartialMap()
 	var err error
 	if m != nil && m.Len() > 1 {
-		if err = w.f.Sync(); err == nil {
+		if err = w.s.ops.Sync(w.f); err == nil {
 			err = w.recordPartial(m)
 		}
 	}

@@ -3,10 +3,14 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
 var bucketPins = []byte("pins")
@@ -22,11 +26,24 @@ type pinFields struct {
 
 // PutPin records the JSON record rec under key unless a pin of the same key was created later
 // (a newer push or preheat of the same reference), reporting whether it did. It is durable when
-// PutPin returns.
+// PutPin returns. Every digest the pin names must be committed: a pin never names missing
+// content (an error wrapping errdefs.ErrNotFound says which is missing). The check and the
+// record are one step against Evict, so content GC takes meanwhile is never pinned.
 func (s *Store) PutPin(key string, rec []byte) (bool, error) {
 	var f pinFields
 	if err := json.Unmarshal(rec, &f); err != nil {
 		return false, fmt.Errorf("store: pin record of %q: %w", key, err)
+	}
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	for _, d := range f.Digests {
+		p, err := s.path(d)
+		if err != nil {
+			return false, err
+		}
+		if _, err := os.Stat(p); err != nil {
+			return false, fmt.Errorf("store: pin %q names %s, which is not held: %w", key, d, errdefs.ErrNotFound)
+		}
 	}
 	put := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -86,10 +103,41 @@ func (s *Store) Pin(key string) ([]byte, bool) {
 	return rec, rec != nil
 }
 
-// Pinned reports whether any pin keeps d. It reads an in-memory index, so GC can ask per file.
+// Hold keeps ds from garbage collection until release is called (once; later calls do
+// nothing), as a pin does: the content of a preheat or pin in progress, so that a preheat larger
+// than the room left does not evict its own first blobs before its pin is recorded. Holds live in
+// memory only; a restart drops them with the work they protected.
+func (s *Store) Hold(ds ...digest.Digest) (release func()) {
+	s.pinMu.Lock()
+	if s.held == nil {
+		s.held = map[digest.Digest]int{}
+	}
+	for _, d := range ds {
+		s.held[d]++
+	}
+	s.pinMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.pinMu.Lock()
+			defer s.pinMu.Unlock()
+			for _, d := range ds {
+				if s.held[d]--; s.held[d] <= 0 {
+					delete(s.held, d)
+				}
+			}
+		})
+	}
+}
+
+// Pinned reports whether any pin or Hold keeps d. It reads an in-memory index, so GC can ask per
+// file.
 func (s *Store) Pinned(d digest.Digest) bool {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
+	if s.held[d] > 0 {
+		return true
+	}
 	if s.pinned == nil {
 		s.pinned = map[digest.Digest]int{}
 		recs, err := s.Pins()

@@ -2,10 +2,13 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
 // testPin is a pin record as an owner writes it: the store reads only digests and created.
@@ -34,6 +37,9 @@ func TestPins(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
 	d1, d2, blob := digest.FromString("one"), digest.FromString("two"), digest.FromString("layer")
+	for _, c := range []string{"one", "two", "layer"} {
+		commit(t, s, []byte(c))
+	}
 	t0 := time.Now().UTC()
 	const key = "registry.example/team/app:v1"
 	if !putPin(t, s, key, testPin{Ref: key, Digests: []digest.Digest{d1, blob}, Created: t0}) {
@@ -76,5 +82,59 @@ func TestPins(t *testing.T) {
 	}
 	if s.Pinned(d2) || !s.Pinned(d1) {
 		t.Fatal("the index does not follow deletes")
+	}
+}
+
+// commit stores b as committed content.
+func commit(t *testing.T, s *Store, b []byte) digest.Digest {
+	t.Helper()
+	d := digest.FromBytes(b)
+	w, err := s.NewWriter(d, int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(""); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// A pin never names content the store does not hold: one naming evicted content is refused.
+// Held content (a preheat in progress) is kept from eviction like pinned content, and a pin
+// recorded after the collector chose a digest keeps it.
+func TestPinsNameOnlyHeldContent(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	a, b := commit(t, s, []byte("a")), commit(t, s, []byte("b"))
+	keep := func(d digest.Digest) bool { return s.Pinned(d) }
+
+	release := s.Hold(a, b)
+	if evicted, err := s.Evict(a, keep); err != nil || evicted {
+		t.Fatalf("Evict of held content = %v, %v", evicted, err)
+	}
+	release()
+	release() // a second call does nothing
+	if s.Pinned(a) {
+		t.Fatal("released content is still held")
+	}
+	if evicted, err := s.Evict(a, keep); err != nil || !evicted {
+		t.Fatalf("Evict = %v, %v", evicted, err)
+	}
+	rec, _ := json.Marshal(testPin{Ref: "r", Digests: []digest.Digest{a, b}, Created: time.Now()})
+	if _, err := s.PutPin("r", rec); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("PutPin naming evicted content = %v, want not found", err)
+	}
+	if _, ok := s.Pin("r"); ok || s.Pinned(b) {
+		t.Fatal("a pin naming evicted content was recorded")
+	}
+	rec, _ = json.Marshal(testPin{Ref: "r", Digests: []digest.Digest{b}, Created: time.Now()})
+	if _, err := s.PutPin("r", rec); err != nil {
+		t.Fatal(err)
+	}
+	if evicted, err := s.Evict(b, keep); err != nil || evicted {
+		t.Fatalf("Evict of pinned content = %v, %v", evicted, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/diskio"
 )
 
 // Dir returns the data directory the store was opened on, for components that keep their own
@@ -26,7 +27,7 @@ func (s *Store) ChunkSize() int64 { return s.chunkSize }
 func (s *Store) CreateTemp(pattern string) (*os.File, error) {
 	f, err := os.CreateTemp(s.tmpDir(), pattern)
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, diskio.Error(err)
 	}
 	return f, nil
 }
@@ -45,7 +46,7 @@ func (s *Store) Place(f *os.File, d digest.Digest, size int64, mediaType string,
 	s.placeMu.Lock()
 	defer s.placeMu.Unlock()
 	if err := s.recordMeta(d, mediaType, m); err != nil {
-		return false, fmt.Errorf("store: recording metadata: %w", err)
+		return false, diskio.Error(fmt.Errorf("recording metadata: %w", err))
 	}
 	if _, err := os.Stat(final); err == nil {
 		// Another writer of the same content won: keep its file, drop this one.
@@ -56,16 +57,18 @@ func (s *Store) Place(f *os.File, d digest.Digest, size int64, mediaType string,
 	}
 	dir := filepath.Dir(final)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return false, fmt.Errorf("store: %w", err)
+		return false, diskio.Error(err)
 	}
-	if err := os.Rename(f.Name(), final); err != nil {
-		return false, fmt.Errorf("store: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		return false, fmt.Errorf("store: %w", err)
+	if err := s.ops.Rename(f.Name(), final); err != nil {
+		return false, diskio.Error(err)
 	}
 	s.bytes.Add(size)
 	s.count.Add(1)
+	if err := s.syncDir(dir); err != nil {
+		// The content is in place and whole (its file was synced), only its name may not
+		// survive a crash: it is committed, and counted.
+		s.log.Warn("syncing the blob directory failed", "dir", dir, "err", err)
+	}
 	return true, nil
 }
 
@@ -97,11 +100,11 @@ func (s *Store) recordMeta(d digest.Digest, mediaType string, m *chunks.Map) err
 	})
 }
 
-func syncDir(dir string) error {
+func (s *Store) syncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return f.Sync()
+	return s.ops.Sync(f)
 }

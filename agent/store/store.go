@@ -30,8 +30,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
@@ -65,9 +67,18 @@ type Store struct {
 	// idle is the size of each partial file no writer has open (counted in pending), under
 	// partialMu.
 	idle map[digest.Digest]int64
-	// pinMu guards pinned, the digests kept by pins (how many pins keep each); nil until needed.
+	// pinMu guards pinned, the digests kept by pins (how many pins keep each; nil until
+	// needed), and held, those kept by work in progress (Hold).
 	pinMu  sync.Mutex
 	pinned map[digest.Digest]int
+	held   map[digest.Digest]int
+	// limit is --max-store-size (0: none); content larger than it is refused.
+	limit int64
+	// ops are the file system calls content is written and read through (tests inject faults).
+	ops diskio.Ops
+	// maps collapses concurrent computations of one chunk map; mapSlots bounds them.
+	maps     singleflight.Group
+	mapSlots chan struct{}
 }
 
 // Option configures a Store.
@@ -81,7 +92,8 @@ func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
 // Open opens (creating if needed) the store under dir.
 func Open(dir string, opts ...Option) (*Store, error) {
-	s := &Store{root: dir, log: slog.New(slog.DiscardHandler), chunkSize: chunks.DefaultSize}
+	s := &Store{root: dir, log: slog.New(slog.DiscardHandler), chunkSize: chunks.DefaultSize, ops: diskio.OS,
+		mapSlots: make(chan struct{}, maxMapComputations)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -215,7 +227,7 @@ func (s *Store) Open(d digest.Digest) (*os.File, Info, error) {
 	if err != nil {
 		return nil, Info{}, err
 	}
-	f, err := os.Open(p)
+	f, err := s.ops.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, Info{}, fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)
@@ -267,6 +279,30 @@ func (s *Store) Delete(d digest.Digest) error {
 	}
 	s.placeMu.Lock()
 	defer s.placeMu.Unlock()
+	return s.deleteLocked(d, p)
+}
+
+// Evict is Delete for garbage collection: it removes d unless keep (nil: none) says it must stay,
+// asked again under the lock PutPin takes, so that content a pin recorded after the collector
+// chose it stays. It reports whether d was removed.
+func (s *Store) Evict(d digest.Digest, keep func(digest.Digest) bool) (bool, error) {
+	p, err := s.path(d)
+	if err != nil {
+		return false, err
+	}
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	if keep != nil && keep(d) {
+		return false, nil
+	}
+	if err := s.deleteLocked(d, p); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// deleteLocked is Delete under placeMu.
+func (s *Store) deleteLocked(d digest.Digest, p string) error {
 	fi, err := os.Stat(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

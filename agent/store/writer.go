@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
@@ -57,9 +58,12 @@ func (s *Store) NewWriter(d digest.Digest, size int64) (*Writer, error) {
 	if _, err := s.path(d); err != nil {
 		return nil, err
 	}
+	if err := s.makeRoom(size, 0); err != nil {
+		return nil, err
+	}
 	f, err := os.CreateTemp(s.tmpDir(), d.Algorithm().String()+"-"+d.Encoded()[:12]+"-*")
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, diskio.Error(err)
 	}
 	w := &Writer{s: s, d: d, expected: size, f: f}
 	w.reserve(size)
@@ -95,7 +99,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.expected >= 0 && w.n+int64(len(p)) > w.expected {
 		return 0, fmt.Errorf("%s: more than the expected %d bytes: %w", w.d, w.expected, errdefs.ErrDigestMismatch)
 	}
-	n, err := w.f.WriteAt(p, w.n)
+	n, err := w.s.ops.WriteAt(w.f, p, w.n)
 	if w.expected < 0 {
 		w.reserve(int64(n))
 	}
@@ -104,7 +108,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.n += int64(n)
 	w.mapMu.Unlock()
 	if err != nil {
-		return n, fmt.Errorf("store: %w", err)
+		return n, diskio.Error(err)
 	}
 	return n, nil
 }
@@ -163,9 +167,9 @@ func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
 	if busy {
 		return 0, fmt.Errorf("%s: write at %d over held bytes: %w", w.d, off, errdefs.ErrInvalid)
 	}
-	n, err := w.f.WriteAt(p, off)
+	n, err := w.s.ops.WriteAt(w.f, p, off)
 	if err != nil {
-		return n, fmt.Errorf("store: %w", err)
+		return n, diskio.Error(err)
 	}
 	return n, nil
 }
@@ -327,8 +331,8 @@ func (w *Writer) Commit(mediaType string) error {
 	if w.committed {
 		return nil
 	}
-	if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("store: %w", err)
+	if err := w.s.ops.Sync(w.f); err != nil {
+		return diskio.Error(err)
 	}
 	// The chunk map was built while hashing in order, so it is as verified as the content; only
 	// a map every chunk was verified against is recorded, and after a resume the builder's own

@@ -631,6 +631,11 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 		s.judged(i, jb.p)
 	case errors.Is(err, errLost):
 		// Beaten in the endgame, or stopped because another request landed the chunk.
+	case errors.Is(err, errdefs.ErrNoSpace):
+		// This node's disk is full: no peer's fault, and no other peer would do better.
+		if s.fatal == nil {
+			s.fatal = err
+		}
 	case errors.Is(err, transfer.ErrBusy):
 		sp.busy = time.Now().Add(busyBackoff)
 	case errors.As(err, &lie):

@@ -28,4 +28,7 @@ var (
 	ErrNotConfigured = errors.New("upstream not configured")
 	// ErrUnsupported means the operation is not offered by this node.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrNoSpace means the node's store has no room for the content: its disk is full (ENOSPC,
+	// EDQUOT) or the content is larger than --max-store-size. Nothing of it is kept.
+	ErrNoSpace = errors.New("no space left in the store")
 )

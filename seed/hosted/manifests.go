@@ -121,7 +121,7 @@ func (r *Registry) PutManifest(_ context.Context, repo string, tags []string, m 
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("hosted: indexing manifest %s: %w", m.Digest, err)
+		return indexError("manifest", m.Digest, err)
 	}
 	r.log.Info("manifest committed", "repo", repo, "digest", m.Digest, "media_type", m.MediaType, "bytes", rec.Size, "tags", tags)
 	r.committed(m.Digest)

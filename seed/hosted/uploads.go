@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/shoal-oci/shoal/agent/store/ingest"
+	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/registryapi"
 )
@@ -133,6 +134,13 @@ func (r *Registry) WriteUpload(ctx context.Context, repo, id string, off int64, 
 	}
 	buf := make([]byte, copyBufferSize)
 	if _, err := io.CopyBuffer(u.in, io.LimitReader(body, r.maxBlobSize-size), buf); err != nil {
+		if errors.Is(err, errdefs.ErrNoSpace) {
+			// The disk is full: the session's bytes would keep it full. They are removed, and
+			// the client starts over once there is room.
+			r.remove(u)
+			r.log.Warn("upload removed: the store's disk is full", "repo", repo, "upload", id, "bytes", size)
+			return 0, fmt.Errorf("upload %s of %s: %w", id, repo, err)
+		}
 		// What arrived is a prefix of the blob, hashed in order: the client may resume from it.
 		return u.in.Size(), fmt.Errorf("upload %s of %s: %w", id, repo, err)
 	}
@@ -175,7 +183,7 @@ func (r *Registry) FinishUpload(ctx context.Context, repo, id string, d digest.D
 		return 0, err
 	}
 	if err := r.db.Update(func(tx *bolt.Tx) error { return addBlob(tx, repo, d, size) }); err != nil {
-		return 0, fmt.Errorf("hosted: indexing blob %s: %w", d, err)
+		return 0, indexError("blob", d, err)
 	}
 	r.log.Info("blob committed", "repo", repo, "digest", d, "bytes", size, "new", created)
 	r.committed(d)
@@ -247,4 +255,13 @@ func (r *Registry) expire(now time.Time) {
 		u.end()
 		r.log.Info("abandoned upload removed", "repo", u.repo, "upload", u.id, "bytes", u.in.Size())
 	}
+}
+
+// indexError is a failed update of the hosted index: errdefs.ErrNoSpace when the disk is full, so
+// the client is told (507) rather than given an internal error.
+func indexError(what string, d digest.Digest, err error) error {
+	if diskio.Full(err) {
+		return fmt.Errorf("hosted: indexing %s %s: %w: %w", what, d, errdefs.ErrNoSpace, err)
+	}
+	return fmt.Errorf("hosted: indexing %s %s: %w", what, d, err)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/store"
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
@@ -76,7 +77,7 @@ func (in *Ingest) Write(p []byte) (int, error) {
 	in.n += int64(n)
 	in.s.AddPending(int64(n))
 	if err != nil {
-		return n, fmt.Errorf("store: %w", err)
+		return n, diskio.Error(err)
 	}
 	return n, nil
 }
@@ -109,7 +110,7 @@ func (in *Ingest) Commit(d digest.Digest) (created bool, err error) {
 		return false, fmt.Errorf("%s: content hashes to %s: %w", d, got, errdefs.ErrDigestMismatch)
 	}
 	if err := in.f.Sync(); err != nil {
-		return false, fmt.Errorf("store: %w", err)
+		return false, diskio.Error(err)
 	}
 	// The map was built while hashing these very bytes in order.
 	var m *chunks.Map
