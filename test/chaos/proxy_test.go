@@ -19,8 +19,8 @@ type countingProxy struct {
 	URLs []string // the listener of node i is URLs[i]
 
 	mu       sync.Mutex
-	bytes    map[string]int64 // digest -> blob bytes sent to nodes
-	gets     map[string]int   // digest -> blob GETs
+	bytes    map[string]int64  // digest -> blob bytes sent to nodes
+	gets     map[string]int    // digest -> blob GETs
 	inFlight []map[string]int  // node -> digest -> GETs under way
 	asked    []map[string]bool // node -> digests it asked the origin for since reset
 }
