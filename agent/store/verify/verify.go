@@ -158,7 +158,7 @@ type checker struct {
 	partial  map[digest.Digest][]byte
 	pins     map[digest.Digest][]string // digest -> keys of the pins keeping it
 	seen     map[digest.Digest]bool     // committed content found
-	badPaths []Object
+	bad []Object
 }
 
 func (c *checker) loadRecords() error {
@@ -218,6 +218,11 @@ func (c *checker) objects(ctx context.Context) error {
 		}
 		if filepath.Dir(p) == root {
 			c.add(Object{Path: p, Problem: "not a committed object's place"})
+			return nil
+		}
+		if !de.Type().IsRegular() {
+			// The store writes regular files only; a link could name anything.
+			c.add(Object{Path: p, Problem: "not a regular file"})
 			return nil
 		}
 		d := digest.NewDigestFromEncoded(digest.Algorithm(filepath.Base(filepath.Dir(p))), de.Name())
@@ -303,7 +308,7 @@ func (c *checker) add(o Object) {
 	}
 	if !o.OK {
 		c.rep.Bad++
-		c.badPaths = append(c.badPaths, o)
+		c.bad = append(c.bad, o)
 	}
 	c.rep.Objects = append(c.rep.Objects, o)
 	if c.opts.OnObject != nil {
@@ -433,12 +438,12 @@ func (c *checker) leftovers() {
 // that keep it (a pin promises its content is held; replica repair then finds the count short
 // and another seed, or this one on the next preheat, fetches it again).
 func (c *checker) repair() error {
-	if len(c.badPaths) == 0 {
+	if len(c.bad) == 0 {
 		return nil
 	}
 	removedPins := map[string]bool{}
 	err := c.db.Update(func(tx *bolt.Tx) error {
-		for _, o := range c.badPaths {
+		for _, o := range c.bad {
 			if o.Digest == "" {
 				continue
 			}

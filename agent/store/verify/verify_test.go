@@ -126,8 +126,8 @@ func TestCleanDirectory(t *testing.T) {
 	}
 }
 
-// TestDamageFoundAndRepaired damages what a crash or a disk can: a committed object's bytes, a
-// recorded map, a stray file, a partial's held chunk. The check finds each, the repair removes
+// TestDamageFoundAndRepaired damages what a crash, a disk or a hand can: a committed object's
+// bytes, a recorded map, a stray file, a link, a partial's held chunk. The check finds each, the repair removes
 // exactly the bad objects with their records and pins, and the store then opens and takes the
 // content again.
 func TestDamageFoundAndRepaired(t *testing.T) {
@@ -152,13 +152,21 @@ func TestDamageFoundAndRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	flip(t, store.PartialPath(f.dir, f.partial), 2*chunkSize+1)
+	// A link named like content, to content: the store writes no links.
+	linked := digest.FromString("elsewhere")
+	if err := os.WriteFile(filepath.Join(f.dir, "elsewhere"), []byte("elsewhere"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(f.dir, "elsewhere"), store.BlobPath(f.dir, linked)); err != nil {
+		t.Fatal(err)
+	}
 
 	r, err := Dir(context.Background(), f.dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.OK() || r.Bad != 3 {
-		t.Fatalf("want 3 bad objects, got %d: %+v", r.Bad, r.Objects)
+	if r.OK() || r.Bad != 4 {
+		t.Fatalf("want 4 bad objects, got %d: %+v", r.Bad, r.Objects)
 	}
 	if o := find(t, r, f.blob); o.OK || o.Problem == "" {
 		t.Errorf("damaged blob: %+v", o)
@@ -196,8 +204,8 @@ func TestDamageFoundAndRepaired(t *testing.T) {
 			removed++
 		}
 	}
-	if removed != 3 || len(r.RemovedPins) != 1 || r.RemovedPins[0] != "app:v1" {
-		t.Fatalf("repair removed %d objects and pins %v, want 3 and [app:v1]", removed, r.RemovedPins)
+	if removed != 4 || len(r.RemovedPins) != 1 || r.RemovedPins[0] != "app:v1" {
+		t.Fatalf("repair removed %d objects and pins %v, want 4 and [app:v1]", removed, r.RemovedPins)
 	}
 	r, err = Dir(context.Background(), f.dir, Options{})
 	if err != nil || !r.OK() || len(r.Objects) != 0 {
