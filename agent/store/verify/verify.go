@@ -153,12 +153,12 @@ type checker struct {
 	opts Options
 	rep  *Report
 
-	media    map[digest.Digest]string
-	maps     map[digest.Digest][]byte
-	partial  map[digest.Digest][]byte
-	pins     map[digest.Digest][]string // digest -> keys of the pins keeping it
-	seen     map[digest.Digest]bool     // committed content found
-	bad []Object
+	media   map[digest.Digest]string
+	maps    map[digest.Digest][]byte
+	partial map[digest.Digest][]byte
+	pins    map[digest.Digest][]string // digest -> keys of the pins keeping it
+	seen    map[digest.Digest]bool     // committed content found
+	bad     []Object
 }
 
 func (c *checker) loadRecords() error {
