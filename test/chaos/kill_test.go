@@ -137,7 +137,7 @@ func TestKillNineRounds(t *testing.T) {
 			}
 		}
 		if t.Failed() {
-			t.Fatalf("round %d: stopping at the first failure (seed above)", round)
+			t.Fatalf("round %d: stopping at the first failure (its random seed is logged above)", round)
 		}
 		if victim != 1 {
 			agent = startAgent()
@@ -172,7 +172,7 @@ func TestKillNineRounds(t *testing.T) {
 			resumed += checkResumed(t, round, agent, agentReport, images[round], images[round-1])
 		}
 		if t.Failed() {
-			t.Fatalf("round %d: stopping at the first failure (seed above)", round)
+			t.Fatalf("round %d: stopping at the first failure (its random seed is logged above)", round)
 		}
 	}
 
