@@ -28,6 +28,6 @@ func newApp() *cli.App {
 		Version:              version(),
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{agentCommand(), seedCommand(), demoCommand(), preheatCommand(), pinCommand(),
-			importCommand(), exportCommand(), idCommand(), swarmKeyCommand(), seedAuthorityCommand(), configureCommand(), doctorCommand(), cleanupCommand(), cleanupWaitCommand(), versionCommand()},
+			importCommand(), exportCommand(), idCommand(), swarmKeyCommand(), seedAuthorityCommand(), configureCommand(), doctorCommand(), cleanupCommand(), cleanupWaitCommand(), storeCommand(), versionCommand()},
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -93,6 +94,8 @@ type Agent struct {
 	URL     string // http://Addr
 	DataDir string
 	Proc    *Process
+
+	killed atomic.Bool // Kill ended it: its exit is no failure
 }
 
 // StartAgent starts `shoal agent` listening on a free 127.0.0.1 port with a fresh data directory
@@ -118,7 +121,14 @@ func StartSeed(t testing.TB, bin string, registries []string, extraArgs ...strin
 // name --seed-authority or --seed-authority-key.
 func StartNode(t testing.TB, bin, command string, registries []string, extraArgs ...string) *Agent {
 	t.Helper()
-	a := &Agent{Addr: FreeAddr(t), DataDir: t.TempDir()}
+	return StartNodeIn(t, bin, command, FreeAddr(t), t.TempDir(), registries, extraArgs...)
+}
+
+// StartNodeIn is StartNode listening on addr with the data directory dataDir, for tests that
+// stop or kill a node (Agent.Kill) and start it again on the same address and files.
+func StartNodeIn(t testing.TB, bin, command, addr, dataDir string, registries []string, extraArgs ...string) *Agent {
+	t.Helper()
+	a := &Agent{Addr: addr, DataDir: dataDir}
 	a.URL = "http://" + a.Addr
 	args := []string{command, "--listen", a.Addr, "--data-dir", a.DataDir, "--log-level", "debug", "--log-format", "json"}
 	for _, r := range registries {
@@ -135,7 +145,7 @@ func StartNode(t testing.TB, bin, command string, registries []string, extraArgs
 	t.Cleanup(func() {
 		// Runs before StartProcess's cleanup (cleanups run last-in first-out), so the race check
 		// sees the output of a stopped process.
-		if err := a.Proc.Stop(); err != nil {
+		if err := a.Proc.Stop(); err != nil && !a.killed.Load() {
 			t.Errorf("shoal %s did not stop cleanly: %v", command, err)
 		}
 		if strings.Contains(a.Proc.Output(), "WARNING: DATA RACE") {
