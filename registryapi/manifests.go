@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/shoal-oci/shoal/internal/oci"
 )
 
 func (s *Server) serveManifest(w *statusWriter, r *http.Request, t Repository, refStr string) {
@@ -34,7 +36,9 @@ func (s *Server) serveManifest(w *statusWriter, r *http.Request, t Repository, r
 }
 
 // acceptList flattens the client's Accept headers into media types, dropping parameters such
-// as q-values: registries treat Accept as a set.
+// as q-values: registries treat Accept as a set. The set is normalized to the manifest types
+// Shoal knows (oci.NormalizeAccept): what a tag resolves to is recorded per set, and a client
+// must not make that grow with every header it invents.
 func acceptList(h http.Header) []string {
 	var out []string
 	for _, v := range h.Values("Accept") {
@@ -45,5 +49,5 @@ func acceptList(h http.Header) []string {
 			}
 		}
 	}
-	return out
+	return oci.NormalizeAccept(out)
 }

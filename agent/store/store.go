@@ -68,6 +68,8 @@ type Store struct {
 	// pinMu guards pinned, the digests kept by pins (how many pins keep each); nil until needed.
 	pinMu  sync.Mutex
 	pinned map[digest.Digest]int
+	// tagPuts counts tag records written since the last sweep of old ones (tags.go).
+	tagPuts atomic.Int64
 }
 
 // Option configures a Store.
