@@ -1,0 +1,273 @@
+package agent_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/shoal-oci/shoal/agent"
+	"github.com/shoal-oci/shoal/p2p"
+	"github.com/shoal-oci/shoal/p2p/transfer"
+)
+
+// startHungOrigin is an origin that accepts connections and never answers: what makes a runtime
+// hang on a mirror, and must not make the node hang its clients.
+func startHungOrigin(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// startSilentPeer is a cluster member that takes every content request and never answers it.
+func startSilentPeer(t *testing.T, bootstrap ...string) *p2p.Node {
+	t.Helper()
+	n, err := p2p.New(p2p.Config{DataDir: t.TempDir(), ListenAddrs: []string{loopback}, Bootstrap: bootstrap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	n.Host().SetStreamHandler(transfer.ProtocolID, func(s network.Stream) {
+		_, _ = io.Copy(io.Discard, io.LimitReader(s, 16<<10)) // the request, then silence
+		<-stop
+		_ = s.Reset()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx) }()
+	t.Cleanup(func() { close(stop); cancel(); <-done; n.Close() })
+	waitFor(t, func() bool { return n.RoutingTableSize() > 0 }, "the silent peer to join")
+	return n
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+// ociCode is the first error code of an OCI error body.
+func ociCode(body []byte) string {
+	var e struct {
+		Errors []struct{ Code string } `json:"errors"`
+	}
+	if json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 {
+		return ""
+	}
+	return e.Errors[0].Code
+}
+
+// TestStallsAreBounded: an origin that accepts and never answers, a peer that never answers and
+// a client that reads a byte a second. Every stalled pull ends with 503 UNAVAILABLE (which sends
+// a runtime to its next host) at the first-byte bound; the slow reader's connection is cut; the
+// node answers everything else meanwhile (content whose provider is the silent peer too); and
+// goroutines and descriptors come back to where they were.
+func TestStallsAreBounded(t *testing.T) {
+	hung := startHungOrigin(t)
+	o := startOrigin(t)
+	data, d := randomBlob(t, 24<<20)
+	pushBlob(t, o, "test/big", data, d)
+	small, sd := randomBlob(t, 3<<20)
+	pushBlob(t, o, "test/small", small, sd)
+
+	a := startAgentConfig(t, agent.Config{
+		DataDir:    t.TempDir(),
+		Registries: []string{hung, o.URL()},
+		P2P:        &p2p.Config{ListenAddrs: []string{loopback}},
+		ChunkSize:  1 << 20,
+		// The default first-byte bound (30 s) leaves room for a pull around the silent peer (a
+		// chunk request, 10 s, then a map request, 5 s) to the origin; a short write stall bound
+		// keeps the slow reader's part short. What is asserted is how requests end.
+		WriteStallTimeout: time.Second,
+	})
+	silent := startSilentPeer(t, a.Node().Addrs()...)
+	if err := silent.Provide(context.Background(), sd); err != nil {
+		t.Fatal(err)
+	}
+	waitProvided(t, a, sd.String())
+	ns := "?ns=" + o.Host()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
+	do := func(method, path string) (int, []byte, error) {
+		req, _ := http.NewRequest(method, "http://"+a.host+path, nil)
+		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, body, err
+	}
+	// The big blob is cached first, for the slow reader.
+	if code, body, err := do(http.MethodGet, "/v2/test/big/blobs/"+d.String()+ns); err != nil || code != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("caching the big blob: %d, %v", code, err)
+	}
+	runtime.GC()
+	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+
+	// The stalled pulls: tags, manifests and blobs of the origin that never answers, 20 of each
+	// at once.
+	stalled := []struct{ method, path string }{
+		{http.MethodGet, "/v2/library/app/manifests/v1"},
+		{http.MethodHead, "/v2/library/app/manifests/v1"},
+		{http.MethodGet, "/v2/library/app/manifests/" + digestOf([]byte("no such manifest"))},
+		{http.MethodGet, "/v2/library/app/blobs/" + digestOf([]byte("no such blob"))},
+		{http.MethodHead, "/v2/library/app/blobs/" + digestOf([]byte("no such blob"))},
+		{http.MethodGet, "/v2/library/app/tags/list"},
+	}
+	type result struct {
+		what string
+		code int
+		body []byte
+		err  error
+	}
+	results := make(chan result, 20*len(stalled))
+	var wg sync.WaitGroup
+	for range 20 {
+		for _, s := range stalled {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				code, body, err := do(s.method, s.path)
+				results <- result{s.method + " " + s.path, code, body, err}
+			}()
+		}
+	}
+
+	// Meanwhile the node answers everything else: the other origin's content, a blob whose only
+	// provider is the silent peer (its fetch goes around it to the origin), its probes.
+	for _, p := range []string{"/v2/", "/healthz", "/readyz"} {
+		if code, _, err := do(http.MethodGet, p); err != nil || code != 200 {
+			t.Errorf("GET %s while stalled: %d, %v", p, code, err)
+		}
+	}
+	code, body, err := do(http.MethodGet, "/v2/test/small/blobs/"+sd.String()+ns)
+	if err != nil || code != 200 || !bytes.Equal(body, small) {
+		t.Errorf("a blob provided by a silent peer, while stalled: %d, %d bytes, %v", code, len(body), err)
+	}
+
+	// The slow reader: a byte a second of the cached blob.
+	slowEnded := make(chan int64, 1)
+	before := blobsServed(t, a)
+	go func() {
+		conn, err := net.Dial("tcp", a.host)
+		if err != nil {
+			slowEnded <- -1
+			return
+		}
+		defer conn.Close()
+		_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+		fmt.Fprintf(conn, "GET /v2/test/big/blobs/%s%s HTTP/1.1\r\nHost: x\r\n\r\n", d, ns)
+		br := bufio.NewReaderSize(conn, 16)
+		var n int64
+		for range 60 { // at most a minute; the node cuts it off long before
+			if _, err := br.ReadByte(); err != nil {
+				break
+			}
+			n++
+			if blobsServed(t, a) > before {
+				break // the node has ended the response
+			}
+			time.Sleep(time.Second)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		m, _ := io.Copy(io.Discard, br)
+		slowEnded <- n + m
+	}()
+
+	wg.Wait()
+	close(results)
+	for r := range results {
+		switch {
+		case r.err != nil:
+			t.Errorf("%s: %v, want 503 UNAVAILABLE", r.what, r.err)
+		case r.code != http.StatusServiceUnavailable:
+			t.Errorf("%s: %d %s, want 503 UNAVAILABLE", r.what, r.code, r.body)
+		case len(r.body) > 0 && ociCode(r.body) != "UNAVAILABLE":
+			t.Errorf("%s: body %s, want an OCI UNAVAILABLE error", r.what, r.body)
+		}
+	}
+	if n := <-slowEnded; n < 0 || n >= int64(len(data)) {
+		t.Errorf("the slow reader received %d of %d bytes, want its response cut", n, len(data))
+	}
+	if v := counter(t, a.Gatherer(), "shoal_http_first_byte_timeouts_total", ""); v < float64(len(stalled)) {
+		t.Errorf("shoal_http_first_byte_timeouts_total = %v", v)
+	}
+
+	// Every stalled request has ended: what they held is released, apart from the one
+	// resolution per tag or digest still waiting on the origin in the background.
+	var g, fd int
+	waitFor(t, func() bool {
+		runtime.GC()
+		g, fd = runtime.NumGoroutine(), openFDs(t)
+		return g <= baseG+60 && fd <= baseFD+20
+	}, fmt.Sprintf("goroutines and descriptors to come back (from %d and %d)", baseG, baseFD))
+}
+
+// blobsServed is how many blob responses the node has finished with 200 (it counts a request
+// when its handler returns).
+func blobsServed(t *testing.T, a *node) float64 {
+	t.Helper()
+	mfs, err := a.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "shoal_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var blob, ok bool
+			for _, l := range m.GetLabel() {
+				blob = blob || (l.GetName() == "endpoint" && l.GetValue() == "blob")
+				ok = ok || (l.GetName() == "code" && l.GetValue() == "200")
+			}
+			if blob && ok {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
+}
