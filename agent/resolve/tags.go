@@ -62,6 +62,9 @@ func (r *Resolver) Tag(ctx context.Context, t fetch.Target, tag string, accept [
 		return res, nil
 	}
 	ch := r.group.DoChan("tag\x00"+key, func() (any, error) {
+		if res, ok := r.fresh(key); ok {
+			return res, nil // recorded by a resolution that ended since this caller looked
+		}
 		octx, cancel := r.life.Context(originTimeout)
 		defer cancel()
 		octx = credential.NewContext(octx, t.Access()) // what peers asked for it need

@@ -41,9 +41,10 @@ func Group(key string) string {
 // Bounds on the records a node keeps, so that what clients ask cannot grow them without end.
 const (
 	// MaxPerTag bounds a tag's records, one per Accept set; the newest are kept. Accept sets are
-	// normalized to the manifest types Shoal knows, so a tag has only a few, and all of them
-	// fit a peer's tag answer.
-	MaxPerTag = 8
+	// normalized to the manifest types Shoal knows (no known type, or one of the 15 non-empty
+	// subsets of four), so every set a client can send has its record, and all of them (about
+	// 200 bytes each) fit a peer's 64 KiB tag answer.
+	MaxPerTag = 16
 	// MaxRecords bounds a node's records of all tags; past it the oldest resolutions go.
 	MaxRecords = 65536
 	// MaxAge is how long a record is kept after the origin last said so: the longest outage

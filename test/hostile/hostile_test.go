@@ -50,12 +50,11 @@ const (
 	// status codes the node answers).
 	maxSeries = 800
 	// maxMetaDB: bbolt's file for a handful of tag records, whatever Accept headers came.
-	maxMetaDB = 1 << 20
+	maxMetaDB = 512 << 10
 	// maxTagHeads: one origin HEAD per tag and normalized Accept set (16: no known type, or one
-	// of the 15 non-empty subsets of the four known manifest types) within the tag TTL, and a few
-	// more where a request found no record just before a concurrent resolution recorded one.
-	// Keyed by the raw Accept header, it was one per distinct header: thousands here.
-	maxTagHeads = 3 * 16
+	// of the 15 non-empty subsets of the four known manifest types) within the tag TTL. Keyed by
+	// the raw Accept header, it was one per distinct header.
+	maxTagHeads = 16
 	// Goroutines and descriptors while the idle connections are open: one of each per connection
 	// admitted (maxConns), plus the node's own.
 	maxGoroutines = maxConns + 250
@@ -110,7 +109,11 @@ func TestHostileLoad(t *testing.T) {
 		n := 1 + rng.IntN(6)
 		mu.Unlock()
 		for range n {
-			switch pick("known", "known", "made-up", "param", "wild") {
+			switch pick("known", "known", "made-up", "param", "wild", "long") {
+			case "long": // one header of about 8 KiB
+				for range 128 {
+					parts = append(parts, "application/vnd.example."+randStr(40)+"+json")
+				}
 			case "known":
 				parts = append(parts, pick(known...))
 			case "made-up":
@@ -124,7 +127,7 @@ func TestHostileLoad(t *testing.T) {
 		return strings.Join(parts, ", ")
 	}
 	name := func() string {
-		return pick("test/app", "test/app", "library/"+randStr(8), randStr(5)+"/"+randStr(7), "UPPER/case", "a/../b", "x%2Fy")
+		return pick("test/app", "test/app", "test/app", "library/"+randStr(8), randStr(5)+"/"+randStr(7), "UPPER/case", "a/../b", "x%2Fy")
 	}
 	dgst := func() string {
 		return pick(md.String(), ld.String(), "sha256:"+strings.Repeat(randStr(1), 64), "sha256:"+randStr(10), "md5:"+randStr(32))
@@ -132,7 +135,7 @@ func TestHostileLoad(t *testing.T) {
 	path := func() string {
 		switch pick("manifest", "manifest", "blob", "blob", "tags", "referrers", "base", "junk") {
 		case "manifest":
-			return "/v2/" + name() + "/manifests/" + pick("v1", "v1", "latest", randStr(10), dgst())
+			return "/v2/" + name() + "/manifests/" + pick("v1", "v1", "v1", "latest", randStr(10), dgst())
 		case "blob":
 			return "/v2/" + name() + "/blobs/" + dgst()
 		case "tags":
@@ -183,7 +186,7 @@ func TestHostileLoad(t *testing.T) {
 				body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 				resp.Body.Close()
 				// Every /v2 refusal is an OCI error body.
-				if strings.HasPrefix(p, "/v2") && resp.StatusCode >= 400 && method != http.MethodHead {
+				if (p == "/v2/" || strings.HasPrefix(p, "/v2/")) && resp.StatusCode >= 400 && method != http.MethodHead {
 					var e struct {
 						Errors []struct{ Code string } `json:"errors"`
 					}
