@@ -188,32 +188,38 @@ func TestStallsAreBounded(t *testing.T) {
 	}
 
 	// The slow reader: a byte a second of the cached blob.
-	slowEnded := make(chan int64, 1)
+	type slowResult struct {
+		n     int64 // bytes the client received in all
+		ended bool  // the node ended the response while the client was still reading slowly
+	}
+	slowEnded := make(chan slowResult, 1)
 	before := blobsServed(t, a)
 	go func() {
 		conn, err := net.Dial("tcp", a.host)
 		if err != nil {
-			slowEnded <- -1
+			slowEnded <- slowResult{n: -1}
 			return
 		}
 		defer conn.Close()
 		_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
 		fmt.Fprintf(conn, "GET /v2/test/big/blobs/%s%s HTTP/1.1\r\nHost: x\r\n\r\n", d, ns)
 		br := bufio.NewReaderSize(conn, 16)
-		var n int64
+		var r slowResult
 		for range 60 { // at most a minute; the node cuts it off long before
 			if _, err := br.ReadByte(); err != nil {
 				break
 			}
-			n++
+			r.n++
 			if blobsServed(t, a) > before {
-				break // the node has ended the response
+				r.ended = true // the node has ended the response
+				break
 			}
 			time.Sleep(time.Second)
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		m, _ := io.Copy(io.Discard, br)
-		slowEnded <- n + m
+		r.n += m
+		slowEnded <- r
 	}()
 
 	wg.Wait()
@@ -228,8 +234,8 @@ func TestStallsAreBounded(t *testing.T) {
 			t.Errorf("%s: body %s, want an OCI UNAVAILABLE error", r.what, r.body)
 		}
 	}
-	if n := <-slowEnded; n < 0 || n >= int64(len(data)) {
-		t.Errorf("the slow reader received %d of %d bytes, want its response cut", n, len(data))
+	if r := <-slowEnded; !r.ended || r.n < 0 || r.n >= int64(len(data)) {
+		t.Errorf("the slow reader received %d of %d bytes (the node ended the response: %v), want its response cut by the node", r.n, len(data), r.ended)
 	}
 	if v := counter(t, a.Gatherer(), "shoal_http_first_byte_timeouts_total", ""); v < float64(len(stalled)) {
 		t.Errorf("shoal_http_first_byte_timeouts_total = %v", v)
