@@ -251,8 +251,8 @@ func TestStallsAreBounded(t *testing.T) {
 	}, fmt.Sprintf("goroutines and descriptors to come back (from %d and %d)", baseG, baseFD))
 }
 
-// blobsServed is how many blob responses the node has finished with 200 (it counts a request
-// when its handler returns).
+// blobsServed is how many blob responses the node has finished with 200, or cut short
+// ("aborted"); it counts a request when its handler returns.
 func blobsServed(t *testing.T, a *node) float64 {
 	t.Helper()
 	mfs, err := a.Gatherer().Gather()
@@ -268,7 +268,7 @@ func blobsServed(t *testing.T, a *node) float64 {
 			var blob, ok bool
 			for _, l := range m.GetLabel() {
 				blob = blob || (l.GetName() == "endpoint" && l.GetValue() == "blob")
-				ok = ok || (l.GetName() == "code" && l.GetValue() == "200")
+				ok = ok || (l.GetName() == "code" && (l.GetValue() == "200" || l.GetValue() == "aborted"))
 			}
 			if blob && ok {
 				n += m.GetCounter().GetValue()
