@@ -148,7 +148,7 @@ func TestProgressCutsStalledReaders(t *testing.T) {
 		}
 		ended <- err
 	})
-	addr := serve(t, h, time.Second, 0)
+	addr := serve(t, h, 2*time.Second, 0)
 	for _, p := range []string{"/write", "/file"} {
 		t.Run("stalled"+p, func(t *testing.T) {
 			conn, err := net.Dial("tcp", addr)
@@ -193,14 +193,14 @@ func TestProgressCutsStalledReaders(t *testing.T) {
 			var got bytes.Buffer
 			buf := make([]byte, 2<<20)
 			for {
-				// 2 MiB every 200 ms: about 3 s in all, three times the stall bound, and no
+				// 2 MiB every 150 ms: about 2.4 s in all, more than the stall bound, and no
 				// pause near it.
 				n, err := io.ReadFull(resp.Body, buf)
 				got.Write(buf[:n])
 				if err != nil {
 					break
 				}
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(150 * time.Millisecond)
 			}
 			if !bytes.Equal(got.Bytes(), data) {
 				t.Fatalf("a steady reader got %d of %d bytes", got.Len(), len(data))

@@ -1,6 +1,8 @@
 package httpbound
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +15,10 @@ import (
 
 // Listener caps the connections open at once on ln at max. A connection past the cap is not left
 // waiting in the accept queue, where a client would hang until a slot frees (which a long
-// download may not do for minutes): it is answered refusal, a whole HTTP response (a 503 that
-// sends a registry client to its next host), and closed. Refusals run at most maxRefusing at a
-// time, a second each; past that a connection is closed at once. max <= 0 means no cap.
+// download may not do for minutes): its request is answered refusal, a whole HTTP response (a
+// 503 that sends a registry client to its next host), and it is closed. Refusals run at most
+// maxRefusing at a time, a second each (a connection that sends no request in that time is just
+// closed); past that a connection is closed at once. max <= 0 means no cap.
 func Listener(ln net.Listener, max int, refusal []byte) net.Listener {
 	if max <= 0 {
 		return ln
@@ -64,6 +67,23 @@ func (l *capListener) Accept() (net.Conn, error) {
 func refuse(c net.Conn, refusal []byte) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(refuseTime))
+	// The refusal answers the client's request: an answer that came before the request would
+	// be an error to an HTTP client (Go's reports an unsolicited response), not a 503. A
+	// connection that sends no request in time is closed.
+	br := bufio.NewReaderSize(c, 4<<10)
+	for read := 0; ; {
+		line, err := br.ReadSlice('\n')
+		read += len(line)
+		if err == bufio.ErrBufferFull && read < 64<<10 {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break // the end of the request's headers
+		}
+	}
 	if _, err := c.Write(refusal); err != nil {
 		return
 	}
