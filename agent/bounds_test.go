@@ -9,12 +9,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/shoal-oci/shoal/agent"
@@ -276,4 +281,47 @@ func blobsServed(t *testing.T, a *node) float64 {
 		}
 	}
 	return n
+}
+
+// An origin that starts to accept and never answer, after the node resolved a tag: the next
+// pull of the tag gets the node's last resolution (stale) within the first-byte bound, rather
+// than 503 once the bound passes while the origin's own timeouts and retries run.
+func TestStaleTagWithinTheBoundWhenTheOriginHangs(t *testing.T) {
+	o := startOrigin(t)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, o, "test/app:v1", img)
+	target, _ := url.Parse(o.URL())
+	var hang atomic.Bool
+	stop := make(chan struct{})
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			select { // accepted, and never answered
+			case <-stop:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { close(stop); front.Close() })
+	// A first-byte bound shorter than the origin client's own header timeout (30 s): the stale
+	// answer must come before either.
+	a := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{front.URL}, TagTTL: time.Second,
+		FirstByteTimeout: 20 * time.Second})
+	want := manifestDigest(t, img)
+	if code, got := getManifestAt(t, a.host, "/v2/test/app/manifests/v1"); code != 200 || got != want {
+		t.Fatalf("first pull: %d %s", code, got)
+	}
+	hang.Store(true)
+	time.Sleep(1100 * time.Millisecond) // past the tag TTL: the record is stale now
+	if code, got := getManifestAt(t, a.host, "/v2/test/app/manifests/v1"); code != 200 || got != want {
+		t.Fatalf("pull of the tag with the origin hanging: %d %s, want 200 with the last resolution", code, got)
+	}
+	if v := counter(t, a.Gatherer(), "shoal_stale_tag_resolutions_total", ""); v < 1 {
+		t.Errorf("shoal_stale_tag_resolutions_total = %v", v)
+	}
 }
