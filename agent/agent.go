@@ -103,7 +103,26 @@ type Config struct {
 	// PrivateOfflineWindow is how long after the origin last accepted a credential it is still
 	// served while the origin cannot be reached (default access.DefaultOfflineWindow).
 	PrivateOfflineWindow time.Duration
+	// FirstByteTimeout bounds how long a /v2 pull (GET, HEAD) waits for its answer to begin:
+	// past it the client gets 503 UNAVAILABLE, which sends a runtime to its next host (0:
+	// DefaultFirstByteTimeout; negative: no bound).
+	FirstByteTimeout time.Duration
+	// WriteStallTimeout is how long a response may wait on a client that takes no bytes before
+	// its connection is closed, on every listener (0: httpbound.DefaultStallTimeout).
+	WriteStallTimeout time.Duration
+	// MaxConnections caps the connections open at once on Listen; past it a connection is
+	// answered 503 and closed (0: DefaultMaxConnections; negative: no cap).
+	MaxConnections int
 }
+
+// DefaultFirstByteTimeout is the default of Config.FirstByteTimeout: longer than a tag's
+// slowest working path (its coordinator, then the origin, then the manifest from peers), and
+// short enough that a runtime waiting on this node goes to its next host within the minute.
+const DefaultFirstByteTimeout = 30 * time.Second
+
+// DefaultMaxConnections is the default of Config.MaxConnections: far above what the runtimes of
+// one node open, far below the descriptors the process may hold.
+const DefaultMaxConnections = 1024
 
 // DefaultHostedRegistry is the hosted namespace's registry name when none is configured: a name
 // under .local, which no public registry has.
@@ -229,6 +248,12 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	}
 	if cfg.NotFoundTTL == 0 {
 		cfg.NotFoundTTL = fetch.DefaultNotFoundTTL
+	}
+	if cfg.FirstByteTimeout == 0 {
+		cfg.FirstByteTimeout = DefaultFirstByteTimeout
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
 	}
 	log := cfg.Logger
 	if log == nil {

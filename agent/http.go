@@ -3,10 +3,10 @@ package agent
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shoal-oci/shoal/agent/pins"
+	"github.com/shoal-oci/shoal/internal/httpbound"
 	"github.com/shoal-oci/shoal/internal/httpguard"
 	"github.com/shoal-oci/shoal/registryapi"
 	"github.com/shoal-oci/shoal/registryapi/hostpath"
@@ -49,6 +50,9 @@ func (a *Agent) Pins(replicas int, seeds pins.Seeds) *pins.Pins {
 // clients that send no ns (registryapi/hostpath).
 func (a *Agent) Surface(v2 http.Handler, admin map[string]http.Handler) http.Handler {
 	v2 = hostpath.Route(v2, a.servesRegistry)
+	// Pulls get their first byte, or a 503 that sends the runtime to its next host, within the
+	// bound, whatever peers and origins do. Pushes read a body first, as long as a blob.
+	pull := httpbound.FirstByte(v2, a.cfg.FirstByteTimeout, a.answerLate)
 	mux := a.probes()
 	mux.HandleFunc("GET /shoal/v1/status", a.serveStatus)
 	for pattern, h := range admin {
@@ -77,12 +81,39 @@ func (a *Agent) Surface(v2 http.Handler, admin map[string]http.Handler) http.Han
 			}
 		}
 		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				pull.ServeHTTP(w, r)
+				return
+			}
 			v2.ServeHTTP(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
 }
+
+// answerLate is the answer to a pull that has none within Config.FirstByteTimeout.
+func (a *Agent) answerLate(w http.ResponseWriter, r *http.Request) {
+	a.metrics.firstByteTimeouts.Inc()
+	a.log.Warn("no answer within the first-byte bound; answered 503 so the client tries its next host",
+		"method", r.Method, "path", r.URL.Path, "bound", a.cfg.FirstByteTimeout)
+	registryapi.WriteError(w, r, &registryapi.Error{Status: http.StatusServiceUnavailable, Code: registryapi.CodeUnavailable,
+		Message: "no answer within this mirror's first-byte bound; try the next host"})
+}
+
+// Connection caps of the listeners besides Listen (Config.MaxConnections): Prometheus and the
+// kubelet's probes, and pprof.
+const (
+	maxMetricsConnections = 64
+	maxDebugConnections   = 8
+)
+
+// refusal is the answer to a connection past a listener's cap.
+var refusal = func() []byte {
+	body, _ := json.Marshal(map[string][]*registryapi.Error{"errors": {{Code: registryapi.CodeUnavailable,
+		Message: "too many connections to this node; try the next host"}}})
+	return httpbound.Refusal(http.StatusServiceUnavailable, "application/json", body)
+}()
 
 // probes serves /metrics, /healthz and /readyz: on the main listener, and alone on
 // cfg.MetricsListen.
@@ -141,12 +172,8 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handler) error {
 	defer a.Close()
 	a.exposed = !isLoopback(ln.Addr())
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-	}
+	ln = httpbound.Listener(ln, a.cfg.MaxConnections, refusal)
+	srv := httpbound.Server(h, a.cfg.WriteStallTimeout, a.log)
 	var metrics *http.Server
 	if a.cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", a.cfg.MetricsListen)
@@ -154,8 +181,8 @@ func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handle
 			_ = ln.Close()
 			return fmt.Errorf("agent: metrics listener: %w", err)
 		}
-		metrics = &http.Server{Handler: nosniff(a.probes()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: srv.ErrorLog}
+		mln = httpbound.Listener(mln, maxMetricsConnections, refusal)
+		metrics = httpbound.Server(nosniff(a.probes()), a.cfg.WriteStallTimeout, a.log)
 		go func() {
 			if err := metrics.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error("metrics listener failed", "err", err)
@@ -179,9 +206,15 @@ func (a *Agent) ServeHandler(ctx context.Context, ln net.Listener, h http.Handle
 	a.serving = true // ln accepts connections already; Serve answers them
 	a.mu.Unlock()
 	if a.cfg.DebugListen != "" {
-		dbg := &http.Server{Addr: a.cfg.DebugListen, Handler: nosniff(debugHandler()), ReadHeaderTimeout: 10 * time.Second}
+		// A CPU profile writes nothing for its whole duration: the stall bound counts only
+		// writes that block, so it does not cut one short.
+		dbg := httpbound.Server(nosniff(debugHandler()), a.cfg.WriteStallTimeout, a.log)
 		go func() {
-			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			dln, err := net.Listen("tcp", a.cfg.DebugListen)
+			if err == nil {
+				err = dbg.Serve(httpbound.Listener(dln, maxDebugConnections, refusal))
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error("debug listener failed", "err", err)
 			}
 		}()

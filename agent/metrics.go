@@ -34,6 +34,7 @@ type metrics struct {
 	coordinated        prometheus.Counter
 	accessDecisions    *prometheus.CounterVec
 	fetchProviders     prometheus.Histogram
+	firstByteTimeouts  prometheus.Counter
 }
 
 var (
@@ -106,12 +107,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_store_evicted_bytes_total",
 			Help: "Bytes of least recently used content removed to keep the store under --max-store-size.",
 		}),
+		firstByteTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_http_first_byte_timeouts_total",
+			Help: "Pulls answered 503 because their answer had not begun within --first-byte-timeout.",
+		}),
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.originRequests, m.originErrors, m.originDuration, m.fetchDuration,
 		m.fetchedBytes, m.verifyFailures, m.staleTags, m.inflight, m.evictedBytes,
 		m.peerVerifyFailures, m.peerServed, m.peerServedBytes, m.coordinated, m.fetchProviders,
-		m.accessDecisions)
+		m.accessDecisions, m.firstByteTimeouts)
 	return m
 }
 

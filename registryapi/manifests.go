@@ -45,7 +45,9 @@ func (s *Server) serveManifest(w *statusWriter, r *http.Request, t Repository, r
 }
 
 // acceptList flattens the client's Accept headers into media types, dropping parameters such
-// as q-values: registries treat Accept as a set.
+// as q-values: registries treat Accept as a set. The set is normalized to the manifest types
+// Shoal knows (oci.NormalizeAccept): what a tag resolves to is recorded per set, and a client
+// must not make that grow with every header it invents.
 func acceptList(h http.Header) []string {
 	var out []string
 	for _, v := range h.Values("Accept") {
@@ -56,5 +58,5 @@ func acceptList(h http.Header) []string {
 			}
 		}
 	}
-	return out
+	return oci.NormalizeAccept(out)
 }

@@ -1,6 +1,7 @@
 package registryapi
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 func (m *metrics) observeRequest(endpoint, method, code string, d time.Duration) {
-	m.requests.WithLabelValues(endpoint, method, code).Inc()
+	m.requests.WithLabelValues(endpoint, methodLabel(method), code).Inc()
 	m.duration.WithLabelValues(endpoint).Observe(d.Seconds())
+}
+
+// methodLabel keeps the method label to a fixed set: a client may send any token as a method,
+// and each distinct label value is a series held for the life of the process.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
 }

@@ -8,6 +8,7 @@ package peerserve
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -208,7 +209,7 @@ func (c *Content) Holding(d digest.Digest, chunkSize int64) (*chunks.Set, <-chan
 	return in.Holding()
 }
 
-// TagRecords are the resolutions of a tag this node recorded.
+// TagRecords are the resolutions of a tag this node recorded, the newest tags.MaxPerTag.
 func (c *Content) TagRecords(registry, repo, tag string) ([]tags.Record, error) {
 	recs, err := c.st.Tags(tags.Prefix(registry, repo, tag))
 	if err != nil {
@@ -218,7 +219,9 @@ func (c *Content) TagRecords(registry, repo, tag string) ([]tags.Record, error) 
 	for _, r := range recs {
 		out = append(out, r)
 	}
-	return out, nil
+	// A store written before records were capped may hold more: the newest fit the answer.
+	slices.SortFunc(out, func(a, b tags.Record) int { return b.Resolved.Compare(a.Resolved) })
+	return out[:min(len(out), tags.MaxPerTag)], nil
 }
 
 // Pull starts fetching d from the origin for the cluster, as its coordinator, and returns once

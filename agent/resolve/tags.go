@@ -13,6 +13,7 @@ import (
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/oci"
 	"github.com/shoal-oci/shoal/internal/tags"
 )
 
@@ -53,17 +54,54 @@ const (
 //
 // Steps 2 to 5 run once per tag and Accept set at a time, however many clients ask.
 func (r *Resolver) Tag(ctx context.Context, t fetch.Target, tag string, accept []string, viaCoordinator bool) (Resolution, error) {
+	// Peers' resolve requests carry Accept lists of their own: the same few sets as local
+	// clients', whatever they send.
+	accept = oci.NormalizeAccept(accept)
 	key := tags.Key(t.Host(), t.Repo, tag, accept)
 	if res, ok := r.fresh(key); ok {
 		return res, nil
 	}
-	return do(&r.group, "tag\x00"+key, func() (Resolution, error) {
+	ch := r.group.DoChan("tag\x00"+key, func() (any, error) {
+		if res, ok := r.fresh(key); ok {
+			return res, nil // recorded by a resolution that ended since this caller looked
+		}
 		octx, cancel := r.life.Context(originTimeout)
 		defer cancel()
 		octx = credential.NewContext(octx, t.Access()) // what peers asked for it need
 		return r.resolveOnce(octx, t, tag, accept, key, viaCoordinator)
 	})
+	slow := time.NewTimer(slowOrigin)
+	defer slow.Stop()
+	for {
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				return Resolution{}, res.Err
+			}
+			return res.Val.(Resolution), nil
+		case <-slow.C:
+			// An origin this slow counts as unreachable for this client: the last known
+			// resolution is served while the resolution goes on for the next one. A client
+			// waits on a mirror without a timeout of its own.
+			sctx, cancel := context.WithTimeout(ctx, hostedTimeout)
+			res, ok := r.stale(sctx, t, tag, accept)
+			cancel()
+			if ok {
+				r.metrics.Stale.Inc()
+				r.log.Warn("origin slow to resolve a tag; serving the last known resolution (stale) meanwhile",
+					"repo", t.Repo, "tag", tag, "digest", res.Manifest.Digest, "resolved", res.Resolved, "after", slowOrigin)
+				return res, nil
+			}
+		case <-ctx.Done():
+			// The resolution goes on for the clients still waiting, and is recorded.
+			return Resolution{}, fmt.Errorf("tag %s:%s: %w: %w", t.Repo, tag, context.Cause(ctx), errdefs.ErrUnavailable)
+		}
+	}
 }
+
+// slowOrigin is how long a client waits for a tag's resolution before the last known one, when
+// there is one, is served as stale: well inside the HTTP edge's first-byte bound.
+const slowOrigin = 10 * time.Second
 
 // fresh is step 1.
 func (r *Resolver) fresh(key string) (Resolution, bool) {

@@ -79,6 +79,8 @@ type Store struct {
 	// maps collapses concurrent computations of one chunk map; mapSlots bounds them.
 	maps     singleflight.Group
 	mapSlots chan struct{}
+	// tagPuts counts tag records written since the last sweep of old ones (tags.go).
+	tagPuts atomic.Int64
 }
 
 // Option configures a Store.

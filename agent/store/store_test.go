@@ -347,7 +347,7 @@ func TestReopen(t *testing.T) {
 	if err := s.Delete(gd); err != nil {
 		t.Fatal(err)
 	}
-	rec := tags.Record{Digest: md, MediaType: manifestType, Resolved: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)}
+	rec := tags.Record{Digest: md, MediaType: manifestType, Resolved: time.Now().Add(-time.Hour).Truncate(time.Second).UTC()} // within tags.MaxAge
 	if err := s.PutTag("docker.io/library/alpine:latest", rec); err != nil {
 		t.Fatal(err)
 	}

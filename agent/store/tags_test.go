@@ -1,6 +1,8 @@
 package store
 
 import (
+	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -9,6 +11,7 @@ import (
 	"github.com/shoal-oci/shoal/internal/tags"
 
 	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestTags(t *testing.T) {
@@ -49,7 +52,7 @@ func TestTags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := openStore(t, t.TempDir())
-			resolved := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+			resolved := time.Now().Add(-time.Hour).Truncate(time.Second).UTC() // within tags.MaxAge
 			for i, k := range keys {
 				if k == "" {
 					continue // bbolt refuses empty keys
@@ -86,7 +89,7 @@ func TestPutTagOverwrites(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	const key = "docker.io/library/alpine:latest|oci"
 	for _, body := range []string{"first", "second"} {
-		if err := s.PutTag(key, tags.Record{Digest: digest.FromString(body), MediaType: manifestType}); err != nil {
+		if err := s.PutTag(key, tags.Record{Digest: digest.FromString(body), MediaType: manifestType, Resolved: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,5 +99,78 @@ func TestPutTagOverwrites(t *testing.T) {
 	}
 	if len(got) != 1 || got[key].Digest != digest.FromString("second") {
 		t.Errorf("Tags = %+v, want the second record only", got)
+	}
+}
+
+// TestTagRecordsBounded: however many Accept sets a tag is asked for, it keeps the newest
+// tags.MaxPerTag records; records past tags.MaxAge are neither answered nor kept; and the sweep
+// holds the whole bucket to its cap, the oldest going first.
+func TestTagRecordsBounded(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir())
+	now := time.Now().Truncate(time.Second)
+	const n = 3 * tags.MaxPerTag
+	for i := range n {
+		key := tags.Key("docker.io", "library/alpine", "latest", []string{fmt.Sprintf("type/%d", i)})
+		if err := s.PutTag(key, tags.Record{Digest: digest.FromString(key), MediaType: manifestType,
+			Resolved: now.Add(time.Duration(i) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := tags.Key("docker.io", "library/alpine", "3", nil)
+	if err := s.PutTag(other, tags.Record{Digest: digest.FromString(other), MediaType: manifestType, Resolved: now}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Tags(tags.Prefix("docker.io", "library/alpine", "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != tags.MaxPerTag {
+		t.Fatalf("a tag asked with %d Accept sets kept %d records, want %d", n, len(got), tags.MaxPerTag)
+	}
+	for _, rec := range got {
+		if rec.Resolved.Before(now.Add(time.Duration(n-tags.MaxPerTag) * time.Second)) {
+			t.Errorf("kept a record resolved at %s, older than the newest %d", rec.Resolved, tags.MaxPerTag)
+		}
+	}
+	if got, _ := s.Tags(tags.Prefix("docker.io", "library/alpine", "3")); len(got) != 1 {
+		t.Errorf("another tag's records were trimmed: %d left", len(got))
+	}
+
+	old := tags.Key("docker.io", "library/alpine", "old", nil)
+	if err := s.PutTag(old, tags.Record{Digest: digest.FromString(old), MediaType: manifestType,
+		Resolved: now.Add(-tags.MaxAge - time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Tags(old); len(got) != 0 {
+		t.Errorf("a record past tags.MaxAge is answered: %v", got)
+	}
+
+	// The sweep, with a small cap: what is past the age goes, then the oldest.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return trimTags(tx.Bucket(bucketTags), nil, 4, now.Add(-tags.MaxAge))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := map[string]tags.Record{}
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTags).ForEach(func(k, v []byte) error {
+			var rec tags.Record
+			_ = json.Unmarshal(v, &rec)
+			all[string(k)] = rec
+			return nil
+		})
+	})
+	if len(all) != 4 {
+		t.Fatalf("after a sweep capped at 4, %d records are left", len(all))
+	}
+	if _, ok := all[old]; ok {
+		t.Error("the sweep kept a record past tags.MaxAge")
+	}
+	for k, rec := range all {
+		if rec.Resolved.Before(now.Add(time.Duration(n-4) * time.Second)) {
+			t.Errorf("the sweep kept %q (resolved %s) over newer records", k, rec.Resolved)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/agent/access"
+	"github.com/shoal-oci/shoal/internal/httpbound"
 	"github.com/shoal-oci/shoal/internal/httpguard"
 	"github.com/shoal-oci/shoal/internal/names"
 	"github.com/shoal-oci/shoal/p2p"
@@ -74,6 +76,12 @@ func agentFlags() []cli.Flag {
 			Usage: "cap bytes per second received from peers and origins (e.g. 100MB); 0 = unlimited"},
 		&cli.StringFlag{Name: "max-upload-rate", Value: "0", EnvVars: env("MAX_UPLOAD_RATE"),
 			Usage: "cap bytes per second sent to peers (e.g. 100MB); 0 = unlimited"},
+		&cli.DurationFlag{Name: "first-byte-timeout", Value: agent.DefaultFirstByteTimeout, EnvVars: env("FIRST_BYTE_TIMEOUT"),
+			Usage: "a pull whose answer has not begun within this time gets 503 UNAVAILABLE, which sends the runtime to its next host, whatever peers and origins do"},
+		&cli.DurationFlag{Name: "write-stall-timeout", Value: httpbound.DefaultStallTimeout, EnvVars: env("WRITE_STALL_TIMEOUT"),
+			Usage: "close an HTTP connection whose client takes no bytes of its response (less than 1 MiB of a file) for this long"},
+		&cli.IntFlag{Name: "max-connections", Value: agent.DefaultMaxConnections, EnvVars: env("MAX_CONNECTIONS"),
+			Usage: "connections open at once on --listen; more are answered 503 and closed"},
 		&cli.StringFlag{Name: "debug-listen", EnvVars: env("DEBUG_LISTEN"),
 			Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: env("ADMIN_TOKEN_FILE"),
@@ -215,6 +223,14 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	if c.Int("max-coordinated-fetches") < 1 {
 		return agent.Config{}, fmt.Errorf("--max-coordinated-fetches %d: want at least 1", c.Int("max-coordinated-fetches"))
 	}
+	for _, name := range []string{"first-byte-timeout", "write-stall-timeout"} {
+		if c.Duration(name) < time.Second {
+			return agent.Config{}, fmt.Errorf("--%s %s: want at least 1s", name, c.Duration(name))
+		}
+	}
+	if c.Int("max-connections") < 1 {
+		return agent.Config{}, fmt.Errorf("--max-connections %d: want at least 1", c.Int("max-connections"))
+	}
 	nodeWide := c.StringSlice("node-wide-credentials")
 	for _, h := range nodeWide {
 		if !names.ValidRegistryHost(h) {
@@ -250,6 +266,9 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		Logger:          log,
 
 		MaxCoordinatedFetches: c.Int("max-coordinated-fetches"),
+		FirstByteTimeout:      c.Duration("first-byte-timeout"),
+		WriteStallTimeout:     c.Duration("write-stall-timeout"),
+		MaxConnections:        c.Int("max-connections"),
 
 		NodeWideCredentials:  nodeWide,
 		PrivateAccessTTL:     c.Duration("private-access-ttl"),

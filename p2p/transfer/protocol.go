@@ -59,6 +59,16 @@ const (
 	opResolve = "resolve"
 )
 
+// opLabel is the operation as the Observer and logs see it: one of the operations, or "other"
+// for a name a peer made up, so that metric labels come from a fixed set.
+func opLabel(op string) string {
+	switch op {
+	case opGet, opMap, opTag, opPull, opResolve:
+		return op
+	}
+	return "other"
+}
+
 // mapWait bounds how long a map request waits for a provider still fetching a blob to reach the
 // states asked for.
 const mapWait = 5 * time.Second

@@ -83,7 +83,8 @@ type Holder interface {
 	Holding(d digest.Digest, chunkSize int64) (have *chunks.Set, changed <-chan struct{}, ok bool)
 }
 
-// Observer is told what the server sent, for metrics.
+// Observer is told what the server sent, for metrics: op is one of get, map, tag, pull and
+// resolve, or "other" for an operation the server does not know.
 type Observer interface {
 	Served(op string, status int, bytes int64)
 }
@@ -132,10 +133,10 @@ func (s *Server) handle(st network.Stream) {
 		_ = st.Reset()
 		return
 	}
-	log := s.log.With("peer", st.Conn().RemotePeer().String(), "op", req.Op, "digest", req.Digest)
+	log := s.log.With("peer", st.Conn().RemotePeer().String(), "op", opLabel(req.Op), "digest", req.Digest)
 	status, n, err := s.serve(st, &req)
 	if s.observer != nil {
-		s.observer.Served(req.Op, status, n)
+		s.observer.Served(opLabel(req.Op), status, n)
 	}
 	if err != nil {
 		log.Debug("peer request failed", "status", status, "bytes", n, "err", err)
