@@ -41,7 +41,7 @@ type ShoalStatus struct {
 func (s *Shoal) Status(ctx context.Context) (ShoalStatus, error) {
 	var st ShoalStatus
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/shoal/v1/status", nil)
-	resp, err := apiClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return st, err
 	}
@@ -59,7 +59,7 @@ func (s *Shoal) Status(ctx context.Context) (ShoalStatus, error) {
 // whose labels include those, as written (`shoal_fetched_bytes_total{source="peer"}`).
 func (s *Shoal) Metrics(ctx context.Context, want ...string) (map[string]float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/metrics", nil)
-	resp, err := apiClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, err
 	}
