@@ -234,7 +234,6 @@ func run(ctx context.Context, cfg config) error {
 		if e.lab, err = benchlab.Start(ctx, lc); err != nil {
 			return err
 		}
-		benchproc.AtCleanup(func() { _ = e.lab.Close() })
 		e.origin = e.lab
 		logf("lab up: %s", e.lab.Describe())
 	} else {

@@ -88,6 +88,8 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if l.net, err = benchnetns.Setup(cfg.Prefix, cfg.Dir); err != nil {
 		return nil, err
 	}
+	// From here on a signal (benchproc.Main) removes the namespaces, even before Start returns.
+	benchproc.AtCleanup(func() { _ = l.Close() })
 	defer func() {
 		if err != nil {
 			_ = l.Close()
@@ -258,12 +260,11 @@ func (l *Lab) clientText() string {
 	return "the benchmark's simulated runtime (one process per node and pull)"
 }
 
-// Close stops the origin and everything else in the lab's namespaces, and removes them.
+// Close stops the origin and everything else in the lab's namespaces, and removes them. Start
+// registers it with benchproc.AtCleanup too; it may run twice.
 func (l *Lab) Close() error {
 	if l.net == nil {
 		return nil
 	}
-	err := l.net.Close()
-	l.net = nil
-	return err
+	return l.net.Close()
 }

@@ -196,9 +196,10 @@ func (ns *NS) HTTPClient(timeout time.Duration) *http.Client {
 
 // Close stops the processes in this run's namespaces (SIGKILL: whatever the benchmark did not
 // stop itself) and deletes the namespaces, with their veths, bridge and qdiscs, then releases
-// the lock. It is safe to call more than once.
+// the lock. It is safe to call more than once, and from another goroutine (a signal's).
 func (n *Net) Close() error {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	for _, ns := range n.nodes {
 		if ns.tunnel != nil && ns.tunnel.Process != nil {
 			_ = syscall.Kill(-ns.tunnel.Process.Pid, syscall.SIGKILL)
@@ -208,7 +209,6 @@ func (n *Net) Close() error {
 		_ = os.Remove(ns.sock)
 	}
 	n.nodes = nil
-	n.mu.Unlock()
 	var err error
 	if n.lock != nil {
 		_, err = n.removeAll()
