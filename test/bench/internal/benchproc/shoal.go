@@ -60,7 +60,7 @@ type Shoal struct {
 	Debug   string // host:port of its pprof listener; "" without Options.Debug
 
 	cmd     *exec.Cmd
-	client  *http.Client // its API's
+	client  *http.Client // its API's, with Options.Dial (nil: apiClient)
 	out     *Output
 	done    chan struct{}
 	waitErr error
@@ -87,7 +87,7 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	s := &Shoal{Name: o.Name, DataDir: o.DataDir, out: &Output{Limit: 4 << 20}, done: make(chan struct{}), client: apiClient}
+	s := &Shoal{Name: o.Name, DataDir: o.DataDir, out: &Output{Limit: 4 << 20}, done: make(chan struct{})}
 	if o.Dial != nil {
 		s.client = &http.Client{Timeout: apiClient.Timeout, Transport: &http.Transport{DialContext: o.Dial}}
 	}
@@ -150,7 +150,7 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, s.URL+"/readyz", nil)
-		resp, err := s.client.Do(req)
+		resp, err := s.api().Do(req)
 		if err != nil {
 			return false
 		}
