@@ -199,7 +199,7 @@ func (r *report) markdown() string {
 	}
 	p("\n\n")
 	if r.lab != "" {
-		p("**Over real links (`-netns %s`), not 127.0.0.1:** %s. The agents have no `--max-upload-rate` or `--max-download-rate`, and the origin paces nothing itself: B and O are the links'. With `ctr` a pull is the process's time and no TTFB is measured (0 in the tables), nor what the runtimes received.\n\n", r.cfg.netns, r.lab)
+		p("**Over real links (`-netns %s`), not 127.0.0.1:** %s. The agents have no `--max-upload-rate` or `--max-download-rate` (unlike the Method below says), `--p2p-listen` is the node's address on the bridge and `--registry` the origin's, and the origin paces nothing itself: B and O are the links'. With `ctr` a pull is the process's time and no TTFB is measured (0 in the tables), nor what the runtimes received.\n\n", r.cfg.netns, r.lab)
 	}
 	p("**Bounds:** line rate S/B = %.1f s; first copy from the origin S/O = %.1f s; N copies from the origin N·S/O = %.1f s. ",
 		r.linkBound(), r.firstCopy(), float64(cfg.nodes)*r.firstCopy())
