@@ -128,7 +128,12 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 			return nil, err
 		}
 	}
-	if l.OriginLink, err = benchnetns.MeasureLink(ctx, l.origin, l.nodes[0], max(3*cfg.OriginRate, 8<<20)); err != nil {
+	// Through node 0's link too: about 3 s at the slower of the two.
+	slower := cfg.Link
+	if cfg.OriginRate > 0 && (slower == 0 || cfg.OriginRate < slower) {
+		slower = cfg.OriginRate
+	}
+	if l.OriginLink, err = benchnetns.MeasureLink(ctx, l.origin, l.nodes[0], max(3*slower, 8<<20)); err != nil {
 		return nil, err
 	}
 	return l, nil
