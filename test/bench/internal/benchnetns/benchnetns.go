@@ -212,6 +212,9 @@ func (n *Net) Close() error {
 	var err error
 	if n.lock != nil {
 		_, err = n.removeAll()
+		// The file goes once the namespaces are gone: a run that makes it anew now finds
+		// nothing of this one's to share.
+		_ = os.Remove(n.lock.Name())
 		n.lock.Close() // releases the flock
 		n.lock = nil
 	}
