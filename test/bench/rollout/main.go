@@ -50,6 +50,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/shoal-oci/shoal/test/bench/internal/benchlab"
+	"github.com/shoal-oci/shoal/test/bench/internal/benchnetns"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchorigin"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchproc"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchreport"
@@ -76,6 +78,7 @@ type config struct {
 	agentLog   string // --log-level of the agents
 	logDir     string // write every agent's log here
 	profDir    string // CPU profiles of node 0 and of this process
+	netns      string // "": everything on 127.0.0.1; else the nodes' client over real links (benchlab)
 	args       string
 }
 
@@ -87,6 +90,7 @@ var (
 )
 
 func main() {
+	benchnetns.Child(benchlab.Roles()) // this binary, started again in a namespace as a lab's child
 	var cfg config
 	flag.IntVar(&cfg.nodes, "nodes", 20, "N: agent processes")
 	size := flag.String("size", "200MB", "S: image size (the sum of its layers)")
@@ -108,6 +112,7 @@ func main() {
 	flag.StringVar(&cfg.agentLog, "agent-log-level", "warn", "the agents' --log-level (the report lists their WARN and ERROR lines)")
 	flag.StringVar(&cfg.logDir, "agent-logs", "", "write every agent's log into this directory (<scenario>-<run>-node<i>.log)")
 	flag.StringVar(&cfg.profDir, "pprof", "", "write CPU profiles here: node 0's agent (via --debug-listen) and this process, 20 s from 5 s after the first pull of every scenario run")
+	flag.StringVar(&cfg.netns, "netns", "", "run over real links: every node and the origin in its own network namespace, links shaped with tbf to -link and -origin-rate, pulls by \"runtime\" (the simulated runtime) or \"ctr\" (ctr content fetch); needs root (create, update, origin-only)")
 	flag.Parse()
 
 	usage := func(format string, args ...any) {
@@ -155,6 +160,9 @@ func main() {
 	if len(cfg.scenarios) == 0 {
 		usage("-scenarios: none given")
 	}
+	if cfg.netns != "" && (cfg.netns != benchlab.Runtime && cfg.netns != benchlab.Ctr || seen["seeded"] || seen["create-private"] || cfg.profDir != "") {
+		usage("-netns: want runtime or ctr, with the scenarios create, update and origin-only, without -pprof")
+	}
 	cfg.args = strings.Join(os.Args[1:], " ")
 	benchproc.Main("rollout bench", func(ctx context.Context) error { return run(ctx, cfg) })
 }
@@ -167,8 +175,14 @@ type env struct {
 	cfg config
 	bin string
 	tmp string
-	o   *benchorigin.Origin
-	im  *benchruntime.Image
+	o   *benchorigin.Origin // nil with -netns: the lab's origin
+	lab *benchlab.Lab
+	// origin is e.o, or the lab's origin with -netns.
+	origin interface {
+		URL() string
+		Counts() benchorigin.Counts
+	}
+	im *benchruntime.Image
 	// prof takes CPU profiles of node 0 (with -pprof).
 	prof *benchproc.Profiler
 	// received counts every body byte the runtimes received, for the timeline.
@@ -214,12 +228,23 @@ func run(ctx context.Context, cfg config) error {
 	t := time.Now()
 	syscall.Sync()
 	logf("built; image written and synced (sync took %s)", time.Since(t).Round(time.Millisecond))
-	if e.o, err = benchorigin.Start(filepath.Join(tmp, "origin"), benchorigin.Pacing{Egress: cfg.originRate}); err != nil {
-		return err
-	}
-	benchproc.AtCleanup(e.o.Close)
-	if err := e.im.Push(ctx, e.o.URL()); err != nil {
-		return err
+	if cfg.netns != "" {
+		lc := benchlab.Config{Prefix: "shoalrb-", Dir: filepath.Join(tmp, "lab"), Nodes: cfg.nodes, Link: cfg.link, OriginRate: cfg.originRate,
+			Blobs: filepath.Join(tmp, "origin"), Image: e.im, Client: cfg.netns, Parallel: cfg.parallel}
+		if e.lab, err = benchlab.Start(ctx, lc); err != nil {
+			return err
+		}
+		e.origin = e.lab
+		logf("lab up: %s", e.lab.Describe())
+	} else {
+		if e.o, err = benchorigin.Start(filepath.Join(tmp, "origin"), benchorigin.Pacing{Egress: cfg.originRate}); err != nil {
+			return err
+		}
+		benchproc.AtCleanup(e.o.Close)
+		e.origin = e.o
+		if err := e.im.Push(ctx, e.o.URL()); err != nil {
+			return err
+		}
 	}
 
 	var results []*scenarioResult
@@ -234,6 +259,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	m.Finish()
 	rep := &report{cfg: cfg, m: m, im: e.im, imageBytes: e.im.Bytes(), results: results}
+	if e.lab != nil {
+		rep.lab = e.lab.Describe()
+	}
 	md := rep.markdown()
 	fmt.Fprint(os.Stderr, md)
 	for _, f := range []struct{ path, content, keepFrom string }{{cfg.out, md, analysisMarker}, {cfg.svg, rep.svg(), ""}} {

@@ -24,7 +24,7 @@ type agentOpts struct {
 // startAgent starts node index (`shoal agent`, or `shoal seed` with o.seed) with data directory
 // dir, pulling through the origin, and waits until it is ready.
 func (e *env) startAgent(ctx context.Context, dir string, index int, o agentOpts) (*benchproc.Shoal, error) {
-	opts := benchproc.Options{Name: fmt.Sprintf("agent %d", index), DataDir: dir, Registries: []string{e.o.URL()},
+	opts := benchproc.Options{Name: fmt.Sprintf("agent %d", index), DataDir: dir, Registries: []string{e.origin.URL()},
 		LogLevel: e.cfg.agentLog, P2P: benchproc.P2POff, Bootstrap: o.bootstrap, PeerID: o.needID, Debug: o.debug}
 	if o.seed {
 		opts.Command, opts.Name = "seed", "seed"
@@ -32,7 +32,11 @@ func (e *env) startAgent(ctx context.Context, dir string, index int, o agentOpts
 	if o.p2p {
 		opts.P2P = benchproc.P2PLoopback
 	}
-	if e.cfg.link > 0 {
+	if e.lab != nil { // tbf shapes its link
+		if err := e.lab.AgentOptions(e.bin, index, &opts); err != nil {
+			return nil, err
+		}
+	} else if e.cfg.link > 0 {
 		r := strconv.FormatInt(e.cfg.link, 10)
 		opts.Args = []string{"--max-upload-rate", r, "--max-download-rate", r}
 	}

@@ -185,12 +185,12 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	}
 	bench0, _ := benchproc.CPUTime(0)
 	mach0 := benchproc.ReadMachineCPU()
-	orig0 := e.o.Counts()
+	orig0 := e.origin.Counts()
 
 	sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	res.t0 = time.Now()
-	timeline := benchtimeline.Record(res.t0, func() int64 { return e.o.Counts().Bytes }, e.received.Load)
+	timeline := benchtimeline.Record(res.t0, func() int64 { return e.origin.Counts().Bytes }, e.received.Load)
 
 	var profWG sync.WaitGroup
 	if cfg.profDir != "" {
@@ -203,9 +203,15 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	for w := range waves {
 		lo, hi := w*res.waveSize, min((w+1)*res.waveSize, cfg.nodes)
 		gate := make(chan struct{})
-		var pw sync.WaitGroup
+		var pw, ready sync.WaitGroup
+		ready.Add(hi - lo)
 		for i := lo; i < hi; i++ {
 			pw.Go(func() {
+				if e.lab != nil { // a process in the node's namespace, ready before the gate opens
+					res.nodes[i].pull = e.lab.Pull(sctx, i, &e.received, ready.Done, gate)
+					return
+				}
+				ready.Done()
 				rt := benchruntime.New(cfg.parallel, &e.received)
 				defer rt.Close()
 				if name == "create-private" {
@@ -215,6 +221,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 				res.nodes[i].pull = rt.Pull(sctx, agents[i].URL, e.im)
 			})
 		}
+		ready.Wait()
 		close(gate)
 		pw.Wait()
 		if waves > 1 {
@@ -254,7 +261,7 @@ func (e *env) runScenario(ctx context.Context, name string, run int) (*scenarioR
 	res.machine = benchproc.ReadMachineCPU().Sub(mach0)
 	bench1, _ := benchproc.CPUTime(0)
 	res.benchCPU = bench1 - bench0
-	res.origin = e.o.Counts().Since(orig0)
+	res.origin = e.origin.Counts().Since(orig0)
 
 	samples := []string{`shoal_fetched_bytes_total{source="origin"}`, `shoal_fetched_bytes_total{source="peer"}`, `shoal_peer_served_bytes_total`,
 		`shoal_origin_requests_total`, `shoal_origin_errors_total`, `shoal_stale_tag_resolutions_total`}

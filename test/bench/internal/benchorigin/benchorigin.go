@@ -58,6 +58,7 @@ type Origin struct {
 	srvMu sync.Mutex
 	srv   *http.Server // nil while stopped
 	host  string       // the listener's host:port (kept while stopped: what the agents were given)
+	addr  string       // what Start listens on
 
 	blocked atomic.Bool
 	users   atomic.Pointer[map[string]string] // RequireAuth's; nil: anyone may read
@@ -79,8 +80,12 @@ const egressChunk = 64 << 10
 
 // Start serves the blob files dir/<algorithm>/<hex> (as benchblob writes them), paced as p says,
 // on a free port of 127.0.0.1. Manifests pushed to it are kept in memory, for its whole life.
-func Start(dir string, p Pacing) (*Origin, error) {
-	o := &Origin{dir: dir, pace: p, blobGets: map[string]int{}}
+func Start(dir string, p Pacing) (*Origin, error) { return StartAt(dir, p, "127.0.0.1:0") }
+
+// StartAt is Start listening on addr (host:port), for an origin in a network namespace of its
+// own (see RunChild).
+func StartAt(dir string, p Pacing, addr string) (*Origin, error) {
+	o := &Origin{dir: dir, pace: p, blobGets: map[string]int{}, addr: addr}
 	if p.Egress > 0 {
 		o.lim = rate.NewLimiter(rate.Limit(p.Egress), 4*egressChunk)
 	}
@@ -102,15 +107,15 @@ func (o *Origin) Host() string {
 	return o.host
 }
 
-// Start serves again, on a new port of 127.0.0.1, with the same content and counts (no-op if
-// serving).
+// Start serves again, on a new port of 127.0.0.1 (StartAt's address), with the same content and
+// counts (no-op if serving).
 func (o *Origin) Start() error {
 	o.srvMu.Lock()
 	defer o.srvMu.Unlock()
 	if o.srv != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return err
 	}

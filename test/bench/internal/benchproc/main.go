@@ -25,6 +25,14 @@ func Main(name string, run func(context.Context) error) {
 		RunCleanups()
 		os.Exit(130)
 	}()
+	// A panic in this goroutine still stops the children and removes what the run made (a
+	// benchmark's network namespaces among them), then goes on.
+	defer func() {
+		if r := recover(); r != nil {
+			RunCleanups()
+			panic(r)
+		}
+	}()
 	err := run(ctx)
 	RunCleanups()
 	cancel()

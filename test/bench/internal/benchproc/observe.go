@@ -20,6 +20,14 @@ import (
 // apiClient asks a shoal process; a process that does not answer within the timeout is stuck.
 var apiClient = &http.Client{Timeout: 10 * time.Second}
 
+// api is the client of the process's API: Options.Dial's, or apiClient.
+func (s *Shoal) api() *http.Client {
+	if s.client != nil {
+		return s.client
+	}
+	return apiClient
+}
+
 // ShoalStatus is the part of /shoal/v1/status the benchmarks read.
 type ShoalStatus struct {
 	PeerID           string   `json:"peerID"`
@@ -41,7 +49,7 @@ type ShoalStatus struct {
 func (s *Shoal) Status(ctx context.Context) (ShoalStatus, error) {
 	var st ShoalStatus
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/shoal/v1/status", nil)
-	resp, err := apiClient.Do(req)
+	resp, err := s.api().Do(req)
 	if err != nil {
 		return st, err
 	}
@@ -59,7 +67,7 @@ func (s *Shoal) Status(ctx context.Context) (ShoalStatus, error) {
 // whose labels include those, as written (`shoal_fetched_bytes_total{source="peer"}`).
 func (s *Shoal) Metrics(ctx context.Context, want ...string) (map[string]float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/metrics", nil)
-	resp, err := apiClient.Do(req)
+	resp, err := s.api().Do(req)
 	if err != nil {
 		return nil, err
 	}

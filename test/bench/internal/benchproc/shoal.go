@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +39,15 @@ type Options struct {
 	PeerID     bool     // learn the peer ID before the start (`shoal id`), for others' --bootstrap
 	Debug      bool     // serve Go's pprof on a free port (--debug-listen)
 	Args       []string // more flags, last
+
+	// Where the process runs, for a node in a network namespace of its own (benchnetns): Exec
+	// makes the command (exec.Command when nil), Dial reaches its listeners (this process's
+	// network when nil), Listen is its --listen (a free port of 127.0.0.1 when empty), and
+	// P2PListen its --p2p-listen multiaddr, which P2PLoopback then uses instead of 127.0.0.1.
+	Exec      func(bin string, args ...string) *exec.Cmd
+	Dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	Listen    string
+	P2PListen string
 }
 
 // Shoal is a `shoal agent` or `shoal seed` child process.
@@ -50,6 +60,7 @@ type Shoal struct {
 	Debug   string // host:port of its pprof listener; "" without Options.Debug
 
 	cmd     *exec.Cmd
+	client  *http.Client // its API's, with Options.Dial (nil: apiClient)
 	out     *Output
 	done    chan struct{}
 	waitErr error
@@ -77,6 +88,9 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 		return nil, err
 	}
 	s := &Shoal{Name: o.Name, DataDir: o.DataDir, out: &Output{Limit: 4 << 20}, done: make(chan struct{})}
+	if o.Dial != nil {
+		s.client = &http.Client{Timeout: apiClient.Timeout, Transport: &http.Transport{DialContext: o.Dial}}
+	}
 	if o.PeerID {
 		id, err := PeerID(bin, o.DataDir)
 		if err != nil {
@@ -84,9 +98,11 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 		}
 		s.PeerID = id
 	}
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
+	addr, err := o.Listen, error(nil)
+	if addr == "" {
+		if addr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
 	}
 	s.URL = "http://" + addr
 	args := []string{o.Command, "--listen", addr, "--data-dir", o.DataDir, "--log-level", o.LogLevel}
@@ -97,11 +113,13 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 	case P2POff:
 		args = append(args, "--p2p=false")
 	case P2PLoopback:
-		port, err := FreePort()
-		if err != nil {
-			return nil, err
+		if s.P2PAddr = o.P2PListen; s.P2PAddr == "" {
+			port, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			s.P2PAddr = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
 		}
-		s.P2PAddr = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
 		args = append(args, "--p2p-listen", s.P2PAddr)
 	}
 	for _, b := range o.Bootstrap {
@@ -115,7 +133,11 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 	}
 	args = append(args, o.Args...)
 
-	s.cmd = exec.Command(bin, args...)
+	if o.Exec != nil {
+		s.cmd = o.Exec(bin, args...)
+	} else {
+		s.cmd = exec.Command(bin, args...)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
@@ -128,7 +150,7 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, s.URL+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := s.api().Do(req)
 		if err != nil {
 			return false
 		}
