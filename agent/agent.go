@@ -318,8 +318,16 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	if a.node != nil {
 		content := peerserve.New(peerserve.Deps{Store: st, Pipeline: a.pipeline, Resolver: a.resolver, Upstreams: ups,
 			Hosted: o.hosted, ChunkSize: cfg.ChunkSize, Coordinated: m.coordinated, Access: a.access})
+		// The blobs whose chunks this node alone may hold, which it sends about once each: all of
+		// a seed's (hosted repositories, preheated images), and a fetch from the origin.
+		original := a.pipeline.FromOrigin
+		if o.hosted != nil {
+			original = func(digest.Digest) bool { return true }
+		}
 		transfer.NewServer(a.node.Host(), content, log.With("component", "transfer"), m,
-			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)))
+			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)),
+			transfer.WithUploadSlots(transfer.UploadSlotsFor(cfg.MaxUploadRate)),
+			transfer.WithSuperSeeding(cfg.ChunkSize, original))
 	}
 	m.registerStore(reg, st)
 	return a, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -56,11 +57,18 @@ const (
 	// rediscoverEvery is how often a fetch looks for providers that appeared since it began
 	// (nodes that started on the same blob announce it at their first chunk).
 	rediscoverEvery = time.Second
-	// busyBackoff is how long a provider that declined a chunk is not asked for it again.
-	busyBackoff = 200 * time.Millisecond
-	// swarmStall fails a fetch in which no chunk has landed for this long: the pipeline then
-	// resumes from the origin.
-	swarmStall = 30 * time.Second
+	// busyBackoff is how long a provider that declined a chunk is not asked for anything, and
+	// chunkBusyBackoff how long it is not asked for that chunk: a provider declines a chunk it is
+	// sending, or has sent, to others, who will hold it in a moment (see transfer.WithSuperSeeding).
+	busyBackoff      = 200 * time.Millisecond
+	chunkBusyBackoff = time.Second
+	// swarmStall fails a fetch of a dead swarm: no chunk has landed for this long and no provider
+	// watched has gained one either. The pipeline then resumes from the origin. A slow swarm, whose
+	// providers keep gaining chunks (the coordinator's origin stream included), is waited for, up
+	// to swarmStarve without a chunk landing here: past that the fetch gives up all the same, so
+	// that providers claiming progress they never deliver cannot hold it forever.
+	swarmStall  = 30 * time.Second
+	swarmStarve = 2 * time.Minute
 	// watchErrors is how many failed watch requests in a row drop a provider.
 	watchErrors = 3
 	// endgameAfter is the least time a last chunk's request runs before a second provider is
@@ -96,8 +104,10 @@ type swarmFetch struct {
 	suspect map[int]peer.ID // sent chunk i failing an unconfirmed map
 	judge   map[int]peer.ID // the provider of chunk i's states, asked to settle a suspect
 	used    map[peer.ID]int64
+	seeds   map[peer.ID]bool
 	fatal   error
 	last    time.Time // the last chunk landed (or the start)
+	gained  time.Time // the last time a provider watched was heard to gain a chunk or a state
 	prefix  int64     // the verified prefix when Fill returned
 	resumed int64     // the prefix held when Fill began (from a partial file)
 	events  chan struct{}
@@ -118,6 +128,8 @@ type swarmPeer struct {
 	out      bool // dropped for the rest of this fetch
 	watching bool
 	busy     time.Time // declined a chunk (all its upload slots taken): not asked until then
+	// declined holds, by chunk, when a provider that declined it may be asked for it again.
+	declined map[int]time.Time
 }
 
 // chunkJob is one chunk request in flight.
@@ -270,6 +282,8 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 	s.suspect, s.judge = map[int]peer.ID{}, map[int]peer.ID{}
 	s.used = map[peer.ID]int64{}
 	s.last = time.Now()
+	s.gained = s.last
+	s.seeds = s.knownSeeds()
 	defer func() {
 		s.stop()
 		s.wg.Wait()
@@ -309,13 +323,15 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 		for _, sp := range s.peers {
 			alive = alive || s.usable(sp)
 		}
-		stalled := time.Since(s.last) > swarmStall
+		dead, starved := s.stalled(time.Now())
 		s.mu.Unlock()
 		switch {
 		case idle && !alive:
 			return fmt.Errorf("%s: no provider left with chunks to give: %w", s.d, errdefs.ErrUnavailable)
-		case stalled:
-			return fmt.Errorf("%s: no chunk landed for %s: %w", s.d, swarmStall, errdefs.ErrUnavailable)
+		case dead:
+			return fmt.Errorf("%s: no chunk landed and no provider gained one for %s: %w", s.d, swarmStall, errdefs.ErrUnavailable)
+		case starved:
+			return fmt.Errorf("%s: no chunk landed for %s while the swarm gained chunks: %w", s.d, swarmStarve, errdefs.ErrUnavailable)
 		}
 		if time.Since(lastLookup) >= rediscoverEvery && !looking {
 			// In the background: a lookup can take seconds on a loaded DHT, and chunks must
@@ -337,6 +353,27 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 			return fmt.Errorf("%s: %w", s.d, ctx.Err())
 		}
 	}
+}
+
+// stalled tells a dead swarm (no chunk landed here and no provider gained one for swarmStall)
+// and a starved fetch (no chunk landed here for swarmStarve) from a slow swarm. Called with s.mu
+// held.
+func (s *swarmFetch) stalled(now time.Time) (dead, starved bool) {
+	progress := s.last
+	if s.gained.After(progress) {
+		progress = s.gained
+	}
+	return now.Sub(progress) > swarmStall, now.Sub(s.last) > swarmStarve
+}
+
+// knownSeeds are the authorized seeds this node knows of: their uplinks are the scarcest, so a
+// chunk that other providers hold is taken from those.
+func (s *swarmFetch) knownSeeds() map[peer.ID]bool {
+	out := map[peer.ID]bool{}
+	for _, p := range s.c.router.KnownSeeds() {
+		out[p] = true
+	}
+	return out
 }
 
 // landFirst writes the short path's first chunk if it verifies against the map.
@@ -462,10 +499,11 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) b
 		}
 	}
 	var best *swarmPeer
-	bestScore := -1.0
+	bestScore := math.Inf(-1)
 	for _, p := range s.order {
 		sp := s.peers[p]
-		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy.After(now) {
+		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy.After(now) ||
+			sp.declined[i].After(now) {
 			continue
 		}
 		if j, ok := s.judge[i]; ok && p != j {
@@ -478,6 +516,9 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) b
 		score := sp.rate
 		if !sp.measured {
 			score = 1e18
+		}
+		if s.seeds[p] {
+			score -= 1e19 // a seed only when no other provider can be asked for the chunk now
 		}
 		score += rand.Float64()
 		if score > bestScore {
@@ -633,6 +674,10 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 		// Beaten in the endgame, or stopped because another request landed the chunk.
 	case errors.Is(err, transfer.ErrBusy):
 		sp.busy = time.Now().Add(busyBackoff)
+		if sp.declined == nil {
+			sp.declined = map[int]time.Time{}
+		}
+		sp.declined[i] = time.Now().Add(chunkBusyBackoff)
 	case errors.As(err, &lie):
 		// The map's size is the bound one: a provider saying otherwise lies about the blob.
 		sp.out = true
@@ -715,6 +760,9 @@ func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have *chunks.Set) {
 		if s.from[j] != sp.id {
 			s.conf[j] = true
 		}
+	}
+	if sp.have != nil && (have.Count() > sp.have.Count() || m.Len() > sp.mapLen) {
+		s.gained = time.Now() // the swarm moves: a slow swarm, not a dead one
 	}
 	sp.have, sp.mapLen = have, m.Len()
 }
@@ -812,8 +860,10 @@ func (s *swarmFetch) discover(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	seeds := s.knownSeeds()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.seeds = seeds
 	for _, info := range found {
 		if _, ok := s.peers[info.ID]; !ok {
 			s.peer(info.ID)
