@@ -16,6 +16,8 @@ import (
 // The hold ends the refusal even when the chunk's receivers cannot serve it (they left, or the
 // requester does not know them), well before a requester's swarm gives up (30 s without a chunk).
 // With every chunk sent once, the next round starts: no chunk is refused for good.
+const strictHold = true
+
 const (
 	superSeedHold = 15 * time.Second
 	// maxSeededBlobs bounds the blobs whose sends are remembered; the least recently asked is
@@ -71,7 +73,7 @@ func (s *seeder) admit(d digest.Digest, k int64, held int, now time.Time) bool {
 		s.blobs[d] = b
 	}
 	b.used = now
-	if c := b.sent[k]; c > 0 && now.Sub(b.last[k]) < superSeedHold && c > b.least(held) {
+	if c := b.sent[k]; c > 0 && now.Sub(b.last[k]) < superSeedHold && (c > b.least(held) || strictHold) {
 		return false
 	}
 	b.sent[k]++
