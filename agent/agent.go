@@ -73,8 +73,9 @@ type Config struct {
 	// AdminToken, when set, is required (as a bearer token) by the admin endpoints (/shoal/v1)
 	// and the push API; when empty they are open only while the agent listens on loopback.
 	AdminToken string
-	// PeerDeadline is how slowly a peer may deliver a chunk before it is dropped from a fetch
-	// (zero fields: swarm.DefaultGrace, swarm.DefaultMinRate).
+	// PeerDeadline is how slowly a peer may deliver a chunk before it is dropped from a fetch,
+	// and how long a swarm without progress is waited for before the origin resumes (zero
+	// fields: swarm.DefaultGrace, swarm.DefaultMinRate, swarm.DefaultStall).
 	PeerDeadline PeerDeadline
 	// HostedRegistry is the registry name of the hosted namespace, the repositories pushed to
 	// the cluster's seeds (default DefaultHostedRegistry): a request whose ns names it is served
@@ -109,7 +110,7 @@ const DefaultHostedRegistry = "shoal.local"
 const DefaultMaxCoordinatedFetches = 64
 
 // PeerDeadline is the time a peer gets to deliver a chunk: Grace for the request, then at least
-// MinRate bytes per second.
+// MinRate bytes per second; and Stall, how long a swarm without progress is waited for.
 type PeerDeadline = swarm.Deadline
 
 // DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs

@@ -62,13 +62,11 @@ const (
 	// sending, or has sent, to others, who will hold it in a moment (see transfer.WithSuperSeeding).
 	busyBackoff      = 200 * time.Millisecond
 	chunkBusyBackoff = time.Second
-	// swarmStall fails a fetch of a dead swarm: no chunk has landed for this long and no provider
-	// watched has gained one either. The pipeline then resumes from the origin. A slow swarm, whose
-	// providers keep gaining chunks (the coordinator's origin stream included), is waited for, up
-	// to swarmStarve without a chunk landing here: past that the fetch gives up all the same, so
-	// that providers claiming progress they never deliver cannot hold it forever.
-	swarmStall  = 30 * time.Second
-	swarmStarve = 2 * time.Minute
+	// starveStalls bounds how long a slow swarm is waited for, in Deadline.Stall: a fetch whose
+	// providers keep gaining chunks (the coordinator's origin stream included) but in which no
+	// chunk lands here gives up after that all the same, so that providers claiming progress
+	// they never deliver cannot hold it forever (see stalled).
+	starveStalls = 4
 	// watchErrors is how many failed watch requests in a row drop a provider.
 	watchErrors = 3
 	// endgameAfter is the least time a last chunk's request runs before a second provider is
@@ -329,9 +327,9 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 		case idle && !alive:
 			return fmt.Errorf("%s: no provider left with chunks to give: %w", s.d, errdefs.ErrUnavailable)
 		case dead:
-			return fmt.Errorf("%s: no chunk landed and no provider gained one for %s: %w", s.d, swarmStall, errdefs.ErrUnavailable)
+			return fmt.Errorf("%s: no chunk landed and no provider gained one for %s: %w", s.d, s.c.deadline.Stall, errdefs.ErrUnavailable)
 		case starved:
-			return fmt.Errorf("%s: no chunk landed for %s while the swarm gained chunks: %w", s.d, swarmStarve, errdefs.ErrUnavailable)
+			return fmt.Errorf("%s: no chunk landed for %s while the swarm gained chunks: %w", s.d, starveStalls*s.c.deadline.Stall, errdefs.ErrUnavailable)
 		}
 		if time.Since(lastLookup) >= rediscoverEvery && !looking {
 			// In the background: a lookup can take seconds on a loaded DHT, and chunks must
@@ -355,15 +353,19 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 	}
 }
 
-// stalled tells a dead swarm (no chunk landed here and no provider gained one for swarmStall)
-// and a starved fetch (no chunk landed here for swarmStarve) from a slow swarm. Called with s.mu
-// held.
+// stalled tells a dead swarm from a slow one. Dead: no chunk landed here and no provider
+// watched gained one for Deadline.Stall; the origin then resumes. Slow: providers keep gaining
+// chunks (nodes receive them, the coordinator's origin stream advances) while this node gets
+// busy answers, as in an overloaded rollout: it waits for them, since going to the origin would
+// cost the origin a copy the swarm is about to hold; starved past starveStalls × Stall all the
+// same. Called with s.mu held.
 func (s *swarmFetch) stalled(now time.Time) (dead, starved bool) {
 	progress := s.last
 	if s.gained.After(progress) {
 		progress = s.gained
 	}
-	return now.Sub(progress) > swarmStall, now.Sub(s.last) > swarmStarve
+	stall := s.c.deadline.Stall
+	return now.Sub(progress) > stall, now.Sub(s.last) > starveStalls*stall
 }
 
 // knownSeeds are the authorized seeds this node knows of: their uplinks are the scarcest, so a
