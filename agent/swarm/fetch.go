@@ -57,9 +57,10 @@ const (
 	// rediscoverEvery is how often a fetch looks for providers that appeared since it began
 	// (nodes that started on the same blob announce it at their first chunk).
 	rediscoverEvery = time.Second
-	// busyBackoff is how long a provider that declined a chunk is not asked for anything, and
-	// chunkBusyBackoff how long it is not asked for that chunk: a provider declines a chunk it is
-	// sending, or has sent, to others, who will hold it in a moment (see transfer.WithSuperSeeding).
+	// busyBackoff is how long a provider whose upload slots are taken is not asked for anything,
+	// and chunkBusyBackoff how long a provider that declined a chunk is not asked for that chunk:
+	// it is sending it, or has sent it, to others, who will hold it in a moment
+	// (transfer.ErrChunkBusy, transfer.WithSuperSeeding).
 	busyBackoff      = 200 * time.Millisecond
 	chunkBusyBackoff = time.Second
 	// starveStalls bounds how long a slow swarm is waited for, in Deadline.Stall: a fetch whose
@@ -675,7 +676,9 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 	case errors.Is(err, errLost):
 		// Beaten in the endgame, or stopped because another request landed the chunk.
 	case errors.Is(err, transfer.ErrBusy):
-		sp.busy = time.Now().Add(busyBackoff)
+		if !errors.Is(err, transfer.ErrChunkBusy) {
+			sp.busy = time.Now().Add(busyBackoff) // its slots are taken
+		}
 		if sp.declined == nil {
 			sp.declined = map[int]time.Time{}
 		}

@@ -197,9 +197,13 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	switch req.Op {
 	case opGet:
 		if req.Spread {
-			if !s.spread.admit(req.Digest, req.Offset, req.Length) {
+			if ok, chunk := s.spread.admit(req.Digest, req.Offset, req.Length); !ok {
 				status := statusBusy
-				_ = writeFrame(st, response{Status: status, Error: "chunk being sent to other peers; take it from them"})
+				msg := "upload slots taken; ask again shortly"
+				if chunk {
+					msg = "chunk being sent to other peers; take it from them"
+				}
+				_ = writeFrame(st, response{Status: status, Error: msg, ChunkBusy: chunk})
 				return status, 0, nil
 			}
 			defer s.spread.release(req.Digest, req.Offset, req.Length)
@@ -224,7 +228,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 			if k, ok := s.superSeeds(req.Digest, off, n, size); ok {
 				if !s.seeding.admit(req.Digest, k, s.held(req.Digest, size), time.Now()) {
 					status := statusBusy
-					_ = writeFrame(st, response{Status: status, Error: "chunk already sent; take it from the peers that hold it"})
+					_ = writeFrame(st, response{Status: status, Error: "chunk already sent; take it from the peers that hold it", ChunkBusy: true})
 					return status, 0, nil
 				}
 				seeded, chunk = true, k
@@ -433,20 +437,24 @@ type spreader struct {
 	sending map[spreadKey]int
 }
 
-// admit reserves one of a chunk's sending slots; release returns it.
-func (s *spreader) admit(d digest.Digest, off, n int64) bool {
+// admit reserves one of a chunk's sending slots; release returns it. When it cannot, chunk
+// tells whether the chunk is what is busy (sent to spreadFanout peers already), not the slots.
+func (s *spreader) admit(d digest.Digest, off, n int64) (ok, chunk bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sending == nil {
 		s.sending = map[spreadKey]int{}
 	}
 	k := spreadKey{d, off, n}
-	if s.sending[k] >= spreadFanout || s.total >= s.slots {
-		return false
+	if s.sending[k] >= spreadFanout {
+		return false, true
+	}
+	if s.total >= s.slots {
+		return false, false
 	}
 	s.sending[k]++
 	s.total++
-	return true
+	return true, false
 }
 
 func (s *spreader) release(d digest.Digest, off, n int64) {
