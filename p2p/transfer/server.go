@@ -113,7 +113,7 @@ const DefaultUploadSlots = 2
 // SlotRate is the upload rate UploadSlotsFor gives each slot at least, and maxUploadSlots the
 // most slots it gives.
 const (
-	SlotRate       = 2 << 20
+	SlotRate       = 1 << 20
 	maxUploadSlots = 8
 )
 
