@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -501,12 +500,19 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) b
 			delete(s.suspect, i)
 		}
 	}
+	// A seed's uplink is the scarcest: it is asked only for chunks no other provider holds (or to
+	// settle a suspect whose states it gave), even if those others are busy now.
+	_, judged := s.judge[i]
+	avoidSeeds := !judged && slices.ContainsFunc(s.order, func(p peer.ID) bool {
+		sp := s.peers[p]
+		return !s.seeds[p] && s.usable(sp) && sp.have != nil && sp.have.Has(i)
+	})
 	var best *swarmPeer
-	bestScore := math.Inf(-1)
+	bestScore := -1.0
 	for _, p := range s.order {
 		sp := s.peers[p]
 		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy.After(now) ||
-			sp.declined[i].After(now) {
+			sp.declined[i].After(now) || avoidSeeds && s.seeds[p] {
 			continue
 		}
 		if j, ok := s.judge[i]; ok && p != j {
@@ -519,9 +525,6 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) b
 		score := sp.rate
 		if !sp.measured {
 			score = 1e18
-		}
-		if s.seeds[p] {
-			score -= 1e19 // a seed only when no other provider can be asked for the chunk now
 		}
 		score += rand.Float64()
 		if score > bestScore {
