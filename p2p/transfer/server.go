@@ -226,7 +226,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		seeded, chunk := false, int64(0)
 		if req.Spread {
 			if k, ok := s.superSeeds(req.Digest, off, n, size); ok {
-				if !s.seeding.admit(req.Digest, k, s.held(req.Digest, size), time.Now()) {
+				if !s.seeding.admit(req.Digest, k, time.Now()) {
 					status := statusBusy
 					_ = writeFrame(st, response{Status: status, Error: "chunk already sent; take it from the peers that hold it", ChunkBusy: true})
 					return status, 0, nil
@@ -236,7 +236,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		}
 		if err := writeFrame(st, response{Status: statusOK, Size: size, MediaType: b.MediaType(), Length: n}); err != nil {
 			if seeded {
-				s.seeding.done(req.Digest, chunk, false)
+				s.seeding.failed(req.Digest, chunk)
 			}
 			return statusOK, 0, err
 		}
@@ -253,8 +253,8 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err == nil && written != n {
 			err = io.ErrUnexpectedEOF
 		}
-		if seeded {
-			s.seeding.done(req.Digest, chunk, err == nil)
+		if seeded && err != nil {
+			s.seeding.failed(req.Digest, chunk)
 		}
 		return statusOK, written, err
 	case opMap:
@@ -318,17 +318,6 @@ func (s *Server) superSeeds(d digest.Digest, off, n, size int64) (int64, bool) {
 	}
 	k, ok := s.seeding.chunk(off, n, size)
 	return k, ok && s.seeding.original(d)
-}
-
-// held is how many chunks of d (of size bytes) this node holds: those verified so far of a blob
-// in progress, else all.
-func (s *Server) held(d digest.Digest, size int64) int {
-	if h, ok := s.content.(Holder); ok {
-		if have, _, inProgress := h.Holding(d, s.seeding.chunkSize); inProgress && have != nil {
-			return have.Count()
-		}
-	}
-	return chunks.Count(size, s.seeding.chunkSize)
 }
 
 type peerKey struct{}
