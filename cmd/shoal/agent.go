@@ -70,7 +70,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "max-download-rate", Value: "0", EnvVars: env("MAX_DOWNLOAD_RATE"),
 			Usage: "cap bytes per second received from peers and origins (e.g. 100MB); 0 = unlimited"},
 		&cli.StringFlag{Name: "max-upload-rate", Value: "0", EnvVars: env("MAX_UPLOAD_RATE"),
-			Usage: "cap bytes per second sent to peers (e.g. 100MB); 0 = unlimited"},
+			Usage: "cap bytes per second sent to peers (e.g. 100MB), which also sizes the chunk upload slots (one per MiB/s, 2 to 8); 0 = unlimited (2 slots)"},
 		&cli.StringFlag{Name: "debug-listen", EnvVars: env("DEBUG_LISTEN"),
 			Usage: "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default"},
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: env("ADMIN_TOKEN_FILE"),
