@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ type busyContent struct {
 	have    *chunks.Set
 	changed chan struct{}
 	gone    bool // the test ended: nothing in progress (a map request waiting returns)
+	liar    bool // answers busy even once it holds every chunk
 }
 
 func newBusyContent(t *testing.T, data []byte, d digest.Digest, start int, step time.Duration, stuck bool) *busyContent {
@@ -95,7 +97,7 @@ func (b *busyContent) Holding(d digest.Digest, chunkSize int64) (*chunks.Set, <-
 }
 
 func (b *busyContent) Authorize(_ context.Context, a transfer.Access) error {
-	if a.Op == "get" && !b.full() {
+	if a.Op == "get" && (b.liar || !b.full()) {
 		return errdefs.ErrTooManyRequests
 	}
 	return nil
@@ -147,5 +149,47 @@ func TestSlowSwarmIsNotADeadOne(t *testing.T) {
 				t.Errorf("dead swarm: no origin GET; want the origin to resume")
 			}
 		})
+	}
+}
+
+// A lying peer claims every chunk of a blob and answers every request for one busy, forever. A
+// requester asks a seed only for chunks no other provider holds, which would make the liar keep
+// it from the seed that holds the blob: after a few refusals of a chunk, the seed is asked after
+// all, and the blob comes from it with nothing from the origin.
+func TestBusyLiarCannotKeepTheSeedAway(t *testing.T) {
+	o := startOrigin(t)
+	data, d := randomBlob(t, 8<<20)
+	pushBlob(t, o, "test/big", data, d)
+	seed := startTrusting(t, t.TempDir(), o.URL(), true, 0)
+	if body, err := getBlob(t, seed.host, "test/big", d); err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("seed pull: %v", err)
+	}
+	liar := newBusyContent(t, data, d, 8, 0, true)
+	liar.liar = true
+	ln := startTestPeer(t, liar, seed.Node().Addrs()...)
+	if err := ln.Provide(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	b := startAgentConfig(t, agent.Config{
+		DataDir:    t.TempDir(),
+		Registries: []string{o.URL()},
+		P2P: &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: seed.Node().Addrs(),
+			SeedAuthorities: trusted()},
+		ChunkSize: 1 << 20,
+		// Long enough for the few refusals (a second apart) after which the seed is asked.
+		PeerDeadline: agent.PeerDeadline{Stall: 10 * time.Second},
+	})
+	waitFor(t, func() bool { return slices.Contains(b.Node().KnownSeeds(), seed.Node().ID()) }, "the seed to be known")
+	waitFor(t, func() bool {
+		ps, _ := b.Node().FindProviders(context.Background(), d)
+		return len(ps) == 2
+	}, "the seed and the liar to provide the blob")
+	o.ResetCounts()
+	body, err := getBlob(t, b.host, "test/big", d)
+	if err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("pull: %v", err)
+	}
+	if gets := o.BlobGets(d.String()); gets != 0 {
+		t.Errorf("%d origin GETs: the liar kept the node from the seed until its swarm gave up", gets)
 	}
 }

@@ -67,6 +67,10 @@ const (
 	// chunk lands here gives up after that all the same, so that providers claiming progress
 	// they never deliver cannot hold it forever (see stalled).
 	starveStalls = 4
+	// seedAfterRefusals is how many busy answers other providers give for a chunk before a seed
+	// is asked for it after all: a provider that claims chunks and never sends them cannot keep
+	// the one that holds them away.
+	seedAfterRefusals = 4
 	// watchErrors is how many failed watch requests in a row drop a provider.
 	watchErrors = 3
 	// endgameAfter is the least time a last chunk's request runs before a second provider is
@@ -103,6 +107,7 @@ type swarmFetch struct {
 	judge   map[int]peer.ID // the provider of chunk i's states, asked to settle a suspect
 	used    map[peer.ID]int64
 	seeds   map[peer.ID]bool
+	refused map[int]int // busy answers for chunk i from providers other than seeds
 	fatal   error
 	last    time.Time // the last chunk landed (or the start)
 	gained  time.Time // the last time a provider watched was heard to gain a chunk or a state
@@ -282,6 +287,7 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 	s.last = time.Now()
 	s.gained = s.last
 	s.seeds = s.knownSeeds()
+	s.refused = map[int]int{}
 	defer func() {
 		s.stop()
 		s.wg.Wait()
@@ -501,9 +507,10 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) b
 		}
 	}
 	// A seed's uplink is the scarcest: it is asked only for chunks no other provider holds (or to
-	// settle a suspect whose states it gave), even if those others are busy now.
+	// settle a suspect whose states it gave), even if those others are busy now, unless they
+	// refused the chunk seedAfterRefusals times.
 	_, judged := s.judge[i]
-	avoidSeeds := !judged && slices.ContainsFunc(s.order, func(p peer.ID) bool {
+	avoidSeeds := !judged && s.refused[i] < seedAfterRefusals && slices.ContainsFunc(s.order, func(p peer.ID) bool {
 		sp := s.peers[p]
 		return !s.seeds[p] && s.usable(sp) && sp.have != nil && sp.have.Has(i)
 	})
@@ -681,6 +688,9 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 	case errors.Is(err, transfer.ErrBusy):
 		if !errors.Is(err, transfer.ErrChunkBusy) {
 			sp.busy = time.Now().Add(busyBackoff) // its slots are taken
+		}
+		if !s.seeds[jb.p] {
+			s.refused[i]++
 		}
 		if sp.declined == nil {
 			sp.declined = map[int]time.Time{}
