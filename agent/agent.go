@@ -79,8 +79,9 @@ type Config struct {
 	AllowedHosts []string
 	// TLSCertFile and TLSKeyFile, when set, make Listen serve HTTPS with this certificate (PEM).
 	TLSCertFile, TLSKeyFile string
-	// PeerDeadline is how slowly a peer may deliver a chunk before it is dropped from a fetch
-	// (zero fields: swarm.DefaultGrace, swarm.DefaultMinRate).
+	// PeerDeadline is how slowly a peer may deliver a chunk before it is dropped from a fetch,
+	// and how long a swarm without progress is waited for before the origin resumes (zero
+	// fields: swarm.DefaultGrace, swarm.DefaultMinRate, swarm.DefaultStall).
 	PeerDeadline PeerDeadline
 	// HostedRegistry is the registry name of the hosted namespace, the repositories pushed to
 	// the cluster's seeds (default DefaultHostedRegistry): a request whose ns names it is served
@@ -134,7 +135,7 @@ const DefaultHostedRegistry = "shoal.local"
 const DefaultMaxCoordinatedFetches = 64
 
 // PeerDeadline is the time a peer gets to deliver a chunk: Grace for the request, then at least
-// MinRate bytes per second.
+// MinRate bytes per second; and Stall, how long a swarm without progress is waited for.
 type PeerDeadline = swarm.Deadline
 
 // DefaultTagTTL keeps tag resolutions for a short time, so that a burst of pulls of one tag costs
@@ -355,8 +356,16 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	if a.node != nil {
 		content := peerserve.New(peerserve.Deps{Store: st, Pipeline: a.pipeline, Resolver: a.resolver, Upstreams: ups,
 			Hosted: o.hosted, ChunkSize: cfg.ChunkSize, Coordinated: m.coordinated, Access: a.access})
+		// The blobs whose chunks this node alone may hold, which it sends about once each: all of
+		// a seed's (hosted repositories, preheated images), and a fetch from the origin.
+		original := a.pipeline.FromOrigin
+		if o.hosted != nil {
+			original = func(digest.Digest) bool { return true }
+		}
 		transfer.NewServer(a.node.Host(), content, log.With("component", "transfer"), m,
-			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)))
+			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)),
+			transfer.WithUploadSlots(transfer.UploadSlotsFor(cfg.MaxUploadRate)),
+			transfer.WithSuperSeeding(cfg.ChunkSize, original))
 	}
 	m.registerStore(reg, st)
 	return a, nil

@@ -240,6 +240,23 @@ func (p *Pipeline) InFlight(d digest.Digest) bool {
 	return ok
 }
 
+// FromOrigin reports whether a fetch of d is under way whose bytes come from the origin: this
+// node then holds chunks of d that no peer has yet (it coordinates d, or fell back to the origin).
+func (p *Pipeline) FromOrigin(d digest.Digest) bool {
+	p.mu.Lock()
+	f, ok := p.inflight[d]
+	p.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case <-f.ready:
+		return f.w != nil && p.origin != nil && f.source == p.origin.Name()
+	default:
+		return false
+	}
+}
+
 // OpenInFlight returns the fetch of d in flight, for a peer, if its size is known.
 func (p *Pipeline) OpenInFlight(d digest.Digest) (*InFlight, bool) {
 	p.mu.Lock()

@@ -89,6 +89,9 @@ func New(deps Deps) *Client {
 	if dl.MinRate <= 0 {
 		dl.MinRate = DefaultMinRate
 	}
+	if dl.Stall <= 0 {
+		dl.Stall = DefaultStall
+	}
 	return &Client{router: deps.Router, transfer: deps.Transfer, download: deps.Download, chunkSize: deps.ChunkSize,
 		deadline: dl, log: deps.Log, metrics: deps.Metrics, chunkSlots: make(chan struct{}, nodeInFlight)}
 }
@@ -115,16 +118,21 @@ const (
 
 // Deadline is the time a peer gets to deliver a chunk: Grace for the request itself, then at
 // least MinRate bytes per second. A slower peer is dropped from the fetch, and the chunk is
-// taken elsewhere.
+// taken elsewhere. Stall is how long a dead swarm is waited for: no chunk landed and no provider
+// gained one (see swarmFetch.stalled); a slow swarm, whose providers gain chunks, is waited for
+// up to 4 × Stall without a chunk landing.
 type Deadline struct {
 	Grace   time.Duration
 	MinRate int64
+	Stall   time.Duration
 }
 
-// The default Deadline: 10 s of grace, then 256 KiB/s.
+// The default Deadline: 10 s of grace, then 256 KiB/s; a swarm is dead after 30 s without
+// progress.
 const (
 	DefaultGrace   = 10 * time.Second
 	DefaultMinRate = 256 << 10
+	DefaultStall   = 30 * time.Second
 )
 
 // For is the time to deliver n bytes.

@@ -56,11 +56,21 @@ const (
 	// rediscoverEvery is how often a fetch looks for providers that appeared since it began
 	// (nodes that started on the same blob announce it at their first chunk).
 	rediscoverEvery = time.Second
-	// busyBackoff is how long a provider that declined a chunk is not asked for it again.
-	busyBackoff = 200 * time.Millisecond
-	// swarmStall fails a fetch in which no chunk has landed for this long: the pipeline then
-	// resumes from the origin.
-	swarmStall = 30 * time.Second
+	// busyBackoff is how long a provider whose upload slots are taken is not asked for anything,
+	// and chunkBusyBackoff how long a provider that declined a chunk is not asked for that chunk:
+	// it is sending it, or has sent it, to others, who will hold it in a moment
+	// (transfer.ErrChunkBusy, transfer.WithSuperSeeding).
+	busyBackoff      = 200 * time.Millisecond
+	chunkBusyBackoff = time.Second
+	// starveStalls bounds how long a slow swarm is waited for, in Deadline.Stall: a fetch whose
+	// providers keep gaining chunks (the coordinator's origin stream included) but in which no
+	// chunk lands here gives up after that all the same, so that providers claiming progress
+	// they never deliver cannot hold it forever (see stalled).
+	starveStalls = 4
+	// seedAfterRefusals is how many busy answers other providers give for a chunk before a seed
+	// is asked for it after all: a provider that claims chunks and never sends them cannot keep
+	// the one that holds them away.
+	seedAfterRefusals = 4
 	// watchErrors is how many failed watch requests in a row drop a provider.
 	watchErrors = 3
 	// endgameAfter is the least time a last chunk's request runs before a second provider is
@@ -96,8 +106,11 @@ type swarmFetch struct {
 	suspect map[int]peer.ID // sent chunk i failing an unconfirmed map
 	judge   map[int]peer.ID // the provider of chunk i's states, asked to settle a suspect
 	used    map[peer.ID]int64
+	seeds   map[peer.ID]bool
+	refused map[int]int // busy answers for chunk i from providers other than seeds
 	fatal   error
 	last    time.Time // the last chunk landed (or the start)
+	gained  time.Time // the last time a provider watched was heard to gain a chunk or a state
 	prefix  int64     // the verified prefix when Fill returned
 	resumed int64     // the prefix held when Fill began (from a partial file)
 	events  chan struct{}
@@ -118,6 +131,8 @@ type swarmPeer struct {
 	out      bool // dropped for the rest of this fetch
 	watching bool
 	busy     time.Time // declined a chunk (all its upload slots taken): not asked until then
+	// declined holds, by chunk, when a provider that declined it may be asked for it again.
+	declined map[int]time.Time
 }
 
 // chunkJob is one chunk request in flight.
@@ -270,6 +285,9 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 	s.suspect, s.judge = map[int]peer.ID{}, map[int]peer.ID{}
 	s.used = map[peer.ID]int64{}
 	s.last = time.Now()
+	s.gained = s.last
+	s.seeds = s.knownSeeds()
+	s.refused = map[int]int{}
 	defer func() {
 		s.stop()
 		s.wg.Wait()
@@ -309,13 +327,15 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 		for _, sp := range s.peers {
 			alive = alive || s.usable(sp)
 		}
-		stalled := time.Since(s.last) > swarmStall
+		dead, starved := s.stalled(time.Now())
 		s.mu.Unlock()
 		switch {
 		case idle && !alive:
 			return fmt.Errorf("%s: no provider left with chunks to give: %w", s.d, errdefs.ErrUnavailable)
-		case stalled:
-			return fmt.Errorf("%s: no chunk landed for %s: %w", s.d, swarmStall, errdefs.ErrUnavailable)
+		case dead:
+			return fmt.Errorf("%s: no chunk landed and no provider gained one for %s: %w", s.d, s.c.deadline.Stall, errdefs.ErrUnavailable)
+		case starved:
+			return fmt.Errorf("%s: no chunk landed for %s while the swarm gained chunks: %w", s.d, starveStalls*s.c.deadline.Stall, errdefs.ErrUnavailable)
 		}
 		if time.Since(lastLookup) >= rediscoverEvery && !looking {
 			// In the background: a lookup can take seconds on a loaded DHT, and chunks must
@@ -337,6 +357,31 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 			return fmt.Errorf("%s: %w", s.d, ctx.Err())
 		}
 	}
+}
+
+// stalled tells a dead swarm from a slow one. Dead: no chunk landed here and no provider
+// watched gained one for Deadline.Stall; the origin then resumes. Slow: providers keep gaining
+// chunks (nodes receive them, the coordinator's origin stream advances) while this node gets
+// busy answers, as in an overloaded rollout: it waits for them, since going to the origin would
+// cost the origin a copy the swarm is about to hold; starved past starveStalls × Stall all the
+// same. Called with s.mu held.
+func (s *swarmFetch) stalled(now time.Time) (dead, starved bool) {
+	progress := s.last
+	if s.gained.After(progress) {
+		progress = s.gained
+	}
+	stall := s.c.deadline.Stall
+	return now.Sub(progress) > stall, now.Sub(s.last) > starveStalls*stall
+}
+
+// knownSeeds are the authorized seeds this node knows of: their uplinks are the scarcest, so a
+// chunk that other providers hold is taken from those.
+func (s *swarmFetch) knownSeeds() map[peer.ID]bool {
+	out := map[peer.ID]bool{}
+	for _, p := range s.c.router.KnownSeeds() {
+		out[p] = true
+	}
+	return out
 }
 
 // landFirst writes the short path's first chunk if it verifies against the map.
@@ -461,11 +506,20 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) b
 			delete(s.suspect, i)
 		}
 	}
+	// A seed's uplink is the scarcest: it is asked only for chunks no other provider holds (or to
+	// settle a suspect whose states it gave), even if those others are busy now, unless they
+	// refused the chunk seedAfterRefusals times.
+	_, judged := s.judge[i]
+	avoidSeeds := !judged && s.refused[i] < seedAfterRefusals && slices.ContainsFunc(s.order, func(p peer.ID) bool {
+		sp := s.peers[p]
+		return !s.seeds[p] && s.usable(sp) && sp.have != nil && sp.have.Has(i)
+	})
 	var best *swarmPeer
 	bestScore := -1.0
 	for _, p := range s.order {
 		sp := s.peers[p]
-		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy.After(now) {
+		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy.After(now) ||
+			sp.declined[i].After(now) || avoidSeeds && s.seeds[p] {
 			continue
 		}
 		if j, ok := s.judge[i]; ok && p != j {
@@ -637,7 +691,16 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 			s.fatal = err
 		}
 	case errors.Is(err, transfer.ErrBusy):
-		sp.busy = time.Now().Add(busyBackoff)
+		if !errors.Is(err, transfer.ErrChunkBusy) {
+			sp.busy = time.Now().Add(busyBackoff) // its slots are taken
+		}
+		if !s.seeds[jb.p] {
+			s.refused[i]++
+		}
+		if sp.declined == nil {
+			sp.declined = map[int]time.Time{}
+		}
+		sp.declined[i] = time.Now().Add(chunkBusyBackoff)
 	case errors.As(err, &lie):
 		// The map's size is the bound one: a provider saying otherwise lies about the blob.
 		sp.out = true
@@ -720,6 +783,9 @@ func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have *chunks.Set) {
 		if s.from[j] != sp.id {
 			s.conf[j] = true
 		}
+	}
+	if sp.have != nil && (have.Count() > sp.have.Count() || m.Len() > sp.mapLen) {
+		s.gained = time.Now() // the swarm moves: a slow swarm, not a dead one
 	}
 	sp.have, sp.mapLen = have, m.Len()
 }
@@ -817,8 +883,10 @@ func (s *swarmFetch) discover(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	seeds := s.knownSeeds()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.seeds = seeds
 	for _, info := range found {
 		if _, ok := s.peers[info.ID]; !ok {
 			s.peer(info.ID)

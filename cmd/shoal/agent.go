@@ -75,7 +75,7 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "max-download-rate", Value: "0", EnvVars: env("MAX_DOWNLOAD_RATE"),
 			Usage: "cap bytes per second received from peers and origins (e.g. 100MB); 0 = unlimited"},
 		&cli.StringFlag{Name: "max-upload-rate", Value: "0", EnvVars: env("MAX_UPLOAD_RATE"),
-			Usage: "cap bytes per second sent to peers (e.g. 100MB); 0 = unlimited"},
+			Usage: "cap bytes per second sent to peers (e.g. 100MB), which also sizes the chunk upload slots (one per MiB/s, 2 to 8); 0 = unlimited (2 slots)"},
 		&cli.DurationFlag{Name: "first-byte-timeout", Value: agent.DefaultFirstByteTimeout, EnvVars: env("FIRST_BYTE_TIMEOUT"),
 			Usage: "a pull whose answer has not begun within this time gets 503 UNAVAILABLE, which sends the runtime to its next host, whatever peers and origins do"},
 		&cli.DurationFlag{Name: "write-stall-timeout", Value: httpbound.DefaultStallTimeout, EnvVars: env("WRITE_STALL_TIMEOUT"),

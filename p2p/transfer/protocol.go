@@ -120,6 +120,9 @@ type response struct {
 	// little-endian bitmap, chunks.Set); absent when it holds the whole blob or the prefix the
 	// map covers.
 	Have []byte `json:"have,omitempty"`
+	// ChunkBusy marks a busy answer about the chunk asked for (being sent, or already sent, to
+	// other peers), not about the provider: other chunks may be asked of it at once.
+	ChunkBusy bool `json:"chunkBusy,omitempty"`
 }
 
 // Status codes, HTTP-like for familiarity.
@@ -168,11 +171,18 @@ func readFrame(r *bufio.Reader, limit int, v any) error {
 // origin itself). It is not a failure of the peer.
 var ErrBusy = fmt.Errorf("peer busy: %w", errdefs.ErrUnavailable)
 
+// ErrChunkBusy is ErrBusy about one chunk: the provider is sending it, or has sent it, to other
+// peers, who will hold it in a moment; it may be asked for other chunks at once.
+var ErrChunkBusy = fmt.Errorf("chunk being spread by this peer: %w", ErrBusy)
+
 // statusError turns a response status into an error class.
 func statusError(resp *response) error {
 	cls := errdefs.ErrUnavailable
 	switch resp.Status {
 	case statusBusy:
+		if resp.ChunkBusy {
+			return ErrChunkBusy
+		}
 		return ErrBusy
 	case statusNotFound:
 		cls = errdefs.ErrNotFound

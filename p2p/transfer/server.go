@@ -96,6 +96,7 @@ type Server struct {
 	observer Observer
 	upload   *throttle.Limiter
 	spread   spreader
+	seeding  *seeder // nil: no super-seeding by copies
 }
 
 // ServerOption configures a Server.
@@ -106,8 +107,29 @@ type ServerOption func(*Server)
 // this node's uplink and timing out. The default is DefaultUploadSlots.
 func WithUploadSlots(n int) ServerOption { return func(s *Server) { s.spread.slots = max(n, 1) } }
 
-// DefaultUploadSlots is the default for WithUploadSlots.
+// DefaultUploadSlots is the default for WithUploadSlots, and what UploadSlotsFor gives a node
+// with no upload limit.
 const DefaultUploadSlots = 2
+
+// SlotRate is the upload rate UploadSlotsFor gives each slot at least, and maxUploadSlots the
+// most slots it gives.
+const (
+	SlotRate       = 1 << 20
+	maxUploadSlots = 8
+)
+
+// UploadSlotsFor sizes the upload slots to a node's upload limit (bytes/s; 0: none): one slot per
+// SlotRate, from 2 to 8. A requester has up to 4 chunk requests open, each getting about a quarter
+// of its download link, so with equal links a provider needs about 4 slots to fill its uplink; a
+// slot slower than SlotRate moves a 4 MiB chunk in more than 4 s a hop, which costs a rollout
+// more than an idle share of the uplink. Without a limit, the link is not known and the default
+// stays.
+func UploadSlotsFor(rate int64) int {
+	if rate <= 0 {
+		return DefaultUploadSlots
+	}
+	return int(min(max(rate/SlotRate, DefaultUploadSlots), maxUploadSlots))
+}
 
 // WithUploadLimit paces every body the server sends through l, shared by all peers.
 func WithUploadLimit(l *throttle.Limiter) ServerOption { return func(s *Server) { s.upload = l } }
@@ -176,9 +198,13 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	switch req.Op {
 	case opGet:
 		if req.Spread {
-			if !s.spread.admit(req.Digest, req.Offset, req.Length) {
+			if ok, chunk := s.spread.admit(req.Digest, req.Offset, req.Length); !ok {
 				status := statusBusy
-				_ = writeFrame(st, response{Status: status, Error: "chunk being sent to other peers; take it from them"})
+				msg := "upload slots taken; ask again shortly"
+				if chunk {
+					msg = "chunk being sent to other peers; take it from them"
+				}
+				_ = writeFrame(st, response{Status: status, Error: msg, ChunkBusy: chunk})
 				return status, 0, nil
 			}
 			defer s.spread.release(req.Digest, req.Offset, req.Length)
@@ -198,7 +224,21 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 			_ = writeFrame(st, response{Status: status, Size: size, Error: "range not satisfiable"})
 			return status, 0, fmt.Errorf("range %d+%d of %d: %w", off, n, size, errdefs.ErrInvalid)
 		}
+		seeded, chunk := false, int64(0)
+		if req.Spread {
+			if k, ok := s.superSeeds(req.Digest, off, n, size); ok {
+				if !s.seeding.admit(req.Digest, k, time.Now()) {
+					status := statusBusy
+					_ = writeFrame(st, response{Status: status, Error: "chunk already sent; take it from the peers that hold it", ChunkBusy: true})
+					return status, 0, nil
+				}
+				seeded, chunk = true, k
+			}
+		}
 		if err := writeFrame(st, response{Status: statusOK, Size: size, MediaType: b.MediaType(), Length: n}); err != nil {
+			if seeded {
+				s.seeding.failed(req.Digest, chunk)
+			}
 			return statusOK, 0, err
 		}
 		dw := &deadlineWriter{st: st}
@@ -213,6 +253,9 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		written, err := io.CopyBuffer(w, io.NewSectionReader(b, off, n), *bp)
 		if err == nil && written != n {
 			err = io.ErrUnexpectedEOF
+		}
+		if seeded && err != nil {
+			s.seeding.failed(req.Digest, chunk)
 		}
 		return statusOK, written, err
 	case opMap:
@@ -266,6 +309,16 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	default:
 		return fail(fmt.Errorf("unknown op %q: %w", req.Op, errdefs.ErrInvalid))
 	}
+}
+
+// superSeeds reports whether a swarm request for off+n of d is one whole chunk of a blob this
+// node super-seeds, and which.
+func (s *Server) superSeeds(d digest.Digest, off, n, size int64) (int64, bool) {
+	if s.seeding == nil {
+		return 0, false
+	}
+	k, ok := s.seeding.chunk(off, n, size)
+	return k, ok && s.seeding.original(d)
 }
 
 type peerKey struct{}
@@ -374,20 +427,24 @@ type spreader struct {
 	sending map[spreadKey]int
 }
 
-// admit reserves one of a chunk's sending slots; release returns it.
-func (s *spreader) admit(d digest.Digest, off, n int64) bool {
+// admit reserves one of a chunk's sending slots; release returns it. When it cannot, chunk
+// tells whether the chunk is what is busy (sent to spreadFanout peers already), not the slots.
+func (s *spreader) admit(d digest.Digest, off, n int64) (ok, chunk bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sending == nil {
 		s.sending = map[spreadKey]int{}
 	}
 	k := spreadKey{d, off, n}
-	if s.sending[k] >= spreadFanout || s.total >= s.slots {
-		return false
+	if s.sending[k] >= spreadFanout {
+		return false, true
+	}
+	if s.total >= s.slots {
+		return false, false
 	}
 	s.sending[k]++
 	s.total++
-	return true
+	return true, false
 }
 
 func (s *spreader) release(d digest.Digest, off, n int64) {
