@@ -41,6 +41,12 @@ type fetch struct {
 	wake    chan struct{} // closed and replaced whenever visible or done changes
 	refs    int           // open reader handles plus the fetching goroutine
 
+	// recv is the set of chunks a Filler is receiving (Sink.Receiving), which peers may ask for
+	// and get as each one verifies; inOrder marks an origin source landing the blob in order,
+	// which is receiving the chunks just past its prefix. Both under mu.
+	recv    *chunks.Set
+	inOrder bool
+
 	announced bool // advertised to peers before commit (only the fetching goroutine touches it)
 	// suspend keeps the partial file for the next run: the fetch was cut short by shutdown, or
 	// its sources are unavailable for now.
@@ -107,6 +113,7 @@ func (s sink) WriteAt(p []byte, off int64) (int, error) { return s.f.w.WriteAt(p
 func (s sink) Absorb(upTo int64) error                  { return s.f.w.Absorb(upTo) }
 func (s sink) MarkChunk(i int, m *chunks.Map) error     { return s.f.w.MarkChunk(i, m) }
 func (s sink) Publish()                                 { s.f.publish() }
+func (s sink) Receiving(set *chunks.Set)                { s.f.update(func() { s.f.recv = set }) }
 
 // publish is the one place a fetch's progress becomes visible: the verified prefix to local
 // clients (holding back the last byte of a blob of known size, or the last byte so far of one
@@ -204,18 +211,35 @@ func (c *InFlight) MediaType() string { return "" }
 // Close releases the fetch.
 func (c *InFlight) Close() error { c.once.Do(c.f.release); return nil }
 
-// inFlightWait bounds how long a peer's read waits for bytes that have not landed.
-const inFlightWait = 30 * time.Second
+// inFlightWait bounds how long a peer's read waits for bytes that have not landed, and
+// notReceivingWait how long of it for bytes this node is not receiving at the moment (a chunk
+// request of its own failed, and another is about to start): past it the peer is told at once,
+// so that it takes the bytes elsewhere instead of waiting out a request that may not come.
+const (
+	inFlightWait     = 30 * time.Second
+	notReceivingWait = 2 * time.Second
+)
 
-// ReadAt reads verified bytes, waiting for them up to inFlightWait.
+// ReadAt reads verified bytes, waiting for them up to inFlightWait: bytes of a chunk this node
+// is receiving go out as soon as that chunk verifies (cut-through).
 func (c *InFlight) ReadAt(p []byte, off int64) (int, error) {
 	timer := time.NewTimer(inFlightWait)
 	defer timer.Stop()
+	var idle time.Time // since when the bytes are neither held nor being received
 	for {
 		visible, done, wake, err := c.f.state()
 		end := off + int64(len(p))
 		if c.f.w.Holds(off, int64(len(p))) {
 			visible = end
+		}
+		if end > visible && !done && !c.Offers(max(off, visible)) {
+			if idle.IsZero() {
+				idle = time.Now()
+			} else if time.Since(idle) > notReceivingWait {
+				return 0, fmt.Errorf("%s: bytes at %d are not being received here: %w", c.f.d, off, errdefs.ErrUnavailable)
+			}
+		} else {
+			idle = time.Time{}
 		}
 		if end <= visible || (done && err == nil) {
 			n, rerr := c.f.w.File().ReadAt(p[:max(0, min(int64(len(p)), visible-off))], off)
@@ -231,12 +255,51 @@ func (c *InFlight) ReadAt(p []byte, off int64) (int, error) {
 		case <-wake:
 		case <-timer.C:
 			return 0, fmt.Errorf("%s: no bytes at %d for %s: %w", c.f.d, off, inFlightWait, errdefs.ErrUnavailable)
+		case <-time.After(notReceivingWait / 4):
+			// Recheck what is being received: its changes do not always wake readers.
 		}
 	}
 }
 
 // PartialMap is the chunk map of what the fetch holds, nil before its first chunk.
 func (c *InFlight) PartialMap() *chunks.Map { return c.f.w.PartialMap() }
+
+// Receiving is the set of chunks (in the store's chunk size, the cluster's piece size) the fetch
+// is receiving and will hold verified shortly: those a swarm has asked peers for, or, for an
+// origin stream landing in order, the ones just past its prefix. Nil once no more will come.
+func (c *InFlight) Receiving() *chunks.Set {
+	f := c.f
+	f.mu.Lock()
+	recv, inOrder, done := f.recv, f.inOrder, f.done
+	f.mu.Unlock()
+	switch {
+	case done:
+		return nil
+	case inOrder:
+		ps := f.p.chunkSize
+		out := chunks.NewSet(chunks.Count(f.size, ps))
+		first := int(f.w.Written() / ps)
+		for i := first; i < first+max(1, int(chunks.DefaultSize/ps)); i++ {
+			out.Add(i)
+		}
+		return out
+	case recv != nil:
+		return recv.Clone()
+	}
+	return nil
+}
+
+// Offers reports whether the byte at off is held verified, released, or in a chunk being
+// received: a swarm request for it will be served without waiting out a request that is not
+// coming.
+func (c *InFlight) Offers(off int64) bool {
+	visible, done, _, err := c.f.state()
+	if off < visible || (done && err == nil) || c.f.w.Holds(off, 1) {
+		return true
+	}
+	recv := c.Receiving()
+	return recv != nil && recv.Has(int(off/c.f.p.chunkSize))
+}
 
 // Holding is the set of chunks held verified and a channel closed at the next change; more is
 // false once no more chunks will come.
