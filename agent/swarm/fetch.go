@@ -505,10 +505,15 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, c int, dup bool) b
 		if slices.ContainsFunc(s.jobs[c], func(jb *chunkJob) bool { return jb.p == p }) {
 			continue
 		}
-		// Unmeasured providers first (to measure them), then the fastest; ties at random.
+		// Providers holding the piece before those still receiving it (which send no faster
+		// than they receive, and keep an upload slot waiting meanwhile); then unmeasured
+		// providers (to measure them), then the fastest; ties at random.
 		score := sp.rate
 		if !sp.measured {
 			score = 1e18
+		}
+		if sp.have.Has(a) {
+			score += 1e19
 		}
 		score += rand.Float64()
 		if score > bestScore {
@@ -519,9 +524,12 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, c int, dup bool) b
 		return false
 	}
 	if !dup {
-		// Only the pieces it offers: a request for pieces it is not receiving would wait in vain.
+		// Only the pieces it holds, or, from one receiving the first, those it receives: a
+		// request for pieces it is not receiving would wait in vain, and one for pieces a holder
+		// is still receiving would keep its upload slot waiting.
+		holds := best.have.Has(a)
 		e := a + 1
-		for e < b && offers(best, e) {
+		for e < b && (best.have.Has(e) || !holds && offers(best, e)) {
 			e++
 		}
 		b = e
