@@ -698,8 +698,9 @@ func (s *swarmFetch) landPiece(f fetch.Sink, i int, from peer.ID, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.have.Has(i) {
+		// Still in the set of pieces received until the request ends: held now, it is offered
+		// all the same, and peers hear of it with the chunk's next change.
 		s.landed(f, i, from, n)
-		s.receiving(f)
 	}
 	s.judged(i, from)
 }
@@ -909,9 +910,12 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			s.mu.Unlock()
 			return
 		}
+		// One more piece offered (held or being received), or one more state. Not one more
+		// piece held: a piece this node already knows the provider is receiving can be asked
+		// for anyway, and an answer (a stream and a map) for every piece landed would cost a
+		// chunk's worth of them for every chunk, at every watcher.
 		var want transfer.Want
 		if sp.have != nil {
-			want.MinHave = sp.have.Count() + 1
 			if sp.mapLen < sp.have.Len() {
 				want.MinStates = sp.mapLen + 1
 			}
