@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent"
@@ -58,6 +60,21 @@ func (b *gatedBlob) ReadAt(p []byte, off int64) (int, error) {
 		<-b.g.gate
 	}
 	return b.Blob.ReadAt(p, off)
+}
+
+// connect connects a test peer to an agent's libp2p host.
+func connect(t *testing.T, from *p2p.Node, to *node) {
+	t.Helper()
+	var addrs []multiaddr.Multiaddr
+	for _, s := range to.Node().Addrs() {
+		ma, _ := multiaddr.NewMultiaddr(s)
+		if pi, err := peer.AddrInfoFromP2pAddr(ma); err == nil {
+			addrs = append(addrs, pi.Addrs...)
+		}
+	}
+	if err := from.Host().Connect(context.Background(), peer.AddrInfo{ID: to.Node().ID(), Addrs: addrs}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // streamBlob GETs a blob from an agent and counts the body bytes as they arrive; the result
@@ -134,6 +151,18 @@ func TestPiecesReachClientAndNextPeerBeforeTheChunk(t *testing.T) {
 		t.Fatalf("the first node landed %v bytes from peers while the provider had sent %d", n, held)
 	}
 
+	// Cut-through: the first node takes a request for pieces it is still receiving (it does not
+	// answer busy), and sends them once they arrive and verify.
+	probe := startTestPeer(t, transfer.NewMemoryContent(), boot.Node().Addrs()...)
+	connect(t, probe, a)
+	rng, err := transfer.NewClient(probe.Host()).GetChunk(context.Background(), a.Node().ID(), d, held, 2<<20, false)
+	if err != nil {
+		t.Fatalf("asking the first node for pieces it is receiving: %v", err)
+	}
+	defer rng.Close()
+	cut := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(rng); cut <- b }()
+
 	// The second node finds the first one (it provides the blob from its first piece).
 	b := start()
 	waitFor(t, func() bool {
@@ -157,6 +186,9 @@ func TestPiecesReachClientAndNextPeerBeforeTheChunk(t *testing.T) {
 	}
 
 	open()
+	if got := <-cut; !bytes.Equal(got, data[held:held+2<<20]) {
+		t.Fatalf("cut-through: got %d bytes, not pieces 2 and 3", len(got))
+	}
 	for name, body := range map[string]<-chan []byte{"first": bodyA, "second": bodyB} {
 		if got := <-body; !bytes.Equal(got, data) {
 			t.Fatalf("the %s node's client got %d bytes, not the blob", name, len(got))
