@@ -29,8 +29,10 @@ import (
 //
 //   - Each provider is watched: a long-polled map request answers as soon as the provider holds
 //     another piece, receives more, or its map grows, so holdings spread as fast as pieces do.
-//   - A provider may be asked for pieces it is still receiving (cut-through): it sends each one
-//     as soon as it verified it. Its map answers say which pieces it holds and receives.
+//   - For the chunks the local client reads next, a provider may be asked for pieces it is
+//     still receiving when nobody holds them (cut-through): it sends each one as soon as it
+//     verified it. Its map answers say which pieces it holds and receives. Other chunks come
+//     from providers holding them (see startMode).
 //   - The chunks just past the contiguous prefix come first (the local client streams that
 //     prefix in order from its first byte); then the rarest chunks among the providers watched.
 //   - A provider gets at most perPeerInFlight requests from this fetch, and the one with the best
