@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,18 +153,6 @@ func TestPiecesReachClientAndNextPeerBeforeTheChunk(t *testing.T) {
 		t.Fatalf("the first node landed %v bytes from peers while the provider had sent %d", n, held)
 	}
 
-	// Cut-through: the first node takes a request for pieces it is still receiving (it does not
-	// answer busy), and sends them once they arrive and verify.
-	probe := startTestPeer(t, transfer.NewMemoryContent(), boot.Node().Addrs()...)
-	connect(t, probe, a)
-	rng, err := transfer.NewClient(probe.Host()).GetChunk(context.Background(), a.Node().ID(), d, held, 2<<20, false)
-	if err != nil {
-		t.Fatalf("asking the first node for pieces it is receiving: %v", err)
-	}
-	defer rng.Close()
-	cut := make(chan []byte, 1)
-	go func() { b, _ := io.ReadAll(rng); cut <- b }()
-
 	// The second node finds the first one (it provides the blob from its first piece).
 	b := start()
 	waitFor(t, func() bool {
@@ -186,9 +176,6 @@ func TestPiecesReachClientAndNextPeerBeforeTheChunk(t *testing.T) {
 	}
 
 	open()
-	if got := <-cut; !bytes.Equal(got, data[held:held+2<<20]) {
-		t.Fatalf("cut-through: got %d bytes, not pieces 2 and 3", len(got))
-	}
 	for name, body := range map[string]<-chan []byte{"first": bodyA, "second": bodyB} {
 		if got := <-body; !bytes.Equal(got, data) {
 			t.Fatalf("the %s node's client got %d bytes, not the blob", name, len(got))
@@ -258,5 +245,81 @@ func TestLyingPieceIsBlamed(t *testing.T) {
 	}
 	if sent := liarSent.n.Load() - sentBefore; sent != 0 {
 		t.Fatalf("fetched %d bytes from the blamed peer again", sent)
+	}
+}
+
+// TestCutThroughFromAnOriginStream: a node fetching a blob in order from its origin says, in its
+// map answers, which pieces it is receiving, and serves a chunk request for pieces that have not
+// arrived yet (no busy answer), sending them as they come: the first node pulling through a
+// coordinator follows the coordinator's origin stream.
+func TestCutThroughFromAnOriginStream(t *testing.T) {
+	data, d := randomBlob(t, 6<<20)
+	const part = 1<<20 + 12345 // the origin sends this much, then waits
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			w.WriteHeader(http.StatusOK)
+		case strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()):
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+			w.Header().Set("Docker-Content-Digest", d.String())
+			if r.Method == http.MethodHead {
+				return
+			}
+			w.Write(data[:part])
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+			w.Write(data[part:])
+		default:
+			http.NotFound(w, r)
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go slow.Serve(ln)
+	t.Cleanup(func() { slow.Close() })
+	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{"http://" + ln.Addr().String()},
+		P2P: &p2p.Config{ListenAddrs: []string{loopback}}})
+	var got atomic.Int64
+	body := streamBlob(t, co.host, "test/slow", d, &got)
+	waitFor(t, func() bool { return got.Load() >= part-1 }, "the node's client to get what the origin sent")
+
+	probe := startTestPeer(t, transfer.NewMemoryContent(), co.Node().Addrs()...)
+	connect(t, probe, co)
+	c := transfer.NewClient(probe.Host())
+	h, err := c.Watch(context.Background(), co.Node().ID(), d, chunks.DefaultPieceSize, transfer.Want{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.Have.Has(0) || h.Have.Has(1) || !h.Recv.Has(1) || !h.Recv.Has(2) || h.Map.Len() != 2 {
+		t.Fatalf("holds %d pieces, receives %d, map of %d states; want piece 0 held, 1 and 2 received, 2 states",
+			h.Have.Count(), h.Recv.Count(), h.Map.Len())
+	}
+	rng, err := c.GetChunk(context.Background(), co.Node().ID(), d, 1<<20, 2<<20, false)
+	if err != nil {
+		t.Fatalf("asking for pieces the node is receiving: %v", err)
+	}
+	defer rng.Close()
+	cut := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(rng); cut <- b }()
+	// Pieces past its window are not offered: such a request is answered busy at once.
+	if _, err := c.GetChunk(context.Background(), co.Node().ID(), d, 5<<20, 1<<20, false); !errors.Is(err, transfer.ErrBusy) {
+		t.Fatalf("a request for bytes far past the stream: %v, want busy", err)
+	}
+	open()
+	if b := <-cut; !bytes.Equal(b, data[1<<20:3<<20]) {
+		t.Fatalf("cut-through: got %d bytes, not pieces 1 and 2", len(b))
+	}
+	if b := <-body; !bytes.Equal(b, data) {
+		t.Fatalf("the client got %d bytes, not the blob", len(b))
 	}
 }

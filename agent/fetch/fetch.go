@@ -41,10 +41,8 @@ type fetch struct {
 	wake    chan struct{} // closed and replaced whenever visible or done changes
 	refs    int           // open reader handles plus the fetching goroutine
 
-	// recv is the set of chunks a Filler is receiving (Sink.Receiving), which peers may ask for
-	// and get as each one verifies; inOrder marks an origin source landing the blob in order,
-	// which is receiving the chunks just past its prefix. Both under mu.
-	recv    *chunks.Set
+	// inOrder marks an origin source landing the blob in order (under mu): it is receiving the
+	// chunks just past its prefix, which peers may ask for and get as each one lands.
 	inOrder bool
 
 	announced bool // advertised to peers before commit (only the fetching goroutine touches it)
@@ -113,7 +111,6 @@ func (s sink) WriteAt(p []byte, off int64) (int, error) { return s.f.w.WriteAt(p
 func (s sink) Absorb(upTo int64) error                  { return s.f.w.Absorb(upTo) }
 func (s sink) MarkChunk(i int, m *chunks.Map) error     { return s.f.w.MarkChunk(i, m) }
 func (s sink) Publish()                                 { s.f.publish() }
-func (s sink) Receiving(set *chunks.Set)                { s.f.update(func() { s.f.recv = set }) }
 
 // publish is the one place a fetch's progress becomes visible: the verified prefix to local
 // clients (holding back the last byte of a blob of known size, or the last byte so far of one
@@ -265,28 +262,26 @@ func (c *InFlight) ReadAt(p []byte, off int64) (int, error) {
 func (c *InFlight) PartialMap() *chunks.Map { return c.f.w.PartialMap() }
 
 // Receiving is the set of chunks (in the store's chunk size, the cluster's piece size) the fetch
-// is receiving and will hold verified shortly: those a swarm has asked peers for, or, for an
-// origin stream landing in order, the ones just past its prefix. Nil once no more will come.
+// is receiving from an origin stream landing in order: the ones just past its prefix (4 MiB),
+// which peers may ask for and get as they land (cut-through). Nil when the fetch is not such a
+// stream. A swarm's own requests are not offered: a node receiving a chunk from a peer sends it
+// on no faster than it receives it, and a chain of them keeps upload slots waiting (measured:
+// docs/benchmarks-rollout.md, "Pieces"); its peers take the pieces once it holds them.
 func (c *InFlight) Receiving() *chunks.Set {
 	f := c.f
 	f.mu.Lock()
-	recv, inOrder, done := f.recv, f.inOrder, f.done
+	inOrder, done := f.inOrder, f.done
 	f.mu.Unlock()
-	switch {
-	case done:
+	if done || !inOrder {
 		return nil
-	case inOrder:
-		ps := f.p.chunkSize
-		out := chunks.NewSet(chunks.Count(f.size, ps))
-		first := int(f.w.Written() / ps)
-		for i := first; i < first+max(1, int(chunks.DefaultSize/ps)); i++ {
-			out.Add(i)
-		}
-		return out
-	case recv != nil:
-		return recv.Clone()
 	}
-	return nil
+	ps := f.p.chunkSize
+	out := chunks.NewSet(chunks.Count(f.size, ps))
+	first := int(f.w.Written() / ps)
+	for i := first; i < first+max(1, int(chunks.DefaultSize/ps)); i++ {
+		out.Add(i)
+	}
+	return out
 }
 
 // Offers reports whether the byte at off is held verified, released, or in a chunk being

@@ -479,7 +479,7 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 		}
 		// An origin source lands the blob in order: it is receiving the chunks past its prefix.
 		inOrder := src == p.origin
-		f.update(func() { f.inOrder, f.recv = inOrder, nil })
+		f.update(func() { f.inOrder = inOrder })
 		switch b := body.(type) {
 		case Filler:
 			err = b.Fill(ctx, sink{f})
@@ -491,7 +491,7 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 		default:
 			err = fmt.Errorf("%s: source %s returned a %T: %w", f.d, src.Name(), body, errdefs.ErrInvalid)
 		}
-		f.update(func() { f.inOrder, f.recv = false, nil })
+		f.update(func() { f.inOrder = false })
 		closeBody(body, log)
 		if err == nil {
 			return p.finish(f, src.Name(), states)

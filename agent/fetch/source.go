@@ -82,8 +82,4 @@ type Sink interface {
 	// Publish releases the verified prefix to local clients (all but the blob's last byte,
 	// which waits for the digest) and, from the first whole chunk held, announces the blob.
 	Publish()
-	// Receiving tells peers which chunks the Filler is receiving now (the sink keeps set, which
-	// the caller must not change afterwards; nil: none): peers may ask for them, and get each one
-	// as soon as it verifies here.
-	Receiving(set *chunks.Set)
 }

@@ -29,10 +29,10 @@ import (
 //
 //   - Each provider is watched: a long-polled map request answers as soon as the provider holds
 //     another piece, receives more, or its map grows, so holdings spread as fast as pieces do.
-//   - For the chunks the local client reads next, a provider may be asked for pieces it is
-//     still receiving when nobody holds them (cut-through): it sends each one as soon as it
-//     verified it. Its map answers say which pieces it holds and receives. Other chunks come
-//     from providers holding them (see startMode).
+//   - For the chunks the local client reads next, a provider receiving the blob in order from
+//     the origin may be asked for pieces it has not received yet when nobody holds them
+//     (cut-through): it sends them as they land. Its map answers say which pieces it holds and
+//     receives. Other chunks come from providers holding them (see startMode).
 //   - The chunks just past the contiguous prefix come first (the local client streams that
 //     prefix in order from its first byte); then the rarest chunks among the providers watched.
 //   - A provider gets at most perPeerInFlight requests from this fetch, and the one with the best
@@ -478,8 +478,9 @@ func (s *swarmFetch) lagging(jb *chunkJob, now time.Time) bool {
 type startMode int
 
 const (
-	// cutThrough takes the pieces from a provider still receiving them when nobody holds them:
-	// for the chunks the local client reads next, whose delay is its time to first byte.
+	// cutThrough takes the pieces from a provider still receiving them (in order, from the
+	// origin) when nobody holds them: for the chunks the local client reads next, whose delay is
+	// its time to first byte.
 	cutThrough startMode = iota
 	// fromHolders takes them only from providers holding them. A provider still receiving a
 	// piece sends no faster than it receives it, and keeps one of its few upload slots waiting
@@ -570,7 +571,6 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, c int, mode startM
 	best.inflight++
 	s.wg.Add(1)
 	go s.run(jctx, f, jb)
-	s.receiving(f)
 	return true
 }
 
@@ -582,22 +582,6 @@ func holdsAll(sp *swarmPeer, a, b int) bool {
 		}
 	}
 	return true
-}
-
-// receiving tells the sink which pieces this fetch is receiving (its requests' pieces not held
-// yet, duplicates aside), which peers may then ask it for. Called with s.mu held.
-func (s *swarmFetch) receiving(f fetch.Sink) {
-	set := chunks.NewSet(s.have.Len())
-	for _, js := range s.jobs {
-		for _, jb := range js {
-			for i := jb.a; i < jb.b && !jb.dup; i++ {
-				if !s.have.Has(i) {
-					set.Add(i)
-				}
-			}
-		}
-	}
-	f.Receiving(set)
 }
 
 // pieceError is a piece of a chunk request failing verification.
@@ -723,8 +707,6 @@ func (s *swarmFetch) landPiece(f fetch.Sink, i int, from peer.ID, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.have.Has(i) {
-		// Still in the set of pieces received until the request ends: held now, it is offered
-		// all the same, and peers hear of it with the chunk's next change.
 		s.landed(f, i, from, n)
 	}
 	s.judged(i, from)
@@ -789,7 +771,6 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 	if len(s.jobs[c]) == 0 {
 		delete(s.jobs, c)
 	}
-	defer s.receiving(f)
 	var lie *sizeLie
 	var bad *pieceError
 	s.c.log.Debug("chunk request done", "digest", s.d, "chunk", c, "pieces", jb.b-jb.a, "peer", jb.p, "dup", jb.dup, "took", took, "err", err)
