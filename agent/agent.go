@@ -64,8 +64,13 @@ type Config struct {
 	OriginOptions []origin.Option
 	// P2P configures the peer-to-peer node; nil runs a plain mirror.
 	P2P *p2p.Config
-	// ChunkSize is the unit of verified peer transfer (default chunks.DefaultSize).
+	// ChunkSize is what one swarm request asks a peer for (default chunks.DefaultSize), in whole
+	// pieces.
 	ChunkSize int64
+	// PieceSize is the unit of verified peer transfer, the states of chunk maps: each piece is
+	// verified, passed to clients and offered to peers as it arrives. It must be the same on every
+	// node of a cluster (default chunks.DefaultPieceSize, or ChunkSize if smaller).
+	PieceSize int64
 	// DebugListen, when set, serves net/http/pprof there (keep it on loopback).
 	DebugListen string
 	// MaxDownloadRate and MaxUploadRate cap the node's bytes per second received from peers
@@ -218,15 +223,25 @@ func OpenStore(cfg Config) (*store.Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	chunkSize := cfg.ChunkSize
-	if chunkSize <= 0 {
-		chunkSize = chunks.DefaultSize
-	}
-	st, err := store.Open(cfg.DataDir, store.WithLogger(log), store.WithChunkSize(chunkSize), store.WithLimit(cfg.StoreMaxBytes))
+	st, err := store.Open(cfg.DataDir, store.WithLogger(log), store.WithChunkSize(cfg.pieceSize()), store.WithLimit(cfg.StoreMaxBytes))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return st, nil
+}
+
+// pieceSize is the cluster's piece size: PieceSize, by default chunks.DefaultPieceSize, and never
+// more than the chunk size.
+func (cfg Config) pieceSize() int64 {
+	cs := cfg.ChunkSize
+	if cs <= 0 {
+		cs = chunks.DefaultSize
+	}
+	ps := cfg.PieceSize
+	if ps <= 0 {
+		ps = chunks.DefaultPieceSize
+	}
+	return min(ps, cs)
 }
 
 // New opens the store (unless given one) and builds the agent. Close releases it.
@@ -244,6 +259,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = chunks.DefaultSize
 	}
+	cfg.PieceSize = cfg.pieceSize()
 	if cfg.MaxCoordinatedFetches <= 0 {
 		cfg.MaxCoordinatedFetches = DefaultMaxCoordinatedFetches
 	}
@@ -334,7 +350,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		a.node = node
 		a.announcer = newAnnouncer(node, log)
 		a.swarm = swarm.New(swarm.Deps{Router: node, Transfer: tc, Download: download, ChunkSize: cfg.ChunkSize,
-			Deadline: cfg.PeerDeadline, Log: log, Metrics: m.swarm()})
+			PieceSize: cfg.PieceSize, Deadline: cfg.PeerDeadline, Log: log, Metrics: m.swarm()})
 		sources = []fetch.Source{a.swarm.Source(), originSrc}
 		a.sizes.node, a.sizes.swarm = node, a.swarm
 		peers, cluster = a.swarm, nodeCluster{node: node, transfer: tc}
@@ -345,7 +361,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		ann = a.announcer
 	}
 	a.pipeline = fetch.New(fetch.Deps{Store: st, Sources: sources, Origin: originSrc, Sizes: a.sizes, Announcer: ann,
-		Collector: a.gc, Download: download, ChunkSize: cfg.ChunkSize, MaxPulls: cfg.MaxCoordinatedFetches,
+		Collector: a.gc, Download: download, ChunkSize: cfg.PieceSize, MaxPulls: cfg.MaxCoordinatedFetches,
 		Log: log, Metrics: m.fetch()})
 	var resAnn resolve.Announcer
 	if a.announcer != nil {
@@ -355,7 +371,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		Announcer: resAnn, Recorder: records, TagTTL: cfg.TagTTL, Started: a.started, Log: log, Metrics: m.resolve()})
 	if a.node != nil {
 		content := peerserve.New(peerserve.Deps{Store: st, Pipeline: a.pipeline, Resolver: a.resolver, Upstreams: ups,
-			Hosted: o.hosted, ChunkSize: cfg.ChunkSize, Coordinated: m.coordinated, Access: a.access})
+			Hosted: o.hosted, ChunkSize: cfg.PieceSize, Coordinated: m.coordinated, Access: a.access})
 		// The blobs whose chunks this node alone may hold, which it sends about once each: all of
 		// a seed's (hosted repositories, preheated images), and a fetch from the origin.
 		original := a.pipeline.FromOrigin

@@ -41,6 +41,10 @@ type fetch struct {
 	wake    chan struct{} // closed and replaced whenever visible or done changes
 	refs    int           // open reader handles plus the fetching goroutine
 
+	// inOrder marks an origin source landing the blob in order (under mu): it is receiving the
+	// chunks just past its prefix, which peers may ask for and get as each one lands.
+	inOrder bool
+
 	announced bool // advertised to peers before commit (only the fetching goroutine touches it)
 	// suspend keeps the partial file for the next run: the fetch was cut short by shutdown, or
 	// its sources are unavailable for now.
@@ -204,18 +208,35 @@ func (c *InFlight) MediaType() string { return "" }
 // Close releases the fetch.
 func (c *InFlight) Close() error { c.once.Do(c.f.release); return nil }
 
-// inFlightWait bounds how long a peer's read waits for bytes that have not landed.
-const inFlightWait = 30 * time.Second
+// inFlightWait bounds how long a peer's read waits for bytes that have not landed, and
+// notReceivingWait how long of it for bytes this node is not receiving at the moment (a chunk
+// request of its own failed, and another is about to start): past it the peer is told at once,
+// so that it takes the bytes elsewhere instead of waiting out a request that may not come.
+const (
+	inFlightWait     = 30 * time.Second
+	notReceivingWait = 2 * time.Second
+)
 
-// ReadAt reads verified bytes, waiting for them up to inFlightWait.
+// ReadAt reads verified bytes, waiting for them up to inFlightWait: bytes of a chunk this node
+// is receiving go out as soon as that chunk verifies (cut-through).
 func (c *InFlight) ReadAt(p []byte, off int64) (int, error) {
 	timer := time.NewTimer(inFlightWait)
 	defer timer.Stop()
+	var idle time.Time // since when the bytes are neither held nor being received
 	for {
 		visible, done, wake, err := c.f.state()
 		end := off + int64(len(p))
 		if c.f.w.Holds(off, int64(len(p))) {
 			visible = end
+		}
+		if end > visible && !done && !c.Offers(max(off, visible)) {
+			if idle.IsZero() {
+				idle = time.Now()
+			} else if time.Since(idle) > notReceivingWait {
+				return 0, fmt.Errorf("%s: bytes at %d are not being received here: %w", c.f.d, off, errdefs.ErrUnavailable)
+			}
+		} else {
+			idle = time.Time{}
 		}
 		if end <= visible || (done && err == nil) {
 			n, rerr := c.f.w.File().ReadAt(p[:max(0, min(int64(len(p)), visible-off))], off)
@@ -231,12 +252,49 @@ func (c *InFlight) ReadAt(p []byte, off int64) (int, error) {
 		case <-wake:
 		case <-timer.C:
 			return 0, fmt.Errorf("%s: no bytes at %d for %s: %w", c.f.d, off, inFlightWait, errdefs.ErrUnavailable)
+		case <-time.After(notReceivingWait / 4):
+			// Recheck what is being received: its changes do not always wake readers.
 		}
 	}
 }
 
 // PartialMap is the chunk map of what the fetch holds, nil before its first chunk.
 func (c *InFlight) PartialMap() *chunks.Map { return c.f.w.PartialMap() }
+
+// Receiving is the set of chunks (in the store's chunk size, the cluster's piece size) the fetch
+// is receiving from an origin stream landing in order: the ones just past its prefix (4 MiB),
+// which peers may ask for and get as they land (cut-through). Nil when the fetch is not such a
+// stream. A swarm's own requests are not offered: a node receiving a chunk from a peer sends it
+// on no faster than it receives it, and a chain of them keeps upload slots waiting (measured:
+// docs/benchmarks-rollout.md, "Pieces"); its peers take the pieces once it holds them.
+func (c *InFlight) Receiving() *chunks.Set {
+	f := c.f
+	f.mu.Lock()
+	inOrder, done := f.inOrder, f.done
+	f.mu.Unlock()
+	if done || !inOrder {
+		return nil
+	}
+	ps := f.p.chunkSize
+	out := chunks.NewSet(chunks.Count(f.size, ps))
+	first := int(f.w.Written() / ps)
+	for i := first; i < first+max(1, int(chunks.DefaultSize/ps)); i++ {
+		out.Add(i)
+	}
+	return out
+}
+
+// Offers reports whether the byte at off is held verified, released, or in a chunk being
+// received: a swarm request for it will be served without waiting out a request that is not
+// coming.
+func (c *InFlight) Offers(off int64) bool {
+	visible, done, _, err := c.f.state()
+	if off < visible || (done && err == nil) || c.f.w.Holds(off, 1) {
+		return true
+	}
+	recv := c.Receiving()
+	return recv != nil && recv.Has(int(off/c.f.p.chunkSize))
+}
 
 // Holding is the set of chunks held verified and a channel closed at the next change; more is
 // false once no more chunks will come.

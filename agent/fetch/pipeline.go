@@ -66,8 +66,8 @@ type Deps struct {
 	Collector Collector
 	// Download paces what is read from sources (the origin stream goes first).
 	Download *throttle.Limiter
-	// ChunkSize is the cluster's unit of verified transfer; a blob is announced from its first
-	// whole chunk.
+	// ChunkSize is the cluster's unit of verified transfer, the piece size of chunk maps; a blob
+	// is announced from its first whole piece.
 	ChunkSize int64
 	// MaxPulls caps the origin fetches that Pull runs at once for other nodes (0: no cap); past
 	// it Pull fails with ErrBusy.
@@ -496,6 +496,9 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 		} else {
 			log.Info("resuming blob from the next source", "source", src.Name(), "offset", off)
 		}
+		// An origin source lands the blob in order: it is receiving the chunks past its prefix.
+		inOrder := src == p.origin
+		f.update(func() { f.inOrder = inOrder })
 		switch b := body.(type) {
 		case Filler:
 			err = b.Fill(ctx, sink{f})
@@ -507,6 +510,7 @@ func (p *Pipeline) fromSources(ctx context.Context, f *fetch, t Target, sources 
 		default:
 			err = fmt.Errorf("%s: source %s returned a %T: %w", f.d, src.Name(), body, errdefs.ErrInvalid)
 		}
+		f.update(func() { f.inOrder = false })
 		closeBody(body, log)
 		if err == nil {
 			return p.finish(f, src.Name(), states)

@@ -37,7 +37,8 @@ type Deps struct {
 	Upstreams *origin.Set
 	// Hosted answers peers asking about hosted (pushed) repositories: a seed's; nil otherwise.
 	Hosted resolve.HostedTags
-	// ChunkSize is the cluster's chunk size; maps are served in it only.
+	// ChunkSize is the cluster's piece size, the unit of its chunk maps; maps are served in it
+	// only.
 	ChunkSize int64
 	// Coordinated counts origin fetches started for the cluster.
 	Coordinated prometheus.Counter
@@ -103,6 +104,7 @@ type Content struct {
 var (
 	_ transfer.Content    = (*Content)(nil)
 	_ transfer.Holder     = (*Content)(nil)
+	_ transfer.Receiver   = (*Content)(nil)
 	_ transfer.Puller     = (*Content)(nil)
 	_ transfer.Resolver   = (*Content)(nil)
 	_ transfer.Authorizer = (*Content)(nil)
@@ -207,6 +209,20 @@ func (c *Content) Holding(d digest.Digest, chunkSize int64) (*chunks.Set, <-chan
 	}
 	defer in.Close()
 	return in.Holding()
+}
+
+// Receiving reports the chunks of a blob in flight that this node is receiving, which peers may
+// ask for and get as each one verifies here (cut-through).
+func (c *Content) Receiving(d digest.Digest, chunkSize int64) *chunks.Set {
+	if chunkSize != c.chunkSize {
+		return nil
+	}
+	in, ok := c.pipeline.OpenInFlight(d)
+	if !ok {
+		return nil
+	}
+	defer in.Close()
+	return in.Receiving()
 }
 
 // TagRecords are the resolutions of a tag this node recorded, the newest tags.MaxPerTag.

@@ -31,6 +31,8 @@ type Writer struct {
 	// must resume from adopted's state before plain bytes follow.
 	adopted     *chunks.Map
 	allVerified bool
+	// recorded is how many states of the adopted map the partial's record has.
+	recorded int
 	// have is set once chunks arrive out of order (WriteAt and MarkChunk): the chunks held
 	// verified. n is then the verified prefix.
 	have *chunks.Set
@@ -225,6 +227,9 @@ func (w *Writer) MarkChunk(i int, m *chunks.Map) error {
 	return err
 }
 
+// recordEvery is how much more of the blob a grown map must cover to be recorded again.
+const recordEvery = chunks.DefaultSize
+
 // markChunk is MarkChunk under the lock; it reports whether m is a longer map to record.
 func (w *Writer) markChunk(i int, m *chunks.Map) (record bool, err error) {
 	w.mapMu.Lock()
@@ -233,7 +238,15 @@ func (w *Writer) markChunk(i int, m *chunks.Map) (record bool, err error) {
 	case w.n > 0 && !w.allVerified:
 		return false, fmt.Errorf("%s: chunks after plain bytes: %w", w.d, errdefs.ErrInvalid)
 	case w.adopted == nil || m.Extends(w.adopted):
-		record = w.partial && (w.adopted == nil || m.Len() > w.adopted.Len())
+		// A map that grew by a few pieces is recorded once it covers recordEvery more bytes (or
+		// is complete): a write and fsync of the record for every piece of a blob whose map
+		// grows piece by piece (one arriving in order at its provider) would cost more than the
+		// pieces a crash can make a resume fetch again.
+		grown := int64(m.Len()-w.recorded) * m.ChunkSize
+		record = w.partial && (w.recorded == 0 || grown >= recordEvery || m.Complete() && m.Len() > w.recorded)
+		if record {
+			w.recorded = m.Len()
+		}
 		w.adopted = m
 	case !w.adopted.Extends(m):
 		return false, fmt.Errorf("%s: chunk map disagrees with the one adopted: %w", w.d, chunks.ErrMismatch)

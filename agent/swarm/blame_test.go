@@ -74,7 +74,7 @@ func TestSwarmBlame(t *testing.T) {
 		s, a := newSwarm(false)
 		s.mismatch(s.peers[second], 2, chunkErr)
 		s.peers[mapper].out = true
-		s.start(t.Context(), nil, 2, false) // finds no provider, clears the judgement
+		s.start(t.Context(), nil, 2, fromHolders) // finds no provider, clears the judgement
 		if _, ok := s.suspect[2]; ok || a.penalties.penalized(second) {
 			t.Fatal("want the suspect dropped without a penalty")
 		}

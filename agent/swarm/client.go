@@ -56,8 +56,12 @@ type Deps struct {
 	Transfer *transfer.Client
 	// Download paces what is received from peers.
 	Download *throttle.Limiter
-	// ChunkSize is the cluster's chunk size.
+	// ChunkSize is what one chunk request asks for (a multiple of PieceSize), and the most a
+	// provider is asked for a blob of unknown size.
 	ChunkSize int64
+	// PieceSize is the cluster's piece size, the unit of its chunk maps: each piece of a chunk is
+	// verified and landed as it arrives (zero: ChunkSize).
+	PieceSize int64
 	// Deadline is how slowly a peer may deliver a chunk (zero fields: the defaults).
 	Deadline Deadline
 	Log      *slog.Logger
@@ -70,6 +74,8 @@ type Client struct {
 	transfer  *transfer.Client
 	download  *throttle.Limiter
 	chunkSize int64
+	pieceSize int64
+	span      int // pieces per chunk
 	deadline  Deadline
 	log       *slog.Logger
 	metrics   Metrics
@@ -92,8 +98,17 @@ func New(deps Deps) *Client {
 	if dl.Stall <= 0 {
 		dl.Stall = DefaultStall
 	}
+	ps := deps.PieceSize
+	if ps <= 0 || ps > deps.ChunkSize {
+		ps = deps.ChunkSize
+	}
+	span := 1
+	if ps > 0 {
+		span = max(1, int(deps.ChunkSize/ps))
+	}
 	return &Client{router: deps.Router, transfer: deps.Transfer, download: deps.Download, chunkSize: deps.ChunkSize,
-		deadline: dl, log: deps.Log, metrics: deps.Metrics, chunkSlots: make(chan struct{}, nodeInFlight)}
+		pieceSize: ps, span: span, deadline: dl, log: deps.Log, metrics: deps.Metrics,
+		chunkSlots: make(chan struct{}, nodeInFlight)}
 }
 
 const (
@@ -200,9 +215,12 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 	sw := newSwarmFetch(c, d, provs, size, t.Access())
 	// The short path: ask the first provider for the first chunk straight away. A blob of one
 	// chunk (manifests' configs, small layers) is then done, verified by its digest, without a
-	// chunk map round trip; a larger one keeps the chunk for when the map comes.
-	if small, n, ok := sw.firstChunk(ctx, provs[0].ID); ok {
-		return small, n, nil
+	// chunk map round trip. A blob known to be larger goes to its map first: its pieces then land
+	// (and reach the local client) one by one as they verify, not after a whole chunk.
+	if size < 0 || size <= c.chunkSize {
+		if small, n, ok := sw.firstChunk(ctx, provs[0].ID); ok {
+			return small, n, nil
+		}
 	}
 	if size < 0 {
 		// Only a blob of one chunk, whole, can be taken: the first provider may be gone (its

@@ -22,10 +22,17 @@ import (
 )
 
 // Swarming. A blob of several chunks is fetched as chunks
-// from every provider that holds them, out of order, straight into the fetch's file:
+// from every provider that holds them, out of order, straight into the fetch's file. A chunk is
+// a run of pieces (the unit of the chunk map, Client.span of them), asked for in one request; each
+// piece is verified and landed as it arrives, so the local client and other peers get it
+// without waiting for the rest of the chunk:
 //
 //   - Each provider is watched: a long-polled map request answers as soon as the provider holds
-//     another chunk or its map grows, so holdings spread as fast as chunks do.
+//     another piece, receives more, or its map grows, so holdings spread as fast as pieces do.
+//   - For the chunks the local client reads next, a provider receiving the blob in order from
+//     the origin may be asked for pieces it has not received yet when nobody holds them
+//     (cut-through): it sends them as they land. Its map answers say which pieces it holds and
+//     receives. Other chunks come from providers holding them (see startMode).
 //   - The chunks just past the contiguous prefix come first (the local client streams that
 //     prefix in order from its first byte); then the rarest chunks among the providers watched.
 //   - A provider gets at most perPeerInFlight requests from this fetch, and the one with the best
@@ -38,8 +45,10 @@ import (
 //     one that sends a chunk failing verification is blamed exactly (see settle).
 //
 // Bytes land in the file as they arrive and are hashed on the way, from the map's state before
-// the chunk; a chunk counts as held (served to peers, released to the local client) only once
-// it verifies. Endgame duplicates land in memory and are written only if they win.
+// the piece; a piece counts as held (served to peers, released to the local client) only once
+// it verifies. A piece whose end state the map does not have yet (its sender is still receiving
+// the blob in order from the origin) waits for the sender's map to grow. Endgame duplicates land
+// in memory and are written only if they win.
 const (
 	// maxInFlight caps the chunk requests one fetch has open, and nodeInFlight those of all the
 	// node's fetches together: enough to keep a link busy, few enough that each chunk gets a
@@ -91,20 +100,18 @@ type swarmFetch struct {
 	access credential.Access
 
 	// Set up by firstChunk and loadMap, before Fill.
-	first     []byte // chunk 0 from the short path, unverified
-	firstFrom peer.ID
-	failed    map[peer.ID]bool // providers that failed before Fill
+	failed map[peer.ID]bool // providers that failed before Fill
 
 	mu      sync.Mutex
 	m       *chunks.Map
 	from    []peer.ID // from[j] is the provider whose map gave state j
 	conf    []bool    // conf[j]: a second provider's map has state j too
 	peers   map[peer.ID]*swarmPeer
-	order   []peer.ID // providers in the order found
-	have    *chunks.Set
-	jobs    map[int][]*chunkJob
-	suspect map[int]peer.ID // sent chunk i failing an unconfirmed map
-	judge   map[int]peer.ID // the provider of chunk i's states, asked to settle a suspect
+	order   []peer.ID           // providers in the order found
+	have    *chunks.Set         // pieces held
+	jobs    map[int][]*chunkJob // by chunk
+	suspect map[int]peer.ID     // sent piece i failing an unconfirmed map
+	judge   map[int]peer.ID     // the provider of piece i's states, asked to settle a suspect
 	used    map[peer.ID]int64
 	seeds   map[peer.ID]bool
 	refused map[int]int // busy answers for chunk i from providers other than seeds
@@ -122,7 +129,8 @@ type swarmFetch struct {
 // swarmPeer is what a fetch knows of one provider.
 type swarmPeer struct {
 	id       peer.ID
-	have     *chunks.Set // nil until its map came in
+	have     *chunks.Set // pieces held; nil until its map came in
+	recv     *chunks.Set // pieces it is receiving (cut-through); with have
 	mapLen   int
 	inflight int
 	rate     float64 // bytes/s, a moving average over the chunks it delivered
@@ -135,9 +143,9 @@ type swarmPeer struct {
 	declined map[int]time.Time
 }
 
-// chunkJob is one chunk request in flight.
+// chunkJob is one chunk request in flight: pieces [a, b) of chunk c.
 type chunkJob struct {
-	i       int
+	c, a, b int
 	p       peer.ID
 	dup     bool // an endgame duplicate: lands in memory, written only if it wins
 	started time.Time
@@ -177,10 +185,9 @@ func (s *swarmFetch) usable(sp *swarmPeer) bool {
 	return !sp.out && !s.c.penalties.penalized(sp.id) && !s.c.penalties.excludedFor(s.d, sp.id)
 }
 
-// firstChunk fetches the first chunk from the first provider. For a blob of one chunk it returns
-// the whole blob, verified by its digest; for a larger one it keeps the bytes (unverified) in
-// s.first for Fill to verify once the map is in. It is a swarm request: a provider already
-// sending the chunk declines, and the swarm then takes it from whoever receives it.
+// firstChunk fetches the first chunk from the first provider, for a blob that may be no larger:
+// the whole blob, verified by its digest. It is a swarm request: a provider already sending the
+// chunk declines, and the swarm then takes it from whoever receives it.
 func (s *swarmFetch) firstChunk(ctx context.Context, p peer.ID) (io.ReadCloser, int64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.c.deadline.For(s.c.chunkSize))
 	defer cancel()
@@ -199,10 +206,6 @@ func (s *swarmFetch) firstChunk(ctx context.Context, p peer.ID) (io.ReadCloser, 
 	data := s.c.chunkBuf(n)
 	if _, err := io.ReadFull(s.c.download.Reader(ctx, rng), data); err != nil {
 		s.c.putChunkBuf(data)
-		return nil, 0, false
-	}
-	if s.size > s.c.chunkSize {
-		s.first, s.firstFrom = data, p
 		return nil, 0, false
 	}
 	// The whole blob, if it hashes to the digest: its size is then proven, whatever was claimed.
@@ -226,6 +229,7 @@ func (s *swarmFetch) loadMap(ctx context.Context) error {
 		p    peer.ID
 		m    *chunks.Map
 		have *chunks.Set
+		recv *chunks.Set
 	}
 	var got []result
 	for _, p := range s.provs {
@@ -236,7 +240,7 @@ func (s *swarmFetch) loadMap(ctx context.Context) error {
 			continue
 		}
 		mctx, cancel := context.WithTimeout(ctx, mapTimeout)
-		m, have, err := s.c.transfer.Holding(mctx, p.ID, s.d, s.c.chunkSize, 0, 0)
+		h, err := s.c.transfer.Watch(mctx, p.ID, s.d, s.c.pieceSize, transfer.Want{})
 		cancel()
 		if err != nil {
 			if errors.Is(err, chunks.ErrMismatch) {
@@ -245,12 +249,12 @@ func (s *swarmFetch) loadMap(ctx context.Context) error {
 			s.failed[p.ID] = true
 			continue
 		}
-		if m.Size != s.size {
-			s.c.blameSize(p.ID, s.d, m.Size, s.size)
+		if h.Map.Size != s.size {
+			s.c.blameSize(p.ID, s.d, h.Map.Size, s.size)
 			s.failed[p.ID] = true
 			continue
 		}
-		got = append(got, result{p: p.ID, m: m, have: have})
+		got = append(got, result{p: p.ID, m: h.Map, have: h.Have, recv: h.Recv})
 	}
 	switch {
 	case len(got) == 0:
@@ -270,7 +274,7 @@ func (s *swarmFetch) loadMap(ctx context.Context) error {
 	}
 	s.conf[0] = true // the initial state is fixed
 	for _, g := range got {
-		s.learn(s.peer(g.p), g.m, g.have)
+		s.learn(s.peer(g.p), g.m, g.have, g.recv)
 	}
 	return nil
 }
@@ -301,7 +305,6 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 			s.peer(info.ID)
 		}
 	}
-	s.landFirst(f)
 	s.watchMore(ctx)
 	s.mu.Unlock()
 
@@ -384,24 +387,7 @@ func (s *swarmFetch) knownSeeds() map[peer.ID]bool {
 	return out
 }
 
-// landFirst writes the short path's first chunk if it verifies against the map.
-func (s *swarmFetch) landFirst(f fetch.Sink) {
-	first, from := s.first, s.firstFrom
-	s.first = nil
-	if first == nil {
-		return
-	}
-	defer s.c.putChunkBuf(first)
-	if s.have.Has(0) || !s.m.Covers(0) || s.m.Verify(0, first) != nil {
-		return
-	}
-	if _, err := f.WriteAt(first, 0); err != nil {
-		return
-	}
-	s.landed(f, 0, from, int64(len(first)))
-}
-
-// landed records chunk i, verified and in the file, as held. Called with s.mu held.
+// landed records piece i, verified and in the file, as held. Called with s.mu held.
 func (s *swarmFetch) landed(f fetch.Sink, i int, from peer.ID, n int64) {
 	if err := f.MarkChunk(i, s.m); err != nil {
 		// The map in use disagrees with the one the partial file was resumed by (recorded in an
@@ -418,45 +404,83 @@ func (s *swarmFetch) landed(f fetch.Sink, i int, from peer.ID, n int64) {
 	s.last = time.Now()
 	s.c.metrics.Bytes.Add(float64(n))
 	// Publishing releases the new prefix to the local client and, from this first verified
-	// chunk on, provides the blob: peers fetching it at the same moment take what this node holds.
+	// piece on, provides the blob: peers fetching it at the same moment take what this node holds.
 	f.Publish()
+}
+
+// Chunks and pieces: chunk c is pieces [c·span, (c+1)·span), the unit of a request.
+
+// chunkCount is the number of chunks of the blob.
+func (s *swarmFetch) chunkCount() int { return (s.have.Len() + s.c.span - 1) / s.c.span }
+
+// missing returns the first run of pieces of chunk c not held, [a, b); a == b when it is whole.
+// Called with s.mu held.
+func (s *swarmFetch) missing(c int) (a, b int) {
+	a, end := c*s.c.span, min((c+1)*s.c.span, s.have.Len())
+	for a < end && s.have.Has(a) {
+		a++
+	}
+	for b = a; b < end && !s.have.Has(b); b++ {
+	}
+	return a, b
+}
+
+// offers reports whether sp holds piece i or is receiving it.
+func offers(sp *swarmPeer, i int) bool {
+	return sp.have != nil && (sp.have.Has(i) || sp.recv != nil && sp.recv.Has(i))
+}
+
+// runBytes is the offset and length of pieces [a, b).
+func (s *swarmFetch) runBytes(a, b int) (off, n int64) {
+	off, _ = s.m.Range(a)
+	end, last := s.m.Range(b - 1)
+	return off, end + last - off
 }
 
 // schedule starts chunk requests up to the caps. Called with s.mu held.
 func (s *swarmFetch) schedule(ctx context.Context, f fetch.Sink) {
-	count := s.have.Len()
+	count := s.chunkCount()
 	inflight := 0
 	for _, js := range s.jobs {
 		inflight += len(js)
 	}
-	wanted := func(i int) bool { return !s.have.Has(i) && len(s.jobs[i]) == 0 && s.m.Covers(i) }
-	// The chunks the local client reads next, in order.
-	next := 0
-	for next < count && s.have.Has(next) {
-		next++
+	wanted := func(c int) bool {
+		a, b := s.missing(c)
+		return a < b && len(s.jobs[c]) == 0 && a < s.m.Len()
 	}
-	for i := next; i < min(next+orderedWindow, count) && inflight < maxInFlight; i++ {
-		if wanted(i) && s.start(ctx, f, i, false) {
+	// The chunks the local client reads next, in order.
+	first := 0
+	for first < s.have.Len() && s.have.Has(first) {
+		first++
+	}
+	next := first / s.c.span
+	for c := next; c < min(next+orderedWindow, count) && inflight < maxInFlight; c++ {
+		if wanted(c) && s.start(ctx, f, c, cutThrough) {
 			inflight++
 		}
 	}
 	// Then the rarest among the providers watched, ties broken at random so that requesters
 	// spread over the chunks.
-	type cand struct{ i, avail int }
+	type cand struct{ c, avail int }
 	var cands []cand
 	now := time.Now()
-	for i := next; i < count && inflight < maxInFlight; i++ {
-		if !wanted(i) {
+	open := 0 // chunks not held whole
+	for c := next; c < count; c++ {
+		a, b := s.missing(c)
+		if a < b {
+			open++
+		}
+		if inflight >= maxInFlight || !wanted(c) {
 			continue
 		}
 		avail := 0
 		for _, sp := range s.peers {
-			if s.usable(sp) && sp.have != nil && sp.have.Has(i) && !sp.busy.After(now) {
+			if s.usable(sp) && sp.have != nil && sp.have.Has(a) && !sp.busy.After(now) {
 				avail++
 			}
 		}
 		if avail > 0 {
-			cands = append(cands, cand{i, avail})
+			cands = append(cands, cand{c, avail})
 		}
 	}
 	rand.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
@@ -465,19 +489,19 @@ func (s *swarmFetch) schedule(ctx context.Context, f fetch.Sink) {
 		if inflight >= maxInFlight {
 			break
 		}
-		if s.start(ctx, f, c.i, false) {
+		if s.start(ctx, f, c.c, fromHolders) {
 			inflight++
 		}
 	}
 	// Endgame: every missing chunk is on its way; ask a second provider for the ones whose
 	// request is slow (a duplicate spends a provider's uplink, the scarcest thing in a rollout,
 	// so a request on course is left alone).
-	if inflight < maxInFlight && count-s.have.Count() <= inflight {
-		for i, js := range s.jobs {
+	if inflight < maxInFlight && open <= inflight {
+		for c, js := range s.jobs {
 			if inflight >= maxInFlight {
 				break
 			}
-			if len(js) == 1 && !s.have.Has(i) && s.lagging(js[0], now) && s.start(ctx, f, i, true) {
+			if a, b := s.missing(c); len(js) == 1 && a < b && s.lagging(js[0], now) && s.start(ctx, f, c, duplicate) {
 				inflight++
 			}
 		}
@@ -489,49 +513,87 @@ func (s *swarmFetch) schedule(ctx context.Context, f fetch.Sink) {
 func (s *swarmFetch) lagging(jb *chunkJob, now time.Time) bool {
 	want := endgameAfter
 	if sp := s.peers[jb.p]; sp.measured && sp.rate > 0 {
-		_, n := s.m.Range(jb.i)
+		_, n := s.runBytes(jb.a, jb.b)
 		want = max(want, time.Duration(2*float64(n)/sp.rate*float64(time.Second)))
 	}
 	return now.Sub(jb.started) > want
 }
 
-// start asks the best provider holding chunk i for it. Called with s.mu held.
-func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) bool {
+// How start may choose a provider for a chunk.
+type startMode int
+
+const (
+	// cutThrough takes the pieces from a provider still receiving them (in order, from the
+	// origin) when nobody holds them: for the chunks the local client reads next, whose delay is
+	// its time to first byte.
+	cutThrough startMode = iota
+	// fromHolders takes them only from providers holding them. A provider still receiving a
+	// piece sends no faster than it receives it, and keeps one of its few upload slots waiting
+	// meanwhile: measured in the rollout benchmark, cut-through for every chunk cost more
+	// (in CPU and in the swarm's throughput) than the hop it saved.
+	fromHolders
+	// duplicate is an endgame duplicate, asked only of a provider holding every piece of it:
+	// one still receiving them might be receiving them from this node.
+	duplicate
+)
+
+// start asks the best provider of chunk c's first missing piece for the run of missing pieces it
+// has from there (see startMode). Called with s.mu held.
+func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, c int, mode startMode) bool {
 	now := time.Now()
-	if j, ok := s.judge[i]; ok {
-		// Only the provider of the chunk's states can settle a suspect; if it cannot be asked,
-		// the chunk comes from anyone and the suspect goes unjudged (dropped, not blamed).
-		if sp := s.peers[j]; sp == nil || !s.usable(sp) || sp.have == nil || !sp.have.Has(i) {
-			delete(s.judge, i)
-			delete(s.suspect, i)
+	dup := mode == duplicate
+	has := func(sp *swarmPeer, i int) bool {
+		if mode == cutThrough {
+			return offers(sp, i)
+		}
+		return sp.have != nil && sp.have.Has(i)
+	}
+	a, b := s.missing(c)
+	if a >= b {
+		return false
+	}
+	if j, ok := s.judge[a]; ok {
+		// Only the provider of the piece's states can settle a suspect; if it cannot be asked,
+		// the piece comes from anyone and the suspect goes unjudged (dropped, not blamed).
+		if sp := s.peers[j]; sp == nil || !s.usable(sp) || !has(sp, a) {
+			delete(s.judge, a)
+			delete(s.suspect, a)
 		}
 	}
 	// A seed's uplink is the scarcest: it is asked only for chunks no other provider holds (or to
 	// settle a suspect whose states it gave), even if those others are busy now, unless they
 	// refused the chunk seedAfterRefusals times.
-	_, judged := s.judge[i]
-	avoidSeeds := !judged && s.refused[i] < seedAfterRefusals && slices.ContainsFunc(s.order, func(p peer.ID) bool {
+	_, judged := s.judge[a]
+	avoidSeeds := !judged && s.refused[c] < seedAfterRefusals && slices.ContainsFunc(s.order, func(p peer.ID) bool {
 		sp := s.peers[p]
-		return !s.seeds[p] && s.usable(sp) && sp.have != nil && sp.have.Has(i)
+		return !s.seeds[p] && s.usable(sp) && has(sp, a)
 	})
 	var best *swarmPeer
 	bestScore := -1.0
 	for _, p := range s.order {
 		sp := s.peers[p]
-		if !s.usable(sp) || sp.have == nil || !sp.have.Has(i) || sp.inflight >= perPeerInFlight || sp.busy.After(now) ||
-			sp.declined[i].After(now) || avoidSeeds && s.seeds[p] {
+		if !s.usable(sp) || !has(sp, a) || sp.inflight >= perPeerInFlight || sp.busy.After(now) ||
+			sp.declined[c].After(now) || avoidSeeds && s.seeds[p] {
 			continue
 		}
-		if j, ok := s.judge[i]; ok && p != j {
+		if dup && !holdsAll(sp, a, b) {
 			continue
 		}
-		if slices.ContainsFunc(s.jobs[i], func(jb *chunkJob) bool { return jb.p == p }) {
+		if j, ok := s.judge[a]; ok && p != j {
 			continue
 		}
-		// Unmeasured providers first (to measure them), then the fastest; ties at random.
+		if slices.ContainsFunc(s.jobs[c], func(jb *chunkJob) bool { return jb.p == p }) {
+			continue
+		}
+		// Providers holding the piece before those still receiving it (which send no faster
+		// than they receive, and keep an upload slot waiting meanwhile); then unmeasured
+		// providers (to measure them), then the fastest; ties at random.
 		score := sp.rate
 		if !sp.measured {
 			score = 1e18
+		}
+		if sp.have.Has(a) {
+			score += 1e19
 		}
 		score += rand.Float64()
 		if score > bestScore {
@@ -541,33 +603,62 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, i int, dup bool) b
 	if best == nil {
 		return false
 	}
+	if !dup {
+		// Only the pieces it holds, or, from one receiving the first, those it receives: a
+		// request for pieces it is not receiving would wait in vain, and one for pieces a holder
+		// is still receiving would keep its upload slot waiting.
+		holds := best.have.Has(a)
+		e := a + 1
+		for e < b && (best.have.Has(e) || !holds && offers(best, e)) {
+			e++
+		}
+		b = e
+	}
 	select {
 	case s.c.chunkSlots <- struct{}{}:
 	default:
 		return false // the node's link is spoken for; the next round tries again
 	}
 	jctx, cancel := context.WithCancel(ctx)
-	jb := &chunkJob{i: i, p: best.id, dup: dup, cancel: cancel, exited: make(chan struct{}), started: now}
-	s.jobs[i] = append(s.jobs[i], jb)
+	jb := &chunkJob{c: c, a: a, b: b, p: best.id, dup: dup, cancel: cancel, exited: make(chan struct{}), started: now}
+	s.jobs[c] = append(s.jobs[c], jb)
 	best.inflight++
 	s.wg.Add(1)
-	go s.run(jctx, f, jb, s.m)
+	go s.run(jctx, f, jb)
 	return true
 }
 
-// run fetches one chunk and verifies it on the way in.
-func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob, m *chunks.Map) {
+// holdsAll reports whether sp holds pieces [a, b).
+func holdsAll(sp *swarmPeer, a, b int) bool {
+	for i := a; i < b; i++ {
+		if sp.have == nil || !sp.have.Has(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// pieceError is a piece of a chunk request failing verification.
+type pieceError struct {
+	i   int
+	err error
+}
+
+func (e *pieceError) Error() string { return fmt.Sprintf("piece %d: %v", e.i, e.err) }
+func (e *pieceError) Unwrap() error { return e.err }
+
+// run fetches a run of pieces and verifies each on the way in, landing it as soon as it
+// verifies (a duplicate's only at the end, if it wins).
+func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob) {
 	defer s.wg.Done()
 	defer jb.cancel()
 	start := time.Now()
-	off, n := m.Range(jb.i)
+	s.mu.Lock()
+	off, n := s.runBytes(jb.a, jb.b)
+	s.mu.Unlock()
 	var buf []byte // a duplicate's bytes
 	err := func() error {
 		defer close(jb.exited)
-		v, err := m.NewVerifier(jb.i)
-		if err != nil {
-			return err
-		}
 		ctx, cancel := context.WithTimeout(ctx, s.c.deadline.For(n))
 		defer cancel()
 		rng, err := s.c.transfer.GetChunk(ctx, jb.p, s.d, off, n, false)
@@ -575,7 +666,7 @@ func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob, m *chu
 			return err
 		}
 		defer rng.Close()
-		if rng.Size != m.Size {
+		if rng.Size != s.size {
 			return &sizeLie{claimed: rng.Size}
 		}
 		if d, ok := ctx.Deadline(); ok {
@@ -587,25 +678,41 @@ func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob, m *chu
 			if _, err := io.ReadFull(body, buf); err != nil {
 				return err
 			}
-			v.Write(buf)
-			return v.Check()
 		}
 		bp := bufPool.Get().(*[]byte)
 		defer bufPool.Put(bp)
-		for pos := int64(0); pos < n; {
-			k, rerr := body.Read((*bp)[:min(int64(len(*bp)), n-pos)])
-			if k > 0 {
-				if _, err := f.WriteAt((*bp)[:k], off+pos); err != nil {
-					return err
-				}
-				v.Write((*bp)[:k])
-				pos += int64(k)
+		for i := jb.a; i < jb.b; i++ {
+			s.mu.Lock()
+			v, err := s.m.Begin(i)
+			poff, pn := s.m.Range(i)
+			s.mu.Unlock()
+			if err != nil {
+				return err
 			}
-			if rerr != nil && (rerr != io.EOF || pos < n) {
-				return rerr
+			if jb.dup {
+				v.Write(buf[poff-off : poff-off+pn])
+			}
+			for got := int64(0); got < pn && !jb.dup; {
+				k, rerr := body.Read((*bp)[:min(int64(len(*bp)), pn-got)])
+				if k > 0 {
+					if _, err := f.WriteAt((*bp)[:k], poff+got); err != nil {
+						return err
+					}
+					v.Write((*bp)[:k])
+					got += int64(k)
+				}
+				if rerr != nil && (rerr != io.EOF || got < pn) {
+					return rerr
+				}
+			}
+			if err := s.check(ctx, jb.p, i, v); err != nil {
+				return &pieceError{i: i, err: err}
+			}
+			if !jb.dup {
+				s.landPiece(f, i, jb.p, pn)
 			}
 		}
-		return v.Check()
+		return nil
 	}()
 	if err != nil && ctx.Err() != nil {
 		err = errLost // stopped: another request landed the chunk, or the fetch ended
@@ -619,28 +726,79 @@ func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob, m *chu
 	s.settle(f, jb, err, n, time.Since(start))
 }
 
-// landDuplicate writes a verified endgame duplicate, unless the chunk was landed meanwhile:
-// the other requests for it are stopped first, so no other bytes reach its place.
+// check verifies a piece once the map has its end state. A sender still receiving the blob in
+// order from the origin sends a piece's bytes as they arrive and has its end state when the last
+// one did: its map is asked for it (waiting there a few seconds at most), so the piece is
+// checked at once, whether or not the sender is watched. ctx bounds the wait.
+func (s *swarmFetch) check(ctx context.Context, p peer.ID, i int, v *chunks.Verifier) error {
+	for {
+		s.mu.Lock()
+		v.Update(s.m)
+		covered := v.Covered()
+		sp := s.peers[p]
+		s.mu.Unlock()
+		if covered {
+			return v.Check()
+		}
+		if sp.out {
+			return fmt.Errorf("%s: no state to verify a piece from %s: %w", s.d, p, errdefs.ErrUnavailable)
+		}
+		h, err := s.c.transfer.Watch(ctx, p, s.d, s.c.pieceSize, transfer.Want{MinStates: i + 2})
+		if err != nil {
+			return err
+		}
+		if h.Map.Size != s.size {
+			return &sizeLie{claimed: h.Map.Size}
+		}
+		s.mu.Lock()
+		s.learn(sp, h.Map, h.Have, h.Recv)
+		s.mu.Unlock()
+	}
+}
+
+// landPiece records a piece a request verified in place.
+func (s *swarmFetch) landPiece(f fetch.Sink, i int, from peer.ID, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.have.Has(i) {
+		s.landed(f, i, from, n)
+	}
+	s.judged(i, from)
+}
+
+// landDuplicate writes the pieces of a verified endgame duplicate that were not landed
+// meanwhile: the other requests for its chunk are stopped first, so no other bytes reach their
+// place.
 func (s *swarmFetch) landDuplicate(f fetch.Sink, jb *chunkJob, buf []byte, off int64) error {
 	s.mu.Lock()
-	held := s.have.Has(jb.i)
 	var others []*chunkJob
-	for _, o := range s.jobs[jb.i] {
+	for _, o := range s.jobs[jb.c] {
 		if o != jb {
 			others = append(others, o)
 			o.cancel()
 		}
 	}
 	s.mu.Unlock()
-	if held {
-		return errLost
-	}
 	for _, o := range others {
 		<-o.exited
 	}
-	_, err := f.WriteAt(buf, off)
-	if err != nil {
-		return errLost // landed by the other request after all
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	won := false
+	for i := jb.a; i < jb.b; i++ {
+		poff, pn := s.m.Range(i)
+		if s.have.Has(i) {
+			continue
+		}
+		if _, err := f.WriteAt(buf[poff-off:poff-off+pn], poff); err != nil {
+			continue // landed by the other request after all
+		}
+		s.landed(f, i, jb.p, pn)
+		s.judged(i, jb.p)
+		won = true
+	}
+	if !won {
+		return errLost
 	}
 	return nil
 }
@@ -662,13 +820,14 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 	<-s.c.chunkSlots
 	sp := s.peers[jb.p]
 	sp.inflight--
-	s.jobs[jb.i] = slices.DeleteFunc(s.jobs[jb.i], func(o *chunkJob) bool { return o == jb })
-	if len(s.jobs[jb.i]) == 0 {
-		delete(s.jobs, jb.i)
+	c := jb.c
+	s.jobs[c] = slices.DeleteFunc(s.jobs[c], func(o *chunkJob) bool { return o == jb })
+	if len(s.jobs[c]) == 0 {
+		delete(s.jobs, c)
 	}
-	i := jb.i
 	var lie *sizeLie
-	s.c.log.Debug("chunk request done", "digest", s.d, "chunk", i, "peer", jb.p, "dup", jb.dup, "took", took, "err", err)
+	var bad *pieceError
+	s.c.log.Debug("chunk request done", "digest", s.d, "chunk", c, "pieces", jb.b-jb.a, "peer", jb.p, "dup", jb.dup, "took", took, "err", err)
 	switch {
 	case err == nil:
 		bps := float64(n) / max(took.Seconds(), 1e-6)
@@ -676,13 +835,11 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 			bps = 0.7*sp.rate + 0.3*bps
 		}
 		sp.rate, sp.measured, sp.failures = bps, true, 0
-		if !s.have.Has(i) {
-			s.landed(f, i, jb.p, n)
-			for _, o := range s.jobs[i] {
+		if a, b := s.missing(c); a == b {
+			for _, o := range s.jobs[c] {
 				o.cancel()
 			}
 		}
-		s.judged(i, jb.p)
 	case errors.Is(err, errLost):
 		// Beaten in the endgame, or stopped because another request landed the chunk.
 	case errors.Is(err, errdefs.ErrNoSpace):
@@ -695,32 +852,32 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 			sp.busy = time.Now().Add(busyBackoff) // its slots are taken
 		}
 		if !s.seeds[jb.p] {
-			s.refused[i]++
+			s.refused[c]++
 		}
 		if sp.declined == nil {
 			sp.declined = map[int]time.Time{}
 		}
-		sp.declined[i] = time.Now().Add(chunkBusyBackoff)
+		sp.declined[c] = time.Now().Add(chunkBusyBackoff)
 	case errors.As(err, &lie):
 		// The map's size is the bound one: a provider saying otherwise lies about the blob.
 		sp.out = true
 		s.c.blameSize(jb.p, s.d, lie.claimed, s.m.Size)
-	case errors.Is(err, chunks.ErrMismatch):
-		s.mismatch(sp, i, err)
+	case errors.As(err, &bad) && errors.Is(err, chunks.ErrMismatch):
+		s.mismatch(sp, bad.i, err)
 	default:
 		sp.failures++
 		if sp.failures >= 2 || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errdefs.ErrNotFound) {
 			// Failing, or slower than the Deadline: the rest of the blob comes from others.
 			sp.out = true
-			s.c.log.Debug("dropping a provider from the fetch", "peer", jb.p, "digest", s.d, "chunk", i, "err", err)
+			s.c.log.Debug("dropping a provider from the fetch", "peer", jb.p, "digest", s.d, "chunk", c, "err", err)
 		}
 	}
 }
 
-// mismatch handles a chunk from sp failing verification. Blame is exact: when the chunk's states
-// were confirmed by two providers, or came from sp itself, the chunk's sender is blamed. Otherwise
-// the sender is a suspect, and the provider of the states is asked for the same chunk: if its own
-// chunk verifies, the suspect lied; if not, the states were forged, so everything verified
+// mismatch handles piece i from sp failing verification. Blame is exact: when the piece's states
+// were confirmed by two providers, or came from sp itself, the piece's sender is blamed. Otherwise
+// the sender is a suspect, and the provider of the states is asked for the same piece: if its own
+// piece verifies, the suspect lied; if not, the states were forged, so everything verified
 // against them is suspect and the fetch fails. Called with s.mu held.
 func (s *swarmFetch) mismatch(sp *swarmPeer, i int, err error) {
 	sp.out = true
@@ -741,32 +898,32 @@ func (s *swarmFetch) mismatch(sp *swarmPeer, i int, err error) {
 	}
 }
 
-// judged settles a suspicion about chunk i now that p's copy of it verified: if p provided the
-// chunk's states, the suspect's copy was the lie. Called with s.mu held.
+// judged settles a suspicion about piece i now that p's copy of it verified: if p provided the
+// piece's states, the suspect's copy was the lie. Called with s.mu held.
 func (s *swarmFetch) judged(i int, p peer.ID) {
 	if sus, ok := s.suspect[i]; ok && s.judge[i] == p {
-		s.c.blame(sus, s.d, fmt.Errorf("chunk %d failed verification", i))
+		s.c.blame(sus, s.d, fmt.Errorf("piece %d failed verification", i))
 	}
 	delete(s.suspect, i)
 	delete(s.judge, i)
 }
 
-// stateSource is the provider whose map gave the states chunk i is verified against (the later
+// stateSource is the provider whose map gave the states piece i is verified against (the later
 // one, which a forger would have to fake).
 func (s *swarmFetch) stateSource(i int) peer.ID {
 	return s.from[min(i+1, len(s.from)-1)]
 }
 
-// confirmed reports whether a second provider vouched for chunk i's states.
+// confirmed reports whether a second provider vouched for piece i's states.
 func (s *swarmFetch) confirmed(i int) bool {
 	last := i == s.have.Len()-1
 	return s.conf[i] && (last || (i+1 < len(s.conf) && s.conf[i+1]))
 }
 
-// learn takes a provider's map and holdings. A map that disagrees with ours means one of the
-// two lies: that provider is not used (and not blamed: only chunks prove a lie). A longer map
-// that agrees extends ours. Called with s.mu held.
-func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have *chunks.Set) {
+// learn takes a provider's map and holdings (pieces held and being received). A map that
+// disagrees with ours means one of the two lies: that provider is not used (and not blamed: only
+// pieces prove a lie). A longer map that agrees extends ours. Called with s.mu held.
+func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have, recv *chunks.Set) {
 	if !m.Extends(s.m) && !s.m.Extends(m) {
 		sp.out = true
 		s.c.log.Warn("a provider's chunk map disagrees with the one in use; not using it", "peer", sp.id, "digest", s.d)
@@ -787,7 +944,7 @@ func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have *chunks.Set) {
 	if sp.have != nil && (have.Count() > sp.have.Count() || m.Len() > sp.mapLen) {
 		s.gained = time.Now() // the swarm moves: a slow swarm, not a dead one
 	}
-	sp.have, sp.mapLen = have, m.Len()
+	sp.have, sp.recv, sp.mapLen = have, recv, m.Len()
 }
 
 // watchMore starts watching providers up to maxWatched. Called with s.mu held.
@@ -812,7 +969,7 @@ func (s *swarmFetch) watchMore(ctx context.Context) {
 }
 
 // watch keeps a provider's holdings current: each request waits at the provider until it holds
-// one more chunk or its map grows, so a gain is heard of at once.
+// or receives one more piece or its map grows, so a gain is heard of at once.
 func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 	defer s.wg.Done()
 	errs := 0
@@ -830,17 +987,23 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			s.mu.Unlock()
 			return
 		}
-		minStates, minHave := 0, 0
+		// One more piece offered (held or being received), or one more state. Not one more
+		// piece held: a piece this node already knows the provider is receiving can be asked
+		// for anyway, and an answer (a stream and a map) for every piece landed would cost a
+		// chunk's worth of them for every chunk, at every watcher.
+		var want transfer.Want
 		if sp.have != nil {
-			minHave = sp.have.Count() + 1
 			if sp.mapLen < sp.have.Len() {
-				minStates = sp.mapLen + 1
+				want.MinStates = sp.mapLen + 1
 			}
+			offered := sp.have.Clone()
+			offered.AddAll(sp.recv)
+			want.MinOffer = offered.Count() + 1
 		}
 		cs, size := s.m.ChunkSize, s.m.Size // s.m is replaced under s.mu as maps grow
 		s.mu.Unlock()
 		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		m, have, err := s.c.transfer.Holding(hctx, sp.id, s.d, cs, minStates, minHave)
+		h, err := s.c.transfer.Watch(hctx, sp.id, s.d, cs, want)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -859,6 +1022,7 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			continue
 		}
 		errs = 0
+		m, have := h.Map, h.Have
 		if m.Size != size {
 			s.mu.Lock()
 			sp.out = true
@@ -867,7 +1031,7 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			return
 		}
 		s.mu.Lock()
-		s.learn(sp, m, have)
+		s.learn(sp, m, have, h.Recv)
 		full := have.Full() && m.Complete()
 		s.mu.Unlock()
 		s.kick()
@@ -916,10 +1080,6 @@ func (s *swarmFetch) Close() error {
 		s.stop()
 	}
 	s.wg.Wait()
-	if s.first != nil {
-		s.c.putChunkBuf(s.first)
-		s.first = nil
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for p := range s.peers {

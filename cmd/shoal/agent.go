@@ -57,7 +57,9 @@ func agentFlags() []cli.Flag {
 		&cli.StringFlag{Name: "max-store-size", Value: "0", EnvVars: env("MAX_STORE_SIZE"),
 			Usage: "evict least recently used content past this size (e.g. 50GiB, 200GB), counting fetches in flight and partial files; 0 = no limit"},
 		&cli.StringFlag{Name: "chunk-size", Value: "4MiB", EnvVars: env("CHUNK_SIZE"),
-			Usage: "unit of verified peer transfer, a multiple of 128 bytes; the same on every node of a cluster"},
+			Usage: "what one swarm request asks a peer for, in whole pieces"},
+		&cli.StringFlag{Name: "piece-size", Value: "1MiB", EnvVars: env("PIECE_SIZE"),
+			Usage: "unit of verified peer transfer (chunk map states), a multiple of 128 bytes, at most --chunk-size; the same on every node of a cluster"},
 		&cli.BoolFlag{Name: "p2p", Value: true, EnvVars: env("P2P"),
 			Usage: "share content with peers; --p2p=false runs a plain mirror"},
 		&cli.StringSliceFlag{Name: "p2p-listen", Value: cli.NewStringSlice(p2p.DefaultListenAddr), EnvVars: env("P2P_LISTEN"),
@@ -154,6 +156,13 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 	}
 	if err != nil {
 		return agent.Config{}, fmt.Errorf("--chunk-size %q: %w", c.String("chunk-size"), err)
+	}
+	pieceSize, err := humanize.ParseBytes(c.String("piece-size"))
+	if err == nil && (pieceSize == 0 || pieceSize%128 != 0) {
+		err = errors.New("want a multiple of 128 bytes")
+	}
+	if err != nil {
+		return agent.Config{}, fmt.Errorf("--piece-size %q: %w", c.String("piece-size"), err)
 	}
 	var rates [2]uint64
 	for i, name := range []string{"max-download-rate", "max-upload-rate"} {
@@ -257,6 +266,7 @@ func agentConfig(c *cli.Context, logOut io.Writer) (agent.Config, error) {
 		TagTTL:          c.Duration("tag-ttl"),
 		StoreMaxBytes:   int64(maxStore),
 		ChunkSize:       int64(chunkSize),
+		PieceSize:       int64(pieceSize),
 		MaxDownloadRate: int64(rates[0]),
 		MaxUploadRate:   int64(rates[1]),
 		AdminToken:      token,

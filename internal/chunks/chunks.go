@@ -30,12 +30,17 @@ import (
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
-// DefaultSize is the default chunk size, 4 MiB.
+// DefaultSize is the default chunk size, 4 MiB: the unit a swarm schedules (one request).
 const DefaultSize = 4 << 20
 
-// MaxChunks bounds a map so that a peer cannot make us allocate without limit: with 4 MiB chunks
+// DefaultPieceSize is the default piece size, 1 MiB: the unit a map has states for, so the unit
+// a receiver verifies and passes on. A map's ChunkSize is the piece size of the cluster; a swarm
+// asks for several pieces at once (a chunk) and lands each one as it verifies.
+const DefaultPieceSize = 1 << 20
+
+// MaxChunks bounds a map so that a peer cannot make us allocate without limit: with 1 MiB pieces
 // it covers blobs of 256 GiB.
-const MaxChunks = 1 << 16
+const MaxChunks = 1 << 18
 
 // algo describes one supported hash's state layout (crypto/sha256 and crypto/sha512
 // MarshalBinary: magic, chain value, one block of buffer, length).
@@ -186,6 +191,33 @@ func (m *Map) NewVerifier(i int) (*Verifier, error) {
 	return &Verifier{m: m, i: i, want: n, h: h}, nil
 }
 
+// Begin starts checking chunk i when only the state before it is known: a chunk a provider is
+// still receiving, whose end state a later map brings (Update). Check then fails with ErrNotYet
+// until a map covering the chunk was given.
+func (m *Map) Begin(i int) (*Verifier, error) {
+	if i < 0 || i >= Count(m.Size, m.ChunkSize) || i >= len(m.States) {
+		return nil, fmt.Errorf("chunk %d of %s: %w", i, m.Digest, ErrNotYet)
+	}
+	a := algos[m.Digest.Algorithm()]
+	h, err := resume(a, m.States[i], int64(i)*m.ChunkSize)
+	if err != nil {
+		return nil, err
+	}
+	_, n := m.Range(i)
+	return &Verifier{m: m, i: i, want: n, h: h}, nil
+}
+
+// Update takes a longer map of the same blob (one that extends the verifier's), so that a chunk
+// begun before its end state was known can be checked.
+func (v *Verifier) Update(m *Map) {
+	if m != v.m && m.Len() > v.m.Len() && m.Extends(v.m) {
+		v.m = m
+	}
+}
+
+// Covered reports whether the verifier's map has the state Check needs.
+func (v *Verifier) Covered() bool { return v.m.Covers(v.i) }
+
 // Write hashes the next bytes of the chunk. It never fails.
 func (v *Verifier) Write(p []byte) (int, error) {
 	v.n += int64(len(p))
@@ -200,6 +232,9 @@ func (v *Verifier) Check() error {
 	m, i := v.m, v.i
 	if v.n != v.want {
 		return fmt.Errorf("chunk %d is %d bytes, want %d: %w", i, v.n, v.want, ErrMismatch)
+	}
+	if !m.Covers(i) {
+		return fmt.Errorf("chunk %d of %s: %w", i, m.Digest, ErrNotYet)
 	}
 	a := algos[m.Digest.Algorithm()]
 	if i == Count(m.Size, m.ChunkSize)-1 {

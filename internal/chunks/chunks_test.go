@@ -286,3 +286,53 @@ func TestVerifierStreams(t *testing.T) {
 		t.Fatalf("chunk past a partial map: %v", err)
 	}
 }
+
+// A piece begun from its start state alone (its sender still receiving the blob) is checked once
+// a longer map brings its end state: honest bytes verify, wrong ones or a forged end state fail,
+// and a map that does not extend the one in use is not taken.
+func TestBeginBeforeTheEndState(t *testing.T) {
+	const cs = 4 << 10
+	data := blob(t, 3*cs+100)
+	full := build(t, digest.SHA256, data, cs, 1000)
+	partial := &Map{Digest: full.Digest, Size: full.Size, ChunkSize: cs, States: full.States[:2]} // covers piece 0
+	v, err := partial.Begin(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Write(data[cs : 2*cs])
+	if v.Covered() || !errors.Is(v.Check(), ErrNotYet) {
+		t.Fatal("a piece without its end state was checked")
+	}
+	forged := &Map{Digest: full.Digest, Size: full.Size, ChunkSize: cs, States: [][]byte{full.States[0], full.States[1], make([]byte, 32)}}
+	other := &Map{Digest: full.Digest, Size: full.Size, ChunkSize: cs, States: [][]byte{full.States[0], make([]byte, 32), full.States[2], full.States[3]}}
+	v.Update(other) // disagrees with the map in use: ignored
+	if v.Covered() {
+		t.Fatal("took a map that does not extend the one in use")
+	}
+	fv, _ := partial.Begin(1)
+	fv.Write(data[cs : 2*cs])
+	fv.Update(forged)
+	if err := fv.Check(); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("a forged end state: %v", err)
+	}
+	v.Update(full)
+	if err := v.Check(); err != nil {
+		t.Fatalf("honest piece: %v", err)
+	}
+	bad, _ := partial.Begin(1)
+	wrong := bytes.Clone(data[cs : 2*cs])
+	wrong[7] ^= 1
+	bad.Write(wrong)
+	bad.Update(full)
+	if err := bad.Check(); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("a wrong piece: %v", err)
+	}
+	if _, err := partial.Begin(2); !errors.Is(err, ErrNotYet) {
+		t.Fatalf("began a piece without its start state: %v", err)
+	}
+	last, _ := full.Begin(3)
+	last.Write(data[3*cs:])
+	if err := last.Check(); err != nil {
+		t.Fatalf("last piece: %v", err)
+	}
+}

@@ -41,6 +41,18 @@ func (s *Set) Add(i int) {
 	s.count++
 }
 
+// AddAll puts every chunk of o, a set of the same blob, in the set.
+func (s *Set) AddAll(o *Set) {
+	if o == nil {
+		return
+	}
+	for i := range min(s.n, o.n) {
+		if o.Has(i) {
+			s.Add(i)
+		}
+	}
+}
+
 // Remove takes chunk i out of the set.
 func (s *Set) Remove(i int) {
 	if !s.Has(i) {

@@ -135,34 +135,66 @@ func (c *Client) MapAtLeast(ctx context.Context, p peer.ID, d digest.Digest, chu
 // or it holds minHave chunks (zero: no wait for that); a watcher asks for one more of each.
 // The map is checked for shape only; chunks prove it.
 func (c *Client) Holding(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64, minStates, minHave int) (*chunks.Map, *chunks.Set, error) {
-	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize, MinStates: minStates, MinHave: minHave})
+	h, err := c.Watch(ctx, p, d, chunkSize, Want{MinStates: minStates, MinHave: minHave})
 	if err != nil {
 		return nil, nil, err
+	}
+	return h.Map, h.Have, nil
+}
+
+// Want is what a watcher waits for at a provider still fetching a blob (zero fields: no wait for
+// that): a map of MinStates states, MinHave chunks held, or MinOffer chunks held or being
+// received. Whichever comes first ends the wait, a few seconds at most.
+type Want struct {
+	MinStates, MinHave, MinOffer int
+}
+
+// Holdings is what a provider says it has of a blob: its chunk map, the chunks it holds, and the
+// chunks it is receiving now (empty for a provider that holds the blob whole or does not say),
+// which it serves as each one verifies there.
+type Holdings struct {
+	Map  *chunks.Map
+	Have *chunks.Set
+	Recv *chunks.Set
+}
+
+// Watch is Holding that also learns the chunks p is receiving, and may wait for more of them.
+func (c *Client) Watch(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64, want Want) (*Holdings, error) {
+	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize,
+		MinStates: want.MinStates, MinHave: want.MinHave, MinOffer: want.MinOffer})
+	if err != nil {
+		return nil, err
 	}
 	defer st.Close()
 	limit := int64(chunks.MaxChunks*64 + 1024)
 	if resp.Length > limit {
 		_ = st.Reset()
-		return nil, nil, fmt.Errorf("chunk map of %d bytes from %s: %w", resp.Length, p, errdefs.ErrInvalid)
+		return nil, fmt.Errorf("chunk map of %d bytes from %s: %w", resp.Length, p, errdefs.ErrInvalid)
 	}
 	b := make([]byte, resp.Length)
 	if _, err := io.ReadFull(br, b); err != nil {
-		return nil, nil, fmt.Errorf("chunk map from %s: %v: %w", p, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("chunk map from %s: %v: %w", p, err, errdefs.ErrUnavailable)
 	}
 	var m chunks.Map
 	if err := m.UnmarshalBinary(b); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if m.Digest != d || m.ChunkSize != chunkSize {
-		return nil, nil, fmt.Errorf("peer %s sent a map for %s/%d: %w", p, m.Digest, m.ChunkSize, errdefs.ErrInvalid)
+		return nil, fmt.Errorf("peer %s sent a map for %s/%d: %w", p, m.Digest, m.ChunkSize, errdefs.ErrInvalid)
 	}
 	count := chunks.Count(m.Size, m.ChunkSize)
+	recv := chunks.NewSet(count)
+	if resp.Recv != nil {
+		if recv, err = chunks.SetFromBinary(resp.Recv, count); err != nil {
+			return nil, fmt.Errorf("chunk set from %s: %w", p, err)
+		}
+	}
 	if resp.Have != nil {
 		have, err := chunks.SetFromBinary(resp.Have, count)
 		if err != nil {
-			return nil, nil, fmt.Errorf("chunk set from %s: %w", p, err)
+			return nil, fmt.Errorf("chunk set from %s: %w", p, err)
 		}
-		return &m, have, nil
+		return &Holdings{Map: &m, Have: have, Recv: recv}, nil
 	}
 	have := chunks.NewSet(count)
 	held := m.Len()
@@ -172,7 +204,7 @@ func (c *Client) Holding(ctx context.Context, p peer.ID, d digest.Digest, chunkS
 	for i := range held {
 		have.Add(i)
 	}
-	return &m, have, nil
+	return &Holdings{Map: &m, Have: have, Recv: recv}, nil
 }
 
 // GetChunk is Get of one chunk for a swarm: a provider busy sending it to other peers, or out of

@@ -36,13 +36,16 @@ import (
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
-// ProtocolID is the versioned protocol; an incompatible change gets a new version.
-const ProtocolID protocol.ID = "/shoal/content/1"
+// ProtocolID is the versioned protocol; an incompatible change gets a new version. Version 2:
+// maps are in pieces (finer than the chunks a swarm asks for), a map answer says which pieces
+// the provider is receiving, and a chunk request may be for pieces still arriving (cut-through).
+const ProtocolID protocol.ID = "/shoal/content/2"
 
 const (
 	// maxRequestFrame leaves room for a forwarded credential (credential.MaxLen).
-	maxRequestFrame  = 12 << 10
-	maxResponseFrame = 64 << 10
+	maxRequestFrame = 12 << 10
+	// maxResponseFrame leaves room for two piece bitmaps of a map of chunks.MaxChunks, in JSON.
+	maxResponseFrame = 128 << 10
 	// maxTagBody bounds a tag answer.
 	maxTagBody = 64 << 10
 	// requestTimeout bounds reading a request and writing a response header.
@@ -90,6 +93,9 @@ type request struct {
 	// holds that many chunks. With MinStates, whichever comes first ends the wait: a peer
 	// watching a provider asks for one more of either and hears of each gain at once.
 	MinHave int `json:"minHave,omitempty"`
+	// MinOffer asks a provider still fetching the blob to wait (a few seconds at most, like
+	// MinStates and MinHave) until it holds or is receiving that many chunks in all.
+	MinOffer int `json:"minOffer,omitempty"`
 	// Spread marks a chunk request from a swarm: the requester can take the chunk elsewhere, so
 	// a provider that has just sent it to enough peers may answer busy (see Server).
 	Spread bool `json:"spread,omitempty"`
@@ -123,6 +129,9 @@ type response struct {
 	// ChunkBusy marks a busy answer about the chunk asked for (being sent, or already sent, to
 	// other peers), not about the provider: other chunks may be asked of it at once.
 	ChunkBusy bool `json:"chunkBusy,omitempty"`
+	// Recv is, for a blob the provider is still fetching, the chunks it is receiving now (same
+	// encoding as Have): a chunk request for them is served as each one verifies there.
+	Recv []byte `json:"recv,omitempty"`
 }
 
 // Status codes, HTTP-like for familiarity.

@@ -83,6 +83,20 @@ type Holder interface {
 	Holding(d digest.Digest, chunkSize int64) (have *chunks.Set, changed <-chan struct{}, ok bool)
 }
 
+// Receiver is implemented by Content that serves chunks of a blob while it is still receiving
+// them (cut-through): Receiving returns the chunks of d (in the given chunk size) it is receiving
+// now and will serve, each as soon as it verifies; nil when none or d is not in progress.
+type Receiver interface {
+	Receiving(d digest.Digest, chunkSize int64) *chunks.Set
+}
+
+// Arriving is implemented by a Blob still arriving: Offers reports whether the byte at off is
+// held or being received. A swarm request for bytes that are not is answered busy at once rather
+// than left to wait for bytes that may not come.
+type Arriving interface {
+	Offers(off int64) bool
+}
+
 // Observer is told what the server sent, for metrics: op is one of get, map, tag, pull and
 // resolve, or "other" for an operation the server does not know.
 type Observer interface {
@@ -214,6 +228,11 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 			return fail(err)
 		}
 		defer b.Close()
+		if a, ok := b.(Arriving); ok && req.Spread && req.Offset < b.Size() && !a.Offers(req.Offset) {
+			status := statusBusy
+			_ = writeFrame(st, response{Status: status, Error: "not receiving these bytes now; take them elsewhere"})
+			return status, 0, nil
+		}
 		size := b.Size()
 		off, n := req.Offset, req.Length
 		if n < 0 || (req.UpTo && off <= size && off+n > size) {
@@ -262,7 +281,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err := validChunkSize(req.Digest.Algorithm(), req.ChunkSize); err != nil {
 			return fail(err)
 		}
-		m, have, err := s.mapAtLeast(req)
+		m, have, recv, err := s.mapAtLeast(req)
 		if err != nil {
 			return fail(err)
 		}
@@ -270,6 +289,9 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		resp := response{Status: statusOK, Size: m.Size, Length: int64(len(body)), Partial: !m.Complete()}
 		if have != nil {
 			resp.Have, _ = have.MarshalBinary()
+		}
+		if recv != nil {
+			resp.Recv, _ = recv.MarshalBinary()
 		}
 		if err := writeFrame(st, resp); err != nil {
 			return statusOK, 0, err
@@ -367,38 +389,62 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 	return w.st.Write(p)
 }
 
-// mapAtLeast answers a map request, with the chunks held of a blob in progress, waiting a
-// little for such a blob to reach the states or held chunks asked for.
-func (s *Server) mapAtLeast(req *request) (*chunks.Map, *chunks.Set, error) {
+// mapAtLeast answers a map request, with the chunks held and being received of a blob in
+// progress, waiting a little for such a blob to reach the states, held chunks or chunks offered
+// (held or being received) asked for.
+func (s *Server) mapAtLeast(req *request) (*chunks.Map, *chunks.Set, *chunks.Set, error) {
 	timer := time.NewTimer(mapWait)
 	defer timer.Stop()
 	holder, _ := s.content.(Holder)
+	receiver, _ := s.content.(Receiver)
 	for {
 		m, err := s.content.ChunkMap(context.Background(), req.Digest, req.ChunkSize)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		var have *chunks.Set
+		var have, recv *chunks.Set
 		var changed <-chan struct{}
 		inProgress := false
 		if holder != nil {
 			have, changed, inProgress = holder.Holding(req.Digest, req.ChunkSize)
 		}
-		if have != nil && have.Len() != chunks.Count(m.Size, m.ChunkSize) {
+		count := chunks.Count(m.Size, m.ChunkSize)
+		if have != nil && have.Len() != count {
 			have = nil // not in the map's chunking: the prefix the map covers is what counts
 		}
-		done := !inProgress || (req.MinStates == 0 && req.MinHave == 0) ||
+		if receiver != nil && inProgress {
+			if recv = receiver.Receiving(req.Digest, req.ChunkSize); recv != nil && recv.Len() != count {
+				recv = nil
+			}
+		}
+		done := !inProgress || (req.MinStates == 0 && req.MinHave == 0 && req.MinOffer == 0) ||
 			(req.MinStates > 0 && m.Len() >= req.MinStates) ||
-			(req.MinHave > 0 && have != nil && have.Count() >= req.MinHave)
+			(req.MinHave > 0 && have != nil && have.Count() >= req.MinHave) ||
+			(req.MinOffer > 0 && offered(have, recv) >= req.MinOffer)
 		if done {
-			return m, have, nil
+			return m, have, recv, nil
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			return m, have, nil
+			return m, have, recv, nil
 		}
 	}
+}
+
+// offered counts the chunks held or being received.
+func offered(have, recv *chunks.Set) int {
+	switch {
+	case have == nil && recv == nil:
+		return 0
+	case recv == nil:
+		return have.Count()
+	case have == nil:
+		return recv.Count()
+	}
+	u := have.Clone()
+	u.AddAll(recv)
+	return u.Count()
 }
 
 // Super-seeding: a provider sends one chunk to at most spreadFanout swarm requesters at a time

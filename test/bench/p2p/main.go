@@ -3,7 +3,7 @@
 //
 //  1. peer transfer: agent process A holds a blob (pulled through it from the origin, which is then
 //     blocked); agent process B, bootstrapped to A, GETs it through its /v2 API, so that it comes
-//     from A over libp2p (TLS + yamux, /shoal/content/1). Baselines: plain loopback TCP io.Copy of
+//     from A over libp2p (TLS + yamux, /shoal/content/2). Baselines: plain loopback TCP io.Copy of
 //     the same file, and the same file over one raw libp2p stream between two in-process hosts;
 //  2. DHT: N agents in one process (a child process of this program), bootstrapped to a few seeds;
 //     for many trials (a different blob, holder and requester each time) the time from the

@@ -45,7 +45,7 @@ func TimeSteps(ctx context.Context, node *p2p.Node, tmpDir string, holders []pee
 	}
 	holder := ps[i].ID
 	c := transfer.NewClient(node.Host())
-	m, err := c.Map(ctx, holder, d, chunks.DefaultSize)
+	m, err := c.Map(ctx, holder, d, chunks.DefaultPieceSize)
 	st.Map = lap()
 	if err != nil {
 		return st, err
