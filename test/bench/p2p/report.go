@@ -106,7 +106,7 @@ func (r *results) markdown() string {
 	for i := range tr.peer {
 		allPeer = allPeer && int64(tr.peerBytes[i]) == c.size && tr.originByte[i] == 0
 	}
-	p("\nChecks: A pulled the blob from the origin at %.0f MB/s before the runs; the origin was then blocked (blob requests answered 503). "+
+	p("\nChecks: A pulled the blob from the origin at %.0f MB/s before the runs; the origin was then blocked (blob GETs answered 503; HEADs, which bind the size, answered). "+
 		"B fetched every byte from its peer in every run: %s; the origin saw %d blob GETs and refused %d blob requests while B pulled; "+
 		"A's shoal_peer_served_bytes_total grew by %s per run (median; B's transfers read the blob from offset 0 once).\n\n",
 		benchreport.MBps(c.size, tr.aPull.Total), benchreport.Met(allPeer), tr.originGets, tr.originRefused, benchreport.IBytes(int64(benchreport.Median(tr.servedA))))

@@ -59,7 +59,9 @@ func (e *env) transfer(ctx context.Context, d string) error {
 	}
 	syscall.Sync()
 	stored := benchproc.CommittedPath(a.DataDir, d)
-	e.o.Block(true)
+	// Blob GETs are refused; HEADs still answer, since B binds the blob's size at the origin
+	// before it takes a peer's bytes.
+	e.o.BlockGets(true)
 	defer e.o.Block(false)
 	gets0 := e.o.BlobGets(d)
 
