@@ -1,4 +1,13 @@
-package p2p
+// Package tlsrecords is libp2p's TLS 1.3 security transport with the records of one write
+// gathered into one write to TCP.
+//
+// crypto/tls writes every record (at most 16 KiB of plaintext) to the connection on its own, so
+// each 64 KiB frame yamux writes became five write(2) calls and five TCP segments, each pushed
+// through the stack and acknowledged on its own, on both hosts (and at the start of a connection,
+// where records are about 1 KiB, eleven). Here the records of one Write are gathered and written
+// at once: the same bytes on the wire, a fifth of the system calls and segments. A node with this
+// transport talks to one without it.
+package tlsrecords
 
 import (
 	"context"
@@ -13,22 +22,19 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 )
 
-// TLS record batching. crypto/tls writes every record (at most 16 KiB of plaintext) to the
-// connection on its own, so each 64 KiB frame yamux writes became five write(2) calls and five
-// TCP segments, each pushed through the stack and acknowledged on its own, on both hosts. The
-// security transport here is libp2p's TLS 1.3 with the records of one Write gathered and written
-// at once: the same bytes on the wire, a fifth of the system calls and segments.
-type security struct{ *libp2ptls.Transport }
+// Transport is libp2p's TLS transport (libp2ptls.ID) with gathered records.
+type Transport struct{ *libp2ptls.Transport }
 
-var _ sec.SecureTransport = security{}
+var _ sec.SecureTransport = Transport{}
 
-// newSecurity has the signature libp2p.Security injects.
-func newSecurity(id protocol.ID, key ci.PrivKey, muxers []tptu.StreamMuxer) (security, error) {
+// New has the signature libp2p.Security injects: libp2p.Security(libp2ptls.ID, tlsrecords.New).
+func New(id protocol.ID, key ci.PrivKey, muxers []tptu.StreamMuxer) (Transport, error) {
 	t, err := libp2ptls.New(id, key, muxers)
-	return security{t}, err
+	return Transport{t}, err
 }
 
-func (s security) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
+// SecureInbound runs the TLS handshake as a server (see libp2ptls.Transport).
+func (s Transport) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
 	raw := &gatherConn{Conn: insecure}
 	c, err := s.Transport.SecureInbound(ctx, raw, p)
 	if err != nil {
@@ -37,7 +43,8 @@ func (s security) SecureInbound(ctx context.Context, insecure net.Conn, p peer.I
 	return &batchedConn{SecureConn: c, raw: raw}, nil
 }
 
-func (s security) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
+// SecureOutbound runs the TLS handshake as a client (see libp2ptls.Transport).
+func (s Transport) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
 	raw := &gatherConn{Conn: insecure}
 	c, err := s.Transport.SecureOutbound(ctx, raw, p)
 	if err != nil {

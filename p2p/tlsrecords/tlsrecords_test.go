@@ -1,4 +1,4 @@
-package p2p
+package tlsrecords
 
 import (
 	"bytes"
@@ -40,11 +40,11 @@ func securePair(t *testing.T) (client, server sec.SecureConn, counted *countingC
 	keyC, _, _ := ci.GenerateEd25519Key(rand.Reader)
 	keyS, _, _ := ci.GenerateEd25519Key(rand.Reader)
 	idS, _ := peer.IDFromPrivateKey(keyS)
-	tc, err := newSecurity(libp2ptls.ID, keyC, nil)
+	tc, err := New(libp2ptls.ID, keyC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, _ := newSecurity(libp2ptls.ID, keyS, nil)
+	ts, _ := New(libp2ptls.ID, keyS, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	type res struct {
