@@ -36,6 +36,7 @@ import (
 	"github.com/shoal-oci/shoal/p2p/providerquota"
 	"github.com/shoal-oci/shoal/p2p/seedauth"
 	"github.com/shoal-oci/shoal/p2p/seedfind"
+	"github.com/shoal-oci/shoal/p2p/tlsrecords"
 )
 
 // ProtocolPrefix is the DHT's protocol prefix: Shoal's DHT speaks /shoal/kad/1.0.0 and never mixes with
@@ -143,7 +144,7 @@ func New(cfg Config) (*Node, error) {
 		// without stopping what it started, leaking its goroutines.
 		libp2p.NoListenAddrs,
 		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Security(libp2ptls.ID, tlsrecords.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),

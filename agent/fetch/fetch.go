@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -144,29 +145,49 @@ func (b *readerBlob) Close() error   { b.once.Do(b.f.release); return nil }
 
 // CopyRange streams bytes [off, off+n) of the fetch to w as they become visible; n < 0 means to
 // the end. An error after bytes were written means the client's response must be aborted.
+//
+// The visible bytes are copied from a descriptor of the partial file of the client's own, as
+// an io.LimitedReader of an *os.File, which an HTTP response hands to sendfile(2): the bytes go
+// from the page cache to the socket without a read into a buffer and a write out of it. Where
+// the file cannot be opened again, they are read into a buffer and written.
 func (b *readerBlob) CopyRange(ctx context.Context, w io.Writer, off, n int64) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	rf := reopen(b.f.w.File())
+	if rf != nil {
+		defer rf.Close()
+	}
+	var buf []byte
+	if rf == nil {
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		buf = *bp
+	}
 	var written int64
 	for n != 0 {
 		visible, done, wake, err := b.f.state()
 		if off < visible {
-			chunk := min(visible-off, int64(len(buf)))
+			chunk := visible - off
 			if n > 0 {
 				chunk = min(chunk, n)
 			}
-			m, rerr := b.f.w.File().ReadAt(buf[:chunk], off)
-			if m > 0 {
-				wn, werr := w.Write(buf[:m])
-				written += int64(wn)
-				off += int64(wn)
-				if n > 0 {
-					n -= int64(wn)
+			var wn int64
+			var rerr, werr error
+			if rf != nil {
+				wn, werr = copyFileRange(w, rf, off, chunk)
+			} else {
+				var m int
+				m, rerr = b.f.w.File().ReadAt(buf[:min(chunk, int64(len(buf)))], off)
+				if m > 0 {
+					k, err := w.Write(buf[:m])
+					wn, werr = int64(k), err
 				}
-				if werr != nil {
-					return written, werr
-				}
+			}
+			written += wn
+			off += wn
+			if n > 0 {
+				n -= wn
+			}
+			if werr != nil {
+				return written, werr
 			}
 			if rerr != nil && !errors.Is(rerr, io.EOF) {
 				return written, fmt.Errorf("reading fetch of %s: %w", b.f.d, rerr)
@@ -189,6 +210,35 @@ func (b *readerBlob) CopyRange(ctx context.Context, w io.Writer, off, n int64) (
 		}
 	}
 	return written, nil
+}
+
+// reopen opens the file f names again, read-only, for a reader with its own offset; nil if the
+// name no longer leads to f (renamed at commit).
+func reopen(f *os.File) *os.File {
+	rf, err := os.Open(f.Name())
+	if err != nil {
+		return nil
+	}
+	a, err1 := rf.Stat()
+	b, err2 := f.Stat()
+	if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+		_ = rf.Close()
+		return nil
+	}
+	return rf
+}
+
+// copyFileRange copies bytes [off, off+n) of rf to w with io.Copy, which lets w take them from
+// the file itself (an HTTP response: sendfile). An error is either side's: the response ends.
+func copyFileRange(w io.Writer, rf *os.File, off, n int64) (int64, error) {
+	if _, err := rf.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	written, err := io.Copy(w, &io.LimitedReader{R: rf, N: n})
+	if err == nil && written == 0 {
+		err = io.ErrUnexpectedEOF // visible bytes the file does not have
+	}
+	return written, err
 }
 
 // InFlight is a blob this node is still fetching, opened for a peer: reads return verified

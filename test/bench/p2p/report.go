@@ -73,6 +73,7 @@ func (r *results) markdown() string {
 		benchreport.PerGiB(benchreport.Median(all), c.size), benchreport.PerGiB(benchreport.Median(tr.cpuTCP), c.size), benchreport.PerGiB(benchreport.Median(tr.cpuRaw), c.size),
 		benchreport.Median(all).Seconds()/benchreport.Median(tr.cpuTCP).Seconds(), benchreport.Median(all).Seconds()/benchreport.Median(tr.cpuRaw).Seconds())
 	p("| 1 | same | CPU of receiving agent B (user + system) | %s | | | | |\n", benchreport.PerGiB(benchreport.Median(tr.cpuB), c.size))
+	p("| 1 | same | CPU of B until its commit (which fsyncs the blob after the last byte) | %s | | | | |\n", benchreport.PerGiB(benchreport.Median(tr.cpuBCommit), c.size))
 	p("| 1 | same | CPU of sending agent A | %s | | | | |\n", benchreport.PerGiB(benchreport.Median(tr.cpuA), c.size))
 	p("| 1 | same | time to first byte at B's client | %s | | | | |\n", benchreport.Ms(benchreport.Median(ttfb)))
 	p("| 2 | %d agents in one process, %d seeds, %d trials, %s blobs | requester's GET → first byte, p50 / p95 / p99 | %.1f / %.1f / %.1f ms | %.1f / %.1f / %.1f ms: the same GET answered by the holder from its store, right after | %+.1f ms at p95 | p95 < 20 ms | %s |\n",
@@ -106,7 +107,7 @@ func (r *results) markdown() string {
 	for i := range tr.peer {
 		allPeer = allPeer && int64(tr.peerBytes[i]) == c.size && tr.originByte[i] == 0
 	}
-	p("\nChecks: A pulled the blob from the origin at %.0f MB/s before the runs; the origin was then blocked (blob requests answered 503). "+
+	p("\nChecks: A pulled the blob from the origin at %.0f MB/s before the runs; the origin was then blocked (blob GETs answered 503; HEADs, which bind the size, answered). "+
 		"B fetched every byte from its peer in every run: %s; the origin saw %d blob GETs and refused %d blob requests while B pulled; "+
 		"A's shoal_peer_served_bytes_total grew by %s per run (median; B's transfers read the blob from offset 0 once).\n\n",
 		benchreport.MBps(c.size, tr.aPull.Total), benchreport.Met(allPeer), tr.originGets, tr.originRefused, benchreport.IBytes(int64(benchreport.Median(tr.servedA))))

@@ -21,6 +21,7 @@ type transferResults struct {
 	storeSerial           []time.Duration       // raw libp2p + SHA-256 per 4 MiB + write to a new file, one goroutine
 	storePipe             []time.Duration       // the same, reading+hashing and writing in two goroutines
 	cpuB, cpuA            []time.Duration       // CPU time (user + system) of B and A during B's GET
+	cpuBCommit            []time.Duration       // B's CPU from the GET to its commit (which fsyncs after the last byte)
 	cpuClient             []time.Duration       // this process's CPU during B's GET (the HTTP client, mostly)
 	cpuTCP, cpuRaw        []time.Duration       // this process's CPU during each baseline (both of its ends)
 	commit                []time.Duration       // B: last byte delivered → blob committed
@@ -59,7 +60,9 @@ func (e *env) transfer(ctx context.Context, d string) error {
 	}
 	syscall.Sync()
 	stored := benchproc.CommittedPath(a.DataDir, d)
-	e.o.Block(true)
+	// Blob GETs are refused; HEADs still answer, since B binds the blob's size at the origin
+	// before it takes a peer's bytes.
+	e.o.BlockGets(true)
 	defer e.o.Block(false)
 	gets0 := e.o.BlobGets(d)
 
@@ -97,7 +100,7 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		time.Sleep(200 * time.Millisecond)
 
 		var pr benchmeasure.Result
-		var cpuA, cpuB, cpuClient, cpuTCP, cpuRaw, commit time.Duration
+		var cpuA, cpuB, cpuBCommit, cpuClient, cpuTCP, cpuRaw, commit time.Duration
 		var peerBytes, originBytes, served float64
 		peerRun := func() error {
 			served0, _ := a.Metric(ctx, "shoal_peer_served_bytes_total")
@@ -120,6 +123,8 @@ func (e *env) transfer(ctx context.Context, d string) error {
 			if commit, err = benchproc.WaitCommitted(ctx, b.DataDir, d, size, 2*time.Minute); err != nil {
 				return err
 			}
+			b2, _ := benchproc.CPUTime(b.Pid())
+			cpuBCommit = b2 - b0
 			peerBytes, _ = b.Metric(ctx, `shoal_fetched_bytes_total{source="peer"}`)
 			originBytes, _ = b.Metric(ctx, `shoal_fetched_bytes_total{source="origin"}`)
 			served1, _ := a.Metric(ctx, "shoal_peer_served_bytes_total")
@@ -180,6 +185,7 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		res.storePipe = append(res.storePipe, storePipe)
 		res.cpuA = append(res.cpuA, cpuA)
 		res.cpuB = append(res.cpuB, cpuB)
+		res.cpuBCommit = append(res.cpuBCommit, cpuBCommit)
 		res.cpuClient = append(res.cpuClient, cpuClient)
 		res.cpuTCP = append(res.cpuTCP, cpuTCP)
 		res.cpuRaw = append(res.cpuRaw, cpuRaw)
@@ -190,8 +196,8 @@ func (e *env) transfer(ctx context.Context, d string) error {
 		res.peerBytes = append(res.peerBytes, peerBytes)
 		res.originByte = append(res.originByte, originBytes)
 		res.servedA = append(res.servedA, served)
-		logf("transfer run %d: peer %.0f MB/s (TTFB %s, B CPU %s, A CPU %s; from peer %s, from origin %s); TCP %.0f MB/s; raw libp2p %.0f MB/s; raw libp2p+verify+store %.0f MB/s serial, %.0f MB/s pipelined; write alone %.0f MB/s (CPU %s), SHA-256 alone %.0f MB/s",
-			i+1, benchreport.MBps(size, pr.Total), benchreport.Ms(pr.TTFB), benchreport.Secs(cpuB), benchreport.Secs(cpuA), benchreport.IBytes(int64(peerBytes)), benchreport.IBytes(int64(originBytes)),
+		logf("transfer run %d: peer %.0f MB/s (TTFB %s, B CPU %s (%s to its commit), A CPU %s; from peer %s, from origin %s); TCP %.0f MB/s; raw libp2p %.0f MB/s; raw libp2p+verify+store %.0f MB/s serial, %.0f MB/s pipelined; write alone %.0f MB/s (CPU %s), SHA-256 alone %.0f MB/s",
+			i+1, benchreport.MBps(size, pr.Total), benchreport.Ms(pr.TTFB), benchreport.Secs(cpuB), benchreport.Secs(cpuBCommit), benchreport.Secs(cpuA), benchreport.IBytes(int64(peerBytes)), benchreport.IBytes(int64(originBytes)),
 			benchreport.MBps(size, tcp), benchreport.MBps(size, rawT), benchreport.MBps(size, storeSer), benchreport.MBps(size, storePipe), benchreport.MBps(size, wf), benchreport.Secs(wcpu), benchreport.MBps(size, hf))
 	}
 	res.originGets = e.o.BlobGets(d) - gets0

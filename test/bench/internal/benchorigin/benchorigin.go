@@ -60,8 +60,9 @@ type Origin struct {
 	host  string       // the listener's host:port (kept while stopped: what the agents were given)
 	addr  string       // what Start listens on
 
-	blocked atomic.Bool
-	users   atomic.Pointer[map[string]string] // RequireAuth's; nil: anyone may read
+	blocked  atomic.Bool
+	getsOnly atomic.Bool                       // while blocked, blob HEADs are still answered
+	users    atomic.Pointer[map[string]string] // RequireAuth's; nil: anyone may read
 
 	bytes     atomic.Int64 // response body bytes sent, everything
 	blobBytes atomic.Int64 // of which blob GET bodies
@@ -143,7 +144,11 @@ func (o *Origin) Close() {
 
 // Block makes every later blob request fail with 503 (and be counted) until Block(false), so
 // that a pull through an agent can only succeed from its peers.
-func (o *Origin) Block(b bool) { o.blocked.Store(b) }
+func (o *Origin) Block(b bool) { o.getsOnly.Store(false); o.blocked.Store(b) }
+
+// BlockGets is Block for blob GETs only: HEADs still answer with the blob's size, which an
+// agent binds before it accepts a peer's bytes (an origin that is up but must not be pulled from).
+func (o *Origin) BlockGets(b bool) { o.getsOnly.Store(b); o.blocked.Store(b) }
 
 // BlockedRequests is how many blob requests were refused while blocked.
 func (o *Origin) BlockedRequests() int {
@@ -228,7 +233,7 @@ func (o *Origin) wrap(h http.Handler) http.Handler {
 		}
 		blob := false
 		if i := strings.LastIndex(r.URL.Path, "/blobs/"); i >= 0 {
-			if o.blocked.Load() {
+			if o.blocked.Load() && (r.Method != http.MethodHead || !o.getsOnly.Load()) {
 				o.mu.Lock()
 				o.blockedReqs++
 				o.mu.Unlock()
