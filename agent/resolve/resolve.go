@@ -35,6 +35,8 @@ import (
 type Peers interface {
 	// Manifest gets a manifest by digest from a peer, verified, with its media type.
 	Manifest(ctx context.Context, d digest.Digest) (body []byte, mediaType string, err error)
+	// ManifestFrom is Manifest from the given peers, in order, with no provider lookup.
+	ManifestFrom(ctx context.Context, peers []peer.ID, d digest.Digest) (body []byte, mediaType string, err error)
 	// TagRecords returns the resolutions of a tag that peers saw, asking those given.
 	TagRecords(ctx context.Context, peers []peer.ID, registry, repo, tag string) []tags.Record
 }
@@ -173,6 +175,13 @@ func (r *Resolver) Get(ctx context.Context, t fetch.Target, ref string, accept [
 // ByDigest returns manifest d from the store, else a peer, else the origin, verified and stored.
 // Concurrent requests for one digest share one fetch.
 func (r *Resolver) ByDigest(ctx context.Context, t fetch.Target, d digest.Digest, accept []string) (*Manifest, error) {
+	return r.byDigest(ctx, t, d, accept, nil)
+}
+
+// byDigest is ByDigest asking holders first: the seeds that just said a hosted tag names d.
+// Hosted content has no origin: when no provider record names it yet (a seed that took the push
+// a moment ago is not found in the DHT at once), the seeds that hold it are asked directly.
+func (r *Resolver) byDigest(ctx context.Context, t fetch.Target, d digest.Digest, accept []string, holders []peer.ID) (*Manifest, error) {
 	if m, err := r.stored(d); err == nil {
 		return m, nil
 	}
@@ -183,8 +192,16 @@ func (r *Resolver) ByDigest(ctx context.Context, t fetch.Target, d digest.Digest
 		octx, cancel := r.life.Context(originTimeout)
 		defer cancel()
 		octx = credential.NewContext(octx, t.Access()) // what peers asked for it need
-		if m, err := r.fromPeers(octx, d); err == nil {
+		if m, err := r.fromPeers(octx, d, holders); err == nil {
 			return m, nil
+		}
+		if t.Hosted() && r.peers != nil && r.cluster != nil {
+			hctx, cancel := context.WithTimeout(octx, hostedTimeout)
+			seeds := slices.DeleteFunc(r.seeds(hctx), func(p peer.ID) bool { return slices.Contains(holders, p) })
+			cancel()
+			if m, err := r.fromPeersGiven(octx, d, seeds); err == nil {
+				return m, nil
+			}
 		}
 		if t.Registry == nil {
 			return nil, fmt.Errorf("manifest %s: %w", d, fetch.ErrNoOrigin)
@@ -221,12 +238,28 @@ func (r *Resolver) stored(d digest.Digest) (*Manifest, error) {
 	return &Manifest{MediaType: mt, Digest: d, Body: body, Source: "cache"}, nil
 }
 
-// fromPeers gets manifest d from a peer, verified by its digest.
-func (r *Resolver) fromPeers(ctx context.Context, d digest.Digest) (*Manifest, error) {
+// fromPeers gets manifest d from a peer, verified by its digest: holders first, if any, then the
+// peers that provide it.
+func (r *Resolver) fromPeers(ctx context.Context, d digest.Digest, holders []peer.ID) (*Manifest, error) {
 	if r.peers == nil {
 		return nil, fmt.Errorf("%s: peer-to-peer disabled: %w", d, errdefs.ErrNotFound)
 	}
+	if m, err := r.fromPeersGiven(ctx, d, holders); err == nil {
+		return m, nil
+	}
 	body, mt, err := r.peers.Manifest(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return r.keep(d, mt, body, "peer"), nil
+}
+
+// fromPeersGiven gets manifest d from the peers given, in order, verified by its digest.
+func (r *Resolver) fromPeersGiven(ctx context.Context, d digest.Digest, ps []peer.ID) (*Manifest, error) {
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("%s: no peer to ask: %w", d, errdefs.ErrNotFound)
+	}
+	body, mt, err := r.peers.ManifestFrom(ctx, ps, d)
 	if err != nil {
 		return nil, err
 	}

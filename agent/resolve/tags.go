@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent/fetch"
 	"github.com/shoal-oci/shoal/internal/credential"
@@ -253,13 +255,16 @@ func (r *Resolver) atSeeds(ctx context.Context, t fetch.Target, tag string, acce
 		mu    sync.Mutex
 		best  tags.Record
 		found bool
+		// answers are the seeds' answers: those naming the winning digest hold its manifest.
+		answers = map[peer.ID]digest.Digest{}
 	)
-	consider := func(rec tags.Record) {
+	consider := func(p peer.ID, rec tags.Record) {
 		mu.Lock()
 		defer mu.Unlock()
 		if rec.Digest.Validate() != nil || !accepts(accept, rec.MediaType) {
 			return
 		}
+		answers[p] = rec.Digest
 		if now := time.Now(); rec.Resolved.After(now) {
 			rec.Resolved = now // a record from the future would win every comparison
 		}
@@ -269,32 +274,19 @@ func (r *Resolver) atSeeds(ctx context.Context, t fetch.Target, tag string, acce
 	}
 	if r.hosted != nil {
 		if rec, ok := r.hosted.HostedTag(t.Repo, tag); ok {
-			consider(rec)
+			consider("", rec)
 		}
 	}
 	if r.cluster != nil {
 		hctx, cancel := context.WithTimeout(ctx, hostedTimeout)
 		defer cancel()
-		seeds := r.cluster.Seeds(hctx)
-		// A node that has only just started may not have joined, or found the seeds, yet: give
-		// it the time that takes rather than answer "unknown" to the first pull after a start.
-		for len(seeds) == 0 && time.Since(r.started) < joinGrace && hctx.Err() == nil {
-			select {
-			case <-hctx.Done():
-			case <-time.After(250 * time.Millisecond):
-			}
-			seeds = r.cluster.Seeds(hctx)
-		}
 		var wg sync.WaitGroup
-		for _, p := range seeds {
-			if p == r.cluster.Self() {
-				continue
-			}
+		for _, p := range r.seeds(hctx) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				if rec, err := r.cluster.Resolve(hctx, p, "", t.Repo, tag, accept); err == nil {
-					consider(rec)
+					consider(p, rec)
 				}
 			}()
 		}
@@ -303,11 +295,33 @@ func (r *Resolver) atSeeds(ctx context.Context, t fetch.Target, tag string, acce
 	if !found {
 		return Resolution{}, fmt.Errorf("tag %s:%s: no seed hosts it: %w", t.Repo, tag, errdefs.ErrNotFound)
 	}
-	m, err := r.ByDigest(ctx, t, best.Digest, accept)
+	var holders []peer.ID
+	for p, d := range answers {
+		if p != "" && d == best.Digest {
+			holders = append(holders, p)
+		}
+	}
+	m, err := r.byDigest(ctx, t, best.Digest, accept, holders)
 	if err != nil {
 		return Resolution{}, err
 	}
 	return Resolution{m, time.Now()}, nil
+}
+
+// seeds are the live authorized seeds other than this node. A node that has only just started
+// may not have joined, or found the seeds, yet: for joinGrace after its start it waits for one
+// (until ctx ends) rather than answer "unknown" to the first pull of hosted content.
+// A seed knows one at once: itself.
+func (r *Resolver) seeds(ctx context.Context) []peer.ID {
+	seeds := r.cluster.Seeds(ctx)
+	for len(seeds) == 0 && time.Since(r.started) < joinGrace && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+		seeds = r.cluster.Seeds(ctx)
+	}
+	return slices.DeleteFunc(seeds, func(p peer.ID) bool { return p == r.cluster.Self() })
 }
 
 // stale is step 5: the newest resolution of the tag that this node or an authorized seed saw,
@@ -340,7 +354,7 @@ func (r *Resolver) stale(ctx context.Context, t fetch.Target, tag string, accept
 		if m, err := r.stored(rec.Digest); err == nil && accepts(accept, m.MediaType) {
 			return Resolution{m, rec.Resolved}, true
 		}
-		if m, err := r.fromPeers(ctx, rec.Digest); err == nil && accepts(accept, m.MediaType) {
+		if m, err := r.fromPeers(ctx, rec.Digest, nil); err == nil && accepts(accept, m.MediaType) {
 			return Resolution{m, rec.Resolved}, true
 		}
 	}

@@ -124,6 +124,8 @@ const (
 	// unresponsive providers cannot eat the time the origin fallback needs.
 	maxManifestProviders = 3
 	peerManifestTimeout  = 3 * time.Second
+	// maxSeedManifestPeers bounds the seeds asked, one after the other, for a hosted manifest.
+	maxSeedManifestPeers = 8
 	// coordinatorTimeout bounds asking the coordinator to fetch a blob: past it, this node goes
 	// to the origin itself.
 	coordinatorTimeout = 5 * time.Second
@@ -341,9 +343,28 @@ func (c *Client) Manifest(ctx context.Context, d digest.Digest) (body []byte, me
 	if len(provs) > maxManifestProviders {
 		provs = provs[:maxManifestProviders]
 	}
-	var lastErr error
-	for _, p := range provs {
-		body, mt, err := c.manifestFrom(ctx, p.ID, d)
+	ps := make([]peer.ID, len(provs))
+	for i, p := range provs {
+		ps[i] = p.ID
+	}
+	return c.ManifestFrom(ctx, ps, d)
+}
+
+// ManifestFrom fetches a manifest by digest from the given peers, in order, the same way as
+// Manifest (the first maxSeedManifestPeers, penalized ones left out). The caller chooses whom to
+// ask: the seeds, for hosted content that no provider record names yet.
+func (c *Client) ManifestFrom(ctx context.Context, ps []peer.ID, d digest.Digest) (body []byte, mediaType string, err error) {
+	lastErr := fmt.Errorf("%s: no peer to ask for it: %w", d, errdefs.ErrNotFound)
+	asked := 0
+	for _, p := range ps {
+		if asked == maxSeedManifestPeers || ctx.Err() != nil {
+			break
+		}
+		if c.penalties.penalized(p) || c.penalties.excludedFor(d, p) {
+			continue
+		}
+		asked++
+		body, mt, err := c.manifestFrom(ctx, p, d)
 		if err != nil {
 			lastErr = err
 			continue
