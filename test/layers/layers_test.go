@@ -119,6 +119,9 @@ func TestLayers(t *testing.T) {
 				"github.com/libp2p/", "go.etcd.io/bbolt"}},
 		{name: "the seed role is built from the agent's public parts", pkg: "seed",
 			allow: append([]string{"agent", "agent/*", "p2p", "registryapi", "seed/hosted"}, internal...)},
+		// The end-to-end tests' harness runs registries and containerd as processes, as it runs shoal.
+		{name: "registries as origins for the end-to-end tests", pkg: "test/testutil/origins", allow: []string{"test/testutil"}, banned: outside},
+		{name: "containerd daemons for the end-to-end tests", pkg: "test/testutil/containerd", allow: []string{"test/testutil"}, banned: outside},
 		// Benchmarks that measure Shoal from outside, as processes, link to none of it.
 		{name: "network namespaces and links for the benchmarks", pkg: "test/bench/internal/benchnetns", banned: outside},
 		{name: "containerd as a benchmark's runtime", pkg: "test/bench/internal/benchctr",
