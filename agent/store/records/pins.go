@@ -38,7 +38,7 @@ func NewPins(db *bolt.DB, guard Guard, log *slog.Logger) *Pins {
 	return &Pins{db: db, guard: guard, log: log}
 }
 
-// A pin keeps content from garbage collection. The store knows of a pin only what it needs:
+// A pin keeps content from garbage collection. Pins know of a pin only what they need:
 // its key, the digests it keeps and when its content was chosen. The rest of the record is its
 // owner's (agent/pins: which image, which platforms, how many replicas), kept as the JSON the
 // owner wrote, which must carry those two fields as "digests" and "created".
