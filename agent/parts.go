@@ -104,5 +104,5 @@ func (c nodeCluster) Resolve(ctx context.Context, p peer.ID, registry, repo, tag
 // keep reports content garbage collection must not evict: pinned, or referenced by the node's
 // role.
 func keep(st *store.Store, keeper Keeper) func(digest.Digest) bool {
-	return func(d digest.Digest) bool { return st.Pinned(d) || (keeper != nil && keeper.Referenced(d)) }
+	return func(d digest.Digest) bool { return st.Pins().Pinned(d) || (keeper != nil && keeper.Referenced(d)) }
 }

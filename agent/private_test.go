@@ -23,12 +23,13 @@ import (
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // privateFixture is an origin that refuses anonymous reads (docker-registry with htpasswd) holding
 // two private images, test/private:v1 and test/other:v1, readable by alice and bob alike.
 type privateFixture struct {
-	origin  *testutil.AuthRegistry
+	origin  *origins.AuthRegistry
 	private testutil.Content
 	other   testutil.Content
 	// blobs holds every blob and manifest body by digest.
@@ -36,11 +37,11 @@ type privateFixture struct {
 }
 
 func newPrivateFixture(t *testing.T) *privateFixture {
-	return newPrivateFixtureWith(t, testutil.StartAuthDockerRegistry)
+	return newPrivateFixtureWith(t, origins.StartAuthDockerRegistry)
 }
 
 // newPrivateFixtureWith is newPrivateFixture with the origin start chooses (htpasswd or token auth).
-func newPrivateFixtureWith(t *testing.T, start func(testing.TB, map[string]string) *testutil.AuthRegistry) *privateFixture {
+func newPrivateFixtureWith(t *testing.T, start func(testing.TB, map[string]string) *origins.AuthRegistry) *privateFixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -391,7 +392,7 @@ func (f *privateFixture) token(t *testing.T, host, user string) string {
 // the node and through a peer of it; a user's token is served, also through a node without
 // credentials, which forwards it to the holder.
 func TestPrivateRepositoryBehindTokenAuth(t *testing.T) {
-	f := newPrivateFixtureWith(t, testutil.StartTokenDockerRegistry)
+	f := newPrivateFixtureWith(t, origins.StartTokenDockerRegistry)
 	cfg := func(boot []string) agent.Config {
 		return agent.Config{DataDir: t.TempDir(), Registries: []string{f.origin.URL}, ChunkSize: 64 << 10,
 			P2P: &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: boot}}

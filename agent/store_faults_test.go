@@ -62,7 +62,7 @@ func TestPreheatHoldsItsContentFromGC(t *testing.T) {
 	}
 	check("once pinned")
 	// A pass of the collector as the node runs it, over the limit: the pin keeps everything.
-	if _, err := gc.Collect(ctx, st, gc.Policy{High: 10 * mib, Low: 9 * mib, Keep: st.Pinned}, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := gc.Collect(ctx, st, gc.Policy{High: 10 * mib, Low: 9 * mib, Keep: st.Pins().Pinned}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	check("after GC")

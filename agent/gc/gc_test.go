@@ -126,10 +126,10 @@ func TestCollectKeepsPinned(t *testing.T) {
 		ds = append(ds, d)
 	}
 	rec := `{"ref":"r.example/a:v1","digests":["` + ds[1].String() + `"],"created":"` + time.Now().Format(time.RFC3339Nano) + `"}`
-	if _, err := s.PutPin("r.example/a:v1", []byte(rec)); err != nil {
+	if _, err := s.Pins().Put("r.example/a:v1", []byte(rec)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Collect(t.Context(), s, Policy{High: 1, Keep: s.Pinned}, discard); err != nil {
+	if _, err := Collect(t.Context(), s, Policy{High: 1, Keep: s.Pins().Pinned}, discard); err != nil {
 		t.Fatal(err)
 	}
 	for i, d := range ds {

@@ -227,7 +227,7 @@ func (c *Content) Receiving(d digest.Digest, chunkSize int64) *chunks.Set {
 
 // TagRecords are the resolutions of a tag this node recorded, the newest tags.MaxPerTag.
 func (c *Content) TagRecords(registry, repo, tag string) ([]tags.Record, error) {
-	recs, err := c.st.Tags(tags.Prefix(registry, repo, tag))
+	recs, err := c.st.Tags().List(tags.Prefix(registry, repo, tag))
 	if err != nil {
 		return nil, err
 	}

@@ -181,7 +181,7 @@ func (p *Pins) Put(pin Pin) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return p.st.PutPin(pin.Key(), rec)
+	return p.st.Pins().Put(pin.Key(), rec)
 }
 
 // Get returns the pin recorded under key.
@@ -189,7 +189,7 @@ func (p *Pins) Get(key string) (Pin, bool) { return Lookup(p.st, key) }
 
 // Lookup returns the pin recorded under key in st (an unreadable record is no pin).
 func Lookup(st *store.Store, key string) (Pin, bool) {
-	rec, ok := st.Pin(key)
+	rec, ok := st.Pins().Get(key)
 	if !ok {
 		return Pin{}, false
 	}
@@ -201,11 +201,11 @@ func Lookup(st *store.Store, key string) (Pin, bool) {
 }
 
 // Delete removes the pin of key here only, reporting whether there was one.
-func (p *Pins) Delete(key string) (bool, error) { return p.st.DeletePin(key) }
+func (p *Pins) Delete(key string) (bool, error) { return p.st.Pins().Delete(key) }
 
 // List returns the pins of this node, ordered by key. Unreadable records are skipped.
 func (p *Pins) List() ([]Pin, error) {
-	recs, err := p.st.Pins()
+	recs, err := p.st.Pins().All()
 	if err != nil {
 		return nil, err
 	}

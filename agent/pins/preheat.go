@@ -91,7 +91,7 @@ func (p *Pins) preheat(ctx context.Context, req PreheatRequest, report func(Prog
 
 // FetchImage is Preheat of a parsed reference at a chosen target (a nil Registry: the cluster
 // only, as for a pushed image); platforms nil selects every platform. While it runs, the image's
-// content is held from garbage collection (store.Hold); a pin recorded afterwards keeps it, and
+// content is held from garbage collection (records.Pins.Hold); a pin recorded afterwards keeps it, and
 // is refused if GC took any of it meanwhile.
 func (p *Pins) FetchImage(ctx context.Context, t fetch.Target, ref reference.Ref, platforms []v1.Platform, req PreheatRequest, report func(Progress)) (Pin, error) {
 	pin, release, err := p.fetchImage(ctx, t, ref, platforms, req, report)
@@ -205,7 +205,7 @@ func (w *walk) add(d digest.Digest) (bool, error) {
 		return false, fmt.Errorf("the image names more than %d objects: %w", maxImageObjects, errdefs.ErrTooLarge)
 	}
 	w.seen[d] = true
-	w.holds = append(w.holds, w.p.st.Hold(d))
+	w.holds = append(w.holds, w.p.st.Pins().Hold(d))
 	return true, nil
 }
 

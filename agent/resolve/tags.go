@@ -107,7 +107,7 @@ const slowOrigin = 10 * time.Second
 
 // fresh is step 1.
 func (r *Resolver) fresh(key string) (Resolution, bool) {
-	recs, err := r.st.Tags(key)
+	recs, err := r.st.Tags().List(key)
 	if err != nil {
 		return Resolution{}, false
 	}
@@ -147,7 +147,7 @@ func (r *Resolver) resolveOnce(ctx context.Context, t fetch.Target, tag string, 
 			r.log.Warn("origin unreachable for the tag's coordinator; serving its last known resolution (stale)",
 				"repo", t.Repo, "tag", tag, "digest", res.Manifest.Digest, "resolved", res.Resolved)
 		}
-		if perr := r.st.PutTag(key, res.Record()); perr != nil {
+		if perr := r.st.Tags().Put(key, res.Record()); perr != nil {
 			r.log.Error("recording tag failed", "repo", t.Repo, "tag", tag, "err", perr)
 		}
 		return res, nil
@@ -155,7 +155,7 @@ func (r *Resolver) resolveOnce(ctx context.Context, t fetch.Target, tag string, 
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
 		// The origin says the tag is gone: forget it rather than serve it later as stale.
-		if derr := r.st.DeleteTags(tags.Prefix(t.Host(), t.Repo, tag)); derr != nil {
+		if derr := r.st.Tags().Delete(tags.Prefix(t.Host(), t.Repo, tag)); derr != nil {
 			r.log.Error("forgetting a deleted tag failed", "repo", t.Repo, "tag", tag, "err", derr)
 		}
 		return Resolution{}, err
@@ -329,7 +329,7 @@ func (r *Resolver) seeds(ctx context.Context) []peer.ID {
 // by digest). Other peers' records are never asked for: a tag's digest is metadata.
 func (r *Resolver) stale(ctx context.Context, t fetch.Target, tag string, accept []string) (Resolution, bool) {
 	var candidates []tags.Record
-	if recs, err := r.st.Tags(tags.Prefix(t.Host(), t.Repo, tag)); err == nil {
+	if recs, err := r.st.Tags().List(tags.Prefix(t.Host(), t.Repo, tag)); err == nil {
 		for _, rec := range recs {
 			candidates = append(candidates, rec)
 		}

@@ -24,7 +24,7 @@ func putPin(t *testing.T, s *Store, key string, p testPin) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put, err := s.PutPin(key, rec)
+	put, err := s.Pins().Put(key, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestPins(t *testing.T) {
 	if !putPin(t, s, key, testPin{Ref: key, Digests: []digest.Digest{d1, blob}, Created: t0}) {
 		t.Fatal("PutPin refused a first pin")
 	}
-	if !s.Pinned(d1) || !s.Pinned(blob) || s.Pinned(d2) {
+	if !s.Pins().Pinned(d1) || !s.Pins().Pinned(blob) || s.Pins().Pinned(d2) {
 		t.Fatal("Pinned does not follow the pin's digests")
 	}
 	if putPin(t, s, key, testPin{Ref: key, Digests: []digest.Digest{d2}, Created: t0.Add(-time.Minute)}) {
@@ -54,33 +54,33 @@ func TestPins(t *testing.T) {
 	if !putPin(t, s, key, testPin{Ref: key, Digests: []digest.Digest{d2}, Created: t0.Add(time.Minute)}) {
 		t.Fatal("a newer pin was refused")
 	}
-	if !s.Pinned(d2) || s.Pinned(d1) {
+	if !s.Pins().Pinned(d2) || s.Pins().Pinned(d1) {
 		t.Fatal("the index kept the replaced pin's digests")
 	}
 	putPin(t, s, "hosted:team/app:v1", testPin{Ref: "team/app:v1", Digests: []digest.Digest{d1}, Created: t0})
-	rec, ok := s.Pin("hosted:team/app:v1")
+	rec, ok := s.Pins().Get("hosted:team/app:v1")
 	var p testPin
 	if !ok || json.Unmarshal(rec, &p) != nil || p.Ref != "team/app:v1" {
 		t.Fatalf("the record came back as %s (found %v)", rec, ok)
 	}
-	if _, err := s.PutPin("bad", []byte("not json")); err == nil {
+	if _, err := s.Pins().Put("bad", []byte("not json")); err == nil {
 		t.Error("a record that is not JSON was recorded")
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = openStore(t, dir)
-	pins, err := s.Pins()
+	pins, err := s.Pins().All()
 	if err != nil || len(pins) != 2 {
 		t.Fatalf("after reopening: %d pins, %v", len(pins), err)
 	}
-	if found, err := s.DeletePin(key); err != nil || !found {
+	if found, err := s.Pins().Delete(key); err != nil || !found {
 		t.Fatalf("DeletePin: %v %v", found, err)
 	}
-	if found, _ := s.DeletePin(key); found {
+	if found, _ := s.Pins().Delete(key); found {
 		t.Fatal("a deleted pin was found again")
 	}
-	if s.Pinned(d2) || !s.Pinned(d1) {
+	if s.Pins().Pinned(d2) || !s.Pins().Pinned(d1) {
 		t.Fatal("the index does not follow deletes")
 	}
 }
@@ -109,29 +109,29 @@ func commit(t *testing.T, s *Store, b []byte) digest.Digest {
 func TestPinsNameOnlyHeldContent(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	a, b := commit(t, s, []byte("a")), commit(t, s, []byte("b"))
-	keep := func(d digest.Digest) bool { return s.Pinned(d) }
+	keep := func(d digest.Digest) bool { return s.Pins().Pinned(d) }
 
-	release := s.Hold(a, b)
+	release := s.Pins().Hold(a, b)
 	if evicted, err := s.Evict(a, keep); err != nil || evicted {
 		t.Fatalf("Evict of held content = %v, %v", evicted, err)
 	}
 	release()
 	release() // a second call does nothing
-	if s.Pinned(a) {
+	if s.Pins().Pinned(a) {
 		t.Fatal("released content is still held")
 	}
 	if evicted, err := s.Evict(a, keep); err != nil || !evicted {
 		t.Fatalf("Evict = %v, %v", evicted, err)
 	}
 	rec, _ := json.Marshal(testPin{Ref: "r", Digests: []digest.Digest{a, b}, Created: time.Now()})
-	if _, err := s.PutPin("r", rec); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s.Pins().Put("r", rec); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("PutPin naming evicted content = %v, want not found", err)
 	}
-	if _, ok := s.Pin("r"); ok || s.Pinned(b) {
+	if _, ok := s.Pins().Get("r"); ok || s.Pins().Pinned(b) {
 		t.Fatal("a pin naming evicted content was recorded")
 	}
 	rec, _ = json.Marshal(testPin{Ref: "r", Digests: []digest.Digest{b}, Created: time.Now()})
-	if _, err := s.PutPin("r", rec); err != nil {
+	if _, err := s.Pins().Put("r", rec); err != nil {
 		t.Fatal(err)
 	}
 	if evicted, err := s.Evict(b, keep); err != nil || evicted {

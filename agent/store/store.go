@@ -1,13 +1,6 @@
 // Package store is a node's content store: committed blobs and manifests, one file per digest,
-// blobs still being fetched, and the small metadata beside them in a bbolt database.
-//
-// Layout under the data directory:
-//
-//	blobs/<algorithm>/<encoded>   committed content, never modified after the rename
-//	partial/<algorithm>-<hex>     blobs of known size being fetched, kept across restarts
-//	tmp/                          content being written; cleared at start
-//	meta.db                       bbolt: media types, tag resolutions, chunk maps of committed
-//	                              content, maps of partial files, and pins
+// blobs still being fetched, and the small metadata beside them in a bbolt database. The data
+// directory's layout is named in agent/store/layout; tag records and pins are agent/store/records'.
 //
 // Content becomes visible only through Writer.Commit, which verifies the digest, fsyncs the file,
 // records metadata, renames the file into place and fsyncs the directory. A crash at any moment
@@ -32,15 +25,14 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/shoal-oci/shoal/agent/store/layout"
+	"github.com/shoal-oci/shoal/agent/store/records"
 	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/diskio"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
-var (
-	bucketMedia = []byte("media")
-	bucketTags  = []byte("tags")
-)
+var bucketMedia = []byte("media")
 
 // Store is the on-disk content store. It is safe for concurrent use. One process owns a data
 // directory at a time: Open fails while another holds it.
@@ -67,11 +59,6 @@ type Store struct {
 	// idle is the size of each partial file no writer has open (counted in pending), under
 	// partialMu.
 	idle map[digest.Digest]int64
-	// pinMu guards pinned, the digests kept by pins (how many pins keep each; nil until
-	// needed), and held, those kept by work in progress (Hold).
-	pinMu  sync.Mutex
-	pinned map[digest.Digest]int
-	held   map[digest.Digest]int
 	// limit is --max-store-size (0: none); content larger than it is refused.
 	limit int64
 	// ops are the file system calls content is written and read through (tests inject faults).
@@ -79,8 +66,9 @@ type Store struct {
 	// maps collapses concurrent computations of one chunk map; mapSlots bounds them.
 	maps     singleflight.Group
 	mapSlots chan struct{}
-	// tagPuts counts tag records written since the last sweep of old ones (tags.go).
-	tagPuts atomic.Int64
+	// tags and pins are the records kept beside the content (agent/store/records).
+	tags *records.Tags
+	pins *records.Pins
 }
 
 // Option configures a Store.
@@ -123,7 +111,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		}
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMedia, bucketTags, bucketPartial, bucketPins} {
+		for _, b := range [][]byte{bucketMedia, []byte(layout.TagsBucket), bucketPartial, []byte(layout.PinsBucket)} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -133,7 +121,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	s.db = db
+	s.db, s.tags, s.pins = db, records.NewTags(db), records.NewPins(db, s.holding, s.log)
 	if err := s.cleanPartials(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: partial files: %w", err)
@@ -147,6 +135,25 @@ func Open(dir string, opts ...Option) (*Store, error) {
 
 // Close releases the metadata database. Open files handed out stay valid.
 func (s *Store) Close() error { return s.db.Close() }
+
+// Tags are the tag resolutions recorded beside the content.
+func (s *Store) Tags() *records.Tags { return s.tags }
+
+// Pins are the pins and holds that keep content from garbage collection (Evict's keep rule).
+func (s *Store) Pins() *records.Pins { return s.pins }
+
+// holding is the pins' guard: record runs under the lock Evict takes, with every one of ds
+// committed, so content GC takes meanwhile is never pinned.
+func (s *Store) holding(ds []digest.Digest, record func() error) error {
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	for _, d := range ds {
+		if _, err := s.Stat(d); err != nil {
+			return err
+		}
+	}
+	return record()
+}
 
 func (s *Store) blobDir() string { return filepath.Join(s.root, "blobs") }
 func (s *Store) tmpDir() string  { return filepath.Join(s.root, "tmp") }
@@ -285,8 +292,8 @@ func (s *Store) Delete(d digest.Digest) error {
 }
 
 // Evict is Delete for garbage collection: it removes d unless keep (nil: none) says it must stay,
-// asked again under the lock PutPin takes, so that content a pin recorded after the collector
-// chose it stays. It reports whether d was removed.
+// asked again under the lock a pin is recorded under (records.Pins.Put), so that content a pin
+// recorded after the collector chose it stays. It reports whether d was removed.
 func (s *Store) Evict(d digest.Digest, keep func(digest.Digest) bool) (bool, error) {
 	p, err := s.path(d)
 	if err != nil {

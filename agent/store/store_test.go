@@ -348,7 +348,7 @@ func TestReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := tags.Record{Digest: md, MediaType: manifestType, Resolved: time.Now().Add(-time.Hour).Truncate(time.Second).UTC()} // within tags.MaxAge
-	if err := s.PutTag("docker.io/library/alpine:latest", rec); err != nil {
+	if err := s.Tags().Put("docker.io/library/alpine:latest", rec); err != nil {
 		t.Fatal(err)
 	}
 	wantBytes, wantObjects := s.Usage()
@@ -370,7 +370,7 @@ func TestReopen(t *testing.T) {
 	if _, err := s.Stat(gd); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("deleted content is back: %v", err)
 	}
-	tags, err := s.Tags("docker.io/")
+	tags, err := s.Tags().List("docker.io/")
 	if err != nil {
 		t.Fatal(err)
 	}

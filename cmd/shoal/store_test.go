@@ -9,6 +9,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/agent/store/layout"
 	"github.com/shoal-oci/shoal/agent/store/verify"
 )
 
@@ -48,7 +49,7 @@ func TestStoreVerify(t *testing.T) {
 		t.Fatalf("report %v: %s", err, out)
 	}
 
-	if err := os.WriteFile(store.BlobPath(dir, d), []byte("Some committed content"), 0o644); err != nil {
+	if err := os.WriteFile(layout.BlobPath(dir, d), []byte("Some committed content"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err = run(t, "store", "verify", "--data-dir", dir, "--quiet")
@@ -59,7 +60,7 @@ func TestStoreVerify(t *testing.T) {
 	if err == nil || !strings.Contains(out, "REMOVED  "+string(d)) {
 		t.Fatalf("repair: %v\n%s", err, out)
 	}
-	if _, err := os.Stat(store.BlobPath(dir, d)); !os.IsNotExist(err) {
+	if _, err := os.Stat(layout.BlobPath(dir, d)); !os.IsNotExist(err) {
 		t.Fatalf("the damaged object is still there: %v", err)
 	}
 	if out, err := run(t, "store", "verify", "--data-dir", dir); err != nil || !strings.Contains(out, "0 objects, 0 bad") {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 const (
@@ -44,7 +45,7 @@ func TestChurn(t *testing.T) {
 	rng := seededRand(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	origin := testutil.StartDockerRegistry(t)
+	origin := origins.StartDockerRegistry(t)
 	proxy := startCountingProxy(t, origin.URL, churnNodes)
 
 	images := make([]testutil.Content, churnRounds)

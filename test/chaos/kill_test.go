@@ -20,6 +20,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent/store/verify"
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // killRounds is how many times TestKillNineRounds kills a node.
@@ -45,7 +46,7 @@ func TestKillNineRounds(t *testing.T) {
 	rng := seededRand(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	origin := testutil.StartDockerRegistry(t)
+	origin := origins.StartDockerRegistry(t)
 
 	const layers, layerSize = 3, 1536 << 10
 	images := make([]testutil.Content, killRounds+1)

@@ -25,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // TestImageRunsAsPod builds Shoal's image with cmd/shoal-image and pushes it to Debian's
@@ -37,7 +39,7 @@ func TestImageRunsAsPod(t *testing.T) {
 	testutil.RequireProgram(t, "runc")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	reg := testutil.StartDockerRegistry(t)
+	reg := origins.StartDockerRegistry(t)
 
 	// The image, built by the command the README names, pushed over plain HTTP.
 	ref := reg.Addr + "/shoal-oci/shoal:v0.0.0-e2e"
@@ -67,7 +69,7 @@ func TestImageRunsAsPod(t *testing.T) {
 	pushPause(ctx, t, pause)
 	agent := testutil.StartAgent(t, shoal.Path(t), []string{reg.URL})
 	certs := filepath.Join(t.TempDir(), "certs.d")
-	c := testutil.StartCRI(t, testutil.CRIOptions{Version: 2, ConfigPath: certs, SandboxImage: pause, Pods: true})
+	c := containerd.StartCRI(t, containerd.CRIOptions{Version: 2, ConfigPath: certs, SandboxImage: pause, Pods: true})
 	mirror(t, certs, reg.Addr, agent.Addr)
 
 	// The kubelet's pull: index, this platform's manifest, its config and layers, all served by
@@ -176,7 +178,7 @@ func hostDataDir(t *testing.T) string {
 }
 
 // waitReady polls the containerized agent's readiness, with the container's log on failure.
-func waitReady(ctx context.Context, t *testing.T, c *testutil.CRI, url string) {
+func waitReady(ctx context.Context, t *testing.T, c *containerd.CRI, url string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

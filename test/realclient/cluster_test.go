@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
 )
 
 // TestContainerdThroughCluster runs three shoal processes on 127.0.0.1 that find each other with
@@ -43,7 +44,7 @@ func TestContainerdThroughCluster(t *testing.T) {
 	ref := f.ref("test/oci:v1")
 	pull := func(agent *testutil.Agent) {
 		t.Helper()
-		ctd := testutil.StartContainerd(t)
+		ctd := containerd.Start(t)
 		_, err := ctd.Ctr(ctx, "-n", "shoaltest", "image", "pull", "--hosts-dir", writeHostsDir(t, f.origin, agent), "--snapshotter", "native", ref)
 		if err != nil {
 			t.Fatalf("ctr pull through %s: %v", agent.Addr, err)

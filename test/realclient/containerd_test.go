@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // TestContainerdPullThroughAgent pulls with `ctr image pull --hosts-dir`, whose hosts.toml names
@@ -89,7 +91,7 @@ func TestContainerdPullThroughAgent(t *testing.T) {
 
 			decoy := newDecoy(t)
 			agent := testutil.StartAgent(t, bin, []string{decoy.URL, f.origin.URL})
-			ctd := testutil.StartContainerd(t)
+			ctd := containerd.Start(t)
 			hostsDir := writeHostsDir(t, f.origin, agent)
 
 			args := []string{"-n", "shoaltest", "image", "pull", "--hosts-dir", hostsDir, "--snapshotter", "native"}
@@ -118,7 +120,7 @@ func TestContainerdPullThroughAgent(t *testing.T) {
 
 // writeHostsDir writes DIR/<origin host:port>/hosts.toml: the origin is the server and the agent
 // a mirror for pull and resolve, which is how containerd is pointed at a Shoal node.
-func writeHostsDir(t *testing.T, origin *testutil.DockerRegistry, agent *testutil.Agent) string {
+func writeHostsDir(t *testing.T, origin *origins.DockerRegistry, agent *testutil.Agent) string {
 	t.Helper()
 	dir := t.TempDir()
 	hostDir := filepath.Join(dir, origin.Addr)
@@ -135,7 +137,7 @@ func writeHostsDir(t *testing.T, origin *testutil.DockerRegistry, agent *testuti
 // ctrImageDigest returns the target digest containerd recorded for ref, from `ctr image ls`
 // (columns REF TYPE DIGEST SIZE PLATFORMS LABELS), after checking with `ctr image check`
 // (columns REF TYPE DIGEST STATUS ...) that the content it needs for this platform is complete.
-func ctrImageDigest(ctx context.Context, ctd *testutil.Containerd, ref string) (string, error) {
+func ctrImageDigest(ctx context.Context, ctd *containerd.Daemon, ref string) (string, error) {
 	out, err := ctd.Ctr(ctx, "-n", "shoaltest", "image", "ls")
 	if err != nil {
 		return "", err

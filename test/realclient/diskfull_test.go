@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 const mib = 1 << 20
@@ -150,7 +151,7 @@ func layerOf(t *testing.T, img v1.Image) (string, []byte) {
 func TestAgentDiskFull(t *testing.T) {
 	bin := shoal.Path(t)
 	dir := testutil.Tmpfs(t, 64*mib)
-	o := testutil.StartDockerRegistry(t)
+	o := origins.StartDockerRegistry(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	kept := testutil.NewImage(t, testutil.OCI, testutil.Linux("amd64"), 1, 8*mib)

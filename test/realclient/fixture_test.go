@@ -6,11 +6,12 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // fixture is an origin registry seeded with the three kinds of image the tests pull.
 type fixture struct {
-	origin *testutil.DockerRegistry
+	origin *origins.DockerRegistry
 
 	oci    testutil.Content // test/oci:v1, an OCI image for linux/amd64
 	docker testutil.Content // test/docker:v1, a Docker schema 2 image for linux/amd64
@@ -29,7 +30,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	f := &fixture{origin: testutil.StartDockerRegistry(t)}
+	f := &fixture{origin: origins.StartDockerRegistry(t)}
 
 	oci := testutil.NewImage(t, testutil.OCI, testutil.Linux("amd64"), layers, layerSize)
 	testutil.Push(ctx, t, f.ref("test/oci:v1"), oci)

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
 )
 
 // TestPushToLoopbackSeedWithoutToken: the browser rules leave registry clients alone. On a
@@ -22,7 +23,7 @@ func TestPushToLoopbackSeedWithoutToken(t *testing.T) {
 	crane := testutil.RequireProgram(t, "crane")
 	skopeo := testutil.RequireProgram(t, "skopeo")
 	oras := testutil.RequireProgram(t, "oras")
-	ctrd := testutil.StartContainerd(t)
+	ctrd := containerd.Start(t)
 	bin := shoal.Path(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
 )
 
 // hostedRegistry is the hosted namespace's name in these tests (`--hosted-registry`).
@@ -66,7 +67,7 @@ func TestHostedNamespaceThroughContainerd(t *testing.T) {
 	}
 	pull := func(ref string) string {
 		t.Helper()
-		ctd := testutil.StartContainerd(t)
+		ctd := containerd.Start(t)
 		if out, err := ctd.Ctr(ctx, "-n", "shoaltest", "image", "pull", "--hosts-dir", hostsDir, "--snapshotter", "native", ref); err != nil {
 			t.Fatalf("ctr pull %s: %v\n%s", ref, err, out)
 		}

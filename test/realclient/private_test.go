@@ -10,16 +10,18 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // privateOrigin is docker-registry with htpasswd auth (so every repository is private) holding
 // test/private:v1, readable by alice.
-func privateOrigin(t *testing.T) (*testutil.AuthRegistry, testutil.Content) {
-	return privateOriginWith(t, testutil.StartAuthDockerRegistry)
+func privateOrigin(t *testing.T) (*origins.AuthRegistry, testutil.Content) {
+	return privateOriginWith(t, origins.StartAuthDockerRegistry)
 }
 
 // privateOriginWith is privateOrigin with the auth start chooses (htpasswd, or token auth).
-func privateOriginWith(t *testing.T, start func(testing.TB, map[string]string) *testutil.AuthRegistry) (*testutil.AuthRegistry, testutil.Content) {
+func privateOriginWith(t *testing.T, start func(testing.TB, map[string]string) *origins.AuthRegistry) (*origins.AuthRegistry, testutil.Content) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -55,12 +57,12 @@ func TestContainerdPrivateImage(t *testing.T) {
 	bin := shoal.Path(t)
 	for _, tt := range []struct {
 		name      string
-		start     func(testing.TB, map[string]string) *testutil.AuthRegistry
+		start     func(testing.TB, map[string]string) *origins.AuthRegistry
 		nodeCreds bool
 	}{
-		{"agent with credentials of its own", testutil.StartAuthDockerRegistry, true},
-		{"agent without credentials", testutil.StartAuthDockerRegistry, false},
-		{"token auth, agent without credentials", testutil.StartTokenDockerRegistry, false},
+		{"agent with credentials of its own", origins.StartAuthDockerRegistry, true},
+		{"agent without credentials", origins.StartAuthDockerRegistry, false},
+		{"token auth, agent without credentials", origins.StartTokenDockerRegistry, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o, img := privateOriginWith(t, tt.start)
@@ -73,7 +75,7 @@ func TestContainerdPrivateImage(t *testing.T) {
 			}
 			agent := testutil.StartAgent(t, bin, []string{o.URL}, append(args, "--p2p=false")...)
 			hostsDir := writeHostsDir(t, o.DockerRegistry, agent)
-			ctd := testutil.StartContainerd(t)
+			ctd := containerd.Start(t)
 			pull := []string{"-n", "shoaltest", "image", "pull", "--hosts-dir", hostsDir, "--snapshotter", "native"}
 
 			if out, err := ctd.Ctr(ctx, append(pull, ref)...); err == nil {

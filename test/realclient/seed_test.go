@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
 )
 
 // p2pAddr is a free loopback TCP multiaddr.
@@ -56,7 +57,7 @@ func TestPreheatedSeedWithOriginDown(t *testing.T) {
 	waitUntil(ctx, t, "the agent to join the seed", func() bool { return len(status(ctx, t, agent).ConnectedPeers) > 0 })
 	amd64 := f.platforms["linux/amd64"]
 	for _, ref := range []string{f.ref("test/multi:v1"), f.ref("test/multi@" + f.index)} {
-		ctd := testutil.StartContainerd(t)
+		ctd := containerd.Start(t)
 		if out, err := ctd.Ctr(ctx, "-n", "shoaltest", "image", "pull", "--hosts-dir", writeHostsDir(t, f.origin, agent),
 			"--snapshotter", "native", ref); err != nil {
 			t.Fatalf("ctr pull %s with the origin down: %v\n%s", ref, err, out)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // TestSkopeoCopyThroughAgent copies images with skopeo, whose registries.conf names the agent as a
@@ -129,7 +130,7 @@ func TestSkopeoCopyThroughAgent(t *testing.T) {
 
 // writeRegistriesConf writes a containers-registries.conf(5) that routes the origin through the
 // agent as an insecure (plain HTTP) mirror.
-func writeRegistriesConf(t *testing.T, origin *testutil.DockerRegistry, agent *testutil.Agent) string {
+func writeRegistriesConf(t *testing.T, origin *origins.DockerRegistry, agent *testutil.Agent) string {
 	t.Helper()
 	conf := fmt.Sprintf(`unqualified-search-registries = []
 

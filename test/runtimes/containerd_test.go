@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // TestCRIPullThroughAgent is the kubelet's pull path on a containerd 1.x node: `shoal
@@ -19,12 +21,12 @@ func TestCRIPullThroughAgent(t *testing.T) {
 	testutil.RequireProgram(t, "crictl")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	origin := testutil.StartDockerRegistry(t)
+	origin := origins.StartDockerRegistry(t)
 	byTag := pushImage(ctx, t, origin, "test/bytag")
 	byDigest := pushImage(ctx, t, origin, "test/bydigest")
 	agent := testutil.StartAgent(t, shoal.Path(t), []string{origin.URL})
 	certs := configureContainerd(ctx, t, agent, "--registry", origin.URL)
-	cri := testutil.StartCRI(t, testutil.CRIOptions{Version: 2, ConfigPath: certs})
+	cri := containerd.StartCRI(t, containerd.CRIOptions{Version: 2, ConfigPath: certs})
 
 	out, err := shoalCmd(ctx, t, "doctor", "--containerd-config", cri.Config, "--agent", agent.URL, "--registry", origin.URL)
 	if err != nil {
@@ -52,7 +54,7 @@ func TestCRIPullThroughAlias(t *testing.T) {
 	testutil.RequireProgram(t, "crictl")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	origin := testutil.StartDockerRegistry(t)
+	origin := origins.StartDockerRegistry(t)
 	requireAliases(t, origin.URL)
 	img := pushImage(ctx, t, origin, "library/app")
 	alias := "docker.io=" + origin.URL
@@ -61,7 +63,7 @@ func TestCRIPullThroughAlias(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(certs, "docker.io", "hosts.toml")); err != nil || !strings.Contains(string(b), `server = "https://registry-1.docker.io"`) {
 		t.Fatalf("docker.io/hosts.toml: %v\n%s", err, b)
 	}
-	cri := testutil.StartCRI(t, testutil.CRIOptions{Version: 2, ConfigPath: certs})
+	cri := containerd.StartCRI(t, containerd.CRIOptions{Version: 2, ConfigPath: certs})
 	pullAndCheck(ctx, t, cri, agent, "docker.io/library/app:v1", img)
 }
 
@@ -91,14 +93,14 @@ func TestContainerd2(t *testing.T) {
 	testutil.RequireProgram(t, "crictl")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	origin := testutil.StartDockerRegistry(t)
+	origin := origins.StartDockerRegistry(t)
 
 	t.Run("default mode", func(t *testing.T) {
 		byTag := pushImage(ctx, t, origin, "test/v2tag")
 		byDigest := pushImage(ctx, t, origin, "test/v2digest")
 		agent := testutil.StartAgent(t, shoal.Path(t), []string{origin.URL})
 		certs := configureContainerd(ctx, t, agent, "--registry", origin.URL)
-		cri := testutil.StartCRI(t, testutil.CRIOptions{Binary: bin, Version: 3, ConfigPath: certs})
+		cri := containerd.StartCRI(t, containerd.CRIOptions{Binary: bin, Version: 3, ConfigPath: certs})
 		out, err := shoalCmd(ctx, t, "doctor", "--containerd-config", cri.Config, "--agent", agent.URL, "--registry", origin.URL)
 		if err != nil {
 			t.Errorf("shoal doctor on a configured containerd 2.x node: %v", err)
@@ -113,7 +115,7 @@ func TestContainerd2(t *testing.T) {
 		img := pushImage(ctx, t, origin, "test/v2colon")
 		agent := testutil.StartAgent(t, shoal.Path(t), []string{origin.URL})
 		certs := configureContainerd(ctx, t, agent, "--registry", origin.URL)
-		cri := testutil.StartCRI(t, testutil.CRIOptions{Binary: bin, Version: 3, ConfigPath: certs + ":" + filepath.Join(t.TempDir(), "docker-certs.d")})
+		cri := containerd.StartCRI(t, containerd.CRIOptions{Binary: bin, Version: 3, ConfigPath: certs + ":" + filepath.Join(t.TempDir(), "docker-certs.d")})
 		out, err := shoalCmd(ctx, t, "doctor", "--containerd-config", cri.Config, "--agent", agent.URL, "--registry", origin.URL)
 		if err == nil {
 			t.Errorf("shoal doctor passed a colon-separated config_path under containerd 2.x:\n%s", out)
@@ -135,7 +137,7 @@ func TestContainerd2(t *testing.T) {
 
 // requireTransferService fails unless containerd pulled in its default mode, through the
 // transfer service: it logs when a CRI setting makes it fall back to the local pull.
-func requireTransferService(t *testing.T, cri *testutil.CRI) {
+func requireTransferService(t *testing.T, cri *containerd.CRI) {
 	t.Helper()
 	if strings.Contains(cri.Proc.Output(), "Falling back to local image pull") {
 		t.Errorf("containerd fell back to the local image pull; the test means its default mode, the transfer service:\n%s",

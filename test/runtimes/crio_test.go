@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 // TestSkopeoThroughCRIODropIn pulls with skopeo (containers/image, as CRI-O and podman) through
@@ -23,7 +24,7 @@ func TestSkopeoThroughCRIODropIn(t *testing.T) {
 	skopeo := testutil.RequireProgram(t, "skopeo")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	origin := testutil.StartDockerRegistry(t)
+	origin := origins.StartDockerRegistry(t)
 	requireAliases(t, origin.URL)
 	local := pushImage(ctx, t, origin, "test/app")
 	hub := pushImage(ctx, t, origin, "library/hubapp")

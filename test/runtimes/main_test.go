@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/shoal-oci/shoal/test/testutil"
+	"github.com/shoal-oci/shoal/test/testutil/containerd"
+	"github.com/shoal-oci/shoal/test/testutil/origins"
 )
 
 var shoal testutil.LazyBinary
@@ -34,7 +36,7 @@ type image struct {
 	content testutil.Content
 }
 
-func pushImage(ctx context.Context, t *testing.T, origin *testutil.DockerRegistry, repo string) image {
+func pushImage(ctx context.Context, t *testing.T, origin *origins.DockerRegistry, repo string) image {
 	t.Helper()
 	img := testutil.NewImage(t, testutil.OCI, testutil.Linux("amd64"), 2, 256<<10)
 	testutil.Push(ctx, t, origin.Addr+"/"+repo+":v1", img)
@@ -76,7 +78,7 @@ func lastLines(s string, n int) string {
 }
 
 // crictlImage returns the repo digests containerd's CRI plugin recorded for ref.
-func crictlImage(ctx context.Context, t *testing.T, cri *testutil.CRI, ref string) []string {
+func crictlImage(ctx context.Context, t *testing.T, cri *containerd.CRI, ref string) []string {
 	t.Helper()
 	out, err := cri.Crictl(ctx, "inspecti", "-o", "json", ref)
 	if err != nil {
@@ -117,7 +119,7 @@ func configureContainerd(ctx context.Context, t *testing.T, agent *testutil.Agen
 
 // pullAndCheck pulls ref with crictl and checks that containerd recorded want and that the
 // agent served every digest of img.
-func pullAndCheck(ctx context.Context, t *testing.T, cri *testutil.CRI, agent *testutil.Agent, ref string, img image) {
+func pullAndCheck(ctx context.Context, t *testing.T, cri *containerd.CRI, agent *testutil.Agent, ref string, img image) {
 	t.Helper()
 	out, err := cri.Crictl(ctx, "pull", ref)
 	if err != nil {

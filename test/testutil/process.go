@@ -257,6 +257,9 @@ func diedOfSIGTERM(err error) bool {
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM
 }
 
+// Tail is the end of the process's output, at most n bytes, for a failure message.
+func (p *Process) Tail(n int) string { return tail(p.Output(), n) }
+
 func tail(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -2,7 +2,7 @@
 // object against its digest, the chunk map recorded with it against its content, and every
 // partial file against the map recorded for its resume. `shoal store verify` runs it.
 //
-// It reads the directory by the store's exported layout (store.BlobsDir, store.MetaFile, ...)
+// It reads the directory by its layout (agent/store/layout: layout.BlobsDir, layout.MetaFile, ...)
 // rather than through a store.Store, because opening a Store changes the directory (it clears
 // tmp/ and drops partials without a record), which would hide what a check is asked to show.
 // The metadata database's file lock keeps a running node and a check apart: a check takes it
@@ -26,7 +26,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
-	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/agent/store/layout"
 	"github.com/shoal-oci/shoal/internal/chunks"
 )
 
@@ -116,7 +116,7 @@ type Options struct {
 // Dir checks the data directory dir. It fails with ErrInUse while a node has dir open; an error
 // means the check could not be made, a Report that is not OK that it found wrong content.
 func Dir(ctx context.Context, dir string, opts Options) (*Report, error) {
-	meta := filepath.Join(dir, store.MetaFile)
+	meta := filepath.Join(dir, layout.MetaFile)
 	if _, err := os.Stat(meta); err != nil {
 		return nil, fmt.Errorf("%s is not a data directory: %w", dir, err)
 	}
@@ -172,16 +172,16 @@ func (c *checker) loadRecords() error {
 			}
 			return bk.ForEach(func(k, v []byte) error { fn(k, v); return nil })
 		}
-		if err := each(store.MediaBucket, func(k, v []byte) { c.media[digest.Digest(k)] = string(v) }); err != nil {
+		if err := each(layout.MediaBucket, func(k, v []byte) { c.media[digest.Digest(k)] = string(v) }); err != nil {
 			return err
 		}
-		if err := each(store.MapsBucket, func(k, v []byte) { c.maps[digest.Digest(k)] = slices.Clone(v) }); err != nil {
+		if err := each(layout.MapsBucket, func(k, v []byte) { c.maps[digest.Digest(k)] = slices.Clone(v) }); err != nil {
 			return err
 		}
-		if err := each(store.PartialBucket, func(k, v []byte) { c.partial[digest.Digest(k)] = slices.Clone(v) }); err != nil {
+		if err := each(layout.PartialBucket, func(k, v []byte) { c.partial[digest.Digest(k)] = slices.Clone(v) }); err != nil {
 			return err
 		}
-		return each(store.PinsBucket, func(k, v []byte) {
+		return each(layout.PinsBucket, func(k, v []byte) {
 			var rec struct {
 				Digests []digest.Digest `json:"digests"`
 			}
@@ -197,7 +197,7 @@ func (c *checker) loadRecords() error {
 
 // objects checks every file under blobs/.
 func (c *checker) objects(ctx context.Context) error {
-	root := filepath.Join(c.dir, store.BlobsDir)
+	root := filepath.Join(c.dir, layout.BlobsDir)
 	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && p == root {
@@ -318,7 +318,7 @@ func (c *checker) add(o Object) {
 
 // partials checks every partial file and record as the next start and fetch would use them.
 func (c *checker) partials(ctx context.Context) error {
-	root := filepath.Join(c.dir, store.PartialDir)
+	root := filepath.Join(c.dir, layout.PartialDir)
 	entries, err := os.ReadDir(root)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("reading %s: %w", root, err)
@@ -340,7 +340,7 @@ func (c *checker) partials(ctx context.Context) error {
 			c.addPartial(Partial{Digest: d, Outcome: Drop, Note: "record names no valid digest"})
 			continue
 		}
-		p := store.PartialPath(c.dir, d)
+		p := layout.PartialPath(c.dir, d)
 		delete(files, filepath.Base(p))
 		c.addPartial(c.partialFile(d, p, c.partial[d]))
 	}
@@ -429,8 +429,8 @@ func (c *checker) leftovers() {
 	if orphans > 0 {
 		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("%d media type or chunk map records name no committed content (harmless; a crash mid-commit leaves them)", orphans))
 	}
-	if entries, err := os.ReadDir(filepath.Join(c.dir, store.TmpDir)); err == nil && len(entries) > 0 {
-		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("%d files in %s/ (content being written when the node stopped; cleared at the next start)", len(entries), store.TmpDir))
+	if entries, err := os.ReadDir(filepath.Join(c.dir, layout.TmpDir)); err == nil && len(entries) > 0 {
+		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("%d files in %s/ (content being written when the node stopped; cleared at the next start)", len(entries), layout.TmpDir))
 	}
 }
 
@@ -447,7 +447,7 @@ func (c *checker) repair() error {
 			if o.Digest == "" {
 				continue
 			}
-			for _, b := range []string{store.MediaBucket, store.MapsBucket} {
+			for _, b := range []string{layout.MediaBucket, layout.MapsBucket} {
 				if bk := tx.Bucket([]byte(b)); bk != nil {
 					if err := bk.Delete([]byte(o.Digest)); err != nil {
 						return err
@@ -455,7 +455,7 @@ func (c *checker) repair() error {
 				}
 			}
 			for _, k := range o.Pins {
-				if bk := tx.Bucket([]byte(store.PinsBucket)); bk != nil && !removedPins[k] {
+				if bk := tx.Bucket([]byte(layout.PinsBucket)); bk != nil && !removedPins[k] {
 					if err := bk.Delete([]byte(k)); err != nil {
 						return err
 					}

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/shoal-oci/shoal/agent/store"
+	"github.com/shoal-oci/shoal/agent/store/layout"
 	"github.com/shoal-oci/shoal/internal/chunks"
 )
 
@@ -52,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 	if err := s.PutManifest(f.manifest, "application/vnd.oci.image.manifest.v1+json", man); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutPin("app:v1", []byte(`{"digests":["`+f.blob+`","`+f.manifest+`"],"created":"2026-01-01T00:00:00Z"}`)); err != nil {
+	if _, err := s.Pins().Put("app:v1", []byte(`{"digests":["`+f.blob+`","`+f.manifest+`"],"created":"2026-01-01T00:00:00Z"}`)); err != nil {
 		t.Fatal(err)
 	}
 	// A partial: chunks 0 and 2 of four landed and verified against the blob's map, then the
@@ -132,7 +133,7 @@ func TestCleanDirectory(t *testing.T) {
 // content again.
 func TestDamageFoundAndRepaired(t *testing.T) {
 	f := newFixture(t)
-	flip(t, store.BlobPath(f.dir, f.blob), 3*chunkSize+7)
+	flip(t, layout.BlobPath(f.dir, f.blob), 3*chunkSize+7)
 	// The manifest's content is fine but its recorded map is another blob's.
 	other, err := chunks.Read(context.Background(), bytes.NewReader(f.partialBytes), digest.SHA256, chunkSize)
 	if err != nil {
@@ -141,23 +142,23 @@ func TestDamageFoundAndRepaired(t *testing.T) {
 	other.Digest = f.manifest
 	raw, _ := other.MarshalBinary()
 	withDB(t, f.dir, func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists([]byte(store.MapsBucket))
+		bk, err := tx.CreateBucketIfNotExists([]byte(layout.MapsBucket))
 		if err != nil {
 			return err
 		}
 		return bk.Put([]byte(f.manifest), raw)
 	})
-	stray := filepath.Join(f.dir, store.BlobsDir, "sha256", "not-a-digest")
+	stray := filepath.Join(f.dir, layout.BlobsDir, "sha256", "not-a-digest")
 	if err := os.WriteFile(stray, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	flip(t, store.PartialPath(f.dir, f.partial), 2*chunkSize+1)
+	flip(t, layout.PartialPath(f.dir, f.partial), 2*chunkSize+1)
 	// A link named like content, to content: the store writes no links.
 	linked := digest.FromString("elsewhere")
 	if err := os.WriteFile(filepath.Join(f.dir, "elsewhere"), []byte("elsewhere"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(filepath.Join(f.dir, "elsewhere"), store.BlobPath(f.dir, linked)); err != nil {
+	if err := os.Symlink(filepath.Join(f.dir, "elsewhere"), layout.BlobPath(f.dir, linked)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -219,7 +220,7 @@ func TestDamageFoundAndRepaired(t *testing.T) {
 	if _, err := s.Stat(f.blob); err == nil {
 		t.Error("the damaged blob is still committed")
 	}
-	if _, ok := s.Pin("app:v1"); ok || s.Pinned(f.blob) {
+	if _, ok := s.Pins().Get("app:v1"); ok || s.Pins().Pinned(f.blob) {
 		t.Error("the pin of removed content is still recorded")
 	}
 	man := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
@@ -269,7 +270,7 @@ func flip(t *testing.T, path string, off int64) {
 
 func withDB(t *testing.T, dir string, fn func(*bolt.Tx) error) {
 	t.Helper()
-	db, err := bolt.Open(filepath.Join(dir, store.MetaFile), 0o644, nil)
+	db, err := bolt.Open(filepath.Join(dir, layout.MetaFile), 0o644, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

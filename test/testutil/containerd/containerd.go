@@ -1,4 +1,8 @@
-package testutil
+// Package containerd runs private containerd daemons for the end-to-end tests: a plain one driven
+// with ctr (Start) and one with its CRI plugin, the kubelet's side of a node, driven with crictl
+// (StartCRI). Each lives under a short directory in /tmp and is stopped and removed when the test
+// ends; they need root, and skip without it or without the programs, except under CI.
+package containerd
 
 import (
 	"context"
@@ -7,25 +11,27 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/testutil"
 )
 
-// Containerd is a private containerd daemon: its own root, state and sockets under a short
+// Daemon is a private containerd daemon: its own root, state and sockets under a short
 // directory in /tmp (unix socket paths must stay under about 100 bytes, which t.TempDir paths can
 // exceed), with the CRI plugin disabled. Needs root.
-type Containerd struct {
+type Daemon struct {
 	Socket string
 	ctr    string
-	Proc   *Process
+	Proc   *testutil.Process
 }
 
-// StartContainerd starts containerd and waits for its socket to answer `ctr version`. The test is
+// Start starts containerd and waits for its socket to answer `ctr version`. The test is
 // skipped when containerd or ctr is missing, except under CI.
-func StartContainerd(t testing.TB) *Containerd {
+func Start(t testing.TB) *Daemon {
 	t.Helper()
-	bin := RequireProgram(t, "containerd")
-	ctr := RequireProgram(t, "ctr")
+	bin := testutil.RequireProgram(t, "containerd")
+	ctr := testutil.RequireProgram(t, "ctr")
 	if os.Geteuid() != 0 {
-		if InCI() {
+		if testutil.InCI() {
 			t.Fatal("containerd tests need root")
 		}
 		t.Skip("containerd tests need root")
@@ -40,7 +46,7 @@ func StartContainerd(t testing.TB) *Containerd {
 			t.Errorf("removing containerd dir: %v", err)
 		}
 	})
-	c := &Containerd{Socket: filepath.Join(dir, "c.sock"), ctr: ctr}
+	c := &Daemon{Socket: filepath.Join(dir, "c.sock"), ctr: ctr}
 	config := fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
@@ -62,11 +68,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.Proc = StartProcess(t, "containerd", bin, []string{"--config", cfgPath})
+	c.Proc = testutil.StartProcess(t, "containerd", bin, []string{"--config", cfgPath})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := WaitListening(ctx, c.Proc, "unix", c.Socket); err != nil {
-		t.Fatalf("containerd never listened: %v\n%s", err, tail(c.Proc.Output(), 8<<10))
+	if err := testutil.WaitListening(ctx, c.Proc, "unix", c.Socket); err != nil {
+		t.Fatalf("containerd never listened: %v\n%s", err, c.Proc.Tail(8<<10))
 	}
 	if out, err := c.Ctr(ctx, "version"); err != nil {
 		t.Fatalf("ctr version: %v\n%s", err, out)
@@ -75,6 +81,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 }
 
 // Ctr runs `ctr --address SOCKET args...` and returns its combined output.
-func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
-	return Run(ctx, c.ctr, append([]string{"--address", c.Socket}, args...)...)
+func (c *Daemon) Ctr(ctx context.Context, args ...string) (string, error) {
+	return testutil.Run(ctx, c.ctr, append([]string{"--address", c.Socket}, args...)...)
 }

@@ -1,9 +1,10 @@
-package store
+package records
 
 import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -13,6 +14,22 @@ import (
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 )
+
+const manifestType = "application/vnd.oci.image.manifest.v1+json"
+
+// openTags keeps tag records in a database of their own, as the store keeps them in meta.db.
+func openTags(t *testing.T) *Tags {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"), 0o644, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket(bucketTags); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return NewTags(db)
+}
 
 func TestTags(t *testing.T) {
 	t.Parallel()
@@ -26,7 +43,7 @@ func TestTags(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		del    bool // DeleteTags(delPfx) first
+		del    bool // Delete(delPfx) first
 		delPfx string
 		prefix string
 		want   []string
@@ -51,23 +68,23 @@ func TestTags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := openStore(t, t.TempDir())
+			s := openTags(t)
 			resolved := time.Now().Add(-time.Hour).Truncate(time.Second).UTC() // within tags.MaxAge
 			for i, k := range keys {
 				if k == "" {
 					continue // bbolt refuses empty keys
 				}
 				rec := tags.Record{Digest: digest.FromString(k), MediaType: manifestType, Resolved: resolved.Add(time.Duration(i) * time.Second)}
-				if err := s.PutTag(k, rec); err != nil {
+				if err := s.Put(k, rec); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if tc.del {
-				if err := s.DeleteTags(tc.delPfx); err != nil {
+				if err := s.Delete(tc.delPfx); err != nil {
 					t.Fatal(err)
 				}
 			}
-			got, err := s.Tags(tc.prefix)
+			got, err := s.List(tc.prefix)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,14 +103,14 @@ func TestTags(t *testing.T) {
 
 func TestPutTagOverwrites(t *testing.T) {
 	t.Parallel()
-	s := openStore(t, t.TempDir())
+	s := openTags(t)
 	const key = "docker.io/library/alpine:latest|oci"
 	for _, body := range []string{"first", "second"} {
-		if err := s.PutTag(key, tags.Record{Digest: digest.FromString(body), MediaType: manifestType, Resolved: time.Now()}); err != nil {
+		if err := s.Put(key, tags.Record{Digest: digest.FromString(body), MediaType: manifestType, Resolved: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := s.Tags(key)
+	got, err := s.List(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,21 +124,21 @@ func TestPutTagOverwrites(t *testing.T) {
 // holds the whole bucket to its cap, the oldest going first.
 func TestTagRecordsBounded(t *testing.T) {
 	t.Parallel()
-	s := openStore(t, t.TempDir())
+	s := openTags(t)
 	now := time.Now().Truncate(time.Second)
 	const n = 3 * tags.MaxPerTag
 	for i := range n {
 		key := tags.Key("docker.io", "library/alpine", "latest", []string{fmt.Sprintf("type/%d", i)})
-		if err := s.PutTag(key, tags.Record{Digest: digest.FromString(key), MediaType: manifestType,
+		if err := s.Put(key, tags.Record{Digest: digest.FromString(key), MediaType: manifestType,
 			Resolved: now.Add(time.Duration(i) * time.Second)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	other := tags.Key("docker.io", "library/alpine", "3", nil)
-	if err := s.PutTag(other, tags.Record{Digest: digest.FromString(other), MediaType: manifestType, Resolved: now}); err != nil {
+	if err := s.Put(other, tags.Record{Digest: digest.FromString(other), MediaType: manifestType, Resolved: now}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Tags(tags.Prefix("docker.io", "library/alpine", "latest"))
+	got, err := s.List(tags.Prefix("docker.io", "library/alpine", "latest"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,16 +150,16 @@ func TestTagRecordsBounded(t *testing.T) {
 			t.Errorf("kept a record resolved at %s, older than the newest %d", rec.Resolved, tags.MaxPerTag)
 		}
 	}
-	if got, _ := s.Tags(tags.Prefix("docker.io", "library/alpine", "3")); len(got) != 1 {
+	if got, _ := s.List(tags.Prefix("docker.io", "library/alpine", "3")); len(got) != 1 {
 		t.Errorf("another tag's records were trimmed: %d left", len(got))
 	}
 
 	old := tags.Key("docker.io", "library/alpine", "old", nil)
-	if err := s.PutTag(old, tags.Record{Digest: digest.FromString(old), MediaType: manifestType,
+	if err := s.Put(old, tags.Record{Digest: digest.FromString(old), MediaType: manifestType,
 		Resolved: now.Add(-tags.MaxAge - time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Tags(old); len(got) != 0 {
+	if got, _ := s.List(old); len(got) != 0 {
 		t.Errorf("a record past tags.MaxAge is answered: %v", got)
 	}
 

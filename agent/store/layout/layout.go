@@ -1,4 +1,15 @@
-package store
+// Package layout names a node's data directory: where the store keeps committed and partial
+// content, its metadata database and the buckets in it. The layout is a format that outlives a
+// version; the store, the records kept beside its content (agent/store/records) and the tools that
+// read a directory while no node has it open (`shoal store verify`, agent/store/verify) all
+// name it from here.
+//
+//	blobs/<algorithm>/<encoded>   committed content, never modified after the rename
+//	partial/<algorithm>-<hex>     blobs of known size being fetched, kept across restarts
+//	tmp/                          content being written; cleared at start
+//	meta.db                       bbolt: media types, tag resolutions, chunk maps of committed
+//	                              content, maps of partial files, and pins
+package layout
 
 import (
 	"path/filepath"
@@ -6,9 +17,8 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// The data directory's layout, for tools that read it while no node has it open (`shoal store
-// verify`, agent/store/verify): the store's own code names the same directories, file and buckets
-// (layout_test.go holds them together). The layout is a format: it outlives a version.
+// The store's own code names the same directories, file and buckets (agent/store's
+// layout_test.go holds them together).
 const (
 	// BlobsDir holds committed content, one file per digest: BlobsDir/<algorithm>/<encoded>.
 	BlobsDir = "blobs"
@@ -28,6 +38,8 @@ const (
 	PartialBucket = "partial"
 	// PinsBucket maps a pin's key to its JSON record, whose "digests" are what it keeps.
 	PinsBucket = "pins"
+	// TagsBucket maps a tag record's key (tags.Key) to its JSON form (tags.Record).
+	TagsBucket = "tags"
 )
 
 // BlobPath is where committed content d lives under the data directory dir; d must be valid.

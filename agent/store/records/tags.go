@@ -1,31 +1,49 @@
-package store
+// Package records keeps the small records a node stores beside its content, each in a bucket of
+// the store's metadata database (agent/store/layout names them): tag resolutions (Tags), and pins
+// and holds (Pins), which keep content from garbage collection. The store opens them on its
+// database and hands them out (Store.Tags, Store.Pins); every update is a bbolt transaction.
+package records
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/shoal-oci/shoal/agent/store/layout"
 	"github.com/shoal-oci/shoal/internal/tags"
 )
+
+var bucketTags = []byte(layout.TagsBucket)
+
+// Tags are the tag resolutions a node recorded. Safe for concurrent use.
+type Tags struct {
+	db *bolt.DB
+	// puts counts records written since the last sweep of old ones.
+	puts atomic.Int64
+}
+
+// NewTags keeps tag records in db, whose bucket layout.TagsBucket exists.
+func NewTags(db *bolt.DB) *Tags { return &Tags{db: db} }
 
 // tagSweepEvery is how many tag records are written between sweeps of the whole bucket.
 const tagSweepEvery = 1024
 
-// PutTag records a tag resolution under key. Keys are chosen by the caller; a common prefix
+// Put records a tag resolution under key. Keys are chosen by the caller; a common prefix
 // (tags.Group) groups the resolutions of one tag (for different Accept sets), of which the
 // newest tags.MaxPerTag are kept. Every so often the whole bucket is swept: records older than
 // tags.MaxAge go, and past tags.MaxRecords the oldest do.
-func (s *Store) PutTag(key string, rec tags.Record) error {
+func (t *Tags) Put(key string, rec tags.Record) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	sweep := s.tagPuts.Add(1)%tagSweepEvery == 1
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	sweep := t.puts.Add(1)%tagSweepEvery == 1
+	if err := t.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketTags)
 		if err := bk.Put([]byte(key), b); err != nil {
 			return err
@@ -74,9 +92,9 @@ func trimTags(bk *bolt.Bucket, prefix []byte, max int, cutoff time.Time) error {
 	return nil
 }
 
-// DeleteTags forgets every resolution whose key starts with prefix.
-func (s *Store) DeleteTags(prefix string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+// Delete forgets every resolution whose key starts with prefix.
+func (t *Tags) Delete(prefix string) error {
+	return t.db.Update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketTags).Cursor()
 		p := []byte(prefix)
 		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Seek(p) {
@@ -88,12 +106,12 @@ func (s *Store) DeleteTags(prefix string) error {
 	})
 }
 
-// Tags returns the resolutions whose keys start with prefix, by key; records past tags.MaxAge
+// List returns the resolutions whose keys start with prefix, by key; records past tags.MaxAge
 // are left out.
-func (s *Store) Tags(prefix string) (map[string]tags.Record, error) {
+func (t *Tags) List(prefix string) (map[string]tags.Record, error) {
 	out := map[string]tags.Record{}
 	cutoff := time.Now().Add(-tags.MaxAge)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := t.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketTags).Cursor()
 		p := []byte(prefix)
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {

@@ -1,4 +1,4 @@
-package testutil
+package containerd
 
 import (
 	"bufio"
@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-oci/shoal/test/testutil"
 )
 
 // CRI is a private containerd daemon with its CRI plugin, the kubelet's side of a node: its own
@@ -25,7 +27,7 @@ type CRI struct {
 	crictl string
 	// crictlConfig is crictl's config file, naming this daemon.
 	crictlConfig string
-	Proc         *Process
+	Proc         *testutil.Process
 }
 
 // CRIOptions says which containerd to run and how its registry config is written.
@@ -51,14 +53,14 @@ func StartCRI(t testing.TB, o CRIOptions) *CRI {
 	t.Helper()
 	bin := o.Binary
 	if bin == "" {
-		bin = RequireProgram(t, "containerd")
+		bin = testutil.RequireProgram(t, "containerd")
 	}
-	crictl := RequireProgram(t, "crictl")
+	crictl := testutil.RequireProgram(t, "crictl")
 	if o.Pods {
-		RequireProgram(t, "runc")
+		testutil.RequireProgram(t, "runc")
 	}
 	if os.Geteuid() != 0 {
-		if InCI() {
+		if testutil.InCI() {
 			t.Fatal("containerd tests need root")
 		}
 		t.Skip("containerd tests need root")
@@ -152,7 +154,7 @@ state = %[2]q
 	if err := os.WriteFile(c.crictlConfig, []byte(crictlConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.Proc = StartProcess(t, "containerd", bin, []string{"--config", c.Config})
+	c.Proc = testutil.StartProcess(t, "containerd", bin, []string{"--config", c.Config})
 	if o.Pods {
 		t.Cleanup(func() { // runs before containerd stops: pods' shims outlive containerd otherwise
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -164,8 +166,8 @@ state = %[2]q
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := WaitListening(ctx, c.Proc, "unix", c.Socket); err != nil {
-		t.Fatalf("containerd never listened: %v\n%s", err, tail(c.Proc.Output(), 8<<10))
+	if err := testutil.WaitListening(ctx, c.Proc, "unix", c.Socket); err != nil {
+		t.Fatalf("containerd never listened: %v\n%s", err, c.Proc.Tail(8<<10))
 	}
 	// The CRI plugin's image service is up once crictl can list images.
 	for {
@@ -175,7 +177,7 @@ state = %[2]q
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("crictl never reached containerd's CRI plugin: %v\n%s\n%s", err, out, tail(c.Proc.Output(), 8<<10))
+			t.Fatalf("crictl never reached containerd's CRI plugin: %v\n%s\n%s", err, out, c.Proc.Tail(8<<10))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -184,7 +186,7 @@ state = %[2]q
 
 // Crictl runs crictl against this containerd and returns its combined output.
 func (c *CRI) Crictl(ctx context.Context, args ...string) (string, error) {
-	return Run(ctx, c.crictl, append([]string{"--config", c.crictlConfig}, args...)...)
+	return testutil.Run(ctx, c.crictl, append([]string{"--config", c.crictlConfig}, args...)...)
 }
 
 // CrictlStdout runs crictl against this containerd and returns its standard output alone (IDs,
