@@ -39,26 +39,26 @@ func TestSwarmBlame(t *testing.T) {
 	t.Run("states confirmed by two providers: the sender is blamed", func(t *testing.T) {
 		s, a := newSwarm(true)
 		s.mismatch(s.peers[second], 1, chunkErr)
-		if !a.penalties.penalized(second) || a.penalties.penalized(mapper) || s.fatal != nil {
+		if !a.penalties.Penalized(second) || a.penalties.Penalized(mapper) || s.fatal != nil {
 			t.Fatal("want only the sender penalized")
 		}
 	})
 	t.Run("the sender's own states: the sender is blamed", func(t *testing.T) {
 		s, a := newSwarm(false)
 		s.mismatch(s.peers[mapper], 1, chunkErr)
-		if !a.penalties.penalized(mapper) || s.fatal != nil {
+		if !a.penalties.Penalized(mapper) || s.fatal != nil {
 			t.Fatal("want the map's provider penalized, the fetch going on")
 		}
 	})
 	t.Run("unconfirmed states, another sender: a suspect, judged by the states' provider", func(t *testing.T) {
 		s, a := newSwarm(false)
 		s.mismatch(s.peers[second], 2, chunkErr)
-		if a.penalties.penalized(second) || s.suspect[2] != second || s.judge[2] != mapper {
+		if a.penalties.Penalized(second) || s.suspect[2] != second || s.judge[2] != mapper {
 			t.Fatalf("suspect %q judge %q", s.suspect[2], s.judge[2])
 		}
 		// The judge's own chunk verifies (settled without error): the suspect lied.
 		s.judged(2, mapper)
-		if !a.penalties.penalized(second) || a.penalties.penalized(mapper) {
+		if !a.penalties.Penalized(second) || a.penalties.Penalized(mapper) {
 			t.Fatal("want the suspect penalized after the judge's chunk verified")
 		}
 	})
@@ -66,8 +66,8 @@ func TestSwarmBlame(t *testing.T) {
 		s, a := newSwarm(false)
 		s.mismatch(s.peers[second], 2, chunkErr)
 		s.mismatch(s.peers[mapper], 2, chunkErr)
-		if !a.penalties.penalized(mapper) || a.penalties.penalized(second) || !errors.Is(s.fatal, chunks.ErrMismatch) {
-			t.Fatalf("penalized mapper %v second %v, fatal %v", a.penalties.penalized(mapper), a.penalties.penalized(second), s.fatal)
+		if !a.penalties.Penalized(mapper) || a.penalties.Penalized(second) || !errors.Is(s.fatal, chunks.ErrMismatch) {
+			t.Fatalf("penalized mapper %v second %v, fatal %v", a.penalties.Penalized(mapper), a.penalties.Penalized(second), s.fatal)
 		}
 	})
 	t.Run("a judge that cannot be asked: the suspect goes unjudged", func(t *testing.T) {
@@ -75,7 +75,7 @@ func TestSwarmBlame(t *testing.T) {
 		s.mismatch(s.peers[second], 2, chunkErr)
 		s.peers[mapper].out = true
 		s.start(t.Context(), nil, 2, fromHolders) // finds no provider, clears the judgement
-		if _, ok := s.suspect[2]; ok || a.penalties.penalized(second) {
+		if _, ok := s.suspect[2]; ok || a.penalties.Penalized(second) {
 			t.Fatal("want the suspect dropped without a penalty")
 		}
 	})

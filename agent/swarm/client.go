@@ -1,6 +1,7 @@
 // Package swarm is the client side of the peer protocol: it finds the peers that hold a digest,
 // fetches blobs from them as verified chunks from many at once (the pipeline's peer Source),
-// gets manifests and sizes from them, and keeps the penalty box of peers that sent bad bytes.
+// gets manifests, sizes and tag records from them (through agent/swarm/metadata), and blames
+// peers that sent bad bytes (agent/swarm/penalty).
 // The serving side is agent/peerserve.
 package swarm
 
@@ -18,9 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-oci/shoal/agent/fetch"
+	"github.com/shoal-oci/shoal/agent/swarm/metadata"
+	"github.com/shoal-oci/shoal/agent/swarm/penalty"
 	"github.com/shoal-oci/shoal/internal/credential"
 	"github.com/shoal-oci/shoal/internal/errdefs"
-	"github.com/shoal-oci/shoal/internal/oci"
 	"github.com/shoal-oci/shoal/internal/tags"
 	"github.com/shoal-oci/shoal/internal/throttle"
 	"github.com/shoal-oci/shoal/p2p/transfer"
@@ -79,7 +81,8 @@ type Client struct {
 	deadline  Deadline
 	log       *slog.Logger
 	metrics   Metrics
-	penalties penaltyBox
+	penalties *penalty.Box
+	meta      *metadata.Asker
 	// chunkPool recycles chunk-sized buffers.
 	chunkPool sync.Pool
 	// chunkSlots holds one token per swarm chunk request open, nodeInFlight at most.
@@ -106,26 +109,21 @@ func New(deps Deps) *Client {
 	if ps > 0 {
 		span = max(1, int(deps.ChunkSize/ps))
 	}
-	return &Client{router: deps.Router, transfer: deps.Transfer, download: deps.Download, chunkSize: deps.ChunkSize,
-		pieceSize: ps, span: span, deadline: dl, log: deps.Log, metrics: deps.Metrics,
+	c := &Client{router: deps.Router, transfer: deps.Transfer, download: deps.Download, chunkSize: deps.ChunkSize,
+		pieceSize: ps, span: span, deadline: dl, log: deps.Log, metrics: deps.Metrics, penalties: &penalty.Box{},
 		chunkSlots: make(chan struct{}, nodeInFlight)}
+	c.meta = &metadata.Asker{Transfer: deps.Transfer, Penalties: c.penalties, Blame: c.blame}
+	return c
 }
 
 const (
 	// lookupTimeout bounds a provider lookup: past it the pipeline goes on to the origin.
 	lookupTimeout = 2 * time.Second
 	// PenaltyDuration is how long a peer that sent bytes failing verification is ignored.
-	PenaltyDuration = 10 * time.Minute
-	// peerTagTimeout bounds asking peers for a tag while the origin is down.
-	peerTagTimeout = 3 * time.Second
-	// maxTagPeers is how many peers are asked for a tag.
-	maxTagPeers = 16
-	// maxManifestProviders and peerManifestTimeout bound asking peers for a manifest, so that
-	// unresponsive providers cannot eat the time the origin fallback needs.
+	PenaltyDuration = penalty.Duration
+	// maxManifestProviders bounds the providers asked for a manifest, so that unresponsive ones
+	// cannot eat the time the origin fallback needs.
 	maxManifestProviders = 3
-	peerManifestTimeout  = 3 * time.Second
-	// maxSeedManifestPeers bounds the seeds asked, one after the other, for a hosted manifest.
-	maxSeedManifestPeers = 8
 	// coordinatorTimeout bounds asking the coordinator to fetch a blob: past it, this node goes
 	// to the origin itself.
 	coordinatorTimeout = 5 * time.Second
@@ -159,7 +157,7 @@ func (d Deadline) For(n int64) time.Duration {
 
 // blame puts p in the penalty box for sending content of d that failed verification.
 func (c *Client) blame(p peer.ID, d digest.Digest, err error) {
-	c.penalties.penalize(p)
+	c.penalties.Penalize(p)
 	c.metrics.VerifyFailures.Inc()
 	c.metrics.PeerVerifyFailures.WithLabelValues(p.String()).Inc()
 	c.log.Error("peer sent content failing verification; ignoring it for a while",
@@ -174,7 +172,7 @@ func (c *Client) Providers(ctx context.Context, d digest.Digest) ([]peer.AddrInf
 	found, err := c.router.FindProviders(lctx, d)
 	var out []peer.AddrInfo
 	for _, p := range found {
-		if !c.penalties.penalized(p.ID) && !c.penalties.excludedFor(d, p.ID) {
+		if c.penalties.Usable(d, p.ID) {
 			out = append(out, p)
 		}
 	}
@@ -200,7 +198,7 @@ func (s peerSource) FetchBlob(ctx context.Context, t fetch.Target, d digest.Dige
 	// Every request of this fetch names the repository and carries the client's credential:
 	// peers serve a private repository's content only to a credential its origin accepts.
 	ctx = credential.NewContext(ctx, t.Access())
-	if t.Registry != nil && c.penalties.excludedFor(d, anyPeer) {
+	if t.Registry != nil && c.penalties.ExcludedFor(d, penalty.AnyPeer) {
 		// A fetch of d failed lately on peers' chain states (StatesForged): any peer, the
 		// coordinator included, may relay them still. With no origin, peers are all there is.
 		return nil, 0, fmt.Errorf("%s: peers' chunk maps of it failed verification lately; taking it from the origin: %w", d, fetch.ErrNextSource)
@@ -298,7 +296,7 @@ func (c *Client) viaCoordinator(ctx context.Context, t fetch.Target, d digest.Di
 func (s *swarmFetch) StatesForged() []string {
 	ps := s.stateSuppliers()
 	if len(ps) > 0 {
-		s.c.penalties.excludeFor(s.d, append(ps, anyPeer))
+		s.c.penalties.ExcludeFor(s.d, append(ps, penalty.AnyPeer))
 	}
 	out := make([]string, len(ps))
 	for i, p := range ps {
@@ -307,34 +305,20 @@ func (s *swarmFetch) StatesForged() []string {
 	return out
 }
 
-// BlobSizeFrom asks the given peers, in order, for a blob's size (an empty range), and returns
-// the first answer. The caller chooses whom to trust with a size: authorized seeds.
+// BlobSizeFrom asks the given peers, in order, for a blob's size (metadata.Asker.BlobSize).
 func (c *Client) BlobSizeFrom(ctx context.Context, ps []peer.ID, d digest.Digest) (int64, error) {
-	lastErr := fmt.Errorf("%s: no peer to ask for its size: %w", d, errdefs.ErrNotFound)
-	for _, p := range ps {
-		gctx, cancel := context.WithTimeout(ctx, peerManifestTimeout)
-		rng, err := c.transfer.Get(gctx, p, d, 0, 0)
-		cancel()
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		_ = rng.Close() // nothing was read: only the size was wanted
-		return rng.Size, nil
-	}
-	return 0, lastErr
+	return c.meta.BlobSize(ctx, ps, d)
 }
 
 // blameSize blames p for claiming that d has another size than the bound one, and keeps it out
 // of d's fetches: the bound size came from metadata the node trusts, so the claim is a lie.
 func (c *Client) blameSize(p peer.ID, d digest.Digest, claimed, bound int64) {
-	c.penalties.excludeFor(d, []peer.ID{p})
+	c.penalties.ExcludeFor(d, []peer.ID{p})
 	c.blame(p, d, fmt.Errorf("claims %d bytes, the bound size is %d", claimed, bound))
 }
 
-// Manifest fetches a manifest by digest from a provider: whole (manifests are small), verified
-// against its digest, with the media type taken from the manifest itself where it says. A
-// provider sending other bytes is blamed.
+// Manifest fetches a manifest by digest from its providers (metadata.Asker.Manifest, the first
+// maxManifestProviders of them).
 func (c *Client) Manifest(ctx context.Context, d digest.Digest) (body []byte, mediaType string, err error) {
 	provs, err := c.Providers(ctx, d)
 	if err != nil {
@@ -347,96 +331,18 @@ func (c *Client) Manifest(ctx context.Context, d digest.Digest) (body []byte, me
 	for i, p := range provs {
 		ps[i] = p.ID
 	}
-	return c.ManifestFrom(ctx, ps, d)
+	return c.meta.Manifest(ctx, ps, d)
 }
 
-// ManifestFrom fetches a manifest by digest from the given peers, in order, the same way as
-// Manifest (the first maxSeedManifestPeers, penalized ones left out). The caller chooses whom to
-// ask: the seeds, for hosted content that no provider record names yet.
+// ManifestFrom fetches a manifest by digest from the given peers, in order. The caller chooses
+// whom to ask: the seeds, for hosted content that no provider record names yet.
 func (c *Client) ManifestFrom(ctx context.Context, ps []peer.ID, d digest.Digest) (body []byte, mediaType string, err error) {
-	lastErr := fmt.Errorf("%s: no peer to ask for it: %w", d, errdefs.ErrNotFound)
-	asked := 0
-	for _, p := range ps {
-		if asked == maxSeedManifestPeers || ctx.Err() != nil {
-			break
-		}
-		if c.penalties.penalized(p) || c.penalties.excludedFor(d, p) {
-			continue
-		}
-		asked++
-		body, mt, err := c.manifestFrom(ctx, p, d)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		return body, mt, nil
-	}
-	return nil, "", lastErr
+	return c.meta.Manifest(ctx, ps, d)
 }
 
-func (c *Client) manifestFrom(ctx context.Context, p peer.ID, d digest.Digest) ([]byte, string, error) {
-	gctx, cancel := context.WithTimeout(ctx, peerManifestTimeout)
-	defer cancel()
-	rng, err := c.transfer.Get(gctx, p, d, 0, -1)
-	if err != nil {
-		return nil, "", err
-	}
-	defer rng.Close()
-	if rng.Size > oci.MaxManifestSize {
-		return nil, "", fmt.Errorf("%s from %s: %d bytes: %w", d, p, rng.Size, errdefs.ErrTooLarge)
-	}
-	body, err := io.ReadAll(io.LimitReader(rng, oci.MaxManifestSize+1))
-	if err != nil {
-		return nil, "", err
-	}
-	if d.Algorithm().FromBytes(body) != d {
-		c.blame(p, d, errors.New("manifest bytes do not match the digest"))
-		return nil, "", fmt.Errorf("%s from %s: %w", d, p, errdefs.ErrDigestMismatch)
-	}
-	mt := oci.ManifestMediaType(body, rng.MediaType)
-	if mt == "" {
-		return nil, "", fmt.Errorf("%s from %s: no usable media type: %w", d, p, errdefs.ErrInvalid)
-	}
-	return body, mt, nil
-}
-
-// TagRecords asks peers what a tag resolved to, for when the origin cannot answer. The caller
-// chooses whom to ask: a tag's digest is metadata, taken only from authorized seeds. Records
-// from the future are clamped to now; malformed ones are dropped.
+// TagRecords asks peers what a tag resolved to (metadata.Asker.TagRecords).
 func (c *Client) TagRecords(ctx context.Context, peers []peer.ID, registry, repo, tag string) []tags.Record {
-	if len(peers) > maxTagPeers {
-		peers = peers[:maxTagPeers]
-	}
-	ctx, cancel := context.WithTimeout(ctx, peerTagTimeout)
-	defer cancel()
-	var mu sync.Mutex
-	var out []tags.Record
-	var wg sync.WaitGroup
-	for _, p := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			recs, err := c.transfer.Tags(ctx, p, registry, repo, tag)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			now := time.Now()
-			for _, r := range recs {
-				if r.Digest.Validate() != nil {
-					continue
-				}
-				// A record from the future would win every comparison: clamp it to now.
-				if r.Resolved.After(now) {
-					r.Resolved = now
-				}
-				out = append(out, r)
-			}
-		}()
-	}
-	wg.Wait()
-	return out
+	return c.meta.TagRecords(ctx, peers, registry, repo, tag)
 }
 
 // chunkBuf returns a buffer of n bytes, from a pool when n is the chunk size: a swarm of

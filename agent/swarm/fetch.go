@@ -182,7 +182,7 @@ func (s *swarmFetch) peer(p peer.ID) *swarmPeer {
 
 // usable reports whether p may be asked for anything.
 func (s *swarmFetch) usable(sp *swarmPeer) bool {
-	return !sp.out && !s.c.penalties.penalized(sp.id) && !s.c.penalties.excludedFor(s.d, sp.id)
+	return !sp.out && s.c.penalties.Usable(s.d, sp.id)
 }
 
 // firstChunk fetches the first chunk from the first provider, for a blob that may be no larger:
