@@ -381,7 +381,7 @@ func New(cfg Config, opts ...Option) (*Agent, error) {
 		transfer.NewServer(a.node.Host(), content, log.With("component", "transfer"), m,
 			transfer.WithUploadLimit(throttle.New(cfg.MaxUploadRate)),
 			transfer.WithUploadSlots(transfer.UploadSlotsFor(cfg.MaxUploadRate)),
-			transfer.WithSuperSeeding(cfg.ChunkSize, original))
+			transfer.WithSuperSeeding(cfg.PieceSize, cfg.ChunkSize, original))
 	}
 	m.registerStore(reg, st)
 	return a, nil

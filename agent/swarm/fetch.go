@@ -613,6 +613,13 @@ func (s *swarmFetch) start(ctx context.Context, f fetch.Sink, c int, mode startM
 			e++
 		}
 		b = e
+		if a == 0 && mode == cutThrough {
+			// The blob's first piece, which the local client waits on (its time to first byte),
+			// is asked for alone: a provider sends a range to one swarm requester at a time (and
+			// an original holder once), so that range is free again after one piece rather than a
+			// whole chunk, and the first byte spreads through the swarm a piece at a time.
+			b = 1
+		}
 	}
 	select {
 	case s.c.chunkSlots <- struct{}{}:

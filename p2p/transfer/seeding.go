@@ -10,9 +10,9 @@ import (
 // Super-seeding by copies. A node that is a blob's original holder (a seed, or a node streaming
 // it from the origin) has the only uplink that carries chunks nobody else holds. Once it has sent
 // a chunk, the receiver holds it and passes it on; sending it again spends that uplink on bytes
-// the swarm already has, while chunks nobody has wait. So such a node sends a chunk at most once
-// per superSeedHold: a swarm request for a chunk it sent more recently is answered busy about
-// that chunk ("take it from the peers that hold it"), and the requester asks for another chunk.
+// the swarm already has, while chunks nobody has wait. So such a node sends a piece at most once
+// per superSeedHold: a swarm request starting at a piece it sent more recently is answered busy
+// about that chunk ("take it from the peers that hold it"), and the requester asks for another.
 // A send that fails does not count. The hold ends the refusal even when the chunk's receivers
 // cannot serve it (they left, or the requester does not know them), well before a requester's
 // swarm gives up on a dead swarm (30 s without progress).
@@ -24,66 +24,75 @@ const (
 )
 
 // WithSuperSeeding turns on super-seeding for the blobs original reports: the server sends each
-// whole chunk (of chunkSize, the cluster's) of such a blob to one swarm requester at most once
-// per superSeedHold.
-func WithSuperSeeding(chunkSize int64, original func(d digest.Digest) bool) ServerOption {
+// piece (of pieceSize, the cluster's) of such a blob of more than one chunk (of chunkSize) to one
+// swarm requester at most once per superSeedHold.
+func WithSuperSeeding(pieceSize, chunkSize int64, original func(d digest.Digest) bool) ServerOption {
 	return func(s *Server) {
-		if chunkSize > 0 && original != nil {
-			s.seeding = &seeder{chunkSize: chunkSize, original: original, blobs: map[digest.Digest]*blobSends{}}
+		if pieceSize > 0 && chunkSize > 0 && original != nil {
+			s.seeding = &seeder{pieceSize: pieceSize, chunkSize: chunkSize, original: original, blobs: map[digest.Digest]*blobSends{}}
 		}
 	}
 }
 
 type seeder struct {
-	chunkSize int64
-	original  func(d digest.Digest) bool
+	pieceSize, chunkSize int64
+	original             func(d digest.Digest) bool
 
 	mu    sync.Mutex
 	blobs map[digest.Digest]*blobSends
 }
 
-// blobSends are the recent sends of a blob's chunks.
+// blobSends are the recent sends of a blob's pieces.
 type blobSends struct {
-	last map[int64]time.Time // by chunk index: when the last copy that did not fail started
+	last map[int64]time.Time // by piece index: when the last copy that did not fail started
 	used time.Time
 }
 
-// chunk is the chunk index of a request for off+n of a blob of size, or false when the request is
-// not for one whole chunk of a blob of several: a blob of one chunk (a config, a small layer) is
-// sent whole to whoever asks, since making its requesters wait for each other would cost more
-// time than its bytes.
-func (s *seeder) chunk(off, n, size int64) (int64, bool) {
-	if size <= s.chunkSize || off%s.chunkSize != 0 || n <= 0 || (n != s.chunkSize && off+n != size) {
-		return 0, false
+// pieces are the pieces [a, b) that a request for off+n of a blob of size covers, or false when
+// the request is not super-seeded: a blob of one chunk (a config, a small layer) is sent whole to
+// whoever asks, since making its requesters wait for each other would cost more time than its
+// bytes, and a request must start at a piece. Pieces, not chunks: a requester asks for the run of
+// pieces it misses, which is a whole chunk only when it holds none of it (and a client waiting
+// for its first byte asks for one piece alone).
+func (s *seeder) pieces(off, n, size int64) (a, b int64, ok bool) {
+	if size <= s.chunkSize || n <= 0 || off%s.pieceSize != 0 {
+		return 0, 0, false
 	}
-	return off / s.chunkSize, true
+	return off / s.pieceSize, (off + n + s.pieceSize - 1) / s.pieceSize, true
 }
 
-// admit records a copy of chunk k of d about to be sent, or reports false when k was sent
-// within superSeedHold.
-func (s *seeder) admit(d digest.Digest, k int64, now time.Time) bool {
+// admit records a copy of pieces [a, b) of d about to be sent, or reports false when piece a was
+// sent within superSeedHold: the requester takes it from the peers that hold it. (A run whose
+// first piece is new is sent whole even if a later piece of it went out recently: the requester
+// holds none of the run, and splitting it would cost a round trip per piece.)
+func (s *seeder) admit(d digest.Digest, a, b int64, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, ok := s.blobs[d]
+	bs, ok := s.blobs[d]
 	if !ok {
 		s.forget()
-		b = &blobSends{last: map[int64]time.Time{}}
-		s.blobs[d] = b
+		bs = &blobSends{last: map[int64]time.Time{}}
+		s.blobs[d] = bs
 	}
-	b.used = now
-	if at, ok := b.last[k]; ok && now.Sub(at) < superSeedHold {
+	bs.used = now
+	if at, ok := bs.last[a]; ok && now.Sub(at) < superSeedHold {
 		return false
 	}
-	b.last[k] = now
+	for k := a; k < b; k++ {
+		bs.last[k] = now
+	}
 	return true
 }
 
-// failed records that the copy of chunk k admitted last was not received: it does not count.
-func (s *seeder) failed(d digest.Digest, k int64) {
+// failed records that the copy of pieces [a, b) admitted last was not received: it does not
+// count.
+func (s *seeder) failed(d digest.Digest, a, b int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if b := s.blobs[d]; b != nil {
-		delete(b.last, k)
+	if bs := s.blobs[d]; bs != nil {
+		for k := a; k < b; k++ {
+			delete(bs.last, k)
+		}
 	}
 }
 

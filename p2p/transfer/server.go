@@ -243,20 +243,20 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 			_ = writeFrame(st, response{Status: status, Size: size, Error: "range not satisfiable"})
 			return status, 0, fmt.Errorf("range %d+%d of %d: %w", off, n, size, errdefs.ErrInvalid)
 		}
-		seeded, chunk := false, int64(0)
+		seeded, pa, pb := false, int64(0), int64(0)
 		if req.Spread {
-			if k, ok := s.superSeeds(req.Digest, off, n, size); ok {
-				if !s.seeding.admit(req.Digest, k, time.Now()) {
+			if first, end, ok := s.superSeeds(req.Digest, off, n, size); ok {
+				if !s.seeding.admit(req.Digest, first, end, time.Now()) {
 					status := statusBusy
 					_ = writeFrame(st, response{Status: status, Error: "chunk already sent; take it from the peers that hold it", ChunkBusy: true})
 					return status, 0, nil
 				}
-				seeded, chunk = true, k
+				seeded, pa, pb = true, first, end
 			}
 		}
 		if err := writeFrame(st, response{Status: statusOK, Size: size, MediaType: b.MediaType(), Length: n}); err != nil {
 			if seeded {
-				s.seeding.failed(req.Digest, chunk)
+				s.seeding.failed(req.Digest, pa, pb)
 			}
 			return statusOK, 0, err
 		}
@@ -274,7 +274,7 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		if seeded && err != nil {
-			s.seeding.failed(req.Digest, chunk)
+			s.seeding.failed(req.Digest, pa, pb)
 		}
 		return statusOK, written, err
 	case opMap:
@@ -333,14 +333,14 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	}
 }
 
-// superSeeds reports whether a swarm request for off+n of d is one whole chunk of a blob this
-// node super-seeds, and which.
-func (s *Server) superSeeds(d digest.Digest, off, n, size int64) (int64, bool) {
+// superSeeds reports whether a swarm request for off+n of d is for pieces of a blob this node
+// super-seeds, and which.
+func (s *Server) superSeeds(d digest.Digest, off, n, size int64) (a, b int64, ok bool) {
 	if s.seeding == nil {
-		return 0, false
+		return 0, 0, false
 	}
-	k, ok := s.seeding.chunk(off, n, size)
-	return k, ok && s.seeding.original(d)
+	a, b, ok = s.seeding.pieces(off, n, size)
+	return a, b, ok && s.seeding.original(d)
 }
 
 type peerKey struct{}
