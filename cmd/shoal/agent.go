@@ -81,7 +81,7 @@ func agentFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "first-byte-timeout", Value: agent.DefaultFirstByteTimeout, EnvVars: env("FIRST_BYTE_TIMEOUT"),
 			Usage: "a pull whose answer has not begun within this time gets 503 UNAVAILABLE, which sends the runtime to its next host, whatever peers and origins do"},
 		&cli.DurationFlag{Name: "write-stall-timeout", Value: httpbound.DefaultStallTimeout, EnvVars: env("WRITE_STALL_TIMEOUT"),
-			Usage: "close an HTTP connection whose client takes no bytes of its response (less than 1 MiB of a file) for this long"},
+			Usage: "close an HTTP connection whose client takes no bytes of its response (less than 1 MiB of a file), or sends no bytes of its request body, for this long"},
 		&cli.IntFlag{Name: "max-connections", Value: agent.DefaultMaxConnections, EnvVars: env("MAX_CONNECTIONS"),
 			Usage: "connections open at once on --listen; more are answered 503 and closed"},
 		&cli.StringFlag{Name: "debug-listen", EnvVars: env("DEBUG_LISTEN"),

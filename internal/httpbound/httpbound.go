@@ -43,9 +43,9 @@ func Server(h http.Handler, stall time.Duration, log *slog.Logger) *http.Server 
 	return srv
 }
 
-// Progress gives every write of a response stall to complete, counted from the write (or the
-// chunk of a file sent with sendfile): a reader that takes bytes keeps its response going for as
-// long as the body lasts, while one that stops taking them (or reads a byte a second) holds the
+// Progress gives every write of a response, and every read of a request body (stallBody), stall
+// to complete, counted from the write (or the chunk of a file sent with sendfile): a reader that
+// takes bytes keeps its response going for as long as the body lasts, while one that stops taking them (or reads a byte a second) holds the
 // connection at most stall past its last progress. Writes extend the deadline; waiting between
 // writes (for bytes still being fetched) is not held against the reader. stall <= 0 means
 // DefaultStallTimeout.
@@ -54,11 +54,40 @@ func Progress(h http.Handler, stall time.Duration) http.Handler {
 		stall = DefaultStallTimeout
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		pw := &progressWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: stall}
+		rc := http.NewResponseController(w)
+		pw := &progressWriter{ResponseWriter: w, rc: rc, stall: stall}
+		body := r.Body != nil && r.Body != http.NoBody
+		if body {
+			r.Body = &stallBody{ReadCloser: r.Body, rc: rc, stall: stall}
+		}
 		h.ServeHTTP(pw, r)
+		if body {
+			_ = rc.SetReadDeadline(time.Time{})
+		}
 		// net/http flushes what is buffered after the handler returns: give it the same time.
 		pw.extend()
 	})
+}
+
+// stallBody bounds a request body the way progressWriter bounds a response: each read gets stall
+// to return, so an uploader that sends bytes keeps its request going for as long as the body
+// lasts, while one that stops (or sends a byte a second, as a slow-loris does to hold an upload
+// slot) gets an error at most stall past its last progress. The deadline is cleared at the end of
+// the body: net/http keeps reading the connection in the background while the handler finishes
+// (committing an upload), and a deadline left behind there would cancel the request.
+type stallBody struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.stall))
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // sendfileChunk is how much of a file goes out under one write deadline: a reader must take it

@@ -256,3 +256,76 @@ func TestListenerCap(t *testing.T) {
 		t.Fatal("a closed connection's slot was not freed")
 	}
 }
+
+// An uploader that stops sending its body (or trickles it) loses the request at the stall bound;
+// one that keeps sending, slowly, is read to the end, and a handler that works on after the body
+// (as a push commits) is not cut by a deadline left on the connection.
+func TestProgressCutsStalledUploads(t *testing.T) {
+	type result struct {
+		n   int
+		err error
+	}
+	got := make(chan result, 4)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err == nil {
+			time.Sleep(600 * time.Millisecond) // past the stall bound, after the body
+			err = r.Context().Err()
+		}
+		got <- result{len(b), err}
+		if err == nil {
+			_, _ = io.WriteString(w, "ok")
+		}
+	})
+	addr := serve(t, h, 300*time.Millisecond, 0)
+	hold := make(chan struct{}) // a stalled uploader keeps its connection open until the test ends
+	t.Cleanup(func() { close(hold) })
+	send := func(t *testing.T, chunks int, gap time.Duration) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "PUT /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\n"); err != nil {
+			t.Error(err)
+			return
+		}
+		for i := 0; i < chunks; i++ {
+			time.Sleep(gap)
+			if _, err := io.WriteString(conn, "x"); err != nil {
+				return // cut by the server
+			}
+		}
+		if chunks < 10 {
+			<-hold
+			return
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.Copy(io.Discard, conn)
+	}
+	t.Run("stalled", func(t *testing.T) {
+		go send(t, 2, 0) // two bytes of ten, then nothing
+		select {
+		case r := <-got:
+			if r.err == nil || r.n != 2 {
+				t.Fatalf("handler read %d bytes, err %v; want the body cut after 2 bytes", r.n, r.err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a stalled upload was not cut")
+		}
+	})
+	t.Run("steady", func(t *testing.T) {
+		done := make(chan struct{})
+		go func() { defer close(done); send(t, 10, 100*time.Millisecond) }()
+		select {
+		case r := <-got:
+			if r.err != nil || r.n != 10 {
+				t.Fatalf("handler read %d bytes, err %v; want the whole body and its context alive after it", r.n, r.err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a steady upload did not end")
+		}
+		<-done
+	})
+}
