@@ -15,8 +15,8 @@ import (
 // Duration is how long a peer stays in the box.
 const Duration = 10 * time.Minute
 
-// AnyPeer, excluded for a digest, keeps every peer out of its fetches (while the target has an
-// origin to fetch from instead).
+// AnyPeer is the peer that, excluded for a digest, keeps every peer out of its fetches (while the
+// target has an origin to fetch from instead).
 const AnyPeer peer.ID = ""
 
 // Box is a penalty box; its zero value is empty and ready.
