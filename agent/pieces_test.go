@@ -128,9 +128,10 @@ func TestPiecesReachClientAndNextPeerBeforeTheChunk(t *testing.T) {
 	const held = 2 << 20 // the provider sends pieces 0 and 1, then waits
 	mc := transfer.NewMemoryContent()
 	mc.Put(d, "", data)
-	// The first node asks for both chunks at once (the two after its prefix) and gets both
-	// opens; the second node is refused, so its only source of the pieces is the first node.
-	src := &gatedContent{MemoryContent: mc, after: held, gate: make(chan struct{}), max: 2}
+	// The first node asks for the first piece alone and chunk 1 at once (the two chunks after its
+	// prefix), then for the rest of chunk 0, and gets those three opens; the second node is
+	// refused, so its only source of the pieces is the first node.
+	src := &gatedContent{MemoryContent: mc, after: held, gate: make(chan struct{}), max: 3}
 	var once sync.Once
 	open := func() { once.Do(func() { close(src.gate) }) }
 	t.Cleanup(open)
