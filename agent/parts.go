@@ -22,7 +22,11 @@ type announcer struct {
 	node *p2p.Node
 	log  *slog.Logger
 	life *lifetime.Lifetime
-	wg   sync.WaitGroup
+	// mu orders Announce's wg.Add before close's wg.Wait: an Add racing a Wait that may already
+	// have seen zero is a misuse of WaitGroup (and a race the detector reports).
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
 }
 
 // announceTimeout bounds one announcement.
@@ -34,10 +38,13 @@ func newAnnouncer(node *p2p.Node, log *slog.Logger) *announcer {
 
 // Announce provides d, in the background.
 func (an *announcer) Announce(d digest.Digest) {
-	if an.life.Ended() {
+	an.mu.Lock()
+	if an.closed {
+		an.mu.Unlock()
 		return
 	}
 	an.wg.Add(1)
+	an.mu.Unlock()
 	go func() {
 		defer an.wg.Done()
 		ctx, cancel := an.life.Context(announceTimeout)
@@ -79,6 +86,9 @@ func (an *announcer) announceStored(st *store.Store) {
 
 // close ends announcements in progress and waits for them.
 func (an *announcer) close() {
+	an.mu.Lock()
+	an.closed = true
+	an.mu.Unlock()
 	an.life.End()
 	an.wg.Wait()
 }
