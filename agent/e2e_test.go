@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-oci/shoal/agent"
@@ -392,34 +393,9 @@ func TestStreamsBeforeOriginFinishes(t *testing.T) {
 	const part = 1_000_003
 	blob := bytes.Repeat([]byte("shoal!"), size/6+1)[:size]
 	d := digestOf(blob)
-	release := make(chan struct{})
-	var gets atomic.Int32
-	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/v2/":
-			w.WriteHeader(http.StatusOK)
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+d):
-			gets.Add(1)
-			w.Header().Set("Content-Length", fmt.Sprint(size))
-			w.Write(blob[:part])
-			w.(http.Flusher).Flush()
-			select {
-			case <-release:
-			case <-r.Context().Done():
-				return
-			}
-			w.Write(blob[part:])
-		default:
-			http.NotFound(w, r)
-		}
-	})}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	go slow.Serve(ln)
-	t.Cleanup(func() { slow.Close() })
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	o := startPausedOrigin(t, digest.Digest(d), blob, part)
 
-	a := startAgent(t, t.TempDir(), "http://"+ln.Addr().String())
+	a := startAgent(t, t.TempDir(), o.URL)
 	resp, err := http.Get("http://" + a.host + "/v2/test/slow/blobs/" + d)
 	if err != nil {
 		t.Fatal(err)
@@ -441,7 +417,7 @@ func TestStreamsBeforeOriginFinishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp2.Body.Close()
-	once.Do(func() { close(release) })
+	o.release()
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || !bytes.Equal(rest, blob[part:]) {
 		t.Fatalf("the rest: %v", err)
@@ -450,7 +426,7 @@ func TestStreamsBeforeOriginFinishes(t *testing.T) {
 	if err != nil || !bytes.Equal(all, blob) {
 		t.Fatalf("joined client: %v", err)
 	}
-	if n := gets.Load(); n != 1 {
+	if n := o.gets.Load(); n != 1 {
 		t.Fatalf("origin saw %d GETs, want 1", n)
 	}
 }
@@ -611,4 +587,51 @@ func emptyDir(t *testing.T, dir string) bool {
 		t.Fatal(err)
 	}
 	return len(entries) == 0
+}
+
+// pausedOrigin is an origin of one blob that sends the first part bytes of each GET, then waits
+// for release (or the request's end) before the rest; gets counts the GETs.
+type pausedOrigin struct {
+	URL     string
+	gets    atomic.Int32
+	release func()
+}
+
+func startPausedOrigin(t *testing.T, d digest.Digest, data []byte, part int) *pausedOrigin {
+	t.Helper()
+	o := &pausedOrigin{}
+	ch := make(chan struct{})
+	var once sync.Once
+	o.release = func() { once.Do(func() { close(ch) }) }
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			w.WriteHeader(http.StatusOK)
+		case strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()):
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+			w.Header().Set("Docker-Content-Digest", d.String())
+			if r.Method == http.MethodHead {
+				return
+			}
+			o.gets.Add(1)
+			w.Write(data[:part])
+			w.(http.Flusher).Flush()
+			select {
+			case <-ch:
+			case <-r.Context().Done():
+				return
+			}
+			w.Write(data[part:])
+		default:
+			http.NotFound(w, r)
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { o.release(); srv.Close() })
+	o.URL = "http://" + ln.Addr().String()
+	return o
 }

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -256,39 +254,8 @@ func TestLyingPieceIsBlamed(t *testing.T) {
 func TestCutThroughFromAnOriginStream(t *testing.T) {
 	data, d := randomBlob(t, 6<<20)
 	const part = 1<<20 + 12345 // the origin sends this much, then waits
-	release := make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(open)
-	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/v2/":
-			w.WriteHeader(http.StatusOK)
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()):
-			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-			w.Header().Set("Docker-Content-Digest", d.String())
-			if r.Method == http.MethodHead {
-				return
-			}
-			w.Write(data[:part])
-			w.(http.Flusher).Flush()
-			select {
-			case <-release:
-			case <-r.Context().Done():
-				return
-			}
-			w.Write(data[part:])
-		default:
-			http.NotFound(w, r)
-		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go slow.Serve(ln)
-	t.Cleanup(func() { slow.Close() })
-	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{"http://" + ln.Addr().String()},
+	o := startPausedOrigin(t, d, data, part)
+	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{o.URL},
 		P2P: &p2p.Config{ListenAddrs: []string{loopback}}})
 	var got atomic.Int64
 	body := streamBlob(t, co.host, "test/slow", d, &got)
@@ -316,7 +283,7 @@ func TestCutThroughFromAnOriginStream(t *testing.T) {
 	if _, err := c.GetChunk(context.Background(), co.Node().ID(), d, 5<<20, 1<<20, false); !errors.Is(err, transfer.ErrBusy) {
 		t.Fatalf("a request for bytes far past the stream: %v, want busy", err)
 	}
-	open()
+	o.release()
 	if b := <-cut; !bytes.Equal(b, data[1<<20:3<<20]) {
 		t.Fatalf("cut-through: got %d bytes, not pieces 1 and 2", len(b))
 	}

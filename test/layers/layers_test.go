@@ -132,7 +132,7 @@ func TestLayers(t *testing.T) {
 		// Benchmarks that measure Shoal from outside, as processes, link to none of it.
 		{name: "network namespaces and links for the benchmarks", pkg: "test/bench/internal/benchnetns", banned: outside},
 		{name: "containerd as a benchmark's runtime", pkg: "test/bench/internal/benchctr",
-			allow: []string{"test/bench/internal/benchruntime"}, banned: outside},
+			allow: []string{"test/bench/internal/benchnetns", "test/bench/internal/benchruntime"}, banned: outside},
 		{name: "a benchmark's cluster over real links", pkg: "test/bench/internal/benchlab",
 			allow: []string{"test/bench/internal/benchctr", "test/bench/internal/benchnetns", "test/bench/internal/benchorigin",
 				"test/bench/internal/benchproc", "test/bench/internal/benchruntime"}, banned: outside},

@@ -164,24 +164,7 @@ func TestAgentDiskFull(t *testing.T) {
 	a := testutil.StartAgent(t, bin, []string{o.URL}, "--data-dir", dir, "--max-download-rate", "8MiB")
 	a.DataDir = dir
 
-	pull := func(img v1.Image, tag string) error {
-		t.Helper()
-		ref, err := name.ParseReference(a.Addr+"/test/disk:"+tag, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := remote.Image(ref, remote.WithContext(ctx))
-		if err != nil {
-			return err
-		}
-		want := testutil.LayerBytes(t, img)
-		for d, b := range testutil.LayerBytes(t, got) {
-			if !bytes.Equal(b, want[d]) {
-				return fmt.Errorf("layer %s differs", d)
-			}
-		}
-		return nil
-	}
+	pull := func(img v1.Image, tag string) error { return pullSame(ctx, t, a.Addr+"/test/disk:"+tag, img) }
 	if err := pull(kept, "kept"); err != nil {
 		t.Fatalf("pulling the first image: %v", err)
 	}
@@ -268,23 +251,7 @@ func TestSeedDiskFull(t *testing.T) {
 		}
 		return remote.Write(ref, img, remote.WithContext(ctx))
 	}
-	pull := func(img v1.Image, tag string) error {
-		ref, err := name.ParseReference(s.Addr+"/site/app:"+tag, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := remote.Image(ref, remote.WithContext(ctx))
-		if err != nil {
-			return err
-		}
-		want := testutil.LayerBytes(t, img)
-		for d, b := range testutil.LayerBytes(t, got) {
-			if !bytes.Equal(b, want[d]) {
-				return fmt.Errorf("layer %s differs", d)
-			}
-		}
-		return nil
-	}
+	pull := func(img v1.Image, tag string) error { return pullSame(ctx, t, s.Addr+"/site/app:"+tag, img) }
 	kept := testutil.NewImage(t, testutil.OCI, testutil.Linux("amd64"), 1, 8*mib)
 	if err := push(kept, "kept"); err != nil {
 		t.Fatalf("pushing the first image: %v", err)
@@ -322,4 +289,24 @@ func TestSeedDiskFull(t *testing.T) {
 		t.Fatalf("pulling the pushed image: %v", err)
 	}
 	checkStore(t, s)
+}
+
+// pullSame pulls ref and checks that its layers are img's, byte for byte.
+func pullSame(ctx context.Context, t *testing.T, ref string, img v1.Image) error {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := remote.Image(r, remote.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	want := testutil.LayerBytes(t, img)
+	for d, b := range testutil.LayerBytes(t, got) {
+		if !bytes.Equal(b, want[d]) {
+			return fmt.Errorf("layer %s differs", d)
+		}
+	}
+	return nil
 }

@@ -14,11 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/shoal-oci/shoal/test/bench/internal/benchnetns"
 	"github.com/shoal-oci/shoal/test/bench/internal/benchruntime"
 )
 
@@ -32,7 +31,7 @@ type Containerd struct {
 	HostsDir string // --hosts-dir for ctr
 	command  Command
 	cmd      *exec.Cmd
-	out      *limited
+	out      *benchnetns.Output
 	done     chan struct{}
 }
 
@@ -58,7 +57,7 @@ func Start(ctx context.Context, command Command, dir string) (*Containerd, error
 		return nil, err
 	}
 	c := &Containerd{Dir: dir, Socket: filepath.Join(dir, "c.sock"), HostsDir: filepath.Join(dir, "hosts"),
-		command: command, out: &limited{}, done: make(chan struct{})}
+		command: command, out: &benchnetns.Output{}, done: make(chan struct{})}
 	if err := os.MkdirAll(c.HostsDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -111,7 +110,7 @@ func (c *Containerd) Mirror(registry, server, mirror string) error {
 // process starts to its exit. Bytes is left to the caller (ctr does not print it).
 func (c *Containerd) Fetch(ctx context.Context, ref string) *benchruntime.PullResult {
 	cmd := c.command("ctr", "--address", c.Socket, "content", "fetch", "--hosts-dir", c.HostsDir, ref)
-	out := &limited{}
+	out := &benchnetns.Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	r := &benchruntime.PullResult{Start: time.Now()}
 	err := cmd.Start()
@@ -143,25 +142,4 @@ func (c *Containerd) Stop() error {
 		}
 	}
 	return errors.Join(err, os.RemoveAll(c.Dir))
-}
-
-// limited keeps the first 64 KiB of a process's output.
-type limited struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *limited) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 64<<10 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *limited) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

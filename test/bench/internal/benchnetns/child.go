@@ -94,7 +94,7 @@ func (n *Net) startTunnel(ctx context.Context, ns *NS) error {
 	_ = os.Remove(ns.sock)
 	c := ns.ChildCommand("tunnel", ns.sock)
 	var stderr strings.Builder
-	if _, err := StartReady(c, &lockedWriter{w: &stderr}, 10*time.Second); err != nil {
+	if _, err := StartReady(c, &Output{w: &stderr}, 10*time.Second); err != nil {
 		return err
 	}
 	ns.tunnel = c
@@ -212,7 +212,7 @@ func tcpSend(args []string) error {
 // MeasureLink sends size bytes over one plain TCP connection from one namespace to another (so
 // through from's upload and to's download) and returns the rate the receiver saw, bytes/s.
 func MeasureLink(ctx context.Context, from, to *NS, size int64) (float64, error) {
-	var serr lockedWriter
+	var serr Output
 	sink := to.ChildCommand("tcpsink", to.IP)
 	rd, err := StartReady(sink, &serr, 10*time.Second)
 	if err != nil {
@@ -235,13 +235,14 @@ func MeasureLink(ctx context.Context, from, to *NS, size int64) (float64, error)
 	return float64(n) / s, ctx.Err()
 }
 
-// lockedWriter is a bounded buffer for a child's stderr, written from os/exec's goroutine.
-type lockedWriter struct {
+// Output keeps the first 64 KiB of a child's output, written from os/exec's goroutine and read
+// while the child runs; its zero value is ready.
+type Output struct {
 	mu sync.Mutex
 	w  *strings.Builder
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
+func (l *Output) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.w == nil {
@@ -253,7 +254,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (l *lockedWriter) String() string {
+func (l *Output) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.w == nil {

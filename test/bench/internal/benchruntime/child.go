@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -90,7 +89,7 @@ type Child struct {
 	cmd      *exec.Cmd
 	stdin    io.WriteCloser
 	out      *bufio.Reader
-	stderr   *limited
+	stderr   *benchnetns.Output
 	received *atomic.Int64
 }
 
@@ -101,7 +100,7 @@ func StartChild(cmd *exec.Cmd, received *atomic.Int64) (*Child, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Child{cmd: cmd, stdin: in, stderr: &limited{}, received: received}
+	c := &Child{cmd: cmd, stdin: in, stderr: &benchnetns.Output{}, received: received}
 	if c.out, err = benchnetns.StartReady(cmd, c.stderr, 30*time.Second); err != nil {
 		return nil, err
 	}
@@ -158,25 +157,4 @@ func (c *Child) Close() {
 		_ = c.cmd.Process.Kill()
 		_ = c.cmd.Wait()
 	}
-}
-
-// limited keeps the first 64 KiB written to it (by os/exec's goroutine).
-type limited struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *limited) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 64<<10 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *limited) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
