@@ -66,7 +66,7 @@ func TestChurn(t *testing.T) {
 
 	c := &cluster{t: t, bin: bin, proxy: proxy}
 	for range churnNodes {
-		c.addrs = append(c.addrs, testutil.FreeAddr(t))
+		c.addrs = append(c.addrs, fixedAddr(t))
 		c.dirs = append(c.dirs, t.TempDir())
 		c.p2p = append(c.p2p, p2pAddr(t))
 	}

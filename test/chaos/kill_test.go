@@ -59,7 +59,7 @@ func TestKillNineRounds(t *testing.T) {
 	}
 
 	seedDir, agentDir := t.TempDir(), t.TempDir()
-	seedAddr, agentAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	seedAddr, agentAddr := fixedAddr(t), fixedAddr(t)
 	seedP2P, agentP2P := p2pAddr(t), p2pAddr(t)
 	// 512 KiB chunks make every layer a swarm of several chunks, recorded as they land; 4 MB/s
 	// makes each image take about a second, so that kills land mid-transfer.
@@ -328,7 +328,7 @@ func (b *pacedBody) Close() error { return b.r.Close() }
 
 func p2pAddr(t *testing.T) string {
 	t.Helper()
-	host, port, _ := strings.Cut(testutil.FreeAddr(t), ":")
+	host, port, _ := strings.Cut(fixedAddr(t), ":")
 	return fmt.Sprintf("/ip4/%s/tcp/%s", host, port)
 }
 
