@@ -329,3 +329,72 @@ func TestProgressCutsStalledUploads(t *testing.T) {
 		<-done
 	})
 }
+
+// recordingListener hands out TCP connections that record whether net/http wrote a body through
+// their ReadFrom, the path to sendfile(2).
+type recordingListener struct {
+	net.Listener
+	readFrom chan struct{}
+}
+
+type recordingConn struct {
+	*net.TCPConn
+	readFrom chan struct{}
+}
+
+func (l recordingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return recordingConn{TCPConn: c.(*net.TCPConn), readFrom: l.readFrom}, nil
+}
+
+func (c recordingConn) ReadFrom(r io.Reader) (int64, error) {
+	select {
+	case c.readFrom <- struct{}{}:
+	default:
+	}
+	return c.TCPConn.ReadFrom(r)
+}
+
+// A file served through the capped listener still reaches the connection's own ReadFrom, which
+// sends it with sendfile; a wrapper that hid it made every blob a copy through user space.
+func TestListenerKeepsSendfile(t *testing.T) {
+	data := make([]byte, 1<<20)
+	_, _ = rand.Read(data)
+	path := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := recordingListener{Listener: ln, readFrom: make(chan struct{}, 1)}
+	srv := httpbound.Server(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		w.Header().Set("Content-Length", "1048576")
+		_, _ = io.Copy(w, &io.LimitedReader{R: f, N: int64(len(data))}) // as the registry serves blobs
+	}), 2*time.Second, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(httpbound.Listener(rec, 8, httpbound.Refusal(http.StatusServiceUnavailable, "application/json", []byte(`{"errors":[]}`))))
+	}()
+	defer func() { _ = srv.Close(); <-done }()
+	resp, body, err := get(t, "http://"+ln.Addr().String()+"/")
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("GET: %v, %d bytes", err, len(body))
+	}
+	select {
+	case <-rec.readFrom:
+	default:
+		t.Fatal("the body was not written through the connection's ReadFrom (no sendfile)")
+	}
+}

@@ -104,6 +104,23 @@ func (c *capConn) Close() error {
 	return err
 }
 
+// ReadFrom keeps the accepted connection's own ReadFrom, through which net/http serves a file
+// with sendfile(2): without it every blob would be copied through user space.
+func (c *capConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// CloseWrite keeps the half-close net/http uses to let a client read a final answer.
+func (c *capConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // Refusal is a whole HTTP/1.1 response with the given status, content type and body, closing
 // the connection: what Listener answers past its cap.
 func Refusal(status int, contentType string, body []byte) []byte {
