@@ -60,8 +60,12 @@ const (
 	perPeerInFlight = 2
 	// orderedWindow is how many chunks past the contiguous prefix go before rarest-first.
 	orderedWindow = 2
-	// maxWatched bounds the providers a fetch watches at once.
-	maxWatched = 8
+	// maxWatched bounds the providers a fetch watches at once, and maxHintedWatched the ones
+	// among them named by a busy answer (transfer.ChunkBusyError), which may go past maxWatched:
+	// a provider that declines a chunk names the peers it sent it to, and hearing at once when
+	// they hold it is what keeps the first piece of a blob from waiting on provider records.
+	maxWatched       = 8
+	maxHintedWatched = 12
 	// rediscoverEvery is how often a fetch looks for providers that appeared since it began
 	// (nodes that started on the same blob announce it at their first chunk).
 	rediscoverEvery = time.Second
@@ -124,6 +128,7 @@ type swarmFetch struct {
 	wg      sync.WaitGroup
 	stop    context.CancelFunc
 	watched int
+	hints   bool // peers named by busy answers wait to be watched
 }
 
 // swarmPeer is what a fetch knows of one provider.
@@ -138,6 +143,7 @@ type swarmPeer struct {
 	failures int
 	out      bool // dropped for the rest of this fetch
 	watching bool
+	hinted   bool      // named by a provider's busy answer as holding or receiving a chunk
 	busy     time.Time // declined a chunk (all its upload slots taken): not asked until then
 	// declined holds, by chunk, when a provider that declined it may be asked for it again.
 	declined map[int]time.Time
@@ -323,6 +329,10 @@ func (s *swarmFetch) Fill(ctx context.Context, f fetch.Sink) (err error) {
 		if s.have.Full() {
 			s.mu.Unlock()
 			return nil
+		}
+		if s.hints {
+			s.hints = false
+			s.watchMore(ctx)
 		}
 		s.schedule(ctx, f)
 		idle := len(s.jobs) == 0
@@ -858,6 +868,10 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 		if !errors.Is(err, transfer.ErrChunkBusy) {
 			sp.busy = time.Now().Add(busyBackoff) // its slots are taken
 		}
+		var cb *transfer.ChunkBusyError
+		if errors.As(err, &cb) {
+			s.hinted(cb.Holders)
+		}
 		if !s.seeds[jb.p] {
 			s.refused[c]++
 		}
@@ -954,24 +968,48 @@ func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have, recv *chunks.Set)
 	sp.have, sp.recv, sp.mapLen = have, recv, m.Len()
 }
 
-// watchMore starts watching providers up to maxWatched. Called with s.mu held.
+// hinted takes the peers a provider's busy answer named as holding or receiving a chunk: they
+// become providers of the fetch, watched first (Fill starts the watches). A hint costs at most
+// a watch request to each: a peer that holds nothing answers so and is dropped, and whatever it
+// sends is verified like any provider's. Called with s.mu held.
+func (s *swarmFetch) hinted(ps []peer.ID) {
+	self := s.c.router.ID()
+	for _, p := range ps {
+		if p == self {
+			continue
+		}
+		if sp := s.peer(p); !sp.hinted {
+			sp.hinted = true
+			s.hints = true
+		}
+	}
+}
+
+// watchMore starts watching providers: those named by busy answers first, up to
+// maxHintedWatched watched in all, then the others up to maxWatched. Called with s.mu held.
 func (s *swarmFetch) watchMore(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	for _, p := range s.order {
-		if s.watched >= maxWatched {
-			return
+	for _, hinted := range []bool{true, false} {
+		limit := maxWatched
+		if hinted {
+			limit = maxHintedWatched
 		}
-		sp := s.peers[p]
-		if sp.watching || !s.usable(sp) || (sp.have != nil && sp.have.Full()) {
-			continue
+		for _, p := range s.order {
+			if s.watched >= limit {
+				break
+			}
+			sp := s.peers[p]
+			if sp.hinted != hinted || sp.watching || !s.usable(sp) || (sp.have != nil && sp.have.Full()) {
+				continue
+			}
+			sp.watching = true
+			s.watched++
+			s.c.router.Protect(p, "shoal-transfer")
+			s.wg.Add(1)
+			go s.watch(ctx, sp)
 		}
-		sp.watching = true
-		s.watched++
-		s.c.router.Protect(p, "shoal-transfer")
-		s.wg.Add(1)
-		go s.watch(ctx, sp)
 	}
 }
 

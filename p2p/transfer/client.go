@@ -86,7 +86,7 @@ func (c *Client) roundTrip(ctx context.Context, p peer.ID, req request) (network
 	}
 	if resp.Status != statusOK {
 		_ = st.Close()
-		return nil, nil, &resp, statusError(&resp)
+		return nil, nil, &resp, statusError(&resp, p)
 	}
 	if resp.Length < 0 {
 		_ = st.Reset()

@@ -27,8 +27,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/opencontainers/go-digest"
 
@@ -132,7 +134,14 @@ type response struct {
 	// Recv is, for a blob the provider is still fetching, the chunks it is receiving now (same
 	// encoding as Have): a chunk request for them is served as each one verifies there.
 	Recv []byte `json:"recv,omitempty"`
+	// Holders, with ChunkBusy, are the peers the provider is sending the chunk's first piece to,
+	// or sent it to lately (at most maxHolders peer IDs): where to take it instead. A hint only:
+	// the bytes are verified wherever they come from.
+	Holders []string `json:"holders,omitempty"`
 }
+
+// maxHolders bounds the peers a busy answer names.
+const maxHolders = 4
 
 // Status codes, HTTP-like for familiarity.
 const (
@@ -181,15 +190,57 @@ func readFrame(r *bufio.Reader, limit int, v any) error {
 var ErrBusy = fmt.Errorf("peer busy: %w", errdefs.ErrUnavailable)
 
 // ErrChunkBusy is ErrBusy about one chunk: the provider is sending it, or has sent it, to other
-// peers, who will hold it in a moment; it may be asked for other chunks at once.
+// peers, who will hold it in a moment; it may be asked for other chunks at once. The error
+// returned is a *ChunkBusyError naming those peers when the provider did.
 var ErrChunkBusy = fmt.Errorf("chunk being spread by this peer: %w", ErrBusy)
 
-// statusError turns a response status into an error class.
-func statusError(resp *response) error {
+// ChunkBusyError is ErrChunkBusy with the peers the provider named as receiving or holding the
+// chunk's first piece: the requester may take it from them as soon as they hold it, rather than
+// wait to hear of them through provider records.
+type ChunkBusyError struct {
+	Holders []peer.ID
+}
+
+func (e *ChunkBusyError) Error() string { return ErrChunkBusy.Error() }
+func (e *ChunkBusyError) Unwrap() error { return ErrChunkBusy }
+
+// holders decodes a busy answer's Holders: valid peer IDs other than the provider itself, at
+// most maxHolders.
+func holders(ids []string, from peer.ID) []peer.ID {
+	var out []peer.ID
+	for _, s := range ids {
+		if len(out) == maxHolders {
+			break
+		}
+		p, err := peer.Decode(s)
+		if err != nil || p == from || slices.Contains(out, p) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// encodeHolders is the wire form of holders, at most maxHolders.
+func encodeHolders(ps []peer.ID) []string {
+	var out []string
+	for _, p := range ps {
+		if p != "" && len(out) < maxHolders {
+			out = append(out, p.String())
+		}
+	}
+	return out
+}
+
+// statusError turns the response status of provider p into an error class.
+func statusError(resp *response, p peer.ID) error {
 	cls := errdefs.ErrUnavailable
 	switch resp.Status {
 	case statusBusy:
 		if resp.ChunkBusy {
+			if hs := holders(resp.Holders, p); len(hs) > 0 {
+				return &ChunkBusyError{Holders: hs}
+			}
 			return ErrChunkBusy
 		}
 		return ErrBusy

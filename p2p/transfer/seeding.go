@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -44,8 +45,14 @@ type seeder struct {
 
 // blobSends are the recent sends of a blob's pieces.
 type blobSends struct {
-	last map[int64]time.Time // by piece index: when the last copy that did not fail started
+	last map[int64]send // by piece index: the last copy that did not fail
 	used time.Time
+}
+
+// send is a copy of a piece: when it started, and to whom.
+type send struct {
+	at time.Time
+	to peer.ID
 }
 
 // pieces are the pieces [a, b) that a request for off+n of a blob of size covers, or false when
@@ -61,27 +68,28 @@ func (s *seeder) pieces(off, n, size int64) (a, b int64, ok bool) {
 	return off / s.pieceSize, (off + n + s.pieceSize - 1) / s.pieceSize, true
 }
 
-// admit records a copy of pieces [a, b) of d about to be sent, or reports false when piece a was
-// sent within superSeedHold: the requester takes it from the peers that hold it. (A run whose
-// first piece is new is sent whole even if a later piece of it went out recently: the requester
-// holds none of the run, and splitting it would cost a round trip per piece.)
-func (s *seeder) admit(d digest.Digest, a, b int64, now time.Time) bool {
+// admit records a copy of pieces [a, b) of d about to be sent to p, or reports false when piece
+// a was sent within superSeedHold, with the peer it was sent to: the requester takes it from
+// there. (A run whose first piece is new is sent whole even if a later piece of it went out
+// recently: the requester holds none of the run, and splitting it would cost a round trip per
+// piece.)
+func (s *seeder) admit(d digest.Digest, a, b int64, p peer.ID, now time.Time) (bool, peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	bs, ok := s.blobs[d]
 	if !ok {
 		s.forget()
-		bs = &blobSends{last: map[int64]time.Time{}}
+		bs = &blobSends{last: map[int64]send{}}
 		s.blobs[d] = bs
 	}
 	bs.used = now
-	if at, ok := bs.last[a]; ok && now.Sub(at) < superSeedHold {
-		return false
+	if last, ok := bs.last[a]; ok && now.Sub(last.at) < superSeedHold {
+		return false, last.to
 	}
 	for k := a; k < b; k++ {
-		bs.last[k] = now
+		bs.last[k] = send{at: now, to: p}
 	}
-	return true
+	return true, ""
 }
 
 // failed records that the copy of pieces [a, b) admitted last was not received: it does not

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
+	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/errdefs"
 )
 
 // A super-seeding server sends each chunk of an original blob once (within the hold), answering
@@ -107,5 +111,129 @@ func TestSuperSeedingCountsPieces(t *testing.T) {
 		case !tc.declined && err != nil:
 			t.Errorf("%s: %v; want it sent", tc.name, err)
 		}
+	}
+}
+
+// A provider declining a chunk names where to take it: the peer it is sending that range to
+// (spreadFanout), or, as an original holder, the peer it sent the piece to within the hold, to
+// every later requester (the receiver itself included: a swarm skips its own ID).
+func TestBusyAnswersNameHolders(t *testing.T) {
+	mc := NewMemoryContent()
+	data := randomBytes(t, 48<<20) // a range bigger than the stream's window: a reader that
+	d := digest.FromBytes(data)    // does not read holds its copy open
+	mc.Put(d, "", data)
+	seeded := randomBytes(t, 2<<20)
+	sd := digest.FromBytes(seeded)
+	mc.Put(sd, "", seeded)
+	server := newHost(t)
+	NewServer(server, mc, nil, nil, WithSuperSeeding(1<<20, 1<<20, func(x digest.Digest) bool { return x == sd }))
+	clients := make([]*Client, 3)
+	ids := make([]peer.ID, 3)
+	for i := range clients {
+		h := newHost(t)
+		if err := h.Connect(context.Background(), peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		clients[i], ids[i] = NewClient(h), h.ID()
+	}
+	p := server.ID()
+	holdersOf := func(err error) []peer.ID {
+		var cb *ChunkBusyError
+		if !errors.As(err, &cb) {
+			t.Fatalf("%v; want a busy answer naming holders (*ChunkBusyError)", err)
+		}
+		return cb.Holders
+	}
+
+	// Being sent: client 0 asks for 32 MiB and reads none of it.
+	r0, err := clients[0].GetChunk(context.Background(), p, d, 0, 32<<20, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = clients[1].GetChunk(context.Background(), p, d, 0, 32<<20, false)
+	if hs := holdersOf(err); len(hs) != 1 || hs[0] != ids[0] {
+		t.Errorf("range being sent: busy answer names %v, want [%s]", hs, ids[0])
+	}
+	r0.Close()
+
+	// Sent within the hold, by an original holder.
+	get := func(c *Client) error {
+		r, err := c.GetChunk(context.Background(), p, sd, 0, 1<<20, false)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		_, err = io.Copy(io.Discard, r)
+		return err
+	}
+	if err := get(clients[1]); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range clients[1:] {
+		if hs := holdersOf(get(c)); len(hs) != 1 || hs[0] != ids[1] {
+			t.Errorf("piece sent: busy answer names %v, want [%s]", hs, ids[1])
+		}
+	}
+}
+
+// beginning is a blob a node has begun to fetch and holds no piece of: no chunk map yet, until
+// land.
+type beginning struct {
+	*MemoryContent
+	d       digest.Digest
+	mu      sync.Mutex
+	landed  bool
+	changed chan struct{}
+}
+
+func (b *beginning) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
+	b.mu.Lock()
+	landed := b.landed
+	b.mu.Unlock()
+	if d == b.d && !landed {
+		return nil, errdefs.ErrNotFound
+	}
+	return b.MemoryContent.ChunkMap(ctx, d, chunkSize)
+}
+
+func (b *beginning) Holding(d digest.Digest, chunkSize int64) (*chunks.Set, <-chan struct{}, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d != b.d || b.landed {
+		return nil, nil, false
+	}
+	return chunks.NewSet(2), b.changed, true
+}
+
+func (b *beginning) land() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.landed = true
+	close(b.changed)
+}
+
+// A peer named by a busy answer may be asked for its map before its first piece landed: the map
+// request waits for that piece (within the map wait) rather than answering not found, which
+// would make the asker drop the peer for the rest of its fetch.
+func TestMapWaitsForAFetchsFirstPiece(t *testing.T) {
+	mc := NewMemoryContent()
+	data := randomBytes(t, 2<<20)
+	d := digest.FromBytes(data)
+	mc.Put(d, "", data)
+	b := &beginning{MemoryContent: mc, d: d, changed: make(chan struct{})}
+	c, p, _ := pair(t, b)
+	time.AfterFunc(300*time.Millisecond, b.land)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := c.Watch(ctx, p, d, 1<<20, Want{})
+	if err != nil {
+		t.Fatalf("map of a blob whose first piece lands 300 ms after the request: %v", err)
+	}
+	if h.Map.Size != int64(len(data)) {
+		t.Fatalf("map of %d bytes, want %d", h.Map.Size, len(data))
+	}
+	// A blob not being fetched is still not found.
+	if _, err := c.Watch(ctx, p, digest.FromString("other"), 1<<20, Want{}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("map of an unknown blob: %v, want not found", err)
 	}
 }

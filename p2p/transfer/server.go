@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -211,17 +212,18 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 	}
 	switch req.Op {
 	case opGet:
+		from := st.Conn().RemotePeer()
 		if req.Spread {
-			if ok, chunk := s.spread.admit(req.Digest, req.Offset, req.Length); !ok {
+			if ok, chunk, to := s.spread.admit(req.Digest, req.Offset, req.Length, from); !ok {
 				status := statusBusy
 				msg := "upload slots taken; ask again shortly"
 				if chunk {
 					msg = "chunk being sent to other peers; take it from them"
 				}
-				_ = writeFrame(st, response{Status: status, Error: msg, ChunkBusy: chunk})
+				_ = writeFrame(st, response{Status: status, Error: msg, ChunkBusy: chunk, Holders: encodeHolders(to)})
 				return status, 0, nil
 			}
-			defer s.spread.release(req.Digest, req.Offset, req.Length)
+			defer s.spread.release(req.Digest, req.Offset, req.Length, from)
 		}
 		b, err := s.content.OpenContent(req.Digest)
 		if err != nil {
@@ -246,9 +248,10 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		seeded, pa, pb := false, int64(0), int64(0)
 		if req.Spread {
 			if first, end, ok := s.superSeeds(req.Digest, off, n, size); ok {
-				if !s.seeding.admit(req.Digest, first, end, time.Now()) {
+				if ok, to := s.seeding.admit(req.Digest, first, end, from, time.Now()); !ok {
 					status := statusBusy
-					_ = writeFrame(st, response{Status: status, Error: "chunk already sent; take it from the peers that hold it", ChunkBusy: true})
+					_ = writeFrame(st, response{Status: status, Error: "chunk already sent; take it from the peers that hold it", ChunkBusy: true,
+						Holders: encodeHolders([]peer.ID{to})})
 					return status, 0, nil
 				}
 				seeded, pa, pb = true, first, end
@@ -400,7 +403,22 @@ func (s *Server) mapAtLeast(req *request) (*chunks.Map, *chunks.Set, *chunks.Set
 	for {
 		m, err := s.content.ChunkMap(context.Background(), req.Digest, req.ChunkSize)
 		if err != nil {
-			return nil, nil, nil, err
+			// A blob this node has begun to fetch has no map until its first piece lands: a peer
+			// that heard of this node as receiving it (a busy answer's Holders) waits for that,
+			// as for more states.
+			if holder == nil || !errors.Is(err, errdefs.ErrNotFound) {
+				return nil, nil, nil, err
+			}
+			_, changed, inProgress := holder.Holding(req.Digest, req.ChunkSize)
+			if !inProgress || changed == nil {
+				return nil, nil, nil, err
+			}
+			select {
+			case <-changed:
+				continue
+			case <-timer.C:
+				return nil, nil, nil, err
+			}
 		}
 		var have, recv *chunks.Set
 		var changed <-chan struct{}
@@ -470,36 +488,43 @@ type spreader struct {
 	mu      sync.Mutex
 	slots   int
 	total   int
-	sending map[spreadKey]int
+	sending map[spreadKey][]peer.ID // the requesters each range is being sent to
 }
 
-// admit reserves one of a chunk's sending slots; release returns it. When it cannot, chunk
-// tells whether the chunk is what is busy (sent to spreadFanout peers already), not the slots.
-func (s *spreader) admit(d digest.Digest, off, n int64) (ok, chunk bool) {
+// admit reserves one of a chunk's sending slots for requester p; release returns it. When it
+// cannot, chunk tells whether the chunk is what is busy (sent to spreadFanout peers already), not
+// the slots, and to names the peers it is being sent to.
+func (s *spreader) admit(d digest.Digest, off, n int64, p peer.ID) (ok, chunk bool, to []peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sending == nil {
-		s.sending = map[spreadKey]int{}
+		s.sending = map[spreadKey][]peer.ID{}
 	}
 	k := spreadKey{d, off, n}
-	if s.sending[k] >= spreadFanout {
-		return false, true
+	if len(s.sending[k]) >= spreadFanout {
+		return false, true, slices.Clone(s.sending[k])
 	}
 	if s.total >= s.slots {
-		return false, false
+		return false, false, nil
 	}
-	s.sending[k]++
+	s.sending[k] = append(s.sending[k], p)
 	s.total++
-	return true, false
+	return true, false, nil
 }
 
-func (s *spreader) release(d digest.Digest, off, n int64) {
+func (s *spreader) release(d digest.Digest, off, n int64, p peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := spreadKey{d, off, n}
 	s.total--
-	if s.sending[k]--; s.sending[k] <= 0 {
+	to := s.sending[k]
+	if i := slices.Index(to, p); i >= 0 {
+		to = slices.Delete(to, i, i+1)
+	}
+	if len(to) == 0 {
 		delete(s.sending, k)
+	} else {
+		s.sending[k] = to
 	}
 }
 
