@@ -86,6 +86,12 @@ const (
 	seedAfterRefusals = 4
 	// watchErrors is how many failed watch requests in a row drop a provider.
 	watchErrors = 3
+	// watchPace is the least time between two watch requests to one provider once this node
+	// holds a piece of the blob: a provider gains a piece every few tens of milliseconds in a
+	// rollout, and an answer for each, at every watcher, cost more CPU (a stream and a map
+	// each) than the news was worth. Before the first piece, the first byte waits on the news,
+	// and each gain is heard of at once.
+	watchPace = 200 * time.Millisecond
 	// endgameAfter is the least time a last chunk's request runs before a second provider is
 	// asked for it too.
 	endgameAfter = time.Second
@@ -1078,10 +1084,17 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 		s.mu.Lock()
 		s.learn(sp, m, have, h.Recv)
 		full := have.Full() && m.Complete()
+		started := s.have.Count() > 0
 		s.mu.Unlock()
 		s.kick()
 		if full {
 			return // holds everything: nothing more to hear
+		}
+		if started {
+			select {
+			case <-time.After(watchPace):
+			case <-ctx.Done():
+			}
 		}
 	}
 }
