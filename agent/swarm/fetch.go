@@ -875,7 +875,7 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 			sp.busy = time.Now().Add(busyBackoff) // its slots are taken
 		}
 		var cb *transfer.ChunkBusyError
-		if errors.As(err, &cb) {
+		if errors.As(err, &cb) && s.have.Count() == 0 {
 			s.hinted(cb.Holders)
 		}
 		if !s.seeds[jb.p] {
@@ -974,10 +974,12 @@ func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have, recv *chunks.Set)
 	sp.have, sp.recv, sp.mapLen = have, recv, m.Len()
 }
 
-// hinted takes the peers a provider's busy answer named as holding or receiving a chunk: they
-// become providers of the fetch, watched first (Fill starts the watches). A hint costs at most
-// a watch request to each: a peer that holds nothing answers so and is dropped, and whatever it
-// sends is verified like any provider's. Called with s.mu held.
+// hinted takes the peers a provider's busy answer named as holding or receiving a chunk, while
+// this node holds no piece of the blob (its local client waits for the first byte; afterwards
+// provider records and watches find holders soon enough, and every extra watch and request
+// costs CPU on both ends): they become providers of the fetch, watched first (Fill starts the
+// watches). A hint costs at most a watch request to each: a peer that holds nothing answers so
+// and is dropped, and whatever it sends is verified like any provider's. Called with s.mu held.
 func (s *swarmFetch) hinted(ps []peer.ID) {
 	self := s.c.router.ID()
 	for _, p := range ps {
