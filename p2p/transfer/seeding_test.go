@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -115,8 +116,9 @@ func TestSuperSeedingCountsPieces(t *testing.T) {
 }
 
 // A provider declining a chunk names where to take it: the peer it is sending that range to
-// (spreadFanout), or, as an original holder, the peer it sent the piece to within the hold, to
-// every later requester (the receiver itself included: a swarm skips its own ID).
+// (spreadFanout; firstFanout for a blob's first bytes, which go to that many peers at once), or,
+// as an original holder, the peer it sent the piece to within the hold, to every later requester
+// (the receiver itself included: a swarm skips its own ID).
 func TestBusyAnswersNameHolders(t *testing.T) {
 	mc := NewMemoryContent()
 	data := randomBytes(t, 48<<20) // a range bigger than the stream's window: a reader that
@@ -126,9 +128,9 @@ func TestBusyAnswersNameHolders(t *testing.T) {
 	sd := digest.FromBytes(seeded)
 	mc.Put(sd, "", seeded)
 	server := newHost(t)
-	NewServer(server, mc, nil, nil, WithSuperSeeding(1<<20, 1<<20, func(x digest.Digest) bool { return x == sd }))
-	clients := make([]*Client, 3)
-	ids := make([]peer.ID, 3)
+	NewServer(server, mc, nil, nil, WithUploadSlots(8), WithSuperSeeding(1<<20, 1<<20, func(x digest.Digest) bool { return x == sd }))
+	clients := make([]*Client, firstFanout+1)
+	ids := make([]peer.ID, len(clients))
 	for i := range clients {
 		h := newHost(t)
 		if err := h.Connect(context.Background(), peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
@@ -146,15 +148,28 @@ func TestBusyAnswersNameHolders(t *testing.T) {
 	}
 
 	// Being sent: client 0 asks for 32 MiB and reads none of it.
-	r0, err := clients[0].GetChunk(context.Background(), p, d, 0, 32<<20, false)
+	r0, err := clients[0].GetChunk(context.Background(), p, d, 1<<20, 32<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = clients[1].GetChunk(context.Background(), p, d, 0, 32<<20, false)
+	_, err = clients[1].GetChunk(context.Background(), p, d, 1<<20, 32<<20, false)
 	if hs := holdersOf(err); len(hs) != 1 || hs[0] != ids[0] {
 		t.Errorf("range being sent: busy answer names %v, want [%s]", hs, ids[0])
 	}
 	r0.Close()
+
+	// The first bytes go to firstFanout requesters at once; the next is told of all of them.
+	for i := range firstFanout {
+		r, err := clients[i].GetChunk(context.Background(), p, d, 0, 32<<20, false)
+		if err != nil {
+			t.Fatalf("first bytes to requester %d of %d: %v", i+1, firstFanout, err)
+		}
+		defer r.Close()
+	}
+	_, err = clients[firstFanout].GetChunk(context.Background(), p, d, 0, 32<<20, false)
+	if hs := holdersOf(err); len(hs) != firstFanout || !slices.Equal(hs, ids[:firstFanout]) {
+		t.Errorf("first bytes being sent: busy answer names %v, want %v", hs, ids[:firstFanout])
+	}
 
 	// Sent within the hold, by an original holder.
 	get := func(c *Client) error {

@@ -473,6 +473,13 @@ func offered(have, recv *chunks.Set) int {
 // requests together are capped by the server's upload slots.
 const spreadFanout = 1
 
+// firstFanout is spreadFanout for a blob's first bytes (a range at offset 0), which every
+// requester's local client waits on for its first byte: a holder sends them to this many peers at
+// once. A first piece is small beside an uplink, so the copies cost little time each, and the
+// tree that spreads it is shallower: at one copy at a time every node waited through about
+// log2(N) hops of store-and-forward.
+const firstFanout = 3
+
 // spreadMinRate and spreadGrace bound how long a swarm chunk may hold an upload slot.
 const (
 	spreadMinRate = 256 << 10
@@ -501,7 +508,11 @@ func (s *spreader) admit(d digest.Digest, off, n int64, p peer.ID) (ok, chunk bo
 		s.sending = map[spreadKey][]peer.ID{}
 	}
 	k := spreadKey{d, off, n}
-	if len(s.sending[k]) >= spreadFanout {
+	fanout := spreadFanout
+	if off == 0 {
+		fanout = firstFanout
+	}
+	if len(s.sending[k]) >= fanout {
 		return false, true, slices.Clone(s.sending[k])
 	}
 	if s.total >= s.slots {
