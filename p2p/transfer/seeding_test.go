@@ -252,3 +252,25 @@ func TestMapWaitsForAFetchsFirstPiece(t *testing.T) {
 		t.Fatalf("map of an unknown blob: %v, want not found", err)
 	}
 }
+
+// The peers a busy answer names are only a hint from one peer: what is not a peer ID, the
+// provider itself and repeats are dropped, and at most maxHolders are taken, whatever it sends.
+func TestBusyAnswerHoldersAreBounded(t *testing.T) {
+	var ids []peer.ID
+	for range maxHolders + 3 {
+		ids = append(ids, newHost(t).ID())
+	}
+	from := ids[0]
+	wire := []string{"not a peer", from.String(), ids[1].String(), ids[1].String(), ""}
+	for _, p := range ids[2:] {
+		wire = append(wire, p.String())
+	}
+	got := holders(wire, from)
+	if want := ids[1 : 1+maxHolders]; !slices.Equal(got, want) {
+		t.Fatalf("holders %v, want %v", got, want)
+	}
+	resp := &response{Status: statusBusy, ChunkBusy: true, Holders: []string{"junk"}}
+	if err := statusError(resp, from); err != ErrChunkBusy {
+		t.Fatalf("a busy answer naming no valid peer: %v, want ErrChunkBusy itself", err)
+	}
+}
