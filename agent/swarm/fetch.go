@@ -1052,6 +1052,11 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			offered := sp.have.Clone()
 			offered.AddAll(sp.recv)
 			want.MinOffer = offered.Count() + 1
+			if sp.mapLen == s.m.Len() && s.m.Complete() {
+				// Its complete map came in and agreed with ours: the answers need only its
+				// holdings.
+				want.Known = s.m
+			}
 		}
 		cs, size := s.m.ChunkSize, s.m.Size // s.m is replaced under s.mu as maps grow
 		s.mu.Unlock()

@@ -147,6 +147,10 @@ func (c *Client) Holding(ctx context.Context, p peer.ID, d digest.Digest, chunkS
 // received. Whichever comes first ends the wait, a few seconds at most.
 type Want struct {
 	MinStates, MinHave, MinOffer int
+	// Known is the blob's complete map as the provider sent it before, if the watcher has it:
+	// a provider whose map is complete then sends only its holdings, and Known is the answer's
+	// map.
+	Known *chunks.Map
 }
 
 // Holdings is what a provider says it has of a blob: its chunk map, the chunks it holds, and the
@@ -160,24 +164,36 @@ type Holdings struct {
 
 // Watch is Holding that also learns the chunks p is receiving, and may wait for more of them.
 func (c *Client) Watch(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64, want Want) (*Holdings, error) {
+	known := want.Known
+	if known != nil && (!known.Complete() || known.Digest != d || known.ChunkSize != chunkSize) {
+		known = nil
+	}
 	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize,
-		MinStates: want.MinStates, MinHave: want.MinHave, MinOffer: want.MinOffer})
+		MinStates: want.MinStates, MinHave: want.MinHave, MinOffer: want.MinOffer, OmitMap: known != nil})
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
-	limit := int64(chunks.MaxChunks*64 + 1024)
-	if resp.Length > limit {
-		_ = st.Reset()
-		return nil, fmt.Errorf("chunk map of %d bytes from %s: %w", resp.Length, p, errdefs.ErrInvalid)
-	}
-	b := make([]byte, resp.Length)
-	if _, err := io.ReadFull(br, b); err != nil {
-		return nil, fmt.Errorf("chunk map from %s: %v: %w", p, err, errdefs.ErrUnavailable)
-	}
-	var m chunks.Map
-	if err := m.UnmarshalBinary(b); err != nil {
-		return nil, err
+	m := known
+	if resp.MapOmitted {
+		if known == nil || resp.Length != 0 {
+			_ = st.Reset()
+			return nil, fmt.Errorf("peer %s omitted a chunk map it was not told of: %w", p, errdefs.ErrInvalid)
+		}
+	} else {
+		limit := int64(chunks.MaxChunks*64 + 1024)
+		if resp.Length > limit {
+			_ = st.Reset()
+			return nil, fmt.Errorf("chunk map of %d bytes from %s: %w", resp.Length, p, errdefs.ErrInvalid)
+		}
+		b := make([]byte, resp.Length)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return nil, fmt.Errorf("chunk map from %s: %v: %w", p, err, errdefs.ErrUnavailable)
+		}
+		m = new(chunks.Map)
+		if err := m.UnmarshalBinary(b); err != nil {
+			return nil, err
+		}
 	}
 	if m.Digest != d || m.ChunkSize != chunkSize {
 		return nil, fmt.Errorf("peer %s sent a map for %s/%d: %w", p, m.Digest, m.ChunkSize, errdefs.ErrInvalid)
@@ -194,7 +210,7 @@ func (c *Client) Watch(ctx context.Context, p peer.ID, d digest.Digest, chunkSiz
 		if err != nil {
 			return nil, fmt.Errorf("chunk set from %s: %w", p, err)
 		}
-		return &Holdings{Map: &m, Have: have, Recv: recv}, nil
+		return &Holdings{Map: m, Have: have, Recv: recv}, nil
 	}
 	have := chunks.NewSet(count)
 	held := m.Len()
@@ -204,7 +220,7 @@ func (c *Client) Watch(ctx context.Context, p peer.ID, d digest.Digest, chunkSiz
 	for i := range held {
 		have.Add(i)
 	}
-	return &Holdings{Map: &m, Have: have, Recv: recv}, nil
+	return &Holdings{Map: m, Have: have, Recv: recv}, nil
 }
 
 // GetChunk is Get of one chunk for a swarm: a provider busy sending it to other peers, or out of

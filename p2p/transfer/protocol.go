@@ -98,6 +98,11 @@ type request struct {
 	// MinOffer asks a provider still fetching the blob to wait (a few seconds at most, like
 	// MinStates and MinHave) until it holds or is receiving that many chunks in all.
 	MinOffer int `json:"minOffer,omitempty"`
+	// OmitMap tells a map request's provider that the requester has the blob's complete map
+	// from it already: a provider whose map is complete answers with its holdings only
+	// (MapOmitted, no body). A watcher asks several times a second, and a map is about 108
+	// bytes per piece (110 KB for a 1 GiB blob in 1 MiB pieces).
+	OmitMap bool `json:"omitMap,omitempty"`
 	// Spread marks a chunk request from a swarm: the requester can take the chunk elsewhere, so
 	// a provider that has just sent it to enough peers may answer busy (see Server).
 	Spread bool `json:"spread,omitempty"`
@@ -134,6 +139,9 @@ type response struct {
 	// Recv is, for a blob the provider is still fetching, the chunks it is receiving now (same
 	// encoding as Have): a chunk request for them is served as each one verifies there.
 	Recv []byte `json:"recv,omitempty"`
+	// MapOmitted answers a map request with OmitMap: the body is empty, and the map is the
+	// complete one the requester has.
+	MapOmitted bool `json:"mapOmitted,omitempty"`
 	// Holders, with ChunkBusy, are the peers the provider is sending the chunk's first piece to,
 	// or sent it to lately (at most maxHolders peer IDs): where to take it instead. A hint only:
 	// the bytes are verified wherever they come from.

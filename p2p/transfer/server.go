@@ -288,8 +288,14 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err != nil {
 			return fail(err)
 		}
-		body, _ := m.MarshalBinary()
-		resp := response{Status: statusOK, Size: m.Size, Length: int64(len(body)), Partial: !m.Complete()}
+		var body []byte
+		resp := response{Status: statusOK, Size: m.Size, Partial: !m.Complete()}
+		if req.OmitMap && m.Complete() {
+			resp.MapOmitted = true
+		} else {
+			body, _ = m.MarshalBinary()
+			resp.Length = int64(len(body))
+		}
 		if have != nil {
 			resp.Have, _ = have.MarshalBinary()
 		}

@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -11,11 +12,13 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-oci/shoal/internal/chunks"
 	"github.com/shoal-oci/shoal/internal/errdefs"
 	"github.com/shoal-oci/shoal/internal/tags"
 )
@@ -232,5 +235,87 @@ func TestGetChunkUpTo(t *testing.T) {
 		if err != nil || !bytes.Equal(got, tc.want) || r.Length != int64(len(tc.want)) {
 			t.Fatalf("%s: %d bytes, %v", tc.d, len(got), err)
 		}
+	}
+}
+
+// mapBytes passes on the body bytes of each map answer, once the server is done with it.
+type mapBytes chan int64
+
+func (m mapBytes) Served(op string, _ int, bytes int64) {
+	if op == opMap {
+		m <- bytes
+	}
+}
+
+func (m mapBytes) next(t *testing.T) int64 {
+	t.Helper()
+	select {
+	case n := <-m:
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatal("no map answer observed")
+		return 0
+	}
+}
+
+// A watcher that has a provider's complete map gets its holdings without the map again; a
+// watcher without one, or with a partial one, gets the map.
+func TestWatchOmitsAKnownCompleteMap(t *testing.T) {
+	mc := NewMemoryContent()
+	data := randomBytes(t, 5<<20+3)
+	d := digest.FromBytes(data)
+	mc.Put(d, "", data)
+	server, client := newHost(t), newHost(t)
+	served := make(mapBytes, 4)
+	NewServer(server, mc, nil, served)
+	if err := client.Connect(context.Background(), peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	c, p := NewClient(client), server.ID()
+	ctx := context.Background()
+	h, err := c.Watch(ctx, p, d, 1<<20, Want{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := served.next(t); !h.Map.Complete() || n == 0 {
+		t.Fatalf("first answer: complete map %v, %d body bytes", h.Map.Complete(), n)
+	}
+	again, err := c.Watch(ctx, p, d, 1<<20, Want{Known: h.Map})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := served.next(t); again.Map != h.Map || !again.Have.Full() || n != 0 {
+		t.Fatalf("with the map known: same map %v, holds all %v, %d body bytes (want 0)", again.Map == h.Map, again.Have.Full(), n)
+	}
+	partial := &chunks.Map{Digest: h.Map.Digest, Size: h.Map.Size, ChunkSize: h.Map.ChunkSize, States: h.Map.States[:2]}
+	third, err := c.Watch(ctx, p, d, 1<<20, Want{Known: partial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := served.next(t); !third.Map.Complete() || n == 0 {
+		t.Fatalf("with a partial map known: complete map %v, %d body bytes", third.Map.Complete(), n)
+	}
+}
+
+// A provider that omits a map the requester did not say it has is refused, not trusted for
+// one: the requester has no map to take its place.
+func TestUnaskedOmittedMapIsRefused(t *testing.T) {
+	liar, client := newHost(t), newHost(t)
+	liar.SetStreamHandler(ProtocolID, func(st network.Stream) {
+		defer st.Close()
+		var req request
+		if err := readFrame(bufio.NewReader(st), maxRequestFrame, &req); err != nil {
+			_ = st.Reset()
+			return
+		}
+		_ = writeFrame(st, response{Status: statusOK, Size: 5 << 20, MapOmitted: true})
+	})
+	if err := client.Connect(context.Background(), peer.AddrInfo{ID: liar.ID(), Addrs: liar.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromString("blob")
+	_, err := NewClient(client).Watch(context.Background(), liar.ID(), d, 1<<20, Want{})
+	if !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("an omitted map nobody asked to omit: %v, want ErrInvalid", err)
 	}
 }
