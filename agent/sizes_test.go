@@ -402,7 +402,13 @@ func TestStoreLimitCountsPartials(t *testing.T) {
 	}
 	// The partial and the new blob's reservation pass the limit: GC evicts the partial.
 	waitFor(t, func() bool { _, err := os.Stat(partial); return os.IsNotExist(err) }, "GC to evict the partial file")
-	waitFor(t, func() bool { st := n2.Status().Store; return st.Objects == 1 && st.Pending == 0 }, "the commit")
+	deadline := time.Now().Add(10 * time.Second)
+	for st := n2.Status().Store; st.Objects != 1 || st.Pending != 0; st = n2.Status().Store {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for the commit: store %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if used := n2.Status().Store.Bytes; used != int64(len(second)) {
 		t.Errorf("store usage %d, want the committed blob's %d", used, len(second))
 	}

@@ -1053,8 +1053,8 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			offered.AddAll(sp.recv)
 			want.MinOffer = offered.Count() + 1
 			if sp.mapLen == s.m.Len() && s.m.Complete() {
-				// Its complete map came in and agreed with ours: the answers need only its
-				// holdings.
+				// Its complete map came in and agreed with ours: while it stays the same, the
+				// answers need only its holdings.
 				want.Known = s.m
 			}
 		}

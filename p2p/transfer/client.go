@@ -165,11 +165,15 @@ type Holdings struct {
 // Watch is Holding that also learns the chunks p is receiving, and may wait for more of them.
 func (c *Client) Watch(ctx context.Context, p peer.ID, d digest.Digest, chunkSize int64, want Want) (*Holdings, error) {
 	known := want.Known
-	if known != nil && (!known.Complete() || known.Digest != d || known.ChunkSize != chunkSize) {
+	var omit digest.Digest
+	if known != nil && known.Complete() && known.Digest == d && known.ChunkSize == chunkSize {
+		b, _ := known.MarshalBinary()
+		omit = digest.FromBytes(b)
+	} else {
 		known = nil
 	}
 	st, br, resp, err := c.roundTrip(ctx, p, request{Op: opMap, Digest: d, ChunkSize: chunkSize,
-		MinStates: want.MinStates, MinHave: want.MinHave, MinOffer: want.MinOffer, OmitMap: known != nil})
+		MinStates: want.MinStates, MinHave: want.MinHave, MinOffer: want.MinOffer, OmitMap: omit})
 	if err != nil {
 		return nil, err
 	}

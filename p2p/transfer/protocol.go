@@ -98,11 +98,13 @@ type request struct {
 	// MinOffer asks a provider still fetching the blob to wait (a few seconds at most, like
 	// MinStates and MinHave) until it holds or is receiving that many chunks in all.
 	MinOffer int `json:"minOffer,omitempty"`
-	// OmitMap tells a map request's provider that the requester has the blob's complete map
-	// from it already: a provider whose map is complete answers with its holdings only
-	// (MapOmitted, no body). A watcher asks several times a second, and a map is about 108
-	// bytes per piece (110 KB for a 1 GiB blob in 1 MiB pieces).
-	OmitMap bool `json:"omitMap,omitempty"`
+	// OmitMap is the digest of the complete chunk map the requester has (of its binary
+	// encoding): a provider whose map is complete and has that digest answers with its holdings
+	// only (MapOmitted, no body). A watcher asks several times a second, and a map is about 108
+	// bytes per piece (110 KB for a 1 GiB blob in 1 MiB pieces). A provider whose map is
+	// another (its fetch started over on a different map) sends it, so that the requester sees
+	// the disagreement.
+	OmitMap digest.Digest `json:"omitMap,omitempty"`
 	// Spread marks a chunk request from a swarm: the requester can take the chunk elsewhere, so
 	// a provider that has just sent it to enough peers may answer busy (see Server).
 	Spread bool `json:"spread,omitempty"`

@@ -288,14 +288,12 @@ func (s *Server) serve(st network.Stream, req *request) (int, int64, error) {
 		if err != nil {
 			return fail(err)
 		}
-		var body []byte
+		body, _ := m.MarshalBinary()
 		resp := response{Status: statusOK, Size: m.Size, Partial: !m.Complete()}
-		if req.OmitMap && m.Complete() {
-			resp.MapOmitted = true
-		} else {
-			body, _ = m.MarshalBinary()
-			resp.Length = int64(len(body))
+		if req.OmitMap != "" && m.Complete() && digest.FromBytes(body) == req.OmitMap {
+			resp.MapOmitted, body = true, nil
 		}
+		resp.Length = int64(len(body))
 		if have != nil {
 			resp.Have, _ = have.MarshalBinary()
 		}

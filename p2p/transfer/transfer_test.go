@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -259,7 +260,8 @@ func (m mapBytes) next(t *testing.T) int64 {
 }
 
 // A watcher that has a provider's complete map gets its holdings without the map again; a
-// watcher without one, or with a partial one, gets the map.
+// watcher without one, with a partial one, or with a complete one that is not the provider's,
+// gets the provider's map.
 func TestWatchOmitsAKnownCompleteMap(t *testing.T) {
 	mc := NewMemoryContent()
 	data := randomBytes(t, 5<<20+3)
@@ -294,6 +296,18 @@ func TestWatchOmitsAKnownCompleteMap(t *testing.T) {
 	}
 	if n := served.next(t); !third.Map.Complete() || n == 0 {
 		t.Fatalf("with a partial map known: complete map %v, %d body bytes", third.Map.Complete(), n)
+	}
+	// A complete map that is not the provider's (a forged one the requester took from someone
+	// else): the provider sends its own, and the requester sees them disagree.
+	other := &chunks.Map{Digest: h.Map.Digest, Size: h.Map.Size, ChunkSize: h.Map.ChunkSize, States: slices.Clone(h.Map.States)}
+	other.States[3] = bytes.Clone(other.States[3])
+	other.States[3][len(other.States[3])-1] ^= 1
+	fourth, err := c.Watch(ctx, p, d, 1<<20, Want{Known: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := served.next(t); fourth.Map == other || n == 0 || !bytes.Equal(fourth.Map.States[3], h.Map.States[3]) {
+		t.Fatalf("with another complete map known: the provider's own map sent %v, %d body bytes", fourth.Map != other, n)
 	}
 }
 
