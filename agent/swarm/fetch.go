@@ -60,12 +60,14 @@ const (
 	perPeerInFlight = 2
 	// orderedWindow is how many chunks past the contiguous prefix go before rarest-first.
 	orderedWindow = 2
-	// maxWatched bounds the providers a fetch watches at once, and maxHintedWatched the ones
-	// among them named by a busy answer (transfer.ChunkBusyError), which may go past maxWatched:
-	// a provider that declines a chunk names the peers it sent it to, and hearing at once when
-	// they hold it is what keeps the first piece of a blob from waiting on provider records.
+	// maxWatched bounds the providers a fetch watches at once, besides at most maxHintedWatched
+	// named by busy answers about the blob's first piece (transfer.ChunkBusyError): a provider
+	// that declines it names the peers it sent it to, and hearing at once when they hold it is
+	// what keeps the first byte from waiting on provider records. maxHinted bounds the peers a
+	// fetch takes from such answers in all.
 	maxWatched       = 8
-	maxHintedWatched = 12
+	maxHintedWatched = 4
+	maxHinted        = 8
 	// rediscoverEvery is how often a fetch looks for providers that appeared since it began
 	// (nodes that started on the same blob announce it at their first chunk).
 	rediscoverEvery = time.Second
@@ -133,8 +135,13 @@ type swarmFetch struct {
 	events  chan struct{}
 	wg      sync.WaitGroup
 	stop    context.CancelFunc
-	watched int
+	watched int  // providers watched, besides the hinted ones
+	hintW   int  // hinted providers watched
+	hintN   int  // peers taken from busy answers
 	hints   bool // peers named by busy answers wait to be watched
+	// mSum is the digest of s.m's encoding, for want.KnownDigest, computed once per complete map.
+	mSum    digest.Digest
+	mSumFor *chunks.Map
 }
 
 // swarmPeer is what a fetch knows of one provider.
@@ -759,11 +766,12 @@ func (s *swarmFetch) check(ctx context.Context, p peer.ID, i int, v *chunks.Veri
 		v.Update(s.m)
 		covered := v.Covered()
 		sp := s.peers[p]
+		out := sp.out
 		s.mu.Unlock()
 		if covered {
 			return v.Check()
 		}
-		if sp.out {
+		if out {
 			return fmt.Errorf("%s: no state to verify a piece from %s: %w", s.d, p, errdefs.ErrUnavailable)
 		}
 		h, err := s.c.transfer.Watch(ctx, p, s.d, s.c.pieceSize, transfer.Want{MinStates: i + 2})
@@ -875,7 +883,7 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 			sp.busy = time.Now().Add(busyBackoff) // its slots are taken
 		}
 		var cb *transfer.ChunkBusyError
-		if errors.As(err, &cb) && s.have.Count() == 0 {
+		if errors.As(err, &cb) && jb.a == 0 && s.have.Count() == 0 {
 			s.hinted(cb.Holders)
 		}
 		if !s.seeds[jb.p] {
@@ -974,50 +982,65 @@ func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have, recv *chunks.Set)
 	sp.have, sp.recv, sp.mapLen = have, recv, m.Len()
 }
 
-// hinted takes the peers a provider's busy answer named as holding or receiving a chunk, while
-// this node holds no piece of the blob (its local client waits for the first byte; afterwards
-// provider records and watches find holders soon enough, and every extra watch and request
-// costs CPU on both ends): they become providers of the fetch, watched first (Fill starts the
-// watches). A hint costs at most a watch request to each: a peer that holds nothing answers so
-// and is dropped, and whatever it sends is verified like any provider's. Called with s.mu held.
+// hinted takes the peers a provider's busy answer about the blob's first piece named as holding
+// or receiving it, while this node holds no piece of the blob (its local client waits for the
+// first byte; afterwards provider records and watches find holders soon enough, and every extra
+// watch and request costs CPU on both ends), maxHinted in all: they become providers of the
+// fetch, watched apart from the others (Fill starts the watches). A hint is one peer's word: a
+// named peer that cannot be reached or holds nothing is forgotten (not dropped, so that a
+// provider record naming it later still counts), and whatever it sends is verified like any
+// provider's. Called with s.mu held.
 func (s *swarmFetch) hinted(ps []peer.ID) {
 	self := s.c.router.ID()
 	for _, p := range ps {
-		if p == self {
+		if p == self || s.hintN >= maxHinted {
 			continue
 		}
-		if sp := s.peer(p); !sp.hinted {
-			sp.hinted = true
-			s.hints = true
+		if _, known := s.peers[p]; known {
+			continue
 		}
+		s.peer(p).hinted = true
+		s.hintN++
+		s.hints = true
 	}
 }
 
-// watchMore starts watching providers: those named by busy answers first, up to
-// maxHintedWatched watched in all, then the others up to maxWatched. Called with s.mu held.
+// mapDigest is the digest of the complete map in use. Called with s.mu held.
+func (s *swarmFetch) mapDigest() digest.Digest {
+	if s.mSumFor != s.m {
+		b, _ := s.m.MarshalBinary()
+		s.mSum, s.mSumFor = digest.FromBytes(b), s.m
+	}
+	return s.mSum
+}
+
+// forget removes a hinted peer that never answered a watch. Called with s.mu held.
+func (s *swarmFetch) forget(sp *swarmPeer) {
+	delete(s.peers, sp.id)
+	s.order = slices.DeleteFunc(s.order, func(p peer.ID) bool { return p == sp.id })
+	s.c.router.Unprotect(sp.id, "shoal-transfer")
+}
+
+// watchMore starts watching providers: up to maxWatched of those found by lookups, and up to
+// maxHintedWatched of those named by busy answers. Called with s.mu held.
 func (s *swarmFetch) watchMore(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	for _, hinted := range []bool{true, false} {
-		limit := maxWatched
-		if hinted {
-			limit = maxHintedWatched
+	for _, p := range s.order {
+		sp := s.peers[p]
+		n, limit := &s.watched, maxWatched
+		if sp.hinted {
+			n, limit = &s.hintW, maxHintedWatched
 		}
-		for _, p := range s.order {
-			if s.watched >= limit {
-				break
-			}
-			sp := s.peers[p]
-			if sp.hinted != hinted || sp.watching || !s.usable(sp) || (sp.have != nil && sp.have.Full()) {
-				continue
-			}
-			sp.watching = true
-			s.watched++
-			s.c.router.Protect(p, "shoal-transfer")
-			s.wg.Add(1)
-			go s.watch(ctx, sp)
+		if *n >= limit || sp.watching || !s.usable(sp) || (sp.have != nil && sp.have.Full()) {
+			continue
 		}
+		sp.watching = true
+		*n++
+		s.c.router.Protect(p, "shoal-transfer")
+		s.wg.Add(1)
+		go s.watch(ctx, sp)
 	}
 }
 
@@ -1026,10 +1049,18 @@ func (s *swarmFetch) watchMore(ctx context.Context) {
 func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 	defer s.wg.Done()
 	errs := 0
+	gone := false // a hinted peer that never answered: forgotten, not dropped
 	defer func() {
 		s.mu.Lock()
 		sp.watching = false
-		s.watched--
+		if sp.hinted {
+			s.hintW--
+		} else {
+			s.watched--
+		}
+		if gone {
+			s.forget(sp)
+		}
 		s.watchMore(ctx)
 		s.mu.Unlock()
 		s.kick()
@@ -1055,7 +1086,7 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			if sp.mapLen == s.m.Len() && s.m.Complete() {
 				// Its complete map came in and agreed with ours: while it stays the same, the
 				// answers need only its holdings.
-				want.Known = s.m
+				want.Known, want.KnownDigest = s.m, s.mapDigest()
 			}
 		}
 		cs, size := s.m.ChunkSize, s.m.Size // s.m is replaced under s.mu as maps grow
@@ -1069,7 +1100,11 @@ func (s *swarmFetch) watch(ctx context.Context, sp *swarmPeer) {
 			}
 			if errs++; errs >= watchErrors || errors.Is(err, errdefs.ErrNotFound) {
 				s.mu.Lock()
-				sp.out = true
+				if sp.hinted && sp.have == nil {
+					gone = true
+				} else {
+					sp.out = true
+				}
 				s.mu.Unlock()
 				return
 			}

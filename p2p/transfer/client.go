@@ -149,8 +149,9 @@ type Want struct {
 	MinStates, MinHave, MinOffer int
 	// Known is the blob's complete map as the provider sent it before, if the watcher has it:
 	// a provider whose map is complete then sends only its holdings, and Known is the answer's
-	// map.
-	Known *chunks.Map
+	// map. KnownDigest, if set, is the digest of Known's encoding (computed otherwise).
+	Known       *chunks.Map
+	KnownDigest digest.Digest
 }
 
 // Holdings is what a provider says it has of a blob: its chunk map, the chunks it holds, and the
@@ -167,8 +168,11 @@ func (c *Client) Watch(ctx context.Context, p peer.ID, d digest.Digest, chunkSiz
 	known := want.Known
 	var omit digest.Digest
 	if known != nil && known.Complete() && known.Digest == d && known.ChunkSize == chunkSize {
-		b, _ := known.MarshalBinary()
-		omit = digest.FromBytes(b)
+		omit = want.KnownDigest
+		if omit == "" {
+			b, _ := known.MarshalBinary()
+			omit = digest.FromBytes(b)
+		}
 	} else {
 		known = nil
 	}

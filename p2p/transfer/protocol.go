@@ -100,8 +100,8 @@ type request struct {
 	MinOffer int `json:"minOffer,omitempty"`
 	// OmitMap is the digest of the complete chunk map the requester has (of its binary
 	// encoding): a provider whose map is complete and has that digest answers with its holdings
-	// only (MapOmitted, no body). A watcher asks several times a second, and a map is about 108
-	// bytes per piece (110 KB for a 1 GiB blob in 1 MiB pieces). A provider whose map is
+	// only (MapOmitted, no body). A watcher asks several times a second, and a map is 32 bytes
+	// per piece (64 KiB for a 1 GiB blob in 512 KiB pieces). A provider whose map is
 	// another (its fetch started over on a different map) sends it, so that the requester sees
 	// the disagreement.
 	OmitMap digest.Digest `json:"omitMap,omitempty"`

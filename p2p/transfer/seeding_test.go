@@ -5,14 +5,11 @@ import (
 	"errors"
 	"io"
 	"slices"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
-	"github.com/shoal-oci/shoal/internal/chunks"
-	"github.com/shoal-oci/shoal/internal/errdefs"
+	"github.com/shoal-oci/shoal/internal/throttle"
 )
 
 // A super-seeding server sends each chunk of an original blob once (within the hold), answering
@@ -116,9 +113,8 @@ func TestSuperSeedingCountsPieces(t *testing.T) {
 }
 
 // A provider declining a chunk names where to take it: the peer it is sending that range to
-// (spreadFanout; firstFanout for a blob's first bytes, which go to that many peers at once), or,
-// as an original holder, the peer it sent the piece to within the hold, to every later requester
-// (the receiver itself included: a swarm skips its own ID).
+// (spreadFanout), or, as an original holder, the peer it sent the piece to within the hold, to
+// every later requester (the receiver itself included: a swarm skips its own ID).
 func TestBusyAnswersNameHolders(t *testing.T) {
 	mc := NewMemoryContent()
 	data := randomBytes(t, 48<<20) // a range bigger than the stream's window: a reader that
@@ -129,7 +125,7 @@ func TestBusyAnswersNameHolders(t *testing.T) {
 	mc.Put(sd, "", seeded)
 	server := newHost(t)
 	NewServer(server, mc, nil, nil, WithUploadSlots(8), WithSuperSeeding(1<<20, 1<<20, func(x digest.Digest) bool { return x == sd }))
-	clients := make([]*Client, firstFanout+1)
+	clients := make([]*Client, 3)
 	ids := make([]peer.ID, len(clients))
 	for i := range clients {
 		h := newHost(t)
@@ -158,19 +154,6 @@ func TestBusyAnswersNameHolders(t *testing.T) {
 	}
 	r0.Close()
 
-	// The first bytes go to firstFanout requesters at once; the next is told of all of them.
-	for i := range firstFanout {
-		r, err := clients[i].GetChunk(context.Background(), p, d, 0, 32<<20, false)
-		if err != nil {
-			t.Fatalf("first bytes to requester %d of %d: %v", i+1, firstFanout, err)
-		}
-		defer r.Close()
-	}
-	_, err = clients[firstFanout].GetChunk(context.Background(), p, d, 0, 32<<20, false)
-	if hs := holdersOf(err); len(hs) != firstFanout || !slices.Equal(hs, ids[:firstFanout]) {
-		t.Errorf("first bytes being sent: busy answer names %v, want %v", hs, ids[:firstFanout])
-	}
-
 	// Sent within the hold, by an original holder.
 	get := func(c *Client) error {
 		r, err := c.GetChunk(context.Background(), p, sd, 0, 1<<20, false)
@@ -188,68 +171,6 @@ func TestBusyAnswersNameHolders(t *testing.T) {
 		if hs := holdersOf(get(c)); len(hs) != 1 || hs[0] != ids[1] {
 			t.Errorf("piece sent: busy answer names %v, want [%s]", hs, ids[1])
 		}
-	}
-}
-
-// beginning is a blob a node has begun to fetch and holds no piece of: no chunk map yet, until
-// land.
-type beginning struct {
-	*MemoryContent
-	d       digest.Digest
-	mu      sync.Mutex
-	landed  bool
-	changed chan struct{}
-}
-
-func (b *beginning) ChunkMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
-	b.mu.Lock()
-	landed := b.landed
-	b.mu.Unlock()
-	if d == b.d && !landed {
-		return nil, errdefs.ErrNotFound
-	}
-	return b.MemoryContent.ChunkMap(ctx, d, chunkSize)
-}
-
-func (b *beginning) Holding(d digest.Digest, chunkSize int64) (*chunks.Set, <-chan struct{}, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if d != b.d || b.landed {
-		return nil, nil, false
-	}
-	return chunks.NewSet(2), b.changed, true
-}
-
-func (b *beginning) land() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.landed = true
-	close(b.changed)
-}
-
-// A peer named by a busy answer may be asked for its map before its first piece landed: the map
-// request waits for that piece (within the map wait) rather than answering not found, which
-// would make the asker drop the peer for the rest of its fetch.
-func TestMapWaitsForAFetchsFirstPiece(t *testing.T) {
-	mc := NewMemoryContent()
-	data := randomBytes(t, 2<<20)
-	d := digest.FromBytes(data)
-	mc.Put(d, "", data)
-	b := &beginning{MemoryContent: mc, d: d, changed: make(chan struct{})}
-	c, p, _ := pair(t, b)
-	time.AfterFunc(300*time.Millisecond, b.land)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	h, err := c.Watch(ctx, p, d, 1<<20, Want{})
-	if err != nil {
-		t.Fatalf("map of a blob whose first piece lands 300 ms after the request: %v", err)
-	}
-	if h.Map.Size != int64(len(data)) {
-		t.Fatalf("map of %d bytes, want %d", h.Map.Size, len(data))
-	}
-	// A blob not being fetched is still not found.
-	if _, err := c.Watch(ctx, p, digest.FromString("other"), 1<<20, Want{}); !errors.Is(err, errdefs.ErrNotFound) {
-		t.Fatalf("map of an unknown blob: %v, want not found", err)
 	}
 }
 
@@ -272,5 +193,49 @@ func TestBusyAnswerHoldersAreBounded(t *testing.T) {
 	resp := &response{Status: statusBusy, ChunkBusy: true, Holders: []string{"junk"}}
 	if err := statusError(resp, from); err != ErrChunkBusy {
 		t.Fatalf("a busy answer naming no valid peer: %v, want ErrChunkBusy itself", err)
+	}
+}
+
+// A blob's first bytes (a range at offset 0 of at most firstFanoutBytes) go to firstFanout
+// requesters at once, and the next is told of all of them; a larger range at offset 0 goes to
+// one at a time. The server sends at 256 KiB/s, so every copy is still going when the next
+// request comes.
+func TestFirstBytesGoToSeveralAtOnce(t *testing.T) {
+	mc := NewMemoryContent()
+	data := randomBytes(t, 8<<20)
+	d := digest.FromBytes(data)
+	mc.Put(d, "", data)
+	server := newHost(t)
+	NewServer(server, mc, nil, nil, WithUploadSlots(8), WithUploadLimit(throttle.New(256<<10)))
+	clients := make([]*Client, firstFanout+1)
+	ids := make([]peer.ID, len(clients))
+	for i := range clients {
+		h := newHost(t)
+		if err := h.Connect(context.Background(), peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		clients[i], ids[i] = NewClient(h), h.ID()
+	}
+	p := server.ID()
+	for i := range firstFanout {
+		r, err := clients[i].GetChunk(context.Background(), p, d, 0, firstFanoutBytes, false)
+		if err != nil {
+			t.Fatalf("first bytes to requester %d of %d: %v", i+1, firstFanout, err)
+		}
+		defer r.Close()
+	}
+	_, err := clients[firstFanout].GetChunk(context.Background(), p, d, 0, firstFanoutBytes, false)
+	var cb *ChunkBusyError
+	if !errors.As(err, &cb) || !slices.Equal(cb.Holders, ids[:firstFanout]) {
+		t.Fatalf("first bytes to one requester more: %v; want busy naming %v", err, ids[:firstFanout])
+	}
+	// A whole chunk at offset 0 is not the first bytes: one at a time.
+	r, err := clients[0].GetChunk(context.Background(), p, d, 0, 4<<20, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := clients[1].GetChunk(context.Background(), p, d, 0, 4<<20, false); !errors.As(err, &cb) {
+		t.Fatalf("a second requester of a whole chunk at offset 0: %v, want busy", err)
 	}
 }

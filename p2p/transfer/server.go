@@ -407,22 +407,7 @@ func (s *Server) mapAtLeast(req *request) (*chunks.Map, *chunks.Set, *chunks.Set
 	for {
 		m, err := s.content.ChunkMap(context.Background(), req.Digest, req.ChunkSize)
 		if err != nil {
-			// A blob this node has begun to fetch has no map until its first piece lands: a peer
-			// that heard of this node as receiving it (a busy answer's Holders) waits for that,
-			// as for more states.
-			if holder == nil || !errors.Is(err, errdefs.ErrNotFound) {
-				return nil, nil, nil, err
-			}
-			_, changed, inProgress := holder.Holding(req.Digest, req.ChunkSize)
-			if !inProgress || changed == nil {
-				return nil, nil, nil, err
-			}
-			select {
-			case <-changed:
-				continue
-			case <-timer.C:
-				return nil, nil, nil, err
-			}
+			return nil, nil, nil, err
 		}
 		var have, recv *chunks.Set
 		var changed <-chan struct{}
@@ -477,12 +462,16 @@ func offered(have, recv *chunks.Set) int {
 // requests together are capped by the server's upload slots.
 const spreadFanout = 1
 
-// firstFanout is spreadFanout for a blob's first bytes (a range at offset 0), which every
-// requester's local client waits on for its first byte: a holder sends them to this many peers at
-// once. A first piece is small beside an uplink, so the copies cost little time each, and the
-// tree that spreads it is shallower: at one copy at a time every node waited through about
-// log2(N) hops of store-and-forward.
-const firstFanout = 3
+// firstFanout is spreadFanout for a blob's first bytes (a range at offset 0 of at most
+// firstFanoutBytes: a first piece asked alone, or a small blob whole), which every requester's
+// local client waits on for its first byte: a holder sends them to this many peers at once. A
+// first piece is small beside an uplink, so the copies cost little time each, and the tree that
+// spreads it is shallower: at one copy at a time every node waited through about log2(N) hops of
+// store-and-forward.
+const (
+	firstFanout      = 3
+	firstFanoutBytes = 1 << 20
+)
 
 // spreadMinRate and spreadGrace bound how long a swarm chunk may hold an upload slot.
 const (
@@ -513,7 +502,7 @@ func (s *spreader) admit(d digest.Digest, off, n int64, p peer.ID) (ok, chunk bo
 	}
 	k := spreadKey{d, off, n}
 	fanout := spreadFanout
-	if off == 0 {
+	if off == 0 && n <= firstFanoutBytes {
 		fanout = firstFanout
 	}
 	if len(s.sending[k]) >= fanout {
