@@ -163,6 +163,7 @@ func TestTricklingPeerIsDropped(t *testing.T) {
 		Registries:   []string{o.URL()},
 		P2P:          &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: seed.Node().Addrs()},
 		ChunkSize:    1 << 20,
+		PieceSize:    1 << 20,
 		PeerDeadline: agent.PeerDeadline{Grace: time.Second, MinRate: 1 << 20},
 	})
 	waitProvided(t, b, d.String())

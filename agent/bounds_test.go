@@ -121,6 +121,7 @@ func TestStallsAreBounded(t *testing.T) {
 		Registries: []string{hung, o.URL()},
 		P2P:        &p2p.Config{ListenAddrs: []string{loopback}},
 		ChunkSize:  1 << 20,
+		PieceSize:  1 << 20,
 		// The default first-byte bound (30 s) leaves room for a pull around the silent peer (a
 		// chunk request, 10 s, then a map request, 5 s) to the origin; a short write stall bound
 		// keeps the slow reader's part short. What is asserted is how requests end.

@@ -37,6 +37,7 @@ func startPeer(t *testing.T, dir string, swarmKey []byte, registry string, boots
 		Registries: []string{registry},
 		P2P:        &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: bootstrap, SwarmKey: swarmKey},
 		ChunkSize:  1 << 20,
+		PieceSize:  1 << 20,
 	})
 }
 
@@ -482,7 +483,7 @@ func TestRateLimitsHold(t *testing.T) {
 			pushBlob(t, o, "test/big", data, d)
 			md := pushListing(t, o, "test/big", map[digest.Digest]int64{d: size})
 			peerCfg := func(dir string, boot []string) agent.Config {
-				return agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20,
+				return agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20, PieceSize: 1 << 20,
 					P2P: &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: boot}}
 			}
 			ca := peerCfg(t.TempDir(), nil)

@@ -25,7 +25,7 @@ import (
 )
 
 // Pieces: a chunk (the unit a swarm asks for, 4 MiB by default) is verified and passed on piece
-// by piece (1 MiB by default), to the local client and to other peers, before the rest of the
+// by piece (512 KiB by default), to the local client and to other peers, before the rest of the
 // chunk has arrived.
 
 // gatedContent serves a blob honestly to its first `opens` chunk requests (the first node's)
@@ -115,15 +115,15 @@ func streamBlob(t *testing.T, host, repo string, d digest.Digest, got *atomic.In
 	return out
 }
 
-// TestPiecesReachClientAndNextPeerBeforeTheChunk: a provider sends the first two pieces of a
-// chunk and then holds back the rest. The node receiving it passes those pieces to its local
+// TestPiecesReachClientAndNextPeerBeforeTheChunk: a provider sends the first 2 MiB of a chunk
+// (its first pieces) and then holds back the rest. The node receiving it passes those pieces to its local
 // client and, cut-through, to a second node (whose only way to them is the first node) while the
 // chunk is still incomplete. Then the rest comes, and both get the whole blob, verified.
 func TestPiecesReachClientAndNextPeerBeforeTheChunk(t *testing.T) {
 	o := startOrigin(t)
-	data, d := randomBlob(t, 6<<20) // chunks of 4 and 2 MiB; pieces of 1 MiB
+	data, d := randomBlob(t, 6<<20) // chunks of 4 and 2 MiB, in pieces of 512 KiB
 	pushBlob(t, o, "test/big", data, d)
-	const held = 2 << 20 // the provider sends pieces 0 and 1, then waits
+	const held = 2 << 20 // the provider sends the first 2 MiB, then waits
 	mc := transfer.NewMemoryContent()
 	mc.Put(d, "", data)
 	// The first node asks for the first piece alone and chunk 1 at once (the two chunks after its
@@ -188,19 +188,19 @@ func TestPiecesReachClientAndNextPeerBeforeTheChunk(t *testing.T) {
 	}
 }
 
-// TestLyingPieceIsBlamed: a peer with the honest map sends a chunk whose third piece is corrupt.
-// The two pieces before it land (verified) and the liar is blamed for the third; the rest comes
+// TestLyingPieceIsBlamed: a peer with the honest map sends a chunk with a corrupt piece at 2 MiB.
+// The pieces before it land (verified) and the liar is blamed for that one; the rest comes
 // from the origin, and only the right bytes are stored.
 func TestLyingPieceIsBlamed(t *testing.T) {
 	o := startOrigin(t)
-	data, d := randomBlob(t, 4<<20+1024) // chunk 0: pieces 0-3; chunk 1: piece 4 (1 KiB)
+	data, d := randomBlob(t, 4<<20+1024) // chunk 0: 4 MiB; chunk 1: 1 KiB
 	pushBlob(t, o, "test/big", data, d)
 	honest, err := chunks.Read(context.Background(), bytes.NewReader(data), digest.SHA256, chunks.DefaultPieceSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad := bytes.Clone(data)
-	bad[2<<20+100] ^= 0x55 // in piece 2
+	bad[2<<20+100] ^= 0x55 // in the piece starting at 2 MiB
 	mc := transfer.NewMemoryContent()
 	mc.Put(d, "", bad)
 	mc.PutMap(honest)
@@ -256,7 +256,7 @@ func TestCutThroughFromAnOriginStream(t *testing.T) {
 	const part = 1<<20 + 12345 // the origin sends this much, then waits
 	o := startPausedOrigin(t, d, data, part)
 	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{o.URL},
-		P2P: &p2p.Config{ListenAddrs: []string{loopback}}})
+		P2P: &p2p.Config{ListenAddrs: []string{loopback}}, PieceSize: 1 << 20})
 	var got atomic.Int64
 	body := streamBlob(t, co.host, "test/slow", d, &got)
 	waitFor(t, func() bool { return got.Load() >= part-1 }, "the node's client to get what the origin sent")
@@ -264,7 +264,7 @@ func TestCutThroughFromAnOriginStream(t *testing.T) {
 	probe := startTestPeer(t, transfer.NewMemoryContent(), co.Node().Addrs()...)
 	connect(t, probe, co)
 	c := transfer.NewClient(probe.Host())
-	h, err := c.Watch(context.Background(), co.Node().ID(), d, chunks.DefaultPieceSize, transfer.Want{})
+	h, err := c.Watch(context.Background(), co.Node().ID(), d, 1<<20, transfer.Want{})
 	if err != nil {
 		t.Fatal(err)
 	}

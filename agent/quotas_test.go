@@ -156,7 +156,7 @@ func TestRepeatedNotFoundCostsOneOriginRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{o.URL()}, ChunkSize: 1 << 20,
+	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{o.URL()}, ChunkSize: 1 << 20, PieceSize: 1 << 20,
 		P2P:         &p2p.Config{ListenAddrs: []string{loopback}, SwarmKey: key},
 		NotFoundTTL: time.Hour}) // far longer than the test: every repeat falls inside it
 	member := startMember(t, key, co.Node().Addrs()...)
@@ -269,7 +269,7 @@ func TestBusyCoordinatorSendsRequesterToOrigin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{origin}, ChunkSize: 1 << 20,
+	co := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), Registries: []string{origin}, ChunkSize: 1 << 20, PieceSize: 1 << 20,
 		P2P: &p2p.Config{ListenAddrs: []string{loopback}, SwarmKey: key}, MaxCoordinatedFetches: 1})
 	liar := startMember(t, key, co.Node().Addrs()...)
 	b := startPeer(t, t.TempDir(), key, origin, co.Node().Addrs()...)

@@ -17,7 +17,7 @@ func TestPartialFetchSurvivesRestart(t *testing.T) {
 	data, d := randomBlob(t, 8<<20)
 	pushBlob(t, o, "test/big", data, d)
 	dir := t.TempDir()
-	cfg := agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20}
+	cfg := agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20, PieceSize: 1 << 20}
 	slow := cfg
 	slow.MaxDownloadRate = 2 << 20
 	n := startAgentConfig(t, slow)

@@ -47,7 +47,7 @@ func startTrusting(t *testing.T, dir, registry string, seed bool, ttl time.Durat
 	if seed {
 		pc.Seed, pc.SeedAuthorityKey = true, seedAuthority
 	}
-	return startAgentConfig(t, agent.Config{DataDir: dir, Registries: []string{registry}, P2P: pc, ChunkSize: 1 << 20, TagTTL: ttl})
+	return startAgentConfig(t, agent.Config{DataDir: dir, Registries: []string{registry}, P2P: pc, ChunkSize: 1 << 20, PieceSize: 1 << 20, TagTTL: ttl})
 }
 
 // seededCluster starts n agents that trust the tests' seed authority, the first an authorized

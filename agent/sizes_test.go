@@ -230,7 +230,7 @@ func TestForgedPartialIsDropped(t *testing.T) {
 	}
 	st.Close()
 
-	b := startAgentConfig(t, agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20})
+	b := startAgentConfig(t, agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20, PieceSize: 1 << 20})
 	if used := b.Status().Store.Bytes; used < claimed-(1<<20) {
 		t.Errorf("store usage %d does not count the partial file's %d bytes", used, claimed-(1<<20))
 	}
@@ -371,7 +371,7 @@ func TestStoreLimitCountsPartials(t *testing.T) {
 	pushBlob(t, o, "test/big", first, d1)
 	pushBlob(t, o, "test/big", second, d2)
 	dir := t.TempDir()
-	cfg := agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20}
+	cfg := agent.Config{DataDir: dir, Registries: []string{o.URL()}, ChunkSize: 1 << 20, PieceSize: 1 << 20}
 	slow := cfg
 	slow.MaxDownloadRate = 2 << 20
 	n := startAgentConfig(t, slow)
@@ -441,7 +441,7 @@ func TestSeedBindsSize(t *testing.T) {
 // fetch. Three of the four providers of each blob hold nothing, in an order the DHT decides.
 func TestUnknownSizeSkipsProvidersThatFail(t *testing.T) {
 	ctx := context.Background()
-	n := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), ChunkSize: 1 << 20,
+	n := startAgentConfig(t, agent.Config{DataDir: t.TempDir(), ChunkSize: 1 << 20, PieceSize: 1 << 20,
 		P2P: &p2p.Config{ListenAddrs: []string{loopback}}})
 	honest := transfer.NewMemoryContent()
 	holder := startTestPeer(t, honest, n.Node().Addrs()...)

@@ -132,6 +132,7 @@ func TestSlowSwarmIsNotADeadOne(t *testing.T) {
 				Registries:   []string{o.URL()},
 				P2P:          &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: seed.Node().Addrs()},
 				ChunkSize:    1 << 20,
+				PieceSize:    1 << 20,
 				PeerDeadline: agent.PeerDeadline{Stall: 2 * time.Second},
 			})
 			waitProvided(t, b, d.String())
@@ -175,7 +176,7 @@ func TestBusyLiarCannotKeepTheSeedAway(t *testing.T) {
 		Registries: []string{o.URL()},
 		P2P: &p2p.Config{ListenAddrs: []string{loopback}, Bootstrap: seed.Node().Addrs(),
 			SeedAuthorities: trusted()},
-		ChunkSize: 1 << 20,
+		ChunkSize: 1 << 20, PieceSize: 1 << 20,
 		// Long enough for the few refusals (a second apart) after which the seed is asked.
 		PeerDeadline: agent.PeerDeadline{Stall: 10 * time.Second},
 	})

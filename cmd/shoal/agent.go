@@ -58,7 +58,7 @@ func agentFlags() []cli.Flag {
 			Usage: "evict least recently used content past this size (e.g. 50GiB, 200GB), counting fetches in flight and partial files; 0 = no limit"},
 		&cli.StringFlag{Name: "chunk-size", Value: "4MiB", EnvVars: env("CHUNK_SIZE"),
 			Usage: "what one swarm request asks a peer for, in whole pieces"},
-		&cli.StringFlag{Name: "piece-size", Value: "1MiB", EnvVars: env("PIECE_SIZE"),
+		&cli.StringFlag{Name: "piece-size", Value: "512KiB", EnvVars: env("PIECE_SIZE"),
 			Usage: "unit of verified peer transfer (chunk map states), a multiple of 128 bytes, at most --chunk-size; the same on every node of a cluster"},
 		&cli.BoolFlag{Name: "p2p", Value: true, EnvVars: env("P2P"),
 			Usage: "share content with peers; --p2p=false runs a plain mirror"},

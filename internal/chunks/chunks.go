@@ -33,13 +33,13 @@ import (
 // DefaultSize is the default chunk size, 4 MiB: the unit a swarm schedules (one request).
 const DefaultSize = 4 << 20
 
-// DefaultPieceSize is the default piece size, 1 MiB: the unit a map has states for, so the unit
+// DefaultPieceSize is the default piece size, 512 KiB: the unit a map has states for, so the unit
 // a receiver verifies and passes on. A map's ChunkSize is the piece size of the cluster; a swarm
 // asks for several pieces at once (a chunk) and lands each one as it verifies.
-const DefaultPieceSize = 1 << 20
+const DefaultPieceSize = 512 << 10
 
-// MaxChunks bounds a map so that a peer cannot make us allocate without limit: with 1 MiB pieces
-// it covers blobs of 256 GiB.
+// MaxChunks bounds a map so that a peer cannot make us allocate without limit: with 512 KiB
+// pieces it covers blobs of 128 GiB (a larger blob cannot be stored: its map cannot be built).
 const MaxChunks = 1 << 18
 
 // algo describes one supported hash's state layout (crypto/sha256 and crypto/sha512
