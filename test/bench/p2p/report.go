@@ -121,7 +121,7 @@ func (r *results) markdown() string {
 	p("- %d blobs pulled through random holders; every one was findable from node 0 %.2f s after the last commit. %d of them were then held by a second node too "+
 		"(the blob's coordinator, which fetched it from the origin for the cluster); requesters are picked among the nodes that do not hold the blob.\n",
 		dh.Trials, dh.AdvertiseSeconds, dh.HeldTwice)
-	p("- Trials: %d of %d GETs succeeded with every byte from a peer (origin blocked; it refused %d blob requests); FindProviders from the third node found a node holding the blob (the holder or the requester) %d times of %d.\n",
+	p("- Trials: %d of %d GETs succeeded with every byte from a peer (origin blob GETs blocked, HEADs answered; it refused %d blob requests); FindProviders from the third node found a node holding the blob (the holder or the requester) %d times of %d.\n",
 		dh.PeerOK, dh.Trials, dh.Refused, dh.FindHits, len(dh.Find))
 	p("- The trial loop took %.1f s of wall time and %.1f s of CPU time of the process (%.0f%% of the machine's %d cores); the process's garbage collector ran %d cycles and used %.1f s of CPU (%.0f%% of the process's).\n",
 		dh.TrialSeconds, dh.TrialCPUSeconds, 100*dh.TrialCPUSeconds/dh.TrialSeconds/float64(r.m.NProc), r.m.NProc,
@@ -196,7 +196,7 @@ func (r *results) markdown() string {
 		"(also 3 s after the last removal, files kept): in one goroutine, as the agent's fetch does, and with reading+hashing and writing in two goroutines.\n")
 	p("- 2: a child process of the benchmark runs the origin and %d agents (`agent.New` with `P2P` on 127.0.0.1 and `Serve`, i.e. whole agents with store, HTTP API, p2p node and transfer server), "+
 		"node 0 alone, nodes 1..%d bootstrapped to node 0, the rest to all %d seeds. For each trial a distinct blob is pulled through a random holder (not node 0) from the origin; once "+
-		"node 0 finds every holder, the origin is blocked and, per trial, a random requester among the nodes that do not hold the blob GETs it through its /v2 API (time to first body byte; its lookup duration "+
+		"node 0 finds every holder, the origin's blob GETs are blocked (HEADs, which bind a blob's size, still answer) and, per trial, a random requester among the nodes that do not hold the blob GETs it through its /v2 API (time to first body byte; its lookup duration "+
 		"from its shoal_dht_lookup_duration_seconds sum), then GETs it through the holder (answered from its store: the baseline), a random third node runs FindProviders (a cold lookup: "+
 		"no node but node 0 looked the digest up before), the probe looks it up, and a random fourth node does the peer fetch's steps one at a time. "+
 		"`-dht-trace FILE` writes an execution trace of the trials; `cd test/bench/p2p/traceana && go run . FILE` explains the slowest trials from it.\n",
