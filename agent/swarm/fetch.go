@@ -996,10 +996,17 @@ func (s *swarmFetch) hinted(ps []peer.ID) {
 		if p == self || s.hintN >= maxHinted {
 			continue
 		}
-		if _, known := s.peers[p]; known {
+		// A peer found by a lookup but not watched (all 8 watches are taken, as in a rollout where
+		// every node provides the blob from its first piece) is watched as a hinted one: it is
+		// the one peer known to be getting the piece.
+		sp, known := s.peers[p]
+		if known && (sp.hinted || sp.watching || sp.out) {
 			continue
 		}
-		s.peer(p).hinted = true
+		if !known {
+			sp = s.peer(p)
+		}
+		sp.hinted = true
 		s.hintN++
 		s.hints = true
 	}
