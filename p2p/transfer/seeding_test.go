@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 	"github.com/shoal-oci/shoal/internal/throttle"
@@ -125,15 +126,7 @@ func TestBusyAnswersNameHolders(t *testing.T) {
 	mc.Put(sd, "", seeded)
 	server := newHost(t)
 	NewServer(server, mc, nil, nil, WithUploadSlots(8), WithSuperSeeding(1<<20, 1<<20, func(x digest.Digest) bool { return x == sd }))
-	clients := make([]*Client, 3)
-	ids := make([]peer.ID, len(clients))
-	for i := range clients {
-		h := newHost(t)
-		if err := h.Connect(context.Background(), peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
-			t.Fatal(err)
-		}
-		clients[i], ids[i] = NewClient(h), h.ID()
-	}
+	clients, ids := clientsOf(t, server, 3)
 	p := server.ID()
 	holdersOf := func(err error) []peer.ID {
 		var cb *ChunkBusyError
@@ -207,15 +200,7 @@ func TestFirstBytesGoToSeveralAtOnce(t *testing.T) {
 	mc.Put(d, "", data)
 	server := newHost(t)
 	NewServer(server, mc, nil, nil, WithUploadSlots(8), WithUploadLimit(throttle.New(256<<10)))
-	clients := make([]*Client, firstFanout+1)
-	ids := make([]peer.ID, len(clients))
-	for i := range clients {
-		h := newHost(t)
-		if err := h.Connect(context.Background(), peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
-			t.Fatal(err)
-		}
-		clients[i], ids[i] = NewClient(h), h.ID()
-	}
+	clients, ids := clientsOf(t, server, firstFanout+1)
 	p := server.ID()
 	for i := range firstFanout {
 		r, err := clients[i].GetChunk(context.Background(), p, d, 0, firstFanoutBytes, false)
@@ -238,4 +223,18 @@ func TestFirstBytesGoToSeveralAtOnce(t *testing.T) {
 	if _, err := clients[1].GetChunk(context.Background(), p, d, 0, 4<<20, false); !errors.As(err, &cb) {
 		t.Fatalf("a second requester of a whole chunk at offset 0: %v, want busy", err)
 	}
+}
+
+// clientsOf returns n clients, each on its own host connected to server, and their IDs.
+func clientsOf(t *testing.T, server host.Host, n int) ([]*Client, []peer.ID) {
+	t.Helper()
+	clients, ids := make([]*Client, n), make([]peer.ID, n)
+	for i := range clients {
+		h := newHost(t)
+		if err := h.Connect(context.Background(), peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		clients[i], ids[i] = NewClient(h), h.ID()
+	}
+	return clients, ids
 }
