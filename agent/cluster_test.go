@@ -156,11 +156,17 @@ func (s *servedBytes) Served(_ string, _ int, bytes int64) { s.n.Add(bytes) }
 
 func startObservedTestPeer(t *testing.T, content transfer.Content, obs transfer.Observer, bootstrap ...string) *p2p.Node {
 	t.Helper()
+	return startTestPeerWith(t, content, obs, nil, bootstrap...)
+}
+
+// startTestPeerWith is startObservedTestPeer with the transfer server's options.
+func startTestPeerWith(t *testing.T, content transfer.Content, obs transfer.Observer, opts []transfer.ServerOption, bootstrap ...string) *p2p.Node {
+	t.Helper()
 	n, err := p2p.New(p2p.Config{DataDir: t.TempDir(), ListenAddrs: []string{loopback}, Bootstrap: bootstrap})
 	if err != nil {
 		t.Fatal(err)
 	}
-	transfer.NewServer(n.Host(), content, nil, obs)
+	transfer.NewServer(n.Host(), content, nil, obs, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); n.Run(ctx) }()

@@ -40,17 +40,8 @@ func TestFirstPieceFromTheHolderABusyAnswerNames(t *testing.T) {
 	seed := startPeer(t, t.TempDir(), nil, o.URL())
 
 	// The original holder: super-seeding, it sends each piece once per hold.
-	orig, err := p2p.New(p2p.Config{DataDir: t.TempDir(), ListenAddrs: []string{loopback}, Bootstrap: seed.Node().Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	transfer.NewServer(orig.Host(), content(), nil, nil, transfer.WithSuperSeeding(chunks.DefaultPieceSize, chunks.DefaultSize,
-		func(digest.Digest) bool { return true }))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); orig.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; orig.Close() })
-	waitFor(t, func() bool { return orig.RoutingTableSize() > 0 }, "the original holder to join")
+	orig := startTestPeerWith(t, content(), nil, []transfer.ServerOption{transfer.WithSuperSeeding(chunks.DefaultPieceSize,
+		chunks.DefaultSize, func(digest.Digest) bool { return true })}, seed.Node().Addrs()...)
 
 	// The holder announces nothing.
 	var served getBytes

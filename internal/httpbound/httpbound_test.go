@@ -125,12 +125,7 @@ func TestFirstByteFlushesTheBeginning(t *testing.T) {
 // stall passes without progress, for a body written with Write and for a file sent with
 // sendfile; one that reads steadily gets the whole body, however long it takes.
 func TestProgressCutsStalledReaders(t *testing.T) {
-	data := make([]byte, 32<<20)
-	_, _ = rand.Read(data)
-	path := filepath.Join(t.TempDir(), "blob")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	data, path := randomFile(t, 32<<20)
 	ended := make(chan error, 4)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "33554432")
@@ -361,12 +356,7 @@ func (c recordingConn) ReadFrom(r io.Reader) (int64, error) {
 // A file served through the capped listener still reaches the connection's own ReadFrom, which
 // sends it with sendfile; a wrapper that hid it made every blob a copy through user space.
 func TestListenerKeepsSendfile(t *testing.T) {
-	data := make([]byte, 1<<20)
-	_, _ = rand.Read(data)
-	path := filepath.Join(t.TempDir(), "blob")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	data, path := randomFile(t, 1<<20)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -397,4 +387,16 @@ func TestListenerKeepsSendfile(t *testing.T) {
 	default:
 		t.Fatal("the body was not written through the connection's ReadFrom (no sendfile)")
 	}
+}
+
+// randomFile writes n random bytes to a file in the test's directory.
+func randomFile(t *testing.T, n int) ([]byte, string) {
+	t.Helper()
+	data := make([]byte, n)
+	_, _ = rand.Read(data)
+	path := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return data, path
 }
