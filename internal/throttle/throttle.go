@@ -16,21 +16,35 @@ import (
 type Limiter struct {
 	l *rate.Limiter
 
-	// Priority streams: while one waits for tokens, and for priorityLinger after, ordinary
-	// streams take none, so the bytes the link can carry go to it first. The linger spans the
-	// moment between a priority stream's waits (it reads its source, hands the bytes on, asks
-	// again): without it, every ordinary stream woken at that moment reserved a burst ahead of
-	// the priority stream's next wait, and the priority stream got a quarter of the link among
-	// three others. A priority stream that stops asking (its own source is slow) leaves the link
-	// to the others after the linger.
+	// Priority streams: while one waits for tokens, and for priorityLinger after, the link is
+	// theirs first. Ordinary streams then take only what the priority streams leave: tokens the
+	// bucket holds beyond a headroom (a priority stream whose own source is slower than the link
+	// leaves some), and a floor share (floor, 1/floorShare of the rate) taken ahead of the priority
+	// streams, so that no ordinary stream starves for as long as a priority stream runs (a
+	// coordinator's origin fetch of a large layer can run for minutes; the node's own peer
+	// downloads waiting that long would miss their deadlines).
+	//
+	// The linger spans the moment between a priority stream's waits (it reads its source, hands
+	// the bytes on, asks again): without it, every ordinary stream woken at that moment reserved a
+	// burst ahead of the priority stream's next wait, and the priority stream got a quarter of the
+	// link among three others.
+	floor   *rate.Limiter
 	mu      sync.Mutex
-	waiting int           // priority streams waiting for tokens
-	clear   chan struct{} // closed when waiting drops to zero
-	quiet   time.Time     // ordinary streams wait until then (the last priority wait + linger)
+	waiting int       // priority streams waiting for tokens
+	quiet   time.Time // the last priority wait + linger: until then, ordinary streams defer
 }
 
-// priorityLinger is how long after a priority stream's wait ordinary streams keep waiting.
-const priorityLinger = 20 * time.Millisecond
+const (
+	// priorityLinger is how long after a priority stream's wait ordinary streams keep deferring.
+	priorityLinger = 20 * time.Millisecond
+	// floorShare: while priority streams run, ordinary streams together are sure of at least
+	// 1/floorShare of the rate.
+	floorShare = 8
+	// leftoverPoll bounds how long an ordinary stream deferring to a priority stream sleeps
+	// before it looks at the bucket again. The floor share's burst is 1/floorShare of the link's,
+	// so the ordinary streams get no more than that at once ahead of a priority stream.
+	leftoverPoll = 10 * time.Millisecond
+)
 
 // New returns a limiter of bytesPerSecond, or nil (unlimited) when bytesPerSecond <= 0. The burst
 // is a tenth of a second of traffic (at least 64 KiB), so the rate holds over short intervals too.
@@ -38,8 +52,11 @@ func New(bytesPerSecond int64) *Limiter {
 	if bytesPerSecond <= 0 {
 		return nil
 	}
-	burst := max(bytesPerSecond/10, 64<<10)
-	return &Limiter{l: rate.NewLimiter(rate.Limit(bytesPerSecond), int(burst))}
+	burst := int(max(bytesPerSecond/10, 64<<10))
+	return &Limiter{
+		l:     rate.NewLimiter(rate.Limit(bytesPerSecond), burst),
+		floor: rate.NewLimiter(rate.Limit(bytesPerSecond)/floorShare, max(burst/floorShare, 4<<10)),
+	}
 }
 
 // Wait blocks until n bytes may pass, or ctx ends.
@@ -47,54 +64,85 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 	if l == nil {
 		return nil
 	}
-	for {
-		l.mu.Lock()
-		if l.waiting == 0 {
-			quiet := time.Until(l.quiet)
-			l.mu.Unlock()
-			if quiet <= 0 {
-				break
+	for n > 0 {
+		now := time.Now()
+		if !l.prioritized(now) {
+			k := min(n, l.l.Burst())
+			if err := l.l.WaitN(ctx, k); err != nil {
+				return err
 			}
-			t := time.NewTimer(quiet)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			}
+			n -= k
 			continue
 		}
-		clear := l.clear
-		l.mu.Unlock()
-		select {
-		case <-clear:
-		case <-ctx.Done():
-			return ctx.Err()
+		k, err := l.yieldStep(ctx, min(n, l.l.Burst()), now)
+		if err != nil {
+			return err
 		}
+		n -= k
 	}
-	return l.wait(ctx, n)
+	return nil
+}
+
+// prioritized reports whether a priority stream holds the link: one is waiting for tokens, or
+// waited less than priorityLinger ago.
+func (l *Limiter) prioritized(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiting > 0 || now.Before(l.quiet)
+}
+
+// yieldStep is one step of an ordinary stream's wait for k <= burst tokens while a priority stream
+// holds the link. It takes all k at once if the bucket holds them beyond a headroom left for the
+// priority streams (a quarter of a burst); else up to a floor burst of them if the floor share has
+// them within the step, queueing them on the link with the priority streams (whose next bytes wait
+// that much longer); else it sleeps for at most leftoverPoll and takes none. It returns how many
+// it took.
+func (l *Limiter) yieldStep(ctx context.Context, k int, now time.Time) (int, error) {
+	headroom := float64(l.l.Burst() / 4)
+	if l.l.TokensAt(now) >= float64(k)+headroom && l.l.AllowN(now, k) {
+		return k, nil
+	}
+	fk := min(k, l.floor.Burst())
+	r := l.floor.ReserveN(now, fk)
+	// How long the bucket would take to hold k beyond the headroom if nobody took from it.
+	fill := time.Duration((float64(k) + headroom - l.l.TokensAt(now)) / float64(l.l.Limit()) * float64(time.Second))
+	step := min(max(fill, time.Millisecond), leftoverPoll)
+	if d := r.DelayFrom(now); r.OK() && d <= step {
+		if err := sleepCtx(ctx, d); err != nil {
+			r.Cancel()
+			return 0, err
+		}
+		return fk, l.l.WaitN(ctx, fk)
+	}
+	r.CancelAt(now)
+	return 0, sleepCtx(ctx, step)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // waitPriority is Wait for a priority stream.
 func (l *Limiter) waitPriority(ctx context.Context, n int) error {
 	l.mu.Lock()
-	if l.waiting == 0 {
-		l.clear = make(chan struct{})
-	}
 	l.waiting++
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
 		l.quiet = time.Now().Add(priorityLinger)
-		if l.waiting--; l.waiting == 0 {
-			close(l.clear)
-		}
+		l.waiting--
 		l.mu.Unlock()
 	}()
-	return l.wait(ctx, n)
-}
-
-func (l *Limiter) wait(ctx context.Context, n int) error {
 	for n > 0 {
 		k := min(n, l.l.Burst())
 		if err := l.l.WaitN(ctx, k); err != nil {
@@ -113,9 +161,10 @@ func (l *Limiter) Reader(ctx context.Context, r io.Reader) io.Reader {
 	return &reader{ctx: ctx, l: l, r: r}
 }
 
-// PriorityReader paces reads from r ahead of every other stream of the limiter: while it waits
-// for tokens, the others wait for it. For a transfer the whole cluster waits on (a coordinator's
-// fetch from the origin), which must not share the link with this node's own swarm downloads.
+// PriorityReader paces reads from r ahead of every other stream of the limiter: while it runs,
+// the others get what it leaves of the link, and a floor share. For a transfer the whole cluster
+// waits on (a coordinator's fetch from the origin), which must not share the link with this node's
+// own swarm downloads.
 func (l *Limiter) PriorityReader(ctx context.Context, r io.Reader) io.Reader {
 	if l == nil {
 		return r
