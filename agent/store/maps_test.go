@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -271,5 +272,50 @@ func TestPartialResume(t *testing.T) {
 	}
 	if _, ok := s.Partial(d); ok {
 		t.Fatal("partial still recorded after the commit")
+	}
+}
+
+// A blob of more chunks than a map may have is still stored: it commits, verifies by its digest
+// and is served whole; it just has no map, so peers get an error for one rather than a wrong map.
+// (With 512 KiB pieces that is a blob over 128 GiB; 64-byte chunks reach the cap at 16 MiB.)
+func TestBlobTooLargeForAMapCommits(t *testing.T) {
+	const cs = 64
+	s, err := Open(t.TempDir(), WithChunkSize(cs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	data := make([]byte, chunks.MaxChunks*cs+4096)
+	rand.Read(data)
+	d := digest.FromBytes(data)
+	w, err := s.NewWriter(d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for p := data; len(p) > 0; {
+		k := min(len(p), 256<<10)
+		if _, err := w.Write(p[:k]); err != nil {
+			t.Fatal(err)
+		}
+		p = p[k:]
+		if m := w.PartialMap(); m != nil {
+			t.Fatalf("a partial map of %d states for a blob too large for a map", m.Len())
+		}
+	}
+	if err := w.Commit(""); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	f, info, err := s.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	v := d.Verifier()
+	if n, err := io.Copy(v, f); err != nil || n != info.Size || !v.Verified() {
+		t.Fatalf("stored content: %d bytes, %v, verified %v", n, err, v.Verified())
+	}
+	if _, err := s.ChunkMap(context.Background(), d, cs); !errors.Is(err, errdefs.ErrTooLarge) {
+		t.Fatalf("ChunkMap = %v, want ErrTooLarge", err)
 	}
 }

@@ -39,7 +39,8 @@ const DefaultSize = 4 << 20
 const DefaultPieceSize = 512 << 10
 
 // MaxChunks bounds a map so that a peer cannot make us allocate without limit: with 512 KiB
-// pieces it covers blobs of 128 GiB (a larger blob cannot be stored: its map cannot be built).
+// pieces it covers blobs of 128 GiB. A larger blob has no map: it is stored and served whole, and
+// nodes fetch it from the origin rather than piece by piece from peers.
 const MaxChunks = 1 << 18
 
 // algo describes one supported hash's state layout (crypto/sha256 and crypto/sha512
@@ -293,6 +294,8 @@ type Builder struct {
 	h         hash.Hash
 	n         int64
 	states    [][]byte
+	// tooLarge: the bytes crossed MaxChunks boundaries, so there is no map; the hash goes on.
+	tooLarge bool
 }
 
 // NewBuilder starts a map for content of the given digest algorithm.
@@ -310,11 +313,12 @@ func (b *Builder) Write(p []byte) (int, error) {
 	total := len(p)
 	for len(p) > 0 {
 		room := b.chunkSize - b.n%b.chunkSize
-		if b.n > 0 && b.n%b.chunkSize == 0 {
+		if b.n > 0 && b.n%b.chunkSize == 0 && !b.tooLarge {
 			// A boundary was reached by the previous write and more bytes follow: record it.
-			b.states = append(b.states, chainValue(b.a, b.h))
-			if len(b.states) > MaxChunks {
-				return 0, fmt.Errorf("blob exceeds %d chunks: %w", MaxChunks, errdefs.ErrTooLarge)
+			if len(b.states) == MaxChunks {
+				b.tooLarge, b.states = true, nil
+			} else {
+				b.states = append(b.states, chainValue(b.a, b.h))
 			}
 		}
 		k := min(int64(len(p)), room)
@@ -343,6 +347,9 @@ func Read(ctx context.Context, r io.Reader, alg digest.Algorithm, chunkSize int6
 		n, err := r.Read(buf)
 		_, _ = b.Write(buf[:n])
 		if err == io.EOF {
+			if b.tooLarge {
+				return nil, fmt.Errorf("blob exceeds %d chunks of %d bytes: %w", MaxChunks, chunkSize, errdefs.ErrTooLarge)
+			}
 			return b.Map(), nil
 		}
 		if err != nil {
@@ -355,8 +362,12 @@ func Read(ctx context.Context, r io.Reader, alg digest.Algorithm, chunkSize int6
 func (b *Builder) Digest() digest.Digest { return digest.NewDigest(b.alg, b.h) }
 
 // PartialMap returns the states of the boundaries reached so far, as the partial map of a blob
-// of the given digest and size that is still being written.
+// of the given digest and size that is still being written; nil if the blob is too large for a
+// map.
 func (b *Builder) PartialMap(d digest.Digest, size int64) *Map {
+	if b.tooLarge || Count(size, b.chunkSize) > MaxChunks {
+		return nil
+	}
 	states := append([][]byte(nil), b.states...)
 	// A boundary just reached is recorded only when the next byte arrives: include it now.
 	if b.n > 0 && b.n%b.chunkSize == 0 && int64(len(states)) == b.n/b.chunkSize && b.n < size {
@@ -365,8 +376,12 @@ func (b *Builder) PartialMap(d digest.Digest, size int64) *Map {
 	return &Map{Digest: d, Size: size, ChunkSize: b.chunkSize, States: states}
 }
 
-// Map returns the map of the bytes written, naming them with their digest.
+// Map returns the map of the bytes written, naming them with their digest; nil if they are too
+// many for a map (more than MaxChunks chunks).
 func (b *Builder) Map() *Map {
+	if b.tooLarge {
+		return nil
+	}
 	return &Map{Digest: b.Digest(), Size: b.n, ChunkSize: b.chunkSize, States: append([][]byte(nil), b.states...)}
 }
 

@@ -2,6 +2,7 @@ package chunks
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"testing"
@@ -334,5 +335,41 @@ func TestBeginBeforeTheEndState(t *testing.T) {
 	last.Write(data[3*cs:])
 	if err := last.Check(); err != nil {
 		t.Fatalf("last piece: %v", err)
+	}
+}
+
+// A blob of more than MaxChunks chunks has no map, but its digest is still computed right: the
+// store keeps it and serves it whole. One of exactly MaxChunks chunks still has one.
+func TestBuilderBeyondMaxChunks(t *testing.T) {
+	const cs = 64 // the smallest chunk size sha256 allows, to reach the cap with 16 MiB
+	data := blob(t, MaxChunks*cs+100)
+	b, err := NewBuilder(digest.SHA256, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := data; len(p) > 0; {
+		k := min(len(p), 100_003)
+		if n, err := b.Write(p[:k]); err != nil || n != k {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+		p = p[k:]
+	}
+	if got, want := b.Digest(), digest.FromBytes(data); got != want {
+		t.Fatalf("digest %s, want %s", got, want)
+	}
+	if m := b.Map(); m != nil {
+		t.Fatalf("a map of %d states for %d chunks", m.Len(), Count(int64(len(data)), cs))
+	}
+	if m := b.PartialMap(digest.FromBytes(data), int64(len(data))); m != nil {
+		t.Fatal("a partial map for a blob too large for a map")
+	}
+	if _, err := Read(context.Background(), bytes.NewReader(data), digest.SHA256, cs); !errors.Is(err, errdefs.ErrTooLarge) {
+		t.Fatalf("Read = %v, want ErrTooLarge", err)
+	}
+	// Exactly MaxChunks chunks: the largest blob with a map.
+	exact := data[:MaxChunks*cs]
+	m, err := Read(context.Background(), bytes.NewReader(exact), digest.SHA256, cs)
+	if err != nil || m.Len() != MaxChunks || m.Validate() != nil || m.Digest != digest.FromBytes(exact) {
+		t.Fatalf("map of %d chunks: %v", MaxChunks, err)
 	}
 }

@@ -83,6 +83,9 @@ func (m *MemoryContent) ChunkMap(_ context.Context, d digest.Digest, chunkSize i
 	}
 	bld.Write(b.data)
 	cm := bld.Map()
+	if cm == nil {
+		return nil, fmt.Errorf("%s: too large for a chunk map: %w", d, errdefs.ErrTooLarge)
+	}
 	cm.Digest = d
 	return cm, nil
 }
