@@ -723,7 +723,10 @@ func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob) {
 				v.Write(buf[poff-off : poff-off+pn])
 			}
 			for got := int64(0); got < pn && !jb.dup; {
-				k, rerr := body.Read((*bp)[:min(int64(len(*bp)), pn-got)])
+				// A full buffer per write, not whatever one stream read returned (a few TLS
+				// records): the piece lands only when it verifies, so nothing waits for the
+				// filling, and the file takes a quarter of a piece in one write.
+				k, rerr := io.ReadFull(body, (*bp)[:min(int64(len(*bp)), pn-got)])
 				if k > 0 {
 					if _, err := f.WriteAt((*bp)[:k], poff+got); err != nil {
 						return err
@@ -731,7 +734,7 @@ func (s *swarmFetch) run(ctx context.Context, f fetch.Sink, jb *chunkJob) {
 					v.Write((*bp)[:k])
 					got += int64(k)
 				}
-				if rerr != nil && (rerr != io.EOF || got < pn) {
+				if rerr != nil {
 					return rerr
 				}
 			}
