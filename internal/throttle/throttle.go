@@ -32,6 +32,10 @@ type Limiter struct {
 	mu      sync.Mutex
 	waiting int       // priority streams waiting for tokens
 	quiet   time.Time // the last priority wait + linger: until then, ordinary streams defer
+
+	// The bytes granted in the current and the previous meterWindow, for Spare.
+	meterStart          time.Time
+	meterCur, meterPrev int64
 }
 
 const (
@@ -40,6 +44,10 @@ const (
 	// floorShare: while priority streams run, ordinary streams together are sure of at least
 	// 1/floorShare of the rate.
 	floorShare = 8
+	// meterWindow is the span Spare looks back over: between one and two of them.
+	meterWindow = 500 * time.Millisecond
+	// spareBelow: the link is spare when it carried less than this share of its rate lately.
+	spareBelow = 0.8
 	// leftoverPoll bounds how long an ordinary stream deferring to a priority stream sleeps
 	// before it looks at the bucket again. The floor share's burst is 1/floorShare of the link's,
 	// so the ordinary streams get no more than that at once ahead of a priority stream.
@@ -68,6 +76,7 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 		now := time.Now()
 		if !l.prioritized(now) {
 			k := min(n, l.l.Burst())
+			l.granted(now, k)
 			if err := l.l.WaitN(ctx, k); err != nil {
 				return err
 			}
@@ -100,6 +109,7 @@ func (l *Limiter) prioritized(now time.Time) bool {
 func (l *Limiter) yieldStep(ctx context.Context, k int, now time.Time) (int, error) {
 	headroom := float64(l.l.Burst() / 4)
 	if l.l.TokensAt(now) >= float64(k)+headroom && l.l.AllowN(now, k) {
+		l.granted(now, k)
 		return k, nil
 	}
 	fk := min(k, l.floor.Burst())
@@ -112,6 +122,7 @@ func (l *Limiter) yieldStep(ctx context.Context, k int, now time.Time) (int, err
 			r.Cancel()
 			return 0, err
 		}
+		l.granted(time.Now(), fk)
 		return fk, l.l.WaitN(ctx, fk)
 	}
 	r.CancelAt(now)
@@ -145,12 +156,47 @@ func (l *Limiter) waitPriority(ctx context.Context, n int) error {
 	}()
 	for n > 0 {
 		k := min(n, l.l.Burst())
+		l.granted(time.Now(), k)
 		if err := l.l.WaitN(ctx, k); err != nil {
 			return err
 		}
 		n -= k
 	}
 	return nil
+}
+
+// granted counts n bytes asked for at now (a wait that then fails still counts: it is rare,
+// and Spare only needs the recent load).
+func (l *Limiter) granted(now time.Time, n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll(now)
+	l.meterCur += int64(n)
+}
+
+// roll starts a new meter window when the current one is over. Called with l.mu held.
+func (l *Limiter) roll(now time.Time) {
+	switch since := now.Sub(l.meterStart); {
+	case since >= 2*meterWindow:
+		l.meterStart, l.meterCur, l.meterPrev = now, 0, 0
+	case since >= meterWindow:
+		l.meterStart, l.meterCur, l.meterPrev = l.meterStart.Add(meterWindow), 0, l.meterCur
+	}
+}
+
+// Spare reports whether the link carried less than spareBelow of its rate over the last second
+// or so: whoever paces its sending through l could send more. False for a nil (unlimited)
+// limiter, whose link's capacity is not known.
+func (l *Limiter) Spare() bool {
+	if l == nil {
+		return false
+	}
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll(now)
+	span := meterWindow + now.Sub(l.meterStart)
+	return float64(l.meterPrev+l.meterCur) < spareBelow*float64(l.l.Limit())*span.Seconds()
 }
 
 // Reader paces reads from r.

@@ -202,3 +202,34 @@ func (r *firstRead) Read(p []byte) (int, error) {
 	r.once.Do(r.at)
 	return r.Reader.Read(p)
 }
+
+// Spare says whether the link carried less than its rate lately: yes when idle, no while a
+// stream keeps it full, yes again a second after it stopped. A nil limiter does not know.
+func TestSpare(t *testing.T) {
+	if (*Limiter)(nil).Spare() {
+		t.Fatal("an unlimited link reported spare")
+	}
+	const rate = 10_000_000
+	l := New(rate)
+	if !l.Spare() {
+		t.Fatal("an idle link not spare")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { // fills the link until cancelled
+		defer close(done)
+		for l.Wait(ctx, l.l.Burst()) == nil {
+		}
+	}()
+	time.Sleep(3 * meterWindow)
+	busy := l.Spare()
+	cancel()
+	<-done
+	if busy {
+		t.Error("a full link reported spare")
+	}
+	time.Sleep(2 * meterWindow)
+	if !l.Spare() {
+		t.Error("the link not spare a second after its stream stopped")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -237,4 +238,46 @@ func clientsOf(t *testing.T, server host.Host, n int) ([]*Client, []peer.ID) {
 		clients[i], ids[i] = NewClient(h), h.ID()
 	}
 	return clients, ids
+}
+
+// While the upload link is spare, requests past the upload slots are admitted, one per
+// extraSlotEvery and up to twice the slots; while it is not, they are answered busy as before.
+// (A unit test of the admission: whether the link is spare is the throttle's, tested there.)
+func TestExtraSlotsWhileTheLinkIsSpare(t *testing.T) {
+	spare := false
+	s := spreader{slots: 2, spare: func() bool { return spare }}
+	d := digest.FromString("blob")
+	now := time.Now()
+	p := peer.ID("requester")
+	admit := func(i int, at time.Time) bool {
+		ok, chunk, _ := s.admit(d, int64(i)<<20, 1<<20, p, at)
+		if chunk {
+			t.Fatalf("range %d: chunk busy, want slot busy or admitted", i)
+		}
+		return ok
+	}
+	if !admit(0, now) || !admit(1, now) {
+		t.Fatal("the two slots were not given")
+	}
+	if admit(2, now) {
+		t.Fatal("a third request admitted while the link is not spare")
+	}
+	spare = true
+	if !admit(2, now) {
+		t.Fatal("a request past the slots refused while the link is spare")
+	}
+	if admit(3, now.Add(extraSlotEvery/2)) {
+		t.Fatal("two extra slots opened within extraSlotEvery")
+	}
+	if !admit(3, now.Add(extraSlotEvery)) {
+		t.Fatal("the second extra slot was not opened after extraSlotEvery")
+	}
+	if admit(4, now.Add(3*extraSlotEvery)) {
+		t.Fatal("more than twice the slots")
+	}
+	s.release(d, 3<<20, 1<<20, p)
+	spare = false
+	if admit(3, now.Add(4*extraSlotEvery)) {
+		t.Fatal("an extra slot reopened while the link is not spare")
+	}
 }
