@@ -162,7 +162,15 @@ func startObservedTestPeer(t *testing.T, content transfer.Content, obs transfer.
 // startTestPeerWith is startObservedTestPeer with the transfer server's options.
 func startTestPeerWith(t *testing.T, content transfer.Content, obs transfer.Observer, opts []transfer.ServerOption, bootstrap ...string) *p2p.Node {
 	t.Helper()
-	n, err := p2p.New(p2p.Config{DataDir: t.TempDir(), ListenAddrs: []string{loopback}, Bootstrap: bootstrap})
+	return startTestPeerConfig(t, p2p.Config{Bootstrap: bootstrap}, content, obs, opts...)
+}
+
+// startTestPeerConfig is startTestPeerWith with the node's p2p configuration (its data directory
+// and listen address are the test's).
+func startTestPeerConfig(t *testing.T, pc p2p.Config, content transfer.Content, obs transfer.Observer, opts ...transfer.ServerOption) *p2p.Node {
+	t.Helper()
+	pc.DataDir, pc.ListenAddrs = t.TempDir(), []string{loopback}
+	n, err := p2p.New(pc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,5 +90,68 @@ type getBytes struct{ n atomic.Int64 }
 func (g *getBytes) Served(op string, _ int, bytes int64) {
 	if op == "get" {
 		g.n.Add(bytes)
+	}
+}
+
+// A seed that declines a later piece because it sent it to another peer moments ago names that
+// peer, and a node that knows no other holder of the piece takes it from the named one, although
+// no provider record names it and the node already holds pieces of the blob. Before, only the
+// first piece's busy answers were heeded, and the node waited out the seed's hold (15 s) for
+// each such piece: in a rollout from one seed, the last pieces trailed the rest by up to two
+// holds. The seed (authorized, super-seeding) and the holder are real libp2p peers speaking the
+// real protocol; the holder counts what it serves.
+func TestSeedsBusyAnswerNamesTheHolderOfALaterPiece(t *testing.T) {
+	const piece = 1 << 20 // startTrusting's piece and chunk size
+	o := startOrigin(t)
+	data, d := randomBlob(t, 8*piece)
+	pushBlob(t, o, "test/seedhint", data, d)
+	bld, err := chunks.NewBuilder(digest.SHA256, piece)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bld.Write(data)
+	content := func() *transfer.MemoryContent {
+		mc := transfer.NewMemoryContent()
+		mc.Put(d, "", data)
+		mc.PutMap(bld.Map())
+		return mc
+	}
+	boot := startPeer(t, t.TempDir(), nil, o.URL())
+	seed := startTestPeerConfig(t, p2p.Config{Bootstrap: boot.Node().Addrs(), Seed: true, SeedAuthorityKey: seedAuthority,
+		SeedAuthorities: trusted()}, content(), nil, transfer.WithSuperSeeding(piece, piece, func(digest.Digest) bool { return true }))
+	if err := seed.Provide(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	// The holder announces nothing: only the seed's answer can name it.
+	var served getBytes
+	holder := startObservedTestPeer(t, content(), &served, boot.Node().Addrs()...)
+	if err := holder.Host().Connect(context.Background(), peer.AddrInfo{ID: seed.ID(), Addrs: seed.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	b := startTrusting(t, t.TempDir(), o.URL(), false, 0, seed.Addrs()...)
+	waitFor(t, func() bool { return slices.Contains(b.Node().KnownSeeds(), seed.ID()) }, "the seed to be known")
+	waitProvided(t, b, d.String())
+	o.ResetCounts()
+
+	// The holder takes the last piece from the seed, just before the node asks for the blob.
+	r, err := transfer.NewClient(holder.Host()).GetChunk(context.Background(), seed.ID(), d, 7*piece, piece, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(io.Discard, r) // a copy counts as sent once received whole
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	body, err := getBlob(t, b.host, "test/seedhint", d)
+	if err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("GET the blob: %v (%d bytes)", err, len(body))
+	}
+	if gets := o.BlobGets(d.String()); gets != 0 {
+		t.Errorf("the origin was asked for the blob %d times", gets)
+	}
+	if served.n.Load() == 0 {
+		t.Fatalf("the holder the seed named sent nothing (the blob took %s)", time.Since(start).Round(time.Millisecond))
 	}
 }

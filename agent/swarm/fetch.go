@@ -61,13 +61,14 @@ const (
 	// orderedWindow is how many chunks past the contiguous prefix go before rarest-first.
 	orderedWindow = 2
 	// maxWatched bounds the providers a fetch watches at once, besides at most maxHintedWatched
-	// named by busy answers about the blob's first piece (transfer.ChunkBusyError): a provider
-	// that declines it names the peers it sent it to, and hearing at once when they hold it is
-	// what keeps the first byte from waiting on provider records. maxHinted bounds the peers a
-	// fetch takes from such answers in all.
+	// named by busy answers (transfer.ChunkBusyError) about the blob's first piece, or from a
+	// seed about a piece no other provider is known to hold: a provider that declines a piece
+	// names the peers it sent it to, and hearing at once when they hold it is what keeps the
+	// first byte from waiting on provider records, and the last pieces from waiting out a seed's
+	// hold. maxHinted bounds the peers a fetch takes from such answers in all.
 	maxWatched       = 8
 	maxHintedWatched = 4
-	maxHinted        = 8
+	maxHinted        = 16
 	// rediscoverEvery is how often a fetch looks for providers that appeared since it began
 	// (nodes that started on the same blob announce it at their first chunk).
 	rediscoverEvery = time.Second
@@ -886,7 +887,7 @@ func (s *swarmFetch) settle(f fetch.Sink, jb *chunkJob, err error, n int64, took
 			sp.busy = time.Now().Add(busyBackoff) // its slots are taken
 		}
 		var cb *transfer.ChunkBusyError
-		if errors.As(err, &cb) && jb.a == 0 && s.have.Count() == 0 {
+		if errors.As(err, &cb) && (jb.a == 0 && s.have.Count() == 0 || s.seeds[jb.p] && !s.heldElsewhere(jb.p, jb.a)) {
 			s.hinted(cb.Holders)
 		}
 		if !s.seeds[jb.p] {
@@ -985,10 +986,11 @@ func (s *swarmFetch) learn(sp *swarmPeer, m *chunks.Map, have, recv *chunks.Set)
 	sp.have, sp.recv, sp.mapLen = have, recv, m.Len()
 }
 
-// hinted takes the peers a provider's busy answer about the blob's first piece named as holding
-// or receiving it, while this node holds no piece of the blob (its local client waits for the
-// first byte; afterwards provider records and watches find holders soon enough, and every extra
-// watch and request costs CPU on both ends), maxHinted in all: they become providers of the
+// hinted takes the peers a provider's busy answer named as holding or receiving a piece, when
+// the piece is the blob's first and this node holds none yet (its local client waits for the
+// first byte), or when a seed answered and no other provider is known to hold it (see
+// heldElsewhere); otherwise provider records and watches find holders soon enough, and every
+// extra watch and request costs CPU on both ends. maxHinted in all: they become providers of the
 // fetch, watched apart from the others (Fill starts the watches). A hint is one peer's word: a
 // named peer that cannot be reached or holds nothing is forgotten (not dropped, so that a
 // provider record naming it later still counts), and whatever it sends is verified like any
@@ -1013,6 +1015,20 @@ func (s *swarmFetch) hinted(ps []peer.ID) {
 		s.hintN++
 		s.hints = true
 	}
+}
+
+// heldElsewhere reports whether a usable provider other than p is known to hold piece i. A
+// seed's busy answer about a piece nobody else is known to hold names the peer it sent the piece
+// to: without it, this node would wait out the seed's hold (15 s) for a piece a peer it does not
+// watch has had all along, which is how the last pieces of a rollout from one seed trailed the
+// rest by up to two holds. Called with s.mu held.
+func (s *swarmFetch) heldElsewhere(p peer.ID, i int) bool {
+	for q, sp := range s.peers {
+		if q != p && s.usable(sp) && sp.have != nil && sp.have.Has(i) {
+			return true
+		}
+	}
+	return false
 }
 
 // mapDigest is the digest of the complete map in use. Called with s.mu held.
