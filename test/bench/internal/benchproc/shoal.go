@@ -87,6 +87,21 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return nil, err
 	}
+	// A port FreePort found free can be taken by another process's outgoing connection before
+	// the child binds it (the ephemeral range is shared): start again on new ports, if they were
+	// ours to choose.
+	for attempt := 1; ; attempt++ {
+		s, err := start(ctx, bin, o)
+		if err == nil || attempt == 3 || o.Listen != "" || o.P2PListen != "" || !errors.Is(err, errAddrInUse) {
+			return s, err
+		}
+	}
+}
+
+// errAddrInUse is wrapped by start's error when the child could not bind a chosen port.
+var errAddrInUse = errors.New("a chosen port was taken")
+
+func start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 	s := &Shoal{Name: o.Name, DataDir: o.DataDir, out: &Output{Limit: 4 << 20}, done: make(chan struct{})}
 	if o.Dial != nil {
 		s.client = &http.Client{Timeout: apiClient.Timeout, Transport: &http.Transport{DialContext: o.Dial}}
@@ -159,6 +174,8 @@ func Start(ctx context.Context, bin string, o Options) (*Shoal, error) {
 	}
 	err = WaitFor(ctx, 30*time.Second, 20*time.Millisecond, s.Name+" ready", func() bool { return s.Exited() || ready() })
 	switch {
+	case s.Exited() && strings.Contains(s.Output(), "address already in use"):
+		return nil, fmt.Errorf("%s exited before ready (%v): %w:\n%s", s, s.waitErr, errAddrInUse, s.Output())
 	case s.Exited():
 		return nil, fmt.Errorf("%s exited before ready (%v):\n%s", s, s.waitErr, s.Output())
 	case err != nil:
