@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-oci/shoal/agent"
 	"github.com/shoal-oci/shoal/internal/chunks"
+	"github.com/shoal-oci/shoal/internal/devregistry"
 	"github.com/shoal-oci/shoal/p2p"
 	"github.com/shoal-oci/shoal/p2p/transfer"
 )
@@ -27,17 +28,7 @@ func TestFirstPieceFromTheHolderABusyAnswerNames(t *testing.T) {
 	o := startOrigin(t)
 	data, d := randomBlob(t, 16<<20)
 	pushBlob(t, o, "test/hinted", data, d)
-	bld, err := chunks.NewBuilder(digest.SHA256, chunks.DefaultPieceSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bld.Write(data)
-	content := func() *transfer.MemoryContent {
-		mc := transfer.NewMemoryContent()
-		mc.Put(d, "", data)
-		mc.PutMap(bld.Map())
-		return mc
-	}
+	content := pieceContent(t, data, d, chunks.DefaultPieceSize)
 	seed := startPeer(t, t.TempDir(), nil, o.URL())
 
 	// The original holder: super-seeding, it sends each piece once per hold.
@@ -62,17 +53,31 @@ func TestFirstPieceFromTheHolderABusyAnswerNames(t *testing.T) {
 	o.ResetCounts()
 
 	// The holder takes the first piece from the original holder, just before the node asks.
-	start := time.Now()
-	r, err := transfer.NewClient(holder.Host()).GetChunk(context.Background(), orig.Host().ID(), d, 0, chunks.DefaultPieceSize, false)
+	takePiece(t, holder, orig.Host().ID(), d, 0, chunks.DefaultPieceSize)
+	pullFromHolder(t, o, b, "test/hinted", data, d, &served)
+}
+
+// takePiece has holder take n bytes at off of d from p as a swarm request: p, super-seeding,
+// counts it as sent once it is received whole.
+func takePiece(t *testing.T, holder *p2p.Node, p peer.ID, d digest.Digest, off, n int64) {
+	t.Helper()
+	r, err := transfer.NewClient(holder.Host()).GetChunk(context.Background(), p, d, off, n, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = io.Copy(io.Discard, r) // a copy counts as sent once received whole
+	_, err = io.Copy(io.Discard, r)
 	r.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := getBlob(t, b.host, "test/hinted", d)
+}
+
+// pullFromHolder GETs the blob through b and checks that it came whole from peers, the holder
+// (which counts what it serves in served) among them.
+func pullFromHolder(t *testing.T, o *devregistry.Registry, b *node, repo string, data []byte, d digest.Digest, served *getBytes) {
+	t.Helper()
+	start := time.Now()
+	body, err := getBlob(t, b.host, repo, d)
 	if err != nil || !bytes.Equal(body, data) {
 		t.Fatalf("GET the blob: %v (%d bytes)", err, len(body))
 	}
@@ -80,7 +85,24 @@ func TestFirstPieceFromTheHolderABusyAnswerNames(t *testing.T) {
 		t.Errorf("the origin was asked for the blob %d times", gets)
 	}
 	if served.n.Load() == 0 {
-		t.Fatalf("the holder the busy answer named sent no chunk (the blob took %s)", time.Since(start).Round(time.Millisecond))
+		t.Fatalf("the holder the busy answer named sent nothing (the blob took %s)", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// pieceContent returns a maker of test peers' content: the blob and its map in pieces of piece.
+func pieceContent(t *testing.T, data []byte, d digest.Digest, piece int64) func() *transfer.MemoryContent {
+	t.Helper()
+	bld, err := chunks.NewBuilder(digest.SHA256, piece)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bld.Write(data)
+	m := bld.Map()
+	return func() *transfer.MemoryContent {
+		mc := transfer.NewMemoryContent()
+		mc.Put(d, "", data)
+		mc.PutMap(m)
+		return mc
 	}
 }
 
@@ -105,17 +127,7 @@ func TestSeedsBusyAnswerNamesTheHolderOfALaterPiece(t *testing.T) {
 	o := startOrigin(t)
 	data, d := randomBlob(t, 8*piece)
 	pushBlob(t, o, "test/seedhint", data, d)
-	bld, err := chunks.NewBuilder(digest.SHA256, piece)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bld.Write(data)
-	content := func() *transfer.MemoryContent {
-		mc := transfer.NewMemoryContent()
-		mc.Put(d, "", data)
-		mc.PutMap(bld.Map())
-		return mc
-	}
+	content := pieceContent(t, data, d, piece)
 	boot := startPeer(t, t.TempDir(), nil, o.URL())
 	seed := startTestPeerConfig(t, p2p.Config{Bootstrap: boot.Node().Addrs(), Seed: true, SeedAuthorityKey: seedAuthority,
 		SeedAuthorities: trusted()}, content(), nil, transfer.WithSuperSeeding(piece, piece, func(digest.Digest) bool { return true }))
@@ -134,24 +146,6 @@ func TestSeedsBusyAnswerNamesTheHolderOfALaterPiece(t *testing.T) {
 	o.ResetCounts()
 
 	// The holder takes the last piece from the seed, just before the node asks for the blob.
-	r, err := transfer.NewClient(holder.Host()).GetChunk(context.Background(), seed.ID(), d, 7*piece, piece, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.Copy(io.Discard, r) // a copy counts as sent once received whole
-	r.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	body, err := getBlob(t, b.host, "test/seedhint", d)
-	if err != nil || !bytes.Equal(body, data) {
-		t.Fatalf("GET the blob: %v (%d bytes)", err, len(body))
-	}
-	if gets := o.BlobGets(d.String()); gets != 0 {
-		t.Errorf("the origin was asked for the blob %d times", gets)
-	}
-	if served.n.Load() == 0 {
-		t.Fatalf("the holder the seed named sent nothing (the blob took %s)", time.Since(start).Round(time.Millisecond))
-	}
+	takePiece(t, holder, seed.ID(), d, 7*piece, piece)
+	pullFromHolder(t, o, b, "test/seedhint", data, d, &served)
 }
