@@ -129,40 +129,53 @@ func TestOrdinaryReadersKeepAFloorShare(t *testing.T) {
 
 // A priority reader whose own source is slower than the link leaves the rest of the link to the
 // ordinary readers: they are not held to the floor share. Bytes are counted against the priority
-// reader's progress, as above.
+// reader's progress, as above; on a fast link and on a slow one, where an ordinary read is a
+// whole burst.
 func TestPriorityReaderLeavesTheRestOfTheLink(t *testing.T) {
-	const rate, srcRate, size = 10_000_000, 4_000_000, 4_000_000
-	l := New(rate)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var prio, ordinary atomic.Int64
-	done := make(chan struct{})
-	start := time.Now()
-	go func() {
-		defer close(done)
-		// Its source gives 4 MB/s: an origin that is slower than this node's link.
-		src := New(srcRate).Reader(ctx, bytes.NewReader(make([]byte, size)))
-		if n, err := io.Copy(countingWriter{&prio}, l.PriorityReader(ctx, src)); err != nil || n != size {
-			t.Errorf("priority reader moved %d: %v", n, err)
-		}
-	}()
-	waitFor(t, func() bool { return prio.Load() >= 1_000_000 }, "the priority reader never started")
-	from := prio.Load()
-	go func() { // ends with ctx
-		_, _ = io.Copy(countingWriter{&ordinary}, l.Reader(ctx, endless{}))
-	}()
-	<-done
-	moved, during := ordinary.Load(), size-from
-	// The link has 6 MB/s to spare, 1.5 bytes for each of the priority reader's; the floor share
-	// alone would give about 0.15. Asking for 0.5 tells the two apart with room for a busy machine.
-	if want := during / 2; moved < want {
-		t.Errorf("the ordinary reader moved %d bytes while the priority reader moved %d; want at least %d of the link's spare", moved, during, want)
+	for _, tc := range []struct {
+		name                string
+		rate, srcRate, size int64
+	}{
+		{"10MB/s", 10_000_000, 4_000_000, 4_000_000},
+		{"1MB/s", 1_000_000, 400_000, 400_000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New(tc.rate)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var prio, ordinary atomic.Int64
+			done := make(chan struct{})
+			start := time.Now()
+			go func() {
+				defer close(done)
+				// Its source is an origin slower than this node's link: 40 % of it.
+				// It gives a few KiB at a time, as a TCP connection does, so the priority reader
+				// asks for tokens every few milliseconds and holds the link throughout.
+				src := New(tc.srcRate).Reader(ctx, smallReads{bytes.NewReader(make([]byte, tc.size))})
+				if n, err := io.Copy(countingWriter{&prio}, l.PriorityReader(ctx, src)); err != nil || n != tc.size {
+					t.Errorf("priority reader moved %d: %v", n, err)
+				}
+			}()
+			waitFor(t, func() bool { return prio.Load() >= tc.size/4 }, "the priority reader never started")
+			from := prio.Load()
+			go func() { // ends with ctx; reads of a whole burst, as a swarm's 256 KiB buffer is on a slow link
+				_, _ = io.CopyBuffer(countingWriter{&ordinary}, l.Reader(ctx, endless{}), make([]byte, 1<<20))
+			}()
+			<-done
+			moved, during := ordinary.Load(), tc.size-from
+			// The link has 1.5 bytes to spare for each of the priority reader's; the floor share
+			// alone would give about 0.15. Asking for 0.5 tells the two apart with room for a busy
+			// machine.
+			if want := during / 2; moved < want {
+				t.Errorf("the ordinary reader moved %d bytes while the priority reader moved %d; want at least %d of the link's spare", moved, during, want)
+			}
+			cancel()
+			if got := float64(tc.size+ordinary.Load()-int64(2*l.l.Burst())) / time.Since(start).Seconds(); got > float64(tc.rate)*1.10 {
+				t.Errorf("%.0f B/s together exceeds the limit %d by more than 10%%", got, tc.rate)
+			}
+			t.Logf("ordinary %d bytes while priority %d", moved, during)
+		})
 	}
-	cancel()
-	if got := float64(size+ordinary.Load()-int64(2*l.l.Burst())) / time.Since(start).Seconds(); got > rate*1.10 {
-		t.Errorf("%.0f B/s together exceeds the limit %d by more than 10%%", got, rate)
-	}
-	t.Logf("ordinary %d bytes while priority %d", moved, during)
 }
 
 // waitFor polls cond for up to 10 s.
@@ -174,6 +187,11 @@ func waitFor(t *testing.T, cond func() bool, failure string) {
 		}
 	}
 }
+
+// smallReads reads at most 4 KiB at a time.
+type smallReads struct{ r io.Reader }
+
+func (s smallReads) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), 4<<10)]) }
 
 // endless reads zeros forever.
 type endless struct{}
