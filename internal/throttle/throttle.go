@@ -83,7 +83,7 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 			n -= k
 			continue
 		}
-		k, err := l.yieldStep(ctx, min(n, l.l.Burst()), now)
+		k, err := l.yieldStep(ctx, min(n, l.l.Burst()))
 		if err != nil {
 			return err
 		}
@@ -101,16 +101,19 @@ func (l *Limiter) prioritized(now time.Time) bool {
 }
 
 // yieldStep is one step of an ordinary stream's wait for k <= burst tokens while a priority stream
-// holds the link. It takes all k at once if the bucket holds them beyond a headroom left for the
-// priority streams (a quarter of a burst); else up to a floor burst of them if the floor share has
+// holds the link. It takes what the bucket holds beyond a headroom left for the priority streams
+// (a quarter of a burst), up to k; else up to a floor burst of them if the floor share has
 // them within the step, queueing them on the link with the priority streams (whose next bytes wait
 // that much longer); else it sleeps for at most leftoverPoll and takes none. It returns how many
 // it took.
-func (l *Limiter) yieldStep(ctx context.Context, k int, now time.Time) (int, error) {
+func (l *Limiter) yieldStep(ctx context.Context, k int) (int, error) {
+	now := time.Now()
 	headroom := float64(l.l.Burst() / 4)
-	if l.l.TokensAt(now) >= float64(k)+headroom && l.l.AllowN(now, k) {
-		l.granted(now, k)
-		return k, nil
+	// Part of k is taken too, a floor burst at least: on a slow link one read can be nearly a
+	// whole burst, which the bucket never holds beyond the headroom.
+	if kk := min(k, int(l.l.TokensAt(now)-headroom)); kk > 0 && (kk == k || kk >= l.floor.Burst()) && l.l.AllowN(now, kk) {
+		l.granted(now, kk)
+		return kk, nil
 	}
 	fk := min(k, l.floor.Burst())
 	r := l.floor.ReserveN(now, fk)
