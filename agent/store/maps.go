@@ -65,17 +65,21 @@ func (s *Store) recordedMap(d digest.Digest, chunkSize int64) *chunks.Map {
 // computeMap reads committed content d for its map, in one of maxMapComputations slots, and
 // records it when it is in the store's chunk size.
 func (s *Store) computeMap(ctx context.Context, d digest.Digest, chunkSize int64) (*chunks.Map, error) {
+	f, info, err := s.Open(d)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if chunks.Count(info.Size, chunkSize) > chunks.MaxChunks {
+		// Too large for a map: said without a slot or a read (over 128 GiB at 512 KiB).
+		return nil, fmt.Errorf("store: %s: %d bytes is more than %d chunks of %d: %w", d, info.Size, chunks.MaxChunks, chunkSize, errdefs.ErrTooLarge)
+	}
 	select {
 	case s.mapSlots <- struct{}{}:
 		defer func() { <-s.mapSlots }()
 	case <-ctx.Done():
 		return nil, fmt.Errorf("store: chunk map of %s: %w", d, ctx.Err())
 	}
-	f, info, err := s.Open(d)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	m, err := chunks.Read(ctx, f, d.Algorithm(), chunkSize)
 	if err != nil {
 		return nil, fmt.Errorf("store: computing chunk map: %w", err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -315,7 +316,13 @@ func TestBlobTooLargeForAMapCommits(t *testing.T) {
 	if n, err := io.Copy(v, f); err != nil || n != info.Size || !v.Verified() {
 		t.Fatalf("stored content: %d bytes, %v, verified %v", n, err, v.Verified())
 	}
-	if _, err := s.ChunkMap(context.Background(), d, cs); !errors.Is(err, errdefs.ErrTooLarge) {
+	// Said at once, without taking a map slot for a read: with every slot taken, it still is.
+	for range maxMapComputations {
+		s.mapSlots <- struct{}{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := s.ChunkMap(ctx, d, cs); !errors.Is(err, errdefs.ErrTooLarge) {
 		t.Fatalf("ChunkMap = %v, want ErrTooLarge", err)
 	}
 }

@@ -264,8 +264,10 @@ func (c *checker) object(ctx context.Context, d digest.Digest, p string) Object 
 			recorded = &m
 		}
 	}
-	if chunks.ValidChunkSize(d.Algorithm(), chunks.DefaultSize) != nil {
-		// No chunk maps for this algorithm: the digest alone.
+	if chunks.ValidChunkSize(d.Algorithm(), chunks.DefaultSize) != nil ||
+		recorded == nil && chunks.Count(o.Size, chunks.DefaultSize) > chunks.MaxChunks {
+		// No chunk maps for this algorithm, or none recorded for a blob too large for one: the
+		// digest alone.
 		v := d.Verifier()
 		if _, err := io.Copy(v, readerCtx{ctx, f}); err != nil {
 			o.OK, o.Problem = false, "cannot be read: "+err.Error()
