@@ -76,8 +76,7 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 		now := time.Now()
 		if !l.prioritized(now) {
 			k := min(n, l.l.Burst())
-			l.granted(now, k)
-			if err := l.l.WaitN(ctx, k); err != nil {
+			if err := l.take(ctx, k); err != nil {
 				return err
 			}
 			n -= k
@@ -125,8 +124,7 @@ func (l *Limiter) yieldStep(ctx context.Context, k int) (int, error) {
 			r.Cancel()
 			return 0, err
 		}
-		l.granted(time.Now(), fk)
-		return fk, l.l.WaitN(ctx, fk)
+		return fk, l.take(ctx, fk)
 	}
 	r.CancelAt(now)
 	return 0, sleepCtx(ctx, step)
@@ -159,13 +157,18 @@ func (l *Limiter) waitPriority(ctx context.Context, n int) error {
 	}()
 	for n > 0 {
 		k := min(n, l.l.Burst())
-		l.granted(time.Now(), k)
-		if err := l.l.WaitN(ctx, k); err != nil {
+		if err := l.take(ctx, k); err != nil {
 			return err
 		}
 		n -= k
 	}
 	return nil
+}
+
+// take queues for k <= burst tokens of the link and waits for them, counting them for Spare.
+func (l *Limiter) take(ctx context.Context, k int) error {
+	l.granted(time.Now(), k)
+	return l.l.WaitN(ctx, k)
 }
 
 // granted counts n bytes asked for at now (a wait that then fails still counts: it is rare,
